@@ -1,0 +1,50 @@
+//! `mmiotrace`: record, convert and summarise traces of memory-mapped I/O.
+
+mod cmd;
+
+use std::io::ErrorKind;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Record every access a program makes to memory-mapped device registers,
+/// and read, convert and summarise the traces.
+#[derive(Debug, Parser)]
+#[command(name = "mmiotrace", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Record(cmd::record::Cmd),
+    Convert(cmd::convert::Cmd),
+    Stats(cmd::stats::Cmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Record(cmd) => cmd.run(),
+        Command::Convert(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        Command::Stats(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("mmiotrace: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A closed stdout (`mmiotrace stats big.trace | head`) is not an error.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,1 @@
+//! The preloaded runtime (see docs/ARCHITECTURE.md).

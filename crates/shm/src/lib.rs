@@ -1,0 +1,721 @@
+//! The shared-memory file through which the runtime hands events to the recorder.
+//!
+//! # Layout
+//!
+//! ```text
+//! offset 0               Header (HEADER_SIZE bytes, #[repr(C)])
+//! HEADER_SIZE + i*stride  slot i: SlotHeader (192 bytes) then ring_records × Record (64 bytes each)
+//! ```
+//!
+//! Every thread that logs claims one slot and is its ring's only producer;
+//! the recorder is every ring's only consumer. Positions are free-running
+//! `u64` record counts, so `write_pos - read_pos` is the fill level.
+//!
+//! A record may be followed by `ext` continuation records that carry raw
+//! payload bytes: the path of a `MAP`, the text of a `MARK`, a value wider than
+//! 8 bytes. A record and its continuations are published together.
+//!
+//! The layout uses offsets only, never pointers, so that every process maps
+//! it at its own address. Nothing here allocates, locks or formats: the
+//! producer side runs inside the runtime's SIGSEGV handler.
+//!
+//! # Safety
+//!
+//! This crate reads and writes a memory region that other processes share.
+//! The unsafe code is confined to turning the base address into references to
+//! `#[repr(C)]` structures at checked offsets, and to copying records in and
+//! out of the rings; the atomic positions order those copies.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// First bytes of the file.
+pub const MAGIC: [u8; 8] = *b"MMIOSHM\0";
+/// Bumped on any change of the layout below.
+pub const VERSION: u32 = 1;
+/// Bytes before the first slot.
+pub const HEADER_SIZE: usize = 4096;
+/// Bytes of one record.
+pub const RECORD_SIZE: usize = 64;
+/// Environment variable that carries the shared-memory file's path to the runtime.
+pub const ENV_SHM_PATH: &str = "MMIOTRACE_SHM";
+
+/// `Header::flags`: a full ring drops the event (counted in `Header::lost`) instead of waiting.
+pub const FLAG_DROP: u32 = 1;
+
+/// Record kinds.
+pub mod kind {
+    /// An access that read `width` bytes at `offset` into map `map_id`.
+    pub const READ: u8 = 1;
+    /// An access that wrote `width` bytes.
+    pub const WRITE: u8 = 2;
+    /// An access the runtime performed without knowing its value;
+    /// `aux` holds up to 8 instruction bytes, `width` how many.
+    pub const UNKNOWN: u8 = 3;
+    /// A traced mapping appeared: `offset` is the file offset, `value` the
+    /// length, `aux` the program's address; the path follows as payload.
+    pub const MAP: u8 = 4;
+    /// A traced mapping went away.
+    pub const UNMAP: u8 = 5;
+    /// A user marker; the text follows as payload.
+    pub const MARK: u8 = 6;
+}
+
+/// `Record::flags`: the access was made by displaced or slow-path execution.
+pub const RECORD_FLAG_SLOW_PATH: u8 = 1;
+
+/// One ring entry. Plain data: a producer fills it, then publishes it with
+/// the `Release` store of `SlotHeader::write_pos`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Record {
+    pub kind: u8,
+    /// Access width in bytes (1..=64); for `UNKNOWN`, instruction bytes in `aux`.
+    pub width: u8,
+    /// Continuation records that follow this one.
+    pub ext: u8,
+    pub flags: u8,
+    pub map_id: u32,
+    /// Global sequence number, assigned by [`Shm::push`].
+    pub seq: u64,
+    /// Nanoseconds since `Header::clock_base_ns`, taken by [`Shm::push`].
+    pub time_ns: u64,
+    pub tid: u32,
+    pub pid: u32,
+    pub offset: u64,
+    /// The low 8 bytes of the value (little-endian). Wider values travel whole in the payload.
+    pub value: u64,
+    pub pc: u64,
+    pub aux: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<Record>() == RECORD_SIZE);
+
+/// Longest payload one record can carry in continuation records.
+pub const MAX_PAYLOAD: usize = 255 * RECORD_SIZE;
+
+#[repr(C, align(64))]
+#[derive(Debug)]
+struct Padded<T>(T);
+
+/// The file header. Written once by the recorder before the program starts,
+/// apart from the atomics.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Header {
+    pub magic: [u8; 8],
+    pub version: u32,
+    pub header_size: u32,
+    pub slot_count: u32,
+    /// Records per ring; a power of two.
+    pub ring_records: u32,
+    pub total_size: u64,
+    /// `CLOCK_MONOTONIC` in nanoseconds when recording started.
+    pub clock_base_ns: u64,
+    pub flags: u32,
+    pub recorder_pid: u32,
+    seq: Padded<AtomicU64>,
+    next_map_id: Padded<AtomicU32>,
+    lost: Padded<AtomicU64>,
+    full_waits: Padded<AtomicU64>,
+    slots_used: Padded<AtomicU32>,
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
+
+/// Per-slot control block, one cache line per field that changes.
+#[repr(C)]
+#[derive(Debug)]
+pub struct SlotHeader {
+    /// Thread id of the producer that owns the ring, 0 when free.
+    owner_tid: Padded<AtomicU32>,
+    write_pos: Padded<AtomicU64>,
+    read_pos: Padded<AtomicU64>,
+}
+
+const SLOT_HEADER_SIZE: usize = std::mem::size_of::<SlotHeader>();
+const _: () = assert!(SLOT_HEADER_SIZE == 192);
+
+/// Sizes chosen by the recorder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    pub slot_count: u32,
+    /// Records per ring; rounded up to a power of two.
+    pub ring_records: u32,
+    pub drop_when_full: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            slot_count: 128,
+            ring_records: 16384,
+            drop_when_full: false,
+        }
+    }
+}
+
+impl Config {
+    fn ring_records(&self) -> usize {
+        (self.ring_records.max(512) as usize).next_power_of_two()
+    }
+
+    fn slot_stride(&self) -> usize {
+        SLOT_HEADER_SIZE + self.ring_records() * RECORD_SIZE
+    }
+
+    /// Size of the file this configuration needs.
+    pub fn total_size(&self) -> usize {
+        HEADER_SIZE + self.slot_count as usize * self.slot_stride()
+    }
+}
+
+/// Why a region is not a usable shared-memory file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShmError {
+    TooSmall,
+    BadMagic,
+    BadVersion(u32),
+    BadGeometry,
+    Misaligned,
+}
+
+impl std::fmt::Display for ShmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShmError::TooSmall => write!(f, "shared-memory file is smaller than its header says"),
+            ShmError::BadMagic => write!(f, "not an mmiotrace shared-memory file (bad magic)"),
+            ShmError::BadVersion(v) => write!(
+                f,
+                "shared-memory layout version {v}, this build speaks {VERSION}: runtime and recorder are from different builds"
+            ),
+            ShmError::BadGeometry => write!(f, "shared-memory header has an impossible geometry"),
+            ShmError::Misaligned => write!(f, "shared-memory mapping is not page aligned"),
+        }
+    }
+}
+
+impl std::error::Error for ShmError {}
+
+/// What a producer does when its ring is full and the recorder is behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushResult {
+    Pushed { seq: u64 },
+    /// The ring was full in drop mode: the event was counted in `lost` and not written.
+    Dropped,
+    /// The payload is longer than [`MAX_PAYLOAD`] or than a ring can hold.
+    TooLarge,
+}
+
+/// A mapped shared-memory file. Cheap to copy; every process maps it at its own address.
+#[derive(Debug, Clone, Copy)]
+pub struct Shm {
+    base: *mut u8,
+    len: usize,
+    slot_count: usize,
+    ring_records: usize,
+    stride: usize,
+}
+
+// SAFETY: all shared state behind `base` is either immutable after `init` or
+// accessed through atomics (positions, counters) that order the plain record
+// copies; see the SYNC POINT comments.
+unsafe impl Send for Shm {}
+// SAFETY: as for Send.
+unsafe impl Sync for Shm {}
+
+/// A record read from a ring, with its payload.
+#[derive(Debug, Clone)]
+pub struct Popped {
+    pub record: Record,
+    pub payload: Vec<u8>,
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; clock_gettime is async-signal-safe
+    // (it is a vDSO call without locks).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds.
+pub fn now_ns() -> u64 {
+    monotonic_ns()
+}
+
+impl Shm {
+    /// Lays out a fresh file in `base[..len]`, which must be zeroed, page
+    /// aligned and at least `config.total_size()` bytes.
+    ///
+    /// # Safety
+    ///
+    /// `base..base+len` must be a writable mapping that stays mapped as long as
+    /// the returned `Shm` or any copy of it is used, and nothing else may
+    /// access it during this call.
+    pub unsafe fn init(base: *mut u8, len: usize, config: &Config) -> Result<Shm, ShmError> {
+        if (base as usize) % 4096 != 0 {
+            return Err(ShmError::Misaligned);
+        }
+        if len < config.total_size() || config.slot_count == 0 {
+            return Err(ShmError::TooSmall);
+        }
+        // SAFETY: `base` is aligned and points at HEADER_SIZE writable bytes
+        // (checked above) that nobody else accesses yet.
+        let header = unsafe { &mut *(base as *mut Header) };
+        header.magic = MAGIC;
+        header.version = VERSION;
+        header.header_size = HEADER_SIZE as u32;
+        header.slot_count = config.slot_count;
+        header.ring_records = config.ring_records() as u32;
+        header.total_size = config.total_size() as u64;
+        header.clock_base_ns = monotonic_ns();
+        header.flags = if config.drop_when_full { FLAG_DROP } else { 0 };
+        header.recorder_pid = std::process::id();
+        // SAFETY: the header was just written in full.
+        unsafe { Shm::from_raw(base, len) }
+    }
+
+    /// Checks the header of an existing file and returns a handle to it.
+    ///
+    /// # Safety
+    ///
+    /// `base..base+len` must be a readable and writable shared mapping of an
+    /// mmiotrace shared-memory file that stays mapped while the `Shm` is used.
+    pub unsafe fn from_raw(base: *mut u8, len: usize) -> Result<Shm, ShmError> {
+        if (base as usize) % 4096 != 0 {
+            return Err(ShmError::Misaligned);
+        }
+        if len < HEADER_SIZE {
+            return Err(ShmError::TooSmall);
+        }
+        // SAFETY: aligned, at least HEADER_SIZE readable bytes (checked above).
+        let header = unsafe { &*(base as *const Header) };
+        if header.magic != MAGIC {
+            return Err(ShmError::BadMagic);
+        }
+        if header.version != VERSION {
+            return Err(ShmError::BadVersion(header.version));
+        }
+        let ring_records = header.ring_records as usize;
+        if header.header_size as usize != HEADER_SIZE
+            || !ring_records.is_power_of_two()
+            || header.slot_count == 0
+        {
+            return Err(ShmError::BadGeometry);
+        }
+        let stride = SLOT_HEADER_SIZE + ring_records * RECORD_SIZE;
+        let need = HEADER_SIZE + header.slot_count as usize * stride;
+        if need as u64 != header.total_size {
+            return Err(ShmError::BadGeometry);
+        }
+        if len < need {
+            return Err(ShmError::TooSmall);
+        }
+        Ok(Shm {
+            base,
+            len,
+            slot_count: header.slot_count as usize,
+            ring_records,
+            stride,
+        })
+    }
+
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn header(&self) -> &Header {
+        // SAFETY: checked in from_raw: aligned and in bounds; the non-atomic
+        // fields are never written after init.
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.slot_count
+    }
+
+    pub fn ring_records(&self) -> usize {
+        self.ring_records
+    }
+
+    fn slot_header(&self, slot: usize) -> &SlotHeader {
+        assert!(slot < self.slot_count, "slot index out of range");
+        // SAFETY: slot < slot_count, so the slot header lies inside the
+        // mapping (geometry checked in from_raw) and is 64-byte aligned.
+        unsafe { &*(self.base.add(HEADER_SIZE + slot * self.stride) as *const SlotHeader) }
+    }
+
+    fn record_ptr(&self, slot: usize, pos: u64) -> *mut Record {
+        let index = (pos as usize) & (self.ring_records - 1);
+        // SAFETY: slot < slot_count (checked by slot_header, called first by
+        // every user) and index < ring_records, so this stays in the mapping.
+        unsafe {
+            self.base
+                .add(HEADER_SIZE + slot * self.stride + SLOT_HEADER_SIZE + index * RECORD_SIZE)
+                as *mut Record
+        }
+    }
+
+    /// Allocates the next map id (starting at 1).
+    pub fn next_map_id(&self) -> u32 {
+        self.header().next_map_id.0.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Takes one sequence number for a record that the recorder makes itself
+    /// (markers from the FIFO, lost-event records).
+    pub fn take_seq(&self) -> u64 {
+        self.header().seq.0.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sequence numbers handed out so far.
+    pub fn seq_issued(&self) -> u64 {
+        self.header().seq.0.load(Ordering::Acquire)
+    }
+
+    /// Events dropped because a ring was full in drop mode.
+    pub fn lost(&self) -> u64 {
+        self.header().lost.0.load(Ordering::Relaxed)
+    }
+
+    /// How many pushes had to wait for the recorder.
+    pub fn full_waits(&self) -> u64 {
+        self.header().full_waits.0.load(Ordering::Relaxed)
+    }
+
+    /// Slots ever claimed (an upper bound on the slots the recorder must scan).
+    pub fn slots_used(&self) -> usize {
+        (self.header().slots_used.0.load(Ordering::Acquire) as usize).min(self.slot_count)
+    }
+
+    /// Claims a free slot for thread `tid`. Returns `None` if every slot is owned.
+    pub fn claim_slot(&self, tid: u32) -> Option<usize> {
+        for slot in 0..self.slot_count {
+            let owner = &self.slot_header(slot).owner_tid.0;
+            // SYNC POINT: the Acquire CAS pairs with the Release store in
+            // release_slot(), so the new owner sees the old owner's write_pos.
+            if owner.load(Ordering::Relaxed) == 0
+                && owner
+                    .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.header()
+                    .slots_used
+                    .0
+                    .fetch_max(slot as u32 + 1, Ordering::Release);
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    /// Gives a slot back. Records still in its ring stay there for the
+    /// recorder; the next owner appends after them.
+    pub fn release_slot(&self, slot: usize) {
+        // SYNC POINT: pairs with the Acquire CAS in claim_slot().
+        self.slot_header(slot).owner_tid.0.store(0, Ordering::Release);
+    }
+
+    /// The thread owning `slot`, 0 if free.
+    pub fn slot_owner(&self, slot: usize) -> u32 {
+        self.slot_header(slot).owner_tid.0.load(Ordering::Relaxed)
+    }
+
+    /// Frees `slot` if it is still owned by `tid` (the recorder reclaims
+    /// slots of threads that died without releasing them).
+    pub fn reclaim_slot(&self, slot: usize, tid: u32) -> bool {
+        self.slot_header(slot)
+            .owner_tid
+            .0
+            .compare_exchange(tid, 0, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Appends `record` (and `payload` in continuation records) to `slot`'s
+    /// ring, stamping it with the next global sequence number and the time.
+    ///
+    /// Only the slot's owner may call this. It never allocates or locks;
+    /// when the ring is full it waits for the recorder (sleeping in short
+    /// steps), or in drop mode counts the event as lost.
+    pub fn push(&self, slot: usize, mut record: Record, payload: &[u8]) -> PushResult {
+        let ext = payload.len().div_ceil(RECORD_SIZE);
+        if payload.len() > MAX_PAYLOAD || ext + 1 > self.ring_records {
+            return PushResult::TooLarge;
+        }
+        let needed = (ext + 1) as u64;
+        let slot_header = self.slot_header(slot);
+        // Only this thread stores write_pos.
+        let write_pos = slot_header.write_pos.0.load(Ordering::Relaxed);
+        let mut waited = false;
+        loop {
+            // SYNC POINT: pairs with the Release store of read_pos in pop():
+            // the recorder has finished copying the records it released.
+            let read_pos = slot_header.read_pos.0.load(Ordering::Acquire);
+            if write_pos + needed - read_pos <= self.ring_records as u64 {
+                break;
+            }
+            if self.header().flags & FLAG_DROP != 0 {
+                self.header().lost.0.fetch_add(1, Ordering::Relaxed);
+                return PushResult::Dropped;
+            }
+            if !waited {
+                waited = true;
+                self.header().full_waits.0.fetch_add(1, Ordering::Relaxed);
+            }
+            wait_briefly();
+        }
+        record.ext = ext as u8;
+        record.seq = self.header().seq.0.fetch_add(1, Ordering::Relaxed);
+        record.time_ns = monotonic_ns().saturating_sub(self.header().clock_base_ns);
+        // SAFETY: positions write_pos..write_pos+needed are free (checked
+        // against read_pos above) and only this thread writes them.
+        unsafe {
+            std::ptr::write_volatile(self.record_ptr(slot, write_pos), record);
+            for (i, chunk) in payload.chunks(RECORD_SIZE).enumerate() {
+                let dst = self.record_ptr(slot, write_pos + 1 + i as u64) as *mut u8;
+                std::ptr::write_bytes(dst, 0, RECORD_SIZE);
+                std::ptr::copy_nonoverlapping(chunk.as_ptr(), dst, chunk.len());
+            }
+        }
+        // SYNC POINT: pairs with the Acquire load of write_pos in pop(); the
+        // records written above become visible to the recorder.
+        slot_header
+            .write_pos
+            .0
+            .store(write_pos + needed, Ordering::Release);
+        PushResult::Pushed { seq: record.seq }
+    }
+
+    /// The next record of `slot`'s ring, if one has been published, without
+    /// consuming it.
+    pub fn peek(&self, slot: usize) -> Option<Record> {
+        let slot_header = self.slot_header(slot);
+        let read_pos = slot_header.read_pos.0.load(Ordering::Relaxed);
+        // SYNC POINT: pairs with the Release store of write_pos in push().
+        let write_pos = slot_header.write_pos.0.load(Ordering::Acquire);
+        if read_pos == write_pos {
+            return None;
+        }
+        // SAFETY: read_pos < write_pos, so the record was published.
+        Some(unsafe { std::ptr::read_volatile(self.record_ptr(slot, read_pos)) })
+    }
+
+    /// Consumes the next record of `slot`'s ring, with its payload. Only the
+    /// recorder calls this.
+    pub fn pop(&self, slot: usize) -> Option<Popped> {
+        let record = self.peek(slot)?;
+        let slot_header = self.slot_header(slot);
+        let read_pos = slot_header.read_pos.0.load(Ordering::Relaxed);
+        let mut payload = Vec::with_capacity(record.ext as usize * RECORD_SIZE);
+        for i in 0..record.ext as u64 {
+            let mut chunk = [0u8; RECORD_SIZE];
+            // SAFETY: the producer publishes a record and its continuations
+            // with one store of write_pos, so these are published too.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.record_ptr(slot, read_pos + 1 + i) as *const u8,
+                    chunk.as_mut_ptr(),
+                    RECORD_SIZE,
+                );
+            }
+            payload.extend_from_slice(&chunk);
+        }
+        // SYNC POINT: pairs with the Acquire load of read_pos in push(): the
+        // copies above are done before the producer may overwrite these entries.
+        slot_header
+            .read_pos
+            .0
+            .store(read_pos + 1 + record.ext as u64, Ordering::Release);
+        Some(Popped { record, payload })
+    }
+
+    /// Records published but not yet consumed in `slot`.
+    pub fn pending(&self, slot: usize) -> u64 {
+        let slot_header = self.slot_header(slot);
+        slot_header.write_pos.0.load(Ordering::Acquire)
+            - slot_header.read_pos.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Sleeps 20 µs with a raw `nanosleep` (async-signal-safe).
+fn wait_briefly() {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 20_000,
+    };
+    // SAFETY: `ts` is valid; a null remainder pointer is allowed.
+    unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+}
+
+/// Text payloads (paths, markers) are NUL-padded to whole records; this
+/// returns the bytes up to the first NUL.
+pub fn payload_text(payload: &[u8]) -> &[u8] {
+    let end = payload.iter().position(|&b| b == 0).unwrap_or(payload.len());
+    &payload[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Region {
+        ptr: *mut u8,
+        len: usize,
+    }
+
+    impl Region {
+        fn new(len: usize) -> Region {
+            // SAFETY: anonymous private mapping, no pointers passed in.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(ptr, libc::MAP_FAILED);
+            Region {
+                ptr: ptr as *mut u8,
+                len,
+            }
+        }
+    }
+
+    impl Drop for Region {
+        fn drop(&mut self) {
+            // SAFETY: unmaps exactly what new() mapped.
+            unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+        }
+    }
+
+    fn small(drop_when_full: bool) -> Config {
+        Config {
+            slot_count: 4,
+            ring_records: 512,
+            drop_when_full,
+        }
+    }
+
+    #[test]
+    fn push_pop_round_trip_with_payload() {
+        let config = small(false);
+        let region = Region::new(config.total_size());
+        // SAFETY: fresh zeroed anonymous mapping of the right size.
+        let shm = unsafe { Shm::init(region.ptr, region.len, &config) }.expect("init");
+        let slot = shm.claim_slot(77).expect("slot");
+        let record = Record {
+            kind: kind::MAP,
+            map_id: 3,
+            value: 4096,
+            ..Record::default()
+        };
+        let path = b"/dev/shm/some-file-with-a-name-longer-than-sixty-four-bytes-0123456789";
+        assert_eq!(shm.push(slot, record, path), PushResult::Pushed { seq: 0 });
+        assert_eq!(shm.pending(slot), 3);
+        let popped = shm.pop(slot).expect("record");
+        assert_eq!(popped.record.kind, kind::MAP);
+        assert_eq!(popped.record.ext, 2);
+        assert_eq!(payload_text(&popped.payload), path);
+        assert!(shm.pop(slot).is_none());
+    }
+
+    #[test]
+    fn sequence_numbers_are_global() {
+        let config = small(false);
+        let region = Region::new(config.total_size());
+        // SAFETY: fresh zeroed anonymous mapping of the right size.
+        let shm = unsafe { Shm::init(region.ptr, region.len, &config) }.expect("init");
+        let a = shm.claim_slot(1).expect("slot");
+        let b = shm.claim_slot(2).expect("slot");
+        assert_ne!(a, b);
+        for _ in 0..3 {
+            shm.push(a, Record::default(), &[]);
+            shm.push(b, Record::default(), &[]);
+        }
+        let seqs_a: Vec<u64> = std::iter::from_fn(|| shm.pop(a)).map(|p| p.record.seq).collect();
+        let seqs_b: Vec<u64> = std::iter::from_fn(|| shm.pop(b)).map(|p| p.record.seq).collect();
+        assert_eq!(seqs_a, [0, 2, 4]);
+        assert_eq!(seqs_b, [1, 3, 5]);
+    }
+
+    #[test]
+    fn drop_mode_counts_what_it_drops() {
+        let config = small(true);
+        let region = Region::new(config.total_size());
+        // SAFETY: fresh zeroed anonymous mapping of the right size.
+        let shm = unsafe { Shm::init(region.ptr, region.len, &config) }.expect("init");
+        let slot = shm.claim_slot(5).expect("slot");
+        for _ in 0..600 {
+            shm.push(slot, Record::default(), &[]);
+        }
+        assert_eq!(shm.pending(slot), 512);
+        assert_eq!(shm.lost(), 88);
+        assert_eq!(shm.seq_issued(), 512, "dropped events take no sequence number");
+    }
+
+    #[test]
+    fn full_ring_waits_for_the_consumer() {
+        let config = small(false);
+        let region = Region::new(config.total_size());
+        // SAFETY: fresh zeroed anonymous mapping of the right size.
+        let shm = unsafe { Shm::init(region.ptr, region.len, &config) }.expect("init");
+        let slot = shm.claim_slot(9).expect("slot");
+        let producer = std::thread::spawn(move || {
+            for i in 0..5000u64 {
+                let record = Record {
+                    value: i,
+                    ..Record::default()
+                };
+                shm.push(slot, record, &[]);
+            }
+        });
+        let mut next = 0u64;
+        while next < 5000 {
+            if let Some(popped) = shm.pop(slot) {
+                assert_eq!(popped.record.value, next);
+                assert_eq!(popped.record.seq, next);
+                next += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        producer.join().expect("producer");
+        assert!(shm.full_waits() > 0);
+    }
+
+    #[test]
+    fn rejects_foreign_files() {
+        let region = Region::new(8192);
+        // SAFETY: a zeroed mapping; from_raw only reads the header.
+        assert_eq!(
+            unsafe { Shm::from_raw(region.ptr, region.len) }.err(),
+            Some(ShmError::BadMagic)
+        );
+    }
+
+    #[test]
+    fn slots_are_reused_after_release() {
+        let config = small(false);
+        let region = Region::new(config.total_size());
+        // SAFETY: fresh zeroed anonymous mapping of the right size.
+        let shm = unsafe { Shm::init(region.ptr, region.len, &config) }.expect("init");
+        let slots: Vec<usize> = (1..=4).map(|tid| shm.claim_slot(tid).expect("slot")).collect();
+        assert_eq!(shm.claim_slot(99), None);
+        shm.release_slot(slots[2]);
+        assert_eq!(shm.claim_slot(99), Some(slots[2]));
+        assert_eq!(shm.slots_used(), 4);
+    }
+}

@@ -1,0 +1,268 @@
+//! The event model: one type per line kind of the kernel's mmiotrace log,
+//! plus the fields and records mmiotrace adds (see docs/FORMAT.md).
+
+/// Time since the start of tracing, kept in nanoseconds.
+///
+/// The kernel prints `%u.%06lu` (seconds and microseconds); the text writer
+/// truncates to microseconds, the binary format keeps nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp {
+    pub nanos: u64,
+}
+
+impl Timestamp {
+    pub const ZERO: Timestamp = Timestamp { nanos: 0 };
+
+    pub fn from_nanos(nanos: u64) -> Self {
+        Timestamp { nanos }
+    }
+
+    pub fn from_secs_micros(secs: u64, micros: u64) -> Self {
+        Timestamp {
+            nanos: secs.saturating_mul(1_000_000_000).saturating_add(micros.saturating_mul(1000)),
+        }
+    }
+
+    pub fn secs(self) -> u64 {
+        self.nanos / 1_000_000_000
+    }
+
+    pub fn subsec_micros(self) -> u64 {
+        (self.nanos % 1_000_000_000) / 1000
+    }
+}
+
+/// Direction of a register access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Read,
+    Write,
+}
+
+/// The value of one access, `width` bytes of it, little-endian as in memory.
+///
+/// Widths of 1, 2, 4 and 8 bytes are what the kernel can log; 16, 32 and 64
+/// (SSE, AVX, AVX-512) are mmiotrace's wide-value extension.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Value {
+    bytes: [u8; Value::MAX_WIDTH],
+    width: u8,
+}
+
+impl Value {
+    pub const MAX_WIDTH: usize = 64;
+
+    /// A value of `width` bytes (1, 2, 4 or 8) from the low bytes of `v`.
+    pub fn from_u64(width: u8, v: u64) -> Option<Self> {
+        if !matches!(width, 1 | 2 | 4 | 8) {
+            return None;
+        }
+        let mut bytes = [0u8; Self::MAX_WIDTH];
+        bytes[..8].copy_from_slice(&v.to_le_bytes());
+        let mut value = Value { bytes, width };
+        value.mask_to_width();
+        Some(value)
+    }
+
+    /// A value whose width is the length of `le_bytes` (1..=64 and a power of two).
+    pub fn from_le_bytes(le_bytes: &[u8]) -> Option<Self> {
+        let width = le_bytes.len();
+        if !Self::is_valid_width(width) {
+            return None;
+        }
+        let mut bytes = [0u8; Self::MAX_WIDTH];
+        bytes[..width].copy_from_slice(le_bytes);
+        Some(Value { bytes, width: width as u8 })
+    }
+
+    /// Widths a value may have: 1, 2, 4, 8, 16, 32, 64.
+    pub fn is_valid_width(width: usize) -> bool {
+        width.is_power_of_two() && width <= Self::MAX_WIDTH
+    }
+
+    fn mask_to_width(&mut self) {
+        for b in &mut self.bytes[self.width as usize..] {
+            *b = 0;
+        }
+    }
+
+    pub fn width(&self) -> u8 {
+        self.width
+    }
+
+    /// Little-endian bytes, exactly `width` of them.
+    pub fn as_le_bytes(&self) -> &[u8] {
+        &self.bytes[..self.width as usize]
+    }
+
+    /// The low 8 bytes as an integer (the whole value for widths up to 8).
+    pub fn low_u64(&self) -> u64 {
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&self.bytes[..8]);
+        u64::from_le_bytes(low)
+    }
+
+    /// True for widths above 8 bytes, which the kernel format cannot express.
+    pub fn is_wide(&self) -> bool {
+        self.width > 8
+    }
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Value({}:0x", self.width)?;
+        for b in self.as_le_bytes().iter().rev() {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// Fields that mmiotrace adds to kernel records. All `None` for a record
+/// read from a kernel log; such a record prints byte-identically to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Ext {
+    /// Global sequence number: gap-free across all threads of one recording.
+    pub seq: Option<u64>,
+    /// Process id of the thread that made the access (the kernel `pid` field
+    /// carries the thread id in mmiotrace's traces).
+    pub process: Option<u32>,
+}
+
+impl Ext {
+    pub fn is_empty(&self) -> bool {
+        self.seq.is_none() && self.process.is_none()
+    }
+}
+
+/// `VERSION 20070824`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Version {
+    pub version: String,
+}
+
+/// Number of base address registers a `PCIDEV` line carries.
+pub const PCI_BARS: usize = 7;
+
+/// `PCIDEV %02x%02x %04x%04x %x` + 7 BAR starts (with flag bits) + 7 sizes + driver.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PciDev {
+    pub bus: u8,
+    /// `devfn`: device number << 3 | function.
+    pub devfn: u8,
+    pub vendor: u16,
+    pub device: u16,
+    pub irq: u32,
+    /// BAR start address, or-ed with the resource flag bits, as the kernel prints it.
+    pub bar_start: [u64; PCI_BARS],
+    pub bar_size: [u64; PCI_BARS],
+    /// Driver name; empty when no driver is bound (the kernel then leaves a trailing space).
+    pub driver: String,
+}
+
+/// `MAP time id phys virt len pc pid`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Map {
+    pub time: Timestamp,
+    pub map_id: u32,
+    pub phys: u64,
+    pub virt: u64,
+    pub len: u64,
+    pub pc: u64,
+    pub pid: u32,
+    pub ext: Ext,
+    /// The mapped file's path (mmiotrace extension; `None` in kernel logs).
+    pub path: Option<String>,
+}
+
+/// `UNMAP time id pc pid`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Unmap {
+    pub time: Timestamp,
+    pub map_id: u32,
+    pub pc: u64,
+    pub pid: u32,
+    pub ext: Ext,
+}
+
+/// `R|W width time id phys value pc pid`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Access {
+    pub dir: Direction,
+    pub time: Timestamp,
+    pub map_id: u32,
+    pub phys: u64,
+    /// The value; its width is the access width.
+    pub value: Value,
+    pub pc: u64,
+    pub pid: u32,
+    pub ext: Ext,
+}
+
+impl Access {
+    pub fn width(&self) -> u8 {
+        self.value.width()
+    }
+}
+
+/// `UNKNOWN time id phys b0,b1,b2 pc pid`: an access whose value is not known.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Unknown {
+    pub time: Timestamp,
+    pub map_id: u32,
+    pub phys: u64,
+    /// The first three opcode bytes, as the kernel prints them.
+    pub opcode: [u8; 3],
+    pub pc: u64,
+    pub pid: u32,
+    pub ext: Ext,
+}
+
+/// `MARK time text`: a user marker (the kernel's `trace_marker`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Mark {
+    pub time: Timestamp,
+    pub text: String,
+    pub ext: Ext,
+}
+
+/// Events lost by the tracer. The kernel writes `MARK 0.000000 Lost N events.`;
+/// mmiotrace writes that same line, so kernel tools see it too, and reads it back as this.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lost {
+    pub count: u64,
+    pub ext: Ext,
+}
+
+/// One record of a trace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Event {
+    Version(Version),
+    PciDev(PciDev),
+    Map(Map),
+    Unmap(Unmap),
+    Access(Access),
+    Unknown(Unknown),
+    Mark(Mark),
+    Lost(Lost),
+}
+
+impl Event {
+    /// Short name of the kind, as used by `stats`: `VERSION`, `PCIDEV`, `MAP`,
+    /// `UNMAP`, `R`, `W`, `UNKNOWN`, `MARK`, `LOST`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Event::Version(_) => "VERSION",
+            Event::PciDev(_) => "PCIDEV",
+            Event::Map(_) => "MAP",
+            Event::Unmap(_) => "UNMAP",
+            Event::Access(a) => match a.dir {
+                Direction::Read => "R",
+                Direction::Write => "W",
+            },
+            Event::Unknown(_) => "UNKNOWN",
+            Event::Mark(_) => "MARK",
+            Event::Lost(_) => "LOST",
+        }
+    }
+}
