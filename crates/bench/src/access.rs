@@ -1,0 +1,173 @@
+//! The measured loop, shared by every row: one 4-byte load and one 4-byte
+//! store per iteration, each a single `mov` with a fixed encoding, so that
+//! every row times exactly the same instructions and the floor's signal
+//! handler knows how far to skip.
+//!
+//! # Safety
+//!
+//! This module maps a file and runs inline assembly on the mapping. The
+//! mapping is owned by [`SharedPage`] and unmapped on drop; the loop only
+//! touches its first four bytes.
+
+use std::arch::asm;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+
+use anyhow::Context;
+
+/// `mov eax, dword ptr [rdi]` is `8b 07`, `mov dword ptr [rdi], esi` is
+/// `89 37`: both two bytes long.
+/// (`encodings_are_two_bytes` below checks it.)
+pub const ACCESS_INSN_LEN: usize = 2;
+
+pub const PAGE_SIZE: usize = 4096;
+
+/// One page of a file, mapped `MAP_SHARED` read/write: what a driver gets
+/// from mmap of a device resource.
+#[derive(Debug)]
+pub struct SharedPage {
+    base: NonNull<u32>,
+}
+
+impl SharedPage {
+    pub fn map(file: &File) -> anyhow::Result<Self> {
+        // SAFETY: a new mapping at an address the kernel chooses (no
+        // MAP_FIXED), so nothing existing is replaced; the fd is open.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mmap of the benchmark page");
+        }
+        let base = NonNull::new(addr.cast()).context("mmap returned null")?;
+        Ok(Self { base })
+    }
+
+    pub fn address_range(&self) -> std::ops::Range<usize> {
+        let start = self.base.as_ptr() as usize;
+        start..start + PAGE_SIZE
+    }
+
+    /// Makes the page inaccessible, so that every access faults.
+    pub fn protect_none(&self) -> std::io::Result<()> {
+        // SAFETY: changes protection of exactly the page this object owns.
+        match unsafe { libc::mprotect(self.base.as_ptr().cast(), PAGE_SIZE, libc::PROT_NONE) } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    }
+
+    /// Runs `iterations` load+store pairs on the first word of the page, the
+    /// store writing the iteration number. The caller must make sure that a
+    /// fault on the page, if it is protected, is handled (a tracer, or
+    /// [`crate::floor`]'s handler); an unhandled one kills the process, which
+    /// is not unsound.
+    pub fn access_loop(&self, iterations: u32) {
+        let word = self.base.as_ptr();
+        for i in 0..iterations {
+            // SAFETY: `word` points at the live mapping owned by `self`; the
+            // asm reads 4 aligned bytes there and clobbers only eax.
+            unsafe {
+                asm!("mov eax, dword ptr [rdi]", in("rdi") word, out("eax") _, options(nostack, preserves_flags));
+            }
+            // SAFETY: as above; it writes 4 aligned bytes there.
+            unsafe {
+                asm!("mov dword ptr [rdi], esi", in("rdi") word, in("esi") i, options(nostack, preserves_flags));
+            }
+        }
+    }
+}
+
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made in `map`; no pointer into it
+        // outlives `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), PAGE_SIZE) };
+    }
+}
+
+/// A one-page file for the benchmark to map, removed on drop.
+#[derive(Debug)]
+pub struct PageFile {
+    pub path: std::path::PathBuf,
+    pub file: File,
+}
+
+impl PageFile {
+    pub fn create(label: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir()
+            .canonicalize()
+            .context("cannot resolve the temporary directory")?;
+        let path = dir.join(format!(
+            "mmiotrace-bench-{}-{label}.page",
+            std::process::id()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .with_context(|| format!("{}: cannot create", path.display()))?;
+        file.set_len(PAGE_SIZE as u64)?;
+        Ok(Self { path, file })
+    }
+}
+
+impl Drop for PageFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads back the bytes the assembler emits for the loop's two `mov`s,
+    /// which the floor handler skips by `ACCESS_INSN_LEN`.
+    #[test]
+    fn encodings_are_two_bytes() {
+        let (load, load_end, store, store_end): (*const u8, *const u8, *const u8, *const u8);
+        // SAFETY: only computes addresses of code; the movs are jumped over
+        // and never run.
+        unsafe {
+            asm!(
+                "lea {load}, [rip + 2f]",
+                "lea {load_end}, [rip + 3f]",
+                "lea {store}, [rip + 3f]",
+                "lea {store_end}, [rip + 4f]",
+                "jmp 4f",
+                "2:",
+                "mov eax, dword ptr [rdi]",
+                "3:",
+                "mov dword ptr [rdi], esi",
+                "4:",
+                load = out(reg) load,
+                load_end = out(reg) load_end,
+                store = out(reg) store,
+                store_end = out(reg) store_end,
+                options(nostack),
+            );
+        }
+        // SAFETY: both ranges lie in this function's code, which is mapped
+        // readable.
+        let (load, store) = unsafe {
+            (
+                std::slice::from_raw_parts(load, load_end.offset_from(load) as usize),
+                std::slice::from_raw_parts(store, store_end.offset_from(store) as usize),
+            )
+        };
+        assert_eq!(load, [0x8b, 0x07]);
+        assert_eq!(store, [0x89, 0x37]);
+        assert_eq!(load.len(), ACCESS_INSN_LEN);
+    }
+}
