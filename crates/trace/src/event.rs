@@ -19,7 +19,9 @@ impl Timestamp {
 
     pub fn from_secs_micros(secs: u64, micros: u64) -> Self {
         Timestamp {
-            nanos: secs.saturating_mul(1_000_000_000).saturating_add(micros.saturating_mul(1000)),
+            nanos: secs
+                .saturating_mul(1_000_000_000)
+                .saturating_add(micros.saturating_mul(1000)),
         }
     }
 
@@ -72,7 +74,10 @@ impl Value {
         }
         let mut bytes = [0u8; Self::MAX_WIDTH];
         bytes[..width].copy_from_slice(le_bytes);
-        Some(Value { bytes, width: width as u8 })
+        Some(Value {
+            bytes,
+            width: width as u8,
+        })
     }
 
     /// Widths a value may have: 1, 2, 4, 8, 16, 32, 64.

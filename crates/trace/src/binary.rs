@@ -1,0 +1,776 @@
+//! mmiotrace's binary trace format (docs/FORMAT.md, "Binary format"):
+//! a 12-byte header, then one record per event, each a tag byte and
+//! LEB128 varints, most of them deltas from the previous record.
+
+use std::borrow::Cow;
+use std::io::{self, Read, Write};
+
+use crate::error::{Error, Location, Position};
+use crate::event::*;
+use crate::input::InputBuf;
+use crate::{EventWrite, Item, ReadOptions, Truncation};
+
+/// The first 8 bytes of every binary trace. The leading 0x89 byte is not
+/// ASCII, so no text trace starts like this; the CR LF and 0x1a catch a
+/// file mangled by a text-mode transfer (the trick PNG uses).
+pub const MAGIC: [u8; 8] = *b"\x89MMT\r\n\x1a\n";
+
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Magic, version (u16 LE), flags (u16 LE, 0).
+pub const HEADER_LEN: usize = 12;
+
+/// Longest string (MARK text, driver, version, map path) a record may carry.
+pub const MAX_STRING_LEN: usize = 1 << 20;
+
+/// Longest possible record: a tag, a few dozen varints, a string.
+const MAX_RECORD_LEN: usize = MAX_STRING_LEN + 512;
+
+// Tag byte: kind in bits 7..5, flags in bits 4..0.
+const KIND_READ: u8 = 0;
+const KIND_WRITE: u8 = 1;
+const KIND_MAP: u8 = 2;
+const KIND_UNMAP: u8 = 3;
+const KIND_UNKNOWN: u8 = 4;
+const KIND_MARK: u8 = 5;
+const KIND_LOST: u8 = 6;
+const KIND_META: u8 = 7;
+const FLAG_SEQ: u8 = 1 << 4;
+const FLAG_PROCESS: u8 = 1 << 3;
+/// MAP: a path follows.
+const FLAG_PATH: u8 = 1;
+/// META subkinds, in bits 2..0.
+const META_VERSION: u8 = 0;
+const META_PCIDEV: u8 = 1;
+
+/// The previous value of each delta-encoded field, shared by writer and reader.
+#[derive(Debug, Clone, Copy)]
+struct DeltaState {
+    time: u64,
+    /// The next seq is expected to be `seq + 1`.
+    seq: u64,
+    phys: u64,
+    pc: u64,
+    pid: u32,
+    process: u32,
+}
+
+impl DeltaState {
+    const START: DeltaState = DeltaState {
+        time: 0,
+        seq: u64::MAX,
+        phys: 0,
+        pc: 0,
+        pid: 0,
+        process: 0,
+    };
+}
+
+#[inline]
+fn zigzag(delta: i64) -> u64 {
+    ((delta << 1) ^ (delta >> 63)) as u64
+}
+
+#[inline]
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+#[inline]
+fn zigzag32(delta: i32) -> u64 {
+    u64::from(((delta << 1) ^ (delta >> 31)) as u32)
+}
+
+#[inline]
+fn unzigzag32(v: u32) -> i32 {
+    ((v >> 1) as i32) ^ -((v & 1) as i32)
+}
+
+// ---------------------------------------------------------------- writing
+
+/// Bytes collected before they are handed to the underlying writer.
+const FLUSH_THRESHOLD: usize = 64 * 1024;
+
+/// Writes events in the binary format. Writes the header at once.
+///
+/// Buffers internally, like [`TextWriter`](crate::TextWriter); call
+/// [`finish`](Self::finish) at the end.
+#[derive(Debug)]
+pub struct BinaryWriter<W: Write> {
+    out: Option<W>,
+    buf: Vec<u8>,
+    state: DeltaState,
+}
+
+impl<W: Write> BinaryWriter<W> {
+    pub fn new(out: W) -> Self {
+        let mut buf = Vec::with_capacity(FLUSH_THRESHOLD + 1024);
+        buf.extend_from_slice(&MAGIC);
+        buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        buf.extend_from_slice(&0u16.to_le_bytes());
+        BinaryWriter {
+            out: Some(out),
+            buf,
+            state: DeltaState::START,
+        }
+    }
+
+    /// Appends one event. Fails with `InvalidInput` for a string longer than
+    /// [`MAX_STRING_LEN`]; nothing is written then.
+    pub fn write_event(&mut self, event: &Event) -> io::Result<()> {
+        let mark = self.buf.len();
+        let saved = self.state;
+        if let Err(why) = encode_event(event, &mut self.state, &mut self.buf) {
+            self.buf.truncate(mark);
+            self.state = saved;
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        }
+        if self.buf.len() >= FLUSH_THRESHOLD {
+            self.write_buffered()?;
+        }
+        Ok(())
+    }
+
+    fn write_buffered(&mut self) -> io::Result<()> {
+        if let Some(out) = self.out.as_mut() {
+            let result = out.write_all(&self.buf);
+            self.buf.clear();
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Writes out everything buffered and flushes the underlying writer.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.write_buffered()?;
+        match self.out.as_mut() {
+            Some(out) => out.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes and returns the underlying writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush()?;
+        Ok(self
+            .out
+            .take()
+            .expect("the writer is only taken here, and finish consumes self"))
+    }
+
+    pub fn get_ref(&self) -> &W {
+        self.out
+            .as_ref()
+            .expect("the writer is only taken by finish")
+    }
+}
+
+impl<W: Write> Drop for BinaryWriter<W> {
+    fn drop(&mut self) {
+        // Like BufWriter: a best effort; call finish() to see the error.
+        let _ = self.write_buffered();
+    }
+}
+
+impl<W: Write> EventWrite for BinaryWriter<W> {
+    fn write_event(&mut self, event: &Event) -> io::Result<()> {
+        BinaryWriter::write_event(self, event)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        BinaryWriter::flush(self)
+    }
+}
+
+#[inline]
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_string(out: &mut Vec<u8>, s: &str) -> Result<(), &'static str> {
+    if s.len() > MAX_STRING_LEN {
+        return Err("a string is longer than the binary format's limit of 1 MiB");
+    }
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+#[inline]
+fn ext_flags(ext: &Ext) -> u8 {
+    (if ext.seq.is_some() { FLAG_SEQ } else { 0 })
+        | (if ext.process.is_some() {
+            FLAG_PROCESS
+        } else {
+            0
+        })
+}
+
+impl DeltaState {
+    #[inline]
+    fn put_time(&mut self, out: &mut Vec<u8>, t: Timestamp) {
+        put_varint(out, zigzag(t.nanos.wrapping_sub(self.time) as i64));
+        self.time = t.nanos;
+    }
+    #[inline]
+    fn put_phys(&mut self, out: &mut Vec<u8>, phys: u64) {
+        put_varint(out, zigzag(phys.wrapping_sub(self.phys) as i64));
+        self.phys = phys;
+    }
+    #[inline]
+    fn put_pc_pid(&mut self, out: &mut Vec<u8>, pc: u64, pid: u32) {
+        put_varint(out, zigzag(pc.wrapping_sub(self.pc) as i64));
+        self.pc = pc;
+        put_varint(out, zigzag32(pid.wrapping_sub(self.pid) as i32));
+        self.pid = pid;
+    }
+    #[inline]
+    fn put_ext(&mut self, out: &mut Vec<u8>, ext: &Ext) {
+        if let Some(seq) = ext.seq {
+            put_varint(
+                out,
+                zigzag(seq.wrapping_sub(self.seq.wrapping_add(1)) as i64),
+            );
+            self.seq = seq;
+        }
+        if let Some(process) = ext.process {
+            put_varint(out, zigzag32(process.wrapping_sub(self.process) as i32));
+            self.process = process;
+        }
+    }
+}
+
+fn encode_event(event: &Event, st: &mut DeltaState, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    match event {
+        Event::Access(a) => {
+            let kind = match a.dir {
+                Direction::Read => KIND_READ,
+                Direction::Write => KIND_WRITE,
+            };
+            let log2_width = a.value.width().trailing_zeros() as u8;
+            out.push(kind << 5 | ext_flags(&a.ext) | log2_width);
+            st.put_time(out, a.time);
+            put_varint(out, a.map_id.into());
+            st.put_phys(out, a.phys);
+            if a.value.is_wide() {
+                out.extend_from_slice(a.value.as_le_bytes());
+            } else {
+                put_varint(out, a.value.low_u64());
+            }
+            st.put_pc_pid(out, a.pc, a.pid);
+            st.put_ext(out, &a.ext);
+        }
+        Event::Map(m) => {
+            let path_flag = if m.path.is_some() { FLAG_PATH } else { 0 };
+            out.push(KIND_MAP << 5 | ext_flags(&m.ext) | path_flag);
+            st.put_time(out, m.time);
+            put_varint(out, m.map_id.into());
+            st.put_phys(out, m.phys);
+            put_varint(out, m.virt);
+            put_varint(out, m.len);
+            st.put_pc_pid(out, m.pc, m.pid);
+            st.put_ext(out, &m.ext);
+            if let Some(path) = &m.path {
+                put_string(out, path)?;
+            }
+        }
+        Event::Unmap(u) => {
+            out.push(KIND_UNMAP << 5 | ext_flags(&u.ext));
+            st.put_time(out, u.time);
+            put_varint(out, u.map_id.into());
+            st.put_pc_pid(out, u.pc, u.pid);
+            st.put_ext(out, &u.ext);
+        }
+        Event::Unknown(u) => {
+            out.push(KIND_UNKNOWN << 5 | ext_flags(&u.ext));
+            st.put_time(out, u.time);
+            put_varint(out, u.map_id.into());
+            st.put_phys(out, u.phys);
+            out.extend_from_slice(&u.opcode);
+            st.put_pc_pid(out, u.pc, u.pid);
+            st.put_ext(out, &u.ext);
+        }
+        Event::Mark(m) => {
+            out.push(KIND_MARK << 5 | ext_flags(&m.ext));
+            st.put_time(out, m.time);
+            st.put_ext(out, &m.ext);
+            put_string(out, &m.text)?;
+        }
+        Event::Lost(l) => {
+            out.push(KIND_LOST << 5 | ext_flags(&l.ext));
+            put_varint(out, l.count);
+            st.put_ext(out, &l.ext);
+        }
+        Event::Version(v) => {
+            out.push(KIND_META << 5 | META_VERSION);
+            put_string(out, &v.version)?;
+        }
+        Event::PciDev(p) => {
+            out.push(KIND_META << 5 | META_PCIDEV);
+            out.push(p.bus);
+            out.push(p.devfn);
+            put_varint(out, p.vendor.into());
+            put_varint(out, p.device.into());
+            put_varint(out, p.irq.into());
+            for v in p.bar_start.iter().chain(p.bar_size.iter()) {
+                put_varint(out, *v);
+            }
+            put_string(out, &p.driver)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- reading
+
+enum DecodeError {
+    /// The record continues past the bytes available.
+    NeedMore,
+    /// Malformed, at this offset within the record.
+    Invalid(usize, Cow<'static, str>),
+}
+
+type DecodeResult<T> = Result<T, DecodeError>;
+
+struct Decoder<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Decoder<'_> {
+    #[inline]
+    fn invalid<T>(&self, at: usize, why: impl Into<Cow<'static, str>>) -> DecodeResult<T> {
+        Err(DecodeError::Invalid(at, why.into()))
+    }
+
+    #[inline]
+    fn byte(&mut self) -> DecodeResult<u8> {
+        let b = *self.buf.get(self.pos).ok_or(DecodeError::NeedMore)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    #[inline]
+    fn bytes(&mut self, n: usize) -> DecodeResult<&[u8]> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::NeedMore)?;
+        let slice = self.buf.get(self.pos..end).ok_or(DecodeError::NeedMore)?;
+        self.pos = end;
+        Ok(slice)
+    }
+
+    #[inline]
+    fn varint(&mut self) -> DecodeResult<u64> {
+        let first = self.byte()?;
+        if first < 0x80 {
+            return Ok(u64::from(first));
+        }
+        self.varint_slow(first)
+    }
+
+    #[cold]
+    fn varint_slow(&mut self, first: u8) -> DecodeResult<u64> {
+        let start = self.pos - 1;
+        let mut value = u64::from(first & 0x7f);
+        let mut shift = 7;
+        loop {
+            let b = self.byte()?;
+            if shift == 63 && b > 1 {
+                return self.invalid(start, "a varint does not fit in 64 bits");
+            }
+            value |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(value);
+            }
+            shift += 7;
+            if shift > 63 {
+                return self.invalid(start, "a varint does not fit in 64 bits");
+            }
+        }
+    }
+
+    #[inline]
+    fn varint_u32(&mut self, what: &'static str) -> DecodeResult<u32> {
+        let at = self.pos;
+        let v = self.varint()?;
+        u32::try_from(v)
+            .or_else(|_| self.invalid(at, format!("the {what} does not fit in 32 bits")))
+    }
+
+    fn string(&mut self, what: &'static str) -> DecodeResult<String> {
+        let at = self.pos;
+        let len = self.varint()?;
+        if len > MAX_STRING_LEN as u64 {
+            return self.invalid(at, format!("the {what} is longer than 1 MiB ({len} bytes)"));
+        }
+        let text_at = self.pos;
+        let bytes = self.bytes(len as usize)?;
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(s.to_owned()),
+            Err(e) => self.invalid(
+                text_at + e.valid_up_to(),
+                format!("the {what} is not valid UTF-8"),
+            ),
+        }
+    }
+}
+
+impl DeltaState {
+    #[inline]
+    fn get_time(&mut self, d: &mut Decoder<'_>) -> DecodeResult<Timestamp> {
+        self.time = self.time.wrapping_add(unzigzag(d.varint()?) as u64);
+        Ok(Timestamp::from_nanos(self.time))
+    }
+    #[inline]
+    fn get_phys(&mut self, d: &mut Decoder<'_>) -> DecodeResult<u64> {
+        self.phys = self.phys.wrapping_add(unzigzag(d.varint()?) as u64);
+        Ok(self.phys)
+    }
+    #[inline]
+    fn get_pc_pid(&mut self, d: &mut Decoder<'_>) -> DecodeResult<(u64, u32)> {
+        self.pc = self.pc.wrapping_add(unzigzag(d.varint()?) as u64);
+        let delta = d.varint_u32("pid delta")?;
+        self.pid = self.pid.wrapping_add(unzigzag32(delta) as u32);
+        Ok((self.pc, self.pid))
+    }
+    #[inline]
+    fn get_ext(&mut self, d: &mut Decoder<'_>, tag: u8) -> DecodeResult<Ext> {
+        let mut ext = Ext::default();
+        if tag & FLAG_SEQ != 0 {
+            self.seq = self
+                .seq
+                .wrapping_add(1)
+                .wrapping_add(unzigzag(d.varint()?) as u64);
+            ext.seq = Some(self.seq);
+        }
+        if tag & FLAG_PROCESS != 0 {
+            let delta = d.varint_u32("process delta")?;
+            self.process = self.process.wrapping_add(unzigzag32(delta) as u32);
+            ext.process = Some(self.process);
+        }
+        Ok(ext)
+    }
+}
+
+/// Decodes one record from the start of `buf`. Updates `st` only on success.
+#[inline]
+fn decode_record(buf: &[u8], st: &mut DeltaState) -> DecodeResult<(Event, usize)> {
+    let mut d = Decoder { buf, pos: 0 };
+    let mut s = *st;
+    let tag = d.byte()?;
+    let kind = tag >> 5;
+    let low = tag & 0b111;
+    let event = match kind {
+        KIND_READ | KIND_WRITE => {
+            if low > 6 {
+                return d.invalid(
+                    0,
+                    format!("invalid access width code {low} in tag {tag:#04x}"),
+                );
+            }
+            let width = 1u8 << low;
+            let time = s.get_time(&mut d)?;
+            let map_id = d.varint_u32("map id")?;
+            let phys = s.get_phys(&mut d)?;
+            let value = if width <= 8 {
+                let at = d.pos;
+                let raw = d.varint()?;
+                if width < 8 && raw >> (8 * u32::from(width)) != 0 {
+                    return d.invalid(at, format!("the value does not fit in {width} bytes"));
+                }
+                Value::from_u64(width, raw)
+            } else {
+                Value::from_le_bytes(d.bytes(usize::from(width))?)
+            };
+            let Some(value) = value else {
+                return d.invalid(0, "invalid access width");
+            };
+            let (pc, pid) = s.get_pc_pid(&mut d)?;
+            let ext = s.get_ext(&mut d, tag)?;
+            Event::Access(Access {
+                dir: if kind == KIND_READ {
+                    Direction::Read
+                } else {
+                    Direction::Write
+                },
+                time,
+                map_id,
+                phys,
+                value,
+                pc,
+                pid,
+                ext,
+            })
+        }
+        KIND_MAP => {
+            if low & !FLAG_PATH != 0 {
+                return d.invalid(0, format!("reserved bits set in MAP tag {tag:#04x}"));
+            }
+            let time = s.get_time(&mut d)?;
+            let map_id = d.varint_u32("map id")?;
+            let phys = s.get_phys(&mut d)?;
+            let virt = d.varint()?;
+            let len = d.varint()?;
+            let (pc, pid) = s.get_pc_pid(&mut d)?;
+            let ext = s.get_ext(&mut d, tag)?;
+            let path = if low & FLAG_PATH != 0 {
+                Some(d.string("map path")?)
+            } else {
+                None
+            };
+            Event::Map(Map {
+                time,
+                map_id,
+                phys,
+                virt,
+                len,
+                pc,
+                pid,
+                ext,
+                path,
+            })
+        }
+        KIND_UNMAP | KIND_UNKNOWN | KIND_MARK | KIND_LOST if low != 0 => {
+            return d.invalid(0, format!("reserved bits set in tag {tag:#04x}"));
+        }
+        KIND_UNMAP => {
+            let time = s.get_time(&mut d)?;
+            let map_id = d.varint_u32("map id")?;
+            let (pc, pid) = s.get_pc_pid(&mut d)?;
+            let ext = s.get_ext(&mut d, tag)?;
+            Event::Unmap(Unmap {
+                time,
+                map_id,
+                pc,
+                pid,
+                ext,
+            })
+        }
+        KIND_UNKNOWN => {
+            let time = s.get_time(&mut d)?;
+            let map_id = d.varint_u32("map id")?;
+            let phys = s.get_phys(&mut d)?;
+            let mut opcode = [0u8; 3];
+            opcode.copy_from_slice(d.bytes(3)?);
+            let (pc, pid) = s.get_pc_pid(&mut d)?;
+            let ext = s.get_ext(&mut d, tag)?;
+            Event::Unknown(Unknown {
+                time,
+                map_id,
+                phys,
+                opcode,
+                pc,
+                pid,
+                ext,
+            })
+        }
+        KIND_MARK => {
+            let time = s.get_time(&mut d)?;
+            let ext = s.get_ext(&mut d, tag)?;
+            let text = d.string("MARK text")?;
+            Event::Mark(Mark { time, text, ext })
+        }
+        KIND_LOST => {
+            let count = d.varint()?;
+            let ext = s.get_ext(&mut d, tag)?;
+            Event::Lost(Lost { count, ext })
+        }
+        _ => {
+            if tag & (FLAG_SEQ | FLAG_PROCESS) != 0 {
+                return d.invalid(0, format!("reserved bits set in tag {tag:#04x}"));
+            }
+            match low {
+                META_VERSION => Event::Version(Version {
+                    version: d.string("version")?,
+                }),
+                META_PCIDEV => {
+                    let bus = d.byte()?;
+                    let devfn = d.byte()?;
+                    let vendor_at = d.pos;
+                    let vendor = u16::try_from(d.varint()?);
+                    let device_at = d.pos;
+                    let device = u16::try_from(d.varint()?);
+                    let irq = d.varint_u32("irq")?;
+                    let mut bar_start = [0u64; PCI_BARS];
+                    for v in &mut bar_start {
+                        *v = d.varint()?;
+                    }
+                    let mut bar_size = [0u64; PCI_BARS];
+                    for v in &mut bar_size {
+                        *v = d.varint()?;
+                    }
+                    let driver = d.string("driver name")?;
+                    let Ok(vendor) = vendor else {
+                        return d.invalid(vendor_at, "the vendor id does not fit in 16 bits");
+                    };
+                    let Ok(device) = device else {
+                        return d.invalid(device_at, "the device id does not fit in 16 bits");
+                    };
+                    Event::PciDev(PciDev {
+                        bus,
+                        devfn,
+                        vendor,
+                        device,
+                        irq,
+                        bar_start,
+                        bar_size,
+                        driver,
+                    })
+                }
+                _ => return d.invalid(0, format!("unknown record tag {tag:#04x}")),
+            }
+        }
+    };
+    *st = s;
+    Ok((event, d.pos))
+}
+
+/// Reads a binary trace one event at a time, in constant memory.
+#[derive(Debug)]
+pub struct BinaryReader<R> {
+    input: InputBuf<R>,
+    options: ReadOptions,
+    state: DeltaState,
+    done: bool,
+}
+
+impl<R: Read> BinaryReader<R> {
+    /// Reads and checks the header.
+    pub fn new(inner: R) -> Result<Self, Error> {
+        Self::with_options(inner, ReadOptions::default())
+    }
+
+    pub fn with_options(inner: R, options: ReadOptions) -> Result<Self, Error> {
+        Self::from_input(InputBuf::new(inner), options)
+    }
+
+    pub(crate) fn from_input(mut input: InputBuf<R>, options: ReadOptions) -> Result<Self, Error> {
+        let io_error = |source| Error::Io {
+            name: options.name.clone(),
+            source,
+        };
+        input.fill_at_least(HEADER_LEN).map_err(io_error)?;
+        let header = input.available();
+        let syntax = |offset: u64, message: &str| Error::Syntax {
+            position: Position {
+                name: options.name.clone(),
+                location: Location::Offset(offset),
+            },
+            message: message.to_owned(),
+        };
+        if !header.starts_with(&MAGIC[..header.len().min(MAGIC.len())]) || header.is_empty() {
+            return Err(syntax(
+                0,
+                "not a binary mmiotrace trace (wrong magic bytes)",
+            ));
+        }
+        if header.len() < HEADER_LEN {
+            return Err(syntax(
+                header.len() as u64,
+                "the binary trace ends inside its 12-byte header",
+            ));
+        }
+        let version = u16::from_le_bytes([header[8], header[9]]);
+        let flags = u16::from_le_bytes([header[10], header[11]]);
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                name: options.name.clone(),
+                version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if flags != 0 {
+            return Err(syntax(10, "unknown header flags (this build knows none)"));
+        }
+        input.consume(HEADER_LEN);
+        Ok(BinaryReader {
+            input,
+            options,
+            state: DeltaState::START,
+            done: false,
+        })
+    }
+
+    /// Offset in the input of the next record.
+    pub fn offset(&self) -> u64 {
+        self.input.offset()
+    }
+
+    fn position_at(&self, offset: u64) -> Position {
+        Position {
+            name: self.options.name.clone(),
+            location: Location::Offset(offset),
+        }
+    }
+
+    /// The next event, a [`Item::Truncated`] for a cut-off last record, or
+    /// `None` at the end. A malformed record ends the stream: there is no
+    /// way to find the next record after it.
+    #[inline]
+    pub fn read_item(&mut self) -> Result<Option<Item>, Error> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let available = self.input.available();
+            match decode_record(available, &mut self.state) {
+                Ok((event, len)) => {
+                    self.input.consume(len);
+                    return Ok(Some(Item::Event(event)));
+                }
+                Err(DecodeError::NeedMore) => self.need_more()?,
+                Err(DecodeError::Invalid(at, message)) => {
+                    self.done = true;
+                    return Err(Error::Syntax {
+                        position: self.position_at(self.input.offset() + at as u64),
+                        message: message.into_owned(),
+                    });
+                }
+            }
+            if self.done {
+                return self.truncated();
+            }
+        }
+    }
+
+    /// Reads more input; sets `done` when there is none.
+    #[cold]
+    fn need_more(&mut self) -> Result<(), Error> {
+        let read = self.input.refill(MAX_RECORD_LEN).map_err(|source| {
+            self.done = true;
+            Error::Io {
+                name: self.options.name.clone(),
+                source,
+            }
+        })?;
+        if read == 0 {
+            // At the end of the input, or a record claims to be longer than
+            // any valid one (which decode_record rejects before asking).
+            self.done = true;
+        }
+        Ok(())
+    }
+
+    fn truncated(&mut self) -> Result<Option<Item>, Error> {
+        let bytes = self.input.available().len() as u64;
+        if bytes == 0 {
+            return Ok(None);
+        }
+        let position = self.position_at(self.input.offset());
+        self.input.consume(bytes as usize);
+        if self.options.fatal_truncation {
+            return Err(Error::Truncated { position, bytes });
+        }
+        Ok(Some(Item::Truncated(Truncation { position, bytes })))
+    }
+}
+
+impl<R: Read> Iterator for BinaryReader<R> {
+    type Item = Result<Item, Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.read_item().transpose()
+    }
+}

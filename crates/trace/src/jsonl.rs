@@ -1,0 +1,218 @@
+//! JSON lines: one object per event, for scripts (docs/FORMAT.md, "JSON lines").
+//!
+//! Addresses and values are hex strings (`"0xfebf0010"`), since JSON numbers
+//! above 2^53 lose precision in most JSON libraries; times are integer
+//! nanoseconds. Write-only: convert JSON back by way of a script, not this crate.
+
+use std::io::{self, Write};
+
+use crate::EventWrite;
+use crate::event::*;
+use crate::num::{push_dec, push_hex, push_hex_byte};
+
+const FLUSH_THRESHOLD: usize = 64 * 1024;
+
+/// Writes events as JSON lines. Buffers internally; call [`finish`](Self::finish).
+#[derive(Debug)]
+pub struct JsonLinesWriter<W: Write> {
+    out: Option<W>,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> JsonLinesWriter<W> {
+    pub fn new(out: W) -> Self {
+        JsonLinesWriter {
+            out: Some(out),
+            buf: Vec::with_capacity(FLUSH_THRESHOLD + 1024),
+        }
+    }
+
+    pub fn write_event(&mut self, event: &Event) -> io::Result<()> {
+        format_json(event, &mut self.buf);
+        if self.buf.len() >= FLUSH_THRESHOLD {
+            self.write_buffered()?;
+        }
+        Ok(())
+    }
+
+    fn write_buffered(&mut self) -> io::Result<()> {
+        if let Some(out) = self.out.as_mut() {
+            let result = out.write_all(&self.buf);
+            self.buf.clear();
+            result?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.write_buffered()?;
+        match self.out.as_mut() {
+            Some(out) => out.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes and returns the underlying writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush()?;
+        Ok(self
+            .out
+            .take()
+            .expect("the writer is only taken here, and finish consumes self"))
+    }
+}
+
+impl<W: Write> Drop for JsonLinesWriter<W> {
+    fn drop(&mut self) {
+        let _ = self.write_buffered();
+    }
+}
+
+impl<W: Write> EventWrite for JsonLinesWriter<W> {
+    fn write_event(&mut self, event: &Event) -> io::Result<()> {
+        JsonLinesWriter::write_event(self, event)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        JsonLinesWriter::flush(self)
+    }
+}
+
+/// A JSON object under construction: `{"kind":"R"` then `,"key":value` pairs.
+struct Obj<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl<'a> Obj<'a> {
+    fn new(out: &'a mut Vec<u8>, kind: &str) -> Self {
+        out.extend_from_slice(b"{\"kind\":\"");
+        out.extend_from_slice(kind.as_bytes());
+        out.push(b'"');
+        Obj { out }
+    }
+    fn key(&mut self, key: &str) {
+        self.out.extend_from_slice(b",\"");
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+    fn num(&mut self, key: &str, v: u64) {
+        self.key(key);
+        push_dec(self.out, v);
+    }
+    fn hex(&mut self, key: &str, v: u64) {
+        self.key(key);
+        self.out.extend_from_slice(b"\"0x");
+        push_hex(self.out, v);
+        self.out.push(b'"');
+    }
+    fn str(&mut self, key: &str, s: &str) {
+        self.key(key);
+        // serde_json's escaping is correct for every string; writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *self.out, s);
+    }
+    fn time(&mut self, t: Timestamp) {
+        self.num("time_ns", t.nanos);
+    }
+    fn ext(&mut self, ext: &Ext) {
+        if let Some(seq) = ext.seq {
+            self.num("seq", seq);
+        }
+        if let Some(process) = ext.process {
+            self.num("process", process.into());
+        }
+    }
+    fn end(self) {
+        self.out.extend_from_slice(b"}\n");
+    }
+}
+
+/// Appends the JSON line of `event` (newline included) to `out`.
+pub fn format_json(event: &Event, out: &mut Vec<u8>) {
+    let mut o = Obj::new(out, event.kind_name());
+    match event {
+        Event::Version(v) => o.str("version", &v.version),
+        Event::PciDev(p) => {
+            o.num("bus", p.bus.into());
+            o.num("devfn", p.devfn.into());
+            o.hex("vendor", p.vendor.into());
+            o.hex("device", p.device.into());
+            o.num("irq", p.irq.into());
+            for (key, values) in [("bar_start", &p.bar_start), ("bar_size", &p.bar_size)] {
+                o.key(key);
+                o.out.push(b'[');
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        o.out.push(b',');
+                    }
+                    o.out.extend_from_slice(b"\"0x");
+                    push_hex(o.out, *v);
+                    o.out.push(b'"');
+                }
+                o.out.push(b']');
+            }
+            o.str("driver", &p.driver);
+        }
+        Event::Map(m) => {
+            o.time(m.time);
+            o.num("map_id", m.map_id.into());
+            o.hex("phys", m.phys);
+            o.hex("virt", m.virt);
+            o.hex("len", m.len);
+            o.hex("pc", m.pc);
+            o.num("pid", m.pid.into());
+            o.ext(&m.ext);
+            if let Some(path) = &m.path {
+                o.str("path", path);
+            }
+        }
+        Event::Unmap(u) => {
+            o.time(u.time);
+            o.num("map_id", u.map_id.into());
+            o.hex("pc", u.pc);
+            o.num("pid", u.pid.into());
+            o.ext(&u.ext);
+        }
+        Event::Access(a) => {
+            o.time(a.time);
+            o.num("map_id", a.map_id.into());
+            o.hex("phys", a.phys);
+            o.num("width", a.width().into());
+            o.key("value");
+            o.out.extend_from_slice(b"\"0x");
+            if a.value.is_wide() {
+                for &b in a.value.as_le_bytes().iter().rev() {
+                    push_hex_byte(o.out, b);
+                }
+            } else {
+                push_hex(o.out, a.value.low_u64());
+            }
+            o.out.push(b'"');
+            o.hex("pc", a.pc);
+            o.num("pid", a.pid.into());
+            o.ext(&a.ext);
+        }
+        Event::Unknown(u) => {
+            o.time(u.time);
+            o.num("map_id", u.map_id.into());
+            o.hex("phys", u.phys);
+            o.key("opcode");
+            o.out.push(b'"');
+            for b in u.opcode {
+                push_hex_byte(o.out, b);
+            }
+            o.out.push(b'"');
+            o.hex("pc", u.pc);
+            o.num("pid", u.pid.into());
+            o.ext(&u.ext);
+        }
+        Event::Mark(m) => {
+            o.time(m.time);
+            o.str("text", &m.text);
+            o.ext(&m.ext);
+        }
+        Event::Lost(l) => {
+            o.num("count", l.count);
+            o.ext(&l.ext);
+        }
+    }
+    o.end();
+}

@@ -1,0 +1,110 @@
+//! Number formatting without `fmt` machinery: the writers format tens of
+//! millions of numbers, and `write!` costs several times more than these.
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `v` in decimal.
+#[inline]
+pub(crate) fn push_dec(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `v` in decimal, zero-padded to exactly 6 digits (`v` < 1,000,000).
+#[inline]
+pub(crate) fn push_dec6(out: &mut Vec<u8>, v: u64) {
+    debug_assert!(v < 1_000_000);
+    let mut digits = [0u8; 6];
+    let mut v = v % 1_000_000;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend_from_slice(&digits);
+}
+
+/// Appends `v` in lowercase hex without leading zeros (`%x`), no `0x`.
+#[inline]
+pub(crate) fn push_hex(out: &mut Vec<u8>, v: u64) {
+    let digits = if v == 0 {
+        1
+    } else {
+        (64 - v.leading_zeros()).div_ceil(4) as usize
+    };
+    push_hex_padded(out, v, digits);
+}
+
+/// Appends the low `digits` nibbles of `v` in lowercase hex (`%0Nx`), no `0x`.
+#[inline]
+pub(crate) fn push_hex_padded(out: &mut Vec<u8>, v: u64, digits: usize) {
+    let mut buf = [b'0'; 16];
+    let digits = digits.min(16);
+    for (i, slot) in buf[..digits].iter_mut().enumerate() {
+        let shift = 4 * (digits - 1 - i);
+        *slot = HEX_DIGITS[((v >> shift) & 0xf) as usize];
+    }
+    out.extend_from_slice(&buf[..digits]);
+}
+
+/// Appends one byte as two lowercase hex digits.
+#[inline]
+pub(crate) fn push_hex_byte(out: &mut Vec<u8>, b: u8) {
+    out.push(HEX_DIGITS[(b >> 4) as usize]);
+    out.push(HEX_DIGITS[(b & 0xf) as usize]);
+}
+
+/// The value of one ASCII hex digit.
+#[inline]
+pub(crate) fn hex_digit_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fmt(f: impl Fn(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        f(&mut out);
+        String::from_utf8(out).expect("ASCII")
+    }
+
+    #[test]
+    fn matches_printf() {
+        for v in [
+            0u64,
+            1,
+            9,
+            10,
+            15,
+            16,
+            255,
+            4096,
+            0xfebf0010,
+            u64::MAX,
+            1 << 63,
+        ] {
+            assert_eq!(fmt(|o| push_dec(o, v)), format!("{v}"));
+            assert_eq!(fmt(|o| push_hex(o, v)), format!("{v:x}"));
+            assert_eq!(fmt(|o| push_hex_padded(o, v, 16)), format!("{v:016x}"));
+        }
+        for v in [0u64, 1, 345, 999_999] {
+            assert_eq!(fmt(|o| push_dec6(o, v)), format!("{v:06}"));
+        }
+        assert_eq!(fmt(|o| push_hex_byte(o, 0x0f)), "0f");
+    }
+}

@@ -1,0 +1,326 @@
+//! The kernel's mmiotrace text log, written byte-exactly, plus mmiotrace's
+//! extensions (docs/FORMAT.md, "Text format").
+
+use std::io::{self, Write};
+
+use crate::EventWrite;
+use crate::event::*;
+use crate::num::{push_dec, push_dec6, push_hex, push_hex_byte, push_hex_padded};
+
+/// The version line the kernel writes first, and so do we.
+pub const KERNEL_VERSION: &str = "20070824";
+
+/// Bytes collected before they are handed to the underlying writer.
+const FLUSH_THRESHOLD: usize = 64 * 1024;
+
+/// Writes events as text lines, one per event.
+///
+/// Buffers internally: pass a `File` or `Stdout` directly, no `BufWriter`
+/// needed. Call [`finish`](Self::finish) (or [`flush`](Self::flush)) at the
+/// end; dropping the writer also flushes but cannot report an error.
+///
+/// ```
+/// use mmiotrace_trace::{Event, TextWriter, Version};
+/// let mut w = TextWriter::new(Vec::new());
+/// w.write_event(&Event::Version(Version { version: "20070824".into() })).unwrap();
+/// assert_eq!(w.finish().unwrap(), b"VERSION 20070824\n");
+/// ```
+#[derive(Debug)]
+pub struct TextWriter<W: Write> {
+    out: Option<W>,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> TextWriter<W> {
+    pub fn new(out: W) -> Self {
+        TextWriter {
+            out: Some(out),
+            buf: Vec::with_capacity(FLUSH_THRESHOLD + 1024),
+        }
+    }
+
+    /// Appends one event. Fails with `InvalidInput` for an event that has no
+    /// text form (a version string or driver name that is empty where it must
+    /// not be or that contains whitespace).
+    pub fn write_event(&mut self, event: &Event) -> io::Result<()> {
+        let mark = self.buf.len();
+        if let Err(why) = format_event(event, &mut self.buf) {
+            self.buf.truncate(mark);
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        }
+        if self.buf.len() >= FLUSH_THRESHOLD {
+            self.write_buffered()?;
+        }
+        Ok(())
+    }
+
+    fn write_buffered(&mut self) -> io::Result<()> {
+        if let Some(out) = self.out.as_mut() {
+            // Cleared even on error, so a failed writer does not grow without bound.
+            let result = out.write_all(&self.buf);
+            self.buf.clear();
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Writes out everything buffered and flushes the underlying writer.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.write_buffered()?;
+        match self.out.as_mut() {
+            Some(out) => out.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes and returns the underlying writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush()?;
+        Ok(self
+            .out
+            .take()
+            .expect("the writer is only taken here, and finish consumes self"))
+    }
+
+    pub fn get_ref(&self) -> &W {
+        self.out
+            .as_ref()
+            .expect("the writer is only taken by finish")
+    }
+}
+
+impl<W: Write> Drop for TextWriter<W> {
+    fn drop(&mut self) {
+        // Like BufWriter: a best effort; call finish() to see the error.
+        let _ = self.write_buffered();
+    }
+}
+
+impl<W: Write> EventWrite for TextWriter<W> {
+    fn write_event(&mut self, event: &Event) -> io::Result<()> {
+        TextWriter::write_event(self, event)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        TextWriter::flush(self)
+    }
+}
+
+/// Appends the text line of `event`, newline included, to `out`.
+/// On error `out` may hold part of the line.
+pub fn format_event(event: &Event, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    match event {
+        Event::Access(a) => format_access(a, out),
+        Event::Version(v) => {
+            if v.version.is_empty() || v.version.bytes().any(is_space_or_control) {
+                return Err("a VERSION string must be non-empty and contain no whitespace");
+            }
+            out.extend_from_slice(b"VERSION ");
+            out.extend_from_slice(v.version.as_bytes());
+        }
+        Event::PciDev(p) => {
+            if p.driver.bytes().any(is_space_or_control) {
+                return Err("a PCIDEV driver name must contain no whitespace");
+            }
+            out.extend_from_slice(b"PCIDEV ");
+            push_hex_padded(out, p.bus.into(), 2);
+            push_hex_padded(out, p.devfn.into(), 2);
+            out.push(b' ');
+            push_hex_padded(out, p.vendor.into(), 4);
+            push_hex_padded(out, p.device.into(), 4);
+            out.push(b' ');
+            push_hex(out, p.irq.into());
+            for v in p.bar_start.iter().chain(p.bar_size.iter()) {
+                out.push(b' ');
+                push_hex(out, *v);
+            }
+            // The kernel writes " %s" even for an empty driver name.
+            out.push(b' ');
+            out.extend_from_slice(p.driver.as_bytes());
+        }
+        Event::Map(m) => {
+            out.extend_from_slice(b"MAP ");
+            push_time(out, m.time);
+            out.push(b' ');
+            push_dec(out, m.map_id.into());
+            push_0x(out, m.phys);
+            push_0x(out, m.virt);
+            push_0x(out, m.len);
+            push_0x(out, m.pc);
+            out.push(b' ');
+            push_dec(out, m.pid.into());
+            push_ext(out, &m.ext);
+            if let Some(path) = &m.path {
+                out.extend_from_slice(b" path=");
+                push_percent_escaped(out, path.as_bytes());
+            }
+        }
+        Event::Unmap(u) => {
+            out.extend_from_slice(b"UNMAP ");
+            push_time(out, u.time);
+            out.push(b' ');
+            push_dec(out, u.map_id.into());
+            push_0x(out, u.pc);
+            out.push(b' ');
+            push_dec(out, u.pid.into());
+            push_ext(out, &u.ext);
+        }
+        Event::Unknown(u) => {
+            out.extend_from_slice(b"UNKNOWN ");
+            push_time(out, u.time);
+            out.push(b' ');
+            push_dec(out, u.map_id.into());
+            push_0x(out, u.phys);
+            out.push(b' ');
+            push_hex_byte(out, u.opcode[0]);
+            out.push(b',');
+            push_hex_byte(out, u.opcode[1]);
+            out.push(b',');
+            push_hex_byte(out, u.opcode[2]);
+            push_0x(out, u.pc);
+            out.push(b' ');
+            push_dec(out, u.pid.into());
+            push_ext(out, &u.ext);
+        }
+        Event::Mark(m) => {
+            out.extend_from_slice(b"MARK ");
+            push_time(out, m.time);
+            out.push(b' ');
+            let text = m.text.as_bytes();
+            // A mark that would read back as the kernel's lost-events line
+            // is written escaped so that it reads back as a mark.
+            let looks_lost = m.time.nanos < 1000 && parse_lost_text(text).is_some();
+            if m.ext.is_empty() && !looks_lost && !text.iter().any(|&b| is_control(b)) {
+                out.extend_from_slice(text);
+            } else {
+                push_mark_escaped(out, text, looks_lost);
+                out.push(b'\t');
+                push_mark_ext(out, &m.ext);
+            }
+        }
+        Event::Lost(l) => {
+            out.extend_from_slice(b"MARK 0.000000 Lost ");
+            push_dec(out, l.count);
+            out.extend_from_slice(b" events.");
+            if !l.ext.is_empty() {
+                out.push(b'\t');
+                push_mark_ext(out, &l.ext);
+            }
+        }
+    }
+    out.push(b'\n');
+    Ok(())
+}
+
+#[inline]
+fn format_access(a: &Access, out: &mut Vec<u8>) {
+    let wide = a.value.is_wide();
+    out.extend_from_slice(match (a.dir, wide) {
+        (Direction::Read, false) => b"R ",
+        (Direction::Write, false) => b"W ",
+        (Direction::Read, true) => b"VR ",
+        (Direction::Write, true) => b"VW ",
+    });
+    push_dec(out, a.value.width().into());
+    out.push(b' ');
+    push_time(out, a.time);
+    out.push(b' ');
+    push_dec(out, a.map_id.into());
+    push_0x(out, a.phys);
+    if wide {
+        out.extend_from_slice(b" 0x");
+        for &b in a.value.as_le_bytes().iter().rev() {
+            push_hex_byte(out, b);
+        }
+    } else {
+        push_0x(out, a.value.low_u64());
+    }
+    push_0x(out, a.pc);
+    out.push(b' ');
+    push_dec(out, a.pid.into());
+    push_ext(out, &a.ext);
+}
+
+/// `%u.%06lu`: seconds, a dot, microseconds (nanoseconds are truncated).
+#[inline]
+fn push_time(out: &mut Vec<u8>, t: Timestamp) {
+    push_dec(out, t.secs());
+    out.push(b'.');
+    push_dec6(out, t.subsec_micros());
+}
+
+/// ` 0x%lx`.
+#[inline]
+fn push_0x(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(b" 0x");
+    push_hex(out, v);
+}
+
+/// ` seq=N proc=N`, each only when present.
+#[inline]
+fn push_ext(out: &mut Vec<u8>, ext: &Ext) {
+    if let Some(seq) = ext.seq {
+        out.extend_from_slice(b" seq=");
+        push_dec(out, seq);
+    }
+    if let Some(process) = ext.process {
+        out.extend_from_slice(b" proc=");
+        push_dec(out, process.into());
+    }
+}
+
+/// The token list after the tab of an extended MARK line: `seq=N proc=N`.
+fn push_mark_ext(out: &mut Vec<u8>, ext: &Ext) {
+    let start = out.len();
+    push_ext(out, ext);
+    if out.len() > start {
+        // push_ext starts each token with a space; the first needs none.
+        out.remove(start);
+    }
+}
+
+/// MARK text in the escaped form: control bytes and `\` as `\xHH` / `\\`.
+fn push_mark_escaped(out: &mut Vec<u8>, text: &[u8], escape_first: bool) {
+    for (i, &b) in text.iter().enumerate() {
+        if b == b'\\' {
+            out.extend_from_slice(b"\\\\");
+        } else if is_control(b) || (i == 0 && escape_first) {
+            out.extend_from_slice(b"\\x");
+            push_hex_byte(out, b);
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+/// A map path with `%`, space and control bytes as `%HH`.
+fn push_percent_escaped(out: &mut Vec<u8>, path: &[u8]) {
+    for &b in path {
+        if b == b'%' || b == b' ' || is_control(b) {
+            out.push(b'%');
+            push_hex_byte(out, b);
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+#[inline]
+pub(crate) fn is_control(b: u8) -> bool {
+    b < 0x20 || b == 0x7f
+}
+
+#[inline]
+fn is_space_or_control(b: u8) -> bool {
+    b == b' ' || is_control(b)
+}
+
+/// `Lost N events.` (the text of the kernel's lost-events MARK line) → N.
+pub(crate) fn parse_lost_text(text: &[u8]) -> Option<u64> {
+    let digits = text.strip_prefix(b"Lost ")?.strip_suffix(b" events.")?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
