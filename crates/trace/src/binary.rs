@@ -89,87 +89,75 @@ fn unzigzag32(v: u32) -> i32 {
 
 // ---------------------------------------------------------------- writing
 
-/// Bytes collected before they are handed to the underlying writer.
-const FLUSH_THRESHOLD: usize = 64 * 1024;
-
-/// Writes events in the binary format. Writes the header at once.
+/// Writes events in the binary format.
 ///
-/// Buffers internally, like [`TextWriter`](crate::TextWriter); call
-/// [`finish`](Self::finish) at the end.
+/// Each event is encoded into a reused buffer and handed to the underlying
+/// writer with one `write_all`: wrap a `File` in a `BufWriter`. Call
+/// [`finish`](Self::finish) (or [`flush`](Self::flush)) at the end.
+///
+/// ```
+/// use mmiotrace_trace::{BinaryWriter, Event, Lost, Ext};
+/// let mut w = BinaryWriter::new(Vec::new()).unwrap();
+/// w.write_event(&Event::Lost(Lost { count: 3, ext: Ext::default() })).unwrap();
+/// let bytes = w.finish().unwrap();
+/// assert_eq!(&bytes[..8], &mmiotrace_trace::binary::MAGIC);
+/// ```
 #[derive(Debug)]
 pub struct BinaryWriter<W: Write> {
-    out: Option<W>,
-    buf: Vec<u8>,
+    out: W,
+    record: Vec<u8>,
     state: DeltaState,
 }
 
 impl<W: Write> BinaryWriter<W> {
-    pub fn new(out: W) -> Self {
-        let mut buf = Vec::with_capacity(FLUSH_THRESHOLD + 1024);
-        buf.extend_from_slice(&MAGIC);
-        buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        buf.extend_from_slice(&0u16.to_le_bytes());
-        BinaryWriter {
-            out: Some(out),
-            buf,
+    /// Writes the header to `out` at once.
+    pub fn new(mut out: W) -> io::Result<Self> {
+        let mut header = [0u8; HEADER_LEN];
+        header[..8].copy_from_slice(&MAGIC);
+        header[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.write_all(&header)?;
+        Ok(BinaryWriter {
+            out,
+            record: Vec::with_capacity(256),
             state: DeltaState::START,
-        }
+        })
     }
 
-    /// Appends one event. Fails with `InvalidInput` for a string longer than
-    /// [`MAX_STRING_LEN`]; nothing is written then.
+    /// Writes one event. Fails with `InvalidInput`, writing nothing, for a
+    /// string longer than [`MAX_STRING_LEN`].
+    #[inline]
     pub fn write_event(&mut self, event: &Event) -> io::Result<()> {
-        let mark = self.buf.len();
+        self.record.clear();
         let saved = self.state;
-        if let Err(why) = encode_event(event, &mut self.state, &mut self.buf) {
-            self.buf.truncate(mark);
+        if let Err(why) = encode_event(event, &mut self.state, &mut self.record) {
             self.state = saved;
             return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         }
-        if self.buf.len() >= FLUSH_THRESHOLD {
-            self.write_buffered()?;
-        }
-        Ok(())
+        self.out.write_all(&self.record)
     }
 
-    fn write_buffered(&mut self) -> io::Result<()> {
-        if let Some(out) = self.out.as_mut() {
-            let result = out.write_all(&self.buf);
-            self.buf.clear();
-            result?;
-        }
-        Ok(())
-    }
-
-    /// Writes out everything buffered and flushes the underlying writer.
+    /// Flushes the underlying writer.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.write_buffered()?;
-        match self.out.as_mut() {
-            Some(out) => out.flush(),
-            None => Ok(()),
-        }
+        self.out.flush()
     }
 
     /// Flushes and returns the underlying writer.
     pub fn finish(mut self) -> io::Result<W> {
-        self.flush()?;
-        Ok(self
-            .out
-            .take()
-            .expect("the writer is only taken here, and finish consumes self"))
+        self.out.flush()?;
+        Ok(self.out)
+    }
+
+    /// The underlying writer, not flushed.
+    pub fn into_inner(self) -> W {
+        self.out
     }
 
     pub fn get_ref(&self) -> &W {
-        self.out
-            .as_ref()
-            .expect("the writer is only taken by finish")
+        &self.out
     }
-}
 
-impl<W: Write> Drop for BinaryWriter<W> {
-    fn drop(&mut self) {
-        // Like BufWriter: a best effort; call finish() to see the error.
-        let _ = self.write_buffered();
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 }
 

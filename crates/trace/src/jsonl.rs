@@ -10,61 +10,41 @@ use crate::EventWrite;
 use crate::event::*;
 use crate::num::{push_dec, push_hex, push_hex_byte};
 
-const FLUSH_THRESHOLD: usize = 64 * 1024;
-
-/// Writes events as JSON lines. Buffers internally; call [`finish`](Self::finish).
+/// Writes events as JSON lines, one `write_all` per event: wrap a `File` in
+/// a `BufWriter`. Call [`finish`](Self::finish) at the end.
 #[derive(Debug)]
 pub struct JsonLinesWriter<W: Write> {
-    out: Option<W>,
-    buf: Vec<u8>,
+    out: W,
+    line: Vec<u8>,
 }
 
 impl<W: Write> JsonLinesWriter<W> {
     pub fn new(out: W) -> Self {
         JsonLinesWriter {
-            out: Some(out),
-            buf: Vec::with_capacity(FLUSH_THRESHOLD + 1024),
+            out,
+            line: Vec::with_capacity(256),
         }
     }
 
     pub fn write_event(&mut self, event: &Event) -> io::Result<()> {
-        format_json(event, &mut self.buf);
-        if self.buf.len() >= FLUSH_THRESHOLD {
-            self.write_buffered()?;
-        }
-        Ok(())
-    }
-
-    fn write_buffered(&mut self) -> io::Result<()> {
-        if let Some(out) = self.out.as_mut() {
-            let result = out.write_all(&self.buf);
-            self.buf.clear();
-            result?;
-        }
-        Ok(())
+        self.line.clear();
+        format_json(event, &mut self.line);
+        self.out.write_all(&self.line)
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
-        self.write_buffered()?;
-        match self.out.as_mut() {
-            Some(out) => out.flush(),
-            None => Ok(()),
-        }
+        self.out.flush()
     }
 
     /// Flushes and returns the underlying writer.
     pub fn finish(mut self) -> io::Result<W> {
-        self.flush()?;
-        Ok(self
-            .out
-            .take()
-            .expect("the writer is only taken here, and finish consumes self"))
+        self.out.flush()?;
+        Ok(self.out)
     }
-}
 
-impl<W: Write> Drop for JsonLinesWriter<W> {
-    fn drop(&mut self) {
-        let _ = self.write_buffered();
+    /// The underlying writer, not flushed.
+    pub fn into_inner(self) -> W {
+        self.out
     }
 }
 

@@ -10,14 +10,11 @@ use crate::num::{push_dec, push_dec6, push_hex, push_hex_byte, push_hex_padded};
 /// The version line the kernel writes first, and so do we.
 pub const KERNEL_VERSION: &str = "20070824";
 
-/// Bytes collected before they are handed to the underlying writer.
-const FLUSH_THRESHOLD: usize = 64 * 1024;
-
 /// Writes events as text lines, one per event.
 ///
-/// Buffers internally: pass a `File` or `Stdout` directly, no `BufWriter`
-/// needed. Call [`finish`](Self::finish) (or [`flush`](Self::flush)) at the
-/// end; dropping the writer also flushes but cannot report an error.
+/// Each event is formatted into a reused line buffer and handed to the
+/// underlying writer with one `write_all`: wrap a `File` in a `BufWriter`.
+/// Call [`finish`](Self::finish) (or [`flush`](Self::flush)) at the end.
 ///
 /// ```
 /// use mmiotrace_trace::{Event, TextWriter, Version};
@@ -27,72 +24,51 @@ const FLUSH_THRESHOLD: usize = 64 * 1024;
 /// ```
 #[derive(Debug)]
 pub struct TextWriter<W: Write> {
-    out: Option<W>,
-    buf: Vec<u8>,
+    out: W,
+    line: Vec<u8>,
 }
 
 impl<W: Write> TextWriter<W> {
     pub fn new(out: W) -> Self {
         TextWriter {
-            out: Some(out),
-            buf: Vec::with_capacity(FLUSH_THRESHOLD + 1024),
+            out,
+            line: Vec::with_capacity(256),
         }
     }
 
-    /// Appends one event. Fails with `InvalidInput` for an event that has no
-    /// text form (a version string or driver name that is empty where it must
-    /// not be or that contains whitespace).
+    /// Writes one event. Fails with `InvalidInput`, writing nothing, for an
+    /// event that has no text form (a version string that is empty or
+    /// contains whitespace, a driver name that contains whitespace).
+    #[inline]
     pub fn write_event(&mut self, event: &Event) -> io::Result<()> {
-        let mark = self.buf.len();
-        if let Err(why) = format_event(event, &mut self.buf) {
-            self.buf.truncate(mark);
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
-        }
-        if self.buf.len() >= FLUSH_THRESHOLD {
-            self.write_buffered()?;
-        }
-        Ok(())
+        self.line.clear();
+        format_event(event, &mut self.line)
+            .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
+        self.out.write_all(&self.line)
     }
 
-    fn write_buffered(&mut self) -> io::Result<()> {
-        if let Some(out) = self.out.as_mut() {
-            // Cleared even on error, so a failed writer does not grow without bound.
-            let result = out.write_all(&self.buf);
-            self.buf.clear();
-            result?;
-        }
-        Ok(())
-    }
-
-    /// Writes out everything buffered and flushes the underlying writer.
+    /// Flushes the underlying writer.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.write_buffered()?;
-        match self.out.as_mut() {
-            Some(out) => out.flush(),
-            None => Ok(()),
-        }
+        self.out.flush()
     }
 
     /// Flushes and returns the underlying writer.
     pub fn finish(mut self) -> io::Result<W> {
-        self.flush()?;
-        Ok(self
-            .out
-            .take()
-            .expect("the writer is only taken here, and finish consumes self"))
+        self.out.flush()?;
+        Ok(self.out)
+    }
+
+    /// The underlying writer, not flushed.
+    pub fn into_inner(self) -> W {
+        self.out
     }
 
     pub fn get_ref(&self) -> &W {
-        self.out
-            .as_ref()
-            .expect("the writer is only taken by finish")
+        &self.out
     }
-}
 
-impl<W: Write> Drop for TextWriter<W> {
-    fn drop(&mut self) {
-        // Like BufWriter: a best effort; call finish() to see the error.
-        let _ = self.write_buffered();
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 }
 

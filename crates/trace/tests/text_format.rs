@@ -237,6 +237,14 @@ fn writer_rejects_what_text_cannot_carry() {
     );
     assert!(w.write_event(&Event::PciDev(pcidev("two words"))).is_err());
     assert_eq!(w.finish().expect("Vec"), b"", "nothing is half-written");
+    let mut w = BinaryWriter::new(Vec::new()).expect("Vec");
+    let huge = Event::Mark(Mark {
+        time: Timestamp::ZERO,
+        text: "x".repeat(binary::MAX_STRING_LEN + 1),
+        ext: Ext::default(),
+    });
+    assert!(w.write_event(&huge).is_err());
+    assert_eq!(w.finish().expect("Vec").len(), binary::HEADER_LEN);
 }
 
 const KERNEL_LOG: &str = "# tracer: mmiotrace\r\n\

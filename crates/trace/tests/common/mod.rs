@@ -210,7 +210,7 @@ pub fn to_text(events: &[Event]) -> Vec<u8> {
 }
 
 pub fn to_binary(events: &[Event]) -> Vec<u8> {
-    let mut w = BinaryWriter::new(Vec::new());
+    let mut w = BinaryWriter::new(Vec::new()).expect("writing to a Vec");
     for e in events {
         w.write_event(e).expect("a writable event");
     }
