@@ -205,7 +205,11 @@ impl Cmd {
             _ => writeln!(out, "time span: none (no timed events)")?,
         }
         if s.lost_events > 0 {
-            writeln!(out, "lost:      {} events (reported by the tracer)", s.lost_events)?;
+            writeln!(
+                out,
+                "lost:      {} events (reported by the tracer)",
+                s.lost_events
+            )?;
         }
         if let Some(t) = &s.truncated {
             writeln!(out, "warning:   {t}")?;
@@ -249,7 +253,8 @@ impl Cmd {
             )?;
         }
 
-        let mut top: Vec<(u64, RegisterStats)> = s.registers.iter().map(|(a, r)| (*a, *r)).collect();
+        let mut top: Vec<(u64, RegisterStats)> =
+            s.registers.iter().map(|(a, r)| (*a, *r)).collect();
         top.sort_unstable_by(|a, b| {
             (b.1.reads + b.1.writes)
                 .cmp(&(a.1.reads + a.1.writes))
