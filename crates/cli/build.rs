@@ -1,0 +1,57 @@
+//! Builds the preloaded runtime (`libmmiotrace_runtime.so`) and embeds it in
+//! the `mmiotrace` binary, so that `mmiotrace record` finds it after
+//! `cargo build` and after `cargo install` alike, from any directory.
+//!
+//! The runtime is always built optimised and with `panic = "abort"`: it runs
+//! inside signal handlers, where unwinding is undefined behaviour. A separate
+//! target directory keeps this nested cargo from waiting on the outer one's lock.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+    let runtime_dir = manifest_dir.join("../runtime");
+    let shm_dir = manifest_dir.join("../shm");
+    for watched in [
+        runtime_dir.join("src"),
+        runtime_dir.join("Cargo.toml"),
+        shm_dir.join("src"),
+        shm_dir.join("Cargo.toml"),
+    ] {
+        println!("cargo:rerun-if-changed={}", watched.display());
+    }
+    println!("cargo:rerun-if-env-changed=MMIOTRACE_RUNTIME_PREBUILT");
+
+    let embedded = out_dir.join("libmmiotrace_runtime.so");
+    if let Some(prebuilt) = env::var_os("MMIOTRACE_RUNTIME_PREBUILT") {
+        std::fs::copy(&prebuilt, &embedded).expect("copy MMIOTRACE_RUNTIME_PREBUILT");
+        return;
+    }
+
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = out_dir.join("runtime-target");
+    let status = Command::new(cargo)
+        .arg("build")
+        .arg("--release")
+        .arg("--manifest-path")
+        .arg(runtime_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .args(["--config", "profile.release.panic=\"abort\""])
+        .args(["--config", "profile.release.debug=0"])
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
+        .status()
+        .expect("run cargo to build the runtime");
+    assert!(status.success(), "building mmiotrace-runtime failed");
+    let built = target_dir.join("release/libmmiotrace_runtime.so");
+    std::fs::copy(&built, &embedded).expect("copy the built runtime");
+}

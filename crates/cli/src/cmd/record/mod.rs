@@ -1,0 +1,373 @@
+//! `mmiotrace record -- PROGRAM`: run a program with the runtime preloaded and
+//! write the trace of its accesses to traced mappings.
+
+mod devices;
+mod drain;
+mod runtime_lib;
+
+use std::ffi::{CString, OsString};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use mmiotrace_shm::{Config, ENV_SHM_PATH, Shm};
+use mmiotrace_trace::{BinaryWriter, Event, EventWrite, TextWriter, Version};
+
+use drain::{Drainer, Summary};
+
+/// Environment variable with the extra `--trace` globs, one per line.
+const ENV_TRACE_GLOBS: &str = "MMIOTRACE_TRACE";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The kernel's mmiotrace text log, with mmiotrace's extensions (docs/FORMAT.md).
+    Text,
+    /// mmiotrace's compact binary format; `mmiotrace convert` turns it into text.
+    Binary,
+}
+
+/// Run PROGRAM with the tracing runtime preloaded and record every access it
+/// makes to memory-mapped device registers.
+///
+/// Mappings of device-like files are traced by default: /dev/mem,
+/// /sys/bus/pci/devices/*/resource*, /dev/uio*, VFIO device fds,
+/// /dev/nvidia* and /dev/dri/*. Only MAP_SHARED mappings are traced.
+/// Statically linked and setuid programs ignore LD_PRELOAD and cannot be traced.
+///
+/// mmiotrace exits with PROGRAM's exit status, or 128+N if PROGRAM was killed
+/// by signal N. Ctrl-C goes to PROGRAM; the trace is completed either way.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  mmiotrace record -- ./my-driver --probe\n  mmiotrace record --trace '/dev/shm/*' -o run.trace -- ./sim-test\n  mmiotrace record --format binary -o run.mtb -- busybox devmem 0xfed00000 32"
+)]
+pub struct Cmd {
+    /// Where to write the trace (`-` for standard output).
+    #[arg(short, long, value_name = "FILE", default_value = "mmiotrace.trace")]
+    output: PathBuf,
+
+    /// Trace format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+
+    /// Also trace mappings of files whose real path matches GLOB (repeatable),
+    /// e.g. --trace '/dev/shm/*'.
+    #[arg(long = "trace", value_name = "GLOB")]
+    trace: Vec<String>,
+
+    /// Create (if needed) and read the FIFO at PATH: each line written to it
+    /// becomes a MARK in the trace, like the kernel's trace_marker.
+    #[arg(long, value_name = "PATH")]
+    mark_fifo: Option<PathBuf>,
+
+    /// When a thread's ring is full, drop events (counted, and written into
+    /// the trace as lost-event records) instead of making the thread wait.
+    #[arg(long)]
+    drop: bool,
+
+    /// Events each thread's ring holds.
+    #[arg(long, value_name = "N", default_value_t = 16384)]
+    ring_size: u32,
+
+    /// Rings in the shared-memory file: threads that log at the same time.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    rings: u32,
+
+    /// Do not print the summary when PROGRAM ends.
+    #[arg(short, long)]
+    quiet: bool,
+
+    /// The program to run, and its arguments.
+    #[arg(required = true, last = true, value_name = "PROGRAM")]
+    program: Vec<OsString>,
+}
+
+/// The last forwarded-signal number the recorder received, 0 for none.
+static PENDING_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn remember_signal(signal: libc::c_int) {
+    PENDING_SIGNAL.store(signal, Ordering::Relaxed);
+}
+
+/// The shared-memory file, removed when recording ends.
+struct ShmFile {
+    path: PathBuf,
+    shm: Shm,
+}
+
+impl ShmFile {
+    fn create(config: &Config) -> Result<ShmFile> {
+        let dir = Path::new("/dev/shm");
+        let dir = if dir.is_dir() {
+            dir.to_owned()
+        } else {
+            std::env::temp_dir()
+        };
+        let path = dir.join(format!(
+            "mmiotrace-{}-{}",
+            std::process::id(),
+            mmiotrace_shm::now_ns()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating the shared-memory file {}", path.display()))?;
+        let len = config.total_size();
+        file.set_len(len as u64)
+            .with_context(|| format!("sizing {} to {len} bytes", path.display()))?;
+        // SAFETY: a fresh shared mapping of a file we just created and sized;
+        // no Rust reference aliases it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            let err = std::io::Error::last_os_error();
+            let _ = std::fs::remove_file(&path);
+            return Err(err).with_context(|| format!("mapping {}", path.display()));
+        }
+        // SAFETY: `base` maps `len` zeroed bytes that stay mapped for the rest
+        // of the process (never unmapped), and nothing else uses them yet.
+        let shm = unsafe { Shm::init(base as *mut u8, len, config) }
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
+        Ok(ShmFile { path, shm })
+    }
+}
+
+impl Drop for ShmFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Where the events go: the trace crate's writer for the chosen format.
+struct Sink(Box<dyn EventWrite>);
+
+impl Sink {
+    fn open(path: &Path, format: Format) -> Result<Sink> {
+        let out: Box<dyn Write> = if path == Path::new("-") {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(
+                File::create(path)
+                    .with_context(|| format!("creating the trace file {}", path.display()))?,
+            )
+        };
+        let out = BufWriter::with_capacity(1 << 20, out);
+        Ok(Sink(match format {
+            Format::Text => Box::new(TextWriter::new(out)),
+            Format::Binary => Box::new(BinaryWriter::new(out)?),
+        }))
+    }
+
+    fn write(&mut self, event: &Event) -> Result<()> {
+        Ok(self.0.write_event(event)?)
+    }
+
+    fn finish(mut self) -> Result<()> {
+        Ok(self.0.flush()?)
+    }
+}
+
+/// Lines written to the mark FIFO, read on a thread of their own.
+fn spawn_mark_reader(path: &Path) -> Result<(mpsc::Receiver<String>, bool)> {
+    let created = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_fifo() => false,
+        Ok(_) => bail!("--mark-fifo {}: exists and is not a FIFO", path.display()),
+        Err(_) => {
+            let c_path = CString::new(path.as_os_str().as_bytes())
+                .context("--mark-fifo path contains a NUL byte")?;
+            // SAFETY: c_path is a valid NUL-terminated string.
+            if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("creating the FIFO {}", path.display()));
+            }
+            true
+        }
+    };
+    // Opened read-write so that the FIFO never reports end-of-file when a
+    // writer closes it: every `echo text > fifo` adds one marker.
+    let fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening the FIFO {}", path.display()))?;
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(fifo).split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
+            if sender.send(text).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((receiver, created))
+}
+
+fn install_signal_forwarding() {
+    for signal in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: remember_signal only stores to an atomic, which is
+        // async-signal-safe; the handler is reset to default in exec'd children.
+        unsafe { libc::signal(signal, remember_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+impl Cmd {
+    pub fn run(self) -> Result<ExitCode> {
+        let config = Config {
+            slot_count: self.rings.max(1),
+            ring_records: self.ring_size,
+            drop_when_full: self.drop,
+        };
+        let shm_file = ShmFile::create(&config)?;
+        let runtime = runtime_lib::runtime_path()?;
+        let mut sink = Sink::open(&self.output, self.format)?;
+        sink.write(&Event::Version(Version {
+            version: "20070824".to_owned(),
+        }))?;
+        let marks = match &self.mark_fifo {
+            Some(path) => Some(spawn_mark_reader(path)?),
+            None => None,
+        };
+
+        let mut preload = runtime.as_os_str().to_owned();
+        if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|p| !p.is_empty()) {
+            preload.push(":");
+            preload.push(existing);
+        }
+        let mut command = Command::new(&self.program[0]);
+        command
+            .args(&self.program[1..])
+            .env("LD_PRELOAD", preload)
+            .env(ENV_SHM_PATH, &shm_file.path)
+            .env(ENV_TRACE_GLOBS, self.trace.join("\n"));
+        let mut child = command.spawn().with_context(|| {
+            format!("starting {}", Path::new(&self.program[0]).display())
+        })?;
+        install_signal_forwarding();
+
+        let mut drainer = Drainer::new(shm_file.shm);
+        let mut idle = Duration::from_micros(50);
+        let status = loop {
+            let taken = drainer.poll();
+            if let Some((receiver, _)) = &marks {
+                while let Ok(text) = receiver.try_recv() {
+                    drainer.add_mark(text);
+                }
+            }
+            drainer.emit(false, |event| sink.write(event))?;
+            let signal = PENDING_SIGNAL.swap(0, Ordering::Relaxed);
+            // SIGINT and SIGQUIT from a terminal reach the whole process
+            // group, PROGRAM included; forwarding them would deliver twice.
+            if signal == libc::SIGTERM || signal == libc::SIGHUP {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+            }
+            if let Some(status) = child.try_wait().context("waiting for the program")? {
+                break status;
+            }
+            if taken == 0 {
+                std::thread::sleep(idle);
+                idle = (idle * 2).min(Duration::from_millis(2));
+            } else {
+                idle = Duration::from_micros(50);
+            }
+        };
+        while drainer.poll() > 0 {
+            drainer.emit(false, |event| sink.write(event))?;
+        }
+        if let Some((receiver, _)) = &marks {
+            while let Ok(text) = receiver.try_recv() {
+                drainer.add_mark(text);
+            }
+        }
+        drainer.emit(true, |event| sink.write(event))?;
+        sink.finish()
+            .with_context(|| format!("writing {}", self.output.display()))?;
+        if let (Some(path), Some((_, true))) = (&self.mark_fifo, &marks) {
+            let _ = std::fs::remove_file(path);
+        }
+        if !self.quiet {
+            print_summary(&drainer.summary, &self.output, status);
+        }
+        Ok(exit_code(status))
+    }
+}
+
+/// PROGRAM's exit status, or 128+N when signal N killed it (as strace does).
+fn exit_code(status: ExitStatus) -> ExitCode {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(code as u8),
+        (None, Some(signal)) => ExitCode::from((128 + signal) as u8),
+        (None, None) => ExitCode::FAILURE,
+    }
+}
+
+fn print_summary(summary: &Summary, output: &Path, status: ExitStatus) {
+    let mut err = std::io::stderr().lock();
+    let ended = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "ended".to_owned(),
+    };
+    let _ = writeln!(err, "mmiotrace: program {ended}; trace written to {}", output.display());
+    let _ = writeln!(err, "  maps: {}", summary.maps.len());
+    for (id, map) in summary.maps.iter().take(8) {
+        let _ = writeln!(
+            err,
+            "    {id:>3}  {:#014x} +{:#x}  {}{}",
+            map.phys,
+            map.len,
+            map.path,
+            if map.unmapped { "" } else { "  (still mapped at exit)" }
+        );
+    }
+    if summary.maps.len() > 8 {
+        let _ = writeln!(err, "    ... and {} more", summary.maps.len() - 8);
+    }
+    let kinds: Vec<String> = summary
+        .by_kind
+        .iter()
+        .map(|(kind, count)| format!("{kind} {count}"))
+        .collect();
+    let _ = writeln!(err, "  events: {}", if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") });
+    let _ = writeln!(
+        err,
+        "  threads: {}  processes: {}",
+        summary.threads.len(),
+        summary.processes.len()
+    );
+    let _ = writeln!(
+        err,
+        "  lost events: {}  (rings full, program waited: {} times)",
+        summary.lost, summary.ring_full_waits
+    );
+    if summary.seq_gaps > 0 || summary.late > 0 {
+        let _ = writeln!(
+            err,
+            "  sequence gaps: {} (a thread died while logging), late records: {}",
+            summary.seq_gaps, summary.late
+        );
+    }
+    if summary.orphans > 0 {
+        let _ = writeln!(err, "  accesses to unknown maps: {}", summary.orphans);
+    }
+}

@@ -1,0 +1,289 @@
+//! `mmiotrace record` tracing real processes: our test programs (C, compiled
+//! here) and unmodified third-party binaries.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use mmiotrace_trace::{Access, Direction, Event, Item, ReadOptions, TraceReader};
+
+const MMIOTRACE: &str = env!("CARGO_BIN_EXE_mmiotrace");
+
+/// A private scratch directory under /dev/shm (traced with `--trace`).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = PathBuf::from(format!(
+            "/dev/shm/mmiotrace-test-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn glob(&self) -> String {
+        format!("{}/*.bar", self.0.display())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Compiles tests/programs/NAME.c once per test run.
+fn program(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("mmiotrace-progs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        dir
+    });
+    let exe = dir.join(name);
+    if !exe.exists() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/programs/{name}.c"));
+        let tmp = dir.join(format!("{name}.tmp{:?}", std::thread::current().id()));
+        let status = Command::new("cc")
+            .args(["-O2", "-g", "-pthread", "-Wall", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .expect("run cc");
+        assert!(status.success(), "compiling {}", src.display());
+        std::fs::rename(&tmp, &exe).expect("rename");
+    }
+    exe
+}
+
+fn record(trace: &Path, extra: &[&str], program: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut cmd = Command::new(MMIOTRACE);
+    cmd.arg("record").arg("-o").arg(trace).args(extra).arg("--");
+    for arg in program {
+        cmd.arg(arg);
+    }
+    cmd.output().expect("run mmiotrace record")
+}
+
+fn read_trace(path: &Path) -> Vec<Event> {
+    let file = std::fs::File::open(path).expect("open trace");
+    let options = ReadOptions::default()
+        .with_name(path.display().to_string())
+        .with_fatal_truncation(true);
+    TraceReader::new(file, options)
+        .expect("open trace")
+        .map(|item| match item.expect("parse trace") {
+            Item::Event(event) => event,
+            Item::Truncated(t) => panic!("{t}"),
+        })
+        .collect()
+}
+
+fn accesses(events: &[Event]) -> Vec<&Access> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Access(a) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+fn value(t: u64, k: u64) -> u64 {
+    let x = (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (k + 1).wrapping_mul(0xd1b5_4a32_d192_ed03);
+    x ^ (x >> 29)
+}
+
+#[test]
+fn eight_threads_every_access_once_in_order() {
+    const THREADS: u64 = 8;
+    const ITERATIONS: u64 = 50_000;
+    let scratch = Scratch::new("threads");
+    let bar = scratch.path("threads.bar");
+    let trace = scratch.path("threads.trace");
+    let exe = program("threads");
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob()],
+        &[&exe, &bar, &THREADS.to_string(), &ITERATIONS.to_string()],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "mismatches 0\n");
+
+    // The same program untraced leaves the same file contents.
+    let plain = std::env::temp_dir().join(format!("mmiotrace-threads-plain-{}", std::process::id()));
+    let status = Command::new(&exe)
+        .arg(&plain)
+        .args([THREADS.to_string(), ITERATIONS.to_string()])
+        .status()
+        .expect("run untraced");
+    assert!(status.success());
+    assert_eq!(std::fs::read(&bar).expect("bar"), std::fs::read(&plain).expect("plain"));
+    let _ = std::fs::remove_file(&plain);
+
+    let events = read_trace(&trace);
+    let accesses = accesses(&events);
+    assert_eq!(accesses.len() as u64, THREADS * ITERATIONS * 2);
+
+    // Sequence numbers over the whole trace: gap-free and in order.
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Access(a) => a.ext.seq,
+            Event::Map(m) => m.ext.seq,
+            Event::Unmap(u) => u.ext.seq,
+            _ => None,
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "sequence numbers not gap-free");
+
+    let map_phys = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Map(m) => Some(m.phys),
+            _ => None,
+        })
+        .expect("a MAP line");
+    let mut per_thread: BTreeMap<u32, Vec<&Access>> = BTreeMap::new();
+    for a in &accesses {
+        per_thread.entry(a.pid).or_default().push(a);
+    }
+    assert_eq!(per_thread.len() as u64, THREADS);
+    for list in per_thread.values() {
+        let t = (list[0].phys - map_phys) / 64;
+        for (k, pair) in list.chunks(2).enumerate() {
+            let k = k as u64;
+            let w = k % 4;
+            let width = 1u8 << w;
+            let mask = if width == 8 { u64::MAX } else { (1u64 << (8 * width)) - 1 };
+            let expected = value(t, k) & mask;
+            let phys = map_phys + t * 64 + w * 8;
+            let (write, read) = (pair[0], pair[1]);
+            assert_eq!(
+                (write.dir, write.width(), write.phys, write.value.low_u64()),
+                (Direction::Write, width, phys, expected),
+                "thread {t} iteration {k}"
+            );
+            assert_eq!(
+                (read.dir, read.width(), read.phys, read.value.low_u64()),
+                (Direction::Read, width, phys, expected),
+                "thread {t} iteration {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn killed_program_keeps_every_access_and_exits_137() {
+    let scratch = Scratch::new("kill");
+    let bar = scratch.path("counter.bar");
+    let progress = scratch.path("progress");
+    let trace = scratch.path("counter.trace");
+    let mut child = Command::new(MMIOTRACE)
+        .arg("record")
+        .arg("-o")
+        .arg(&trace)
+        .args(["--quiet", "--trace", &scratch.glob(), "--"])
+        .arg(program("counter"))
+        .arg(&bar)
+        .arg(&progress)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn record");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let read_progress = || -> Option<u64> {
+        let bytes = std::fs::read(&progress).ok()?;
+        Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
+    };
+    while read_progress().is_none_or(|n| n < 20_000) {
+        assert!(Instant::now() < deadline, "the counter never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The traced program is the recorder's only child.
+    let children = std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id()))
+        .expect("children");
+    let pid: i32 = children.split_whitespace().next().expect("a child").parse().expect("pid");
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let status = child.wait().expect("wait record");
+    assert_eq!(status.code(), Some(137));
+
+    let last = read_progress().expect("progress");
+    let writes: Vec<u64> = accesses(&read_trace(&trace))
+        .iter()
+        .filter(|a| a.dir == Direction::Write)
+        .map(|a| a.value.low_u64())
+        .collect();
+    // Every write up to the last one the program reported, in order; at most
+    // one more (killed between the access and its progress report).
+    assert!(writes.len() as u64 >= last + 1, "{} writes, progress {last}", writes.len());
+    assert!(writes.len() as u64 <= last + 2);
+    assert!(writes.iter().enumerate().all(|(i, &v)| v == i as u64));
+}
+
+#[test]
+fn genuine_segfault_still_kills_with_sigsegv() {
+    let scratch = Scratch::new("segv");
+    let bar = scratch.path("segv.bar");
+    let trace = scratch.path("segv.trace");
+    let out = record(&trace, &["--trace", &scratch.glob()], &[&program("segfault"), &bar]);
+    assert_eq!(out.status.code(), Some(139), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "read 0xc0ffee\n");
+    let accesses: Vec<(Direction, u64)> = accesses(&read_trace(&trace))
+        .iter()
+        .map(|a| (a.dir, a.value.low_u64()))
+        .collect();
+    assert_eq!(accesses, [(Direction::Write, 0xc0ffee), (Direction::Read, 0xc0ffee)]);
+}
+
+#[test]
+fn exit_status_marks_and_unmap() {
+    let scratch = Scratch::new("exit");
+    let bar = scratch.path("exit.bar");
+    let trace = scratch.path("exit.trace");
+    let out = record(&trace, &["--trace", &scratch.glob()], &[&program("exitcode"), &bar, &"42"]);
+    assert_eq!(out.status.code(), Some(42), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("lost events: 0"), "{stderr}");
+    let events = read_trace(&trace);
+    let kinds: Vec<&str> = events.iter().map(Event::kind_name).collect();
+    assert_eq!(kinds, ["VERSION", "MAP", "MARK", "W", "UNMAP"]);
+    match &events[2] {
+        Event::Mark(mark) => assert_eq!(mark.text, "about to exit"),
+        other => panic!("expected a MARK, got {other:?}"),
+    }
+    match &events[3] {
+        Event::Access(a) => assert_eq!((a.width(), a.value.low_u64()), (2, 42)),
+        other => panic!("expected a write, got {other:?}"),
+    }
+}
+
+#[test]
+fn untraced_files_are_left_alone() {
+    let scratch = Scratch::new("untraced");
+    let bar = scratch.path("plain.bar");
+    let trace = scratch.path("plain.trace");
+    let out = record(&trace, &[], &[&program("exitcode"), &bar, &"0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let kinds: Vec<&str> = read_trace(&trace).iter().map(Event::kind_name).collect();
+    assert_eq!(kinds, ["VERSION", "MARK"]);
+}
+
+#[test]
+fn bad_program_is_a_clear_error() {
+    let out = Command::new(MMIOTRACE)
+        .args(["record", "-o", "/dev/null", "--", "/nonexistent/program"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("starting /nonexistent/program"), "{stderr}");
+}
