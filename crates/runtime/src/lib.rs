@@ -1,1 +1,41 @@
-//! The preloaded runtime (see docs/ARCHITECTURE.md).
+//! The preloaded mmiotrace runtime (see docs/ARCHITECTURE.md).
+//!
+//! Loaded into the traced program with `LD_PRELOAD`, it interposes `mmap`
+//! and friends. A shared mapping of a device-like file (DESIGN §1, or a path
+//! matching a glob in `MMIOTRACE_TRACE`) becomes a *traced range*: the
+//! program's pages are made `PROT_NONE` for good, and a second mapping of
+//! the same memory, the *alias*, is made where only the runtime knows it.
+//! Every access then faults; the SIGSEGV handler decodes the instruction,
+//! performs its access once on the alias, updates the registers and pushes a
+//! record into the shared-memory rings that the recorder drains.
+//!
+//! Without `MMIOTRACE_SHM` in the environment the runtime passes every call
+//! straight through.
+//!
+//! Module map, with the unsafe code confined to the modules that say why:
+//! - [`emulate`]: decode-independent emulation over a register file (safe).
+//! - [`glob`], [`msg`], [`ranges`]: path globs, stack-formatted messages,
+//!   the lock-free table of traced ranges (safe).
+//! - `sys`: raw system calls (unsafe).
+//! - `threads`: per-thread ring slots and displaced-instruction state (unsafe).
+//! - `signals`: the SIGSEGV/SIGTRAP handlers (unsafe).
+//! - `runtime`: configuration, arming and disarming (unsafe).
+//! - `interpose`: the exported C symbols (unsafe).
+
+#![deny(unsafe_code)]
+
+pub mod emulate;
+pub mod glob;
+pub mod msg;
+pub mod ranges;
+
+#[allow(unsafe_code)]
+mod interpose;
+#[allow(unsafe_code)]
+mod runtime;
+#[allow(unsafe_code)]
+mod signals;
+#[allow(unsafe_code)]
+mod sys;
+#[allow(unsafe_code)]
+mod threads;

@@ -1,0 +1,637 @@
+//! Emulation of one decoded instruction over a register file and a [`Bus`].
+//!
+//! Nothing here knows about signals: the SIGSEGV handler fills a [`Regs`]
+//! from the signal context, and a later patched-trampoline path (DESIGN §3)
+//! can fill it from its own save area. The bus decides where an address
+//! really lives (the alias) and performs each access exactly once.
+//!
+//! This module allocates nothing and never panics: it runs inside the
+//! signal handler.
+
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+
+/// The general registers, indexed in x86 encoding order
+/// (rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8..r15), plus rip and rflags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Regs {
+    pub gpr: [u64; 16],
+    pub rip: u64,
+    pub rflags: u64,
+}
+
+/// Which bits of a full register a register name covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Low8,
+    High8,
+    Word,
+    Dword,
+    Qword,
+}
+
+/// The encoding-order index of a general register of any size and the part it names.
+fn gpr_slot(reg: Register) -> Option<(usize, Part)> {
+    let part = match reg {
+        Register::AH | Register::CH | Register::DH | Register::BH => Part::High8,
+        r if r.is_gpr8() => Part::Low8,
+        r if r.is_gpr16() => Part::Word,
+        r if r.is_gpr32() => Part::Dword,
+        r if r.is_gpr64() => Part::Qword,
+        _ => return None,
+    };
+    let index = (reg.full_register() as usize).checked_sub(Register::RAX as usize)?;
+    (index < 16).then_some((index, part))
+}
+
+/// The encoding-order index (0..16) of a 64-bit general register.
+pub fn gpr_index(reg: Register) -> Option<usize> {
+    gpr_slot(reg).map(|(index, _)| index)
+}
+
+impl Regs {
+    /// The value of a general register of any size, zero-extended.
+    pub fn get(&self, reg: Register) -> Option<u64> {
+        let (index, part) = gpr_slot(reg)?;
+        let full = *self.gpr.get(index)?;
+        Some(match part {
+            Part::Low8 => full & 0xff,
+            Part::High8 => (full >> 8) & 0xff,
+            Part::Word => full & 0xffff,
+            Part::Dword => full & 0xffff_ffff,
+            Part::Qword => full,
+        })
+    }
+
+    /// Writes `value` (its low bits) to a register with the CPU's rules: a
+    /// 32-bit destination zero-extends into 64 bits, 8- and 16-bit
+    /// destinations keep the other bits, AH/BH/CH/DH are bits 8..16.
+    pub fn set(&mut self, reg: Register, value: u64) -> Option<()> {
+        let (index, part) = gpr_slot(reg)?;
+        let full = self.gpr.get_mut(index)?;
+        *full = match part {
+            Part::Low8 => (*full & !0xff) | (value & 0xff),
+            Part::High8 => (*full & !0xff00) | ((value & 0xff) << 8),
+            Part::Word => (*full & !0xffff) | (value & 0xffff),
+            Part::Dword => value & 0xffff_ffff,
+            Part::Qword => value,
+        };
+        Some(())
+    }
+}
+
+/// Why an instruction that touched traced memory was not emulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The access leaves the traced range it started in.
+    OutsideRange,
+    /// The mapping's protection does not allow this access.
+    Protection,
+    /// FS/GS-relative and the segment base was unavailable.
+    Segment,
+    /// The instruction is not one the emulator knows (caller may displace it).
+    Unsupported,
+    /// The instruction uses a register in a way displaced execution cannot handle.
+    RegisterConflict,
+    /// RIP-relative operand: cannot be rebased.
+    RipRelative,
+    /// The instruction bytes could not be decoded.
+    Undecodable,
+}
+
+impl Refusal {
+    /// A short reason for a one-line message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Refusal::OutsideRange => "the access crosses the end of the traced mapping",
+            Refusal::Protection => "the mapping's protection forbids this access",
+            Refusal::Segment => "FS/GS segment base unavailable",
+            Refusal::Unsupported => "instruction not supported",
+            Refusal::RegisterConflict => {
+                "the instruction also uses its address register as data, so it cannot be rebased"
+            }
+            Refusal::RipRelative => "RIP-relative operand cannot be rebased",
+            Refusal::Undecodable => "instruction bytes cannot be decoded",
+        }
+    }
+}
+
+/// Where the emulator's loads and stores go. The implementation translates a
+/// program address to the alias and performs each access exactly once, with
+/// exactly `width` (1, 2, 4 or 8) bytes.
+pub trait Bus {
+    fn load(&mut self, addr: u64, width: u8) -> Result<u64, Refusal>;
+    fn store(&mut self, addr: u64, width: u8, value: u64) -> Result<(), Refusal>;
+    /// The base of segment FS or GS.
+    fn segment_base(&mut self, segment: Register) -> Option<u64>;
+}
+
+/// Direction of one emulated access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Read,
+    Write,
+}
+
+/// One access the emulator performed: the memory value with the access's
+/// width, zero-extended (never the register after sign extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub direction: Direction,
+    pub addr: u64,
+    pub width: u8,
+    pub value: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Extend {
+    None,
+    Zero,
+    Sign,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    Load {
+        width: u8,
+        dest: Register,
+        extend: Extend,
+    },
+    Store {
+        width: u8,
+        source: Source,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Register(Register),
+    Immediate(u64),
+}
+
+fn is_immediate(kind: OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+    )
+}
+
+fn access_width(insn: &Instruction) -> Option<u8> {
+    match insn.memory_size().size() {
+        1 => Some(1),
+        2 => Some(2),
+        4 => Some(4),
+        8 => Some(8),
+        _ => None,
+    }
+}
+
+fn is_gpr(reg: Register) -> bool {
+    gpr_slot(reg).is_some()
+}
+
+/// The MOV-family forms the emulator performs itself.
+fn plan(insn: &Instruction) -> Option<Plan> {
+    if insn.op_count() != 2 {
+        return None;
+    }
+    let width = access_width(insn)?;
+    let (kind0, kind1) = (insn.op0_kind(), insn.op1_kind());
+    match insn.mnemonic() {
+        Mnemonic::Mov | Mnemonic::Movnti => {
+            if kind0 == OpKind::Memory && kind1 == OpKind::Register && is_gpr(insn.op1_register())
+            {
+                Some(Plan::Store {
+                    width,
+                    source: Source::Register(insn.op1_register()),
+                })
+            } else if kind0 == OpKind::Memory && is_immediate(kind1) {
+                Some(Plan::Store {
+                    width,
+                    source: Source::Immediate(insn.immediate(1)),
+                })
+            } else if kind0 == OpKind::Register
+                && kind1 == OpKind::Memory
+                && is_gpr(insn.op0_register())
+            {
+                Some(Plan::Load {
+                    width,
+                    dest: insn.op0_register(),
+                    extend: Extend::None,
+                })
+            } else {
+                None
+            }
+        }
+        Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd => {
+            if kind0 == OpKind::Register && kind1 == OpKind::Memory && is_gpr(insn.op0_register())
+            {
+                let extend = if insn.mnemonic() == Mnemonic::Movzx {
+                    Extend::Zero
+                } else {
+                    Extend::Sign
+                };
+                Some(Plan::Load {
+                    width,
+                    dest: insn.op0_register(),
+                    extend,
+                })
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+fn width_mask(width: u8) -> u64 {
+    match width {
+        1 => 0xff,
+        2 => 0xffff,
+        4 => 0xffff_ffff,
+        _ => u64::MAX,
+    }
+}
+
+fn sign_extend(value: u64, width: u8) -> u64 {
+    let shift = 64u32.wrapping_sub(u32::from(width).wrapping_mul(8)) & 63;
+    (((value << shift) as i64) >> shift) as u64
+}
+
+/// The effective address of the instruction's explicit memory operand
+/// (`OpKind::Memory`), with the segment base for FS/GS.
+pub fn effective_address(
+    insn: &Instruction,
+    regs: &Regs,
+    bus: &mut impl Bus,
+) -> Result<u64, Refusal> {
+    let base = insn.memory_base();
+    let index = insn.memory_index();
+    // iced already resolves RIP-relative operands to an absolute displacement.
+    let mut addr = insn.memory_displacement64();
+    let mut address_32 = false;
+    if base != Register::None && base != Register::RIP && base != Register::EIP {
+        addr = addr.wrapping_add(regs.get(base).ok_or(Refusal::Unsupported)?);
+        address_32 |= base.is_gpr32();
+    }
+    address_32 |= base == Register::EIP;
+    if index != Register::None {
+        let value = regs.get(index).ok_or(Refusal::Unsupported)?;
+        addr = addr.wrapping_add(value.wrapping_mul(u64::from(insn.memory_index_scale())));
+        address_32 |= index.is_gpr32();
+    }
+    if address_32 {
+        addr &= 0xffff_ffff;
+    }
+    match insn.memory_segment() {
+        segment @ (Register::FS | Register::GS) => {
+            let segment_base = bus.segment_base(segment).ok_or(Refusal::Segment)?;
+            addr = addr.wrapping_add(segment_base);
+        }
+        _ => {}
+    }
+    Ok(addr)
+}
+
+/// Emulates `insn` if it is one of the MOV-family forms: performs its single
+/// memory access through `bus`, updates the destination register and
+/// advances `rip`. On `Err`, neither `regs` nor memory were touched.
+pub fn emulate(insn: &Instruction, regs: &mut Regs, bus: &mut impl Bus) -> Result<Access, Refusal> {
+    let plan = plan(insn).ok_or(Refusal::Unsupported)?;
+    let addr = effective_address(insn, regs, bus)?;
+    let access = match plan {
+        Plan::Store { width, source } => {
+            let value = match source {
+                Source::Register(reg) => regs.get(reg).ok_or(Refusal::Unsupported)?,
+                Source::Immediate(value) => value,
+            } & width_mask(width);
+            bus.store(addr, width, value)?;
+            Access {
+                direction: Direction::Write,
+                addr,
+                width,
+                value,
+            }
+        }
+        Plan::Load {
+            width,
+            dest,
+            extend,
+        } => {
+            // Checked before the load: a refused instruction must not have
+            // touched the device.
+            gpr_slot(dest).ok_or(Refusal::Unsupported)?;
+            let value = bus.load(addr, width)? & width_mask(width);
+            let extended = match extend {
+                Extend::None | Extend::Zero => value,
+                Extend::Sign => sign_extend(value, width),
+            };
+            regs.set(dest, extended).ok_or(Refusal::Unsupported)?;
+            Access {
+                direction: Direction::Read,
+                addr,
+                width,
+                value,
+            }
+        }
+    };
+    regs.rip = insn.next_ip();
+    Ok(access)
+}
+
+/// A register that displaced execution adds the alias offset to, so that
+/// the unmodified instruction runs on the alias (DESIGN §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebaseTarget {
+    /// Encoding-order index of the 64-bit register.
+    pub gpr: usize,
+    /// The address the operand refers to now (before rebasing).
+    pub addr: u64,
+    /// The register moves by `delta / divisor` (the index scale when the
+    /// register is an index).
+    pub divisor: u64,
+    /// Bytes the operand covers (0 when unknown).
+    pub size: u64,
+}
+
+/// Registers an instruction reads or writes without naming them as operands,
+/// as data (not as an address), for the instructions that can take a memory
+/// operand. Rebasing one of them would change the data.
+fn implicit_data_registers(insn: &Instruction) -> &'static [Register] {
+    use Register::*;
+    match insn.mnemonic() {
+        Mnemonic::Cmpxchg => &[RAX],
+        Mnemonic::Cmpxchg8b | Mnemonic::Cmpxchg16b => &[RAX, RDX, RBX, RCX],
+        Mnemonic::Mul | Mnemonic::Div | Mnemonic::Idiv => &[RAX, RDX],
+        Mnemonic::Imul if insn.op_count() == 1 => &[RAX, RDX],
+        Mnemonic::Stosb | Mnemonic::Stosw | Mnemonic::Stosd | Mnemonic::Stosq => &[RAX],
+        Mnemonic::Lodsb | Mnemonic::Lodsw | Mnemonic::Lodsd | Mnemonic::Lodsq => &[RAX],
+        Mnemonic::Scasb | Mnemonic::Scasw | Mnemonic::Scasd | Mnemonic::Scasq => &[RAX],
+        Mnemonic::Xlatb => &[RAX, RBX],
+        Mnemonic::Xsave
+        | Mnemonic::Xsave64
+        | Mnemonic::Xsaveopt
+        | Mnemonic::Xsaveopt64
+        | Mnemonic::Xsavec
+        | Mnemonic::Xsavec64
+        | Mnemonic::Xsaves
+        | Mnemonic::Xsaves64
+        | Mnemonic::Xrstor
+        | Mnemonic::Xrstor64
+        | Mnemonic::Xrstors
+        | Mnemonic::Xrstors64 => &[RAX, RDX],
+        Mnemonic::Enter | Mnemonic::Leave => &[RBP],
+        _ => &[],
+    }
+}
+
+fn conflicts(insn: &Instruction, gpr: usize) -> bool {
+    // The stack pointer is also used by signal delivery: never move it.
+    if gpr == 4 {
+        return true;
+    }
+    if insn.has_rep_prefix() || insn.has_repne_prefix() {
+        // rcx counts the repetitions.
+        if gpr == 1 {
+            return true;
+        }
+    }
+    for operand in 0..insn.op_count() {
+        if insn.op_kind(operand) == OpKind::Register
+            && gpr_index(insn.op_register(operand)) == Some(gpr)
+        {
+            return true;
+        }
+    }
+    implicit_data_registers(insn)
+        .iter()
+        .any(|&reg| gpr_index(reg) == Some(gpr))
+}
+
+/// The registers to rebase so that every memory operand of `insn` that
+/// lies in traced memory refers to the alias instead. `traced` says whether
+/// an address lies in traced memory. At most two operands (`movs`, `cmps`).
+pub fn rebase_targets(
+    insn: &Instruction,
+    regs: &Regs,
+    bus: &mut impl Bus,
+    traced: impl Fn(u64) -> bool,
+) -> Result<[Option<RebaseTarget>; 2], Refusal> {
+    let mut targets = [None, None];
+    let mut count = 0usize;
+    let size = insn.memory_size().size() as u64;
+    for operand in 0..insn.op_count() {
+        let target = match insn.op_kind(operand) {
+            OpKind::Memory => {
+                let addr = effective_address(insn, regs, bus)?;
+                if !traced(addr) {
+                    continue;
+                }
+                if insn.is_ip_rel_memory_operand() {
+                    return Err(Refusal::RipRelative);
+                }
+                let base = insn.memory_base();
+                let index = insn.memory_index();
+                if base != Register::None {
+                    if !base.is_gpr64() || base.full_register() == index.full_register() {
+                        return Err(Refusal::RegisterConflict);
+                    }
+                    RebaseTarget {
+                        gpr: gpr_index(base).ok_or(Refusal::RegisterConflict)?,
+                        addr,
+                        divisor: 1,
+                        size,
+                    }
+                } else if index.is_gpr64() {
+                    RebaseTarget {
+                        gpr: gpr_index(index).ok_or(Refusal::RegisterConflict)?,
+                        addr,
+                        divisor: u64::from(insn.memory_index_scale()).max(1),
+                        size,
+                    }
+                } else {
+                    // An absolute address: nothing to rebase.
+                    return Err(Refusal::RegisterConflict);
+                }
+            }
+            kind @ (OpKind::MemorySegRSI | OpKind::MemorySegRDI | OpKind::MemoryESRDI) => {
+                let reg = if kind == OpKind::MemorySegRSI {
+                    Register::RSI
+                } else {
+                    Register::RDI
+                };
+                let addr = regs.get(reg).ok_or(Refusal::Unsupported)?;
+                let segment = insn.memory_segment();
+                if kind != OpKind::MemoryESRDI
+                    && matches!(segment, Register::FS | Register::GS)
+                {
+                    return Err(Refusal::Segment);
+                }
+                if !traced(addr) {
+                    continue;
+                }
+                RebaseTarget {
+                    gpr: gpr_index(reg).ok_or(Refusal::Unsupported)?,
+                    addr,
+                    divisor: 1,
+                    size,
+                }
+            }
+            OpKind::MemorySegESI | OpKind::MemorySegEDI | OpKind::MemoryESEDI => {
+                return Err(Refusal::Unsupported);
+            }
+            _ => continue,
+        };
+        if conflicts(insn, target.gpr) {
+            return Err(Refusal::RegisterConflict);
+        }
+        if let Some(slot) = targets.get_mut(count) {
+            *slot = Some(target);
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return Err(Refusal::Unsupported);
+    }
+    if let [Some(a), Some(b)] = targets {
+        if a.gpr == b.gpr {
+            return Err(Refusal::RegisterConflict);
+        }
+    }
+    Ok(targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions};
+
+    /// A flat little-endian memory at `BASE` that records every access.
+    struct TestBus {
+        mem: Vec<u8>,
+        log: Vec<Access>,
+    }
+
+    const BASE: u64 = 0x1000_0000;
+
+    impl Bus for TestBus {
+        fn load(&mut self, addr: u64, width: u8) -> Result<u64, Refusal> {
+            let start = (addr - BASE) as usize;
+            let bytes = self.mem.get(start..start + width as usize).ok_or(Refusal::OutsideRange)?;
+            let mut value = [0u8; 8];
+            value[..width as usize].copy_from_slice(bytes);
+            let value = u64::from_le_bytes(value);
+            self.log.push(Access { direction: Direction::Read, addr, width, value });
+            Ok(value)
+        }
+        fn store(&mut self, addr: u64, width: u8, value: u64) -> Result<(), Refusal> {
+            let start = (addr - BASE) as usize;
+            let bytes = self.mem.get_mut(start..start + width as usize).ok_or(Refusal::OutsideRange)?;
+            bytes.copy_from_slice(&value.to_le_bytes()[..width as usize]);
+            self.log.push(Access { direction: Direction::Write, addr, width, value });
+            Ok(())
+        }
+        fn segment_base(&mut self, _segment: Register) -> Option<u64> {
+            None
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Instruction {
+        let mut decoder = Decoder::with_ip(64, bytes, 0x40_0000, DecoderOptions::NONE);
+        decoder.decode()
+    }
+
+    fn bus() -> TestBus {
+        TestBus { mem: (0..64u8).map(|i| 0x80 | i).collect(), log: Vec::new() }
+    }
+
+    #[test]
+    fn movsx_reports_the_memory_value_not_the_extended_register() {
+        // movsx rax, byte [rbx]
+        let insn = decode(&[0x48, 0x0f, 0xbe, 0x03]);
+        let mut regs = Regs::default();
+        regs.gpr[3] = BASE + 1;
+        let mut bus = bus();
+        let access = emulate(&insn, &mut regs, &mut bus).expect("emulated");
+        assert_eq!(access.value, 0x81);
+        assert_eq!(regs.gpr[0], 0xffff_ffff_ffff_ff81);
+        assert_eq!(regs.rip, 0x40_0004);
+    }
+
+    #[test]
+    fn high_byte_and_word_destinations_keep_other_bits() {
+        // mov ah, [rbx] ; mov cx, [rbx] ; mov edx, [rbx]
+        let mut regs = Regs::default();
+        regs.gpr = [0x1111_1111_1111_1111; 16];
+        regs.gpr[3] = BASE;
+        let mut bus = bus();
+        emulate(&decode(&[0x8a, 0x23]), &mut regs, &mut bus).expect("mov ah");
+        assert_eq!(regs.gpr[0], 0x1111_1111_1111_8011);
+        emulate(&decode(&[0x66, 0x8b, 0x0b]), &mut regs, &mut bus).expect("mov cx");
+        assert_eq!(regs.gpr[1], 0x1111_1111_1111_8180);
+        emulate(&decode(&[0x8b, 0x13]), &mut regs, &mut bus).expect("mov edx");
+        assert_eq!(regs.gpr[2], 0x8382_8180);
+    }
+
+    #[test]
+    fn store_immediate_sign_extends_to_64_bits() {
+        // mov qword [rbx+8], -2
+        let mut regs = Regs::default();
+        regs.gpr[3] = BASE;
+        let mut bus = bus();
+        let access = emulate(&decode(&[0x48, 0xc7, 0x43, 0x08, 0xfe, 0xff, 0xff, 0xff]), &mut regs, &mut bus)
+            .expect("emulated");
+        assert_eq!(access.value, 0xffff_ffff_ffff_fffe);
+        assert_eq!(access.width, 8);
+        assert_eq!(access.addr, BASE + 8);
+    }
+
+    #[test]
+    fn rmw_is_not_emulated_but_can_be_rebased_through_its_base() {
+        // add dword [rbx+rcx*4+4], 1
+        let insn = decode(&[0x83, 0x44, 0x8b, 0x04, 0x01]);
+        let mut regs = Regs::default();
+        regs.gpr[3] = BASE;
+        regs.gpr[1] = 2;
+        let mut bus = bus();
+        assert_eq!(emulate(&insn, &mut regs, &mut bus), Err(Refusal::Unsupported));
+        assert!(bus.log.is_empty());
+        let targets = rebase_targets(&insn, &regs, &mut bus, |a| a >= BASE).expect("rebasable");
+        assert_eq!(targets[0], Some(RebaseTarget { gpr: 3, addr: BASE + 12, divisor: 1, size: 4 }));
+        assert_eq!(targets[1], None);
+    }
+
+    #[test]
+    fn base_register_used_as_data_is_refused() {
+        // xchg [rax], rax ; cmpxchg [rax], rcx
+        let mut regs = Regs::default();
+        regs.gpr[0] = BASE;
+        let mut bus = bus();
+        for bytes in [&[0x48, 0x87, 0x00][..], &[0x48, 0x0f, 0xb1, 0x08][..]] {
+            let insn = decode(bytes);
+            assert_eq!(
+                rebase_targets(&insn, &regs, &mut bus, |a| a >= BASE),
+                Err(Refusal::RegisterConflict),
+                "{insn:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn movs_rebases_both_string_registers() {
+        // rep movsb
+        let insn = decode(&[0xf3, 0xa4]);
+        let mut regs = Regs::default();
+        regs.gpr[6] = BASE;
+        regs.gpr[7] = BASE + 32;
+        let mut bus = bus();
+        let targets = rebase_targets(&insn, &regs, &mut bus, |a| a >= BASE).expect("rebasable");
+        assert_eq!(targets.map(|t| t.map(|t| t.gpr)), [Some(7), Some(6)]);
+    }
+}

@@ -1,0 +1,279 @@
+//! The table of armed (traced) ranges: fixed size, lock-free to read.
+//!
+//! The SIGSEGV handler looks up the faulting address here, so a lookup
+//! neither allocates nor locks. Mutations (arming, unmapping, splitting) are
+//! serialised by the caller's mutation lock and never block readers; a
+//! retired entry is only freed, and its alias only unmapped, once no handler
+//! holds it (the per-entry in-flight counter).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// How many ranges can be traced at once.
+pub const CAPACITY: usize = 256;
+
+const FREE: u32 = 0;
+const FILLING: u32 = 1;
+const LIVE: u32 = 2;
+const RETIRED: u32 = 3;
+
+#[repr(align(64))]
+#[derive(Debug)]
+struct Entry {
+    state: AtomicU32,
+    inflight: AtomicU32,
+    map_id: AtomicU32,
+    prot: AtomicU32,
+    start: AtomicU64,
+    len: AtomicU64,
+    alias: AtomicU64,
+    map_offset: AtomicU64,
+}
+
+impl Entry {
+    const fn new() -> Entry {
+        Entry {
+            state: AtomicU32::new(FREE),
+            inflight: AtomicU32::new(0),
+            map_id: AtomicU32::new(0),
+            prot: AtomicU32::new(0),
+            start: AtomicU64::new(0),
+            len: AtomicU64::new(0),
+            alias: AtomicU64::new(0),
+            map_offset: AtomicU64::new(0),
+        }
+    }
+}
+
+static TABLE: [Entry; CAPACITY] = [const { Entry::new() }; CAPACITY];
+/// One past the highest index ever used, so lookups scan only that far.
+static HIGH_WATER: AtomicU32 = AtomicU32::new(0);
+
+/// A traced range as the table describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// The program's address of the range (kept `PROT_NONE`).
+    pub start: u64,
+    /// Bytes, a whole number of pages.
+    pub len: u64,
+    /// Where the same memory is accessible to the runtime.
+    pub alias: u64,
+    pub map_id: u32,
+    /// The protection the program asked for (`PROT_*`).
+    pub prot: u32,
+    /// Offset of `start` inside the mapping `map_id` was reported for
+    /// (non-zero after a partial unmap or mprotect split the range).
+    pub map_offset: u64,
+}
+
+impl Range {
+    /// A placeholder for fixed-size buffers.
+    pub const EMPTY: Range = Range {
+        start: 0,
+        len: 0,
+        alias: 0,
+        map_id: 0,
+        prot: 0,
+        map_offset: 0,
+    };
+
+    pub fn end(&self) -> u64 {
+        self.start.wrapping_add(self.len)
+    }
+
+    /// Whether `addr..addr+width` lies inside the range.
+    pub fn contains(&self, addr: u64, width: u64) -> bool {
+        addr >= self.start && addr.wrapping_sub(self.start) <= self.len.saturating_sub(width)
+    }
+
+    /// The alias address of program address `addr`.
+    pub fn alias_of(&self, addr: u64) -> u64 {
+        self.alias.wrapping_add(addr.wrapping_sub(self.start))
+    }
+
+    /// The record offset (inside mapping `map_id`) of program address `addr`.
+    pub fn offset_of(&self, addr: u64) -> u64 {
+        self.map_offset.wrapping_add(addr.wrapping_sub(self.start))
+    }
+}
+
+fn snapshot(entry: &Entry) -> Range {
+    Range {
+        start: entry.start.load(Ordering::Relaxed),
+        len: entry.len.load(Ordering::Relaxed),
+        alias: entry.alias.load(Ordering::Relaxed),
+        map_id: entry.map_id.load(Ordering::Relaxed),
+        prot: entry.prot.load(Ordering::Relaxed),
+        map_offset: entry.map_offset.load(Ordering::Relaxed),
+    }
+}
+
+fn scanned() -> impl Iterator<Item = (usize, &'static Entry)> {
+    let high = (HIGH_WATER.load(Ordering::Acquire) as usize).min(CAPACITY);
+    TABLE.iter().enumerate().take(high)
+}
+
+/// A range held in use: while it lives, the entry is not freed and its alias
+/// stays mapped.
+#[derive(Debug)]
+pub struct Held {
+    index: usize,
+    pub range: Range,
+}
+
+impl Held {
+    /// Keeps the hold past this value's life (until [`release_index`]):
+    /// displaced execution uses the alias after the handler returns.
+    pub fn into_index(self) -> usize {
+        let index = self.index;
+        std::mem::forget(self);
+        index
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        release_index(self.index);
+    }
+}
+
+/// Ends a hold kept with [`Held::into_index`].
+pub fn release_index(index: usize) {
+    if let Some(entry) = TABLE.get(index) {
+        // SYNC POINT: pairs with the SeqCst load of inflight in retire().
+        // Saturating: after fork the counters were reset, and a hold taken
+        // before it must not wrap the counter.
+        let _ = entry
+            .inflight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+}
+
+/// Finds and holds the live range containing `addr`.
+pub fn lookup(addr: u64) -> Option<Held> {
+    for (index, entry) in scanned() {
+        if entry.state.load(Ordering::Acquire) != LIVE {
+            continue;
+        }
+        let start = entry.start.load(Ordering::Relaxed);
+        if addr.wrapping_sub(start) >= entry.len.load(Ordering::Relaxed) {
+            continue;
+        }
+        // SYNC POINT: this SeqCst increment and the SeqCst state load below
+        // pair with retire()'s SeqCst state store and inflight load: either
+        // retire() sees the hold, or this sees RETIRED.
+        entry.inflight.fetch_add(1, Ordering::SeqCst);
+        if entry.state.load(Ordering::SeqCst) == LIVE {
+            // Fields are stable while the entry is LIVE and held.
+            let range = snapshot(entry);
+            if range.contains(addr, 1) {
+                return Some(Held { index, range });
+            }
+        }
+        release_index(index);
+    }
+    None
+}
+
+/// Whether `addr` lies in any live range (without holding it).
+pub fn is_traced(addr: u64) -> bool {
+    lookup(addr).is_some()
+}
+
+/// The table has no free entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableFull;
+
+/// Adds a live range. Caller holds the mutation lock.
+pub fn insert(range: Range) -> Result<usize, TableFull> {
+    for (index, entry) in TABLE.iter().enumerate() {
+        if entry
+            .state
+            .compare_exchange(FREE, FILLING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        entry.start.store(range.start, Ordering::Relaxed);
+        entry.len.store(range.len, Ordering::Relaxed);
+        entry.alias.store(range.alias, Ordering::Relaxed);
+        entry.map_id.store(range.map_id, Ordering::Relaxed);
+        entry.prot.store(range.prot, Ordering::Relaxed);
+        entry.map_offset.store(range.map_offset, Ordering::Relaxed);
+        HIGH_WATER.fetch_max(index as u32 + 1, Ordering::Release);
+        // SYNC POINT: pairs with the Acquire/SeqCst state loads in lookup():
+        // the fields above are visible before the entry is.
+        entry.state.store(LIVE, Ordering::SeqCst);
+        return Ok(index);
+    }
+    Err(TableFull)
+}
+
+/// Changes the program protection recorded for a live entry.
+pub fn set_prot(index: usize, prot: u32) {
+    if let Some(entry) = TABLE.get(index) {
+        entry.prot.store(prot, Ordering::Relaxed);
+    }
+}
+
+/// Stops new lookups from finding entry `index` and waits until no handler
+/// holds it. The entry stays allocated until [`free`].
+pub fn retire(index: usize) {
+    let Some(entry) = TABLE.get(index) else {
+        return;
+    };
+    // SYNC POINT: pairs with the SeqCst inflight increment in lookup().
+    entry.state.store(RETIRED, Ordering::SeqCst);
+    let mut spins = 0u32;
+    while entry.inflight.load(Ordering::SeqCst) != 0 {
+        spins += 1;
+        if spins < 100 {
+            crate::sys::yield_now();
+        } else {
+            crate::sys::sleep_micros(100);
+        }
+    }
+}
+
+/// Returns a retired entry to the free list.
+pub fn free(index: usize) {
+    if let Some(entry) = TABLE.get(index) {
+        entry.state.store(FREE, Ordering::Release);
+    }
+}
+
+/// The live entries overlapping `lo..hi`, as (index, range), in address order.
+/// Caller holds the mutation lock, so the set cannot change underneath.
+pub fn overlapping(lo: u64, hi: u64, out: &mut [(usize, Range); CAPACITY]) -> usize {
+    let mut count = 0;
+    for (index, entry) in scanned() {
+        if entry.state.load(Ordering::Acquire) != LIVE {
+            continue;
+        }
+        let range = snapshot(entry);
+        if range.start < hi && lo < range.end() {
+            if let Some(slot) = out.get_mut(count) {
+                *slot = (index, range);
+                count += 1;
+            }
+        }
+    }
+    if let Some(found) = out.get_mut(..count) {
+        found.sort_unstable_by_key(|(_, range)| range.start);
+    }
+    count
+}
+
+/// Whether any live entry belongs to mapping `map_id`.
+pub fn map_id_live(map_id: u32) -> bool {
+    scanned().any(|(_, entry)| {
+        entry.state.load(Ordering::Acquire) == LIVE && entry.map_id.load(Ordering::Relaxed) == map_id
+    })
+}
+
+/// After `fork`, only the forking thread exists: holds taken by other
+/// threads of the parent can never be released in the child.
+pub fn forget_holds_after_fork() {
+    for entry in TABLE.iter() {
+        entry.inflight.store(0, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,579 @@
+//! Runtime state: configuration from the environment, the shared-memory
+//! file, and arming and disarming of traced mappings.
+//!
+//! # Safety
+//!
+//! This module maps, unmaps and re-protects memory on the program's behalf
+//! (the program's traced ranges and the runtime's aliases) and maps the
+//! shared-memory file; those calls are `unsafe` because they can pull memory
+//! out from under other code. Each names the range it owns.
+
+use core::ffi::c_int;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+
+use mmiotrace_shm::{ENV_SHM_PATH, MAX_PAYLOAD, Record, Shm, kind};
+
+use crate::msg::Msg;
+use crate::ranges::{self, Range};
+use crate::sys::{self, Errno, SignalsBlocked};
+use crate::{glob, signals, threads};
+
+const PAGE: u64 = 4096;
+
+const UNINIT: u8 = 0;
+const LOADING: u8 = 1;
+const ENABLED: u8 = 2;
+const DISABLED: u8 = 3;
+
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+static LOADING_TID: AtomicU32 = AtomicU32::new(0);
+static SHM: OnceLock<Shm> = OnceLock::new();
+
+const PATTERN_BYTES: usize = 4096;
+/// `MMIOTRACE_TRACE`, copied once; atomics make the static safe to share.
+static PATTERNS: [AtomicU8; PATTERN_BYTES] = [const { AtomicU8::new(0) }; PATTERN_BYTES];
+static PATTERNS_LEN: AtomicUsize = AtomicUsize::new(0);
+
+static HANDLERS_READY: AtomicBool = AtomicBool::new(false);
+static MUTATION_LOCK: AtomicBool = AtomicBool::new(false);
+static WARNED_PRIVATE: AtomicBool = AtomicBool::new(false);
+
+/// The shared-memory file, once the runtime is enabled.
+pub fn shm() -> Option<Shm> {
+    SHM.get().copied()
+}
+
+/// Whether tracing is on: loads the configuration at the first call. With
+/// `MMIOTRACE_SHM` unset the runtime is a pure pass-through.
+pub fn enabled() -> bool {
+    loop {
+        match STATE.load(Ordering::Acquire) {
+            ENABLED => return true,
+            DISABLED => return false,
+            UNINIT => {
+                if STATE
+                    .compare_exchange(UNINIT, LOADING, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    LOADING_TID.store(sys::gettid(), Ordering::Relaxed);
+                    let state = if load_config() { ENABLED } else { DISABLED };
+                    // SYNC POINT: pairs with the Acquire loads above: SHM,
+                    // PATTERNS and the thread key are set before this.
+                    STATE.store(state, Ordering::Release);
+                    return state == ENABLED;
+                }
+            }
+            _ => {
+                // Loading calls into libc (pthread_atfork, getenv); an mmap
+                // made by those on this same thread passes through.
+                if LOADING_TID.load(Ordering::Relaxed) == sys::gettid() {
+                    return false;
+                }
+                sys::yield_now();
+            }
+        }
+    }
+}
+
+fn getenv(name: &[u8]) -> Option<&'static [u8]> {
+    // SAFETY: `name` is NUL-terminated; getenv returns a pointer into the
+    // environment, which the program does not modify while loading libraries.
+    let value = unsafe { libc::getenv(name.as_ptr() as *const libc::c_char) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returns a NUL-terminated string.
+    Some(unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes())
+}
+
+fn load_config() -> bool {
+    let mut name = [0u8; 64];
+    let env_name = ENV_SHM_PATH.as_bytes();
+    if let Some(dst) = name.get_mut(..env_name.len()) {
+        dst.copy_from_slice(env_name);
+    }
+    let Some(path) = getenv(&name) else {
+        return false;
+    };
+    let shm = match open_shm(path) {
+        Ok(shm) => shm,
+        Err(what) => {
+            Msg::new()
+                .text("tracing is OFF: cannot use the shared-memory file ")
+                .bytes(path)
+                .text(": ")
+                .text(what)
+                .emit();
+            return false;
+        }
+    };
+    if let Some(patterns) = getenv(b"MMIOTRACE_TRACE\0") {
+        let len = patterns.len().min(PATTERN_BYTES);
+        for (slot, &byte) in PATTERNS.iter().zip(patterns.iter()) {
+            slot.store(byte, Ordering::Relaxed);
+        }
+        PATTERNS_LEN.store(len, Ordering::Relaxed);
+        if patterns.len() > PATTERN_BYTES {
+            Msg::new().text("MMIOTRACE_TRACE is longer than 4096 bytes; the rest is ignored").emit();
+        }
+    }
+    threads::init();
+    let _ = SHM.set(shm);
+    true
+}
+
+fn open_shm(path: &[u8]) -> Result<Shm, &'static str> {
+    let mut buf = [0u8; 4096];
+    let with_nul = buf.get_mut(..path.len() + 1).ok_or("path too long")?;
+    if let Some(dst) = with_nul.get_mut(..path.len()) {
+        dst.copy_from_slice(path);
+    }
+    let fd = sys::open(with_nul, libc::O_RDWR | libc::O_CLOEXEC).map_err(|_| "cannot open it")?;
+    let len = sys::file_size(fd).map_err(|_| "cannot size it");
+    let mapped = len.and_then(|len| {
+        // SAFETY: a fresh mapping at an address the kernel picks.
+        unsafe {
+            sys::mmap(
+                0,
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        }
+        .map(|base| (base, len as usize))
+        .map_err(|_| "cannot map it")
+    });
+    sys::close(fd);
+    let (base, len) = mapped?;
+    // SAFETY: base..base+len is a shared read-write mapping of the file that
+    // the runtime never unmaps.
+    unsafe { Shm::from_raw(base as *mut u8, len) }.map_err(|err| match err {
+        mmiotrace_shm::ShmError::BadVersion(_) => "layout version differs (runtime and recorder from different builds)",
+        mmiotrace_shm::ShmError::BadMagic => "not an mmiotrace shared-memory file",
+        _ => "bad header",
+    })
+}
+
+/// Decoder warm-up and handler installation, once, at the first traced
+/// mapping (DESIGN §4).
+fn ensure_handlers() {
+    if HANDLERS_READY.load(Ordering::Acquire) {
+        return;
+    }
+    signals::warm_up_decoder();
+    signals::install();
+    HANDLERS_READY.store(true, Ordering::Release);
+}
+
+struct MutationLock {
+    _signals: SignalsBlocked,
+}
+
+impl MutationLock {
+    fn take() -> MutationLock {
+        let signals = SignalsBlocked::new();
+        while MUTATION_LOCK
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            sys::yield_now();
+        }
+        MutationLock { _signals: signals }
+    }
+}
+
+impl Drop for MutationLock {
+    fn drop(&mut self) {
+        MUTATION_LOCK.store(false, Ordering::Release);
+    }
+}
+
+/// Called in the child after fork: only the forking thread exists.
+pub fn after_fork_in_child() {
+    MUTATION_LOCK.store(false, Ordering::Release);
+}
+
+fn is_traced_path(path: &[u8]) -> bool {
+    if glob::DEFAULT_PATTERNS.iter().any(|p| glob::matches(p, path)) {
+        return true;
+    }
+    let len = PATTERNS_LEN.load(Ordering::Relaxed).min(PATTERN_BYTES);
+    let mut buf = [0u8; PATTERN_BYTES];
+    for (dst, src) in buf.iter_mut().zip(PATTERNS.iter()).take(len) {
+        *dst = src.load(Ordering::Relaxed);
+    }
+    buf.get(..len)
+        .unwrap_or(&[])
+        .split(|&b| b == b'\n')
+        .any(|pattern| !pattern.is_empty() && glob::matches(pattern, path))
+}
+
+/// The real path of `fd` (`readlink /proc/self/fd/N`) into `buf`.
+fn fd_path(fd: c_int, buf: &mut [u8; 4096]) -> Option<usize> {
+    let mut link = [0u8; 32];
+    let prefix = b"/proc/self/fd/";
+    let mut len = 0;
+    for &b in prefix {
+        *link.get_mut(len)? = b;
+        len += 1;
+    }
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    let mut value = fd as u32;
+    loop {
+        *digits.get_mut(n)? = b'0' + (value % 10) as u8;
+        n += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for i in (0..n).rev() {
+        *link.get_mut(len)? = *digits.get(i)?;
+        len += 1;
+    }
+    sys::readlink(link.get(..len + 1)?, buf).ok()
+}
+
+fn round_up(len: u64) -> u64 {
+    len.wrapping_add(PAGE - 1) & !(PAGE - 1)
+}
+
+fn overlaps_traced(lo: u64, hi: u64) -> bool {
+    let mut found = [(0usize, Range::EMPTY); ranges::CAPACITY];
+    ranges::overlapping(lo, hi, &mut found) != 0
+}
+
+fn push_outside_handler(record: Record, payload: &[u8]) {
+    let Some(shm) = shm() else { return };
+    let _blocked = SignalsBlocked::new();
+    let me = threads::me(&shm);
+    let payload = payload.get(..payload.len().min(MAX_PAYLOAD)).unwrap_or(&[]);
+    shm.push(
+        me.slot,
+        Record {
+            tid: me.tid,
+            pid: me.pid,
+            ..record
+        },
+        payload,
+    );
+}
+
+/// The `mmap` interposer's logic.
+///
+/// # Safety
+///
+/// As `mmap(2)`: with `MAP_FIXED` the caller owns the range.
+pub unsafe fn mmap(
+    addr: usize,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    offset: i64,
+) -> Result<usize, Errno> {
+    let fixed = flags & libc::MAP_FIXED != 0;
+    let file_backed = flags & libc::MAP_ANONYMOUS == 0 && fd >= 0;
+    if !file_backed || !enabled() {
+        // SAFETY: the caller's contract.
+        let mapped = unsafe { sys::mmap(addr, len, prot, flags, fd, offset) }?;
+        if fixed && STATE.load(Ordering::Acquire) == ENABLED {
+            forget_replaced(mapped, len);
+        }
+        return Ok(mapped);
+    }
+    let mut path = [0u8; 4096];
+    let path_len = fd_path(fd, &mut path).unwrap_or(0);
+    let path = path.get(..path_len).unwrap_or(&[]);
+    let map_type = flags & 0x0f;
+    let shared = map_type == libc::MAP_SHARED || map_type == libc::MAP_SHARED_VALIDATE;
+    if path.is_empty() || !is_traced_path(path) {
+        // SAFETY: the caller's contract.
+        let mapped = unsafe { sys::mmap(addr, len, prot, flags, fd, offset) }?;
+        if fixed {
+            forget_replaced(mapped, len);
+        }
+        return Ok(mapped);
+    }
+    if !shared {
+        if !WARNED_PRIVATE.swap(true, Ordering::Relaxed) {
+            Msg::new()
+                .text("MAP_PRIVATE mapping of ")
+                .bytes(path)
+                .text(" is NOT traced (only MAP_SHARED mappings can be aliased)")
+                .emit();
+        }
+        // SAFETY: the caller's contract.
+        let mapped = unsafe { sys::mmap(addr, len, prot, flags, fd, offset) }?;
+        if fixed {
+            forget_replaced(mapped, len);
+        }
+        return Ok(mapped);
+    }
+    ensure_handlers();
+    // SAFETY: the caller's contract; the real call reports the real errors.
+    let mapped = unsafe { sys::mmap(addr, len, prot, flags, fd, offset) }?;
+    arm(mapped, len, prot, fd, offset, path, fixed);
+    Ok(mapped)
+}
+
+/// Makes `start..start+len`, just mapped from `fd`, a traced range.
+fn arm(start: usize, len: usize, prot: c_int, fd: c_int, offset: i64, path: &[u8], fixed: bool) {
+    let Some(shm) = shm() else { return };
+    // SAFETY: a new mapping at an address the kernel picks; only the
+    // runtime will know it.
+    let alias = match unsafe { sys::mmap(0, len, prot, libc::MAP_SHARED, fd, offset) } {
+        Ok(alias) => alias,
+        Err(errno) => {
+            Msg::new()
+                .text("cannot map a second view of ")
+                .bytes(path)
+                .text(" (errno ")
+                .dec(errno.0 as u64)
+                .text("): this mapping is NOT traced")
+                .emit();
+            return;
+        }
+    };
+    let _lock = MutationLock::take();
+    if fixed {
+        // Nothing is unmapped here, so this cannot fail.
+        let _ = forget_locked(start as u64, len as u64, false);
+    }
+    let map_id = shm.next_map_id();
+    let range = Range {
+        start: start as u64,
+        len: round_up(len as u64),
+        alias: alias as u64,
+        map_id,
+        prot: prot as u32,
+        map_offset: 0,
+    };
+    let index = match ranges::insert(range) {
+        Ok(index) => index,
+        Err(ranges::TableFull) => {
+            Msg::new()
+                .text("too many traced mappings (")
+                .dec(ranges::CAPACITY as u64)
+                .text("): this mapping of ")
+                .bytes(path)
+                .text(" is NOT traced")
+                .emit();
+            // SAFETY: the alias was created above and nobody else knows it.
+            let _ = unsafe { sys::munmap(alias, len) };
+            return;
+        }
+    };
+    // SAFETY: the program's new mapping; nothing has used it yet. From now
+    // on every access to it faults into the runtime's handler.
+    if let Err(errno) = unsafe { sys::mprotect(start, len, libc::PROT_NONE) } {
+        Msg::new()
+            .text("cannot protect the mapping of ")
+            .bytes(path)
+            .text(" (errno ")
+            .dec(errno.0 as u64)
+            .text("): it is NOT traced")
+            .emit();
+        ranges::retire(index);
+        ranges::free(index);
+        // SAFETY: the entry is gone, so no handler uses the alias.
+        let _ = unsafe { sys::munmap(alias, len) };
+        return;
+    }
+    push_outside_handler(
+        Record {
+            kind: kind::MAP,
+            map_id,
+            offset: offset as u64,
+            value: len as u64,
+            aux: start as u64,
+            ..Record::default()
+        },
+        path,
+    );
+}
+
+/// A `MAP_FIXED` mapping replaced `start..start+len`: forget traced ranges there.
+fn forget_replaced(start: usize, len: usize) {
+    let (lo, hi) = (start as u64, start as u64 + round_up(len as u64));
+    if !overlaps_traced(lo, hi) {
+        return;
+    }
+    let _lock = MutationLock::take();
+    // Nothing is unmapped here, so this cannot fail.
+    let _ = forget_locked(lo, hi - lo, false);
+}
+
+/// Splits the live range that strictly contains `at` in two, so that
+/// `at` becomes a boundary.
+fn split_at(at: u64) {
+    let mut found = [(0usize, Range::EMPTY); ranges::CAPACITY];
+    let count = ranges::overlapping(at, at + 1, &mut found);
+    for &(index, range) in found.iter().take(count) {
+        if range.start >= at || at >= range.end() {
+            continue;
+        }
+        let head_len = at - range.start;
+        let head = Range {
+            len: head_len,
+            ..range
+        };
+        let tail = Range {
+            start: at,
+            len: range.len - head_len,
+            alias: range.alias + head_len,
+            map_offset: range.map_offset + head_len,
+            ..range
+        };
+        let Ok(head_index) = ranges::insert(head) else {
+            Msg::new().text("range table full: cannot split a traced range").emit();
+            return;
+        };
+        if ranges::insert(tail).is_err() {
+            ranges::retire(head_index);
+            ranges::free(head_index);
+            Msg::new().text("range table full: cannot split a traced range").emit();
+            return;
+        }
+        // Both halves are live and cover the same memory: handlers may use
+        // either from here on.
+        ranges::retire(index);
+        ranges::free(index);
+    }
+}
+
+/// Removes traced ranges inside `lo..lo+len` (whole pages), unmapping their
+/// alias parts, and the program's range too when `unmap_program`. Pushes
+/// UNMAP for mappings with nothing left. Caller holds the mutation lock.
+fn forget_locked(lo: u64, len: u64, unmap_program: bool) -> Result<(), Errno> {
+    let hi = lo.saturating_add(round_up(len));
+    split_at(lo);
+    split_at(hi);
+    let mut found = [(0usize, Range::EMPTY); ranges::CAPACITY];
+    let count = ranges::overlapping(lo, hi, &mut found);
+    let found = found.get(..count).unwrap_or(&[]);
+    for &(index, _) in found {
+        ranges::retire(index);
+    }
+    let result = if unmap_program {
+        // SAFETY: the program asked to unmap this range.
+        unsafe { sys::munmap(lo as usize, len as usize) }
+    } else {
+        Ok(())
+    };
+    for &(index, range) in found {
+        // SAFETY: the entry is retired and no handler holds it, so nothing
+        // uses this part of the alias any more.
+        let _ = unsafe { sys::munmap(range.alias as usize, range.len as usize) };
+        ranges::free(index);
+        if !ranges::map_id_live(range.map_id) {
+            push_outside_handler(
+                Record {
+                    kind: kind::UNMAP,
+                    map_id: range.map_id,
+                    ..Record::default()
+                },
+                &[],
+            );
+        }
+    }
+    result
+}
+
+/// The `munmap` interposer's logic.
+///
+/// # Safety
+///
+/// As `munmap(2)`.
+pub unsafe fn munmap(addr: usize, len: usize) -> Result<(), Errno> {
+    let (lo, hi) = (addr as u64, (addr as u64).saturating_add(round_up(len as u64)));
+    if STATE.load(Ordering::Acquire) != ENABLED || !overlaps_traced(lo, hi) {
+        // SAFETY: the caller's contract.
+        return unsafe { sys::munmap(addr, len) };
+    }
+    let _lock = MutationLock::take();
+    forget_locked(lo, len as u64, true)
+}
+
+/// The `mprotect` interposer's logic: a traced range stays `PROT_NONE`;
+/// the new protection applies to its alias and to what the emulator allows.
+///
+/// # Safety
+///
+/// As `mprotect(2)`.
+pub unsafe fn mprotect(addr: usize, len: usize, prot: c_int) -> Result<(), Errno> {
+    let (lo, hi) = (addr as u64, (addr as u64).saturating_add(round_up(len as u64)));
+    if STATE.load(Ordering::Acquire) != ENABLED || !overlaps_traced(lo, hi) {
+        // SAFETY: the caller's contract.
+        return unsafe { sys::mprotect(addr, len, prot) };
+    }
+    let _lock = MutationLock::take();
+    split_at(lo);
+    split_at(hi);
+    let mut found = [(0usize, Range::EMPTY); ranges::CAPACITY];
+    let count = ranges::overlapping(lo, hi, &mut found);
+    let mut cursor = lo;
+    for &(index, range) in found.iter().take(count) {
+        if cursor < range.start {
+            // SAFETY: an untraced part of the caller's range.
+            unsafe { sys::mprotect(cursor as usize, (range.start - cursor) as usize, prot) }?;
+        }
+        // SAFETY: the alias of a range the program owns; the emulator
+        // checks the recorded protection before every access.
+        unsafe { sys::mprotect(range.alias as usize, range.len as usize, prot) }?;
+        ranges::set_prot(index, prot as u32);
+        cursor = range.end();
+    }
+    if cursor < hi {
+        // SAFETY: an untraced part of the caller's range.
+        unsafe { sys::mprotect(cursor as usize, (hi - cursor) as usize, prot) }?;
+    }
+    Ok(())
+}
+
+/// The `mremap` interposer's logic: traced ranges cannot move yet.
+///
+/// # Safety
+///
+/// As `mremap(2)`.
+pub unsafe fn mremap(
+    old: usize,
+    old_len: usize,
+    new_len: usize,
+    flags: c_int,
+    new_addr: usize,
+) -> Result<usize, Errno> {
+    let (lo, hi) = (old as u64, (old as u64).saturating_add(round_up(old_len as u64).max(PAGE)));
+    if STATE.load(Ordering::Acquire) == ENABLED && overlaps_traced(lo, hi) {
+        Msg::new()
+            .text("mremap of traced memory at ")
+            .hex(old as u64)
+            .text(" is not supported; it fails with EINVAL")
+            .emit();
+        return Err(Errno(libc::EINVAL));
+    }
+    // SAFETY: the caller's contract.
+    let moved = unsafe { sys::mremap(old, old_len, new_len, flags, new_addr) }?;
+    if flags & libc::MREMAP_FIXED != 0 && STATE.load(Ordering::Acquire) == ENABLED {
+        forget_replaced(moved, new_len);
+    }
+    Ok(moved)
+}
+
+/// Pushes a MARK record with `text`.
+pub fn mark(text: &[u8]) {
+    if !enabled() {
+        return;
+    }
+    push_outside_handler(
+        Record {
+            kind: kind::MARK,
+            ..Record::default()
+        },
+        text,
+    );
+}

@@ -1,0 +1,609 @@
+//! The SIGSEGV and SIGTRAP handlers: the path of one traced access.
+//!
+//! # Safety
+//!
+//! Signal handlers receive raw `siginfo_t` and `ucontext_t` pointers from the
+//! kernel, read the faulting instruction's bytes from raw code addresses,
+//! access the alias through raw addresses, and call the program's previous
+//! handlers through function pointers. All of that needs `unsafe`; it is
+//! confined here. Everything between the fault and the return is in
+//! [`on_sigsegv`] and [`on_sigtrap`] and the functions they call in this
+//! file: no allocation, no locks, no formatting, no panics (DESIGN §4).
+
+use core::arch::asm;
+use core::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction, Register};
+use mmiotrace_shm::{RECORD_FLAG_SLOW_PATH, Record, Shm, kind};
+
+use crate::emulate::{self, Access, Bus, Direction, Refusal, Regs};
+use crate::msg::Msg;
+use crate::ranges::{self, Range};
+use crate::threads::{self, Rebased};
+use crate::{runtime, sys};
+
+unsafe extern "C" {
+    /// glibc's public alias of the real `sigaction`; the runtime exports
+    /// `sigaction` itself, so calling that name would call the interposer.
+    fn __sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int;
+}
+
+/// How many threads are inside the runtime's handlers right now. Exported
+/// so that tests can read it from a malloc hook, to prove that the handlers
+/// never allocate.
+#[unsafe(no_mangle)]
+#[allow(non_upper_case_globals)]
+pub static mmiotrace_runtime_in_handler: AtomicU32 = AtomicU32::new(0);
+use mmiotrace_runtime_in_handler as IN_HANDLER;
+
+/// Faults the runtime handled (emulated or displaced).
+pub static HANDLED: AtomicU64 = AtomicU64::new(0);
+
+const TF: u64 = 1 << 8;
+/// `si_code` of a SIGSEGV on a mapped page whose protection forbids the access.
+const SEGV_ACCERR: c_int = 2;
+
+/// The program's own disposition for a signal the runtime took over.
+#[derive(Debug)]
+struct Previous {
+    handler: AtomicUsize,
+    flags: AtomicU64,
+    mask: AtomicU64,
+}
+
+impl Previous {
+    const fn new() -> Previous {
+        Previous {
+            handler: AtomicUsize::new(libc::SIG_DFL),
+            flags: AtomicU64::new(0),
+            mask: AtomicU64::new(0),
+        }
+    }
+
+    fn store(&self, act: &libc::sigaction) {
+        // SAFETY: the first 8 bytes of glibc's sigset_t are the kernel's
+        // 64-signal set; sigset_t is 128 bytes, so the read is in bounds.
+        let mask = unsafe { *(&act.sa_mask as *const libc::sigset_t as *const u64) };
+        self.flags.store(act.sa_flags as u64, Ordering::Relaxed);
+        self.mask.store(mask, Ordering::Relaxed);
+        // SYNC POINT: pairs with the Acquire load in chain().
+        self.handler.store(act.sa_sigaction, Ordering::Release);
+    }
+
+    fn load(&self, act: &mut libc::sigaction) {
+        // SAFETY: zeroed is a valid sigaction.
+        *act = unsafe { core::mem::zeroed() };
+        act.sa_sigaction = self.handler.load(Ordering::Acquire);
+        act.sa_flags = self.flags.load(Ordering::Relaxed) as c_int;
+        // SAFETY: as in store().
+        unsafe { *(&mut act.sa_mask as *mut libc::sigset_t as *mut u64) = self.mask.load(Ordering::Relaxed) };
+    }
+}
+
+static PREV_SEGV: Previous = Previous::new();
+static PREV_TRAP: Previous = Previous::new();
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+fn previous(sig: c_int) -> Option<&'static Previous> {
+    match sig {
+        libc::SIGSEGV => Some(&PREV_SEGV),
+        libc::SIGTRAP => Some(&PREV_TRAP),
+        _ => None,
+    }
+}
+
+/// Installs the handlers, once, remembering the program's (DESIGN §4: at
+/// the first traced mmap, so that Rust std's stack-overflow handler, set up
+/// before, is chained to rather than hidden).
+pub fn install() {
+    if INSTALLED.load(Ordering::Acquire) {
+        return;
+    }
+    type Handler = extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void);
+    let handlers: [(c_int, Handler, &Previous); 2] = [
+        (libc::SIGSEGV, on_sigsegv, &PREV_SEGV),
+        (libc::SIGTRAP, on_sigtrap, &PREV_TRAP),
+    ];
+    for (sig, handler, prev) in handlers {
+        // SAFETY: zeroed is a valid sigaction; the sigset functions get
+        // valid pointers; __sigaction gets valid act/old pointers.
+        unsafe {
+            let mut act: libc::sigaction = core::mem::zeroed();
+            act.sa_sigaction = handler as usize;
+            // ONSTACK: a stack overflow must be handled on the alternate
+            // stack. NODEFER: a traced access made inside a chained handler
+            // (or a program SIGSEGV handler) must still fault into us.
+            act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER | libc::SA_RESTART;
+            // Block every asynchronous signal while the handler runs, so that
+            // no other handler on this thread can push to the same ring.
+            libc::sigfillset(&mut act.sa_mask);
+            for sync in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP] {
+                libc::sigdelset(&mut act.sa_mask, sync);
+            }
+            let mut old: libc::sigaction = core::mem::zeroed();
+            __sigaction(sig, &act, &mut old);
+            prev.store(&old);
+        }
+    }
+    INSTALLED.store(true, Ordering::Release);
+}
+
+/// The program's `sigaction` for SIGSEGV/SIGTRAP once the runtime owns
+/// them: reads and replaces the remembered disposition instead of the
+/// installed one. `None` when the call is not the runtime's business.
+pub fn program_sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> Option<c_int> {
+    if !INSTALLED.load(Ordering::Acquire) {
+        return None;
+    }
+    let prev = previous(sig)?;
+    if !old.is_null() {
+        // SAFETY: the caller passed a writable sigaction.
+        prev.load(unsafe { &mut *old });
+    }
+    if !act.is_null() {
+        // SAFETY: the caller passed a readable sigaction.
+        prev.store(unsafe { &*act });
+    }
+    Some(0)
+}
+
+/// The real `sigaction`.
+pub fn real_sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
+    // SAFETY: the pointers come from the program's own sigaction call.
+    unsafe { __sigaction(sig, act, old) }
+}
+
+// x86-64 gregs indices of the general registers in encoding order.
+const GREG_OF_GPR: [usize; 16] = [
+    libc::REG_RAX as usize,
+    libc::REG_RCX as usize,
+    libc::REG_RDX as usize,
+    libc::REG_RBX as usize,
+    libc::REG_RSP as usize,
+    libc::REG_RBP as usize,
+    libc::REG_RSI as usize,
+    libc::REG_RDI as usize,
+    libc::REG_R8 as usize,
+    libc::REG_R9 as usize,
+    libc::REG_R10 as usize,
+    libc::REG_R11 as usize,
+    libc::REG_R12 as usize,
+    libc::REG_R13 as usize,
+    libc::REG_R14 as usize,
+    libc::REG_R15 as usize,
+];
+
+fn read_regs(uc: &libc::ucontext_t) -> Regs {
+    let gregs = &uc.uc_mcontext.gregs;
+    let mut regs = Regs::default();
+    for (value, &greg) in regs.gpr.iter_mut().zip(GREG_OF_GPR.iter()) {
+        *value = gregs.get(greg).copied().unwrap_or(0) as u64;
+    }
+    regs.rip = gregs.get(libc::REG_RIP as usize).copied().unwrap_or(0) as u64;
+    regs.rflags = gregs.get(libc::REG_EFL as usize).copied().unwrap_or(0) as u64;
+    regs
+}
+
+fn write_regs(uc: &mut libc::ucontext_t, regs: &Regs) {
+    let gregs = &mut uc.uc_mcontext.gregs;
+    for (value, &greg) in regs.gpr.iter().zip(GREG_OF_GPR.iter()) {
+        if let Some(slot) = gregs.get_mut(greg) {
+            *slot = *value as i64;
+        }
+    }
+    if let Some(slot) = gregs.get_mut(libc::REG_RIP as usize) {
+        *slot = regs.rip as i64;
+    }
+    if let Some(slot) = gregs.get_mut(libc::REG_EFL as usize) {
+        *slot = regs.rflags as i64;
+    }
+}
+
+/// The faulting instruction and its bytes.
+#[derive(Debug)]
+pub struct Fetched {
+    pub insn: Instruction,
+    pub bytes: [u8; 16],
+}
+
+impl Fetched {
+    /// The first up-to-8 instruction bytes packed little-endian, and how many.
+    pub fn head(&self) -> (u64, u8) {
+        let n = self.insn.len().min(8);
+        let mut packed = [0u8; 8];
+        if let (Some(dst), Some(src)) = (packed.get_mut(..n), self.bytes.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        (u64::from_le_bytes(packed), n as u8)
+    }
+}
+
+/// Decodes the instruction at `rip`, reading only up to the end of its
+/// page first (the next page may be unmapped), then 15 bytes if needed.
+pub fn fetch(rip: u64) -> Option<Fetched> {
+    let page_left = 4096 - (rip & 4095) as usize;
+    let mut bytes = [0u8; 16];
+    for want in [page_left.min(15), 15] {
+        let window = bytes.get_mut(..want)?;
+        // SAFETY: rip is the address the CPU was executing, so its page is
+        // mapped and readable; on the second pass the instruction continues
+        // on the next page, which the CPU therefore fetched too.
+        unsafe { sys::copy_from(rip as usize, window) };
+        let mut decoder = Decoder::try_with_ip(64, bytes.get(..want)?, rip, DecoderOptions::NONE).ok()?;
+        let mut insn = Instruction::default();
+        decoder.decode_out(&mut insn);
+        if decoder.last_error() == DecoderError::NoMoreBytes && want < 15 {
+            continue;
+        }
+        if insn.is_invalid() {
+            return None;
+        }
+        return Some(Fetched { insn, bytes });
+    }
+    None
+}
+
+/// Builds the decoder's lazily created tables (about 7,700 allocations,
+/// DESIGN §4) outside any signal handler.
+pub fn warm_up_decoder() {
+    // mov eax, [rbx]
+    let code = [0x8bu8, 0x03];
+    let mut decoder = Decoder::new(64, &code, DecoderOptions::NONE);
+    let mut insn = Instruction::default();
+    decoder.decode_out(&mut insn);
+}
+
+/// Performs emulated accesses on the alias of one held range.
+struct AliasBus {
+    range: Range,
+}
+
+impl AliasBus {
+    fn check(&self, addr: u64, width: u8, prot: c_int) -> Result<usize, Refusal> {
+        if !self.range.contains(addr, u64::from(width)) {
+            return Err(Refusal::OutsideRange);
+        }
+        if self.range.prot as c_int & prot == 0 {
+            return Err(Refusal::Protection);
+        }
+        Ok(self.range.alias_of(addr) as usize)
+    }
+}
+
+impl Bus for AliasBus {
+    fn load(&mut self, addr: u64, width: u8) -> Result<u64, Refusal> {
+        let ptr = self.check(addr, width, libc::PROT_READ)?;
+        let value: u64;
+        // SAFETY: ptr..ptr+width lies in the alias of a held range (checked),
+        // which stays mapped while held and is readable (prot checked). One
+        // instruction of exactly the access's width: the device sees one
+        // read. Unaligned addresses are fine for mov.
+        unsafe {
+            match width {
+                1 => asm!("movzx {v:e}, byte ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags)),
+                2 => asm!("movzx {v:e}, word ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags)),
+                4 => asm!("mov {v:e}, dword ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags)),
+                8 => asm!("mov {v}, qword ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags)),
+                _ => return Err(Refusal::Unsupported),
+            }
+        }
+        Ok(value)
+    }
+
+    fn store(&mut self, addr: u64, width: u8, value: u64) -> Result<(), Refusal> {
+        let ptr = self.check(addr, width, libc::PROT_WRITE)?;
+        // SAFETY: as in load(), with the range writable.
+        unsafe {
+            match width {
+                1 => asm!("mov byte ptr [{p}], {v:l}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags)),
+                2 => asm!("mov word ptr [{p}], {v:x}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags)),
+                4 => asm!("mov dword ptr [{p}], {v:e}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags)),
+                8 => asm!("mov qword ptr [{p}], {v}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags)),
+                _ => return Err(Refusal::Unsupported),
+            }
+        }
+        Ok(())
+    }
+
+    fn segment_base(&mut self, segment: Register) -> Option<u64> {
+        sys::segment_base(segment == Register::GS)
+    }
+}
+
+/// A bus that refuses every access: address computation only.
+struct NoBus;
+
+impl Bus for NoBus {
+    fn load(&mut self, _addr: u64, _width: u8) -> Result<u64, Refusal> {
+        Err(Refusal::Unsupported)
+    }
+    fn store(&mut self, _addr: u64, _width: u8, _value: u64) -> Result<(), Refusal> {
+        Err(Refusal::Unsupported)
+    }
+    fn segment_base(&mut self, segment: Register) -> Option<u64> {
+        sys::segment_base(segment == Register::GS)
+    }
+}
+
+extern "C" fn on_sigsegv(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    let saved_errno = sys::get_errno();
+    IN_HANDLER.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: the kernel passes a valid siginfo and ucontext for SA_SIGINFO.
+    let handled = unsafe { handle_access_fault(&*info, &mut *(ctx as *mut libc::ucontext_t)) };
+    IN_HANDLER.fetch_sub(1, Ordering::Relaxed);
+    if !handled {
+        // SAFETY: forwards the kernel's own arguments.
+        unsafe { chain(&PREV_SEGV, sig, info, ctx) };
+    }
+    sys::set_errno(saved_errno);
+}
+
+/// Emulates or displaces a fault on a traced range; `false` if it is not ours.
+fn handle_access_fault(info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -> bool {
+    if info.si_code != SEGV_ACCERR {
+        return false;
+    }
+    // SAFETY: si_addr is valid for SIGSEGV.
+    let fault_addr = unsafe { info.si_addr() } as u64;
+    let Some(held) = ranges::lookup(fault_addr) else {
+        return false;
+    };
+    let Some(shm) = runtime::shm() else {
+        return false;
+    };
+    let mut regs = read_regs(uc);
+    let pc = regs.rip;
+    let Some(fetched) = fetch(pc) else {
+        refuse(Refusal::Undecodable, pc, fault_addr);
+        return false;
+    };
+    let mut bus = AliasBus { range: held.range };
+    match emulate::emulate(&fetched.insn, &mut regs, &mut bus) {
+        Ok(access) => {
+            write_regs(uc, &regs);
+            push_access(&shm, &held.range, &access, pc);
+            HANDLED.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(Refusal::Unsupported) => {
+            drop(held);
+            displace(&shm, &fetched, &mut regs, uc, fault_addr)
+        }
+        Err(Refusal::Protection) => false,
+        Err(refusal) => {
+            refuse(refusal, pc, fault_addr);
+            false
+        }
+    }
+}
+
+fn push_access(shm: &Shm, range: &Range, access: &Access, pc: u64) {
+    let me = threads::me(shm);
+    let record = Record {
+        kind: match access.direction {
+            Direction::Read => kind::READ,
+            Direction::Write => kind::WRITE,
+        },
+        width: access.width,
+        map_id: range.map_id,
+        offset: range.offset_of(access.addr),
+        value: access.value,
+        pc,
+        tid: me.tid,
+        pid: me.pid,
+        ..Record::default()
+    };
+    shm.push(me.slot, record, &[]);
+}
+
+/// Displaced execution (DESIGN §3): the instruction's address registers
+/// are moved onto the alias and the CPU single-steps the unmodified
+/// instruction there; [`on_sigtrap`] moves them back.
+fn displace(
+    shm: &Shm,
+    fetched: &Fetched,
+    regs: &mut Regs,
+    uc: &mut libc::ucontext_t,
+    fault_addr: u64,
+) -> bool {
+    let pc = regs.rip;
+    let me = threads::me(shm);
+    if threads::pending_active(me.slot) {
+        // A traced access inside a signal handler that interrupted another
+        // displaced instruction of this thread.
+        refuse(Refusal::RegisterConflict, pc, fault_addr);
+        return false;
+    }
+    let targets = match emulate::rebase_targets(&fetched.insn, regs, &mut NoBus, ranges::is_traced) {
+        Ok(targets) => targets,
+        Err(refusal) => {
+            refuse(refusal, pc, fault_addr);
+            return false;
+        }
+    };
+    let mut rebased: [Option<Rebased>; 2] = [None, None];
+    let mut records = [Record::default(); 2];
+    for (i, target) in targets.iter().enumerate() {
+        let Some(target) = target else { continue };
+        let Some(held) = ranges::lookup(target.addr) else {
+            release(&rebased);
+            return false;
+        };
+        if target.size > 0 && !held.range.contains(target.addr, target.size) {
+            release(&rebased);
+            refuse(Refusal::OutsideRange, pc, fault_addr);
+            return false;
+        }
+        let delta = held.range.alias.wrapping_sub(held.range.start);
+        let added = if target.divisor > 1 {
+            (delta as i64 / target.divisor as i64) as u64
+        } else {
+            delta
+        };
+        let (aux, width) = fetched.head();
+        if let Some(record) = records.get_mut(i) {
+            *record = Record {
+                kind: kind::UNKNOWN,
+                width,
+                flags: RECORD_FLAG_SLOW_PATH,
+                map_id: held.range.map_id,
+                offset: held.range.offset_of(target.addr),
+                aux,
+                pc,
+                tid: me.tid,
+                pid: me.pid,
+                ..Record::default()
+            };
+        }
+        if let (Some(value), Some(slot)) = (regs.gpr.get_mut(target.gpr), rebased.get_mut(i)) {
+            *value = value.wrapping_add(added);
+            *slot = Some(Rebased {
+                gpr: target.gpr,
+                added,
+                hold: held.into_index(),
+            });
+        }
+    }
+    let program_tf = regs.rflags & TF != 0;
+    regs.rflags |= TF;
+    threads::set_pending(me.slot, &rebased, program_tf);
+    write_regs(uc, regs);
+    for (record, item) in records.iter().zip(rebased.iter()) {
+        if item.is_some() {
+            shm.push(me.slot, *record, &[]);
+        }
+    }
+    HANDLED.fetch_add(1, Ordering::Relaxed);
+    warn_once(pc, fetched);
+    true
+}
+
+fn release(rebased: &[Option<Rebased>; 2]) {
+    for r in rebased.iter().flatten() {
+        ranges::release_index(r.hold);
+    }
+}
+
+extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    let saved_errno = sys::get_errno();
+    IN_HANDLER.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: the kernel passes a valid ucontext for SA_SIGINFO.
+    let finished = finish_displaced(unsafe { &mut *(ctx as *mut libc::ucontext_t) });
+    IN_HANDLER.fetch_sub(1, Ordering::Relaxed);
+    // Not ours, or the program was single-stepping itself: its handler
+    // expects this trap too.
+    if finished != Some(false) {
+        // SAFETY: forwards the kernel's own arguments.
+        unsafe { chain(&PREV_TRAP, sig, info, ctx) };
+    }
+    sys::set_errno(saved_errno);
+}
+
+/// Moves the rebased registers back after the single step; returns whether
+/// the program had TF set itself, or `None` if no displacement was pending.
+fn finish_displaced(uc: &mut libc::ucontext_t) -> Option<bool> {
+    let shm = runtime::shm()?;
+    let slot = threads::my_slot(&shm)?;
+    let (rebased, program_tf) = threads::take_pending(slot)?;
+    let mut regs = read_regs(uc);
+    for r in rebased.iter().flatten() {
+        if let Some(value) = regs.gpr.get_mut(r.gpr) {
+            *value = value.wrapping_sub(r.added);
+        }
+        ranges::release_index(r.hold);
+    }
+    if !program_tf {
+        regs.rflags &= !TF;
+    }
+    write_regs(uc, &regs);
+    Some(program_tf)
+}
+
+/// Hands a signal that is not the runtime's to the program's disposition,
+/// dying exactly as the program would have when that is the default.
+///
+/// # Safety
+///
+/// `info` and `ctx` are the kernel's arguments to the current handler.
+unsafe fn chain(prev: &Previous, sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    let handler = prev.handler.load(Ordering::Acquire);
+    let flags = prev.flags.load(Ordering::Relaxed) as c_int;
+    // SAFETY: the kernel's siginfo.
+    let from_kernel = unsafe { (*info).si_code } > 0;
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        // A fault or trap raised by an instruction cannot be ignored: the
+        // kernel would force the default action.
+        if handler == libc::SIG_IGN && !from_kernel {
+            return;
+        }
+        reset_to_default(sig);
+        if sig == libc::SIGSEGV && from_kernel {
+            // Returning re-executes the faulting instruction, which now
+            // kills the process with a real SIGSEGV (and core dump).
+            return;
+        }
+        sys::raise_in_thread(sig);
+        return;
+    }
+    let mut block = prev.mask.load(Ordering::Relaxed);
+    if flags & libc::SA_NODEFER == 0 {
+        block |= 1u64 << (sig - 1);
+    }
+    let old_mask = sys::sigprocmask(libc::SIG_BLOCK, block);
+    if flags & libc::SA_RESETHAND != 0 {
+        prev.handler.store(libc::SIG_DFL, Ordering::Release);
+    }
+    if flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the program installed this as an SA_SIGINFO handler.
+        let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) = unsafe { core::mem::transmute(handler) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: the program installed this as a plain handler.
+        let f: extern "C" fn(c_int) = unsafe { core::mem::transmute(handler) };
+        f(sig);
+    }
+    sys::sigprocmask(libc::SIG_SETMASK, old_mask);
+}
+
+fn reset_to_default(sig: c_int) {
+    // SAFETY: a zeroed sigaction with SIG_DFL (0) is valid.
+    let act: libc::sigaction = unsafe { core::mem::zeroed() };
+    real_sigaction(sig, &act, core::ptr::null_mut());
+}
+
+/// One line on stderr when the runtime has to let a traced access crash.
+fn refuse(refusal: Refusal, pc: u64, fault_addr: u64) {
+    Msg::new()
+        .text("cannot handle the access to traced address ")
+        .hex(fault_addr)
+        .text(" by the instruction at ")
+        .hex(pc)
+        .text(": ")
+        .text(refusal.describe())
+        .emit();
+}
+
+static WARNED_PCS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+
+/// A warning per instruction address that runs displaced (slow path).
+fn warn_once(pc: u64, fetched: &Fetched) {
+    for slot in WARNED_PCS.iter() {
+        match slot.compare_exchange(0, pc, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(seen) if seen == pc => return,
+            Err(_) => continue,
+        }
+    }
+    let mut msg = Msg::new();
+    msg.text("the instruction at ").hex(pc).text(" (bytes");
+    for &byte in fetched.bytes.iter().take(fetched.insn.len()) {
+        msg.text(" ").hex(u64::from(byte));
+    }
+    msg.text(") is not emulated: it runs displaced on the alias and is logged as UNKNOWN")
+        .emit();
+}

@@ -1,0 +1,268 @@
+//! Per-thread state without `thread_local!`.
+//!
+//! # Safety
+//!
+//! `thread_local!` in a cdylib uses the general-dynamic TLS model, whose
+//! first touch in a thread may call malloc (DESIGN §4), and the SIGSEGV
+//! handler needs the thread's ring slot. Instead, each thread's slot index
+//! is kept in a pthread key whose index is below 32: those live in the
+//! thread descriptor's static block, so `pthread_setspecific` cannot
+//! allocate and `pthread_getspecific` is a plain load. The key's destructor
+//! gives the slot back at thread exit. If the key index is 32 or more, the
+//! runtime falls back to finding the slot whose owner is `gettid()`.
+//! This module calls the pthread functions and registers C callbacks, which
+//! is why it needs `unsafe`.
+
+use core::ffi::c_void;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use mmiotrace_shm::Shm;
+
+use crate::{ranges, sys};
+
+/// Slots the runtime can use (the rest of a larger shm file stays unused).
+pub const MAX_SLOTS: usize = 1024;
+
+const KEY_NONE: u8 = 0;
+const KEY_DIRECT: u8 = 1;
+const KEY_FALLBACK: u8 = 2;
+
+static KEY_MODE: AtomicU8 = AtomicU8::new(KEY_NONE);
+static KEY: AtomicU32 = AtomicU32::new(0);
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// Slot and identity of the calling thread.
+#[derive(Debug, Clone, Copy)]
+pub struct Me {
+    pub slot: usize,
+    pub tid: u32,
+    pub pid: u32,
+}
+
+/// Creates the key and registers the fork handler. Called once, from
+/// initialisation, before any slot is claimed.
+pub fn init() {
+    PID.store(sys::getpid(), Ordering::Relaxed);
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor has the signature
+    // pthread expects and stays valid for the life of the process (the
+    // runtime is never unloaded: it is preloaded).
+    let created = unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0;
+    if created && key < 32 {
+        KEY.store(key, Ordering::Relaxed);
+        KEY_MODE.store(KEY_DIRECT, Ordering::Release);
+    } else {
+        KEY_MODE.store(KEY_FALLBACK, Ordering::Release);
+    }
+    // SAFETY: a child handler with the C signature; no prepare/parent.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+}
+
+extern "C" fn after_fork_in_child() {
+    PID.store(sys::getpid(), Ordering::Relaxed);
+    ranges::forget_holds_after_fork();
+    crate::runtime::after_fork_in_child();
+    if KEY_MODE.load(Ordering::Acquire) == KEY_DIRECT {
+        // The inherited value names the parent thread's slot; this thread
+        // claims its own at its first push.
+        // SAFETY: key was created in init(); index < 32, so no allocation.
+        unsafe { libc::pthread_setspecific(KEY.load(Ordering::Relaxed), sys::NULL) };
+    }
+}
+
+extern "C" fn on_thread_exit(value: *mut c_void) {
+    let slot = (value as usize).wrapping_sub(1);
+    if let Some(shm) = crate::runtime::shm() {
+        if slot < shm.slot_count() {
+            forget_pending(slot);
+            shm.release_slot(slot);
+        }
+    }
+}
+
+/// The calling thread's slot and ids, claiming a slot at its first use.
+/// Waits (sleeping) while every slot is taken. Async-signal-safe.
+pub fn me(shm: &Shm) -> Me {
+    let pid = PID.load(Ordering::Relaxed);
+    let usable = shm.slot_count().min(MAX_SLOTS);
+    match KEY_MODE.load(Ordering::Acquire) {
+        KEY_DIRECT => {
+            let key = KEY.load(Ordering::Relaxed);
+            // SAFETY: key index < 32: a load from the thread descriptor.
+            let value = unsafe { libc::pthread_getspecific(key) } as usize;
+            let slot = value.wrapping_sub(1);
+            if value != 0 && slot < usable {
+                return Me {
+                    slot,
+                    tid: shm.slot_owner(slot),
+                    pid,
+                };
+            }
+            let tid = sys::gettid();
+            let slot = claim(shm, tid, usable);
+            // SAFETY: key index < 32, so pthread_setspecific stores into
+            // the static block without allocating.
+            unsafe { libc::pthread_setspecific(key, (slot + 1) as *const c_void) };
+            Me { slot, tid, pid }
+        }
+        _ => {
+            let tid = sys::gettid();
+            let used = shm.slots_used().min(usable);
+            if let Some(slot) = (0..used).find(|&slot| shm.slot_owner(slot) == tid) {
+                return Me { slot, tid, pid };
+            }
+            Me {
+                slot: claim(shm, tid, usable),
+                tid,
+                pid,
+            }
+        }
+    }
+}
+
+/// The slot of the calling thread if it has one (the SIGTRAP handler must
+/// not claim one).
+pub fn my_slot(shm: &Shm) -> Option<usize> {
+    let usable = shm.slot_count().min(MAX_SLOTS);
+    if KEY_MODE.load(Ordering::Acquire) == KEY_DIRECT {
+        // SAFETY: as in me().
+        let value = unsafe { libc::pthread_getspecific(KEY.load(Ordering::Relaxed)) } as usize;
+        let slot = value.wrapping_sub(1);
+        return (value != 0 && slot < usable).then_some(slot);
+    }
+    let tid = sys::gettid();
+    (0..shm.slots_used().min(usable)).find(|&slot| shm.slot_owner(slot) == tid)
+}
+
+fn claim(shm: &Shm, tid: u32, usable: usize) -> usize {
+    let mut warned = false;
+    loop {
+        if let Some(slot) = shm.claim_slot(tid) {
+            if slot < usable {
+                forget_pending(slot);
+                return slot;
+            }
+            // Beyond what this runtime can index: hand it back and wait.
+            shm.release_slot(slot);
+        }
+        // Slots of threads that died without releasing them (killed, or
+        // exited in fallback mode) can be reused.
+        for slot in 0..usable {
+            let owner = shm.slot_owner(slot);
+            if owner != 0 && !sys::thread_exists(owner) {
+                shm.reclaim_slot(slot, owner);
+            }
+        }
+        if !warned {
+            warned = true;
+            crate::msg::Msg::new()
+                .text("every ring slot is taken; thread ")
+                .dec(u64::from(tid))
+                .text(" waits for one to free")
+                .emit();
+        }
+        sys::sleep_micros(1000);
+    }
+}
+
+/// State of one displaced (single-stepped) instruction of a thread.
+#[derive(Debug)]
+struct Pending {
+    active: AtomicU32,
+    /// Rebased registers: encoding index + 1 (0 = none) and the amount added.
+    gpr: [AtomicU32; 2],
+    added: [AtomicU64; 2],
+    /// Range holds (table index + 1, 0 = none).
+    hold: [AtomicU32; 2],
+    /// The program's own TF before the runtime set it.
+    program_tf: AtomicU32,
+}
+
+impl Pending {
+    const fn new() -> Pending {
+        Pending {
+            active: AtomicU32::new(0),
+            gpr: [AtomicU32::new(0), AtomicU32::new(0)],
+            added: [AtomicU64::new(0), AtomicU64::new(0)],
+            hold: [AtomicU32::new(0), AtomicU32::new(0)],
+            program_tf: AtomicU32::new(0),
+        }
+    }
+}
+
+// Only the slot's owner thread touches its entry, so Relaxed suffices.
+static PENDING: [Pending; MAX_SLOTS] = [const { Pending::new() }; MAX_SLOTS];
+
+/// One rebased register of a displaced instruction.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rebased {
+    pub gpr: usize,
+    pub added: u64,
+    pub hold: usize,
+}
+
+/// Whether the thread owning `slot` has a displaced instruction in flight.
+pub fn pending_active(slot: usize) -> bool {
+    PENDING
+        .get(slot)
+        .is_some_and(|p| p.active.load(Ordering::Relaxed) != 0)
+}
+
+/// Records a displaced instruction for the SIGTRAP handler.
+pub fn set_pending(slot: usize, rebased: &[Option<Rebased>; 2], program_tf: bool) {
+    let Some(pending) = PENDING.get(slot) else {
+        return;
+    };
+    for (i, item) in rebased.iter().enumerate() {
+        let (gpr, added, hold) = match item {
+            Some(r) => (r.gpr as u32 + 1, r.added, r.hold as u32 + 1),
+            None => (0, 0, 0),
+        };
+        if let (Some(g), Some(a), Some(h)) =
+            (pending.gpr.get(i), pending.added.get(i), pending.hold.get(i))
+        {
+            g.store(gpr, Ordering::Relaxed);
+            a.store(added, Ordering::Relaxed);
+            h.store(hold, Ordering::Relaxed);
+        }
+    }
+    pending
+        .program_tf
+        .store(u32::from(program_tf), Ordering::Relaxed);
+    pending.active.store(1, Ordering::Relaxed);
+}
+
+/// Takes the displaced instruction of `slot`: the rebased registers and
+/// whether the program had TF set itself. The caller releases the holds.
+pub fn take_pending(slot: usize) -> Option<([Option<Rebased>; 2], bool)> {
+    let pending = PENDING.get(slot)?;
+    if pending.active.swap(0, Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let mut out = [None, None];
+    for (i, item) in out.iter_mut().enumerate() {
+        let gpr = pending.gpr.get(i).map_or(0, |g| g.load(Ordering::Relaxed));
+        if gpr != 0 {
+            *item = Some(Rebased {
+                gpr: gpr as usize - 1,
+                added: pending.added.get(i).map_or(0, |a| a.load(Ordering::Relaxed)),
+                hold: pending
+                    .hold
+                    .get(i)
+                    .map_or(0, |h| h.load(Ordering::Relaxed))
+                    .wrapping_sub(1) as usize,
+            });
+        }
+    }
+    Some((out, pending.program_tf.load(Ordering::Relaxed) != 0))
+}
+
+/// Drops a displaced instruction that will never trap (thread exit, a new
+/// owner of the slot), releasing its holds.
+fn forget_pending(slot: usize) {
+    if let Some((rebased, _)) = take_pending(slot) {
+        for r in rebased.iter().flatten() {
+            ranges::release_index(r.hold);
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Shared test harness: builds the runtime cdylib, compiles C test programs,
+//! and records a program under the runtime with a small in-test drainer.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use mmiotrace_shm::{Config, ENV_SHM_PATH, Popped, Shm, kind};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// The release cdylib, built (or brought up to date) once per test binary.
+pub fn runtime_lib() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    BUILD.call_once(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "-p", "mmiotrace-runtime"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the runtime failed");
+    });
+    let lib = target.join("release/libmmiotrace_runtime.so");
+    assert!(lib.exists(), "{} missing", lib.display());
+    lib
+}
+
+/// Compiles `tests/programs/<name>.c` with `cc -O2` and returns the binary.
+pub fn compile(name: &str, extra: &[&str]) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/programs")
+        .join(format!("{name}.c"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let status = Command::new("cc")
+        .args(["-O2", "-Wall", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .args(extra)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "compiling {} failed", source.display());
+    out
+}
+
+/// A file in /dev/shm removed on drop.
+pub struct TempShmFile(pub PathBuf);
+
+impl TempShmFile {
+    pub fn new(tag: &str, len: usize) -> TempShmFile {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let path = PathBuf::from(format!(
+            "/dev/shm/mmiotrace-test-{}-{}-{tag}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::File::create(&path).expect("create /dev/shm file");
+        file.set_len(len as u64).expect("size /dev/shm file");
+        TempShmFile(path)
+    }
+}
+
+impl Drop for TempShmFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// What a recorded run produced.
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// Every record, in sequence-number order.
+    pub records: Vec<Popped>,
+    pub lost: u64,
+}
+
+impl Run {
+    /// READ, WRITE and UNKNOWN records.
+    pub fn accesses(&self) -> impl Iterator<Item = &Popped> {
+        self.records
+            .iter()
+            .filter(|p| matches!(p.record.kind, kind::READ | kind::WRITE | kind::UNKNOWN))
+    }
+}
+
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what record() mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Runs `command` under the runtime with a fresh shared-memory file and
+/// drains the rings until it exits.
+pub fn record(mut command: Command, trace_globs: &[&str], config: Config) -> Run {
+    let lib = runtime_lib();
+    let shm_file = TempShmFile::new("rings", config.total_size());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&shm_file.0)
+        .expect("open shm");
+    use std::os::fd::AsRawFd;
+    // SAFETY: a fresh shared mapping of a file we own, unmapped by Mapping.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            config.total_size(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(ptr, libc::MAP_FAILED);
+    let mapping = Mapping {
+        ptr: ptr.cast(),
+        len: config.total_size(),
+    };
+    // SAFETY: a zeroed, page-aligned mapping of the right size, kept alive
+    // by `mapping` for as long as `shm` is used.
+    let shm = unsafe { Shm::init(mapping.ptr, mapping.len, &config) }.expect("shm init");
+    command
+        .env("LD_PRELOAD", &lib)
+        .env(ENV_SHM_PATH, &shm_file.0)
+        .env("MMIOTRACE_TRACE", trace_globs.join("\n"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn traced program");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).expect("read stdout");
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).expect("read stderr");
+        s
+    });
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        let drained = drain(&shm, &mut records);
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "traced program did not finish");
+        if drained == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    };
+    drain(&shm, &mut records);
+    records.sort_by_key(|p| p.record.seq);
+    let lost = shm.lost();
+    drop(mapping);
+    Run {
+        status,
+        stdout: out_thread.join().expect("stdout thread"),
+        stderr: err_thread.join().expect("stderr thread"),
+        records,
+        lost,
+    }
+}
+
+fn drain(shm: &Shm, records: &mut Vec<Popped>) -> usize {
+    let mut count = 0;
+    for slot in 0..shm.slots_used() {
+        while let Some(popped) = shm.pop(slot) {
+            records.push(popped);
+            count += 1;
+        }
+    }
+    count
+}
+
+/// A small configuration for tests.
+pub fn small_config() -> Config {
+    Config {
+        slot_count: 16,
+        ring_records: 4096,
+        drop_when_full: false,
+    }
+}
