@@ -38,6 +38,10 @@ pub const HEADER_SIZE: usize = 4096;
 pub const RECORD_SIZE: usize = 64;
 /// Environment variable that carries the shared-memory file's path to the runtime.
 pub const ENV_SHM_PATH: &str = "MMIOTRACE_SHM";
+/// Environment variable with an inherited file descriptor of the same file.
+/// The runtime tries it first: it still works where the path does not, e.g.
+/// in a mount namespace that hides /dev/shm, or after a chroot.
+pub const ENV_SHM_FD: &str = "MMIOTRACE_SHM_FD";
 
 /// `Header::flags`: a full ring drops the event (counted in `Header::lost`) instead of waiting.
 pub const FLAG_DROP: u32 = 1;

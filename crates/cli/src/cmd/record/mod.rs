@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use mmiotrace_shm::{Config, ENV_SHM_PATH, Shm};
+use mmiotrace_shm::{Config, ENV_SHM_FD, ENV_SHM_PATH, Shm};
 use mmiotrace_trace::{BinaryWriter, Event, EventWrite, TextWriter, Version};
 
 use drain::{Drainer, Summary};
@@ -101,6 +101,9 @@ extern "C" fn remember_signal(signal: libc::c_int) {
 struct ShmFile {
     path: PathBuf,
     shm: Shm,
+    /// A descriptor of the file without close-on-exec, which the program
+    /// inherits (see `ENV_SHM_FD`).
+    inherited_fd: libc::c_int,
 }
 
 impl ShmFile {
@@ -147,7 +150,18 @@ impl ShmFile {
         // of the process (never unmapped), and nothing else uses them yet.
         let shm = unsafe { Shm::init(base as *mut u8, len, config) }
             .map_err(|err| anyhow::anyhow!("{err}"))?;
-        Ok(ShmFile { path, shm })
+        // SAFETY: F_DUPFD on a descriptor we own returns a new descriptor
+        // (without FD_CLOEXEC) or -1; it touches no memory.
+        let inherited_fd =
+            unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_DUPFD, 64) };
+        if inherited_fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("duplicating the shared-memory fd");
+        }
+        Ok(ShmFile {
+            path,
+            shm,
+            inherited_fd,
+        })
     }
 }
 
@@ -258,6 +272,7 @@ impl Cmd {
             .args(&self.program[1..])
             .env("LD_PRELOAD", preload)
             .env(ENV_SHM_PATH, &shm_file.path)
+            .env(ENV_SHM_FD, shm_file.inherited_fd.to_string())
             .env(ENV_TRACE_GLOBS, self.trace.join("\n"));
         let mut child = command.spawn().with_context(|| {
             format!("starting {}", Path::new(&self.program[0]).display())
