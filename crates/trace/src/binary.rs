@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use crate::error::{Error, Location, Position};
 use crate::event::*;
 use crate::input::InputBuf;
-use crate::{EventWrite, Item, ReadOptions, Truncation};
+use crate::{EventWrite, Item, ItemRef, ReadOptions, Step, Truncation, take_event};
 
 /// The first 8 bytes of every binary trace. The leading 0x89 byte is not
 /// ASCII, so no text trace starts like this; the CR LF and 0x1a catch a
@@ -318,8 +318,9 @@ fn encode_event(event: &Event, st: &mut DeltaState, out: &mut Vec<u8>) -> Result
 enum DecodeError {
     /// The record continues past the bytes available.
     NeedMore,
-    /// Malformed, at this offset within the record.
-    Invalid(usize, Cow<'static, str>),
+    /// Malformed, at this offset within the record. Boxed so that a
+    /// `DecodeResult<u64>` fits in two registers on the hot path.
+    Invalid(Box<(usize, Cow<'static, str>)>),
 }
 
 type DecodeResult<T> = Result<T, DecodeError>;
@@ -332,17 +333,17 @@ struct Decoder<'a> {
 impl Decoder<'_> {
     #[inline]
     fn invalid<T>(&self, at: usize, why: impl Into<Cow<'static, str>>) -> DecodeResult<T> {
-        Err(DecodeError::Invalid(at, why.into()))
+        Err(DecodeError::Invalid(Box::new((at, why.into()))))
     }
 
-    #[inline]
+    #[inline(always)]
     fn byte(&mut self) -> DecodeResult<u8> {
         let b = *self.buf.get(self.pos).ok_or(DecodeError::NeedMore)?;
         self.pos += 1;
         Ok(b)
     }
 
-    #[inline]
+    #[inline(always)]
     fn bytes(&mut self, n: usize) -> DecodeResult<&[u8]> {
         let end = self.pos.checked_add(n).ok_or(DecodeError::NeedMore)?;
         let slice = self.buf.get(self.pos..end).ok_or(DecodeError::NeedMore)?;
@@ -350,18 +351,42 @@ impl Decoder<'_> {
         Ok(slice)
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> DecodeResult<u64> {
-        let first = self.byte()?;
-        if first < 0x80 {
-            return Ok(u64::from(first));
+        let pos = self.pos;
+        let rest = self.buf.get(pos..).unwrap_or_default();
+        if let Some(window) = rest.first_chunk::<8>() {
+            // Branch-free for varints of up to 8 bytes (values below 2^56),
+            // which is nearly all of them: a branch per byte mispredicts on
+            // every change of length, and that dominated decoding time.
+            let word = u64::from_le_bytes(*window);
+            let ends = !word & 0x8080_8080_8080_8080;
+            if ends != 0 {
+                let len = (ends.trailing_zeros() / 8 + 1) as usize;
+                let keep = u64::MAX >> (64 - 8 * len as u32);
+                let mut x = word & keep & 0x7f7f_7f7f_7f7f_7f7f;
+                x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+                x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+                x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
+                self.pos = pos + len;
+                return Ok(x);
+            }
         }
-        self.varint_slow(first)
+        match rest.first() {
+            Some(&b) => {
+                self.pos = pos + 1;
+                self.varint_slow(b)
+            }
+            None => Err(DecodeError::NeedMore),
+        }
     }
 
     #[cold]
     fn varint_slow(&mut self, first: u8) -> DecodeResult<u64> {
         let start = self.pos - 1;
+        if first < 0x80 {
+            return Ok(u64::from(first));
+        }
         let mut value = u64::from(first & 0x7f);
         let mut shift = 7;
         loop {
@@ -380,7 +405,7 @@ impl Decoder<'_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint_u32(&mut self, what: &'static str) -> DecodeResult<u32> {
         let at = self.pos;
         let v = self.varint()?;
@@ -407,24 +432,24 @@ impl Decoder<'_> {
 }
 
 impl DeltaState {
-    #[inline]
+    #[inline(always)]
     fn get_time(&mut self, d: &mut Decoder<'_>) -> DecodeResult<Timestamp> {
         self.time = self.time.wrapping_add(unzigzag(d.varint()?) as u64);
         Ok(Timestamp::from_nanos(self.time))
     }
-    #[inline]
+    #[inline(always)]
     fn get_phys(&mut self, d: &mut Decoder<'_>) -> DecodeResult<u64> {
         self.phys = self.phys.wrapping_add(unzigzag(d.varint()?) as u64);
         Ok(self.phys)
     }
-    #[inline]
+    #[inline(always)]
     fn get_pc_pid(&mut self, d: &mut Decoder<'_>) -> DecodeResult<(u64, u32)> {
         self.pc = self.pc.wrapping_add(unzigzag(d.varint()?) as u64);
         let delta = d.varint_u32("pid delta")?;
         self.pid = self.pid.wrapping_add(unzigzag32(delta) as u32);
         Ok((self.pc, self.pid))
     }
-    #[inline]
+    #[inline(always)]
     fn get_ext(&mut self, d: &mut Decoder<'_>, tag: u8) -> DecodeResult<Ext> {
         let mut ext = Ext::default();
         if tag & FLAG_SEQ != 0 {
@@ -443,56 +468,67 @@ impl DeltaState {
     }
 }
 
-/// Decodes one record from the start of `buf`. Updates `st` only on success.
+/// Fills `a` from an access record whose tag has been read.
+#[inline(always)]
+fn decode_access(
+    d: &mut Decoder<'_>,
+    s: &mut DeltaState,
+    tag: u8,
+    a: &mut Access,
+) -> DecodeResult<()> {
+    let width = 1u8 << (tag & 0b111);
+    a.dir = if tag >> 5 == KIND_READ {
+        Direction::Read
+    } else {
+        Direction::Write
+    };
+    a.time = s.get_time(d)?;
+    a.map_id = d.varint_u32("map id")?;
+    a.phys = s.get_phys(d)?;
+    let value_at = d.pos;
+    let fits = if width <= 8 {
+        let raw = d.varint()?;
+        a.value.set_u64(width, raw)
+    } else {
+        a.value.set_le_bytes(d.bytes(usize::from(width))?)
+    };
+    if !fits {
+        return d.invalid(value_at, format!("the value does not fit in {width} bytes"));
+    }
+    (a.pc, a.pid) = s.get_pc_pid(d)?;
+    a.ext = s.get_ext(d, tag)?;
+    Ok(())
+}
+
+/// Decodes one record from the start of `buf` into `slot`, reusing it when
+/// it holds an event of the same kind. Updates `st` only on success;
+/// `slot` may be clobbered on failure. Returns the record's length.
 #[inline]
-fn decode_record(buf: &[u8], st: &mut DeltaState) -> DecodeResult<(Event, usize)> {
+fn decode_record(buf: &[u8], st: &mut DeltaState, slot: &mut Event) -> DecodeResult<usize> {
     let mut d = Decoder { buf, pos: 0 };
     let mut s = *st;
     let tag = d.byte()?;
     let kind = tag >> 5;
     let low = tag & 0b111;
-    let event = match kind {
-        KIND_READ | KIND_WRITE => {
-            if low > 6 {
-                return d.invalid(
-                    0,
-                    format!("invalid access width code {low} in tag {tag:#04x}"),
-                );
-            }
-            let width = 1u8 << low;
-            let time = s.get_time(&mut d)?;
-            let map_id = d.varint_u32("map id")?;
-            let phys = s.get_phys(&mut d)?;
-            let value = if width <= 8 {
-                let at = d.pos;
-                let raw = d.varint()?;
-                if width < 8 && raw >> (8 * u32::from(width)) != 0 {
-                    return d.invalid(at, format!("the value does not fit in {width} bytes"));
-                }
-                Value::from_u64(width, raw)
-            } else {
-                Value::from_le_bytes(d.bytes(usize::from(width))?)
-            };
-            let Some(value) = value else {
-                return d.invalid(0, "invalid access width");
-            };
-            let (pc, pid) = s.get_pc_pid(&mut d)?;
-            let ext = s.get_ext(&mut d, tag)?;
-            Event::Access(Access {
-                dir: if kind == KIND_READ {
-                    Direction::Read
-                } else {
-                    Direction::Write
-                },
-                time,
-                map_id,
-                phys,
-                value,
-                pc,
-                pid,
-                ext,
-            })
+    if kind <= KIND_WRITE {
+        if low > 6 {
+            return d.invalid(
+                0,
+                format!("invalid access width code {low} in tag {tag:#04x}"),
+            );
         }
+        match slot {
+            Event::Access(a) => decode_access(&mut d, &mut s, tag, a)?,
+            other => {
+                let mut a = Access::EMPTY;
+                decode_access(&mut d, &mut s, tag, &mut a)?;
+                *other = Event::Access(a);
+            }
+        }
+        *st = s;
+        return Ok(d.pos);
+    }
+    let event = match kind {
         KIND_MAP => {
             if low & !FLAG_PATH != 0 {
                 return d.invalid(0, format!("reserved bits set in MAP tag {tag:#04x}"));
@@ -612,8 +648,9 @@ fn decode_record(buf: &[u8], st: &mut DeltaState) -> DecodeResult<(Event, usize)
             }
         }
     };
+    *slot = event;
     *st = s;
-    Ok((event, d.pos))
+    Ok(d.pos)
 }
 
 /// Reads a binary trace one event at a time, in constant memory.
@@ -622,6 +659,8 @@ pub struct BinaryReader<R> {
     input: InputBuf<R>,
     options: ReadOptions,
     state: DeltaState,
+    /// The event last decoded, overwritten in place by the next.
+    slot: Event,
     done: bool,
 }
 
@@ -678,6 +717,7 @@ impl<R: Read> BinaryReader<R> {
             input,
             options,
             state: DeltaState::START,
+            slot: Event::Access(Access::EMPTY),
             done: false,
         })
     }
@@ -697,20 +737,41 @@ impl<R: Read> BinaryReader<R> {
     /// The next event, a [`Item::Truncated`] for a cut-off last record, or
     /// `None` at the end. A malformed record ends the stream: there is no
     /// way to find the next record after it.
-    #[inline]
     pub fn read_item(&mut self) -> Result<Option<Item>, Error> {
+        Ok(match self.advance()? {
+            Step::Event => Some(Item::Event(take_event(&mut self.slot))),
+            Step::Truncated(t) => Some(Item::Truncated(t)),
+            Step::End => None,
+        })
+    }
+
+    /// Like [`read_item`](Self::read_item), but lends the event instead of
+    /// moving it out: the reader decodes each record into the same event,
+    /// which saves a copy per event and, for marks and maps, an allocation.
+    #[inline(always)]
+    pub fn read_ref(&mut self) -> Result<Option<ItemRef<'_>>, Error> {
+        Ok(match self.advance()? {
+            Step::Event => Some(ItemRef::Event(&self.slot)),
+            Step::Truncated(t) => Some(ItemRef::Truncated(t)),
+            Step::End => None,
+        })
+    }
+
+    #[inline]
+    fn advance(&mut self) -> Result<Step, Error> {
         loop {
             if self.done {
-                return Ok(None);
+                return Ok(Step::End);
             }
             let available = self.input.available();
-            match decode_record(available, &mut self.state) {
-                Ok((event, len)) => {
+            match decode_record(available, &mut self.state, &mut self.slot) {
+                Ok(len) => {
                     self.input.consume(len);
-                    return Ok(Some(Item::Event(event)));
+                    return Ok(Step::Event);
                 }
                 Err(DecodeError::NeedMore) => self.need_more()?,
-                Err(DecodeError::Invalid(at, message)) => {
+                Err(DecodeError::Invalid(invalid)) => {
+                    let (at, message) = *invalid;
                     self.done = true;
                     return Err(Error::Syntax {
                         position: self.position_at(self.input.offset() + at as u64),
@@ -742,17 +803,17 @@ impl<R: Read> BinaryReader<R> {
         Ok(())
     }
 
-    fn truncated(&mut self) -> Result<Option<Item>, Error> {
+    fn truncated(&mut self) -> Result<Step, Error> {
         let bytes = self.input.available().len() as u64;
         if bytes == 0 {
-            return Ok(None);
+            return Ok(Step::End);
         }
         let position = self.position_at(self.input.offset());
         self.input.consume(bytes as usize);
         if self.options.fatal_truncation {
             return Err(Error::Truncated { position, bytes });
         }
-        Ok(Some(Item::Truncated(Truncation { position, bytes })))
+        Ok(Step::Truncated(Truncation { position, bytes }))
     }
 }
 

@@ -91,6 +91,41 @@ impl Value {
         }
     }
 
+    /// A zero value of width 1.
+    pub(crate) const ZERO: Value = Value {
+        bytes: [0; Value::MAX_WIDTH],
+        width: 1,
+    };
+
+    /// In place, what [`from_u64`](Self::from_u64) returns: the readers fill
+    /// a reused event, and copying 65 bytes per access is measurable there.
+    /// `v` must fit in `width` (1, 2, 4 or 8) bytes; returns false otherwise.
+    #[inline]
+    pub(crate) fn set_u64(&mut self, width: u8, v: u64) -> bool {
+        if !matches!(width, 1 | 2 | 4 | 8) || (width < 8 && v >> (8 * u32::from(width)) != 0) {
+            return false;
+        }
+        if self.width > 8 {
+            // Bytes past the width are zero, so that equality and hashing hold.
+            self.bytes[8..].fill(0);
+        }
+        self.bytes[..8].copy_from_slice(&v.to_le_bytes());
+        self.width = width;
+        true
+    }
+
+    /// In place, what [`from_le_bytes`](Self::from_le_bytes) returns.
+    pub(crate) fn set_le_bytes(&mut self, le_bytes: &[u8]) -> bool {
+        let width = le_bytes.len();
+        if !Self::is_valid_width(width) {
+            return false;
+        }
+        self.bytes[..width].copy_from_slice(le_bytes);
+        self.bytes[width..].fill(0);
+        self.width = width as u8;
+        true
+    }
+
     pub fn width(&self) -> u8 {
         self.width
     }
@@ -208,6 +243,21 @@ impl Access {
     pub fn width(&self) -> u8 {
         self.value.width()
     }
+
+    /// A placeholder the readers overwrite field by field.
+    pub(crate) const EMPTY: Access = Access {
+        dir: Direction::Read,
+        time: Timestamp::ZERO,
+        map_id: 0,
+        phys: 0,
+        value: Value::ZERO,
+        pc: 0,
+        pid: 0,
+        ext: Ext {
+            seq: None,
+            process: None,
+        },
+    };
 }
 
 /// `UNKNOWN time id phys b0,b1,b2 pc pid`: an access whose value is not known.

@@ -12,7 +12,7 @@ use crate::event::*;
 use crate::input::InputBuf;
 use crate::num::hex_digit_value;
 use crate::text_writer::parse_lost_text;
-use crate::{Item, ReadOptions, Truncation};
+use crate::{Item, ItemRef, ReadOptions, Step, Truncation, take_event};
 
 /// Reads a text trace one event at a time, in constant memory.
 ///
@@ -34,6 +34,8 @@ pub struct TextReader<R> {
     line_no: u64,
     /// Discarding the rest of a line that was too long.
     skipping_long_line: bool,
+    /// The event last parsed, overwritten in place by the next.
+    slot: Event,
     done: bool,
 }
 
@@ -52,6 +54,7 @@ impl<R: Read> TextReader<R> {
             options,
             line_no: 0,
             skipping_long_line: false,
+            slot: Event::Access(Access::EMPTY),
             done: false,
         }
     }
@@ -78,9 +81,29 @@ impl<R: Read> TextReader<R> {
     /// The next event, a [`Item::Truncated`] for a cut-off last line, or
     /// `None` at the end. After an error, reading goes on with the next line.
     pub fn read_item(&mut self) -> Result<Option<Item>, Error> {
+        Ok(match self.advance()? {
+            Step::Event => Some(Item::Event(take_event(&mut self.slot))),
+            Step::Truncated(t) => Some(Item::Truncated(t)),
+            Step::End => None,
+        })
+    }
+
+    /// Like [`read_item`](Self::read_item), but lends the event instead of
+    /// moving it out: the reader parses each line into the same event.
+    #[inline]
+    pub fn read_ref(&mut self) -> Result<Option<ItemRef<'_>>, Error> {
+        Ok(match self.advance()? {
+            Step::Event => Some(ItemRef::Event(&self.slot)),
+            Step::Truncated(t) => Some(ItemRef::Truncated(t)),
+            Step::End => None,
+        })
+    }
+
+    #[inline]
+    fn advance(&mut self) -> Result<Step, Error> {
         loop {
             if self.done {
-                return Ok(None);
+                return Ok(Step::End);
             }
             let available = self.input.available();
             if let Some(newline) = memchr::memchr(b'\n', available) {
@@ -90,11 +113,11 @@ impl<R: Read> TextReader<R> {
                     continue;
                 }
                 self.line_no += 1;
-                let parsed = parse_line(&available[..newline]);
+                let parsed = parse_line(&available[..newline], &mut self.slot);
                 self.input.consume(newline + 1);
                 match parsed {
-                    Ok(Some(event)) => return Ok(Some(Item::Event(event))),
-                    Ok(None) => continue,
+                    Ok(true) => return Ok(Step::Event),
+                    Ok(false) => continue,
                     Err(err) => {
                         return Err(Error::Syntax {
                             position: self.position_at(self.line_no, err.column as u64 + 1),
@@ -127,21 +150,21 @@ impl<R: Read> TextReader<R> {
     }
 
     /// The input ended: whatever is left is a last line without its line end.
-    fn finish_at_eof(&mut self) -> Result<Option<Item>, Error> {
+    fn finish_at_eof(&mut self) -> Result<Step, Error> {
         self.done = true;
         let rest = self.input.available();
         let bytes = rest.len() as u64;
         let blank = rest.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r'));
         self.input.consume(rest.len());
         if self.skipping_long_line || blank {
-            return Ok(None);
+            return Ok(Step::End);
         }
         self.line_no += 1;
         let position = self.position_at(self.line_no, 1);
         if self.options.fatal_truncation {
             return Err(Error::Truncated { position, bytes });
         }
-        Ok(Some(Item::Truncated(Truncation { position, bytes })))
+        Ok(Step::Truncated(Truncation { position, bytes }))
     }
 }
 
@@ -152,9 +175,12 @@ impl<R: Read> Iterator for TextReader<R> {
     }
 }
 
-/// A syntax error inside one line.
+/// A syntax error inside one line, boxed so that a `LineResult<u64>` fits
+/// in two registers on the hot path.
+pub(crate) type LineError = Box<LineErrorAt>;
+
 #[derive(Debug)]
-pub(crate) struct LineError {
+pub(crate) struct LineErrorAt {
     /// 0-based byte index in the line.
     pub(crate) column: usize,
     pub(crate) message: Cow<'static, str>,
@@ -162,23 +188,42 @@ pub(crate) struct LineError {
 
 type LineResult<T> = Result<T, LineError>;
 
-/// Parses one line (without its `\n`). `Ok(None)` for blank and comment lines.
-pub(crate) fn parse_line(line: &[u8]) -> LineResult<Option<Event>> {
+/// Parses one line (without its `\n`) into `slot`, reusing it when it holds
+/// an event of the same kind. `Ok(false)` for blank and comment lines.
+/// `slot` may be clobbered on failure.
+#[inline]
+pub(crate) fn parse_line(line: &[u8], slot: &mut Event) -> LineResult<bool> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut c = Cursor { s: line, i: 0 };
+    // The hot path: an access line, parsed straight into the slot.
+    let access = match line {
+        [b'R', b' ', ..] => Some((Direction::Read, false, 1)),
+        [b'W', b' ', ..] => Some((Direction::Write, false, 1)),
+        [b'V', b'R', b' ', ..] => Some((Direction::Read, true, 2)),
+        [b'V', b'W', b' ', ..] => Some((Direction::Write, true, 2)),
+        _ => None,
+    };
+    if let Some((dir, wide, keyword_len)) = access {
+        c.i = keyword_len;
+        match slot {
+            Event::Access(a) => c.access(dir, wide, a)?,
+            other => {
+                let mut a = Access::EMPTY;
+                c.access(dir, wide, &mut a)?;
+                *other = Event::Access(a);
+            }
+        }
+        return Ok(true);
+    }
     match line.first() {
-        None | Some(b'#') => return Ok(None),
-        Some(b' ' | b'\t') if c.rest_is_blank() => return Ok(None),
+        None | Some(b'#') => return Ok(false),
+        Some(b' ' | b'\t') if c.rest_is_blank() => return Ok(false),
         _ => {}
     }
     let keyword_end = memchr::memchr(b' ', line).unwrap_or(line.len());
     let keyword = &line[..keyword_end];
     c.i = keyword_end;
     let event = match keyword {
-        b"R" => Event::Access(c.access(Direction::Read, false)?),
-        b"W" => Event::Access(c.access(Direction::Write, false)?),
-        b"VR" => Event::Access(c.access(Direction::Read, true)?),
-        b"VW" => Event::Access(c.access(Direction::Write, true)?),
         b"MAP" => c.map()?,
         b"UNMAP" => c.unmap()?,
         b"UNKNOWN" => c.unknown()?,
@@ -187,17 +232,18 @@ pub(crate) fn parse_line(line: &[u8]) -> LineResult<Option<Event>> {
         b"VERSION" => c.version()?,
         _ => {
             let shown = String::from_utf8_lossy(&keyword[..keyword.len().min(24)]);
-            return Err(LineError {
+            return Err(Box::new(LineErrorAt {
                 column: 0,
                 message: format!(
                     "unknown record type \"{}\" (expected R, W, VR, VW, MAP, UNMAP, UNKNOWN, MARK, PCIDEV or VERSION)",
                     shown.escape_debug()
                 )
                 .into(),
-            });
+            }));
         }
     };
-    Ok(Some(event))
+    *slot = event;
+    Ok(true)
 }
 
 struct Cursor<'a> {
@@ -206,11 +252,12 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[cold]
     fn err_at(&self, column: usize, message: impl Into<Cow<'static, str>>) -> LineError {
-        LineError {
+        Box::new(LineErrorAt {
             column,
             message: message.into(),
-        }
+        })
     }
 
     fn err(&self, message: impl Into<Cow<'static, str>>) -> LineError {
@@ -443,9 +490,10 @@ impl<'a> Cursor<'a> {
             .ok_or_else(|| self.err_at(start, "invalid value width"))
     }
 
-    /// `R|W width time id 0xphys 0xvalue 0xpc pid [ext]`, or the VR/VW form.
+    /// `R|W width time id 0xphys 0xvalue 0xpc pid [ext]`, or the VR/VW form,
+    /// into `a` field by field.
     #[inline]
-    fn access(&mut self, dir: Direction, wide: bool) -> LineResult<Access> {
+    fn access(&mut self, dir: Direction, wide: bool, a: &mut Access) -> LineResult<()> {
         self.space_before("width")?;
         let width_at = self.i;
         let width = self.dec_u64("width")?;
@@ -461,34 +509,25 @@ impl<'a> Cursor<'a> {
                 return Err(self.err_at(width_at, "the width of a VR/VW line must be 16, 32 or 64"));
             }
         };
-        let time = self.field_time()?;
-        let map_id = self.field_dec_u32("map id")?;
-        let phys = self.field_0x("physical address")?;
-        let value = if wide {
-            self.field_wide_value(width)?
+        a.dir = dir;
+        a.time = self.field_time()?;
+        a.map_id = self.field_dec_u32("map id")?;
+        a.phys = self.field_0x("physical address")?;
+        if wide {
+            a.value = self.field_wide_value(width)?;
         } else {
             let value_at = self.i + 1;
             let raw = self.field_0x("value")?;
-            if width < 8 && raw >> (8 * u32::from(width)) != 0 {
+            if !a.value.set_u64(width, raw) {
                 return Err(
                     self.err_at(value_at, format!("the value does not fit in {width} bytes"))
                 );
             }
-            Value::from_u64(width, raw).ok_or_else(|| self.err_at(width_at, "invalid width"))?
-        };
-        let pc = self.field_0x("pc")?;
-        let pid = self.field_dec_u32("pid")?;
-        let (ext, _) = self.ext_tokens(false)?;
-        Ok(Access {
-            dir,
-            time,
-            map_id,
-            phys,
-            value,
-            pc,
-            pid,
-            ext,
-        })
+        }
+        a.pc = self.field_0x("pc")?;
+        a.pid = self.field_dec_u32("pid")?;
+        (a.ext, _) = self.ext_tokens(false)?;
+        Ok(())
     }
 
     /// `MAP time id 0xphys 0xvirt 0xlen 0xpc pid [ext] [path=]`.
