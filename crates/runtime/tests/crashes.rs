@@ -1,0 +1,50 @@
+//! Faults that are not the runtime's behave exactly as without it.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+fn run_crash(mode: &str) -> common::Run {
+    let program = common::compile("crash", &[]);
+    let dev = common::TempShmFile::new("crash-dev", 4096);
+    let mut command = Command::new(&program);
+    command.arg(&dev.0).arg(mode);
+    common::record(command, &[dev.0.to_str().expect("utf8")], common::small_config())
+}
+
+#[test]
+fn a_genuine_segfault_still_kills_with_sigsegv() {
+    let run = run_crash("null");
+    assert_eq!(run.status.signal(), Some(libc::SIGSEGV), "{}", run.stderr);
+    assert!(run.stdout.contains("read 0"));
+    assert!(!run.stdout.contains("survived"));
+    assert_eq!(run.accesses().count(), 1, "the read before the crash is traced");
+}
+
+#[test]
+fn a_store_to_a_read_only_traced_mapping_kills_with_sigsegv() {
+    let run = run_crash("readonly");
+    assert_eq!(run.status.signal(), Some(libc::SIGSEGV), "{}", run.stderr);
+    assert_eq!(run.accesses().count(), 1, "only the read is performed");
+}
+
+#[test]
+fn the_programs_own_segv_handler_is_chained_to() {
+    let run = run_crash("handler");
+    assert!(run.status.success(), "{:?}\n{}\n{}", run.status, run.stdout, run.stderr);
+    assert!(run.stdout.contains("caught 1 after 51"), "{}", run.stdout);
+    assert_eq!(run.accesses().count(), 3, "read, write and read back are traced");
+}
+
+#[test]
+fn a_sigsegv_sent_by_kill_still_kills() {
+    let run = run_crash("sigdfl");
+    assert_eq!(run.status.signal(), Some(libc::SIGSEGV), "{}", run.stderr);
+}
+
+#[test]
+fn an_int3_without_handler_still_kills_with_sigtrap() {
+    let run = run_crash("trap");
+    assert_eq!(run.status.signal(), Some(libc::SIGTRAP), "{}", run.stderr);
+}
