@@ -205,8 +205,7 @@ fn plan(insn: &Instruction) -> Option<Plan> {
     let (kind0, kind1) = (insn.op0_kind(), insn.op1_kind());
     match insn.mnemonic() {
         Mnemonic::Mov | Mnemonic::Movnti => {
-            if kind0 == OpKind::Memory && kind1 == OpKind::Register && is_gpr(insn.op1_register())
-            {
+            if kind0 == OpKind::Memory && kind1 == OpKind::Register && is_gpr(insn.op1_register()) {
                 Some(Plan::Store {
                     width,
                     source: Source::Register(insn.op1_register()),
@@ -230,8 +229,7 @@ fn plan(insn: &Instruction) -> Option<Plan> {
             }
         }
         Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd => {
-            if kind0 == OpKind::Register && kind1 == OpKind::Memory && is_gpr(insn.op0_register())
-            {
+            if kind0 == OpKind::Register && kind1 == OpKind::Memory && is_gpr(insn.op0_register()) {
                 let extend = if insn.mnemonic() == Mnemonic::Movzx {
                     Extend::Zero
                 } else {
@@ -289,12 +287,10 @@ pub fn effective_address(
     if address_32 {
         addr &= 0xffff_ffff;
     }
-    match insn.memory_segment() {
-        segment @ (Register::FS | Register::GS) => {
-            let segment_base = bus.segment_base(segment).ok_or(Refusal::Segment)?;
-            addr = addr.wrapping_add(segment_base);
-        }
-        _ => {}
+    let segment = insn.memory_segment();
+    if segment == Register::FS || segment == Register::GS {
+        let segment_base = bus.segment_base(segment).ok_or(Refusal::Segment)?;
+        addr = addr.wrapping_add(segment_base);
     }
     Ok(addr)
 }
@@ -468,9 +464,7 @@ pub fn rebase_targets(
                 };
                 let addr = regs.get(reg).ok_or(Refusal::Unsupported)?;
                 let segment = insn.memory_segment();
-                if kind != OpKind::MemoryESRDI
-                    && matches!(segment, Register::FS | Register::GS)
-                {
+                if kind != OpKind::MemoryESRDI && matches!(segment, Register::FS | Register::GS) {
                     return Err(Refusal::Segment);
                 }
                 if !traced(addr) {
@@ -523,18 +517,34 @@ mod tests {
     impl Bus for TestBus {
         fn load(&mut self, addr: u64, width: u8) -> Result<u64, Refusal> {
             let start = (addr - BASE) as usize;
-            let bytes = self.mem.get(start..start + width as usize).ok_or(Refusal::OutsideRange)?;
+            let bytes = self
+                .mem
+                .get(start..start + width as usize)
+                .ok_or(Refusal::OutsideRange)?;
             let mut value = [0u8; 8];
             value[..width as usize].copy_from_slice(bytes);
             let value = u64::from_le_bytes(value);
-            self.log.push(Access { direction: Direction::Read, addr, width, value });
+            self.log.push(Access {
+                direction: Direction::Read,
+                addr,
+                width,
+                value,
+            });
             Ok(value)
         }
         fn store(&mut self, addr: u64, width: u8, value: u64) -> Result<(), Refusal> {
             let start = (addr - BASE) as usize;
-            let bytes = self.mem.get_mut(start..start + width as usize).ok_or(Refusal::OutsideRange)?;
+            let bytes = self
+                .mem
+                .get_mut(start..start + width as usize)
+                .ok_or(Refusal::OutsideRange)?;
             bytes.copy_from_slice(&value.to_le_bytes()[..width as usize]);
-            self.log.push(Access { direction: Direction::Write, addr, width, value });
+            self.log.push(Access {
+                direction: Direction::Write,
+                addr,
+                width,
+                value,
+            });
             Ok(())
         }
         fn segment_base(&mut self, _segment: Register) -> Option<u64> {
@@ -548,7 +558,10 @@ mod tests {
     }
 
     fn bus() -> TestBus {
-        TestBus { mem: (0..64u8).map(|i| 0x80 | i).collect(), log: Vec::new() }
+        TestBus {
+            mem: (0..64u8).map(|i| 0x80 | i).collect(),
+            log: Vec::new(),
+        }
     }
 
     #[test]
@@ -567,8 +580,10 @@ mod tests {
     #[test]
     fn high_byte_and_word_destinations_keep_other_bits() {
         // mov ah, [rbx] ; mov cx, [rbx] ; mov edx, [rbx]
-        let mut regs = Regs::default();
-        regs.gpr = [0x1111_1111_1111_1111; 16];
+        let mut regs = Regs {
+            gpr: [0x1111_1111_1111_1111; 16],
+            ..Regs::default()
+        };
         regs.gpr[3] = BASE;
         let mut bus = bus();
         emulate(&decode(&[0x8a, 0x23]), &mut regs, &mut bus).expect("mov ah");
@@ -585,8 +600,12 @@ mod tests {
         let mut regs = Regs::default();
         regs.gpr[3] = BASE;
         let mut bus = bus();
-        let access = emulate(&decode(&[0x48, 0xc7, 0x43, 0x08, 0xfe, 0xff, 0xff, 0xff]), &mut regs, &mut bus)
-            .expect("emulated");
+        let access = emulate(
+            &decode(&[0x48, 0xc7, 0x43, 0x08, 0xfe, 0xff, 0xff, 0xff]),
+            &mut regs,
+            &mut bus,
+        )
+        .expect("emulated");
         assert_eq!(access.value, 0xffff_ffff_ffff_fffe);
         assert_eq!(access.width, 8);
         assert_eq!(access.addr, BASE + 8);
@@ -600,10 +619,21 @@ mod tests {
         regs.gpr[3] = BASE;
         regs.gpr[1] = 2;
         let mut bus = bus();
-        assert_eq!(emulate(&insn, &mut regs, &mut bus), Err(Refusal::Unsupported));
+        assert_eq!(
+            emulate(&insn, &mut regs, &mut bus),
+            Err(Refusal::Unsupported)
+        );
         assert!(bus.log.is_empty());
         let targets = rebase_targets(&insn, &regs, &mut bus, |a| a >= BASE).expect("rebasable");
-        assert_eq!(targets[0], Some(RebaseTarget { gpr: 3, addr: BASE + 12, divisor: 1, size: 4 }));
+        assert_eq!(
+            targets[0],
+            Some(RebaseTarget {
+                gpr: 3,
+                addr: BASE + 12,
+                divisor: 1,
+                size: 4
+            })
+        );
         assert_eq!(targets[1], None);
     }
 

@@ -139,14 +139,20 @@ mod tests {
     #[test]
     fn default_patterns() {
         assert!(any_default("/dev/mem"));
-        assert!(any_default("/sys/devices/pci0000:00/0000:00:02.0/resource0"));
-        assert!(any_default("/sys/devices/pci0000:00/0000:00:1c.0/0000:02:00.0/resource2_wc"));
+        assert!(any_default(
+            "/sys/devices/pci0000:00/0000:00:02.0/resource0"
+        ));
+        assert!(any_default(
+            "/sys/devices/pci0000:00/0000:00:1c.0/0000:02:00.0/resource2_wc"
+        ));
         assert!(any_default("/sys/bus/pci/devices/0000:00:02.0/resource0"));
         assert!(any_default("anon_inode:[vfio-device]"));
         assert!(any_default("/dev/uio0"));
         assert!(any_default("/dev/nvidia0"));
         assert!(any_default("/dev/dri/card0"));
-        assert!(!any_default("/sys/devices/pci0000:00/0000:00:02.0/resource"));
+        assert!(!any_default(
+            "/sys/devices/pci0000:00/0000:00:02.0/resource"
+        ));
         assert!(!any_default("/dev/memory"));
         assert!(!any_default("anon_inode:[eventfd]"));
         assert!(!any_default("/dev/shm/x"));

@@ -12,6 +12,12 @@ pub struct Msg {
     len: usize,
 }
 
+impl Default for Msg {
+    fn default() -> Msg {
+        Msg::new()
+    }
+}
+
 impl Msg {
     /// Starts a message with the `mmiotrace: ` prefix.
     pub fn new() -> Msg {
@@ -101,7 +107,13 @@ mod tests {
     #[test]
     fn formats_numbers() {
         let mut msg = Msg::new();
-        msg.hex(0).text(" ").hex(0xdead_beef).text(" ").dec(1234567).text(" ").hex(u64::MAX);
+        msg.hex(0)
+            .text(" ")
+            .hex(0xdead_beef)
+            .text(" ")
+            .dec(1234567)
+            .text(" ")
+            .hex(u64::MAX);
         assert_eq!(
             std::str::from_utf8(msg.as_bytes()).expect("utf8"),
             "mmiotrace: 0x0 0xdeadbeef 1234567 0xffffffffffffffff"

@@ -266,7 +266,8 @@ pub fn overlapping(lo: u64, hi: u64, out: &mut [(usize, Range); CAPACITY]) -> us
 /// Whether any live entry belongs to mapping `map_id`.
 pub fn map_id_live(map_id: u32) -> bool {
     scanned().any(|(_, entry)| {
-        entry.state.load(Ordering::Acquire) == LIVE && entry.map_id.load(Ordering::Relaxed) == map_id
+        entry.state.load(Ordering::Acquire) == LIVE
+            && entry.map_id.load(Ordering::Relaxed) == map_id
     })
 }
 

@@ -115,7 +115,9 @@ fn load_config() -> bool {
         }
         PATTERNS_LEN.store(len, Ordering::Relaxed);
         if patterns.len() > PATTERN_BYTES {
-            Msg::new().text("MMIOTRACE_TRACE is longer than 4096 bytes; the rest is ignored").emit();
+            Msg::new()
+                .text("MMIOTRACE_TRACE is longer than 4096 bytes; the rest is ignored")
+                .emit();
         }
     }
     threads::init();
@@ -151,7 +153,9 @@ fn open_shm(path: &[u8]) -> Result<Shm, &'static str> {
     // SAFETY: base..base+len is a shared read-write mapping of the file that
     // the runtime never unmaps.
     unsafe { Shm::from_raw(base as *mut u8, len) }.map_err(|err| match err {
-        mmiotrace_shm::ShmError::BadVersion(_) => "layout version differs (runtime and recorder from different builds)",
+        mmiotrace_shm::ShmError::BadVersion(_) => {
+            "layout version differs (runtime and recorder from different builds)"
+        }
         mmiotrace_shm::ShmError::BadMagic => "not an mmiotrace shared-memory file",
         _ => "bad header",
     })
@@ -197,7 +201,10 @@ pub fn after_fork_in_child() {
 }
 
 fn is_traced_path(path: &[u8]) -> bool {
-    if glob::DEFAULT_PATTERNS.iter().any(|p| glob::matches(p, path)) {
+    if glob::DEFAULT_PATTERNS
+        .iter()
+        .any(|p| glob::matches(p, path))
+    {
         return true;
     }
     let len = PATTERNS_LEN.load(Ordering::Relaxed).min(PATTERN_BYTES);
@@ -430,13 +437,17 @@ fn split_at(at: u64) {
             ..range
         };
         let Ok(head_index) = ranges::insert(head) else {
-            Msg::new().text("range table full: cannot split a traced range").emit();
+            Msg::new()
+                .text("range table full: cannot split a traced range")
+                .emit();
             return;
         };
         if ranges::insert(tail).is_err() {
             ranges::retire(head_index);
             ranges::free(head_index);
-            Msg::new().text("range table full: cannot split a traced range").emit();
+            Msg::new()
+                .text("range table full: cannot split a traced range")
+                .emit();
             return;
         }
         // Both halves are live and cover the same memory: handlers may use
@@ -490,7 +501,10 @@ fn forget_locked(lo: u64, len: u64, unmap_program: bool) -> Result<(), Errno> {
 ///
 /// As `munmap(2)`.
 pub unsafe fn munmap(addr: usize, len: usize) -> Result<(), Errno> {
-    let (lo, hi) = (addr as u64, (addr as u64).saturating_add(round_up(len as u64)));
+    let (lo, hi) = (
+        addr as u64,
+        (addr as u64).saturating_add(round_up(len as u64)),
+    );
     if STATE.load(Ordering::Acquire) != ENABLED || !overlaps_traced(lo, hi) {
         // SAFETY: the caller's contract.
         return unsafe { sys::munmap(addr, len) };
@@ -506,7 +520,10 @@ pub unsafe fn munmap(addr: usize, len: usize) -> Result<(), Errno> {
 ///
 /// As `mprotect(2)`.
 pub unsafe fn mprotect(addr: usize, len: usize, prot: c_int) -> Result<(), Errno> {
-    let (lo, hi) = (addr as u64, (addr as u64).saturating_add(round_up(len as u64)));
+    let (lo, hi) = (
+        addr as u64,
+        (addr as u64).saturating_add(round_up(len as u64)),
+    );
     if STATE.load(Ordering::Acquire) != ENABLED || !overlaps_traced(lo, hi) {
         // SAFETY: the caller's contract.
         return unsafe { sys::mprotect(addr, len, prot) };
@@ -547,7 +564,10 @@ pub unsafe fn mremap(
     flags: c_int,
     new_addr: usize,
 ) -> Result<usize, Errno> {
-    let (lo, hi) = (old as u64, (old as u64).saturating_add(round_up(old_len as u64).max(PAGE)));
+    let (lo, hi) = (
+        old as u64,
+        (old as u64).saturating_add(round_up(old_len as u64).max(PAGE)),
+    );
     if STATE.load(Ordering::Acquire) == ENABLED && overlaps_traced(lo, hi) {
         Msg::new()
             .text("mremap of traced memory at ")

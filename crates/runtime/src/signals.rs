@@ -77,7 +77,10 @@ impl Previous {
         act.sa_sigaction = self.handler.load(Ordering::Acquire);
         act.sa_flags = self.flags.load(Ordering::Relaxed) as c_int;
         // SAFETY: as in store().
-        unsafe { *(&mut act.sa_mask as *mut libc::sigset_t as *mut u64) = self.mask.load(Ordering::Relaxed) };
+        unsafe {
+            *(&mut act.sa_mask as *mut libc::sigset_t as *mut u64) =
+                self.mask.load(Ordering::Relaxed)
+        };
     }
 }
 
@@ -114,11 +117,18 @@ pub fn install() {
             // ONSTACK: a stack overflow must be handled on the alternate
             // stack. NODEFER: a traced access made inside a chained handler
             // (or a program SIGSEGV handler) must still fault into us.
-            act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER | libc::SA_RESTART;
+            act.sa_flags =
+                libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER | libc::SA_RESTART;
             // Block every asynchronous signal while the handler runs, so that
             // no other handler on this thread can push to the same ring.
             libc::sigfillset(&mut act.sa_mask);
-            for sync in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP] {
+            for sync in [
+                libc::SIGSEGV,
+                libc::SIGBUS,
+                libc::SIGILL,
+                libc::SIGFPE,
+                libc::SIGTRAP,
+            ] {
                 libc::sigdelset(&mut act.sa_mask, sync);
             }
             let mut old: libc::sigaction = core::mem::zeroed();
@@ -234,7 +244,8 @@ pub fn fetch(rip: u64) -> Option<Fetched> {
         // mapped and readable; on the second pass the instruction continues
         // on the next page, which the CPU therefore fetched too.
         unsafe { sys::copy_from(rip as usize, window) };
-        let mut decoder = Decoder::try_with_ip(64, bytes.get(..want)?, rip, DecoderOptions::NONE).ok()?;
+        let mut decoder =
+            Decoder::try_with_ip(64, bytes.get(..want)?, rip, DecoderOptions::NONE).ok()?;
         let mut insn = Instruction::default();
         decoder.decode_out(&mut insn);
         if decoder.last_error() == DecoderError::NoMoreBytes && want < 15 {
@@ -285,10 +296,18 @@ impl Bus for AliasBus {
         // read. Unaligned addresses are fine for mov.
         unsafe {
             match width {
-                1 => asm!("movzx {v:e}, byte ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags)),
-                2 => asm!("movzx {v:e}, word ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags)),
-                4 => asm!("mov {v:e}, dword ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags)),
-                8 => asm!("mov {v}, qword ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags)),
+                1 => {
+                    asm!("movzx {v:e}, byte ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
+                }
+                2 => {
+                    asm!("movzx {v:e}, word ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
+                }
+                4 => {
+                    asm!("mov {v:e}, dword ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
+                }
+                8 => {
+                    asm!("mov {v}, qword ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
+                }
                 _ => return Err(Refusal::Unsupported),
             }
         }
@@ -300,10 +319,18 @@ impl Bus for AliasBus {
         // SAFETY: as in load(), with the range writable.
         unsafe {
             match width {
-                1 => asm!("mov byte ptr [{p}], {v:l}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags)),
-                2 => asm!("mov word ptr [{p}], {v:x}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags)),
-                4 => asm!("mov dword ptr [{p}], {v:e}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags)),
-                8 => asm!("mov qword ptr [{p}], {v}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags)),
+                1 => {
+                    asm!("mov byte ptr [{p}], {v:l}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
+                }
+                2 => {
+                    asm!("mov word ptr [{p}], {v:x}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
+                }
+                4 => {
+                    asm!("mov dword ptr [{p}], {v:e}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
+                }
+                8 => {
+                    asm!("mov qword ptr [{p}], {v}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
+                }
                 _ => return Err(Refusal::Unsupported),
             }
         }
@@ -419,7 +446,8 @@ fn displace(
         refuse(Refusal::RegisterConflict, pc, fault_addr);
         return false;
     }
-    let targets = match emulate::rebase_targets(&fetched.insn, regs, &mut NoBus, ranges::is_traced) {
+    let targets = match emulate::rebase_targets(&fetched.insn, regs, &mut NoBus, ranges::is_traced)
+    {
         Ok(targets) => targets,
         Err(refusal) => {
             refuse(refusal, pc, fault_addr);
@@ -560,7 +588,8 @@ unsafe fn chain(prev: &Previous, sig: c_int, info: *mut libc::siginfo_t, ctx: *m
     }
     if flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the program installed this as an SA_SIGINFO handler.
-        let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) = unsafe { core::mem::transmute(handler) };
+        let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
+            unsafe { core::mem::transmute(handler) };
         f(sig, info, ctx);
     } else {
         // SAFETY: the program installed this as a plain handler.

@@ -204,7 +204,13 @@ pub type KernelSigset = u64;
 /// that a signal handler on the same thread cannot interleave with the push.
 pub fn async_signals() -> KernelSigset {
     let mut set = !0u64;
-    for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP] {
+    for sig in [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+        libc::SIGTRAP,
+    ] {
         set &= !(1u64 << (sig - 1));
     }
     set

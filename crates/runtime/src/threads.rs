@@ -218,9 +218,11 @@ pub fn set_pending(slot: usize, rebased: &[Option<Rebased>; 2], program_tf: bool
             Some(r) => (r.gpr as u32 + 1, r.added, r.hold as u32 + 1),
             None => (0, 0, 0),
         };
-        if let (Some(g), Some(a), Some(h)) =
-            (pending.gpr.get(i), pending.added.get(i), pending.hold.get(i))
-        {
+        if let (Some(g), Some(a), Some(h)) = (
+            pending.gpr.get(i),
+            pending.added.get(i),
+            pending.hold.get(i),
+        ) {
             g.store(gpr, Ordering::Relaxed);
             a.store(added, Ordering::Relaxed);
             h.store(hold, Ordering::Relaxed);
@@ -245,7 +247,10 @@ pub fn take_pending(slot: usize) -> Option<([Option<Rebased>; 2], bool)> {
         if gpr != 0 {
             *item = Some(Rebased {
                 gpr: gpr as usize - 1,
-                added: pending.added.get(i).map_or(0, |a| a.load(Ordering::Relaxed)),
+                added: pending
+                    .added
+                    .get(i)
+                    .map_or(0, |a| a.load(Ordering::Relaxed)),
                 hold: pending
                     .hold
                     .get(i)

@@ -21,8 +21,18 @@ fn per_access_cost() {
     let program = common::compile("bench", &[]);
     let dev = common::TempShmFile::new("bench-dev", 4096);
     for _ in 0..3 {
-        let plain = Command::new(&program).arg("plain").arg(&dev.0).arg("10000000").output().expect("run");
-        let floor = Command::new(&program).arg("floor").arg(&dev.0).arg("300000").output().expect("run");
+        let plain = Command::new(&program)
+            .arg("plain")
+            .arg(&dev.0)
+            .arg("10000000")
+            .output()
+            .expect("run");
+        let floor = Command::new(&program)
+            .arg("floor")
+            .arg(&dev.0)
+            .arg("300000")
+            .output()
+            .expect("run");
         let mut traced = Command::new(&program);
         traced.arg("traced").arg(&dev.0).arg("150000");
         let config = mmiotrace_shm::Config {

@@ -10,7 +10,11 @@ fn run_crash(mode: &str) -> common::Run {
     let dev = common::TempShmFile::new("crash-dev", 4096);
     let mut command = Command::new(&program);
     command.arg(&dev.0).arg(mode);
-    common::record(command, &[dev.0.to_str().expect("utf8")], common::small_config())
+    common::record(
+        command,
+        &[dev.0.to_str().expect("utf8")],
+        common::small_config(),
+    )
 }
 
 #[test]
@@ -19,7 +23,11 @@ fn a_genuine_segfault_still_kills_with_sigsegv() {
     assert_eq!(run.status.signal(), Some(libc::SIGSEGV), "{}", run.stderr);
     assert!(run.stdout.contains("read 0"));
     assert!(!run.stdout.contains("survived"));
-    assert_eq!(run.accesses().count(), 1, "the read before the crash is traced");
+    assert_eq!(
+        run.accesses().count(),
+        1,
+        "the read before the crash is traced"
+    );
 }
 
 #[test]
@@ -32,9 +40,19 @@ fn a_store_to_a_read_only_traced_mapping_kills_with_sigsegv() {
 #[test]
 fn the_programs_own_segv_handler_is_chained_to() {
     let run = run_crash("handler");
-    assert!(run.status.success(), "{:?}\n{}\n{}", run.status, run.stdout, run.stderr);
+    assert!(
+        run.status.success(),
+        "{:?}\n{}\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
     assert!(run.stdout.contains("caught 1 after 51"), "{}", run.stdout);
-    assert_eq!(run.accesses().count(), 3, "read, write and read back are traced");
+    assert_eq!(
+        run.accesses().count(),
+        3,
+        "read, write and read back are traced"
+    );
 }
 
 #[test]

@@ -22,7 +22,11 @@ fn marks_appear_in_order_around_the_access() {
     let dev = common::TempShmFile::new("mark-dev", 4096);
     let mut command = Command::new(&program);
     command.arg(&dev.0);
-    let run = common::record(command, &[dev.0.to_str().expect("utf8")], common::small_config());
+    let run = common::record(
+        command,
+        &[dev.0.to_str().expect("utf8")],
+        common::small_config(),
+    );
     assert!(run.status.success(), "{:?}\n{}", run.status, run.stderr);
     let kinds: Vec<(u8, Vec<u8>)> = run
         .records

@@ -12,7 +12,9 @@ use mmiotrace_shm::{kind, payload_text};
 fn mov_family_matches_plain_memory_and_is_traced_exactly() {
     let program = common::compile("movs", &[]);
     let dev = common::TempShmFile::new("movs-dev", 8192);
-    let pattern: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(0x9e37_79b1) >> 13) as u8).collect();
+    let pattern: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(0x9e37_79b1) >> 13) as u8)
+        .collect();
     std::fs::write(&dev.0, &pattern).expect("fill device file");
     let mut command = Command::new(&program);
     command.arg(&dev.0);
@@ -27,7 +29,11 @@ fn mov_family_matches_plain_memory_and_is_traced_exactly() {
     );
     assert!(!run.stdout.contains("FAIL"), "{}", run.stdout);
 
-    let maps: Vec<_> = run.records.iter().filter(|p| p.record.kind == kind::MAP).collect();
+    let maps: Vec<_> = run
+        .records
+        .iter()
+        .filter(|p| p.record.kind == kind::MAP)
+        .collect();
     assert_eq!(maps.len(), 1, "one traced mapping");
     let map = &maps[0];
     assert_eq!(payload_text(&map.payload), glob.as_bytes());

@@ -15,8 +15,18 @@ fn handlers_never_call_the_allocator() {
     let dev = common::TempShmFile::new("noalloc-dev", 4096);
     let mut command = Command::new(&program);
     command.arg(&dev.0);
-    let run = common::record(command, &[dev.0.to_str().expect("utf8")], common::small_config());
-    assert!(run.status.success(), "{:?}\n{}\n{}", run.status, run.stdout, run.stderr);
+    let run = common::record(
+        command,
+        &[dev.0.to_str().expect("utf8")],
+        common::small_config(),
+    );
+    assert!(
+        run.status.success(),
+        "{:?}\n{}\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
     let line = run
         .stdout
         .lines()
@@ -26,7 +36,15 @@ fn handlers_never_call_the_allocator() {
     let in_handler: u64 = fields[1].parse().expect("count");
     let all: u64 = fields[3].parse().expect("count");
     assert_eq!(in_handler, 0, "allocator calls inside the handler");
-    assert!(all > 0, "the hook sees allocations outside the handler (thread creation)");
-    assert_eq!(run.accesses().filter(|p| p.record.kind == kind::UNKNOWN).count(), 5);
+    assert!(
+        all > 0,
+        "the hook sees allocations outside the handler (thread creation)"
+    );
+    assert_eq!(
+        run.accesses()
+            .filter(|p| p.record.kind == kind::UNKNOWN)
+            .count(),
+        5
+    );
     assert_eq!(run.accesses().count(), 5 * 2000 + 5);
 }

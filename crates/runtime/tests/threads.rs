@@ -31,12 +31,22 @@ fn eight_threads_lose_nothing_and_keep_their_order() {
         drop_when_full: false,
     };
     let run = common::record(command, &[dev.0.to_str().expect("utf8")], config);
-    assert!(run.status.success(), "{:?}\n{}\n{}", run.status, run.stdout, run.stderr);
+    assert!(
+        run.status.success(),
+        "{:?}\n{}\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
     assert!(run.stdout.contains("BAD 0"), "{}", run.stdout);
     assert_eq!(run.lost, 0);
 
     let seqs: Vec<u64> = run.records.iter().map(|p| p.record.seq).collect();
-    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "sequence numbers have a gap");
+    assert_eq!(
+        seqs,
+        (0..seqs.len() as u64).collect::<Vec<_>>(),
+        "sequence numbers have a gap"
+    );
 
     let thread_of_tid: HashMap<u32, u64> = run
         .stdout
@@ -60,11 +70,20 @@ fn eight_threads_lose_nothing_and_keep_their_order() {
         let p = *k / 2;
         let which = p % 4;
         let width = 1u8 << which;
-        let mask = if width == 8 { u64::MAX } else { (1u64 << (8 * width)) - 1 };
+        let mask = if width == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * width)) - 1
+        };
         let expected_kind = if *k % 2 == 0 { kind::WRITE } else { kind::READ };
         assert_eq!(
             (r.kind, r.width, r.offset, r.value),
-            (expected_kind, width, t * 64 + which * 8, value_of(t, p) & mask),
+            (
+                expected_kind,
+                width,
+                t * 64 + which * 8,
+                value_of(t, p) & mask
+            ),
             "thread {t} access {k}"
         );
         *k += 1;
