@@ -87,13 +87,26 @@ fn getenv(name: &[u8]) -> Option<&'static [u8]> {
     Some(unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes())
 }
 
-fn load_config() -> bool {
+fn shm_path_from_env() -> Option<&'static [u8]> {
     let mut name = [0u8; 64];
     let env_name = ENV_SHM_PATH.as_bytes();
-    if let Some(dst) = name.get_mut(..env_name.len()) {
-        dst.copy_from_slice(env_name);
+    name.get_mut(..env_name.len())?.copy_from_slice(env_name);
+    getenv(&name)
+}
+
+/// Whether this process is (or is about to be) traced: decides whether the
+/// signal-mask interposers keep SIGSEGV and SIGTRAP deliverable. Never
+/// loads the configuration (it may run inside a signal handler).
+pub fn tracing_requested() -> bool {
+    match STATE.load(Ordering::Acquire) {
+        ENABLED => true,
+        DISABLED => false,
+        _ => shm_path_from_env().is_some(),
     }
-    let Some(path) = getenv(&name) else {
+}
+
+fn load_config() -> bool {
+    let Some(path) = shm_path_from_env() else {
         return false;
     };
     let shm = match open_shm(path) {

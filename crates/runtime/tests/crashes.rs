@@ -66,3 +66,31 @@ fn an_int3_without_handler_still_kills_with_sigtrap() {
     let run = run_crash("trap");
     assert_eq!(run.status.signal(), Some(libc::SIGTRAP), "{}", run.stderr);
 }
+
+#[test]
+fn a_thread_that_blocks_sigsegv_is_still_traced() {
+    let run = run_crash("blocked");
+    assert!(
+        run.status.success(),
+        "{:?}\n{}\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    assert!(run.stdout.contains("blocked got 68"), "{}", run.stdout);
+    assert_eq!(run.accesses().count(), 3);
+}
+
+#[test]
+fn a_handler_installed_with_signal_is_chained_to() {
+    let run = run_crash("signal");
+    assert!(
+        run.status.success(),
+        "{:?}\n{}\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    assert!(run.stdout.contains("caught 1 after 85"), "{}", run.stdout);
+    assert_eq!(run.accesses().count(), 3);
+}

@@ -6,8 +6,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use mmiotrace_shm::{Config, ENV_SHM_PATH, Popped, Shm, kind};
@@ -40,8 +40,15 @@ pub fn runtime_lib() -> PathBuf {
     lib
 }
 
-/// Compiles `tests/programs/<name>.c` with `cc -O2` and returns the binary.
+/// Compiles `tests/programs/<name>.c` with `cc -O2` and returns the binary;
+/// once per test binary (parallel tests would otherwise overwrite a binary
+/// that another test is executing).
 pub fn compile(name: &str, extra: &[&str]) -> PathBuf {
+    static COMPILED: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut compiled = COMPILED.lock().expect("compile lock");
+    if let Some((_, path)) = compiled.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/programs")
         .join(format!("{name}.c"));
@@ -54,6 +61,7 @@ pub fn compile(name: &str, extra: &[&str]) -> PathBuf {
         .status()
         .expect("run cc");
     assert!(status.success(), "compiling {} failed", source.display());
+    compiled.push((name.to_owned(), out.clone()));
     out
 }
 

@@ -6,9 +6,14 @@
  *               runtime's) catches a genuine fault with siglongjmp, then
  *               traced accesses still work -> exit 0
  *   sigdfl    : kill(getpid(), SIGSEGV) -> dies with SIGSEGV
- *   trap      : int3 with no handler -> dies with SIGTRAP */
+ *   trap      : int3 with no handler -> dies with SIGTRAP
+ *   blocked   : SIGSEGV blocked with sigprocmask and pthread_sigmask, then
+ *               traced accesses -> exit 0
+ *   signal    : a handler installed with signal() catches a genuine fault
+ *               (siglongjmp), then traced accesses still work -> exit 0 */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -20,6 +25,12 @@
 static sigjmp_buf env;
 static volatile int *volatile wild = (volatile int *)16;
 static volatile int caught;
+
+static void on_segv_plain(int sig) {
+    (void)sig;
+    caught = 1;
+    siglongjmp(env, 1);
+}
 
 static void on_segv(int sig, siginfo_t *info, void *ctx) {
     (void)sig; (void)ctx;
@@ -50,6 +61,21 @@ int main(int argc, char **argv) {
         sigaction(SIGSEGV, &sa, NULL);
         if (sigsetjmp(env, 1) == 0) *wild = 1;
         dev[3] = 0x33;
+        printf("caught %d after %u\n", caught, dev[3]);
+        return caught ? 0 : 1;
+    } else if (strcmp(argv[2], "blocked") == 0) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGSEGV);
+        sigprocmask(SIG_BLOCK, &set, NULL);
+        dev[3] = 0x44;
+        pthread_sigmask(SIG_SETMASK, &set, NULL);
+        printf("blocked got %u\n", dev[3]);
+        return 0;
+    } else if (strcmp(argv[2], "signal") == 0) {
+        signal(SIGSEGV, on_segv_plain);
+        if (sigsetjmp(env, 1) == 0) *wild = 1;
+        dev[3] = 0x55;
         printf("caught %d after %u\n", caught, dev[3]);
         return caught ? 0 : 1;
     } else if (strcmp(argv[2], "sigdfl") == 0) {
