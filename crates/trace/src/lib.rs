@@ -12,6 +12,8 @@
 pub mod binary;
 pub mod error;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 mod input;
 pub mod jsonl;
 mod num;
