@@ -565,7 +565,8 @@ pub unsafe fn mprotect(addr: usize, len: usize, prot: c_int) -> Result<(), Errno
     Ok(())
 }
 
-/// The `mremap` interposer's logic: traced ranges cannot move yet.
+/// The `mremap` interposer's logic. A traced mapping moves or resizes with
+/// its alias; its records keep their map id and offsets.
 ///
 /// # Safety
 ///
@@ -577,24 +578,109 @@ pub unsafe fn mremap(
     flags: c_int,
     new_addr: usize,
 ) -> Result<usize, Errno> {
-    let (lo, hi) = (
-        old as u64,
-        (old as u64).saturating_add(round_up(old_len as u64).max(PAGE)),
-    );
-    if STATE.load(Ordering::Acquire) == ENABLED && overlaps_traced(lo, hi) {
+    let (lo, hi) = (old as u64, (old as u64).saturating_add(round_up(old_len as u64).max(PAGE)));
+    if STATE.load(Ordering::Acquire) != ENABLED || !overlaps_traced(lo, hi) {
+        // SAFETY: the caller's contract.
+        let moved = unsafe { sys::mremap(old, old_len, new_len, flags, new_addr) }?;
+        if flags & libc::MREMAP_FIXED != 0 && STATE.load(Ordering::Acquire) == ENABLED {
+            forget_replaced(moved, new_len);
+        }
+        return Ok(moved);
+    }
+    let _lock = MutationLock::take();
+    let Some(whole) = whole_mapping(lo, hi, old_len, flags) else {
         Msg::new()
             .text("mremap of traced memory at ")
             .hex(old as u64)
-            .text(" is not supported; it fails with EINVAL")
+            .text(" that is not one whole traced mapping (or with MREMAP_DONTUNMAP) is not supported; it fails with EINVAL")
             .emit();
         return Err(Errno(libc::EINVAL));
+    };
+    let mut found = [(0usize, Range::EMPTY); ranges::CAPACITY];
+    let count = ranges::overlapping(lo, hi, &mut found);
+    let found = found.get(..count).unwrap_or(&[]);
+    for &(index, _) in found {
+        ranges::retire(index);
     }
-    // SAFETY: the caller's contract.
-    let moved = unsafe { sys::mremap(old, old_len, new_len, flags, new_addr) }?;
-    if flags & libc::MREMAP_FIXED != 0 && STATE.load(Ordering::Acquire) == ENABLED {
-        forget_replaced(moved, new_len);
+    let revive = |found: &[(usize, Range)]| {
+        for &(index, range) in found {
+            // Same memory, same alias: a fresh live entry, then the old one goes.
+            let _ = ranges::insert(range);
+            ranges::free(index);
+        }
+    };
+    // SAFETY: the caller's contract; the retired entries keep handlers off
+    // the alias while both move.
+    let moved = match unsafe { sys::mremap(old, old_len, new_len, flags, new_addr) } {
+        Ok(moved) => moved,
+        Err(errno) => {
+            revive(found);
+            return Err(errno);
+        }
+    };
+    if flags & libc::MREMAP_FIXED != 0 {
+        // Whatever was traced at the destination was replaced.
+        let _ = forget_locked(moved as u64, new_len as u64, false);
+    }
+    // SAFETY: the alias is the runtime's own and no handler holds it.
+    let alias = unsafe {
+        sys::mremap(
+            whole.alias as usize,
+            whole.len as usize,
+            new_len,
+            libc::MREMAP_MAYMOVE,
+            0,
+        )
+    };
+    let new_range = alias.ok().map(|alias| Range {
+        start: moved as u64,
+        len: round_up(new_len as u64),
+        alias: alias as u64,
+        ..whole
+    });
+    match new_range.map(ranges::insert) {
+        Some(Ok(_)) => {}
+        _ => {
+            Msg::new()
+                .text("cannot move the alias of the traced mapping at ")
+                .hex(old as u64)
+                .text(": from now on it is NOT traced")
+                .emit();
+            // SAFETY: the program's own (moved) range gets its protection
+            // back, untraced, rather than faulting forever.
+            let _ = unsafe { sys::mprotect(moved, new_len, whole.prot as c_int) };
+        }
+    }
+    for &(index, _) in found {
+        ranges::free(index);
     }
     Ok(moved)
+}
+
+/// The traced pieces of `lo..hi` if they form one whole, contiguous traced
+/// mapping (after partial unmaps or mprotects it may be several entries),
+/// as one range. Caller holds the mutation lock.
+fn whole_mapping(lo: u64, hi: u64, old_len: usize, flags: c_int) -> Option<Range> {
+    const MREMAP_DONTUNMAP: c_int = 4;
+    if old_len == 0 || flags & MREMAP_DONTUNMAP != 0 {
+        return None;
+    }
+    let mut found = [(0usize, Range::EMPTY); ranges::CAPACITY];
+    let count = ranges::overlapping(lo, hi, &mut found);
+    let pieces = found.get(..count)?;
+    let (_, first) = *pieces.first()?;
+    let mut whole = first;
+    for &(_, piece) in pieces.get(1..)? {
+        let contiguous = piece.start == whole.end()
+            && piece.alias == whole.alias + whole.len
+            && piece.map_id == whole.map_id
+            && piece.prot == whole.prot;
+        if !contiguous {
+            return None;
+        }
+        whole.len += piece.len;
+    }
+    (whole.start == lo && whole.end() == hi).then_some(whole)
 }
 
 /// Pushes a MARK record with `text`.

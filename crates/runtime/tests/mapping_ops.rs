@@ -1,0 +1,45 @@
+//! Traced mappings stay traced, with the right offsets, through partial
+//! munmap, mprotect, mremap, and stop being traced under MAP_FIXED.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use mmiotrace_shm::kind;
+
+#[test]
+fn partial_unmap_mprotect_mremap_and_map_fixed() {
+    let program = common::compile("mapping_ops", &[]);
+    let dev = common::TempShmFile::new("ops-dev", 8 * 4096);
+    let mut command = Command::new(&program);
+    command.arg(&dev.0);
+    let run = common::record(command, &[dev.0.to_str().expect("utf8")], common::small_config());
+    assert!(run.status.success(), "{:?}\n{}\n{}", run.status, run.stdout, run.stderr);
+    assert!(run.stdout.contains("DONE"));
+    let mut map_number: HashMap<u32, usize> = HashMap::new();
+    let actual: Vec<String> = run
+        .records
+        .iter()
+        .map(|p| {
+            let r = &p.record;
+            match r.kind {
+                kind::MAP => {
+                    let n = map_number.len() + 1;
+                    map_number.insert(r.map_id, n);
+                    format!("MAP {n}")
+                }
+                kind::UNMAP => format!("UNMAP {}", map_number[&r.map_id]),
+                kind::READ => format!("R {} {:x} {:x}", r.width, r.offset, r.value),
+                kind::WRITE => format!("W {} {:x} {:x}", r.width, r.offset, r.value),
+                other => format!("kind {other}"),
+            }
+        })
+        .collect();
+    let expected: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("E "))
+        .collect();
+    assert_eq!(actual, expected, "stderr:\n{}", run.stderr);
+}
