@@ -1,0 +1,92 @@
+//! Processes: fork gives the child its own ring slot and pid; a Rust
+//! program's stack overflow is still reported by std's handler.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Command;
+
+use mmiotrace_shm::kind;
+
+#[test]
+fn a_forked_child_logs_with_its_own_pid_and_slot() {
+    let program = common::compile("fork", &[]);
+    let dev = common::TempShmFile::new("fork-dev", 4096);
+    let mut command = Command::new(&program);
+    command.arg(&dev.0);
+    let run = common::record(
+        command,
+        &[dev.0.to_str().expect("utf8")],
+        common::small_config(),
+    );
+    assert!(
+        run.status.success(),
+        "{:?}\n{}\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    let pid_of = |label: &str| -> u32 {
+        run.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(label))
+            .expect("pid line")
+            .trim()
+            .parse()
+            .expect("pid")
+    };
+    let (parent, child) = (pid_of("PARENT "), pid_of("CHILD "));
+    let seqs: Vec<u64> = run.records.iter().map(|p| p.record.seq).collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+    let mut child_writes = 0;
+    let mut parent_writes = 0;
+    for p in run.accesses() {
+        let r = &p.record;
+        match (r.kind, r.offset) {
+            (kind::WRITE, 8) => {
+                assert_eq!((r.pid, r.tid), (child, child));
+                assert_eq!(r.value, child_writes);
+                child_writes += 1;
+            }
+            (kind::WRITE, 16) => {
+                assert_eq!((r.pid, r.tid), (parent, parent));
+                assert_eq!(r.value, parent_writes);
+                parent_writes += 1;
+            }
+            (kind::READ, 0) => assert_eq!(r.pid, child),
+            (kind::WRITE, 0) => assert_eq!(r.pid, parent),
+            other => panic!("unexpected access {other:?}"),
+        }
+    }
+    assert_eq!((child_writes, parent_writes), (1000, 1000));
+}
+
+#[test]
+fn a_rust_stack_overflow_is_still_reported_by_std() {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/overflow.rs");
+    let binary = Path::new(env!("CARGO_TARGET_TMPDIR")).join("overflow");
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let status = Command::new(rustc)
+        .args(["--edition", "2024", "-O", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .expect("run rustc");
+    assert!(status.success());
+    let dev = common::TempShmFile::new("overflow-dev", 4096);
+    let mut command = Command::new(&binary);
+    command.arg(&dev.0);
+    let run = common::record(
+        command,
+        &[dev.0.to_str().expect("utf8")],
+        common::small_config(),
+    );
+    assert!(
+        run.stderr.contains("has overflowed its stack"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.status.signal(), Some(libc::SIGABRT));
+    assert_eq!(run.accesses().count(), 1);
+}
