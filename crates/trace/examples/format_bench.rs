@@ -197,11 +197,9 @@ fn count_events(path: &Path) -> Result<u64, Error> {
     })?;
     let mut reader = TraceReader::new(file, ReadOptions::default())?;
     let mut events = 0u64;
-    while let Some(item) = reader.read_ref()? {
-        if let ItemRef::Event(event) = item {
-            events += 1;
-            std::hint::black_box(event);
-        }
+    while let Some(event) = reader.read_ref()? {
+        events += 1;
+        std::hint::black_box(event);
     }
     Ok(events)
 }
@@ -211,11 +209,9 @@ fn convert_to_binary(text: &Path, binary: &Path) -> Result<u64, Box<dyn std::err
     let out = BufWriter::with_capacity(1 << 20, File::create(binary)?);
     let mut writer = BinaryWriter::new(out)?;
     let mut events = 0u64;
-    while let Some(item) = reader.read_ref()? {
-        if let ItemRef::Event(event) = item {
-            writer.write_event(event)?;
-            events += 1;
-        }
+    while let Some(event) = reader.read_ref()? {
+        writer.write_event(event)?;
+        events += 1;
     }
     writer.finish()?;
     Ok(events)

@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use crate::error::{Error, Location, Position};
 use crate::event::*;
 use crate::input::InputBuf;
-use crate::{EventWrite, Item, ItemRef, ReadOptions, Step, Truncation, take_event};
+use crate::{EventWrite, Item, ReadOptions, Step, Truncation, take_event};
 
 /// The first 8 bytes of every binary trace. The leading 0x89 byte is not
 /// ASCII, so no text trace starts like this; the CR LF and 0x1a catch a
@@ -661,6 +661,8 @@ pub struct BinaryReader<R> {
     state: DeltaState,
     /// The event last decoded, overwritten in place by the next.
     slot: Event,
+    /// A cut-off end seen by `read_ref`.
+    truncation: Option<Truncation>,
     done: bool,
 }
 
@@ -718,6 +720,7 @@ impl<R: Read> BinaryReader<R> {
             options,
             state: DeltaState::START,
             slot: Event::Access(Access::EMPTY),
+            truncation: None,
             done: false,
         })
     }
@@ -748,13 +751,26 @@ impl<R: Read> BinaryReader<R> {
     /// Like [`read_item`](Self::read_item), but lends the event instead of
     /// moving it out: the reader decodes each record into the same event,
     /// which saves a copy per event and, for marks and maps, an allocation.
+    ///
+    /// A cut-off end is not an item here: `None` ends the stream, and
+    /// [`truncation`](Self::truncation) then says whether it was cut off
+    /// (unless truncation is fatal, when it is an error as usual).
     #[inline(always)]
-    pub fn read_ref(&mut self) -> Result<Option<ItemRef<'_>>, Error> {
+    pub fn read_ref(&mut self) -> Result<Option<&Event>, Error> {
         Ok(match self.advance()? {
-            Step::Event => Some(ItemRef::Event(&self.slot)),
-            Step::Truncated(t) => Some(ItemRef::Truncated(t)),
+            Step::Event => Some(&self.slot),
+            Step::Truncated(t) => {
+                self.truncation = Some(t);
+                None
+            }
             Step::End => None,
         })
+    }
+
+    /// After [`read_ref`](Self::read_ref) returned `None`: where the input
+    /// was cut off, if it was.
+    pub fn truncation(&self) -> Option<&Truncation> {
+        self.truncation.as_ref()
     }
 
     #[inline]

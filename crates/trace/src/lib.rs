@@ -41,13 +41,6 @@ pub enum Item {
     Truncated(Truncation),
 }
 
-/// What [`TraceReader::read_ref`] lends: like [`Item`], with the event borrowed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ItemRef<'a> {
-    Event(&'a Event),
-    Truncated(Truncation),
-}
-
 /// What a reader found, before it is handed out as an [`Item`] or [`ItemRef`].
 pub(crate) enum Step {
     /// The reader's slot holds the next event.
@@ -185,11 +178,22 @@ impl<R: Read> TraceReader<R> {
 
     /// Like [`read_item`](Self::read_item), but lends the event, which the
     /// reader reuses for the next one: faster when the caller only looks.
+    /// After `None`, [`truncation`](Self::truncation) says whether the
+    /// input was cut off.
     #[inline]
-    pub fn read_ref(&mut self) -> Result<Option<ItemRef<'_>>, Error> {
+    pub fn read_ref(&mut self) -> Result<Option<&Event>, Error> {
         match self {
             TraceReader::Text(r) => r.read_ref(),
             TraceReader::Binary(r) => r.read_ref(),
+        }
+    }
+
+    /// After [`read_ref`](Self::read_ref) returned `None`: where the input
+    /// was cut off, if it was.
+    pub fn truncation(&self) -> Option<&Truncation> {
+        match self {
+            TraceReader::Text(r) => r.truncation(),
+            TraceReader::Binary(r) => r.truncation(),
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::event::*;
 use crate::input::InputBuf;
 use crate::num::hex_digit_value;
 use crate::text_writer::parse_lost_text;
-use crate::{Item, ItemRef, ReadOptions, Step, Truncation, take_event};
+use crate::{Item, ReadOptions, Step, Truncation, take_event};
 
 /// Reads a text trace one event at a time, in constant memory.
 ///
@@ -36,6 +36,8 @@ pub struct TextReader<R> {
     skipping_long_line: bool,
     /// The event last parsed, overwritten in place by the next.
     slot: Event,
+    /// A cut-off end seen by `read_ref`.
+    truncation: Option<Truncation>,
     done: bool,
 }
 
@@ -55,6 +57,7 @@ impl<R: Read> TextReader<R> {
             line_no: 0,
             skipping_long_line: false,
             slot: Event::Access(Access::EMPTY),
+            truncation: None,
             done: false,
         }
     }
@@ -89,14 +92,28 @@ impl<R: Read> TextReader<R> {
     }
 
     /// Like [`read_item`](Self::read_item), but lends the event instead of
-    /// moving it out: the reader parses each line into the same event.
-    #[inline]
-    pub fn read_ref(&mut self) -> Result<Option<ItemRef<'_>>, Error> {
+    /// moving it out: the reader decodes each line into the same event,
+    /// which saves a copy per event and, for marks and maps, an allocation.
+    ///
+    /// A cut-off end is not an item here: `None` ends the stream, and
+    /// [`truncation`](Self::truncation) then says whether it was cut off
+    /// (unless truncation is fatal, when it is an error as usual).
+    #[inline(always)]
+    pub fn read_ref(&mut self) -> Result<Option<&Event>, Error> {
         Ok(match self.advance()? {
-            Step::Event => Some(ItemRef::Event(&self.slot)),
-            Step::Truncated(t) => Some(ItemRef::Truncated(t)),
+            Step::Event => Some(&self.slot),
+            Step::Truncated(t) => {
+                self.truncation = Some(t);
+                None
+            }
             Step::End => None,
         })
+    }
+
+    /// After [`read_ref`](Self::read_ref) returned `None`: where the input
+    /// was cut off, if it was.
+    pub fn truncation(&self) -> Option<&Truncation> {
+        self.truncation.as_ref()
     }
 
     #[inline]
@@ -246,6 +263,22 @@ pub(crate) fn parse_line(line: &[u8], slot: &mut Event) -> LineResult<bool> {
     Ok(true)
 }
 
+/// Hex digit values by byte; 0xff for bytes that are not hex digits.
+static HEX_VALUE: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            d @ b'0'..=b'9' => d - b'0',
+            d @ b'a'..=b'f' => d - b'a' + 10,
+            d @ b'A'..=b'F' => d - b'A' + 10,
+            _ => 0xff,
+        };
+        b += 1;
+    }
+    table
+};
+
 struct Cursor<'a> {
     s: &'a [u8],
     i: usize,
@@ -264,7 +297,7 @@ impl<'a> Cursor<'a> {
         self.err_at(self.i, message)
     }
 
-    #[inline]
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.s.get(self.i).copied()
     }
@@ -286,7 +319,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// The single space that separates two fields.
-    #[inline]
+    #[inline(always)]
     fn space_before(&mut self, what: &'static str) -> LineResult<()> {
         if self.peek() == Some(b' ') {
             self.i += 1;
@@ -302,7 +335,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// After a number: the field must end here.
-    #[inline]
+    #[inline(always)]
     fn end_of_field(&self, what: &'static str) -> LineResult<()> {
         match self.peek() {
             None | Some(b' ' | b'\t') => Ok(()),
@@ -310,8 +343,31 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dec_u64(&mut self, what: &'static str) -> LineResult<u64> {
+        let start = self.i;
+        let digits = self.s.get(start..).unwrap_or_default();
+        let mut value: u64 = 0;
+        let mut n = 0;
+        // Up to 19 digits cannot overflow; longer runs take the checked path.
+        while let Some(&d) = digits.get(n) {
+            let d = d.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            value = value.wrapping_mul(10).wrapping_add(u64::from(d));
+            n += 1;
+        }
+        if n == 0 || n > 19 {
+            return self.dec_u64_slow(what);
+        }
+        self.i = start + n;
+        self.end_of_field(what)?;
+        Ok(value)
+    }
+
+    #[cold]
+    fn dec_u64_slow(&mut self, what: &'static str) -> LineResult<u64> {
         let start = self.i;
         let mut value: u64 = 0;
         while let Some(d @ b'0'..=b'9') = self.peek() {
@@ -328,7 +384,7 @@ impl<'a> Cursor<'a> {
         Ok(value)
     }
 
-    #[inline]
+    #[inline(always)]
     fn dec_u32(&mut self, what: &'static str) -> LineResult<u32> {
         let start = self.i;
         let value = self.dec_u64(what)?;
@@ -341,15 +397,38 @@ impl<'a> Cursor<'a> {
     }
 
     /// ` <decimal>`.
-    #[inline]
+    #[inline(always)]
     fn field_dec_u32(&mut self, what: &'static str) -> LineResult<u32> {
         self.space_before(what)?;
         self.dec_u32(what)
     }
 
     /// Hex digits (no prefix) into a u64.
-    #[inline]
+    #[inline(always)]
     fn hex_digits(&mut self, what: &'static str, after_0x: bool) -> LineResult<u64> {
+        let start = self.i;
+        let digits = self.s.get(start..).unwrap_or_default();
+        let mut value: u64 = 0;
+        let mut n = 0;
+        while let Some(&d) = digits.get(n) {
+            let d = HEX_VALUE[usize::from(d)];
+            if d > 15 {
+                break;
+            }
+            value = (value << 4) | u64::from(d);
+            n += 1;
+        }
+        if n == 0 || n > 16 {
+            return self.hex_digits_slow(what, after_0x);
+        }
+        self.i = start + n;
+        self.end_of_field(what)?;
+        Ok(value)
+    }
+
+    /// No digits, or more than 16 of them (leading zeros, or an overflow).
+    #[cold]
+    fn hex_digits_slow(&mut self, what: &'static str, after_0x: bool) -> LineResult<u64> {
         let start = self.i;
         let mut value: u64 = 0;
         while let Some(d) = self.peek().and_then(hex_digit_value) {
@@ -370,7 +449,7 @@ impl<'a> Cursor<'a> {
         Ok(value)
     }
 
-    #[inline]
+    #[inline(always)]
     fn expect_0x(&mut self, what: &'static str) -> LineResult<()> {
         if self.s[self.i.min(self.s.len())..].starts_with(b"0x") {
             self.i += 2;
@@ -384,7 +463,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// ` 0x<hex>`.
-    #[inline]
+    #[inline(always)]
     fn field_0x(&mut self, what: &'static str) -> LineResult<u64> {
         self.space_before(what)?;
         self.expect_0x(what)?;
@@ -412,7 +491,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// ` %u.%06lu`.
-    #[inline]
+    #[inline(always)]
     fn field_time(&mut self) -> LineResult<Timestamp> {
         self.space_before("time")?;
         let start = self.i;

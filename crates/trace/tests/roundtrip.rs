@@ -140,3 +140,36 @@ fn binary_trace_is_smaller_than_text() {
         text.len()
     );
 }
+
+proptest! {
+    /// The lending reader, which reuses one event in place, yields exactly
+    /// what the owning reader does, for mixed kinds and widths in any order.
+    #[test]
+    fn read_ref_matches_read_item(
+        events in proptest::collection::vec(event(micros_time()), 0..40),
+        cut in 0usize..8,
+    ) {
+        for bytes in [to_text(&events), to_binary(&events)] {
+            let bytes = &bytes[..bytes.len().saturating_sub(cut).max(binary::HEADER_LEN.min(bytes.len()))];
+            let mut owned = TraceReader::new(bytes, ReadOptions::default()).expect("detectable");
+            let mut lent = TraceReader::new(bytes, ReadOptions::default()).expect("detectable");
+            let mut owned_truncation = None;
+            loop {
+                let expected = owned.read_item();
+                let got = lent.read_ref();
+                match (expected, got) {
+                    (Ok(Some(Item::Event(e))), Ok(Some(g))) => prop_assert_eq!(&e, g),
+                    (Ok(Some(Item::Truncated(t))), Ok(None)) => {
+                        owned_truncation = Some(t);
+                        prop_assert!(owned.read_item().expect("end").is_none());
+                        break;
+                    }
+                    (Ok(None), Ok(None)) => break,
+                    (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => prop_assert!(false, "read_item {:?} but read_ref {:?}", a, b),
+                }
+            }
+            prop_assert_eq!(owned_truncation.as_ref(), lent.truncation());
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use mmiotrace_trace::{
-    BinaryWriter, EventWrite, Item, JsonLinesWriter, ReadOptions, TextWriter, TraceReader,
+    BinaryWriter, EventWrite, JsonLinesWriter, ReadOptions, TextWriter, TraceReader,
 };
 
 /// Convert a trace between the kernel's text format, mmiotrace's binary
@@ -86,15 +86,13 @@ impl Cmd {
             OutputFormat::Jsonl => Box::new(JsonLinesWriter::new(out)),
         };
 
-        while let Some(item) = reader.read_item()? {
-            match item {
-                Item::Event(event) => writer
-                    .write_event(&event)
-                    .with_context(|| format!("cannot write to {out_name}"))?,
-                Item::Truncated(truncation) => {
-                    eprintln!("mmiotrace: warning: {truncation}");
-                }
-            }
+        while let Some(event) = reader.read_ref()? {
+            writer
+                .write_event(event)
+                .with_context(|| format!("cannot write to {out_name}"))?;
+        }
+        if let Some(truncation) = reader.truncation() {
+            eprintln!("mmiotrace: warning: {truncation}");
         }
         writer
             .flush()

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
-use mmiotrace_trace::{Direction, Event, Format, Item, ReadOptions, Timestamp, TraceReader};
+use mmiotrace_trace::{Direction, Event, Format, ReadOptions, Timestamp, TraceReader};
 
 use super::convert::open_input;
 
@@ -158,14 +158,12 @@ impl Cmd {
         let mut reader = TraceReader::new(input, options)?;
         let format = reader.format();
         let mut stats = Stats::default();
-        while let Some(item) = reader.read_item()? {
-            match item {
-                Item::Event(event) => stats.add(&event, self.max_registers),
-                Item::Truncated(t) => {
-                    eprintln!("mmiotrace: warning: {t}");
-                    stats.truncated = Some(t.to_string());
-                }
-            }
+        while let Some(event) = reader.read_ref()? {
+            stats.add(event, self.max_registers);
+        }
+        if let Some(t) = reader.truncation() {
+            eprintln!("mmiotrace: warning: {t}");
+            stats.truncated = Some(t.to_string());
         }
         let report = self.report(&name, format, &stats);
         let mut stdout = std::io::stdout().lock();
