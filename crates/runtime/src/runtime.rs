@@ -578,7 +578,10 @@ pub unsafe fn mremap(
     flags: c_int,
     new_addr: usize,
 ) -> Result<usize, Errno> {
-    let (lo, hi) = (old as u64, (old as u64).saturating_add(round_up(old_len as u64).max(PAGE)));
+    let (lo, hi) = (
+        old as u64,
+        (old as u64).saturating_add(round_up(old_len as u64).max(PAGE)),
+    );
     if STATE.load(Ordering::Acquire) != ENABLED || !overlaps_traced(lo, hi) {
         // SAFETY: the caller's contract.
         let moved = unsafe { sys::mremap(old, old_len, new_len, flags, new_addr) }?;

@@ -56,6 +56,27 @@ pub fn init() {
     }
     // SAFETY: a child handler with the C signature; no prepare/parent.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    // SAFETY: a handler with the C signature, valid for the life of the
+    // process (the runtime is never unloaded).
+    unsafe { libc::atexit(release_at_exit) };
+}
+
+/// `exit()` runs no pthread key destructor for the calling thread: give its
+/// slot back here, so that processes that come and go (fork, exec) do not
+/// use up the slots. A push made later in the exit path claims one again.
+extern "C" fn release_at_exit() {
+    let Some(shm) = crate::runtime::shm() else {
+        return;
+    };
+    let _blocked = sys::SignalsBlocked::new();
+    if let Some(slot) = my_slot(&shm) {
+        if KEY_MODE.load(Ordering::Acquire) == KEY_DIRECT {
+            // SAFETY: key index < 32: no allocation.
+            unsafe { libc::pthread_setspecific(KEY.load(Ordering::Relaxed), sys::NULL) };
+        }
+        forget_pending(slot);
+        shm.release_slot(slot);
+    }
 }
 
 extern "C" fn after_fork_in_child() {
@@ -136,6 +157,7 @@ pub fn my_slot(shm: &Shm) -> Option<usize> {
 
 fn claim(shm: &Shm, tid: u32, usable: usize) -> usize {
     let mut warned = false;
+    let mut reclaimed = false;
     loop {
         if let Some(slot) = shm.claim_slot(tid) {
             if slot < usable {
@@ -149,9 +171,13 @@ fn claim(shm: &Shm, tid: u32, usable: usize) -> usize {
         // exited in fallback mode) can be reused.
         for slot in 0..usable {
             let owner = shm.slot_owner(slot);
-            if owner != 0 && !sys::thread_exists(owner) {
-                shm.reclaim_slot(slot, owner);
+            if owner != 0 && !sys::thread_exists(owner) && shm.reclaim_slot(slot, owner) {
+                reclaimed = true;
             }
+        }
+        if reclaimed {
+            reclaimed = false;
+            continue;
         }
         if !warned {
             warned = true;

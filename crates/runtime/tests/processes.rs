@@ -63,6 +63,28 @@ fn a_forked_child_logs_with_its_own_pid_and_slot() {
 }
 
 #[test]
+fn processes_that_come_and_go_do_not_use_up_the_slots() {
+    let program = common::compile("fork", &[]);
+    let dev = common::TempShmFile::new("fork-many-dev", 4096);
+    let mut command = Command::new(&program);
+    command.arg(&dev.0).arg("many");
+    let config = mmiotrace_shm::Config {
+        slot_count: 3,
+        ring_records: 512,
+        drop_when_full: false,
+    };
+    let run = common::record(command, &[dev.0.to_str().expect("utf8")], config);
+    assert!(run.status.success(), "{:?}\n{}", run.status, run.stderr);
+    assert!(!run.stderr.contains("slot"), "{}", run.stderr);
+    let values: Vec<u64> = run
+        .accesses()
+        .filter(|p| p.record.offset == 24)
+        .map(|p| p.record.value)
+        .collect();
+    assert_eq!(values, (0..40).collect::<Vec<u64>>());
+}
+
+#[test]
 fn a_rust_stack_overflow_is_still_reported_by_std() {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/overflow.rs");
     let binary = Path::new(env!("CARGO_TARGET_TMPDIR")).join("overflow");
