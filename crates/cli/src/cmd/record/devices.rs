@@ -171,9 +171,11 @@ mod tests {
         assert_eq!(dev.bar_size[0], 0x100_0000);
         assert_eq!(dev.bar_size[2], 0);
         assert_eq!(dev.driver, "");
-        let res = dir.join("resource1");
-        fs::write(&res, "").expect("write");
-        let backing = classify(res.to_str().expect("utf-8"));
+        // classify() only accepts paths under /sys; the BAR lookup is the same.
+        let backing = Backing::PciResource {
+            device_dir: dir.clone(),
+            bar: 1,
+        };
         assert_eq!(phys_address(&backing, 0x40), 0xe000_0040);
         fs::remove_dir_all(&root).expect("cleanup");
     }
