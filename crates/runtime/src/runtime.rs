@@ -109,7 +109,7 @@ fn load_config() -> bool {
     let Some(path) = shm_path_from_env() else {
         return false;
     };
-    let shm = match open_shm(path) {
+    let shm = match open_shm_inherited().map_or_else(|| open_shm(path), Ok) {
         Ok(shm) => shm,
         Err(what) => {
             Msg::new()
@@ -138,6 +138,21 @@ fn load_config() -> bool {
     true
 }
 
+/// Maps the shared-memory file through the descriptor the recorder left
+/// open for us (`MMIOTRACE_SHM_FD`). It works where the path does not: in a
+/// mount namespace that hides /dev/shm, or after a chroot. The descriptor
+/// stays open so that programs this one execs can use it too.
+fn open_shm_inherited() -> Option<Shm> {
+    let digits = getenv(b"MMIOTRACE_SHM_FD\0")?;
+    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let fd = digits
+        .iter()
+        .fold(0i32, |fd, &digit| fd * 10 + i32::from(digit - b'0'));
+    map_shm(fd).ok()
+}
+
 fn open_shm(path: &[u8]) -> Result<Shm, &'static str> {
     let mut buf = [0u8; 4096];
     let with_nul = buf.get_mut(..path.len() + 1).ok_or("path too long")?;
@@ -145,6 +160,12 @@ fn open_shm(path: &[u8]) -> Result<Shm, &'static str> {
         dst.copy_from_slice(path);
     }
     let fd = sys::open(with_nul, libc::O_RDWR | libc::O_CLOEXEC).map_err(|_| "cannot open it")?;
+    let shm = map_shm(fd);
+    sys::close(fd);
+    shm
+}
+
+fn map_shm(fd: i32) -> Result<Shm, &'static str> {
     let len = sys::file_size(fd).map_err(|_| "cannot size it");
     let mapped = len.and_then(|len| {
         // SAFETY: a fresh mapping at an address the kernel picks.
@@ -161,7 +182,6 @@ fn open_shm(path: &[u8]) -> Result<Shm, &'static str> {
         .map(|base| (base, len as usize))
         .map_err(|_| "cannot map it")
     });
-    sys::close(fd);
     let (base, len) = mapped?;
     // SAFETY: base..base+len is a shared read-write mapping of the file that
     // the runtime never unmaps.
