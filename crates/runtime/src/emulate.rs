@@ -116,9 +116,12 @@ impl Refusal {
 }
 
 /// Where the emulator's loads and stores go. The implementation translates a
-/// program address to the alias and performs each access exactly once, with
-/// exactly `width` (1, 2, 4 or 8) bytes.
+/// program address to the alias (or leaves untraced memory as it is),
+/// performs each access exactly once with exactly `width` (1, 2, 4 or 8)
+/// bytes, and logs the accesses to traced memory as it performs them.
 pub trait Bus {
+    /// Whether an access could be performed, without performing it.
+    fn check(&mut self, addr: u64, width: u8, write: bool) -> Result<(), Refusal>;
     fn load(&mut self, addr: u64, width: u8) -> Result<u64, Refusal>;
     fn store(&mut self, addr: u64, width: u8, value: u64) -> Result<(), Refusal>;
     /// The base of segment FS or GS.
@@ -160,6 +163,19 @@ enum Plan {
         width: u8,
         source: Source,
     },
+    /// `movs`, `stos`, `lods`, with or without `rep`.
+    String {
+        op: StringOp,
+        width: u8,
+        rep: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum StringOp {
+    Movs,
+    Stos(Register),
+    Lods(Register),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -203,7 +219,24 @@ fn plan(insn: &Instruction) -> Option<Plan> {
     }
     let width = access_width(insn)?;
     let (kind0, kind1) = (insn.op0_kind(), insn.op1_kind());
+    let rep = insn.has_rep_prefix() || insn.has_repne_prefix();
+    let string = |op| Some(Plan::String { op, width, rep });
     match insn.mnemonic() {
+        Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Movsq
+            if kind0 == OpKind::MemoryESRDI && kind1 == OpKind::MemorySegRSI =>
+        {
+            string(StringOp::Movs)
+        }
+        Mnemonic::Stosb | Mnemonic::Stosw | Mnemonic::Stosd | Mnemonic::Stosq
+            if kind0 == OpKind::MemoryESRDI && kind1 == OpKind::Register =>
+        {
+            string(StringOp::Stos(insn.op1_register()))
+        }
+        Mnemonic::Lodsb | Mnemonic::Lodsw | Mnemonic::Lodsd | Mnemonic::Lodsq
+            if kind0 == OpKind::Register && kind1 == OpKind::MemorySegRSI =>
+        {
+            string(StringOp::Lods(insn.op0_register()))
+        }
         Mnemonic::Mov | Mnemonic::Movnti => {
             if kind0 == OpKind::Memory && kind1 == OpKind::Register && is_gpr(insn.op1_register()) {
                 Some(Plan::Store {
@@ -295,31 +328,27 @@ pub fn effective_address(
     Ok(addr)
 }
 
-/// Emulates `insn` if it is one of the MOV-family forms: performs its single
-/// memory access through `bus`, updates the destination register and
-/// advances `rip`. On `Err`, neither `regs` nor memory were touched.
-pub fn emulate(insn: &Instruction, regs: &mut Regs, bus: &mut impl Bus) -> Result<Access, Refusal> {
+/// Emulates `insn` if it is one of the forms the emulator knows (the MOV
+/// family and the `movs`/`stos`/`lods` string instructions): performs its
+/// memory accesses through `bus`, updates the registers and advances `rip`.
+/// On `Err`, neither `regs` nor memory were touched.
+pub fn emulate(insn: &Instruction, regs: &mut Regs, bus: &mut impl Bus) -> Result<(), Refusal> {
     let plan = plan(insn).ok_or(Refusal::Unsupported)?;
-    let addr = effective_address(insn, regs, bus)?;
-    let access = match plan {
+    match plan {
         Plan::Store { width, source } => {
+            let addr = effective_address(insn, regs, bus)?;
             let value = match source {
                 Source::Register(reg) => regs.get(reg).ok_or(Refusal::Unsupported)?,
                 Source::Immediate(value) => value,
             } & width_mask(width);
             bus.store(addr, width, value)?;
-            Access {
-                direction: Direction::Write,
-                addr,
-                width,
-                value,
-            }
         }
         Plan::Load {
             width,
             dest,
             extend,
         } => {
+            let addr = effective_address(insn, regs, bus)?;
             // Checked before the load: a refused instruction must not have
             // touched the device.
             gpr_slot(dest).ok_or(Refusal::Unsupported)?;
@@ -329,16 +358,99 @@ pub fn emulate(insn: &Instruction, regs: &mut Regs, bus: &mut impl Bus) -> Resul
                 Extend::Sign => sign_extend(value, width),
             };
             regs.set(dest, extended).ok_or(Refusal::Unsupported)?;
-            Access {
-                direction: Direction::Read,
-                addr,
-                width,
-                value,
+        }
+        Plan::String { op, width, rep } => return emulate_string(insn, regs, bus, op, width, rep),
+    }
+    regs.rip = insn.next_ip();
+    Ok(())
+}
+
+const RCX: usize = 1;
+const RSI: usize = 6;
+const RDI: usize = 7;
+/// RFLAGS.DF: string instructions walk downwards.
+const DF: u64 = 1 << 10;
+
+fn gpr(regs: &Regs, index: usize) -> u64 {
+    regs.gpr.get(index).copied().unwrap_or(0)
+}
+
+fn advance(regs: &mut Regs, index: usize, step: u64) {
+    if let Some(value) = regs.gpr.get_mut(index) {
+        *value = value.wrapping_add(step);
+    }
+}
+
+/// A string instruction, the whole `rep` in one call (DESIGN §4). Each
+/// element is checked before any of its accesses is made; if a later
+/// element cannot be done, the registers describe the elements done so far
+/// and `rip` stays, so the instruction resumes from there (and faults again).
+fn emulate_string(
+    insn: &Instruction,
+    regs: &mut Regs,
+    bus: &mut impl Bus,
+    op: StringOp,
+    width: u8,
+    rep: bool,
+) -> Result<(), Refusal> {
+    if insn.memory_base() != Register::None && !insn.memory_base().is_gpr64() {
+        // 32-bit addressing (esi/edi).
+        return Err(Refusal::Unsupported);
+    }
+    let step = if regs.rflags & DF != 0 {
+        u64::from(width).wrapping_neg()
+    } else {
+        u64::from(width)
+    };
+    let count = if rep { gpr(regs, RCX) } else { 1 };
+    let segment = insn.memory_segment();
+    let source_base = if segment == Register::FS || segment == Register::GS {
+        bus.segment_base(segment).ok_or(Refusal::Segment)?
+    } else {
+        0
+    };
+    let mut done = 0u64;
+    while done < count {
+        let source = source_base.wrapping_add(gpr(regs, RSI));
+        let dest = gpr(regs, RDI);
+        let checked = match op {
+            StringOp::Movs => bus
+                .check(source, width, false)
+                .and_then(|()| bus.check(dest, width, true)),
+            StringOp::Stos(_) => bus.check(dest, width, true),
+            StringOp::Lods(_) => bus.check(source, width, false),
+        };
+        if let Err(refusal) = checked {
+            if done == 0 {
+                return Err(refusal);
+            }
+            return Ok(());
+        }
+        match op {
+            StringOp::Movs => {
+                let value = bus.load(source, width)?;
+                bus.store(dest, width, value)?;
+                advance(regs, RSI, step);
+                advance(regs, RDI, step);
+            }
+            StringOp::Stos(reg) => {
+                let value = regs.get(reg).ok_or(Refusal::Unsupported)?;
+                bus.store(dest, width, value & width_mask(width))?;
+                advance(regs, RDI, step);
+            }
+            StringOp::Lods(reg) => {
+                let value = bus.load(source, width)?;
+                regs.set(reg, value).ok_or(Refusal::Unsupported)?;
+                advance(regs, RSI, step);
             }
         }
-    };
+        if rep {
+            advance(regs, RCX, u64::MAX);
+        }
+        done += 1;
+    }
     regs.rip = insn.next_ip();
-    Ok(access)
+    Ok(())
 }
 
 /// A register that displaced execution adds the alias offset to, so that
@@ -515,6 +627,13 @@ mod tests {
     const BASE: u64 = 0x1000_0000;
 
     impl Bus for TestBus {
+        fn check(&mut self, addr: u64, width: u8, _write: bool) -> Result<(), Refusal> {
+            let start = addr.checked_sub(BASE).ok_or(Refusal::OutsideRange)? as usize;
+            self.mem
+                .get(start..start + width as usize)
+                .map(|_| ())
+                .ok_or(Refusal::OutsideRange)
+        }
         fn load(&mut self, addr: u64, width: u8) -> Result<u64, Refusal> {
             let start = (addr - BASE) as usize;
             let bytes = self
@@ -571,8 +690,8 @@ mod tests {
         let mut regs = Regs::default();
         regs.gpr[3] = BASE + 1;
         let mut bus = bus();
-        let access = emulate(&insn, &mut regs, &mut bus).expect("emulated");
-        assert_eq!(access.value, 0x81);
+        emulate(&insn, &mut regs, &mut bus).expect("emulated");
+        assert_eq!(bus.log[0].value, 0x81);
         assert_eq!(regs.gpr[0], 0xffff_ffff_ffff_ff81);
         assert_eq!(regs.rip, 0x40_0004);
     }
@@ -600,15 +719,21 @@ mod tests {
         let mut regs = Regs::default();
         regs.gpr[3] = BASE;
         let mut bus = bus();
-        let access = emulate(
+        emulate(
             &decode(&[0x48, 0xc7, 0x43, 0x08, 0xfe, 0xff, 0xff, 0xff]),
             &mut regs,
             &mut bus,
         )
         .expect("emulated");
-        assert_eq!(access.value, 0xffff_ffff_ffff_fffe);
-        assert_eq!(access.width, 8);
-        assert_eq!(access.addr, BASE + 8);
+        assert_eq!(
+            bus.log,
+            [Access {
+                direction: Direction::Write,
+                addr: BASE + 8,
+                width: 8,
+                value: 0xffff_ffff_ffff_fffe
+            }]
+        );
     }
 
     #[test]
@@ -651,6 +776,49 @@ mod tests {
                 "{insn:?}"
             );
         }
+    }
+
+    #[test]
+    fn rep_stos_backwards_does_the_whole_repeat() {
+        // std; rep stosw  (DF set in rflags)
+        let insn = decode(&[0xf3, 0x66, 0xab]);
+        let mut regs = Regs::default();
+        regs.gpr[0] = 0xaaaa_bbbb;
+        regs.gpr[1] = 3;
+        regs.gpr[7] = BASE + 10;
+        regs.rflags = DF;
+        let mut bus = bus();
+        emulate(&insn, &mut regs, &mut bus).expect("emulated");
+        let addrs: Vec<u64> = bus.log.iter().map(|a| a.addr - BASE).collect();
+        assert_eq!(addrs, [10, 8, 6]);
+        assert!(bus.log.iter().all(|a| a.value == 0xbbbb && a.width == 2));
+        assert_eq!((regs.gpr[1], regs.gpr[7]), (0, BASE + 4));
+        assert_eq!(regs.rip, 0x40_0003);
+    }
+
+    #[test]
+    fn rep_movs_stops_before_an_element_it_cannot_do() {
+        // rep movsq: the third element would leave the memory
+        let insn = decode(&[0xf3, 0x48, 0xa5]);
+        let mut regs = Regs {
+            rip: 0x40_0000,
+            ..Regs::default()
+        };
+        regs.gpr[1] = 5;
+        regs.gpr[6] = BASE;
+        regs.gpr[7] = BASE + 48;
+        let mut bus = bus();
+        emulate(&insn, &mut regs, &mut bus).expect("partly emulated");
+        assert_eq!(bus.log.len(), 4, "two loads and two stores");
+        assert_eq!(
+            (regs.gpr[1], regs.gpr[6], regs.gpr[7]),
+            (3, BASE + 16, BASE + 64)
+        );
+        assert_eq!(regs.rip, 0x40_0000, "resumes at the same instruction");
+        assert_eq!(
+            emulate(&insn, &mut regs, &mut bus),
+            Err(Refusal::OutsideRange)
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction, Register};
 use mmiotrace_shm::{RECORD_FLAG_SLOW_PATH, Record, Shm, kind};
 
-use crate::emulate::{self, Access, Bus, Direction, Refusal, Regs};
+use crate::emulate::{self, Bus, Refusal, Regs};
 use crate::msg::Msg;
 use crate::ranges::{self, Range};
 use crate::threads::{self, Rebased};
@@ -269,72 +269,165 @@ pub fn warm_up_decoder() {
     decoder.decode_out(&mut insn);
 }
 
-/// Performs emulated accesses on the alias of one held range.
-struct AliasBus {
-    range: Range,
+/// Performs the emulator's accesses: on the alias for traced memory
+/// (logging each one), directly for untraced memory (the other side of a
+/// `movs`).
+struct AliasBus<'a> {
+    /// The range that faulted, held by the handler.
+    fault_range: Range,
+    shm: &'a Shm,
+    me: threads::Me,
+    pc: u64,
 }
 
-impl AliasBus {
-    fn check(&self, addr: u64, width: u8, prot: c_int) -> Result<usize, Refusal> {
-        if !self.range.contains(addr, u64::from(width)) {
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Traced(Range),
+    Untraced,
+}
+
+impl AliasBus<'_> {
+    /// Where `addr..addr+width` lives; the hold (if any) keeps a traced
+    /// range other than the faulting one mapped while it is accessed.
+    fn place(&self, addr: u64, width: u8) -> Result<(Place, Option<ranges::Held>), Refusal> {
+        let width = u64::from(width);
+        if self.fault_range.contains(addr, width) {
+            return Ok((Place::Traced(self.fault_range), None));
+        }
+        if let Some(held) = ranges::lookup(addr) {
+            if held.range.contains(addr, width) {
+                return Ok((Place::Traced(held.range), Some(held)));
+            }
             return Err(Refusal::OutsideRange);
         }
-        if self.range.prot as c_int & prot == 0 {
-            return Err(Refusal::Protection);
+        if ranges::lookup(addr.wrapping_add(width - 1)).is_some() {
+            return Err(Refusal::OutsideRange);
         }
-        Ok(self.range.alias_of(addr) as usize)
+        Ok((Place::Untraced, None))
+    }
+
+    fn log(&self, kind: u8, range: &Range, addr: u64, width: u8, value: u64) {
+        let record = Record {
+            kind,
+            width,
+            map_id: range.map_id,
+            offset: range.offset_of(addr),
+            value,
+            pc: self.pc,
+            tid: self.me.tid,
+            pid: self.me.pid,
+            ..Record::default()
+        };
+        self.shm.push(self.me.slot, record, &[]);
     }
 }
 
-impl Bus for AliasBus {
-    fn load(&mut self, addr: u64, width: u8) -> Result<u64, Refusal> {
-        let ptr = self.check(addr, width, libc::PROT_READ)?;
-        let value: u64;
-        // SAFETY: ptr..ptr+width lies in the alias of a held range (checked),
-        // which stays mapped while held and is readable (prot checked). One
-        // instruction of exactly the access's width: the device sees one
-        // read. Unaligned addresses are fine for mov.
-        unsafe {
-            match width {
-                1 => {
-                    asm!("movzx {v:e}, byte ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
-                }
-                2 => {
-                    asm!("movzx {v:e}, word ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
-                }
-                4 => {
-                    asm!("mov {v:e}, dword ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
-                }
-                8 => {
-                    asm!("mov {v}, qword ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
-                }
-                _ => return Err(Refusal::Unsupported),
+fn permits(range: &Range, write: bool) -> Result<(), Refusal> {
+    let needed = if write {
+        libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    };
+    if range.prot as c_int & needed == 0 {
+        return Err(Refusal::Protection);
+    }
+    Ok(())
+}
+
+/// One load of exactly `width` bytes.
+///
+/// # Safety
+///
+/// `ptr..ptr+width` must be mapped readable, or be the program's own memory
+/// whose fault (if any) the program would have taken itself.
+unsafe fn raw_load(ptr: usize, width: u8) -> Result<u64, Refusal> {
+    let value: u64;
+    // SAFETY: the caller's contract. One instruction of exactly the access's
+    // width: the device sees one read. Unaligned addresses are fine for mov.
+    unsafe {
+        match width {
+            1 => {
+                asm!("movzx {v:e}, byte ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
             }
+            2 => {
+                asm!("movzx {v:e}, word ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
+            }
+            4 => {
+                asm!("mov {v:e}, dword ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
+            }
+            8 => {
+                asm!("mov {v}, qword ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
+            }
+            _ => return Err(Refusal::Unsupported),
         }
-        Ok(value)
+    }
+    Ok(value)
+}
+
+/// One store of exactly `width` bytes.
+///
+/// # Safety
+///
+/// As [`raw_load`], writable.
+unsafe fn raw_store(ptr: usize, width: u8, value: u64) -> Result<(), Refusal> {
+    // SAFETY: the caller's contract; one instruction of exactly `width`.
+    unsafe {
+        match width {
+            1 => {
+                asm!("mov byte ptr [{p}], {v:l}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
+            }
+            2 => {
+                asm!("mov word ptr [{p}], {v:x}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
+            }
+            4 => {
+                asm!("mov dword ptr [{p}], {v:e}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
+            }
+            8 => {
+                asm!("mov qword ptr [{p}], {v}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
+            }
+            _ => return Err(Refusal::Unsupported),
+        }
+    }
+    Ok(())
+}
+
+impl Bus for AliasBus<'_> {
+    fn check(&mut self, addr: u64, width: u8, write: bool) -> Result<(), Refusal> {
+        match self.place(addr, width)? {
+            (Place::Traced(range), _) => permits(&range, write),
+            (Place::Untraced, _) => Ok(()),
+        }
+    }
+
+    fn load(&mut self, addr: u64, width: u8) -> Result<u64, Refusal> {
+        match self.place(addr, width)? {
+            (Place::Traced(range), _held) => {
+                permits(&range, false)?;
+                // SAFETY: inside the alias of a held range (place() checked
+                // the bounds), mapped readable (permits() checked).
+                let value = unsafe { raw_load(range.alias_of(addr) as usize, width) }?;
+                self.log(kind::READ, &range, addr, width, value);
+                Ok(value)
+            }
+            // SAFETY: the program's own untraced memory, which its
+            // instruction reads anyway.
+            (Place::Untraced, _) => unsafe { raw_load(addr as usize, width) },
+        }
     }
 
     fn store(&mut self, addr: u64, width: u8, value: u64) -> Result<(), Refusal> {
-        let ptr = self.check(addr, width, libc::PROT_WRITE)?;
-        // SAFETY: as in load(), with the range writable.
-        unsafe {
-            match width {
-                1 => {
-                    asm!("mov byte ptr [{p}], {v:l}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
-                }
-                2 => {
-                    asm!("mov word ptr [{p}], {v:x}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
-                }
-                4 => {
-                    asm!("mov dword ptr [{p}], {v:e}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
-                }
-                8 => {
-                    asm!("mov qword ptr [{p}], {v}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
-                }
-                _ => return Err(Refusal::Unsupported),
+        match self.place(addr, width)? {
+            (Place::Traced(range), _held) => {
+                permits(&range, true)?;
+                // SAFETY: as in load(), writable.
+                unsafe { raw_store(range.alias_of(addr) as usize, width, value) }?;
+                self.log(kind::WRITE, &range, addr, width, value);
+                Ok(())
             }
+            // SAFETY: the program's own untraced memory, which its
+            // instruction writes anyway.
+            (Place::Untraced, _) => unsafe { raw_store(addr as usize, width, value) },
         }
-        Ok(())
     }
 
     fn segment_base(&mut self, segment: Register) -> Option<u64> {
@@ -346,6 +439,9 @@ impl Bus for AliasBus {
 struct NoBus;
 
 impl Bus for NoBus {
+    fn check(&mut self, _addr: u64, _width: u8, _write: bool) -> Result<(), Refusal> {
+        Err(Refusal::Unsupported)
+    }
     fn load(&mut self, _addr: u64, _width: u8) -> Result<u64, Refusal> {
         Err(Refusal::Unsupported)
     }
@@ -389,11 +485,15 @@ fn handle_access_fault(info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -> boo
         refuse(Refusal::Undecodable, pc, fault_addr);
         return false;
     };
-    let mut bus = AliasBus { range: held.range };
+    let mut bus = AliasBus {
+        fault_range: held.range,
+        shm: &shm,
+        me: threads::me(&shm),
+        pc,
+    };
     match emulate::emulate(&fetched.insn, &mut regs, &mut bus) {
-        Ok(access) => {
+        Ok(()) => {
             write_regs(uc, &regs);
-            push_access(&shm, &held.range, &access, pc);
             HANDLED.fetch_add(1, Ordering::Relaxed);
             true
         }
@@ -407,25 +507,6 @@ fn handle_access_fault(info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -> boo
             false
         }
     }
-}
-
-fn push_access(shm: &Shm, range: &Range, access: &Access, pc: u64) {
-    let me = threads::me(shm);
-    let record = Record {
-        kind: match access.direction {
-            Direction::Read => kind::READ,
-            Direction::Write => kind::WRITE,
-        },
-        width: access.width,
-        map_id: range.map_id,
-        offset: range.offset_of(access.addr),
-        value: access.value,
-        pc,
-        tid: me.tid,
-        pid: me.pid,
-        ..Record::default()
-    };
-    shm.push(me.slot, record, &[]);
 }
 
 /// Displaced execution (DESIGN §3): the instruction's address registers
