@@ -54,7 +54,7 @@ proptest! {
     /// stops (each call consumes input).
     #[test]
     fn readers_survive_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-        for input in [bytes.clone(), [&binary::MAGIC[..], &[1, 0, 0, 0], &bytes[..]].concat()] {
+        for input in [bytes.clone(), [&binary::MAGIC[..], &binary::FORMAT_VERSION.to_le_bytes(), &[0, 0], &bytes[..]].concat()] {
             if let Ok(reader) = TraceReader::new(&input[..], ReadOptions::default()) {
                 let mut n = 0;
                 for _ in reader {
