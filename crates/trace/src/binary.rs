@@ -51,6 +51,13 @@ const FLAG_PATH: u8 = 1;
 /// META subkinds, in bits 3..0.
 const META_VERSION: u8 = 0;
 const META_PCIDEV: u8 = 1;
+/// A folded polling loop (`Event::Repeat`); a flags byte follows the tag.
+const META_REPEAT: u8 = 2;
+// REPEAT flags byte: bit 0 write, bits 3..1 log2 width, then presence bits.
+const REPEAT_WRITE: u8 = 1;
+const REPEAT_SEQ: u8 = 1 << 4;
+const REPEAT_PROCESS: u8 = 1 << 5;
+const REPEAT_UNTIL: u8 = 1 << 6;
 
 // Short access records: tag bit 7 set.
 const SHORT_ACCESS: u8 = 1 << 7;
@@ -203,6 +210,10 @@ impl<W: Write> BinaryWriter<W> {
                 format!("the {what} is longer than the binary format's limit of 1 MiB"),
             ));
         }
+        if let Event::Repeat(r) = event {
+            crate::text_writer::check_repeat(r)
+                .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
+        }
         self.record.clear();
         encode_event(event, &mut self.state, &mut self.slots, &mut self.record);
         self.out.write_all(&self.record)
@@ -264,6 +275,45 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// A value as a general access record carries it: a varint up to 8 bytes,
+/// the raw little-endian bytes above.
+fn put_value(out: &mut Vec<u8>, value: &Value) {
+    if value.is_wide() {
+        out.extend_from_slice(value.as_le_bytes());
+    } else {
+        put_varint(out, value.low_u64());
+    }
+}
+
+/// A REPEAT record: tag, flags byte, then the fields (docs/FORMAT.md).
+fn encode_repeat(r: &Repeat, st: &mut DeltaState, out: &mut Vec<u8>) {
+    out.push(KIND_META << KIND_SHIFT | META_REPEAT);
+    let mut flags = (r.value.width().trailing_zeros() as u8) << 1;
+    for (present, bit) in [
+        (r.dir == Direction::Write, REPEAT_WRITE),
+        (r.ext.seq.is_some(), REPEAT_SEQ),
+        (r.ext.process.is_some(), REPEAT_PROCESS),
+        (r.until.is_some(), REPEAT_UNTIL),
+    ] {
+        if present {
+            flags |= bit;
+        }
+    }
+    out.push(flags);
+    st.put_time(out, r.time);
+    put_varint(out, zigzag(r.end.nanos.wrapping_sub(r.time.nanos) as i64));
+    put_varint(out, r.map_id.into());
+    st.put_phys(out, r.phys);
+    put_value(out, &r.value);
+    st.put_pc_pid(out, r.pc, r.pid);
+    put_varint(out, r.count);
+    put_varint(out, r.len.into());
+    st.put_ext(out, &r.ext);
+    if let Some(until) = &r.until {
+        put_value(out, until);
+    }
 }
 
 /// `s` is at most [`MAX_STRING_LEN`] long (see [`overlong_string`]).
@@ -433,6 +483,7 @@ fn encode_event(event: &Event, st: &mut DeltaState, slots: &mut MapSlots, out: &
             put_varint(out, l.count);
             st.put_ext(out, &l.ext);
         }
+        Event::Repeat(r) => encode_repeat(r, st, out),
         Event::Version(v) => {
             out.push(KIND_META << KIND_SHIFT | META_VERSION);
             put_string(out, &v.version);
@@ -478,7 +529,9 @@ fn decode_short(
     st.time = st.time.wrapping_add(word & ((1 << TIME_BITS) - 1));
     let slot = &mut slots.0[usize::from(tag & SHORT_SLOT_MASK)];
     // `as i16 as u64` sign-extends: the deltas are two's complement.
-    slot.phys = slot.phys.wrapping_add((word >> PHYS_SHIFT) as u16 as i16 as u64);
+    slot.phys = slot
+        .phys
+        .wrapping_add((word >> PHYS_SHIFT) as u16 as i16 as u64);
     st.phys = slot.phys;
     st.pc = st.pc.wrapping_add((word >> PC_SHIFT) as u16 as i16 as u64);
     st.pid = st.pid.wrapping_add((word >> PID_SHIFT) as u8 as i8 as u32);
@@ -671,10 +724,7 @@ fn decode_general_access(
     let width_at = d.pos;
     let log2_width = d.byte()?;
     if log2_width > 6 {
-        return d.invalid(
-            width_at,
-            format!("invalid access width code {log2_width}"),
-        );
+        return d.invalid(width_at, format!("invalid access width code {log2_width}"));
     }
     let width = 1u8 << log2_width;
     a.dir = if tag >> KIND_SHIFT == KIND_READ {
@@ -710,6 +760,77 @@ fn access_slot(slot: &mut Event) -> &mut Access {
         Event::Access(a) => a,
         _ => unreachable!("the slot was just made an access"),
     }
+}
+
+/// A value of `width` bytes as [`put_value`] wrote it.
+fn decode_value(d: &mut Decoder<'_>, width: u8) -> DecodeResult<Value> {
+    let at = d.pos;
+    let mut value = Value::ZERO;
+    let fits = if width <= 8 {
+        let raw = d.varint()?;
+        value.set_u64(width, raw)
+    } else {
+        value.set_le_bytes(d.bytes(usize::from(width))?)
+    };
+    if !fits {
+        return d.invalid(at, format!("the value does not fit in {width} bytes"));
+    }
+    Ok(value)
+}
+
+/// A REPEAT record after its tag.
+fn decode_repeat(d: &mut Decoder<'_>, s: &mut DeltaState) -> DecodeResult<Event> {
+    let flags_at = d.pos;
+    let flags = d.byte()?;
+    let log2_width = (flags >> 1) & 0b111;
+    if flags & 0x80 != 0 || log2_width > 6 {
+        return d.invalid(flags_at, format!("invalid REPEAT flags {flags:#04x}"));
+    }
+    let width = 1u8 << log2_width;
+    let time = s.get_time(d)?;
+    let end = Timestamp::from_nanos(time.nanos.wrapping_add(unzigzag(d.varint()?) as u64));
+    let map_id = d.varint_u32("map id")?;
+    let phys = s.get_phys(d)?;
+    let value = decode_value(d, width)?;
+    let (pc, pid) = s.get_pc_pid(d)?;
+    let count = d.varint()?;
+    let len_at = d.pos;
+    let len = d.varint_u32("REPEAT length")?;
+    if len == 0 {
+        return d.invalid(len_at, "a REPEAT must repeat at least one access");
+    }
+    let mut ext_tag = 0;
+    if flags & REPEAT_SEQ != 0 {
+        ext_tag |= FLAG_SEQ;
+    }
+    if flags & REPEAT_PROCESS != 0 {
+        ext_tag |= FLAG_PROCESS;
+    }
+    let ext = s.get_ext(d, ext_tag)?;
+    let until = if flags & REPEAT_UNTIL != 0 {
+        Some(decode_value(d, width)?)
+    } else {
+        None
+    };
+    let dir = if flags & REPEAT_WRITE != 0 {
+        Direction::Write
+    } else {
+        Direction::Read
+    };
+    Ok(Event::Repeat(Box::new(Repeat {
+        dir,
+        time,
+        end,
+        map_id,
+        phys,
+        value,
+        pc,
+        pid,
+        count,
+        len,
+        until,
+        ext,
+    })))
 }
 
 /// Decodes one record of any kind from the start of `buf` into `slot`,
@@ -860,6 +981,7 @@ fn decode_record(
                     driver,
                 })
             }
+            META_REPEAT => decode_repeat(&mut d, &mut s)?,
             _ => return d.invalid(0, format!("unknown record tag {tag:#04x}")),
         },
     };

@@ -289,6 +289,48 @@ pub struct Lost {
     pub ext: Ext,
 }
 
+/// `REPEAT R|W width time id phys value pc pid count=N len=K end=TIME`:
+/// mmiotrace's summary of a polling loop (written by `mmiotrace collapse`).
+///
+/// Thread `pid` repeated the `len` accesses it made just before this record
+/// (counting the accesses that earlier `REPEAT` records stand for) another
+/// `count` times, identically: same map, address, direction, width, value
+/// and pc. Only those repetitions' individual times and sequence numbers
+/// are not kept: `time` and `end` are the times of the first and the last
+/// repeated access, `ext.seq` the sequence number of the first.
+///
+/// `dir`, `map_id`, `phys`, `value` and `pc` describe the *polled* access:
+/// the last read of the repeated accesses (the last access if none is a
+/// read). `until` is the value that access returned when the loop ended,
+/// if it ended because that value changed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Repeat {
+    pub dir: Direction,
+    /// Time of the first repeated access.
+    pub time: Timestamp,
+    /// Time of the last repeated access.
+    pub end: Timestamp,
+    pub map_id: u32,
+    pub phys: u64,
+    pub value: Value,
+    pub pc: u64,
+    pub pid: u32,
+    /// Repetitions folded into this record (not counting the first, kept, one).
+    pub count: u64,
+    /// Accesses per repetition (at least 1).
+    pub len: u32,
+    /// The polled access's value when the loop ended, if that is why it ended.
+    pub until: Option<Value>,
+    pub ext: Ext,
+}
+
+impl Repeat {
+    /// Accesses this record stands for: `count × len`.
+    pub fn accesses(&self) -> u64 {
+        self.count.saturating_mul(u64::from(self.len))
+    }
+}
+
 /// One record of a trace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Event {
@@ -300,11 +342,14 @@ pub enum Event {
     Unknown(Unknown),
     Mark(Mark),
     Lost(Lost),
+    /// mmiotrace's extension: a folded polling loop. Boxed: it is rare, and
+    /// twice the size of an access, which every reader copies per event.
+    Repeat(Box<Repeat>),
 }
 
 impl Event {
     /// Short name of the kind, as used by `stats`: `VERSION`, `PCIDEV`, `MAP`,
-    /// `UNMAP`, `R`, `W`, `UNKNOWN`, `MARK`, `LOST`.
+    /// `UNMAP`, `R`, `W`, `UNKNOWN`, `MARK`, `LOST`, `REPEAT`.
     pub fn kind_name(&self) -> &'static str {
         match self {
             Event::Version(_) => "VERSION",
@@ -318,6 +363,47 @@ impl Event {
             Event::Unknown(_) => "UNKNOWN",
             Event::Mark(_) => "MARK",
             Event::Lost(_) => "LOST",
+            Event::Repeat(_) => "REPEAT",
+        }
+    }
+
+    /// The event's time; `None` for `VERSION`, `PCIDEV` and `LOST`, which have none.
+    /// For a `REPEAT`, the time of its first repeated access.
+    pub fn time(&self) -> Option<Timestamp> {
+        match self {
+            Event::Map(m) => Some(m.time),
+            Event::Unmap(u) => Some(u.time),
+            Event::Access(a) => Some(a.time),
+            Event::Unknown(u) => Some(u.time),
+            Event::Mark(m) => Some(m.time),
+            Event::Repeat(r) => Some(r.time),
+            Event::Version(_) | Event::PciDev(_) | Event::Lost(_) => None,
+        }
+    }
+
+    /// The extension fields; `None` for `VERSION` and `PCIDEV`.
+    pub fn ext(&self) -> Option<&Ext> {
+        match self {
+            Event::Map(m) => Some(&m.ext),
+            Event::Unmap(u) => Some(&u.ext),
+            Event::Access(a) => Some(&a.ext),
+            Event::Unknown(u) => Some(&u.ext),
+            Event::Mark(m) => Some(&m.ext),
+            Event::Lost(l) => Some(&l.ext),
+            Event::Repeat(r) => Some(&r.ext),
+            Event::Version(_) | Event::PciDev(_) => None,
+        }
+    }
+
+    /// The thread id (the kernel's `pid` field), for the kinds that have one.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Event::Map(m) => Some(m.pid),
+            Event::Unmap(u) => Some(u.pid),
+            Event::Access(a) => Some(a.pid),
+            Event::Unknown(u) => Some(u.pid),
+            Event::Repeat(r) => Some(r.pid),
+            Event::Version(_) | Event::PciDev(_) | Event::Mark(_) | Event::Lost(_) => None,
         }
     }
 }

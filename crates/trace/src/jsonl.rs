@@ -89,6 +89,19 @@ impl<'a> Obj<'a> {
         // serde_json's escaping is correct for every string; writing to a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *self.out, s);
     }
+    /// `"0x…"`: no leading zeros up to 8 bytes, all 2×width digits above.
+    fn value(&mut self, key: &str, value: &Value) {
+        self.key(key);
+        self.out.extend_from_slice(b"\"0x");
+        if value.is_wide() {
+            for &b in value.as_le_bytes().iter().rev() {
+                push_hex_byte(self.out, b);
+            }
+        } else {
+            push_hex(self.out, value.low_u64());
+        }
+        self.out.push(b'"');
+    }
     fn time(&mut self, t: Timestamp) {
         self.num("time_ns", t.nanos);
     }
@@ -156,16 +169,7 @@ pub fn format_json(event: &Event, out: &mut Vec<u8>) {
             o.num("map_id", a.map_id.into());
             o.hex("phys", a.phys);
             o.num("width", a.width().into());
-            o.key("value");
-            o.out.extend_from_slice(b"\"0x");
-            if a.value.is_wide() {
-                for &b in a.value.as_le_bytes().iter().rev() {
-                    push_hex_byte(o.out, b);
-                }
-            } else {
-                push_hex(o.out, a.value.low_u64());
-            }
-            o.out.push(b'"');
+            o.value("value", &a.value);
             o.hex("pc", a.pc);
             o.num("pid", a.pid.into());
             o.ext(&a.ext);
@@ -192,6 +196,29 @@ pub fn format_json(event: &Event, out: &mut Vec<u8>) {
         Event::Lost(l) => {
             o.num("count", l.count);
             o.ext(&l.ext);
+        }
+        Event::Repeat(r) => {
+            o.time(r.time);
+            o.num("end_ns", r.end.nanos);
+            o.str(
+                "dir",
+                match r.dir {
+                    Direction::Read => "R",
+                    Direction::Write => "W",
+                },
+            );
+            o.num("map_id", r.map_id.into());
+            o.hex("phys", r.phys);
+            o.num("width", r.value.width().into());
+            o.value("value", &r.value);
+            o.hex("pc", r.pc);
+            o.num("pid", r.pid.into());
+            o.num("count", r.count);
+            o.num("len", r.len.into());
+            if let Some(until) = &r.until {
+                o.value("until", until);
+            }
+            o.ext(&r.ext);
         }
     }
     o.end();

@@ -247,12 +247,13 @@ pub(crate) fn parse_line(line: &[u8], slot: &mut Event) -> LineResult<bool> {
         b"MARK" => c.mark()?,
         b"PCIDEV" => c.pcidev()?,
         b"VERSION" => c.version()?,
+        b"REPEAT" => c.repeat()?,
         _ => {
             let shown = String::from_utf8_lossy(&keyword[..keyword.len().min(24)]);
             return Err(Box::new(LineErrorAt {
                 column: 0,
                 message: format!(
-                    "unknown record type \"{}\" (expected R, W, VR, VW, MAP, UNMAP, UNKNOWN, MARK, PCIDEV or VERSION)",
+                    "unknown record type \"{}\" (expected R, W, VR, VW, MAP, UNMAP, UNKNOWN, MARK, PCIDEV, VERSION or REPEAT)",
                     shown.escape_debug()
                 )
                 .into(),
@@ -494,6 +495,12 @@ impl<'a> Cursor<'a> {
     #[inline(always)]
     fn field_time(&mut self) -> LineResult<Timestamp> {
         self.space_before("time")?;
+        self.time()
+    }
+
+    /// `%u.%06lu` at the cursor.
+    #[inline(always)]
+    fn time(&mut self) -> LineResult<Timestamp> {
         let start = self.i;
         let mut secs: u64 = 0;
         while let Some(d @ b'0'..=b'9') = self.peek() {
@@ -542,6 +549,27 @@ impl<'a> Cursor<'a> {
     /// A wide value: `0x` and up to 2×`width` hex digits, most significant first.
     fn field_wide_value(&mut self, width: u8) -> LineResult<Value> {
         self.space_before("value")?;
+        self.wide_value(width)
+    }
+
+    /// A value of `width` bytes at the cursor: `0x` and hex digits (the
+    /// wide form above 8 bytes).
+    fn value(&mut self, width: u8) -> LineResult<Value> {
+        if width > 8 {
+            return self.wide_value(width);
+        }
+        let value_at = self.i;
+        self.expect_0x("value")?;
+        let raw = self.hex_digits("value", true)?;
+        let mut value = Value::ZERO;
+        if !value.set_u64(width, raw) {
+            return Err(self.err_at(value_at, format!("the value does not fit in {width} bytes")));
+        }
+        Ok(value)
+    }
+
+    /// The wide form of a value at the cursor.
+    fn wide_value(&mut self, width: u8) -> LineResult<Value> {
         self.expect_0x("value")?;
         let start = self.i;
         while self.peek().and_then(hex_digit_value).is_some() {
@@ -607,6 +635,102 @@ impl<'a> Cursor<'a> {
         a.pid = self.field_dec_u32("pid")?;
         (a.ext, _) = self.ext_tokens(false)?;
         Ok(())
+    }
+
+    /// `REPEAT R|W width time id 0xphys 0xvalue 0xpc pid count=N len=K
+    /// end=TIME [seq=N] [proc=N] [until=0xV]`, the keys in any order.
+    fn repeat(&mut self) -> LineResult<Event> {
+        self.space_before("direction")?;
+        let dir = match self.peek() {
+            Some(b'R') => Direction::Read,
+            Some(b'W') => Direction::Write,
+            _ => {
+                return Err(self.err(format!(
+                    "expected R or W after REPEAT, found {}",
+                    self.found()
+                )));
+            }
+        };
+        self.i += 1;
+        self.end_of_field("direction")?;
+        self.space_before("width")?;
+        let width_at = self.i;
+        let width = self.dec_u64("width")?;
+        if !Value::is_valid_width(width as usize) || width == 0 {
+            return Err(self.err_at(width_at, "the width must be 1, 2, 4, 8, 16, 32 or 64"));
+        }
+        let width = width as u8;
+        let time = self.field_time()?;
+        let map_id = self.field_dec_u32("map id")?;
+        let phys = self.field_0x("physical address")?;
+        self.space_before("value")?;
+        let value = self.value(width)?;
+        let pc = self.field_0x("pc")?;
+        let pid = self.field_dec_u32("pid")?;
+        let (mut count, mut len, mut end, mut until) = (None, None, None, None);
+        let mut ext = Ext::default();
+        while !(self.i >= self.s.len() || self.rest_is_blank()) {
+            self.space_before("key=value field")?;
+            let key_start = self.i;
+            while self.peek().is_some_and(|b| b.is_ascii_lowercase()) {
+                self.i += 1;
+            }
+            let key = &self.s[key_start..self.i];
+            if self.peek() != Some(b'=') || key.is_empty() {
+                return Err(self.err_at(
+                    key_start,
+                    "expected a key=value field (count=, len=, end=, seq=, proc= or until=)",
+                ));
+            }
+            self.i += 1;
+            let duplicate = match key {
+                b"count" => count.replace(self.dec_u64("count= value")?).is_some(),
+                b"len" => {
+                    let at = self.i;
+                    let n = self.dec_u32("len= value")?;
+                    if n == 0 {
+                        return Err(self.err_at(at, "len= must be at least 1"));
+                    }
+                    len.replace(n).is_some()
+                }
+                b"end" => end.replace(self.time()?).is_some(),
+                b"seq" => ext.seq.replace(self.dec_u64("seq= value")?).is_some(),
+                b"proc" => ext.process.replace(self.dec_u32("proc= value")?).is_some(),
+                b"until" => until.replace(self.value(width)?).is_some(),
+                _ => {
+                    return Err(self.err_at(
+                        key_start,
+                        format!(
+                            "unknown field \"{}=\" on a REPEAT line",
+                            String::from_utf8_lossy(key)
+                        ),
+                    ));
+                }
+            };
+            if duplicate {
+                return Err(self.err_at(
+                    key_start,
+                    format!("duplicate {}= field", String::from_utf8_lossy(key)),
+                ));
+            }
+        }
+        let (Some(count), Some(len), Some(end)) = (count, len, end) else {
+            return Err(self.err("a REPEAT line needs count=, len= and end="));
+        };
+        Ok(Event::Repeat(Box::new(Repeat {
+            dir,
+            time,
+            end,
+            map_id,
+            phys,
+            value,
+            pc,
+            pid,
+            count,
+            len,
+            until,
+            ext,
+        })))
     }
 
     /// `MAP time id 0xphys 0xvirt 0xlen 0xpc pid [ext] [path=]`.

@@ -173,6 +173,7 @@ pub fn format_event(event: &Event, out: &mut Vec<u8>) -> Result<(), &'static str
                 push_mark_ext(out, &m.ext);
             }
         }
+        Event::Repeat(r) => format_repeat(r, out)?,
         Event::Lost(l) => {
             out.extend_from_slice(b"MARK 0.000000 Lost ");
             push_dec(out, l.count);
@@ -202,18 +203,70 @@ fn format_access(a: &Access, out: &mut Vec<u8>) {
     out.push(b' ');
     push_dec(out, a.map_id.into());
     push_0x(out, a.phys);
-    if wide {
-        out.extend_from_slice(b" 0x");
-        for &b in a.value.as_le_bytes().iter().rev() {
-            push_hex_byte(out, b);
-        }
-    } else {
-        push_0x(out, a.value.low_u64());
-    }
+    push_value(out, &a.value);
     push_0x(out, a.pc);
     out.push(b' ');
     push_dec(out, a.pid.into());
     push_ext(out, &a.ext);
+}
+
+/// ` 0x<value>`: `%lx` up to 8 bytes, all 2×width digits above.
+#[inline]
+fn push_value(out: &mut Vec<u8>, value: &Value) {
+    if value.is_wide() {
+        out.extend_from_slice(b" 0x");
+        for &b in value.as_le_bytes().iter().rev() {
+            push_hex_byte(out, b);
+        }
+    } else {
+        push_0x(out, value.low_u64());
+    }
+}
+
+/// `REPEAT R|W width time id 0xphys 0xvalue 0xpc pid count=N len=K end=TIME
+/// [seq=N] [proc=N] [until=0xV]`.
+fn format_repeat(r: &Repeat, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    check_repeat(r)?;
+    out.extend_from_slice(match r.dir {
+        Direction::Read => b"REPEAT R ",
+        Direction::Write => b"REPEAT W ",
+    });
+    push_dec(out, r.value.width().into());
+    out.push(b' ');
+    push_time(out, r.time);
+    out.push(b' ');
+    push_dec(out, r.map_id.into());
+    push_0x(out, r.phys);
+    push_value(out, &r.value);
+    push_0x(out, r.pc);
+    out.push(b' ');
+    push_dec(out, r.pid.into());
+    out.extend_from_slice(b" count=");
+    push_dec(out, r.count);
+    out.extend_from_slice(b" len=");
+    push_dec(out, r.len.into());
+    out.extend_from_slice(b" end=");
+    push_time(out, r.end);
+    push_ext(out, &r.ext);
+    if let Some(until) = &r.until {
+        out.extend_from_slice(b" until=");
+        // push_value writes " 0x…"; the key already has its separator.
+        let start = out.len();
+        push_value(out, until);
+        out.remove(start);
+    }
+    Ok(())
+}
+
+/// What both formats require of a `REPEAT` beyond its fields' types.
+pub(crate) fn check_repeat(r: &Repeat) -> Result<(), &'static str> {
+    if r.len == 0 {
+        return Err("a REPEAT must repeat at least one access (len=0)");
+    }
+    if r.until.is_some_and(|u| u.width() != r.value.width()) {
+        return Err("a REPEAT's until= value must have the width of its value");
+    }
+    Ok(())
 }
 
 /// `%u.%06lu`: seconds, a dot, microseconds (nanoseconds are truncated).

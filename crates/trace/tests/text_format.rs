@@ -350,11 +350,23 @@ fn malformed_lines_name_line_and_column() {
         ),
         (
             "X 4 12.000345\n",
-            "trace.txt:2:1: unknown record type \"X\" (expected R, W, VR, VW, MAP, UNMAP, UNKNOWN, MARK, PCIDEV or VERSION)",
+            "trace.txt:2:1: unknown record type \"X\" (expected R, W, VR, VW, MAP, UNMAP, UNKNOWN, MARK, PCIDEV, VERSION or REPEAT)",
         ),
         (
             "MARK 1.000000 \\q\t\n",
             "trace.txt:2:15: expected \"\\\\\" or \"\\xHH\" in the escaped MARK text",
+        ),
+        (
+            "REPEAT R 4 0.000111 1 0xfebf0008 0x0 0x4000 7 len=1 end=0.000900\n",
+            "trace.txt:2:65: a REPEAT line needs count=, len= and end=",
+        ),
+        (
+            "REPEAT R 4 0.000111 1 0xfebf0008 0x0 0x4000 7 count=2 len=0 end=0.000900\n",
+            "trace.txt:2:59: len= must be at least 1",
+        ),
+        (
+            "REPEAT R 4 0.000111 1 0xfebf0008 0x0 0x4000 7 count=2 len=1 end=0.000900 until=0x100000000\n",
+            "trace.txt:2:80: the value does not fit in 4 bytes",
         ),
         (
             "PCIDEV 300 10de1c82 10 0 0 0 0 0 0 0 0 0 0 0 0 0 0 \n",
@@ -474,4 +486,41 @@ fn a_cut_binary_trace_reports_truncation() {
         .collect();
     assert_eq!(items.len(), 2);
     assert!(matches!(&items[1], Item::Truncated(t) if t.bytes == 6));
+}
+
+#[test]
+fn repeat_lines_read_and_write_back_exactly() {
+    let text = "REPEAT R 4 0.000111 1 0xfebf0008 0x0 0x4000 7 count=999 len=2 end=0.002300 seq=12 proc=6 until=0x80000000\n\
+                REPEAT W 16 1.000000 2 0x10 0x0000000000000000000000000000abcd 0x0 8 count=1 len=1 end=1.000000\n";
+    let events = parse(text.as_bytes());
+    assert_eq!(
+        events[0],
+        Event::Repeat(Box::new(Repeat {
+            dir: Direction::Read,
+            time: Timestamp::from_secs_micros(0, 111),
+            end: Timestamp::from_secs_micros(0, 2300),
+            map_id: 1,
+            phys: 0xfebf_0008,
+            value: Value::from_u64(4, 0).expect("kernel width"),
+            pc: 0x4000,
+            pid: 7,
+            count: 999,
+            len: 2,
+            until: Value::from_u64(4, 0x8000_0000),
+            ext: Ext {
+                seq: Some(12),
+                process: Some(6),
+            },
+        }))
+    );
+    let Event::Repeat(wide) = &events[1] else {
+        panic!("{:?}", events[1]);
+    };
+    assert_eq!(wide.value.width(), 16);
+    assert_eq!(wide.accesses(), 1);
+    assert_eq!(String::from_utf8(to_text(&events)).expect("UTF-8"), text);
+    assert_eq!(parse(&to_binary(&events)), events);
+    // Keys may come in any order when read.
+    let reordered = "REPEAT R 4 0.000111 1 0xfebf0008 0x0 0x4000 7 end=0.002300 len=2 count=999 until=0x80000000 proc=6 seq=12\n";
+    assert_eq!(parse(reordered.as_bytes())[0], events[0]);
 }

@@ -40,8 +40,8 @@ pub struct Cmd {
 /// Most distinct map ids to tally.
 const MAX_MAPS: usize = 10_000;
 
-const KINDS: [&str; 9] = [
-    "VERSION", "PCIDEV", "MAP", "UNMAP", "R", "W", "UNKNOWN", "MARK", "LOST",
+const KINDS: [&str; 10] = [
+    "VERSION", "PCIDEV", "MAP", "UNMAP", "R", "W", "UNKNOWN", "MARK", "LOST", "REPEAT",
 ];
 
 #[derive(Debug, Default)]
@@ -94,15 +94,7 @@ impl Stats {
             .position(|k| *k == event.kind_name())
             .unwrap_or(KINDS.len() - 1);
         self.per_kind[kind] += 1;
-        let time = match event {
-            Event::Map(m) => Some(m.time),
-            Event::Unmap(u) => Some(u.time),
-            Event::Access(a) => Some(a.time),
-            Event::Unknown(u) => Some(u.time),
-            Event::Mark(m) => Some(m.time),
-            Event::Version(_) | Event::PciDev(_) | Event::Lost(_) => None,
-        };
-        if let Some(t) = time {
+        if let Some(t) = event.time() {
             self.first_time = Some(self.first_time.map_or(t, |f| f.min(t)));
             self.last_time = Some(self.last_time.map_or(t, |l| l.max(t)));
         }
@@ -140,7 +132,11 @@ impl Stats {
                 None => self.maps_untallied += 1,
             },
             Event::Lost(l) => self.lost_events = self.lost_events.saturating_add(l.count),
-            Event::Version(_) | Event::PciDev(_) | Event::Unmap(_) | Event::Mark(_) => {}
+            Event::Version(_)
+            | Event::PciDev(_)
+            | Event::Unmap(_)
+            | Event::Mark(_)
+            | Event::Repeat(_) => {}
         }
     }
 }

@@ -182,13 +182,57 @@ pub fn event(time: BoxedStrategy<Timestamp>) -> impl Strategy<Value = Event> {
                     ext,
                 })
             }),
-        (time, mark_text(), ext()).prop_map(|(time, text, ext)| Event::Mark(Mark {
+        (time.clone(), mark_text(), ext()).prop_map(|(time, text, ext)| Event::Mark(Mark {
             time,
             text,
             ext
         })),
         (any::<u64>(), ext()).prop_map(|(count, ext)| Event::Lost(Lost { count, ext })),
+        repeat(time),
     ]
+}
+
+/// A `REPEAT` whose `end` the format can carry at the same precision as `time`.
+fn repeat(time: BoxedStrategy<Timestamp>) -> impl Strategy<Value = Event> {
+    (
+        (any::<bool>(), time.clone(), time, any::<u32>(), address()),
+        (value(), address(), any::<u32>(), any::<u64>(), 1u32..),
+        (
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 64),
+            ext(),
+        ),
+    )
+        .prop_map(
+            |(
+                (read, time, end, map_id, phys),
+                (value, pc, pid, count, len),
+                (has_until, until_bytes, ext),
+            )| {
+                let until = has_until.then(|| {
+                    Value::from_le_bytes(&until_bytes[..usize::from(value.width())])
+                        .expect("the width of a valid value")
+                });
+                Event::Repeat(Box::new(Repeat {
+                    dir: if read {
+                        Direction::Read
+                    } else {
+                        Direction::Write
+                    },
+                    time,
+                    end,
+                    map_id,
+                    phys,
+                    value,
+                    pc,
+                    pid,
+                    count,
+                    len,
+                    until,
+                    ext,
+                }))
+            },
+        )
 }
 
 /// Every item of a reader, which must all be events.
