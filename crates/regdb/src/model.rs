@@ -365,6 +365,9 @@ pub enum MatchRule {
     PciVendor { vendor: u16, bar: u8 },
     /// A path glob for the mapped file.
     Path(String),
+    /// Mappings of physical memory that overlap `start..end` (SVD
+    /// peripherals, which sit at absolute addresses).
+    Phys { start: u64, end: u64 },
 }
 
 /// A register database loaded from one file (and the files it imports).
@@ -415,14 +418,13 @@ impl Database {
             .map(|i| i as EnumId)
     }
 
-    /// The register at byte offset `offset` of `space`, for an access of
-    /// `width` bytes, in the chosen variants. Where two registers share an
-    /// address, one that allows the access's direction wins, then the first.
+    /// The register at byte offset `offset` of `space`, in the chosen
+    /// variants. Where two registers share an address, one that allows the
+    /// access's direction wins, then the one defined first.
     pub fn resolve(
         &self,
         space: usize,
         offset: u64,
-        width: u8,
         write: bool,
         chosen: &Chosen,
     ) -> Option<Resolved> {
@@ -436,7 +438,6 @@ impl Database {
             chosen,
             strict_access: true,
         };
-        let _ = width;
         let found = lookup.find(&space.nodes, offset / unit, &mut name, &[]);
         let found = found.or_else(|| {
             name.clear();
@@ -631,18 +632,18 @@ impl Lookup<'_> {
                     children,
                     interleaved,
                 } => {
-                    let last = match node.stride {
+                    let reach = match node.stride {
                         0 => 0,
                         stride => rel / stride,
                     };
-                    let last = match node.length {
-                        0 => last,
-                        n => last.min(n - 1),
+                    let (first, last) = if *interleaved && node.length != 0 {
+                        (0, reach.min(node.length - 1))
+                    } else {
+                        if node.length != 0 && reach >= node.length {
+                            continue;
+                        }
+                        (reach, reach)
                     };
-                    let first = if *interleaved { 0 } else { last };
-                    if !*interleaved && node.length != 0 && node.stride > 0 && rel / node.stride >= node.length {
-                        continue;
-                    }
                     for index in first..=last {
                         let inner = rel - index * node.stride;
                         let mark = name.len();

@@ -17,6 +17,7 @@ pub mod fuzzing;
 mod input;
 pub mod jsonl;
 mod num;
+pub mod rwmmio;
 pub mod text_reader;
 pub mod text_writer;
 
