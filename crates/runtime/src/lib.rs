@@ -19,6 +19,8 @@
 //! - `sys`: raw system calls (unsafe).
 //! - `threads`: per-thread ring slots and displaced-instruction state (unsafe).
 //! - `signals`: the SIGSEGV/SIGTRAP handlers (unsafe).
+//! - `single_step`: the kernel's disarm/single-step/re-arm design, a
+//!   comparison mode only (`MMIOTRACE_MODE=single-step`) (unsafe).
 //! - `runtime`: configuration, arming and disarming (unsafe).
 //! - `interpose`: the exported C symbols (unsafe).
 
@@ -35,6 +37,8 @@ mod interpose;
 mod runtime;
 #[allow(unsafe_code)]
 mod signals;
+#[allow(unsafe_code)]
+mod single_step;
 #[allow(unsafe_code)]
 mod sys;
 #[allow(unsafe_code)]

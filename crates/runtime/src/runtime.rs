@@ -17,7 +17,7 @@ use mmiotrace_shm::{ENV_SHM_PATH, MAX_PAYLOAD, Record, Shm, kind};
 use crate::msg::Msg;
 use crate::ranges::{self, Range};
 use crate::sys::{self, Errno, SignalsBlocked};
-use crate::{glob, signals, threads};
+use crate::{glob, signals, single_step, threads};
 
 const PAGE: u64 = 4096;
 
@@ -134,6 +134,7 @@ fn load_config() -> bool {
         }
     }
     threads::init();
+    single_step::init();
     let _ = SHM.set(shm);
     true
 }

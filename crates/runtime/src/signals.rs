@@ -21,7 +21,7 @@ use crate::emulate::{self, Bus, Refusal, Regs};
 use crate::msg::Msg;
 use crate::ranges::{self, Range};
 use crate::threads::{self, Rebased};
-use crate::{runtime, sys};
+use crate::{runtime, single_step, sys};
 
 unsafe extern "C" {
     /// glibc's public alias of the real `sigaction`; the runtime exports
@@ -188,7 +188,7 @@ const GREG_OF_GPR: [usize; 16] = [
     libc::REG_R15 as usize,
 ];
 
-fn read_regs(uc: &libc::ucontext_t) -> Regs {
+pub(crate) fn read_regs(uc: &libc::ucontext_t) -> Regs {
     let gregs = &uc.uc_mcontext.gregs;
     let mut regs = Regs::default();
     for (value, &greg) in regs.gpr.iter_mut().zip(GREG_OF_GPR.iter()) {
@@ -199,7 +199,7 @@ fn read_regs(uc: &libc::ucontext_t) -> Regs {
     regs
 }
 
-fn write_regs(uc: &mut libc::ucontext_t, regs: &Regs) {
+pub(crate) fn write_regs(uc: &mut libc::ucontext_t, regs: &Regs) {
     let gregs = &mut uc.uc_mcontext.gregs;
     for (value, &greg) in regs.gpr.iter().zip(GREG_OF_GPR.iter()) {
         if let Some(slot) = gregs.get_mut(greg) {
@@ -479,6 +479,9 @@ fn handle_access_fault(info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -> boo
     let Some(shm) = runtime::shm() else {
         return false;
     };
+    if single_step::enabled() {
+        return single_step::on_fault(fault_addr, held, &shm, uc);
+    }
     let mut regs = read_regs(uc);
     let pc = regs.rip;
     let Some(fetched) = fetch(pc) else {
@@ -602,7 +605,8 @@ extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_voi
     let saved_errno = sys::get_errno();
     IN_HANDLER.fetch_add(1, Ordering::Relaxed);
     // SAFETY: the kernel passes a valid ucontext for SA_SIGINFO.
-    let finished = finish_displaced(unsafe { &mut *(ctx as *mut libc::ucontext_t) });
+    let uc = unsafe { &mut *(ctx as *mut libc::ucontext_t) };
+    let finished = single_step::on_trap(uc).or_else(|| finish_displaced(uc));
     IN_HANDLER.fetch_sub(1, Ordering::Relaxed);
     // Not ours, or the program was single-stepping itself: its handler
     // expects this trap too.

@@ -27,12 +27,38 @@ use drain::{Drainer, Summary};
 /// Environment variable with the extra `--trace` globs, one per line.
 const ENV_TRACE_GLOBS: &str = "MMIOTRACE_TRACE";
 
+/// Environment variable with the `--mode` (`alias` or `single-step`).
+const ENV_MODE: &str = "MMIOTRACE_MODE";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// The kernel's mmiotrace text log, with mmiotrace's extensions (docs/FORMAT.md).
     Text,
     /// mmiotrace's compact binary format; `mmiotrace convert` turns it into text.
     Binary,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// mmiotrace's design: the traced mapping is never made accessible; each
+    /// access is performed on a private alias. Loses nothing, with any
+    /// number of threads.
+    Alias,
+    /// COMPARISON ONLY, not for real use: the Linux kernel's kmmio design.
+    /// A fault makes the page accessible, the instruction is single-stepped
+    /// on it, and the page is made inaccessible again. The page state is
+    /// shared by all threads, so other threads' accesses while it is
+    /// accessible are NOT recorded (see docs/ARCHITECTURE.md).
+    SingleStep,
+}
+
+impl Mode {
+    fn env_value(self) -> &'static str {
+        match self {
+            Mode::Alias => "alias",
+            Mode::SingleStep => "single-step",
+        }
+    }
 }
 
 /// Run PROGRAM with the tracing runtime preloaded and record every access it
@@ -57,6 +83,12 @@ pub struct Cmd {
     /// Trace format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+
+    /// How accesses are caught. `single-step` reproduces the kernel's
+    /// design to measure it against mmiotrace's (`bench/run` does); it
+    /// loses accesses in multi-threaded programs and is not for real use.
+    #[arg(long, value_enum, default_value_t = Mode::Alias)]
+    mode: Mode,
 
     /// Also trace mappings of files whose real path matches GLOB (repeatable),
     /// e.g. --trace '/dev/shm/*'.
@@ -155,7 +187,8 @@ impl ShmFile {
         let inherited_fd =
             unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_DUPFD, 64) };
         if inherited_fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("duplicating the shared-memory fd");
+            return Err(std::io::Error::last_os_error())
+                .context("duplicating the shared-memory fd");
         }
         Ok(ShmFile {
             path,
@@ -227,7 +260,9 @@ fn spawn_mark_reader(path: &Path) -> Result<(mpsc::Receiver<String>, bool)> {
     std::thread::spawn(move || {
         for line in BufReader::new(fifo).split(b'\n') {
             let Ok(line) = line else { break };
-            let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
+            let text = String::from_utf8_lossy(&line)
+                .trim_end_matches('\r')
+                .to_owned();
             if sender.send(text).is_err() {
                 break;
             }
@@ -273,10 +308,11 @@ impl Cmd {
             .env("LD_PRELOAD", preload)
             .env(ENV_SHM_PATH, &shm_file.path)
             .env(ENV_SHM_FD, shm_file.inherited_fd.to_string())
-            .env(ENV_TRACE_GLOBS, self.trace.join("\n"));
-        let mut child = command.spawn().with_context(|| {
-            format!("starting {}", Path::new(&self.program[0]).display())
-        })?;
+            .env(ENV_TRACE_GLOBS, self.trace.join("\n"))
+            .env(ENV_MODE, self.mode.env_value());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", Path::new(&self.program[0]).display()))?;
         install_signal_forwarding();
 
         let mut drainer = Drainer::new(shm_file.shm);
@@ -322,6 +358,11 @@ impl Cmd {
         }
         if !self.quiet {
             print_summary(&drainer.summary, &self.output, status);
+            if self.mode == Mode::SingleStep {
+                eprintln!(
+                    "  mode: single-step, the kernel's design (comparison only): accesses made by other threads while a page was disarmed are NOT in the trace"
+                );
+            }
         }
         Ok(exit_code(status))
     }
@@ -343,7 +384,11 @@ fn print_summary(summary: &Summary, output: &Path, status: ExitStatus) {
         (None, Some(signal)) => format!("was killed by signal {signal}"),
         _ => "ended".to_owned(),
     };
-    let _ = writeln!(err, "mmiotrace: program {ended}; trace written to {}", output.display());
+    let _ = writeln!(
+        err,
+        "mmiotrace: program {ended}; trace written to {}",
+        output.display()
+    );
     let _ = writeln!(err, "  maps: {}", summary.maps.len());
     for (id, map) in summary.maps.iter().take(8) {
         let _ = writeln!(
@@ -352,7 +397,11 @@ fn print_summary(summary: &Summary, output: &Path, status: ExitStatus) {
             map.phys,
             map.len,
             map.path,
-            if map.unmapped { "" } else { "  (still mapped at exit)" }
+            if map.unmapped {
+                ""
+            } else {
+                "  (still mapped at exit)"
+            }
         );
     }
     if summary.maps.len() > 8 {
@@ -363,7 +412,15 @@ fn print_summary(summary: &Summary, output: &Path, status: ExitStatus) {
         .iter()
         .map(|(kind, count)| format!("{kind} {count}"))
         .collect();
-    let _ = writeln!(err, "  events: {}", if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") });
+    let _ = writeln!(
+        err,
+        "  events: {}",
+        if kinds.is_empty() {
+            "none".to_owned()
+        } else {
+            kinds.join(", ")
+        }
+    );
     let _ = writeln!(
         err,
         "  threads: {}  processes: {}",
