@@ -20,7 +20,9 @@ struct Cli {
 enum Command {
     Record(cmd::record::Cmd),
     Convert(cmd::convert::Cmd),
+    Decode(cmd::decode::Cmd),
     Stats(cmd::stats::Cmd),
+    Collapse(cmd::collapse::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -28,7 +30,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Record(cmd) => cmd.run(),
         Command::Convert(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        Command::Decode(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         Command::Stats(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        Command::Collapse(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

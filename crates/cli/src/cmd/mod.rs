@@ -1,5 +1,9 @@
 //! One module per subcommand, each a clap `Cmd` with `run()`.
 
+pub mod collapse;
+pub mod common;
 pub mod convert;
+pub mod decode;
+pub mod polling;
 pub mod record;
 pub mod stats;

@@ -1,0 +1,210 @@
+//! What the analysis commands (`stats`, `filter`, `collapse`, `diff`,
+//! `export`) share: opening traces and outputs, and parsing the numbers,
+//! times and ranges their options take.
+//!
+//! Register names: every command prints registers by physical address
+//! (`{:#x}`). When the register-database crate (`mmiotrace-regdb`) is
+//! ready, a `--regs DB` option resolves names through [`register_label`]
+//! and name globs in `filter`; see the TODO there.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::ValueEnum;
+use mmiotrace_trace::{BinaryWriter, EventWrite, ReadOptions, TextWriter, Timestamp, TraceReader};
+
+use super::convert::open_input;
+
+/// A trace reader over a file or standard input.
+pub type Reader = TraceReader<Box<dyn Read>>;
+
+/// Opens a trace (`-` for standard input), text or binary.
+pub fn open_trace(path: &Path, strict: bool) -> anyhow::Result<(Reader, String)> {
+    let (input, name) = open_input(path)?;
+    let options = ReadOptions::default()
+        .with_name(name.as_str())
+        .with_fatal_truncation(strict);
+    Ok((TraceReader::new(input, options)?, name))
+}
+
+/// After the last event: warns if the trace was cut off.
+pub fn warn_if_truncated(reader: &Reader) {
+    if let Some(t) = reader.truncation() {
+        eprintln!("mmiotrace: warning: {t}");
+    }
+}
+
+/// A buffered output: a file, or standard output for `-`; and its name for messages.
+pub fn create_output(path: &Path) -> anyhow::Result<(Box<dyn Write>, String)> {
+    if path == Path::new("-") {
+        let out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
+        return Ok((Box::new(out), "standard output".to_string()));
+    }
+    let file =
+        File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok((
+        Box::new(BufWriter::with_capacity(256 * 1024, file)),
+        path.display().to_string(),
+    ))
+}
+
+/// The trace formats a command that writes a trace can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TraceFormat {
+    /// The kernel's mmiotrace text log (with mmiotrace's extensions).
+    Text,
+    /// mmiotrace's compact binary format (`.mtb`).
+    Binary,
+}
+
+/// Opens OUT as a trace writer: `to`, else binary when OUT ends in `.mtb`,
+/// else text.
+pub fn trace_writer(
+    output: &PathBuf,
+    to: Option<TraceFormat>,
+) -> anyhow::Result<(Box<dyn EventWrite>, String)> {
+    let format = to.unwrap_or(match output.extension().and_then(|e| e.to_str()) {
+        Some("mtb") => TraceFormat::Binary,
+        _ => TraceFormat::Text,
+    });
+    let (out, name) = create_output(output)?;
+    let writer: Box<dyn EventWrite> = match format {
+        TraceFormat::Text => Box::new(TextWriter::new(out)),
+        TraceFormat::Binary => {
+            Box::new(BinaryWriter::new(out).with_context(|| format!("cannot write to {name}"))?)
+        }
+    };
+    Ok((writer, name))
+}
+
+/// `DEC` or `0xHEX` (underscores allowed).
+pub fn parse_u64(text: &str) -> anyhow::Result<u64> {
+    let clean: String = text.chars().filter(|&c| c != '_').collect();
+    let parsed = match clean
+        .strip_prefix("0x")
+        .or_else(|| clean.strip_prefix("0X"))
+    {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => clean.parse(),
+    };
+    parsed.with_context(|| format!("\"{text}\" is not a number (decimal, or hex after 0x)"))
+}
+
+pub fn parse_u32(text: &str) -> anyhow::Result<u32> {
+    let n = parse_u64(text)?;
+    u32::try_from(n).with_context(|| format!("{text} does not fit in 32 bits"))
+}
+
+/// Seconds as in a trace, `SECS[.FRACTION]` with up to 9 digits of fraction.
+pub fn parse_time(text: &str) -> anyhow::Result<Timestamp> {
+    let (secs, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if secs.is_empty() || !all_digits(secs) || !all_digits(fraction) || fraction.len() > 9 {
+        bail!("\"{text}\" is not a time in seconds (like 12.000345)");
+    }
+    let secs: u64 = secs.parse().with_context(|| format!("\"{text}\" is too large"))?;
+    let mut nanos: u64 = 0;
+    for d in fraction.bytes().chain(std::iter::repeat(b'0')).take(9) {
+        nanos = nanos * 10 + u64::from(d - b'0');
+    }
+    secs.checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(nanos))
+        .map(Timestamp::from_nanos)
+        .with_context(|| format!("\"{text}\" is too large"))
+}
+
+/// `START..END` (END excluded), `START..=END`, `START..`, `..END`, or one
+/// value, each bound parsed by `parse`. Returns the inclusive bounds.
+pub fn parse_range<T: Copy>(
+    text: &str,
+    parse: impl Fn(&str) -> anyhow::Result<T>,
+    min: T,
+    max: T,
+    before: impl Fn(T) -> Option<T>,
+) -> anyhow::Result<(T, T)> {
+    let Some((start, end)) = text.split_once("..") else {
+        let v = parse(text)?;
+        return Ok((v, v));
+    };
+    let low = if start.is_empty() { min } else { parse(start)? };
+    let high = match end.strip_prefix('=') {
+        Some(end) => parse(end)?,
+        None if end.is_empty() => max,
+        None => {
+            let end_value = parse(end)?;
+            before(end_value).with_context(|| format!("the range \"{text}\" is empty"))?
+        }
+    };
+    Ok((low, high))
+}
+
+/// `*` (any run of characters) and `?` (any one character); everything
+/// else matches itself. The whole text must match.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    // Where the last `*` was, and the text position it is tried at.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((star_p, star_t)) = star {
+            pi = star_p + 1;
+            ti = star_t + 1;
+            star = Some((star_p, star_t + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// `SECS.MICROS`, as the text format writes times.
+pub fn fmt_time(t: Timestamp) -> String {
+    format!("{}.{:06}", t.secs(), t.subsec_micros())
+}
+
+/// How a register is shown: its physical address.
+///
+/// TODO(regdb): with `--regs DB`, prefix the register's name from the
+/// database (`STATUS@0xfebf0008`), once `mmiotrace-regdb` is in the build.
+pub fn register_label(phys: u64) -> String {
+    format!("{phys:#x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("init*", "init done"));
+        assert!(glob_match("*done", "init done"));
+        assert!(glob_match("i?it*d?ne", "init done"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("init", "init done"));
+        assert!(!glob_match("*x*", "init done"));
+    }
+
+    #[test]
+    fn times_and_ranges() {
+        assert_eq!(parse_time("12.000345").unwrap().nanos, 12_000_345_000);
+        assert_eq!(parse_time("3").unwrap().nanos, 3_000_000_000);
+        assert_eq!(parse_time("0.5").unwrap().nanos, 500_000_000);
+        assert!(parse_time("1.2.3").is_err());
+        assert!(parse_time("-1").is_err());
+        let before = |v: u64| v.checked_sub(1);
+        assert_eq!(parse_range("5..10", parse_u64, 0, u64::MAX, before).unwrap(), (5, 9));
+        assert_eq!(parse_range("5..=10", parse_u64, 0, u64::MAX, before).unwrap(), (5, 10));
+        assert_eq!(parse_range("..0x10", parse_u64, 0, u64::MAX, before).unwrap(), (0, 15));
+        assert_eq!(parse_range("7..", parse_u64, 0, u64::MAX, before).unwrap(), (7, u64::MAX));
+        assert_eq!(parse_range("7", parse_u64, 0, u64::MAX, before).unwrap(), (7, 7));
+        assert!(parse_range("..0", parse_u64, 0, u64::MAX, before).is_err());
+    }
+}
