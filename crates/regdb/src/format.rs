@@ -107,6 +107,10 @@ impl<W: Write> TextWriter<W> {
         self.out
     }
 
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     fn finish_line(&mut self) -> io::Result<()> {
         self.line.push(b'\n');
         self.out.write_all(&self.line)
@@ -388,6 +392,10 @@ impl<W: Write> JsonWriter<W> {
 
     pub fn into_inner(self) -> W {
         self.out
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 

@@ -1,0 +1,230 @@
+//! `mmiotrace decode`: name the registers and fields of every access.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use mmiotrace_regdb::decode::{DecodeOptions, Decoder, DeviceSpec};
+use mmiotrace_regdb::format::{JsonWriter, TextWriter};
+use mmiotrace_regdb::{Database, DecodeSink};
+use mmiotrace_trace::rwmmio::{RwmmioReader, looks_like_rwmmio};
+use mmiotrace_trace::{Item, ReadOptions, TraceReader};
+
+use super::convert::open_input;
+
+/// Decode a trace: for every access, the register's name and the values of
+/// its fields, from register databases.
+///
+/// Reads mmiotrace traces (text or binary) and the kernel's rwmmio ftrace
+/// events (CONFIG_TRACE_MMIO_ACCESS: `cat /sys/kernel/tracing/trace`).
+/// Databases (--regs, any number) are rules-ng-ng XML (envytools' rnndb,
+/// Mesa's freedreno/etnaviv files), CMSIS-SVD, or mmiotrace's TOML register
+/// maps (docs/REGISTERS.md). The format is told by extension and content.
+///
+/// Which database decodes which mapping:
+///   1. --device specs, in order;
+///   2. each database's own rules: a TOML map's [match] table, an SVD
+///      file's peripheral addresses, NVIDIA's BAR0 for rnndb's NV_MMIO;
+///   3. with a single --regs and no --device, every mapping nothing else
+///      claims.
+/// Offsets count from the start of the PCI BAR that holds the mapping (the
+/// trace's PCIDEV lines), else from the mapping's start; SVD databases use
+/// physical addresses.
+///
+/// --device SELECTOR=DATABASE[#DOMAIN][@VARIANT]
+///   SELECTOR  vendor:device[/barN] (PCIDEV IDs, BAR 0 unless given),
+///             a map id (`3` or `map:3`), a path glob for the mapped file
+///             (`/dev/shm/nic-*`), or an address range `0xSTART[+LEN]`
+///             (for rwmmio traces, whose addresses are kernel virtual
+///             addresses, and other traces without MAP records);
+///   DATABASE  a --regs file by path, file name or name, or another file;
+///   DOMAIN    the rules-ng-ng domain (default: the first one defined);
+///   VARIANT   the chipset (rules-ng-ng variant), e.g. GP107.
+/// Without a variant, the chipset is learnt from the trace where it reads
+/// an ID register (NVIDIA's PMC.ID), as envytools' demmio does; until then
+/// the first definition of each register wins.
+///
+/// Output, one line per access: time, thread, R/W, width, device, offset,
+/// value, register (`?` if unknown), then `=>` (read) or `<=` (write) and
+/// the fields. --format jsonl writes one JSON object per line instead.
+///
+/// Examples:
+///   mmiotrace decode nouveau.trace --regs rnndb/nv_mmio.xml
+///   mmiotrace decode gpu.trace --regs rnndb/nv_mmio.xml --chipset GK104
+///   mmiotrace decode nic.trace --regs nic.toml --device '/dev/shm/nic-*=nic.toml'
+///   mmiotrace decode ftrace.txt --regs soc.svd --device 0xffffc90000010000+0x1000=soc.svd
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct Cmd {
+    /// The trace to read: text, binary or rwmmio ftrace; `-` for standard input.
+    #[arg(value_name = "TRACE")]
+    input: PathBuf,
+
+    /// A register database: rules-ng-ng .xml, .svd, or .toml. Repeatable.
+    #[arg(long = "regs", value_name = "FILE")]
+    regs: Vec<PathBuf>,
+
+    /// Bind mappings to a database: SELECTOR=DATABASE[#DOMAIN][@VARIANT]. Repeatable.
+    #[arg(long = "device", value_name = "SPEC")]
+    devices: Vec<String>,
+
+    /// The chipset (rules-ng-ng variant) for every device that a --device
+    /// spec gives none, instead of learning it from the trace.
+    #[arg(long, value_name = "NAME")]
+    chipset: Option<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: DecodeFormat,
+
+    /// Where to write; `-` (the default) for standard output.
+    #[arg(short, long, value_name = "OUT", default_value = "-")]
+    output: PathBuf,
+
+    /// Treat a cut-off last line or record as an error.
+    #[arg(long)]
+    strict: bool,
+
+    /// List every problem found in the databases (overlapping registers in
+    /// rules-ng-ng files, where the first definition wins), not just a count.
+    #[arg(long)]
+    db_warnings: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DecodeFormat {
+    /// One line per access, for people.
+    Text,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// The trace readers decode can take.
+enum Input<R: Read> {
+    Trace(TraceReader<R>),
+    Rwmmio(RwmmioReader<R>),
+}
+
+impl Cmd {
+    pub fn run(self) -> anyhow::Result<()> {
+        let mut dbs: Vec<Database> = Vec::new();
+        for path in &self.regs {
+            let db = mmiotrace_regdb::load(path)?;
+            report_warnings(&db, self.db_warnings);
+            dbs.push(db);
+        }
+        let mut specs = Vec::new();
+        for text in &self.devices {
+            let before = dbs.len();
+            specs.push(DeviceSpec::parse(text, &mut dbs)?);
+            for db in &dbs[before..] {
+                report_warnings(db, self.db_warnings);
+            }
+        }
+        if dbs.is_empty() {
+            anyhow::bail!("no register database: give one with --regs FILE");
+        }
+        let options = DecodeOptions {
+            variant: self.chipset.clone(),
+        };
+        let mut decoder = Decoder::new(&dbs, &specs, &options)?;
+
+        let (reader, name) = open_input(&self.input)?;
+        let mut reader = BufReader::with_capacity(256 * 1024, reader);
+        let prefix = reader
+            .fill_buf()
+            .with_context(|| format!("cannot read {name}"))?;
+        let read_options = ReadOptions::default()
+            .with_name(name.as_str())
+            .with_fatal_truncation(self.strict);
+        let mut input = if looks_like_rwmmio(prefix) {
+            Input::Rwmmio(RwmmioReader::new(reader, read_options))
+        } else {
+            Input::Trace(TraceReader::new(reader, read_options)?)
+        };
+
+        let out: Box<dyn Write> = if self.output == Path::new("-") {
+            Box::new(io::stdout().lock())
+        } else {
+            Box::new(
+                File::create(&self.output)
+                    .with_context(|| format!("cannot create {}", self.output.display()))?,
+            )
+        };
+        let out = BufWriter::with_capacity(256 * 1024, out);
+        let out_name = if self.output == Path::new("-") {
+            "standard output".to_string()
+        } else {
+            self.output.display().to_string()
+        };
+        let mut sink: Box<dyn DecodeSinkFlush> = match self.format {
+            DecodeFormat::Text => Box::new(TextWriter::new(out)),
+            DecodeFormat::Jsonl => Box::new(JsonWriter::new(out)),
+        };
+        let write_err = || format!("cannot write to {out_name}");
+        match &mut input {
+            Input::Trace(reader) => {
+                while let Some(event) = reader.read_ref()? {
+                    decoder
+                        .feed(event, sink.as_sink())
+                        .with_context(write_err)?;
+                }
+                if let Some(t) = reader.truncation() {
+                    eprintln!("mmiotrace: warning: {t}");
+                }
+            }
+            Input::Rwmmio(reader) => {
+                while let Some(item) = reader.read_item()? {
+                    match item {
+                        Item::Event(event) => decoder
+                            .feed(&event, sink.as_sink())
+                            .with_context(write_err)?,
+                        Item::Truncated(t) => eprintln!("mmiotrace: warning: {t}"),
+                    }
+                }
+            }
+        }
+        sink.flush_out().with_context(write_err)?;
+        Ok(())
+    }
+}
+
+fn report_warnings(db: &Database, all: bool) {
+    if all {
+        for warning in &db.warnings {
+            eprintln!("mmiotrace: warning: {warning}");
+        }
+    } else if let Some(first) = db.warnings.first() {
+        eprintln!(
+            "mmiotrace: warning: {}: {} problem(s) in the database, the first definition of each register wins (--db-warnings lists them); first: {first}",
+            db.path,
+            db.warnings.len()
+        );
+    }
+}
+
+/// A decode sink whose output can be flushed at the end.
+trait DecodeSinkFlush {
+    fn as_sink(&mut self) -> &mut dyn DecodeSink;
+    fn flush_out(&mut self) -> io::Result<()>;
+}
+
+impl<W: Write> DecodeSinkFlush for TextWriter<W> {
+    fn as_sink(&mut self) -> &mut dyn DecodeSink {
+        self
+    }
+    fn flush_out(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+}
+
+impl<W: Write> DecodeSinkFlush for JsonWriter<W> {
+    fn as_sink(&mut self) -> &mut dyn DecodeSink {
+        self
+    }
+    fn flush_out(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+}
