@@ -499,7 +499,8 @@ pub fn register_access(insn: &Instruction) -> Option<RegisterAccess> {
             width,
             ..
         } => Some(access(Direction::Write, width, Some(reg), 0)),
-        Plan::String { .. } => None,
+        // movs, lods and the forms with no single register operand.
+        _ => None,
     }
 }
 
