@@ -98,7 +98,8 @@ fn accesses(events: &[Event]) -> Vec<&Access> {
 }
 
 fn value(t: u64, k: u64) -> u64 {
-    let x = (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (k + 1).wrapping_mul(0xd1b5_4a32_d192_ed03);
+    let x =
+        (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (k + 1).wrapping_mul(0xd1b5_4a32_d192_ed03);
     x ^ (x >> 29)
 }
 
@@ -115,18 +116,26 @@ fn eight_threads_every_access_once_in_order() {
         &["--trace", &scratch.glob()],
         &[&exe, &bar, &THREADS.to_string(), &ITERATIONS.to_string()],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "mismatches 0\n");
 
     // The same program untraced leaves the same file contents.
-    let plain = std::env::temp_dir().join(format!("mmiotrace-threads-plain-{}", std::process::id()));
+    let plain =
+        std::env::temp_dir().join(format!("mmiotrace-threads-plain-{}", std::process::id()));
     let status = Command::new(&exe)
         .arg(&plain)
         .args([THREADS.to_string(), ITERATIONS.to_string()])
         .status()
         .expect("run untraced");
     assert!(status.success());
-    assert_eq!(std::fs::read(&bar).expect("bar"), std::fs::read(&plain).expect("plain"));
+    assert_eq!(
+        std::fs::read(&bar).expect("bar"),
+        std::fs::read(&plain).expect("plain")
+    );
     let _ = std::fs::remove_file(&plain);
 
     let events = read_trace(&trace);
@@ -143,7 +152,10 @@ fn eight_threads_every_access_once_in_order() {
             _ => None,
         })
         .collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "sequence numbers not gap-free");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "sequence numbers not gap-free"
+    );
 
     let map_phys = events
         .iter()
@@ -163,7 +175,11 @@ fn eight_threads_every_access_once_in_order() {
             let k = k as u64;
             let w = k % 4;
             let width = 1u8 << w;
-            let mask = if width == 8 { u64::MAX } else { (1u64 << (8 * width)) - 1 };
+            let mask = if width == 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * width)) - 1
+            };
             let expected = value(t, k) & mask;
             let phys = map_phys + t * 64 + w * 8;
             let (write, read) = (pair[0], pair[1]);
@@ -208,9 +224,15 @@ fn killed_program_keeps_every_access_and_exits_137() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // The traced program is the recorder's only child.
-    let children = std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id()))
-        .expect("children");
-    let pid: i32 = children.split_whitespace().next().expect("a child").parse().expect("pid");
+    let children =
+        std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id()))
+            .expect("children");
+    let pid: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("a child")
+        .parse()
+        .expect("pid");
     // SAFETY: kill has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     let status = child.wait().expect("wait record");
@@ -224,7 +246,11 @@ fn killed_program_keeps_every_access_and_exits_137() {
         .collect();
     // Every write up to the last one the program reported, in order; at most
     // one more (killed between the access and its progress report).
-    assert!(writes.len() as u64 > last, "{} writes, progress {last}", writes.len());
+    assert!(
+        writes.len() as u64 > last,
+        "{} writes, progress {last}",
+        writes.len()
+    );
     assert!(writes.len() as u64 <= last + 2);
     assert!(writes.iter().enumerate().all(|(i, &v)| v == i as u64));
 }
@@ -234,14 +260,26 @@ fn genuine_segfault_still_kills_with_sigsegv() {
     let scratch = Scratch::new("segv");
     let bar = scratch.path("segv.bar");
     let trace = scratch.path("segv.trace");
-    let out = record(&trace, &["--trace", &scratch.glob()], &[&program("segfault"), &bar]);
-    assert_eq!(out.status.code(), Some(139), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob()],
+        &[&program("segfault"), &bar],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(139),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "read 0xc0ffee\n");
     let accesses: Vec<(Direction, u64)> = accesses(&read_trace(&trace))
         .iter()
         .map(|a| (a.dir, a.value.low_u64()))
         .collect();
-    assert_eq!(accesses, [(Direction::Write, 0xc0ffee), (Direction::Read, 0xc0ffee)]);
+    assert_eq!(
+        accesses,
+        [(Direction::Write, 0xc0ffee), (Direction::Read, 0xc0ffee)]
+    );
 }
 
 #[test]
@@ -249,8 +287,17 @@ fn exit_status_marks_and_unmap() {
     let scratch = Scratch::new("exit");
     let bar = scratch.path("exit.bar");
     let trace = scratch.path("exit.trace");
-    let out = record(&trace, &["--trace", &scratch.glob()], &[&program("exitcode"), &bar, &"42"]);
-    assert_eq!(out.status.code(), Some(42), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob()],
+        &[&program("exitcode"), &bar, &"42"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(42),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("lost events: 0"), "{stderr}");
     let events = read_trace(&trace);
@@ -272,7 +319,11 @@ fn untraced_files_are_left_alone() {
     let bar = scratch.path("plain.bar");
     let trace = scratch.path("plain.trace");
     let out = record(&trace, &[], &[&program("exitcode"), &bar, &"0"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let kinds: Vec<&str> = read_trace(&trace).iter().map(Event::kind_name).collect();
     assert_eq!(kinds, ["VERSION", "MARK"]);
 }

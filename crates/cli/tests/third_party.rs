@@ -15,7 +15,9 @@ fn require(tool: &str) -> PathBuf {
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
         .map(|dir| dir.join(tool))
         .find(|path| path.is_file());
-    found.unwrap_or_else(|| panic!("{tool} is not installed; .ci/run installs it (apt-get install {tool})"))
+    found.unwrap_or_else(|| {
+        panic!("{tool} is not installed; .ci/run installs it (apt-get install {tool})")
+    })
 }
 
 /// A file of 8 KiB with byte i = i % 256, in a private directory.
@@ -25,7 +27,10 @@ struct Backing {
 
 impl Backing {
     fn new(name: &str, under: &str) -> Backing {
-        let dir = PathBuf::from(format!("{under}/mmiotrace-3p-{name}-{}", std::process::id()));
+        let dir = PathBuf::from(format!(
+            "{under}/mmiotrace-3p-{name}-{}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let bytes: Vec<u8> = (0..8192u32).map(|i| i as u8).collect();
@@ -139,7 +144,10 @@ fn memtool_mw_and_md_every_width() {
             .flat_map(|line| {
                 // "00000100: beef dead ...   ascii"; the hex columns sit between ':' and two spaces.
                 let hex = line.split_once(':').map_or("", |(_, rest)| rest);
-                let hex = hex.split("  ").find(|part| !part.trim().is_empty()).unwrap_or("");
+                let hex = hex
+                    .split("  ")
+                    .find(|part| !part.trim().is_empty())
+                    .unwrap_or("");
                 hex.split_whitespace()
                     .map(|word| u64::from_str_radix(word, 16).expect("hex word"))
                     .collect::<Vec<_>>()
@@ -150,7 +158,11 @@ fn memtool_mw_and_md_every_width() {
         for (i, &(dir, w, phys, value)) in reads.iter().enumerate() {
             let offset = at + i * width as usize;
             assert_eq!((dir, w, phys), (Direction::Read, width, offset as u64));
-            assert_eq!(value, le(&contents, offset, width as usize), "file contents");
+            assert_eq!(
+                value,
+                le(&contents, offset, width as usize),
+                "file contents"
+            );
             assert_eq!(value, printed[i], "what memtool printed");
         }
     }
@@ -161,7 +173,11 @@ fn busybox_devmem_on_a_bind_mounted_dev_mem() {
     let busybox = require("busybox");
     require("unshare");
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root (CI runs as root)");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (CI runs as root)"
+    );
     // Outside /dev: a machine without /dev/mem gets a tmpfs over /dev in the namespace.
     let backing = Backing::new("devmem", "/tmp");
     let script = format!(
@@ -181,7 +197,16 @@ fn busybox_devmem_on_a_bind_mounted_dev_mem() {
         .arg("-q")
         .arg("-o")
         .arg(backing.trace())
-        .args(["--", "unshare", "--mount", "--propagation", "private", "sh", "-c", &script]));
+        .args([
+            "--",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ]));
     let printed: Vec<u64> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|line| u64::from_str_radix(line.trim().trim_start_matches("0x"), 16).expect("hex"))

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// First bytes of the file.
 pub const MAGIC: [u8; 8] = *b"MMIOSHM\0";
 /// Bumped on any change of the layout below.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Bytes before the first slot.
 pub const HEADER_SIZE: usize = 4096;
 /// Bytes of one record.
@@ -122,6 +122,8 @@ pub struct Header {
     lost: Padded<AtomicU64>,
     full_waits: Padded<AtomicU64>,
     slots_used: Padded<AtomicU32>,
+    /// Non-zero once the recorder has stopped draining (see [`Shm::close`]).
+    closed: Padded<AtomicU32>,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
@@ -203,7 +205,9 @@ impl std::error::Error for ShmError {}
 /// What a producer does when its ring is full and the recorder is behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushResult {
-    Pushed { seq: u64 },
+    Pushed {
+        seq: u64,
+    },
     /// The ring was full in drop mode: the event was counted in `lost` and not written.
     Dropped,
     /// The payload is longer than [`MAX_PAYLOAD`] or than a ring can hold.
@@ -402,6 +406,19 @@ impl Shm {
         (self.header().slots_used.0.load(Ordering::Acquire) as usize).min(self.slot_count)
     }
 
+    /// Marks the file as no longer drained. The recorder calls this when it
+    /// stops recording while traced processes may still run (they outlived
+    /// the program it started); their pushes then never wait for a full ring.
+    pub fn close(&self) {
+        // SYNC POINT: pairs with the Acquire load in is_closed().
+        self.header().closed.0.store(1, Ordering::Release);
+    }
+
+    /// Whether [`Shm::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.header().closed.0.load(Ordering::Acquire) != 0
+    }
+
     /// Claims a free slot for thread `tid`. Returns `None` if every slot is owned.
     pub fn claim_slot(&self, tid: u32) -> Option<usize> {
         for slot in 0..self.slot_count {
@@ -427,7 +444,10 @@ impl Shm {
     /// recorder; the next owner appends after them.
     pub fn release_slot(&self, slot: usize) {
         // SYNC POINT: pairs with the Acquire CAS in claim_slot().
-        self.slot_header(slot).owner_tid.0.store(0, Ordering::Release);
+        self.slot_header(slot)
+            .owner_tid
+            .0
+            .store(0, Ordering::Release);
     }
 
     /// The thread owning `slot`, 0 if free.
@@ -468,7 +488,9 @@ impl Shm {
             if write_pos + needed - read_pos <= self.ring_records as u64 {
                 break;
             }
-            if self.header().flags & FLAG_DROP != 0 {
+            // Nobody will ever drain a closed file: waiting would hang a
+            // process that outlived the recording (a daemon) for good.
+            if self.header().flags & FLAG_DROP != 0 || self.is_closed() {
                 self.header().lost.0.fetch_add(1, Ordering::Relaxed);
                 return PushResult::Dropped;
             }
@@ -564,7 +586,10 @@ fn wait_briefly() {
 /// Text payloads (paths, markers) are NUL-padded to whole records; this
 /// returns the bytes up to the first NUL.
 pub fn payload_text(payload: &[u8]) -> &[u8] {
-    let end = payload.iter().position(|&b| b == 0).unwrap_or(payload.len());
+    let end = payload
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(payload.len());
     &payload[..end]
 }
 
@@ -649,8 +674,12 @@ mod tests {
             shm.push(a, Record::default(), &[]);
             shm.push(b, Record::default(), &[]);
         }
-        let seqs_a: Vec<u64> = std::iter::from_fn(|| shm.pop(a)).map(|p| p.record.seq).collect();
-        let seqs_b: Vec<u64> = std::iter::from_fn(|| shm.pop(b)).map(|p| p.record.seq).collect();
+        let seqs_a: Vec<u64> = std::iter::from_fn(|| shm.pop(a))
+            .map(|p| p.record.seq)
+            .collect();
+        let seqs_b: Vec<u64> = std::iter::from_fn(|| shm.pop(b))
+            .map(|p| p.record.seq)
+            .collect();
         assert_eq!(seqs_a, [0, 2, 4]);
         assert_eq!(seqs_b, [1, 3, 5]);
     }
@@ -667,7 +696,11 @@ mod tests {
         }
         assert_eq!(shm.pending(slot), 512);
         assert_eq!(shm.lost(), 88);
-        assert_eq!(shm.seq_issued(), 512, "dropped events take no sequence number");
+        assert_eq!(
+            shm.seq_issued(),
+            512,
+            "dropped events take no sequence number"
+        );
     }
 
     #[test]
@@ -701,6 +734,22 @@ mod tests {
     }
 
     #[test]
+    fn a_closed_file_never_makes_a_full_ring_wait() {
+        let config = small(false);
+        let region = Region::new(config.total_size());
+        // SAFETY: fresh zeroed anonymous mapping of the right size.
+        let shm = unsafe { Shm::init(region.ptr, region.len, &config) }.expect("init");
+        let slot = shm.claim_slot(3).expect("slot");
+        for _ in 0..512 {
+            shm.push(slot, Record::default(), &[]);
+        }
+        shm.close();
+        assert_eq!(shm.push(slot, Record::default(), &[]), PushResult::Dropped);
+        assert_eq!(shm.lost(), 1);
+        assert_eq!(shm.full_waits(), 0);
+    }
+
+    #[test]
     fn rejects_foreign_files() {
         let region = Region::new(8192);
         // SAFETY: a zeroed mapping; from_raw only reads the header.
@@ -716,7 +765,9 @@ mod tests {
         let region = Region::new(config.total_size());
         // SAFETY: fresh zeroed anonymous mapping of the right size.
         let shm = unsafe { Shm::init(region.ptr, region.len, &config) }.expect("init");
-        let slots: Vec<usize> = (1..=4).map(|tid| shm.claim_slot(tid).expect("slot")).collect();
+        let slots: Vec<usize> = (1..=4)
+            .map(|tid| shm.claim_slot(tid).expect("slot"))
+            .collect();
         assert_eq!(shm.claim_slot(99), None);
         shm.release_slot(slots[2]);
         assert_eq!(shm.claim_slot(99), Some(slots[2]));

@@ -99,7 +99,11 @@ pub fn pci_device(device_dir: &Path) -> Option<PciDev> {
     let bus = u8::from_str_radix(domain_bus.rsplit(':').next()?, 16).ok()?;
     let (dev, func) = dev_fn.split_once('.')?;
     let devfn = (u8::from_str_radix(dev, 16).ok()? << 3) | u8::from_str_radix(func, 16).ok()?;
-    let read_hex = |file: &str| fs::read_to_string(dir.join(file)).ok().and_then(|t| parse_hex(&t));
+    let read_hex = |file: &str| {
+        fs::read_to_string(dir.join(file))
+            .ok()
+            .and_then(|t| parse_hex(&t))
+    };
     let vendor = read_hex("vendor")? as u16;
     let device = read_hex("device")? as u16;
     let irq = fs::read_to_string(dir.join("irq"))
@@ -165,7 +169,10 @@ mod tests {
         )
         .expect("write");
         let dev = pci_device(&dir).expect("device");
-        assert_eq!((dev.bus, dev.devfn, dev.vendor, dev.device, dev.irq), (3, 1, 0x10de, 0x1c82, 16));
+        assert_eq!(
+            (dev.bus, dev.devfn, dev.vendor, dev.device, dev.irq),
+            (3, 1, 0x10de, 0x1c82, 16)
+        );
         assert_eq!(dev.bar_start[0], 0xfd00_0000);
         assert_eq!(dev.bar_start[1], 0xe000_000c);
         assert_eq!(dev.bar_size[0], 0x100_0000);
