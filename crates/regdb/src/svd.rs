@@ -78,10 +78,23 @@ fn svd_error(file: &Arc<str>, err: &(dyn std::error::Error + 'static)) -> Error 
         }
         parts.push(cleaned);
     }
-    // The chain runs from the outermost context to the root cause; the
-    // root cause reads best first.
-    parts.reverse();
-    let message = parts.join(", ").replace('`', "");
+    // The chain runs from the outermost context ("In device `D`") to the
+    // root cause; the cause reads best first, then where it is.
+    let cause = parts.pop().unwrap_or_default();
+    let places: Vec<String> = parts
+        .iter()
+        .rev()
+        .map(|p| {
+            let p = p.replace('`', "");
+            let p = p.strip_prefix("Parsing ").or_else(|| p.strip_prefix("In ")).unwrap_or(&p).to_string();
+            format!("in {p}")
+        })
+        .collect();
+    let message = if places.is_empty() {
+        cause
+    } else {
+        format!("{cause} ({})", places.join(", "))
+    };
     match position {
         Some((row, col)) => Error::invalid(SourcePos::new(file, row, col), message),
         None => Error::File {
@@ -213,8 +226,20 @@ impl Builder {
         .with(&device.default_register_properties);
         let by_name: HashMap<&str, &svd::Peripheral> =
             device.peripherals.iter().map(|p| (p.name.as_str(), p)).collect();
+        let unit = u64::from(device.address_unit_bits.max(8) / 8);
         let mut nodes = Vec::new();
         let mut ranges: Vec<(u64, u64)> = Vec::new();
+        // Each peripheral is also a space of its own, with offsets from its
+        // base: for traces whose addresses are not physical (`#UART0`).
+        let mut own_spaces = Vec::new();
+        let own_space = |name: &str, node: Node| Space {
+            name: name.into(),
+            unit,
+            absolute: false,
+            varset: None,
+            nodes: vec![node],
+            probes: Vec::new(),
+        };
         for peripheral in &device.peripherals {
             // A derived peripheral without registers of its own has its base's.
             let mut source = peripheral;
@@ -264,17 +289,20 @@ impl Builder {
             match repeat(&peripheral.name, dim_of(peripheral)) {
                 Repeat::Single(name) => {
                     ranges.push((peripheral.base_address, extent));
+                    own_spaces.push(own_space(&name, block(name.clone(), 0, 1, 0)));
                     nodes.push(block(name, peripheral.base_address, 1, 0));
                 }
                 Repeat::Array { name, count, stride } => {
                     for i in 0..count {
                         ranges.push((peripheral.base_address + i * stride, extent));
                     }
+                    own_spaces.push(own_space(&name, block(name.clone(), 0, count, stride)));
                     nodes.push(block(name, peripheral.base_address, count, stride));
                 }
                 Repeat::List(items) => {
                     for (name, delta) in items {
                         ranges.push((peripheral.base_address + delta, extent));
+                        own_spaces.push(own_space(&name, block(name.clone(), 0, 1, 0)));
                         nodes.push(block(name, peripheral.base_address + delta, 1, 0));
                     }
                 }
@@ -291,7 +319,6 @@ impl Builder {
                 ));
             }
         }
-        let unit = u64::from(device.address_unit_bits.max(8) / 8);
         self.db.spaces.push(Space {
             name: self.db.name.clone(),
             unit,
@@ -300,6 +327,7 @@ impl Builder {
             nodes,
             probes: Vec::new(),
         });
+        self.db.spaces.extend(own_spaces);
         Ok(())
     }
 
