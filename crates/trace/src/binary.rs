@@ -505,8 +505,11 @@ fn encode_event(event: &Event, st: &mut DeltaState, slots: &mut MapSlots, out: &
 
 // ---------------------------------------------------------------- reading
 
-/// Decodes the short access record at the start of `rec` into `a`. `rec`
-/// is [`SHORT_MAX_LEN`] bytes whatever the record's length, so that every
+/// Decodes the short access record at the start of `rec` into `a`, which
+/// holds the previous access: its time, pc and pid are the previous
+/// values of those fields (the reader keeps them there rather than in a
+/// [`DeltaState`], which saves a store per field). `rec` is
+/// [`SHORT_MAX_LEN`] bytes whatever the record's length, so that every
 /// load has a fixed offset and size; the bytes past the record are masked
 /// off. Every short record is valid. Returns the record's length.
 #[inline(always)]
@@ -526,15 +529,11 @@ fn decode_short(
     let log2_width = u32::from(tag >> SHORT_WIDTH_SHIFT) & 3;
     let value = u64::from_le_bytes(raw_value) & (u64::MAX >> (64 - (8 << log2_width)));
 
-    st.time = st.time.wrapping_add(word & ((1 << TIME_BITS) - 1));
     let slot = &mut slots.0[usize::from(tag & SHORT_SLOT_MASK)];
     // `as i16 as u64` sign-extends: the deltas are two's complement.
     slot.phys = slot
         .phys
         .wrapping_add((word >> PHYS_SHIFT) as u16 as i16 as u64);
-    st.phys = slot.phys;
-    st.pc = st.pc.wrapping_add((word >> PC_SHIFT) as u16 as i16 as u64);
-    st.pid = st.pid.wrapping_add((word >> PID_SHIFT) as u8 as i8 as u32);
     let has_seq = word & SEQ_BIT != 0;
     st.seq = st.seq.wrapping_add(u64::from(has_seq));
 
@@ -543,14 +542,13 @@ fn decode_short(
     } else {
         Direction::Read
     };
-    a.time = Timestamp::from_nanos(st.time);
+    a.time = Timestamp::from_nanos(a.time.nanos.wrapping_add(word & ((1 << TIME_BITS) - 1)));
     a.map_id = slot.map_id;
     a.phys = slot.phys;
     let width = 1u8 << log2_width;
-    let fits = a.value.set_u64(width, value);
-    debug_assert!(fits, "a masked value fits its width");
-    a.pc = st.pc;
-    a.pid = st.pid;
+    a.value.set_masked_u64(width, value);
+    a.pc = a.pc.wrapping_add((word >> PC_SHIFT) as u16 as i16 as u64);
+    a.pid = a.pid.wrapping_add((word >> PID_SHIFT) as u8 as i8 as u32);
     a.ext = Ext {
         seq: has_seq.then_some(st.seq),
         process: (word & PROCESS_BIT != 0).then_some(st.process),
@@ -853,7 +851,12 @@ fn decode_record(
         };
         let mut window = [0u8; SHORT_MAX_LEN];
         window[..len].copy_from_slice(record);
-        return Ok(decode_short(&window, st, slots, access_slot(slot)));
+        let a = access_slot(slot);
+        a.time = Timestamp::from_nanos(st.time);
+        a.phys = st.phys;
+        a.pc = st.pc;
+        a.pid = st.pid;
+        return Ok(decode_short(&window, st, slots, a));
     }
     let mut d = Decoder { buf, pos: 1 };
     let mut s = *st;
@@ -996,12 +999,17 @@ pub struct BinaryReader<R> {
     input: InputBuf<R>,
     options: ReadOptions,
     state: DeltaState,
-    slots: MapSlots,
+    /// Boxed: inline, it would make this reader much larger than a
+    /// [`TextReader`](crate::TextReader), and the two share an enum.
+    slots: Box<MapSlots>,
     /// The event last decoded, overwritten in place by the next.
     slot: Event,
     /// A cut-off end seen by `read_ref`.
     truncation: Option<Truncation>,
     done: bool,
+    /// The slot holds the access last decoded, and the time, phys, pc and
+    /// pid of `state` are stale: the slot's are the current ones.
+    state_in_slot: bool,
 }
 
 impl<R: Read> BinaryReader<R> {
@@ -1057,10 +1065,11 @@ impl<R: Read> BinaryReader<R> {
             input,
             options,
             state: DeltaState::START,
-            slots: MapSlots::new(),
+            slots: Box::new(MapSlots::new()),
             slot: Event::Access(Access::EMPTY),
             truncation: None,
             done: false,
+            state_in_slot: false,
         })
     }
 
@@ -1133,7 +1142,7 @@ impl<R: Read> BinaryReader<R> {
     /// nothing, otherwise.
     #[inline(always)]
     fn advance_short(&mut self) -> bool {
-        if self.done {
+        if !self.state_in_slot {
             return false;
         }
         let Some(window) = self.input.available().first_chunk::<SHORT_MAX_LEN>() else {
@@ -1152,6 +1161,15 @@ impl<R: Read> BinaryReader<R> {
 
     /// Any record, at any place in the buffer.
     fn advance(&mut self) -> Result<Step, Error> {
+        if self.state_in_slot {
+            if let Event::Access(a) = &self.slot {
+                self.state.time = a.time.nanos;
+                self.state.phys = a.phys;
+                self.state.pc = a.pc;
+                self.state.pid = a.pid;
+            }
+            self.state_in_slot = false;
+        }
         loop {
             if self.done {
                 return Ok(Step::End);
@@ -1160,6 +1178,7 @@ impl<R: Read> BinaryReader<R> {
             match decode_record(available, &mut self.state, &mut self.slots, &mut self.slot) {
                 Ok(len) => {
                     self.input.consume(len);
+                    self.state_in_slot = matches!(self.slot, Event::Access(_));
                     return Ok(Step::Event);
                 }
                 Err(DecodeError::NeedMore) => self.need_more()?,

@@ -114,6 +114,20 @@ impl Value {
         true
     }
 
+    /// In place, a value of `width` (1, 2, 4 or 8) bytes from `v`, which
+    /// the caller has masked to that width: [`set_u64`](Self::set_u64)
+    /// without its checks, for the binary reader's fast path.
+    #[inline(always)]
+    pub(crate) fn set_masked_u64(&mut self, width: u8, v: u64) {
+        debug_assert!(matches!(width, 1 | 2 | 4 | 8));
+        debug_assert!(width == 8 || v >> (8 * u32::from(width)) == 0);
+        if self.width > 8 {
+            self.bytes[8..].fill(0);
+        }
+        self.bytes[..8].copy_from_slice(&v.to_le_bytes());
+        self.width = width;
+    }
+
     /// In place, what [`from_le_bytes`](Self::from_le_bytes) returns.
     pub(crate) fn set_le_bytes(&mut self, le_bytes: &[u8]) -> bool {
         let width = le_bytes.len();
