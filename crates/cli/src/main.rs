@@ -23,6 +23,8 @@ enum Command {
     Decode(cmd::decode::Cmd),
     Stats(cmd::stats::Cmd),
     Collapse(cmd::collapse::Cmd),
+    Filter(cmd::filter::Cmd),
+    Diff(cmd::diff::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,9 @@ fn main() -> ExitCode {
         Command::Decode(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         Command::Stats(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         Command::Collapse(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        Command::Filter(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        // Like diff(1): 0 same, 1 different, 2 trouble.
+        Command::Diff(cmd) => return cmd::diff::exit_code(cmd.run()),
     };
     match result {
         Ok(code) => code,

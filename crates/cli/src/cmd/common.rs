@@ -42,8 +42,7 @@ pub fn create_output(path: &Path) -> anyhow::Result<(Box<dyn Write>, String)> {
         let out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
         return Ok((Box::new(out), "standard output".to_string()));
     }
-    let file =
-        File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     Ok((
         Box::new(BufWriter::with_capacity(256 * 1024, file)),
         path.display().to_string(),
@@ -104,7 +103,9 @@ pub fn parse_time(text: &str) -> anyhow::Result<Timestamp> {
     if secs.is_empty() || !all_digits(secs) || !all_digits(fraction) || fraction.len() > 9 {
         bail!("\"{text}\" is not a time in seconds (like 12.000345)");
     }
-    let secs: u64 = secs.parse().with_context(|| format!("\"{text}\" is too large"))?;
+    let secs: u64 = secs
+        .parse()
+        .with_context(|| format!("\"{text}\" is too large"))?;
     let mut nanos: u64 = 0;
     for d in fraction.bytes().chain(std::iter::repeat(b'0')).take(9) {
         nanos = nanos * 10 + u64::from(d - b'0');
@@ -200,11 +201,26 @@ mod tests {
         assert!(parse_time("1.2.3").is_err());
         assert!(parse_time("-1").is_err());
         let before = |v: u64| v.checked_sub(1);
-        assert_eq!(parse_range("5..10", parse_u64, 0, u64::MAX, before).unwrap(), (5, 9));
-        assert_eq!(parse_range("5..=10", parse_u64, 0, u64::MAX, before).unwrap(), (5, 10));
-        assert_eq!(parse_range("..0x10", parse_u64, 0, u64::MAX, before).unwrap(), (0, 15));
-        assert_eq!(parse_range("7..", parse_u64, 0, u64::MAX, before).unwrap(), (7, u64::MAX));
-        assert_eq!(parse_range("7", parse_u64, 0, u64::MAX, before).unwrap(), (7, 7));
+        assert_eq!(
+            parse_range("5..10", parse_u64, 0, u64::MAX, before).unwrap(),
+            (5, 9)
+        );
+        assert_eq!(
+            parse_range("5..=10", parse_u64, 0, u64::MAX, before).unwrap(),
+            (5, 10)
+        );
+        assert_eq!(
+            parse_range("..0x10", parse_u64, 0, u64::MAX, before).unwrap(),
+            (0, 15)
+        );
+        assert_eq!(
+            parse_range("7..", parse_u64, 0, u64::MAX, before).unwrap(),
+            (7, u64::MAX)
+        );
+        assert_eq!(
+            parse_range("7", parse_u64, 0, u64::MAX, before).unwrap(),
+            (7, 7)
+        );
         assert!(parse_range("..0", parse_u64, 0, u64::MAX, before).is_err());
     }
 }

@@ -4,6 +4,8 @@ pub mod collapse;
 pub mod common;
 pub mod convert;
 pub mod decode;
+pub mod diff;
+pub mod filter;
 pub mod polling;
 pub mod record;
 pub mod stats;

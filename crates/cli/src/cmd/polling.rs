@@ -268,11 +268,7 @@ impl Folder {
         let len = state.history.len();
         for k in 1..=max_period {
             let repeats = len >= k && state.history[len - k] == op;
-            state.matched[k - 1] = if repeats {
-                state.matched[k - 1] + 1
-            } else {
-                0
-            };
+            state.matched[k - 1] = if repeats { state.matched[k - 1] + 1 } else { 0 };
         }
         push_history(&mut state.history, op, max_period);
         state.held.push_back(index);
@@ -294,7 +290,12 @@ impl Folder {
             for i in &folded[..folded.len() - 1] {
                 *self.slot(*i) = Slot::Dropped;
             }
-            let pattern: Vec<Op> = state.history.iter().skip(state.history.len() - k).copied().collect();
+            let pattern: Vec<Op> = state
+                .history
+                .iter()
+                .skip(state.history.len() - k)
+                .copied()
+                .collect();
             let polled = pattern
                 .iter()
                 .rposition(|o| o.dir == Direction::Read)

@@ -6,17 +6,27 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
-use mmiotrace_trace::{Direction, Event, Format, ReadOptions, Timestamp, TraceReader};
+use mmiotrace_trace::{Direction, Event, Format, ReadOptions, Repeat, Timestamp, TraceReader};
 
+use super::common::{fmt_time, parse_time, register_label};
 use super::convert::open_input;
+use super::polling::{Folder, Options};
 
-/// Summarise a trace: events per kind, accesses per width and per mapping,
-/// the time span, and the most accessed registers.
+/// Summarise a trace: events per kind, accesses per width, per map, per
+/// thread and per process, the time span, the hottest registers (by
+/// accesses, reads and writes), accesses per second over time, and the
+/// longest polling loops.
+///
+/// Polling loops are found as `mmiotrace collapse` finds them (a thread
+/// repeating the same few accesses at least 3 times in a row); REPEAT lines
+/// already in the trace count too.
 ///
 /// Reads text or binary traces (detected from the first bytes) in one pass.
 /// Memory stays bounded however long the trace is: at most --max-registers
-/// distinct register addresses and 10000 mappings are tallied; when a
-/// table is full the output says so and how many accesses it left out.
+/// distinct register addresses, 10000 mappings and 10000 threads are
+/// tallied; when a table is full the output says so and how many accesses
+/// it left out. The timeline keeps at most 4000 intervals, widening them
+/// (by 10×) as the trace goes on.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct Cmd {
@@ -32,6 +42,11 @@ pub struct Cmd {
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     max_registers: usize,
 
+    /// Width of the timeline's intervals in seconds (default: chosen to give
+    /// at most 40 lines).
+    #[arg(long, value_name = "SECS", value_parser = parse_time)]
+    interval: Option<Timestamp>,
+
     /// Treat a cut-off last line or record as an error.
     #[arg(long)]
     strict: bool,
@@ -39,6 +54,156 @@ pub struct Cmd {
 
 /// Most distinct map ids to tally.
 const MAX_MAPS: usize = 10_000;
+
+/// Most distinct threads (and processes) to tally.
+const MAX_THREADS: usize = 10_000;
+
+/// Finest timeline interval: 1 µs.
+const FINEST_INTERVAL_NS: u64 = 1_000;
+
+/// Most timeline intervals kept; more make them 10× wider.
+const MAX_INTERVALS: usize = 4_000;
+
+/// Timeline lines printed when no --interval is given, at most.
+const TIMELINE_LINES: u64 = 40;
+
+/// Accesses per interval of time, the intervals widening as needed.
+#[derive(Debug)]
+struct Timeline {
+    /// Start of the first interval, a multiple of `width`.
+    origin: u64,
+    width: u64,
+    counts: Vec<u64>,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline {
+            origin: 0,
+            width: FINEST_INTERVAL_NS,
+            counts: Vec::new(),
+        }
+    }
+}
+
+impl Timeline {
+    fn add(&mut self, t: Timestamp, n: u64) {
+        let t = t.nanos;
+        if self.counts.is_empty() {
+            self.origin = t - t % self.width;
+        }
+        if t < self.origin {
+            // Out of order (another thread's clock); count it in the first interval.
+            self.counts[0] += n;
+            return;
+        }
+        let mut index = (t - self.origin) / self.width;
+        while index >= MAX_INTERVALS as u64 {
+            self.widen();
+            index = (t - self.origin) / self.width;
+        }
+        let index = index as usize;
+        if index >= self.counts.len() {
+            self.counts.resize(index + 1, 0);
+        }
+        self.counts[index] += n;
+    }
+
+    /// Makes every interval 10× wider.
+    fn widen(&mut self) {
+        let width = self.width.saturating_mul(10);
+        let origin = self.origin - self.origin % width;
+        let mut counts = Vec::with_capacity(MAX_INTERVALS);
+        for (i, n) in self.counts.iter().enumerate() {
+            let start = self.origin + i as u64 * self.width;
+            let index = ((start - origin) / width) as usize;
+            if index >= counts.len() {
+                counts.resize(index + 1, 0);
+            }
+            counts[index] += n;
+        }
+        self.origin = origin;
+        self.width = width;
+        self.counts = counts;
+    }
+
+    /// The printed interval: `wanted` rounded up to a multiple of the kept
+    /// width, or the smallest of 1, 2 and 5 × 10^k times it that gives at
+    /// most [`TIMELINE_LINES`] lines.
+    fn print_width(&self, wanted: Option<Timestamp>) -> u64 {
+        if let Some(wanted) = wanted {
+            return wanted.nanos.div_ceil(self.width).max(1) * self.width;
+        }
+        let span = self.counts.len() as u64 * self.width;
+        let mut base = self.width;
+        loop {
+            for factor in [1, 2, 5] {
+                let width = base.saturating_mul(factor);
+                if span.div_ceil(width) + 1 <= TIMELINE_LINES || width == u64::MAX {
+                    return width;
+                }
+            }
+            base = base.saturating_mul(10);
+        }
+    }
+
+    /// (start, accesses) per printed interval of `width`.
+    fn rows(&self, width: u64) -> Vec<(u64, u64)> {
+        let origin = self.origin - self.origin % width;
+        let mut rows: Vec<(u64, u64)> = Vec::new();
+        for (i, n) in self.counts.iter().enumerate() {
+            let start = self.origin + i as u64 * self.width;
+            let index = ((start - origin) / width) as usize;
+            while rows.len() <= index {
+                rows.push((origin + rows.len() as u64 * width, 0));
+            }
+            rows[index].1 += n;
+        }
+        rows
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ThreadStats {
+    process: Option<u32>,
+    reads: u64,
+    writes: u64,
+    first: Option<Timestamp>,
+    last: Option<Timestamp>,
+}
+
+impl ThreadStats {
+    fn add(&mut self, dir: Direction, n: u64, time: Timestamp) {
+        match dir {
+            Direction::Read => self.reads += n,
+            Direction::Write => self.writes += n,
+        }
+        self.first = Some(self.first.map_or(time, |f| f.min(time)));
+        self.last = Some(self.last.map_or(time, |l| l.max(time)));
+    }
+}
+
+/// The longest loops seen, longest first, at most `keep` of them.
+#[derive(Debug, Default)]
+struct Loops {
+    keep: usize,
+    longest: Vec<Repeat>,
+    total: u64,
+    folded_accesses: u64,
+}
+
+impl Loops {
+    fn offer(&mut self, r: &Repeat) {
+        self.total += 1;
+        self.folded_accesses = self.folded_accesses.saturating_add(r.accesses());
+        let rank = |r: &Repeat| std::cmp::Reverse(r.accesses());
+        let at = self.longest.partition_point(|l| rank(l) <= rank(r));
+        if at < self.keep {
+            self.longest.insert(at, r.clone());
+            self.longest.truncate(self.keep);
+        }
+    }
+}
 
 const KINDS: [&str; 10] = [
     "VERSION", "PCIDEV", "MAP", "UNMAP", "R", "W", "UNKNOWN", "MARK", "LOST", "REPEAT",
@@ -76,6 +241,14 @@ struct Stats {
     registers: HashMap<u64, RegisterStats>,
     /// Accesses to addresses beyond `max_registers`.
     registers_untallied: u64,
+    threads: HashMap<u32, ThreadStats>,
+    processes: HashMap<Option<u32>, ThreadStats>,
+    /// Accesses of threads or processes beyond `MAX_THREADS`.
+    threads_untallied: u64,
+    timeline: Timeline,
+    loops: Loops,
+    /// REPEAT lines in the input.
+    repeats_in_input: u64,
     truncated: Option<String>,
 }
 
@@ -108,6 +281,8 @@ impl Stats {
                 None => self.maps_untallied += 1,
             },
             Event::Access(a) => {
+                self.per_thread(a.pid, a.ext.process, a.dir, 1, a.time);
+                self.timeline.add(a.time, 1);
                 self.per_width[a.width().trailing_zeros() as usize % 7] += 1;
                 let read = a.dir == Direction::Read;
                 match self.map_entry(a.map_id) {
@@ -132,11 +307,48 @@ impl Stats {
                 None => self.maps_untallied += 1,
             },
             Event::Lost(l) => self.lost_events = self.lost_events.saturating_add(l.count),
-            Event::Version(_)
-            | Event::PciDev(_)
-            | Event::Unmap(_)
-            | Event::Mark(_)
-            | Event::Repeat(_) => {}
+            Event::Version(_) | Event::PciDev(_) | Event::Unmap(_) | Event::Mark(_) => {}
+            Event::Repeat(r) => {
+                self.repeats_in_input += 1;
+                self.per_thread(r.pid, r.ext.process, r.dir, r.accesses(), r.time);
+                self.timeline.add(r.time, r.accesses());
+            }
+        }
+    }
+
+    fn per_thread(
+        &mut self,
+        pid: u32,
+        process: Option<u32>,
+        dir: Direction,
+        n: u64,
+        time: Timestamp,
+    ) {
+        let full = self.threads.len() >= MAX_THREADS;
+        match self.threads.get_mut(&pid) {
+            Some(t) => t.add(dir, n, time),
+            None if full => self.threads_untallied += n,
+            None => {
+                let mut t = ThreadStats {
+                    process,
+                    ..ThreadStats::default()
+                };
+                t.add(dir, n, time);
+                self.threads.insert(pid, t);
+            }
+        }
+        let full = self.processes.len() >= MAX_THREADS;
+        match self.processes.get_mut(&process) {
+            Some(p) => p.add(dir, n, time),
+            None if full => {}
+            None => {
+                let mut p = ThreadStats {
+                    process,
+                    ..ThreadStats::default()
+                };
+                p.add(dir, n, time);
+                self.processes.insert(process, p);
+            }
         }
     }
 }
@@ -154,9 +366,24 @@ impl Cmd {
         let mut reader = TraceReader::new(input, options)?;
         let format = reader.format();
         let mut stats = Stats::default();
+        stats.loops.keep = self.top;
+        let mut folder = Folder::new(Options::default());
+        let mut loops = Loops {
+            keep: self.top,
+            ..Loops::default()
+        };
+        let mut offer = |event: Event| {
+            if let Event::Repeat(r) = &event {
+                loops.offer(r);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        };
         while let Some(event) = reader.read_ref()? {
             stats.add(event, self.max_registers);
+            let _ = folder.push(event, &mut offer);
         }
+        let _ = folder.finish(&mut offer);
+        stats.loops = loops;
         if let Some(t) = reader.truncation() {
             eprintln!("mmiotrace: warning: {t}");
             stats.truncated = Some(t.to_string());
@@ -247,35 +474,184 @@ impl Cmd {
             )?;
         }
 
-        let mut top: Vec<(u64, RegisterStats)> =
-            s.registers.iter().map(|(a, r)| (*a, *r)).collect();
-        top.sort_unstable_by(|a, b| {
-            (b.1.reads + b.1.writes)
-                .cmp(&(a.1.reads + a.1.writes))
-                .then(a.0.cmp(&b.0))
-        });
-        top.truncate(self.top);
-        writeln!(out, "\ntop {} registers by accesses:", top.len())?;
-        writeln!(
-            out,
-            "  {:>18} {:>12} {:>12} {:>12}",
-            "phys", "accesses", "reads", "writes"
-        )?;
-        for (phys, r) in &top {
+        let rankings: [(&str, fn(&RegisterStats) -> u64); 3] = [
+            ("accesses", |r| r.reads + r.writes),
+            ("reads", |r| r.reads),
+            ("writes", |r| r.writes),
+        ];
+        for (by, count) in rankings {
+            let mut top: Vec<(u64, RegisterStats)> = s
+                .registers
+                .iter()
+                .filter(|(_, r)| count(r) > 0)
+                .map(|(a, r)| (*a, *r))
+                .collect();
+            top.sort_unstable_by(|a, b| count(&b.1).cmp(&count(&a.1)).then(a.0.cmp(&b.0)));
+            top.truncate(self.top);
+            writeln!(out, "\ntop {} registers by {by}:", top.len())?;
             writeln!(
                 out,
                 "  {:>18} {:>12} {:>12} {:>12}",
-                format!("{phys:#x}"),
-                r.reads + r.writes,
-                r.reads,
-                r.writes
+                "phys", "accesses", "reads", "writes"
             )?;
+            for (phys, r) in &top {
+                writeln!(
+                    out,
+                    "  {:>18} {:>12} {:>12} {:>12}",
+                    register_label(*phys),
+                    r.reads + r.writes,
+                    r.reads,
+                    r.writes
+                )?;
+            }
         }
         if s.registers_untallied > 0 {
             writeln!(
                 out,
                 "  (capped at {} distinct addresses: {} accesses to further addresses are not counted here)",
                 self.max_registers, s.registers_untallied
+            )?;
+        }
+        self.write_threads(out, s)?;
+        self.write_timeline(out, s)?;
+        self.write_loops(out, s)
+    }
+
+    fn write_threads(&self, out: &mut String, s: &Stats) -> std::fmt::Result {
+        let id = |v: Option<u32>| v.map_or("-".to_string(), |p| p.to_string());
+        let row = |out: &mut String, key: String, process: String, t: &ThreadStats| {
+            let span = match (t.first, t.last) {
+                (Some(f), Some(l)) => format!("{} .. {}", fmt_time(f), fmt_time(l)),
+                _ => "-".to_string(),
+            };
+            writeln!(
+                out,
+                "  {key:>10} {process:>10} {:>12} {:>12} {:>12}  {span}",
+                t.reads + t.writes,
+                t.reads,
+                t.writes
+            )
+        };
+        let mut threads: Vec<(&u32, &ThreadStats)> = s.threads.iter().collect();
+        threads.sort_unstable_by(|a, b| {
+            (b.1.reads + b.1.writes)
+                .cmp(&(a.1.reads + a.1.writes))
+                .then(a.0.cmp(b.0))
+        });
+        writeln!(out, "\nthreads ({}):", threads.len())?;
+        writeln!(
+            out,
+            "  {:>10} {:>10} {:>12} {:>12} {:>12}  first .. last access",
+            "thread", "process", "accesses", "reads", "writes"
+        )?;
+        for (tid, t) in threads.iter().take(self.top) {
+            row(out, tid.to_string(), id(t.process), t)?;
+        }
+        if threads.len() > self.top {
+            writeln!(out, "  ({} more threads)", threads.len() - self.top)?;
+        }
+        if s.threads_untallied > 0 {
+            writeln!(
+                out,
+                "  (capped at {MAX_THREADS} threads: {} accesses of further threads are not listed)",
+                s.threads_untallied
+            )?;
+        }
+        let mut processes: Vec<(&Option<u32>, &ThreadStats)> = s.processes.iter().collect();
+        processes.sort_unstable_by(|a, b| {
+            (b.1.reads + b.1.writes)
+                .cmp(&(a.1.reads + a.1.writes))
+                .then(a.0.cmp(b.0))
+        });
+        writeln!(out, "\nprocesses ({}):", processes.len())?;
+        writeln!(
+            out,
+            "  {:>10} {:>10} {:>12} {:>12} {:>12}  first .. last access",
+            "process", "threads", "accesses", "reads", "writes"
+        )?;
+        for (process, p) in processes.iter().take(self.top) {
+            let threads = s
+                .threads
+                .values()
+                .filter(|t| t.process == **process)
+                .count();
+            row(out, id(**process), threads.to_string(), p)?;
+        }
+        Ok(())
+    }
+
+    fn write_timeline(&self, out: &mut String, s: &Stats) -> std::fmt::Result {
+        let timeline = &s.timeline;
+        if timeline.counts.is_empty() {
+            return Ok(());
+        }
+        let width = timeline.print_width(self.interval);
+        let rows = timeline.rows(width);
+        let peak = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
+        let secs = width as f64 / 1e9;
+        writeln!(
+            out,
+            "\naccesses over time ({} s intervals):",
+            fmt_time(Timestamp::from_nanos(width))
+        )?;
+        writeln!(
+            out,
+            "  {:>17} {:>12} {:>14}",
+            "from", "accesses", "per second"
+        )?;
+        for (start, n) in rows {
+            let bar = "#".repeat(((n * 30).div_ceil(peak)) as usize);
+            let line = format!(
+                "  {:>17} {n:>12} {:>14.0}  {bar}",
+                fmt_time(Timestamp::from_nanos(start)),
+                n as f64 / secs
+            );
+            writeln!(out, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+
+    fn write_loops(&self, out: &mut String, s: &Stats) -> std::fmt::Result {
+        let loops = &s.loops;
+        writeln!(
+            out,
+            "\npolling loops: {} ({} accesses would fold into REPEAT lines{})",
+            loops.total,
+            loops.folded_accesses,
+            if s.repeats_in_input > 0 {
+                format!("; {} REPEAT lines in the trace", s.repeats_in_input)
+            } else {
+                String::new()
+            }
+        )?;
+        if loops.longest.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "  {:>10} {:>4} {:>10} {:>18} {:>3} {:>18} {:>18} {:>12}  from .. to",
+            "folded", "len", "thread", "polled register", "dir", "value", "until", "seconds"
+        )?;
+        for r in &loops.longest {
+            let value = |v: &mmiotrace_trace::Value| format!("{:#x}", v.low_u64());
+            writeln!(
+                out,
+                "  {:>10} {:>4} {:>10} {:>18} {:>3} {:>18} {:>18} {:>12}  {} .. {}",
+                r.accesses(),
+                r.len,
+                r.pid,
+                register_label(r.phys),
+                match r.dir {
+                    Direction::Read => "R",
+                    Direction::Write => "W",
+                },
+                value(&r.value),
+                r.until.as_ref().map_or("-".to_string(), value),
+                fmt_time(Timestamp::from_nanos(
+                    r.end.nanos.saturating_sub(r.time.nanos)
+                )),
+                fmt_time(r.time),
+                fmt_time(r.end)
             )?;
         }
         Ok(())
