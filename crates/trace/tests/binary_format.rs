@@ -31,6 +31,7 @@ fn value(width: u8, v: u64) -> Value {
     Value::from_u64(width, v).expect("a kernel width")
 }
 
+/// The example of docs/FORMAT.md, "Short access".
 #[test]
 fn a_short_access_has_the_documented_bytes() {
     let first = access(
