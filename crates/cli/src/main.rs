@@ -25,6 +25,7 @@ enum Command {
     Collapse(cmd::collapse::Cmd),
     Filter(cmd::filter::Cmd),
     Diff(cmd::diff::Cmd),
+    Export(cmd::export::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         Command::Filter(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         // Like diff(1): 0 same, 1 different, 2 trouble.
         Command::Diff(cmd) => return cmd::diff::exit_code(cmd.run()),
+        Command::Export(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

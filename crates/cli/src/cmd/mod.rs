@@ -5,6 +5,7 @@ pub mod common;
 pub mod convert;
 pub mod decode;
 pub mod diff;
+pub mod export;
 pub mod filter;
 pub mod polling;
 pub mod record;
