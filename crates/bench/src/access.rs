@@ -84,7 +84,86 @@ impl SharedPage {
             }
         }
     }
+
+    /// Runs `iterations` load+store pairs on word `word` of the page (a
+    /// register of its own per thread in the capture rows), each a single
+    /// `mov` as in [`SharedPage::access_loop`].
+    pub fn access_loop_at(&self, word: usize, iterations: u32) {
+        let word = self.word(word);
+        for i in 0..iterations {
+            // SAFETY: `word` points into the live mapping owned by `self`
+            // (checked by word()); 4 aligned bytes are read, eax clobbered.
+            unsafe {
+                asm!("mov eax, dword ptr [rdi]", in("rdi") word, out("eax") _, options(nostack, preserves_flags));
+            }
+            // SAFETY: as above; 4 aligned bytes are written.
+            unsafe {
+                asm!("mov dword ptr [rdi], esi", in("rdi") word, in("esi") i, options(nostack, preserves_flags));
+            }
+        }
+    }
+
+    /// Runs `iterations` read-modify-writes `add dword ptr [rdi], esi` on the
+    /// first word, adding the iteration number: the instruction the
+    /// emulator does not perform itself (displaced execution).
+    pub fn add_loop(&self, iterations: u32) {
+        let word = self.base.as_ptr();
+        for i in 0..iterations {
+            // SAFETY: `word` points at the live mapping owned by `self`; the
+            // asm reads and writes 4 aligned bytes there and sets flags.
+            unsafe {
+                asm!("add dword ptr [rdi], esi", in("rdi") word, in("esi") i, options(nostack));
+            }
+        }
+    }
+
+    /// Writes `value` to every word of the page with one `rep stosd`: one
+    /// fault, and under the tracer 1024 events, to load the recorder.
+    pub fn fill(&self, value: u32) {
+        // SAFETY: rdi..rdi+4*rcx is exactly the page owned by `self`; DF is
+        // clear (the ABI guarantees it at function boundaries and asm
+        // blocks); rdi and rcx are declared clobbered.
+        unsafe {
+            asm!(
+                "rep stosd",
+                inout("rdi") self.base.as_ptr() => _,
+                inout("rcx") PAGE_SIZE / 4 => _,
+                in("eax") value,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
+
+    /// One 4-byte load from word `word`.
+    pub fn load(&self, word: usize) -> u32 {
+        let value: u32;
+        // SAFETY: as in access_loop_at.
+        unsafe {
+            asm!("mov eax, dword ptr [rdi]", in("rdi") self.word(word), out("eax") value, options(nostack, preserves_flags));
+        }
+        value
+    }
+
+    /// One 4-byte store to word `word`.
+    pub fn store(&self, word: usize, value: u32) {
+        // SAFETY: as in access_loop_at.
+        unsafe {
+            asm!("mov dword ptr [rdi], esi", in("rdi") self.word(word), in("esi") value, options(nostack, preserves_flags));
+        }
+    }
+
+    fn word(&self, word: usize) -> *mut u32 {
+        assert!(word < PAGE_SIZE / 4, "word {word} is outside the page");
+        self.base.as_ptr().wrapping_add(word)
+    }
 }
+
+// SAFETY: the page is shared memory that the loops touch only with single
+// `mov`/`add` instructions through raw pointers; no Rust reference into it
+// exists, so concurrent accesses from several threads are no data race in
+// Rust's sense (they are what a device register sees). The mapping lives
+// until `self` drops, which the borrow checker keeps after every thread.
+unsafe impl Sync for SharedPage {}
 
 impl Drop for SharedPage {
     fn drop(&mut self) {

@@ -1,6 +1,5 @@
-//! `mmiotrace-bench`: measures, side by side in one run, what one access to
-//! a memory-mapped register costs untraced, at the exception floor, and
-//! under `mmiotrace record`, and prints each as a ratio to the floor.
+//! `mmiotrace-bench`: mmiotrace against the kernel's design, side by side in
+//! one run, printed as one table (docs/BENCHMARKS.md holds the latest).
 
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("mmiotrace-bench measures x86-64 faults and runs only on x86-64");
@@ -8,35 +7,51 @@ compile_error!("mmiotrace-bench measures x86-64 faults and runs only on x86-64")
 mod access;
 mod floor;
 mod measurements;
+mod record;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::measurements::{FLOOR, MEASUREMENTS, Settings};
+use crate::measurements::{FLOOR, MEASUREMENTS, Outcome, Settings};
+use crate::worker::{Job, Work};
 
-/// Measure the per-access cost of traced MMIO against the exception floor.
+/// Measure mmiotrace against the kernel's design and print one table.
 ///
-/// Every row times the same loop: a 4-byte load (`mov eax, [rdi]`) and a
-/// 4-byte store (`mov [rdi], esi`) to one page of a MAP_SHARED file mapping.
-/// Rows:
-///   plain   the loop untraced (no fault);
-///   floor   the page PROT_NONE and a SIGSEGV handler that only skips the
-///           faulting mov: the cheapest any fault-based tracer can be;
-///   traced  the loop in a copy of this program run under
-///           `mmiotrace record --trace PAGE` (the recorder must sit next to
-///           this executable, as in target/release). The worker times its
-///           own loop, so recorder start-up is not counted, and every access
-///           is checked to be in the trace.
+/// Rows (select with --only NAME, or a group such as `capture`):
+///   plain, floor, emulated, displaced, single-step
+///       ns per access of a 4-byte load + 4-byte store loop on one page of
+///       a MAP_SHARED file (displaced: per `add dword [rdi], esi`):
+///       untraced; the exception floor (PROT_NONE and a SIGSEGV handler
+///       that only skips the mov); under `mmiotrace record` (the worker
+///       times its own loop, and every access must be in the trace); and
+///       under `mmiotrace record --mode single-step`, the kernel's design.
+///       Each also as a multiple of the floor.
+///   capture-alias-N, capture-single-step-N  (N = 1, 2, 4, 8)
+///       N threads hammering one shared traced page: events logged /
+///       accesses made. mmiotrace must log 100%; the row fails otherwise.
+///   compute, compute-valgrind
+///       a compute-heavy program with sparse MMIO (CRC-32 of generated
+///       data, a doorbell write every 64 KiB): traced / untraced wall time
+///       of the whole process; and under `valgrind --tool=none` if
+///       installed.
+///   startup
+///       a program that maps one register and exits: the whole
+///       `mmiotrace record` run / the bare program.
+///   recorder-text, recorder-binary
+///       events per second drained into a trace, and how often the program
+///       waited on a full ring.
+///   parse-text, parse-binary
+///       the trace crate's format_bench (target/release/examples).
 ///
-/// The table shows the median over the repetitions, min and max, and the
-/// median as a multiple of the floor's. The exit status is 1 if any row
-/// failed.
+/// The recorder must sit next to this executable, as in target/release
+/// (bench/run builds both). The exit status is 1 if any row failed.
 #[derive(Debug, Parser)]
 #[command(name = "mmiotrace-bench", version, verbatim_doc_comment)]
 struct Cli {
-    /// Repetitions per row.
+    /// Repetitions of each per-access loop.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u16).range(1..))]
     reps: u16,
 
@@ -48,24 +63,73 @@ struct Cli {
     #[arg(long, default_value_t = 20_000_000, value_name = "N")]
     plain_accesses: u32,
 
-    /// Run only this row (repeatable): plain, floor, traced.
-    #[arg(long, value_name = "ROW", value_parser = clap::builder::PossibleValuesParser::new(MEASUREMENTS.iter().map(|m| m.name)))]
+    /// Accesses per thread in the capture rows.
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    capture_accesses: u32,
+
+    /// MiB the compute-heavy program checksums.
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    compute_mib: u32,
+
+    /// Runs of each side of the compute, valgrind and recorder rows.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    program_runs: u16,
+
+    /// Runs of each side of the start-up row.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
+    startup_runs: u16,
+
+    /// Events the recorder rows drain.
+    #[arg(long, default_value_t = 2_000_000, value_name = "N")]
+    burst_events: u64,
+
+    /// Size of the trace format_bench generates (e.g. 100M, 1G).
+    #[arg(long, default_value = "100M", value_name = "SIZE")]
+    parse_size: String,
+
+    /// Run only this row, or if no row has this name, the rows whose names
+    /// start with NAME- (repeatable).
+    #[arg(long, value_name = "NAME")]
     only: Vec<String>,
 
-    /// Internal: be the traced worker of the `traced` row, on this page file.
+    /// Internal: be the worker program of a row, on this page file.
     #[arg(long, value_name = "PAGE", hide = true)]
     worker: Option<PathBuf>,
+
+    /// Internal: what the worker does.
+    #[arg(long, value_enum, default_value_t = Work::Mov, hide = true)]
+    work: Work,
+
+    /// Internal: worker threads.
+    #[arg(long, default_value_t = 1, hide = true)]
+    threads: u32,
+
+    /// Internal: accesses per worker thread.
+    #[arg(long, default_value_t = 20_000, hide = true)]
+    accesses: u32,
+
+    /// Internal: MiB the compute worker checksums.
+    #[arg(long, default_value_t = 256, hide = true)]
+    mib: u32,
+
+    /// Internal: events the burst worker makes.
+    #[arg(long, default_value_t = 1_000_000, hide = true)]
+    events: u64,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = Settings {
-        reps: usize::from(cli.reps),
-        fault_accesses: cli.fault_accesses,
-        plain_accesses: cli.plain_accesses,
-    };
-    if let Some(page) = cli.worker {
-        return match measurements::run_worker(&page, &settings) {
+    if let Some(page) = &cli.worker {
+        let job = Job {
+            work: cli.work,
+            reps: usize::from(cli.reps),
+            fault_accesses: cli.fault_accesses,
+            threads: cli.threads,
+            accesses: cli.accesses,
+            mib: cli.mib,
+            events: cli.events,
+        };
+        return match worker::run(page, &job) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("mmiotrace-bench worker: error: {err:#}");
@@ -73,51 +137,104 @@ fn main() -> ExitCode {
             }
         };
     }
-
-    println!(
-        "per-access cost of a 4-byte load + 4-byte store loop; median of {} reps ({} accesses each when faulting, {} when not)",
-        settings.reps, settings.fault_accesses, settings.plain_accesses
-    );
-    let selected = MEASUREMENTS
+    let settings = Settings {
+        reps: usize::from(cli.reps),
+        fault_accesses: cli.fault_accesses,
+        plain_accesses: cli.plain_accesses,
+        capture_accesses: cli.capture_accesses,
+        compute_mib: cli.compute_mib,
+        program_runs: usize::from(cli.program_runs),
+        startup_runs: usize::from(cli.startup_runs),
+        burst_events: cli.burst_events,
+        parse_size: cli.parse_size.clone(),
+    };
+    // A row's own name selects that row; anything else selects the rows
+    // whose names start with it and a dash (`capture`, `capture-alias`).
+    let picks = |only: &str, name: &str| {
+        name == only
+            || (!MEASUREMENTS.iter().any(|m| m.name == only)
+                && name.starts_with(&format!("{only}-")))
+    };
+    if let Some(unknown) = cli
+        .only
         .iter()
-        .filter(|m| cli.only.is_empty() || cli.only.iter().any(|name| name == m.name));
-    let mut rows = Vec::new();
-    for measurement in selected {
-        let result = (measurement.run)(&settings).map(|mut samples| {
-            samples.sort_by(f64::total_cmp);
-            samples
-        });
-        rows.push((measurement, result));
+        .find(|only| !MEASUREMENTS.iter().any(|m| picks(only, m.name)))
+    {
+        let names: Vec<&str> = MEASUREMENTS.iter().map(|m| m.name).collect();
+        eprintln!(
+            "mmiotrace-bench: error: no row named {unknown:?}; rows: {}",
+            names.join(", ")
+        );
+        return ExitCode::from(2);
     }
-    let floor = rows.iter().find_map(|(m, result)| match result {
-        Ok(samples) if m.name == FLOOR => Some(median(samples)),
+    let selected =
+        |name: &str| cli.only.is_empty() || cli.only.iter().any(|only| picks(only, name));
+
+    println!("{}", machine_line());
+    println!(
+        "command: bench/run{}",
+        std::env::args()
+            .skip(1)
+            .map(|arg| format!(" {arg}"))
+            .collect::<String>()
+    );
+    println!();
+    let mut rows = Vec::new();
+    for measurement in MEASUREMENTS.iter().filter(|m| selected(m.name)) {
+        eprintln!("mmiotrace-bench: measuring {}", measurement.name);
+        rows.push((measurement, (measurement.run)(&settings)));
+    }
+    let floor = rows.iter().find_map(|(m, outcome)| match outcome {
+        Ok(Outcome::PerAccess { samples, .. }) if m.name == FLOOR => Some(median(samples)),
         _ => None,
     });
 
-    println!(
-        "{:<8} {:>11} {:>11} {:>11} {:>8}  what",
-        "row", "ns/access", "min", "max", "x floor"
-    );
+    let mut table = vec![[
+        "row".to_owned(),
+        "result".to_owned(),
+        "ratio".to_owned(),
+        "what; detail".to_owned(),
+    ]];
     let mut failed = false;
-    for (measurement, result) in &rows {
-        match result {
-            Ok(samples) => {
+    for (measurement, outcome) in &rows {
+        let (result, ratio, detail) = match outcome {
+            Ok(Outcome::PerAccess { samples, detail }) => {
                 let median = median(samples);
-                let ratio = floor.map_or("-".to_owned(), |floor| ratio_text(median / floor));
-                println!(
-                    "{:<8} {median:>11.2} {:>11.2} {:>11.2} {ratio:>8}  {}",
-                    measurement.name,
-                    samples[0],
-                    samples[samples.len() - 1],
-                    measurement.what
-                );
+                let (min, max) = samples
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+                (
+                    format!("{} ns", ns_text(median)),
+                    floor.map_or(String::new(), |floor| {
+                        format!("{} x floor", ratio_text(median / floor))
+                    }),
+                    format!(
+                        "median; min {}, max {}; {detail}",
+                        ns_text(min),
+                        ns_text(max)
+                    ),
+                )
             }
+            Ok(Outcome::Row {
+                result,
+                ratio,
+                detail,
+            }) => (result.clone(), ratio.clone(), detail.clone()),
             Err(err) => {
                 failed = true;
-                println!("{:<8} error: {err:#}", measurement.name);
+                ("FAILED".to_owned(), String::new(), format!("{err:#}"))
             }
-        }
+        };
+        table.push([
+            measurement.name.to_owned(),
+            result,
+            ratio,
+            format!("{}; {detail}", measurement.what),
+        ]);
     }
+    print_table(&table);
+    println!();
+    println!("{}", load_line("load average at the end"));
     if failed {
         ExitCode::FAILURE
     } else {
@@ -125,13 +242,64 @@ fn main() -> ExitCode {
     }
 }
 
-/// Median of sorted, non-empty samples.
-fn median(sorted: &[f64]) -> f64 {
+/// A Markdown table with padded columns: readable in a terminal, and
+/// pasted as it is into docs/BENCHMARKS.md.
+fn print_table(rows: &[[String; 4]]) {
+    let mut widths = [0usize; 4];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    // The last column is left ragged: padding it only adds trailing spaces.
+    widths[3] = 0;
+    let line = |cells: [&str; 4]| {
+        let mut text = String::from("|");
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            let padded = if i == 1 || i == 2 {
+                format!(" {cell:>width$} |")
+            } else {
+                format!(" {cell:<width$} |")
+            };
+            text.push_str(&padded);
+        }
+        text
+    };
+    for (i, row) in rows.iter().enumerate() {
+        println!("{}", line([&row[0], &row[1], &row[2], &row[3]]));
+        if i == 0 {
+            let rule = |width: usize, right: bool| {
+                let dashes = "-".repeat(width.max(3) - usize::from(right));
+                if right { format!("{dashes}:") } else { dashes }
+            };
+            println!(
+                "| {} | {} | {} | {} |",
+                rule(widths[0], false),
+                rule(widths[1], true),
+                rule(widths[2], true),
+                rule(3, false)
+            );
+        }
+    }
+}
+
+/// Median of non-empty samples.
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
     if sorted.len() % 2 == 1 {
         sorted[mid]
     } else {
         (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
+fn ns_text(ns: f64) -> String {
+    if ns >= 100.0 {
+        format!("{ns:.0}")
+    } else {
+        format!("{ns:.2}")
     }
 }
 
@@ -142,4 +310,61 @@ fn ratio_text(ratio: f64) -> String {
     } else {
         format!("{ratio:.2e}")
     }
+}
+
+/// The machine, the date and the commit, for the docs.
+fn machine_line() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map_or("unknown CPU", |(_, model)| model.trim());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let date = command_text("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let source = env!("CARGO_MANIFEST_DIR");
+    let commit = command_text("git", &["-C", source, "rev-parse", "--short", "HEAD"]);
+    let dirty = !command_text(
+        "git",
+        &[
+            "-C",
+            source,
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+        ],
+    )
+    .is_empty();
+    format!(
+        "mmiotrace-bench, {date}: {model}, {cpus} CPUs, Linux {}, commit {}{}; {}",
+        kernel.trim(),
+        if commit.is_empty() {
+            "unknown"
+        } else {
+            &commit
+        },
+        if dirty {
+            " (with uncommitted changes)"
+        } else {
+            ""
+        },
+        load_line("load average at the start")
+    )
+}
+
+fn load_line(label: &str) -> String {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let averages: Vec<&str> = loadavg.split_whitespace().take(3).collect();
+    format!("{label}: {}", averages.join(" "))
+}
+
+fn command_text(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_default()
 }

@@ -1,61 +1,176 @@
 //! The rows of the table. Each measurement is a name, a one-line
-//! description and a function that returns one ns-per-access sample per
-//! repetition; adding a row (single-step mode, displaced execution, N-thread
-//! capture rate, whole-program overhead, start-up cost) means adding an entry
-//! to [`MEASUREMENTS`].
+//! description and a function that measures it; adding a row means adding
+//! an entry to [`MEASUREMENTS`].
 
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
 use crate::access::{PageFile, SharedPage};
-use crate::floor::SkipFaults;
+use crate::floor::{SkipFaults, StepFaults};
+use crate::record::{self, Mode, Recording};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Repetitions per row; the table shows their median.
+    /// Repetitions of the per-access loops; the table shows their median.
     pub reps: usize,
     /// Accesses (loads plus stores) per repetition in rows that fault.
     pub fault_accesses: u32,
     /// Accesses per repetition in rows that do not fault.
     pub plain_accesses: u32,
+    /// Accesses per thread in the capture rows.
+    pub capture_accesses: u32,
+    /// MiB the compute-heavy program checksums.
+    pub compute_mib: u32,
+    /// Runs of each side of the whole-program rows (compute, valgrind, recorder).
+    pub program_runs: usize,
+    /// Runs of each side of the start-up row.
+    pub startup_runs: usize,
+    /// Events the recorder rows drain.
+    pub burst_events: u64,
+    /// `--size` for the format benchmark.
+    pub parse_size: String,
 }
 
 #[derive(Debug)]
 pub struct Measurement {
     pub name: &'static str,
     pub what: &'static str,
-    pub run: fn(&Settings) -> anyhow::Result<Vec<f64>>,
+    pub run: fn(&Settings) -> anyhow::Result<Outcome>,
 }
 
-/// The row every other row is compared with.
+/// What a row measured.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Nanoseconds per access, one sample per repetition; the table adds
+    /// the median's ratio to the floor's.
+    PerAccess { samples: Vec<f64>, detail: String },
+    /// A row already formatted.
+    Row {
+        result: String,
+        ratio: String,
+        detail: String,
+    },
+}
+
+/// The row every per-access row is compared with.
 pub const FLOOR: &str = "floor";
 
 pub const MEASUREMENTS: &[Measurement] = &[
     Measurement {
         name: "plain",
-        what: "untraced: shared file mapping, no fault",
+        what: "untraced load + store, MAP_SHARED file page, no fault",
         run: plain,
     },
     Measurement {
         name: FLOOR,
-        what: "PROT_NONE + empty SIGSEGV handler that skips the mov",
+        what: "exception floor: PROT_NONE + a SIGSEGV handler that only skips the mov",
         run: floor,
     },
     Measurement {
-        name: "traced",
-        what: "under `mmiotrace record` (alias emulation)",
-        run: traced,
+        name: "floor-step",
+        what: "two-exception floor: the SIGSEGV handler moves rdi to a scratch page and sets TF, the SIGTRAP handler moves it back",
+        run: floor_step,
+    },
+    Measurement {
+        name: "emulated",
+        what: "mmiotrace: the mov emulated on the alias in the SIGSEGV handler",
+        run: emulated,
+    },
+    Measurement {
+        name: "displaced",
+        what: "mmiotrace: `add dword [rdi], esi` (RMW) by displaced execution, per instruction",
+        run: displaced,
+    },
+    Measurement {
+        name: "single-step",
+        what: "kernel design (--mode single-step): disarm, TF single-step, re-arm",
+        run: single_step,
+    },
+    Measurement {
+        name: "capture-alias-1",
+        what: "events logged / accesses made, 1 thread, mmiotrace",
+        run: capture::<false, 1>,
+    },
+    Measurement {
+        name: "capture-alias-2",
+        what: "2 threads on one shared traced page, mmiotrace",
+        run: capture::<false, 2>,
+    },
+    Measurement {
+        name: "capture-alias-4",
+        what: "4 threads, mmiotrace",
+        run: capture::<false, 4>,
+    },
+    Measurement {
+        name: "capture-alias-8",
+        what: "8 threads, mmiotrace",
+        run: capture::<false, 8>,
+    },
+    Measurement {
+        name: "capture-single-step-1",
+        what: "1 thread, kernel design",
+        run: capture::<true, 1>,
+    },
+    Measurement {
+        name: "capture-single-step-2",
+        what: "2 threads, kernel design",
+        run: capture::<true, 2>,
+    },
+    Measurement {
+        name: "capture-single-step-4",
+        what: "4 threads, kernel design",
+        run: capture::<true, 4>,
+    },
+    Measurement {
+        name: "capture-single-step-8",
+        what: "8 threads, kernel design",
+        run: capture::<true, 8>,
+    },
+    Measurement {
+        name: "compute",
+        what: "whole program: CRC-32 of generated data, doorbell write + status read every 64 KiB",
+        run: compute,
+    },
+    Measurement {
+        name: "compute-valgrind",
+        what: "the same program under `valgrind --tool=none` (reference: binary translation)",
+        run: compute_valgrind,
+    },
+    Measurement {
+        name: "startup",
+        what: "whole program: map one register, read it, exit",
+        run: startup,
+    },
+    Measurement {
+        name: "recorder-text",
+        what: "recorder drain to a text trace (1024 stores per `rep stosd` fault)",
+        run: recorder::<false>,
+    },
+    Measurement {
+        name: "recorder-binary",
+        what: "recorder drain to a binary trace",
+        run: recorder::<true>,
+    },
+    Measurement {
+        name: "parse-text",
+        what: "format_bench: read a text trace (every field decoded)",
+        run: parse_text,
+    },
+    Measurement {
+        name: "parse-binary",
+        what: "format_bench: read the same trace in binary",
+        run: parse_binary,
     },
 ];
 
 /// Iterations before timing starts: faults in the page, warms caches, and
 /// under the tracer warms the decoder and the ring.
-const WARMUP_ITERATIONS: u32 = 1000;
+pub const WARMUP_ITERATIONS: u32 = 1000;
 
 /// Times `reps` runs of `accesses` accesses (two per iteration of
 /// `access_loop`) after a warm-up, in ns per access.
@@ -71,145 +186,462 @@ pub fn time_reps(reps: usize, accesses: u32, mut access_loop: impl FnMut(u32)) -
         .collect()
 }
 
-fn plain(settings: &Settings) -> anyhow::Result<Vec<f64>> {
+fn plain(settings: &Settings) -> anyhow::Result<Outcome> {
     let file = PageFile::create("plain")?;
     let page = SharedPage::map(&file.file)?;
-    Ok(time_reps(settings.reps, settings.plain_accesses, |n| {
+    let samples = time_reps(settings.reps, settings.plain_accesses, |n| {
         page.access_loop(n)
-    }))
+    });
+    Ok(per_access(
+        samples,
+        settings.reps,
+        settings.plain_accesses,
+        "",
+    ))
 }
 
-fn floor(settings: &Settings) -> anyhow::Result<Vec<f64>> {
+fn floor(settings: &Settings) -> anyhow::Result<Outcome> {
     let file = PageFile::create("floor")?;
     let page = SharedPage::map(&file.file)?;
     let _armed = SkipFaults::arm(&page)?;
-    Ok(time_reps(settings.reps, settings.fault_accesses, |n| {
-        page.access_loop(n)
-    }))
-}
-
-/// What a worker prints for each repetition.
-pub const WORKER_SAMPLE_PREFIX: &str = "ns_per_access ";
-
-/// `mmiotrace-bench --worker PATH`: the traced side of the `traced` row. It
-/// runs under `mmiotrace record`, maps PATH (which the recorder traces) and
-/// prints one sample per repetition, so that recorder start-up and the
-/// program's own start-up are not counted.
-pub fn run_worker(path: &Path, settings: &Settings) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::FileExt;
-
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("{}: cannot open", path.display()))?;
-    let page = SharedPage::map(&file)?;
     let samples = time_reps(settings.reps, settings.fault_accesses, |n| {
         page.access_loop(n)
     });
-    drop(page);
-    let mut last_stored = [0; 4];
-    file.read_exact_at(&mut last_stored, 0)?;
-    let expected = (settings.fault_accesses / 2).max(1) - 1;
-    ensure!(
-        u32::from_le_bytes(last_stored) == expected,
-        "{}: the last store ({expected}) did not reach the file (it holds {})",
-        path.display(),
-        u32::from_le_bytes(last_stored)
-    );
-    let mut stdout = std::io::stdout().lock();
-    for sample in samples {
-        writeln!(stdout, "{WORKER_SAMPLE_PREFIX}{sample}")?;
-    }
-    Ok(())
+    Ok(per_access(
+        samples,
+        settings.reps,
+        settings.fault_accesses,
+        "",
+    ))
 }
 
-fn traced(settings: &Settings) -> anyhow::Result<Vec<f64>> {
-    let recorder = recorder_path()?;
-    let page = PageFile::create("traced")?;
-    let trace = TempPath(page.path.with_extension("trace"));
-    let bench = std::env::current_exe().context("cannot find the bench's own executable")?;
-    let output = Command::new(&recorder)
-        .arg("record")
-        .args(["--format", "text", "-o"])
-        .arg(&trace.0)
-        .arg("--trace")
-        .arg(&page.path)
-        .arg("--")
-        .arg(&bench)
-        .arg("--worker")
-        .arg(&page.path)
-        .args(["--reps", &settings.reps.to_string()])
-        .args(["--fault-accesses", &settings.fault_accesses.to_string()])
-        .output()
-        .with_context(|| format!("cannot run {}", recorder.display()))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        bail!(
-            "`mmiotrace record` failed ({}): {}",
-            output.status,
-            stderr.trim().lines().last().unwrap_or("no message")
+fn floor_step(settings: &Settings) -> anyhow::Result<Outcome> {
+    let file = PageFile::create("floor-step")?;
+    let page = SharedPage::map(&file.file)?;
+    let scratch_file = PageFile::create("floor-step-scratch")?;
+    let scratch = SharedPage::map(&scratch_file.file)?;
+    let _armed = StepFaults::arm(&page, &scratch)?;
+    let samples = time_reps(settings.reps, settings.fault_accesses, |n| {
+        page.access_loop(n)
+    });
+    Ok(per_access(
+        samples,
+        settings.reps,
+        settings.fault_accesses,
+        "",
+    ))
+}
+
+fn per_access(samples: Vec<f64>, reps: usize, accesses: u32, extra: &str) -> Outcome {
+    Outcome::PerAccess {
+        samples,
+        detail: format!("{reps} reps x {accesses}{extra}"),
+    }
+}
+
+/// The worker arguments of a timed loop.
+fn loop_args(work: &str, settings: &Settings) -> Vec<String> {
+    vec![
+        "--work".into(),
+        work.into(),
+        "--reps".into(),
+        settings.reps.to_string(),
+        "--fault-accesses".into(),
+        settings.fault_accesses.to_string(),
+    ]
+}
+
+/// Accesses a timed mov loop makes, warm-up included.
+fn loop_accesses(settings: &Settings) -> u64 {
+    let iterations = u64::from((settings.fault_accesses / 2).max(1));
+    2 * (u64::from(WARMUP_ITERATIONS) + iterations * settings.reps as u64)
+}
+
+/// The mov loop under the recorder; the worker times its own loop, so the
+/// recorder's and the program's start-up are not counted. A loop that was
+/// not traced would look impossibly fast: the trace must hold every access.
+fn traced_mov_loop(mode: Mode, settings: &Settings) -> anyhow::Result<Outcome> {
+    let page = PageFile::create("loop")?;
+    let recording = record::record(mode, false, &page.path, &loop_args("mov", settings))?;
+    let samples = record::samples(&recording.stdout, settings.reps)?;
+    let counts = record::count(&recording.trace.0)?;
+    let expected = loop_accesses(settings);
+    ensure!(
+        counts.reads + counts.writes == expected && counts.unknown == 0,
+        "the trace holds {} accesses, expected {expected}",
+        counts.accesses()
+    );
+    let extra = format!(
+        "; all {expected} in the trace; program waited {}x on a full ring",
+        recording.ring_full_waits()?
+    );
+    Ok(per_access(
+        samples,
+        settings.reps,
+        settings.fault_accesses,
+        &extra,
+    ))
+}
+
+fn emulated(settings: &Settings) -> anyhow::Result<Outcome> {
+    traced_mov_loop(Mode::Alias, settings)
+}
+
+fn single_step(settings: &Settings) -> anyhow::Result<Outcome> {
+    traced_mov_loop(Mode::SingleStep, settings)
+}
+
+fn displaced(settings: &Settings) -> anyhow::Result<Outcome> {
+    let page = PageFile::create("displaced")?;
+    let recording = record::record(Mode::Alias, false, &page.path, &loop_args("add", settings))?;
+    let samples = record::samples(&recording.stdout, settings.reps)?;
+    let adds = recording.made()?;
+    let counts = record::count(&recording.trace.0)?;
+    // Each add must be in the trace: as an UNKNOWN, or as a read and a
+    // write with their values, whichever the runtime logs.
+    ensure!(
+        counts.unknown + counts.writes == adds,
+        "{adds} adds, but the trace holds {} writes and {} UNKNOWN",
+        counts.writes,
+        counts.unknown
+    );
+    let per_add = |n: u64, what: &str| match n / adds {
+        0 => String::new(),
+        k => format!(" {k} {what}"),
+    };
+    let extra = format!(
+        "; the sum in the register is right; each add in the trace as{}{}{}",
+        per_add(counts.reads, "R"),
+        per_add(counts.writes, "W"),
+        per_add(counts.unknown, "UNKNOWN"),
+    );
+    Ok(per_access(
+        samples,
+        settings.reps,
+        settings.fault_accesses,
+        &extra,
+    ))
+}
+
+/// THREADS threads, each load+store pairs on its own register of one
+/// shared traced page: events logged ÷ accesses made. mmiotrace must log
+/// every one; the kernel design loses what other threads do while a page
+/// is disarmed.
+fn capture<const SINGLE_STEP: bool, const THREADS: u32>(
+    settings: &Settings,
+) -> anyhow::Result<Outcome> {
+    let mode = if SINGLE_STEP {
+        Mode::SingleStep
+    } else {
+        Mode::Alias
+    };
+    let page = PageFile::create("capture")?;
+    let args = [
+        "--work".to_owned(),
+        "threads".to_owned(),
+        "--threads".to_owned(),
+        THREADS.to_string(),
+        "--accesses".to_owned(),
+        settings.capture_accesses.to_string(),
+    ];
+    let recording = record::record(mode, false, &page.path, &args)?;
+    let made = recording.made()?;
+    let counts = record::count(&recording.trace.0)?;
+    let logged = counts.accesses();
+    let per_thread: Vec<u64> = (0..u64::from(THREADS))
+        .map(|thread| {
+            let address = thread * 4 * crate::worker::THREAD_STRIDE_WORDS as u64;
+            counts.by_address.get(&address).copied().unwrap_or(0)
+        })
+        .collect();
+    let mut detail = format!("{logged} of {made} accesses logged");
+    if THREADS > 1 {
+        let _ = write!(
+            detail,
+            " (per thread {}..{})",
+            per_thread.iter().min().unwrap_or(&0),
+            per_thread.iter().max().unwrap_or(&0)
         );
     }
-    let samples: Vec<f64> = String::from_utf8_lossy(&output.stdout)
+    if SINGLE_STEP {
+        let hits = counts
+            .marks
+            .iter()
+            .find_map(|mark| recursive_probe_hits(mark))
+            .context("no single-step MARK in the trace")?;
+        let _ = write!(
+            detail,
+            ", {} lost, {hits} recursive probe hits",
+            made.saturating_sub(logged)
+        );
+    } else {
+        ensure!(
+            logged == made,
+            "mmiotrace logged {logged} of {made} accesses: it must log every one"
+        );
+    }
+    Ok(Outcome::Row {
+        result: format!("{:.3} %", 100.0 * logged as f64 / made as f64),
+        ratio: String::new(),
+        detail,
+    })
+}
+
+/// `… N recursive probe hits` from the runtime's exit MARK.
+fn recursive_probe_hits(mark: &str) -> Option<u64> {
+    let before = mark.strip_suffix(" recursive probe hits")?;
+    before.rsplit(' ').next()?.parse().ok()
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
+fn secs(samples: &[Duration]) -> Vec<f64> {
+    samples.iter().map(Duration::as_secs_f64).collect()
+}
+
+fn compute_args(settings: &Settings) -> Vec<String> {
+    vec![
+        "--work".into(),
+        "compute".into(),
+        "--mib".into(),
+        settings.compute_mib.to_string(),
+    ]
+}
+
+/// The CRC the compute worker printed.
+fn crc_of(stdout: &[u8]) -> anyhow::Result<String> {
+    String::from_utf8_lossy(stdout)
         .lines()
-        .filter_map(|line| line.strip_prefix(WORKER_SAMPLE_PREFIX))
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .context("the worker printed a malformed sample")?;
-    ensure!(
-        samples.len() == settings.reps,
-        "the worker printed {} samples, expected {}",
-        samples.len(),
-        settings.reps
-    );
-
-    // A loop that was not traced would look impossibly fast; make sure every
-    // access is in the trace.
-    let iterations = u64::from((settings.fault_accesses / 2).max(1));
-    let expected = 2 * (u64::from(WARMUP_ITERATIONS) + iterations * settings.reps as u64);
-    let traced = count_four_byte_accesses(&trace.0)?;
-    ensure!(
-        traced == expected,
-        "{}: the trace holds {traced} 4-byte accesses, expected {expected}",
-        trace.0.display()
-    );
-    Ok(samples)
+        .find_map(|line| line.strip_prefix("crc "))
+        .map(str::to_owned)
+        .context("the compute worker printed no CRC")
 }
 
-/// `mmiotrace`, next to this executable (both live in target/release).
-fn recorder_path() -> anyhow::Result<PathBuf> {
-    let bench = std::env::current_exe().context("cannot find the bench's own executable")?;
-    let recorder = bench.with_file_name("mmiotrace");
-    ensure!(
-        recorder.is_file(),
-        "{} not found: build the whole workspace (bench/run does) so that the recorder sits next to the bench",
-        recorder.display()
-    );
-    Ok(recorder)
-}
-
-/// Counts `R 4 ...` and `W 4 ...` lines of a text trace.
-fn count_four_byte_accesses(trace: &Path) -> anyhow::Result<u64> {
-    use std::io::BufRead;
-    let file = std::fs::File::open(trace)
-        .with_context(|| format!("{}: cannot open the trace", trace.display()))?;
-    let mut count = 0;
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.with_context(|| format!("{}: cannot read the trace", trace.display()))?;
-        if line.starts_with("R 4 ") || line.starts_with("W 4 ") {
-            count += 1;
-        }
+/// The compute-heavy program bare and under the recorder, alternately:
+/// whole-process wall time, traced ÷ untraced.
+fn compute(settings: &Settings) -> anyhow::Result<Outcome> {
+    let page = PageFile::create("compute")?;
+    let args = compute_args(settings);
+    let (mut bare, mut traced) = (Vec::new(), Vec::new());
+    let mut waits = 0;
+    for _ in 0..settings.program_runs {
+        let (output, wall) = record::run_timed(&mut record::worker(&page.path, &args)?)?;
+        let crc = crc_of(&output.stdout)?;
+        bare.push(wall);
+        let recording = record::record(Mode::Alias, false, &page.path, &args)?;
+        ensure!(
+            crc_of(recording.stdout.as_bytes())? == crc,
+            "traced and untraced runs computed different CRCs"
+        );
+        let counts = record::count(&recording.trace.0)?;
+        ensure!(
+            counts.accesses() == recording.made()?,
+            "the trace holds {} accesses, the program made {}",
+            counts.accesses(),
+            recording.made()?
+        );
+        waits += recording.ring_full_waits()?;
+        traced.push(recording.wall);
     }
-    Ok(count)
+    let (bare, traced) = (median(&secs(&bare)), median(&secs(&traced)));
+    Ok(Outcome::Row {
+        result: format!("{traced:.3} s vs {bare:.3} s"),
+        ratio: format!("{:.3} x untraced", traced / bare),
+        detail: format!(
+            "{} MiB, {} doorbells; median of {} runs each, whole process; program waited {waits}x",
+            settings.compute_mib,
+            u64::from(settings.compute_mib) * (1 << 20) / crate::worker::DOORBELL_CHUNK as u64,
+            settings.program_runs
+        ),
+    })
 }
 
-/// A file removed on drop.
-struct TempPath(PathBuf);
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+/// The compute-heavy program bare and under `valgrind --tool=none`, if
+/// valgrind is installed.
+fn compute_valgrind(settings: &Settings) -> anyhow::Result<Outcome> {
+    let installed = std::process::Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !installed {
+        return Ok(Outcome::Row {
+            result: "skipped".into(),
+            ratio: String::new(),
+            detail: "valgrind is not installed".into(),
+        });
     }
+    let page = PageFile::create("valgrind")?;
+    let args = compute_args(settings);
+    let (mut bare, mut valgrind) = (Vec::new(), Vec::new());
+    for _ in 0..settings.program_runs {
+        let (output, wall) = record::run_timed(&mut record::worker(&page.path, &args)?)?;
+        let crc = crc_of(&output.stdout)?;
+        bare.push(wall);
+        let mut command = std::process::Command::new("valgrind");
+        command
+            .args(["--tool=none", "-q"])
+            .arg(record::own_executable()?)
+            .arg("--worker")
+            .arg(&page.path)
+            .args(&args);
+        let (output, wall) = record::run_timed(&mut command)?;
+        ensure!(
+            crc_of(&output.stdout)? == crc,
+            "valgrind and bare runs computed different CRCs"
+        );
+        valgrind.push(wall);
+    }
+    let (bare, valgrind) = (median(&secs(&bare)), median(&secs(&valgrind)));
+    Ok(Outcome::Row {
+        result: format!("{valgrind:.3} s vs {bare:.3} s"),
+        ratio: format!("{:.3} x untraced", valgrind / bare),
+        detail: format!(
+            "median of {} runs each, whole process",
+            settings.program_runs
+        ),
+    })
+}
+
+/// A program that maps one register, reads it and exits: the whole
+/// `mmiotrace record` run against the bare program.
+fn startup(settings: &Settings) -> anyhow::Result<Outcome> {
+    let page = PageFile::create("startup")?;
+    let args = ["--work".to_owned(), "startup".to_owned()];
+    let (mut bare, mut traced) = (Vec::new(), Vec::new());
+    for _ in 0..settings.startup_runs {
+        bare.push(record::run_timed(&mut record::worker(&page.path, &args)?)?.1);
+        let recording = record::record(Mode::Alias, false, &page.path, &args)?;
+        let counts = record::count(&recording.trace.0)?;
+        ensure!(
+            counts.reads == 1,
+            "the trace holds {} reads, expected 1",
+            counts.reads
+        );
+        traced.push(recording.wall);
+    }
+    let (bare, traced) = (median(&secs(&bare)), median(&secs(&traced)));
+    Ok(Outcome::Row {
+        result: format!("{:.2} ms vs {:.2} ms", traced * 1e3, bare * 1e3),
+        ratio: format!("{:.2} x untraced", traced / bare),
+        detail: format!(
+            "median of {} runs each: `mmiotrace record` start to exit vs the bare program",
+            settings.startup_runs
+        ),
+    })
+}
+
+/// Events drained per second: a program that logs as fast as the runtime
+/// can (1024 events per fault), recorded whole; the program waits when
+/// its ring is full, so the recorder sets the pace.
+fn recorder<const BINARY: bool>(settings: &Settings) -> anyhow::Result<Outcome> {
+    let page = PageFile::create("recorder")?;
+    let args = [
+        "--work".to_owned(),
+        "burst".to_owned(),
+        "--events".to_owned(),
+        settings.burst_events.to_string(),
+    ];
+    let mut rates = Vec::new();
+    let mut waits = Vec::new();
+    let mut size = 0;
+    for _ in 0..settings.program_runs {
+        let recording: Recording = record::record(Mode::Alias, BINARY, &page.path, &args)?;
+        let made = recording.made()?;
+        let counts = record::count(&recording.trace.0)?;
+        ensure!(
+            counts.writes == made,
+            "the trace holds {} writes, the program made {made}",
+            counts.writes
+        );
+        size = std::fs::metadata(&recording.trace.0)?.len();
+        rates.push(made as f64 / recording.wall.as_secs_f64());
+        waits.push(recording.ring_full_waits()?.to_string());
+    }
+    Ok(Outcome::Row {
+        result: format!("{:.2} M events/s", median(&rates) / 1e6),
+        ratio: String::new(),
+        detail: format!(
+            "{} events ({:.1} MiB), median of {} whole runs; program waited on a full ring: {} times",
+            settings.burst_events.div_ceil(1024) * 1024,
+            size as f64 / f64::from(1 << 20),
+            settings.program_runs,
+            waits.join("/")
+        ),
+    })
+}
+
+/// What format_bench printed, run once for both parse rows.
+static FORMAT_BENCH: OnceLock<Result<String, String>> = OnceLock::new();
+
+fn format_bench(settings: &Settings) -> anyhow::Result<&'static str> {
+    let output =
+        FORMAT_BENCH.get_or_init(|| run_format_bench(settings).map_err(|e| format!("{e:#}")));
+    match output {
+        Ok(text) => Ok(text),
+        Err(err) => bail!("{err}"),
+    }
+}
+
+fn run_format_bench(settings: &Settings) -> anyhow::Result<String> {
+    let example = record::own_executable()?
+        .with_file_name("examples")
+        .join("format_bench");
+    ensure!(
+        example.is_file(),
+        "{} not found: `cargo build --release -p mmiotrace-trace --example format_bench` (bench/run does)",
+        example.display()
+    );
+    let mut command = std::process::Command::new(&example);
+    command.args(["--size", &settings.parse_size, "--runs", "3"]);
+    let (output, _) = record::run_timed(&mut command)?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// format_bench's line starting with `label`, split into its leading time
+/// and the parenthesised rates: `text parse  0.115 s  1352097 events  (11.8 M events/s, 8.52x wc -l)`.
+fn format_bench_line<'a>(output: &'a str, label: &str) -> anyhow::Result<(&'a str, &'a str)> {
+    let line = output
+        .lines()
+        .find(|line| line.starts_with(label))
+        .with_context(|| format!("format_bench printed no {label:?} line"))?;
+    let (head, rates) = line
+        .split_once('(')
+        .with_context(|| format!("unexpected format_bench line {line:?}"))?;
+    Ok((head[label.len()..].trim(), rates.trim_end_matches(')')))
+}
+
+fn parse_row(settings: &Settings, label: &str) -> anyhow::Result<Outcome> {
+    let output = format_bench(settings)?;
+    let (head, rates) = format_bench_line(output, label)?;
+    let (rate, ratio) = rates.split_once(", ").unwrap_or((rates, ""));
+    let generated = output
+        .lines()
+        .find_map(|line| line.strip_prefix("generated"))
+        .map(|rest| rest.split(" in ").next().unwrap_or(rest).trim())
+        .unwrap_or("");
+    Ok(Outcome::Row {
+        result: rate.to_owned(),
+        ratio: ratio.to_owned(),
+        detail: format!(
+            "{head}, best of 3; --size {}: {generated}",
+            settings.parse_size
+        ),
+    })
+}
+
+fn parse_text(settings: &Settings) -> anyhow::Result<Outcome> {
+    parse_row(settings, "text parse")
+}
+
+fn parse_binary(settings: &Settings) -> anyhow::Result<Outcome> {
+    parse_row(settings, "binary parse")
 }

@@ -1,6 +1,8 @@
-//! Runs the real `mmiotrace-bench` on small counts. The `traced` row needs
-//! the recorder and is exercised by `bench/run`, not here.
+//! Runs the real `mmiotrace-bench` on small counts. Rows that need the
+//! recorder run when it was built next to the bench (as in
+//! target/release), and must say why not otherwise.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn bench(args: &[&str]) -> Output {
@@ -8,6 +10,27 @@ fn bench(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("mmiotrace-bench should start")
+}
+
+fn recorder_built() -> bool {
+    Path::new(env!("CARGO_BIN_EXE_mmiotrace-bench"))
+        .with_file_name("mmiotrace")
+        .is_file()
+}
+
+/// The table's rows, as cells, without the header and the rule.
+fn table(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .filter(|line| line.starts_with('|'))
+        .skip(2)
+        .map(|line| {
+            line.trim_matches('|')
+                .split(" | ")
+                .map(|cell| cell.trim().to_owned())
+                .collect()
+        })
+        .collect()
 }
 
 #[test]
@@ -30,19 +53,25 @@ fn plain_and_floor_rows_print_a_table() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let rows: Vec<Vec<&str>> = stdout
-        .lines()
-        .skip(2)
-        .map(|line| line.split_whitespace().collect())
-        .collect();
+    assert!(stdout.starts_with("mmiotrace-bench, "), "{stdout}");
+    assert!(
+        stdout.contains("\ncommand: bench/run --only plain"),
+        "{stdout}"
+    );
+    let rows = table(&stdout);
     assert_eq!(rows.len(), 2, "{stdout}");
     assert_eq!(rows[0][0], "plain");
     assert_eq!(rows[1][0], "floor");
     assert_eq!(
-        rows[1][4], "1.000",
+        rows[1][2], "1.000 x floor",
         "the floor is its own yardstick: {stdout}"
     );
-    let ns = |row: &[&str]| row[1].parse::<f64>().expect("ns/access is a number");
+    let ns = |row: &[String]| {
+        row[1]
+            .strip_suffix(" ns")
+            .and_then(|n| n.parse::<f64>().ok())
+            .expect("ns/access is a number")
+    };
     assert!(
         ns(&rows[0]) < ns(&rows[1]),
         "a fault costs more than a plain access: {stdout}"
@@ -50,18 +79,27 @@ fn plain_and_floor_rows_print_a_table() {
 }
 
 #[test]
-fn worker_untraced_stores_reach_the_file() {
-    let page =
-        std::env::temp_dir().join(format!("mmiotrace-bench-test-{}.page", std::process::id()));
+fn an_unknown_row_is_an_error_that_lists_the_rows() {
+    let output = bench(&["--only", "nonesuch"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no row named \"nonesuch\"") && stderr.contains("capture-single-step-8"),
+        "{stderr}"
+    );
+}
+
+/// Runs a worker untraced on a fresh page file; returns its stdout and
+/// the file's contents afterwards.
+fn worker(tag: &str, args: &[&str]) -> (String, Vec<u8>) {
+    let page = std::env::temp_dir().join(format!(
+        "mmiotrace-bench-test-{}-{tag}.page",
+        std::process::id()
+    ));
     std::fs::write(&page, [0u8; 4096]).expect("create the page file");
-    let output = bench(&[
-        "--worker",
-        page.to_str().expect("UTF-8 path"),
-        "--reps",
-        "2",
-        "--fault-accesses",
-        "1000",
-    ]);
+    let mut all = vec!["--worker", page.to_str().expect("UTF-8 path")];
+    all.extend_from_slice(args);
+    let output = bench(&all);
     let contents = std::fs::read(&page).expect("read the page file");
     let _ = std::fs::remove_file(&page);
     assert!(
@@ -69,7 +107,23 @@ fn worker_untraced_stores_reach_the_file() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        contents,
+    )
+}
+
+fn word(contents: &[u8], index: usize) -> u32 {
+    u32::from_le_bytes(
+        contents[4 * index..4 * index + 4]
+            .try_into()
+            .expect("4 bytes"),
+    )
+}
+
+#[test]
+fn worker_untraced_stores_reach_the_file() {
+    let (stdout, contents) = worker("mov", &["--reps", "2", "--fault-accesses", "1000"]);
     assert_eq!(
         stdout
             .lines()
@@ -78,34 +132,98 @@ fn worker_untraced_stores_reach_the_file() {
         2,
         "{stdout}"
     );
+    assert_eq!(word(&contents, 0), 499, "the last of 500 stores wrote 499");
+}
+
+#[test]
+fn worker_adds_and_counts_its_instructions() {
+    let (stdout, contents) = worker(
+        "add",
+        &["--work", "add", "--reps", "2", "--fault-accesses", "100"],
+    );
+    // Warm-up 2000 adds of 0..2000, then two reps of 100 adds of 0..100.
+    let sum = (0..2000u32).sum::<u32>() + 2 * (0..100u32).sum::<u32>();
+    assert_eq!(word(&contents, 0), sum);
+    assert!(stdout.contains("made 2200\n"), "{stdout}");
+}
+
+#[test]
+fn worker_threads_each_write_their_own_register() {
+    let (stdout, contents) = worker(
+        "threads",
+        &["--work", "threads", "--threads", "4", "--accesses", "1000"],
+    );
+    assert!(stdout.contains("made 4000\n"), "{stdout}");
+    for thread in 0..4 {
+        assert_eq!(word(&contents, thread * 16), 499, "thread {thread}");
+    }
+}
+
+#[test]
+fn worker_compute_rings_the_doorbell_every_64_kib() {
+    let (stdout, contents) = worker("compute", &["--work", "compute", "--mib", "1"]);
+    let crc = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("crc "))
+        .expect("a crc line");
     assert_eq!(
-        contents[..4],
-        499u32.to_le_bytes(),
-        "the last of 500 stores wrote 499"
+        u32::from_str_radix(crc, 16).expect("hex crc"),
+        word(&contents, 0),
+        "the last doorbell holds the final CRC"
+    );
+    assert!(
+        stdout.contains("made 32\n"),
+        "16 doorbells and 16 status reads: {stdout}"
     );
 }
 
 #[test]
-fn traced_row_runs_or_says_why_not() {
-    // The recorder is looked up next to the bench; a test build has it only
-    // if `mmiotrace` was built in the same profile.
-    let bench_exe = std::path::Path::new(env!("CARGO_BIN_EXE_mmiotrace-bench"));
-    let recorder_built = bench_exe.with_file_name("mmiotrace").is_file();
-    let output = bench(&["--only", "traced", "--reps", "2", "--fault-accesses", "400"]);
+fn worker_burst_fills_the_page_per_fault() {
+    let (stdout, contents) = worker("burst", &["--work", "burst", "--events", "3000"]);
+    assert!(stdout.contains("made 3072\n"), "{stdout}");
+    assert!((0..1024).all(|i| word(&contents, i) == 2));
+}
+
+#[test]
+fn traced_rows_run_or_say_why_not() {
+    let output = bench(&[
+        "--only",
+        "emulated",
+        "--only",
+        "capture-alias",
+        "--reps",
+        "2",
+        "--fault-accesses",
+        "400",
+        "--capture-accesses",
+        "400",
+    ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let row: Vec<&str> = stdout
-        .lines()
-        .nth(2)
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    assert_eq!(row.first(), Some(&"traced"), "{stdout}");
-    if recorder_built {
+    let rows = table(&stdout);
+    let names: Vec<&str> = rows.iter().map(|row| row[0].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "emulated",
+            "capture-alias-1",
+            "capture-alias-2",
+            "capture-alias-4",
+            "capture-alias-8"
+        ],
+        "{stdout}"
+    );
+    if recorder_built() {
         assert!(output.status.success(), "{stdout}");
         assert!(
-            row[1].parse::<f64>().is_ok_and(|ns| ns > 100.0),
+            rows[0][1]
+                .strip_suffix(" ns")
+                .and_then(|ns| ns.parse::<f64>().ok())
+                .is_some_and(|ns| ns > 100.0),
             "a traced access faults: {stdout}"
         );
+        for row in &rows[1..] {
+            assert_eq!(row[1], "100.000 %", "{stdout}");
+        }
     } else {
         assert_eq!(output.status.code(), Some(1), "{stdout}");
         assert!(

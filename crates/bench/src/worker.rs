@@ -1,0 +1,184 @@
+//! `mmiotrace-bench --worker PAGE --work KIND`: the program side of the rows
+//! that need a program of their own, run under `mmiotrace record` (or bare,
+//! or under valgrind, for the untraced side). PAGE is the file the recorder
+//! traces; each kind maps it once and prints what the bench checks.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use anyhow::{Context, ensure};
+use clap::ValueEnum;
+
+use crate::access::{PAGE_SIZE, SharedPage};
+use crate::measurements::{WARMUP_ITERATIONS, time_reps};
+
+/// What a worker prints for each timed repetition.
+pub const SAMPLE_PREFIX: &str = "ns_per_access ";
+/// What a worker prints for the accesses (or events) it made.
+pub const MADE_PREFIX: &str = "made ";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Work {
+    /// The per-access loop: `mov eax, [rdi]` + `mov [rdi], esi`, timed.
+    Mov,
+    /// `add dword [rdi], esi` in a loop, timed (displaced execution).
+    Add,
+    /// `--threads` threads, each `--accesses` load+store pairs on a
+    /// register of its own in the one shared page.
+    Threads,
+    /// CRC-32 of `--mib` MiB of generated data, writing the doorbell
+    /// register every 64 KiB: a compute-heavy program with sparse MMIO.
+    Compute,
+    /// Map the register page, read one register, exit.
+    Startup,
+    /// `--events` 4-byte stores as fast as possible, 1024 per `rep stosd`.
+    Burst,
+}
+
+/// The worker's parameters (hidden options of the bench).
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub work: Work,
+    pub reps: usize,
+    pub fault_accesses: u32,
+    pub threads: u32,
+    pub accesses: u32,
+    pub mib: u32,
+    pub events: u64,
+}
+
+/// Words between the registers of two threads of the `threads` work.
+pub const THREAD_STRIDE_WORDS: usize = 16;
+
+/// Bytes of generated data between two doorbell writes.
+pub const DOORBELL_CHUNK: usize = 64 * 1024;
+
+pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("{}: cannot open", path.display()))?;
+    let page = SharedPage::map(&file)?;
+    let mut out = String::new();
+    let iterations = (job.fault_accesses / 2).max(1);
+    match job.work {
+        Work::Mov => {
+            let samples = time_reps(job.reps, job.fault_accesses, |n| page.access_loop(n));
+            drop(page);
+            let expected = iterations - 1;
+            let stored = read_word(&file, 0)?;
+            ensure!(
+                stored == expected,
+                "{}: the last store ({expected}) did not reach the file (it holds {stored})",
+                path.display()
+            );
+            for sample in samples {
+                out.push_str(&format!("{SAMPLE_PREFIX}{sample}\n"));
+            }
+        }
+        Work::Add => {
+            let before = read_word(&file, 0)?;
+            // Each add is one instruction, so the loop's "accesses" are its
+            // iterations: time_reps counts two per iteration, hence 2×.
+            let samples = time_reps(job.reps, job.fault_accesses, |n| page.add_loop(2 * n));
+            drop(page);
+            let added = |n: u32| (0..n).fold(0u32, |sum, i| sum.wrapping_add(i));
+            let expected = (0..job.reps).fold(
+                before.wrapping_add(added(2 * WARMUP_ITERATIONS)),
+                |sum, _| sum.wrapping_add(added(2 * iterations)),
+            );
+            let got = read_word(&file, 0)?;
+            ensure!(
+                got == expected,
+                "{}: after the adds the register holds {got}, expected {expected}",
+                path.display()
+            );
+            for sample in samples {
+                out.push_str(&format!("{SAMPLE_PREFIX}{sample}\n"));
+            }
+            let made = 2 * (u64::from(WARMUP_ITERATIONS) + u64::from(iterations) * job.reps as u64);
+            out.push_str(&format!("{MADE_PREFIX}{made}\n"));
+        }
+        Work::Threads => {
+            ensure!((1..=64).contains(&job.threads), "--threads must be 1..=64");
+            // All threads start together, so that they hammer the page at
+            // the same time rather than one after the other.
+            let start = std::sync::Barrier::new(job.threads as usize);
+            std::thread::scope(|scope| {
+                for thread in 0..job.threads as usize {
+                    let (page, start) = (&page, &start);
+                    scope.spawn(move || {
+                        start.wait();
+                        // 64 bytes apart: each thread's register on a cache line of its own.
+                        page.access_loop_at(thread * THREAD_STRIDE_WORDS, job.accesses / 2);
+                    });
+                }
+            });
+            let made = u64::from(job.threads) * u64::from(job.accesses / 2) * 2;
+            out.push_str(&format!("{MADE_PREFIX}{made}\n"));
+        }
+        Work::Compute => {
+            let (crc, doorbells) = checksum_with_doorbell(&page, job.mib);
+            out.push_str(&format!("crc {crc:08x}\n{MADE_PREFIX}{}\n", 2 * doorbells));
+        }
+        Work::Startup => {
+            std::hint::black_box(page.load(1));
+            out.push_str(&format!("{MADE_PREFIX}1\n"));
+        }
+        Work::Burst => {
+            let per_fill = (PAGE_SIZE / 4) as u64;
+            let fills = job.events.div_ceil(per_fill);
+            for fill in 0..fills {
+                page.fill(fill as u32);
+            }
+            out.push_str(&format!("{MADE_PREFIX}{}\n", fills * per_fill));
+        }
+    }
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(())
+}
+
+fn read_word(file: &std::fs::File, word: u64) -> anyhow::Result<u32> {
+    let mut bytes = [0; 4];
+    file.read_exact_at(&mut bytes, word * 4)?;
+    Ok(u32::from_le_bytes(bytes))
+}
+
+/// CRC-32 (IEEE, reflected, table-driven) of `mib` MiB of xorshift data,
+/// generated chunk by chunk; after each chunk the CRC so far goes to the
+/// doorbell register (word 0) and the status register (word 1) is read, as
+/// a driver handing buffers to a device would. Returns the CRC and the
+/// number of doorbell writes.
+fn checksum_with_doorbell(page: &SharedPage, mib: u32) -> (u32, u64) {
+    let table: [u32; 256] = std::array::from_fn(|byte| {
+        (0..8).fold(byte as u32, |crc, _| {
+            if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            }
+        })
+    });
+    let mut chunk = vec![0u8; DOORBELL_CHUNK];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut whole = !0u32;
+    let chunks = u64::from(mib) * (1 << 20) / DOORBELL_CHUNK as u64;
+    for _ in 0..chunks {
+        for word in chunk.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        for &byte in &chunk {
+            whole = (whole >> 8) ^ table[usize::from((whole as u8) ^ byte)];
+        }
+        page.store(0, !whole);
+        std::hint::black_box(page.load(1));
+    }
+    (!whole, chunks)
+}
