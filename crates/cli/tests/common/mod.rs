@@ -1,0 +1,58 @@
+//! Helpers for the tests of the analysis commands, which run the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mmiotrace_trace::{Event, Item, ReadOptions, TraceReader};
+
+pub fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+pub fn mmiotrace(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mmiotrace"))
+        .args(args)
+        .output()
+        .expect("run mmiotrace")
+}
+
+/// Standard output of a run that must succeed.
+pub fn stdout(args: &[&str]) -> String {
+    let out = mmiotrace(args);
+    assert!(
+        out.status.success(),
+        "mmiotrace {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// A scratch directory of this test's own, emptied first.
+pub fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mmiotrace-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Every event of a trace, which must be valid and complete.
+pub fn events(bytes: &[u8]) -> Vec<Event> {
+    TraceReader::new(bytes, ReadOptions::default())
+        .expect("a trace")
+        .map(|item| match item.expect("a valid trace") {
+            Item::Event(e) => e,
+            Item::Truncated(t) => panic!("cut off: {t}"),
+        })
+        .collect()
+}
+
+pub fn fixture_events(name: &str) -> Vec<Event> {
+    events(&std::fs::read(data(name)).expect("fixture"))
+}
