@@ -21,14 +21,16 @@ use crate::worker::{Job, Work};
 /// Measure mmiotrace against the kernel's design and print one table.
 ///
 /// Rows (select with --only NAME, or a group such as `capture`):
-///   plain, floor, emulated, displaced, single-step
+///   plain, floor, floor-step, emulated, displaced, single-step
 ///       ns per access of a 4-byte load + 4-byte store loop on one page of
 ///       a MAP_SHARED file (displaced: per `add dword [rdi], esi`):
 ///       untraced; the exception floor (PROT_NONE and a SIGSEGV handler
-///       that only skips the mov); under `mmiotrace record` (the worker
-///       times its own loop, and every access must be in the trace); and
-///       under `mmiotrace record --mode single-step`, the kernel's design.
-///       Each also as a multiple of the floor.
+///       that only skips the mov); the two-exception floor of anything
+///       that single-steps the access (SIGSEGV + TF + SIGTRAP, nothing
+///       else); under `mmiotrace record` (the worker times its own loop,
+///       and every access must be in the trace); and under `mmiotrace
+///       record --mode single-step`, the kernel's design. Each also as a
+///       multiple of the floor.
 ///   capture-alias-N, capture-single-step-N  (N = 1, 2, 4, 8)
 ///       N threads hammering one shared traced page: events logged /
 ///       accesses made. mmiotrace must log 100%; the row fails otherwise.
