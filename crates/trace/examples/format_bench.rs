@@ -279,11 +279,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let convert_time = start.elapsed();
     let binary_len = std::fs::metadata(&binary)?.len();
     println!(
-        "to binary   {:>8.3} s  {converted} events  ({}), {:.1} MiB ({:.1}% of text)",
+        "to binary   {:>8.3} s  {converted} events  ({}), {:.1} MiB ({:.1}% of text, {:.1} bytes/event)",
         convert_time.as_secs_f64(),
         rate(converted, convert_time),
         binary_len as f64 / (1 << 20) as f64,
-        100.0 * binary_len as f64 / text_len as f64
+        100.0 * binary_len as f64 / text_len as f64,
+        binary_len as f64 / converted.max(1) as f64
     );
 
     let (binary_time, binary_events) = best_of(args.runs, || count_events(&binary));
