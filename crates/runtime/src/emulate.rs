@@ -10,6 +10,8 @@
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
+use crate::alu::{self, Compare};
+
 /// The general registers, indexed in x86 encoding order
 /// (rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8..r15), plus rip and rflags.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -126,6 +128,63 @@ pub trait Bus {
     fn store(&mut self, addr: u64, width: u8, value: u64) -> Result<(), Refusal>;
     /// The base of segment FS or GS.
     fn segment_base(&mut self, segment: Register) -> Option<u64>;
+
+    /// Whether `len` bytes at `addr` could be accessed. Unlike [`Bus::check`],
+    /// any length up to [`MAX_OPERAND`] is allowed, and so is an access that
+    /// crosses from one mapping into another (it is then made in pieces).
+    fn check_bytes(&mut self, addr: u64, len: usize, write: bool) -> Result<(), Refusal> {
+        match len {
+            1 | 2 | 4 | 8 => self.check(addr, len as u8, write),
+            _ => Err(Refusal::Unsupported),
+        }
+    }
+
+    /// Loads `out.len()` bytes (at most [`MAX_OPERAND`]) at `addr`: one
+    /// access when the length is a power of two up to 64 and the bytes lie
+    /// in one mapping, otherwise one access per piece (see
+    /// docs/INSTRUCTIONS.md, "Widths and pieces").
+    fn load_bytes(&mut self, addr: u64, out: &mut [u8]) -> Result<(), Refusal> {
+        let width = out.len();
+        if !matches!(width, 1 | 2 | 4 | 8) {
+            return Err(Refusal::Unsupported);
+        }
+        let value = self.load(addr, width as u8)?.to_le_bytes();
+        out.copy_from_slice(value.get(..width).ok_or(Refusal::Unsupported)?);
+        Ok(())
+    }
+
+    /// Stores `bytes` (at most [`MAX_OPERAND`]) at `addr`, in pieces as
+    /// [`Bus::load_bytes`].
+    fn store_bytes(&mut self, addr: u64, bytes: &[u8]) -> Result<(), Refusal> {
+        let width = bytes.len();
+        if !matches!(width, 1 | 2 | 4 | 8) {
+            return Err(Refusal::Unsupported);
+        }
+        let mut value = [0u8; 8];
+        value
+            .get_mut(..width)
+            .ok_or(Refusal::Unsupported)?
+            .copy_from_slice(bytes);
+        self.store(addr, width as u8, u64::from_le_bytes(value))
+    }
+}
+
+/// The largest memory operand the emulator and displaced execution handle
+/// (`fxsave`'s 512 bytes; `xsave` areas are larger and variable).
+pub const MAX_OPERAND: usize = 512;
+
+/// The vector registers (XMM, YMM, ZMM by number; the opmask registers),
+/// wherever they are kept: the signal frame's XSAVE area in the handler.
+pub trait Vectors {
+    /// The low `out.len()` bytes (at most 64) of register `reg`; its name
+    /// (XMM, YMM or ZMM) only gives the number.
+    fn read(&mut self, reg: Register, out: &mut [u8]) -> Option<()>;
+    /// Writes `bytes` to the low bytes of register `reg` and zeroes the
+    /// bytes from there up to `zero_to` (64: the whole register). On
+    /// `None`, nothing was written.
+    fn write(&mut self, reg: Register, bytes: &[u8], zero_to: usize) -> Option<()>;
+    /// Opmask register `k` (K0..K7).
+    fn opmask(&mut self, k: Register) -> Option<u64>;
 }
 
 /// Direction of one emulated access.
@@ -169,6 +228,39 @@ enum Plan {
         width: u8,
         rep: bool,
     },
+    /// `cmp`/`test` with a memory operand: the flags of `memory op other`
+    /// or, when `memory_first` is false, of `other op memory`.
+    Compare {
+        op: Compare,
+        width: u8,
+        memory_first: bool,
+        other: Source,
+    },
+    /// `movbe`: a load or store with the bytes reversed.
+    Movbe {
+        width: u8,
+        reg: Register,
+        load: bool,
+    },
+    /// `push m16/m64`.
+    Push {
+        width: u8,
+    },
+    /// `pop m16/m64`.
+    Pop {
+        width: u8,
+    },
+    /// `call`/`jmp` near, through a 64-bit pointer in memory.
+    Branch {
+        call: bool,
+    },
+    /// `cmps`, `scas` (`scas` compares a register with `[rdi]`), with
+    /// `repe`/`repne` or without.
+    StringCompare {
+        scas: Option<Register>,
+        width: u8,
+        repeat: Repeat,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -176,6 +268,16 @@ enum StringOp {
     Movs,
     Stos(Register),
     Lods(Register),
+}
+
+/// The repeat prefix of a string compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    Once,
+    /// `repe`: while equal.
+    WhileEqual,
+    /// `repne`: while not equal.
+    WhileNotEqual,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -214,6 +316,16 @@ fn is_gpr(reg: Register) -> bool {
 
 /// The MOV-family forms the emulator performs itself.
 fn plan(insn: &Instruction) -> Option<Plan> {
+    if insn.op_count() == 1 && insn.op0_kind() == OpKind::Memory {
+        let width = access_width(insn)?;
+        return match (insn.mnemonic(), width) {
+            (Mnemonic::Push, 2 | 8) => Some(Plan::Push { width }),
+            (Mnemonic::Pop, 2 | 8) => Some(Plan::Pop { width }),
+            (Mnemonic::Call, 8) => Some(Plan::Branch { call: true }),
+            (Mnemonic::Jmp, 8) => Some(Plan::Branch { call: false }),
+            _ => None,
+        };
+    }
     if insn.op_count() != 2 {
         return None;
     }
@@ -261,6 +373,71 @@ fn plan(insn: &Instruction) -> Option<Plan> {
                 None
             }
         }
+        Mnemonic::Cmpsb | Mnemonic::Cmpsw | Mnemonic::Cmpsd | Mnemonic::Cmpsq
+            if kind0 == OpKind::MemorySegRSI && kind1 == OpKind::MemoryESRDI =>
+        {
+            Some(Plan::StringCompare {
+                scas: None,
+                width,
+                repeat: repeat(insn),
+            })
+        }
+        Mnemonic::Scasb | Mnemonic::Scasw | Mnemonic::Scasd | Mnemonic::Scasq
+            if kind0 == OpKind::Register && kind1 == OpKind::MemoryESRDI =>
+        {
+            Some(Plan::StringCompare {
+                scas: Some(insn.op0_register()),
+                width,
+                repeat: repeat(insn),
+            })
+        }
+        Mnemonic::Cmp | Mnemonic::Test => {
+            let op = if insn.mnemonic() == Mnemonic::Cmp {
+                Compare::Cmp
+            } else {
+                Compare::Test
+            };
+            let (memory_first, other_kind, other_index) = if kind0 == OpKind::Memory {
+                (true, kind1, 1)
+            } else if kind1 == OpKind::Memory {
+                (false, kind0, 0)
+            } else {
+                return None;
+            };
+            let other = if other_kind == OpKind::Register && is_gpr(insn.op_register(other_index)) {
+                Source::Register(insn.op_register(other_index))
+            } else if is_immediate(other_kind) {
+                Source::Immediate(insn.immediate(other_index))
+            } else {
+                return None;
+            };
+            Some(Plan::Compare {
+                op,
+                width,
+                memory_first,
+                other,
+            })
+        }
+        Mnemonic::Movbe => {
+            if kind0 == OpKind::Register && kind1 == OpKind::Memory && is_gpr(insn.op0_register()) {
+                Some(Plan::Movbe {
+                    width,
+                    reg: insn.op0_register(),
+                    load: true,
+                })
+            } else if kind0 == OpKind::Memory
+                && kind1 == OpKind::Register
+                && is_gpr(insn.op1_register())
+            {
+                Some(Plan::Movbe {
+                    width,
+                    reg: insn.op1_register(),
+                    load: false,
+                })
+            } else {
+                None
+            }
+        }
         Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd => {
             if kind0 == OpKind::Register && kind1 == OpKind::Memory && is_gpr(insn.op0_register()) {
                 let extend = if insn.mnemonic() == Mnemonic::Movzx {
@@ -278,6 +455,16 @@ fn plan(insn: &Instruction) -> Option<Plan> {
             }
         }
         _ => None,
+    }
+}
+
+fn repeat(insn: &Instruction) -> Repeat {
+    if insn.has_repe_prefix() {
+        Repeat::WhileEqual
+    } else if insn.has_repne_prefix() {
+        Repeat::WhileNotEqual
+    } else {
+        Repeat::Once
     }
 }
 
@@ -360,16 +547,263 @@ pub fn emulate(insn: &Instruction, regs: &mut Regs, bus: &mut impl Bus) -> Resul
             regs.set(dest, extended).ok_or(Refusal::Unsupported)?;
         }
         Plan::String { op, width, rep } => return emulate_string(insn, regs, bus, op, width, rep),
+        Plan::Compare {
+            op,
+            width,
+            memory_first,
+            other,
+        } => {
+            let addr = effective_address(insn, regs, bus)?;
+            let other = match other {
+                Source::Register(reg) => regs.get(reg).ok_or(Refusal::Unsupported)?,
+                Source::Immediate(value) => value,
+            } & width_mask(width);
+            let memory = bus.load(addr, width)? & width_mask(width);
+            let (a, b) = if memory_first {
+                (memory, other)
+            } else {
+                (other, memory)
+            };
+            regs.rflags = alu::merge(regs.rflags, alu::flags(op, width, a, b));
+        }
+        Plan::Movbe { width, reg, load } => {
+            let addr = effective_address(insn, regs, bus)?;
+            let shift = 64 - 8 * u32::from(width);
+            if load {
+                let value = bus.load(addr, width)?;
+                regs.set(reg, value.swap_bytes() >> shift)
+                    .ok_or(Refusal::Unsupported)?;
+            } else {
+                let value = regs.get(reg).ok_or(Refusal::Unsupported)?;
+                bus.store(addr, width, value.swap_bytes() >> shift)?;
+            }
+        }
+        Plan::Push { width } => {
+            // The address is computed before RSP moves (Intel SDM, PUSH).
+            let addr = effective_address(insn, regs, bus)?;
+            let slot = gpr(regs, RSP).wrapping_sub(u64::from(width));
+            bus.check(slot, width, true)?;
+            let value = bus.load(addr, width)?;
+            bus.store(slot, width, value)?;
+            advance(regs, RSP, 0u64.wrapping_sub(u64::from(width)));
+        }
+        Plan::Pop { width } => {
+            let top = gpr(regs, RSP);
+            // The address is computed after RSP moves (Intel SDM, POP).
+            let mut moved = *regs;
+            advance(&mut moved, RSP, u64::from(width));
+            let addr = effective_address(insn, &moved, bus)?;
+            bus.check(top, width, false)?;
+            bus.check(addr, width, true)?;
+            let value = bus.load(top, width)?;
+            bus.store(addr, width, value)?;
+            *regs = moved;
+        }
+        Plan::Branch { call } => {
+            let addr = effective_address(insn, regs, bus)?;
+            if call {
+                let slot = gpr(regs, RSP).wrapping_sub(8);
+                bus.check(slot, 8, true)?;
+                let target = bus.load(addr, 8)?;
+                bus.store(slot, 8, insn.next_ip())?;
+                advance(regs, RSP, 0u64.wrapping_sub(8));
+                regs.rip = target;
+            } else {
+                regs.rip = bus.load(addr, 8)?;
+            }
+            return Ok(());
+        }
+        Plan::StringCompare {
+            scas,
+            width,
+            repeat,
+        } => return emulate_string_compare(insn, regs, bus, scas, width, repeat),
+    }
+    regs.rip = insn.next_ip();
+    Ok(())
+}
+
+/// A vector move to or from memory: which register bytes it covers.
+#[derive(Debug, Clone, Copy)]
+struct VectorMove {
+    reg: Register,
+    load: bool,
+    width: usize,
+    /// First register byte the memory bytes go to or come from.
+    at: usize,
+    /// A load zeroes the register bytes from `at + width` up to this.
+    zero_to: usize,
+}
+
+fn vector_move(insn: &Instruction) -> Option<VectorMove> {
+    if insn.op_count() != 2 || insn.op_mask() != Register::None || insn.is_broadcast() {
+        return None;
+    }
+    let (load, reg) = match (insn.op0_kind(), insn.op1_kind()) {
+        (OpKind::Register, OpKind::Memory) => (true, insn.op0_register()),
+        (OpKind::Memory, OpKind::Register) => (false, insn.op1_register()),
+        _ => return None,
+    };
+    if !(reg.is_xmm() || reg.is_ymm() || reg.is_zmm()) {
+        return None;
+    }
+    let width = insn.memory_size().size();
+    // Legacy SSE loads keep the bits above 128; VEX and EVEX loads zero
+    // everything above what they write (up to the widest register).
+    let legacy = insn.encoding() == iced_x86::EncodingKind::Legacy;
+    let full = if legacy { 16 } else { 64 };
+    use Mnemonic::*;
+    let (at, zero_to) = match insn.mnemonic() {
+        Movdqa | Movdqu | Movaps | Movups | Movapd | Movupd | Lddqu | Movntdqa | Movntdq
+        | Movntps | Movntpd | Vmovdqa | Vmovdqu | Vmovaps | Vmovups | Vmovapd | Vmovupd
+        | Vlddqu | Vmovntdqa | Vmovntdq | Vmovntps | Vmovntpd | Vmovdqa32 | Vmovdqa64
+        | Vmovdqu8 | Vmovdqu16 | Vmovdqu32 | Vmovdqu64 => (0, full),
+        // Scalar loads zero the rest of the XMM register too.
+        Movss | Movsd | Movd | Movq | Vmovss | Vmovsd | Vmovd | Vmovq => (0, full),
+        // Loads into one half, keeping the other (only the legacy forms
+        // have two operands; VEX loads merge from a third).
+        Movlps | Movlpd | Vmovlps | Vmovlpd => (0, if load && legacy { 8 } else { full }),
+        Movhps | Movhpd | Vmovhps | Vmovhpd => (8, if load && legacy { 16 } else { full }),
+        _ => return None,
+    };
+    if load && !legacy && matches!(at, 8) {
+        return None;
+    }
+    if !matches!(width, 4 | 8 | 16 | 32 | 64) || at + width > 64 {
+        return None;
+    }
+    Some(VectorMove {
+        reg,
+        load,
+        width,
+        at,
+        zero_to: zero_to.max(at + width),
+    })
+}
+
+/// Emulates a vector move to or from memory (the SSE/AVX/AVX-512 MOV
+/// family, `movd`/`movq` with an XMM register), unmasked: performs the one
+/// access through `bus` and updates the register in `vectors`. On `Err`,
+/// neither the registers nor memory were touched.
+pub fn emulate_vector(
+    insn: &Instruction,
+    regs: &mut Regs,
+    vectors: &mut impl Vectors,
+    bus: &mut impl Bus,
+) -> Result<(), Refusal> {
+    let plan = vector_move(insn).ok_or(Refusal::Unsupported)?;
+    let addr = effective_address(insn, regs, bus)?;
+    let mut register = [0u8; 64];
+    let end = plan.at + plan.width;
+    // Reading every byte the move may write proves that the register can
+    // be written, before the device is read.
+    let covered = if plan.load { plan.zero_to } else { end };
+    vectors
+        .read(
+            plan.reg,
+            register.get_mut(..covered).ok_or(Refusal::Unsupported)?,
+        )
+        .ok_or(Refusal::Unsupported)?;
+    let bytes = register.get_mut(plan.at..end).ok_or(Refusal::Unsupported)?;
+    if plan.load {
+        bus.check_bytes(addr, plan.width, false)?;
+        bus.load_bytes(addr, bytes)?;
+        let value = register.get(..end).ok_or(Refusal::Unsupported)?;
+        vectors
+            .write(plan.reg, value, plan.zero_to)
+            .ok_or(Refusal::Unsupported)?;
+    } else {
+        bus.store_bytes(addr, bytes)?;
+    }
+    regs.rip = insn.next_ip();
+    Ok(())
+}
+
+/// `cmps`/`scas`, the whole `repe`/`repne` in one call, stopping early as
+/// [`emulate_string`] does when an element cannot be done.
+fn emulate_string_compare(
+    insn: &Instruction,
+    regs: &mut Regs,
+    bus: &mut impl Bus,
+    scas: Option<Register>,
+    width: u8,
+    repeat: Repeat,
+) -> Result<(), Refusal> {
+    if insn.memory_base() != Register::None && !insn.memory_base().is_gpr64() {
+        return Err(Refusal::Unsupported);
+    }
+    let step = if regs.rflags & DF != 0 {
+        0u64.wrapping_sub(u64::from(width))
+    } else {
+        u64::from(width)
+    };
+    let segment = insn.memory_segment();
+    let source_base = if scas.is_none() && (segment == Register::FS || segment == Register::GS) {
+        bus.segment_base(segment).ok_or(Refusal::Segment)?
+    } else {
+        0
+    };
+    let mut done = 0u64;
+    loop {
+        if repeat != Repeat::Once && gpr(regs, RCX) == 0 {
+            break;
+        }
+        let source = source_base.wrapping_add(gpr(regs, RSI));
+        let dest = gpr(regs, RDI);
+        let checked = match scas {
+            None => bus
+                .check(source, width, false)
+                .and_then(|()| bus.check(dest, width, false)),
+            Some(_) => bus.check(dest, width, false),
+        };
+        if let Err(refusal) = checked {
+            if done == 0 {
+                return Err(refusal);
+            }
+            return Ok(());
+        }
+        let (a, b) = match scas {
+            None => {
+                let a = bus.load(source, width)?;
+                let b = bus.load(dest, width)?;
+                advance(regs, RSI, step);
+                (a, b)
+            }
+            Some(reg) => {
+                let a = regs.get(reg).ok_or(Refusal::Unsupported)?;
+                (a, bus.load(dest, width)?)
+            }
+        };
+        advance(regs, RDI, step);
+        let flags = alu::flags(
+            Compare::Cmp,
+            width,
+            a & width_mask(width),
+            b & width_mask(width),
+        );
+        regs.rflags = alu::merge(regs.rflags, flags);
+        done += 1;
+        if repeat == Repeat::Once {
+            break;
+        }
+        advance(regs, RCX, u64::MAX);
+        let equal = regs.rflags & ZF != 0;
+        if (repeat == Repeat::WhileEqual) != equal {
+            break;
+        }
     }
     regs.rip = insn.next_ip();
     Ok(())
 }
 
 const RCX: usize = 1;
+const RSP: usize = 4;
 const RSI: usize = 6;
 const RDI: usize = 7;
 /// RFLAGS.DF: string instructions walk downwards.
 const DF: u64 = 1 << 10;
+/// RFLAGS.ZF.
+const ZF: u64 = 1 << 6;
 
 fn gpr(regs: &Regs, index: usize) -> u64 {
     regs.gpr.get(index).copied().unwrap_or(0)
@@ -587,6 +1021,22 @@ pub fn rebase_targets(
     let size = insn.memory_size().size() as u64;
     for operand in 0..insn.op_count() {
         let target = match insn.op_kind(operand) {
+            OpKind::Memory if insn.is_vsib() => {
+                // The element addresses come from a vector register: only
+                // the base can move, and every element must lie in the
+                // base's range.
+                let base = insn.memory_base();
+                if !base.is_gpr64() {
+                    return Err(Refusal::RegisterConflict);
+                }
+                let value = regs.get(base).ok_or(Refusal::Unsupported)?;
+                RebaseTarget {
+                    gpr: gpr_index(base).ok_or(Refusal::RegisterConflict)?,
+                    addr: value.wrapping_add(insn.memory_displacement64()),
+                    divisor: 1,
+                    size: 0,
+                }
+            }
             OpKind::Memory => {
                 let addr = effective_address(insn, regs, bus)?;
                 if !traced(addr) {

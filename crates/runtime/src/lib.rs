@@ -14,6 +14,12 @@
 //!
 //! Module map, with the unsafe code confined to the modules that say why:
 //! - [`emulate`]: decode-independent emulation over a register file (safe).
+//! - [`alu`]: the flags of `cmp`/`test`, computed by the CPU (unsafe: asm).
+//! - [`stub`]: rewrites an instruction's memory operand to a scratch
+//!   buffer, for displaced execution (safe).
+//! - `displaced`: runs the rewritten instruction on the program's
+//!   registers inside the handler (unsafe: asm, executable memory).
+//! - `xsave`: the vector registers in the signal frame's XSAVE area (unsafe).
 //! - [`glob`], [`msg`], [`ranges`]: path globs, stack-formatted messages,
 //!   the lock-free table of traced ranges (safe).
 //! - `sys`: raw system calls (unsafe).
@@ -26,11 +32,18 @@
 
 #![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
+pub mod alu;
 pub mod emulate;
 pub mod glob;
 pub mod msg;
 pub mod ranges;
+pub mod stub;
 
+#[allow(unsafe_code)]
+mod access;
+#[allow(unsafe_code)]
+mod displaced;
 #[allow(unsafe_code)]
 mod interpose;
 #[allow(unsafe_code)]
@@ -43,3 +56,5 @@ mod single_step;
 mod sys;
 #[allow(unsafe_code)]
 mod threads;
+#[allow(unsafe_code)]
+mod xsave;

@@ -10,7 +10,6 @@
 //! [`on_sigsegv`] and [`on_sigtrap`] and the functions they call in this
 //! file: no allocation, no locks, no formatting, no panics (DESIGN §4).
 
-use core::arch::asm;
 use core::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -21,7 +20,7 @@ use crate::emulate::{self, Bus, Refusal, Regs};
 use crate::msg::Msg;
 use crate::ranges::{self, Range};
 use crate::threads::{self, Rebased};
-use crate::{runtime, single_step, sys};
+use crate::{access, displaced, runtime, single_step, sys, xsave};
 
 unsafe extern "C" {
     /// glibc's public alias of the real `sigaction`; the runtime exports
@@ -267,6 +266,7 @@ pub fn warm_up_decoder() {
     let mut decoder = Decoder::new(64, &code, DecoderOptions::NONE);
     let mut insn = Instruction::default();
     decoder.decode_out(&mut insn);
+    displaced::prepare();
 }
 
 /// Performs the emulator's accesses: on the alias for traced memory
@@ -286,39 +286,147 @@ enum Place {
     Untraced,
 }
 
+/// One part of an access that lies in one mapping.
+struct Piece {
+    addr: u64,
+    len: usize,
+    place: Place,
+    /// Keeps a traced range other than the faulting one mapped meanwhile.
+    _held: Option<ranges::Held>,
+}
+
+/// The parts of an access: at most two, as an operand is at most
+/// [`emulate::MAX_OPERAND`] bytes and ranges are whole pages.
+struct Pieces {
+    items: [Option<Piece>; 2],
+}
+
 impl AliasBus<'_> {
-    /// Where `addr..addr+width` lives; the hold (if any) keeps a traced
-    /// range other than the faulting one mapped while it is accessed.
-    fn place(&self, addr: u64, width: u8) -> Result<(Place, Option<ranges::Held>), Refusal> {
-        let width = u64::from(width);
-        if self.fault_range.contains(addr, width) {
-            return Ok((Place::Traced(self.fault_range), None));
+    /// Splits `addr..addr+len` where it crosses from one mapping (traced
+    /// range, or untraced memory) into another.
+    fn pieces(&self, addr: u64, len: usize) -> Result<Pieces, Refusal> {
+        let mut pieces = Pieces {
+            items: [None, None],
+        };
+        if len == 0 || len > emulate::MAX_OPERAND {
+            return Err(Refusal::Unsupported);
         }
-        if let Some(held) = ranges::lookup(addr) {
-            if held.range.contains(addr, width) {
-                return Ok((Place::Traced(held.range), Some(held)));
+        if self.fault_range.contains(addr, len as u64) {
+            pieces.items[0] = Some(Piece {
+                addr,
+                len,
+                place: Place::Traced(self.fault_range),
+                _held: None,
+            });
+            return Ok(pieces);
+        }
+        let end = addr.checked_add(len as u64).ok_or(Refusal::OutsideRange)?;
+        let mut at = addr;
+        let mut count = 0usize;
+        while at < end {
+            let piece_end = ((at | 4095) + 1).min(end);
+            let (place, held) = if self.fault_range.contains(at, 1) {
+                (Place::Traced(self.fault_range), None)
+            } else if let Some(held) = ranges::lookup(at) {
+                (Place::Traced(held.range), Some(held))
+            } else {
+                (Place::Untraced, None)
+            };
+            let same = |piece: &Piece| match (piece.place, place) {
+                (Place::Traced(a), Place::Traced(b)) => a.start == b.start,
+                (Place::Untraced, Place::Untraced) => true,
+                _ => false,
+            };
+            let previous = count
+                .checked_sub(1)
+                .and_then(|i| pieces.items.get_mut(i))
+                .and_then(|p| p.as_mut());
+            match previous {
+                Some(piece) if same(piece) => piece.len += (piece_end - at) as usize,
+                _ => {
+                    let slot = pieces.items.get_mut(count).ok_or(Refusal::OutsideRange)?;
+                    *slot = Some(Piece {
+                        addr: at,
+                        len: (piece_end - at) as usize,
+                        place,
+                        _held: held,
+                    });
+                    count += 1;
+                }
             }
-            return Err(Refusal::OutsideRange);
+            at = piece_end;
         }
-        if ranges::lookup(addr.wrapping_add(width - 1)).is_some() {
-            return Err(Refusal::OutsideRange);
-        }
-        Ok((Place::Untraced, None))
+        Ok(pieces)
     }
 
-    fn log(&self, kind: u8, range: &Range, addr: u64, width: u8, value: u64) {
+    fn log(&self, kind: u8, range: &Range, addr: u64, bytes: &[u8]) {
+        let mut low = [0u8; 8];
+        let n = bytes.len().min(8);
+        if let (Some(dst), Some(src)) = (low.get_mut(..n), bytes.get(..n)) {
+            dst.copy_from_slice(src);
+        }
         let record = Record {
             kind,
-            width,
+            width: bytes.len() as u8,
             map_id: range.map_id,
             offset: range.offset_of(addr),
-            value,
+            value: u64::from_le_bytes(low),
             pc: self.pc,
             tid: self.me.tid,
             pid: self.me.pid,
             ..Record::default()
         };
-        self.shm.push(self.me.slot, record, &[]);
+        // Values wider than 8 bytes travel whole as payload.
+        let payload = if bytes.len() > 8 { bytes } else { &[] };
+        self.shm.push(self.me.slot, record, payload);
+    }
+
+    /// Performs one access of `buf.len()` bytes at `addr`: each piece in
+    /// one mapping with one instruction per power-of-two part, traced
+    /// parts on the alias and logged.
+    fn access(&mut self, addr: u64, buf: &mut [u8], write: bool) -> Result<(), Refusal> {
+        let pieces = self.pieces(addr, buf.len())?;
+        for piece in pieces.items.iter().flatten() {
+            if let Place::Traced(range) = piece.place {
+                permits(&range, write)?;
+            }
+        }
+        let mut done = 0usize;
+        for piece in pieces.items.iter().flatten() {
+            let mut offset = 0usize;
+            while offset < piece.len {
+                let width = access::chunk(piece.len - offset);
+                let at = piece.addr.wrapping_add(offset as u64);
+                let part = buf
+                    .get_mut(done..done + width)
+                    .ok_or(Refusal::Unsupported)?;
+                let (ptr, traced) = match piece.place {
+                    Place::Traced(range) => (range.alias_of(at) as usize, Some(range)),
+                    Place::Untraced => (at as usize, None),
+                };
+                // SAFETY: a traced part lies inside the alias of a range
+                // held for the access (pieces() split at its end), whose
+                // protection permits() checked; an untraced part is the
+                // program's own memory, which its instruction accesses anyway.
+                let ok = unsafe {
+                    if write {
+                        access::store(ptr, part)
+                    } else {
+                        access::load(ptr, part)
+                    }
+                };
+                if !ok {
+                    return Err(Refusal::Unsupported);
+                }
+                if let Some(range) = traced {
+                    let kind = if write { kind::WRITE } else { kind::READ };
+                    self.log(kind, &range, at, part);
+                }
+                offset += width;
+                done += width;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -334,104 +442,51 @@ fn permits(range: &Range, write: bool) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// One load of exactly `width` bytes.
-///
-/// # Safety
-///
-/// `ptr..ptr+width` must be mapped readable, or be the program's own memory
-/// whose fault (if any) the program would have taken itself.
-unsafe fn raw_load(ptr: usize, width: u8) -> Result<u64, Refusal> {
-    let value: u64;
-    // SAFETY: the caller's contract. One instruction of exactly the access's
-    // width: the device sees one read. Unaligned addresses are fine for mov.
-    unsafe {
-        match width {
-            1 => {
-                asm!("movzx {v:e}, byte ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
-            }
-            2 => {
-                asm!("movzx {v:e}, word ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
-            }
-            4 => {
-                asm!("mov {v:e}, dword ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
-            }
-            8 => {
-                asm!("mov {v}, qword ptr [{p}]", p = in(reg) ptr, v = out(reg) value, options(nostack, preserves_flags))
-            }
-            _ => return Err(Refusal::Unsupported),
-        }
-    }
-    Ok(value)
-}
-
-/// One store of exactly `width` bytes.
-///
-/// # Safety
-///
-/// As [`raw_load`], writable.
-unsafe fn raw_store(ptr: usize, width: u8, value: u64) -> Result<(), Refusal> {
-    // SAFETY: the caller's contract; one instruction of exactly `width`.
-    unsafe {
-        match width {
-            1 => {
-                asm!("mov byte ptr [{p}], {v:l}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
-            }
-            2 => {
-                asm!("mov word ptr [{p}], {v:x}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
-            }
-            4 => {
-                asm!("mov dword ptr [{p}], {v:e}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
-            }
-            8 => {
-                asm!("mov qword ptr [{p}], {v}", p = in(reg) ptr, v = in(reg) value, options(nostack, preserves_flags))
-            }
-            _ => return Err(Refusal::Unsupported),
-        }
-    }
-    Ok(())
-}
-
 impl Bus for AliasBus<'_> {
     fn check(&mut self, addr: u64, width: u8, write: bool) -> Result<(), Refusal> {
-        match self.place(addr, width)? {
-            (Place::Traced(range), _) => permits(&range, write),
-            (Place::Untraced, _) => Ok(()),
-        }
+        self.check_bytes(addr, usize::from(width), write)
     }
 
     fn load(&mut self, addr: u64, width: u8) -> Result<u64, Refusal> {
-        match self.place(addr, width)? {
-            (Place::Traced(range), _held) => {
-                permits(&range, false)?;
-                // SAFETY: inside the alias of a held range (place() checked
-                // the bounds), mapped readable (permits() checked).
-                let value = unsafe { raw_load(range.alias_of(addr) as usize, width) }?;
-                self.log(kind::READ, &range, addr, width, value);
-                Ok(value)
-            }
-            // SAFETY: the program's own untraced memory, which its
-            // instruction reads anyway.
-            (Place::Untraced, _) => unsafe { raw_load(addr as usize, width) },
-        }
+        let mut value = [0u8; 8];
+        let bytes = value
+            .get_mut(..usize::from(width))
+            .ok_or(Refusal::Unsupported)?;
+        self.access(addr, bytes, false)?;
+        Ok(u64::from_le_bytes(value))
     }
 
     fn store(&mut self, addr: u64, width: u8, value: u64) -> Result<(), Refusal> {
-        match self.place(addr, width)? {
-            (Place::Traced(range), _held) => {
-                permits(&range, true)?;
-                // SAFETY: as in load(), writable.
-                unsafe { raw_store(range.alias_of(addr) as usize, width, value) }?;
-                self.log(kind::WRITE, &range, addr, width, value);
-                Ok(())
-            }
-            // SAFETY: the program's own untraced memory, which its
-            // instruction writes anyway.
-            (Place::Untraced, _) => unsafe { raw_store(addr as usize, width, value) },
-        }
+        let mut bytes = value.to_le_bytes();
+        let bytes = bytes
+            .get_mut(..usize::from(width))
+            .ok_or(Refusal::Unsupported)?;
+        self.access(addr, bytes, true)
     }
 
     fn segment_base(&mut self, segment: Register) -> Option<u64> {
         sys::segment_base(segment == Register::GS)
+    }
+
+    fn check_bytes(&mut self, addr: u64, len: usize, write: bool) -> Result<(), Refusal> {
+        let pieces = self.pieces(addr, len)?;
+        for piece in pieces.items.iter().flatten() {
+            if let Place::Traced(range) = piece.place {
+                permits(&range, write)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn load_bytes(&mut self, addr: u64, out: &mut [u8]) -> Result<(), Refusal> {
+        self.access(addr, out, false)
+    }
+
+    fn store_bytes(&mut self, addr: u64, bytes: &[u8]) -> Result<(), Refusal> {
+        let mut copy = [0u8; emulate::MAX_OPERAND];
+        let copy = copy.get_mut(..bytes.len()).ok_or(Refusal::Unsupported)?;
+        copy.copy_from_slice(bytes);
+        self.access(addr, copy, true)
     }
 }
 
@@ -494,7 +549,23 @@ fn handle_access_fault(info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -> boo
         me: threads::me(&shm),
         pc,
     };
-    match emulate::emulate(&fetched.insn, &mut regs, &mut bus) {
+    // The MOV family and compares are emulated; vector moves are emulated
+    // on the frame's XSAVE area; the rest runs displaced with values
+    // (docs/INSTRUCTIONS.md); what even that cannot do takes the slow path.
+    let frame = xsave::frame(uc);
+    let mut outcome = emulate::emulate(&fetched.insn, &mut regs, &mut bus);
+    if outcome == Err(Refusal::Unsupported) {
+        if let Some(frame) = frame {
+            let mut vectors = xsave::FrameVectors::new(frame);
+            outcome = emulate::emulate_vector(&fetched.insn, &mut regs, &mut vectors, &mut bus);
+        }
+    }
+    if outcome == Err(Refusal::Unsupported) {
+        let bytes = fetched.bytes.get(..fetched.insn.len()).unwrap_or(&[]);
+        let slot = bus.me.slot;
+        outcome = displaced::execute(bytes, &fetched.insn, &mut regs, frame, slot, &mut bus);
+    }
+    match outcome {
         Ok(()) => {
             write_regs(uc, &regs);
             HANDLED.fetch_add(1, Ordering::Relaxed);

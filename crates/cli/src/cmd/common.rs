@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use clap::ValueEnum;
@@ -61,7 +61,7 @@ pub enum TraceFormat {
 /// Opens OUT as a trace writer: `to`, else binary when OUT ends in `.mtb`,
 /// else text.
 pub fn trace_writer(
-    output: &PathBuf,
+    output: &Path,
     to: Option<TraceFormat>,
 ) -> anyhow::Result<(Box<dyn EventWrite>, String)> {
     let format = to.unwrap_or(match output.extension().and_then(|e| e.to_str()) {
@@ -181,6 +181,8 @@ pub fn register_label(phys: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
@@ -18,9 +18,9 @@ use super::polling::{Folder, Options};
 ///
 /// Prints a summary (operations changed, removed and inserted, for writes
 /// and for reads), then each difference with a few operations of context:
-///   - OP      only in A (removed)
-///   + OP      only in B (inserted)
-///   ~ OP      the same register and direction, another value (changed)
+///   `- OP`    only in A (removed)
+///   `+ OP`    only in B (inserted)
+///   `~ OP`    the same register and direction, another value (changed)
 /// Each line names the operation's place in its trace (`a#N`, the Nth
 /// operation, its time and sequence number).
 ///
@@ -184,7 +184,7 @@ impl Cmd {
         })
     }
 
-    fn read_ops(&self, path: &PathBuf, interner: &mut Interner) -> anyhow::Result<Ops> {
+    fn read_ops(&self, path: &Path, interner: &mut Interner) -> anyhow::Result<Ops> {
         let (mut reader, _) = open_trace(path, self.strict)?;
         let mut ops = Ops::default();
         let mut map_base: HashMap<u32, u64> = HashMap::new();

@@ -31,7 +31,8 @@ use super::common::{create_output, open_trace, parse_u64, warn_if_truncated};
 /// pid (thread), map_id, phys, width, value (empty or null above 8 bytes),
 /// value_hex, pc, count (LOST, REPEAT), len (REPEAT), size (MAP), until
 /// (REPEAT, hex), text (MARK text, MAP path, VERSION, PCIDEV device and
-/// driver, UNKNOWN opcode bytes).
+/// driver, UNKNOWN opcode bytes). In csv, phys, pc and size are hex (`0x…`)
+/// and value is decimal; parquet stores all four as unsigned integers.
 ///
 /// Every format is written as the trace is read: memory does not grow with
 /// the trace (parquet holds one row group).

@@ -19,7 +19,8 @@ use super::polling::{Folder, Options};
 ///
 /// Polling loops are found as `mmiotrace collapse` finds them (a thread
 /// repeating the same few accesses at least 3 times in a row); REPEAT lines
-/// already in the trace count too.
+/// already in the trace count too, and count as the accesses they stand
+/// for in the thread, process and timeline tables (not in the others).
 ///
 /// Reads text or binary traces (detected from the first bytes) in one pass.
 /// Memory stays bounded however long the trace is: at most --max-registers
@@ -139,7 +140,7 @@ impl Timeline {
         loop {
             for factor in [1, 2, 5] {
                 let width = base.saturating_mul(factor);
-                if span.div_ceil(width) + 1 <= TIMELINE_LINES || width == u64::MAX {
+                if span.div_ceil(width) < TIMELINE_LINES || width == u64::MAX {
                     return width;
                 }
             }
@@ -173,13 +174,51 @@ struct ThreadStats {
 }
 
 impl ThreadStats {
-    fn add(&mut self, dir: Direction, n: u64, time: Timestamp) {
-        match dir {
-            Direction::Read => self.reads += n,
-            Direction::Write => self.writes += n,
-        }
+    fn add(&mut self, reads: u64, writes: u64, time: Timestamp) {
+        self.reads += reads;
+        self.writes += writes;
         self.first = Some(self.first.map_or(time, |f| f.min(time)));
         self.last = Some(self.last.map_or(time, |l| l.max(time)));
+    }
+}
+
+/// The directions of a thread's latest 64 accesses, the latest in bit 0
+/// (1 for a write): enough to count the reads and writes a REPEAT line
+/// stands for.
+#[derive(Debug, Default, Clone, Copy)]
+struct RecentWrites(u64);
+
+impl RecentWrites {
+    fn push(&mut self, dir: Direction) {
+        self.0 = self.0 << 1 | u64::from(dir == Direction::Write);
+    }
+
+    /// (reads, writes) of `r`, and the history updated as if its accesses
+    /// had been seen one by one.
+    fn repeat(&mut self, r: &Repeat) -> (u64, u64) {
+        let len = r.len;
+        if len == 0 || len > 64 {
+            return match r.dir {
+                Direction::Read => (r.accesses(), 0),
+                Direction::Write => (0, r.accesses()),
+            };
+        }
+        let mask = u64::MAX >> (64 - len);
+        let pattern = self.0 & mask;
+        let writes = u64::from(pattern.count_ones());
+        if r.count > 0 {
+            let mut tiled = 0u64;
+            let mut shift = 0;
+            while shift < 64 {
+                tiled |= pattern << shift;
+                shift += len;
+            }
+            self.0 = tiled;
+        }
+        (
+            (u64::from(len) - writes).saturating_mul(r.count),
+            writes.saturating_mul(r.count),
+        )
     }
 }
 
@@ -242,6 +281,7 @@ struct Stats {
     /// Accesses to addresses beyond `max_registers`.
     registers_untallied: u64,
     threads: HashMap<u32, ThreadStats>,
+    recent: HashMap<u32, RecentWrites>,
     processes: HashMap<Option<u32>, ThreadStats>,
     /// Accesses of threads or processes beyond `MAX_THREADS`.
     threads_untallied: u64,
@@ -281,7 +321,14 @@ impl Stats {
                 None => self.maps_untallied += 1,
             },
             Event::Access(a) => {
-                self.per_thread(a.pid, a.ext.process, a.dir, 1, a.time);
+                if self.recent.len() < MAX_THREADS || self.recent.contains_key(&a.pid) {
+                    self.recent.entry(a.pid).or_default().push(a.dir);
+                }
+                let (reads, writes) = match a.dir {
+                    Direction::Read => (1, 0),
+                    Direction::Write => (0, 1),
+                };
+                self.per_thread(a.pid, a.ext.process, reads, writes, a.time);
                 self.timeline.add(a.time, 1);
                 self.per_width[a.width().trailing_zeros() as usize % 7] += 1;
                 let read = a.dir == Direction::Read;
@@ -310,7 +357,8 @@ impl Stats {
             Event::Version(_) | Event::PciDev(_) | Event::Unmap(_) | Event::Mark(_) => {}
             Event::Repeat(r) => {
                 self.repeats_in_input += 1;
-                self.per_thread(r.pid, r.ext.process, r.dir, r.accesses(), r.time);
+                let (reads, writes) = self.recent.entry(r.pid).or_default().repeat(r);
+                self.per_thread(r.pid, r.ext.process, reads, writes, r.time);
                 self.timeline.add(r.time, r.accesses());
             }
         }
@@ -320,33 +368,33 @@ impl Stats {
         &mut self,
         pid: u32,
         process: Option<u32>,
-        dir: Direction,
-        n: u64,
+        reads: u64,
+        writes: u64,
         time: Timestamp,
     ) {
         let full = self.threads.len() >= MAX_THREADS;
         match self.threads.get_mut(&pid) {
-            Some(t) => t.add(dir, n, time),
-            None if full => self.threads_untallied += n,
+            Some(t) => t.add(reads, writes, time),
+            None if full => self.threads_untallied += reads + writes,
             None => {
                 let mut t = ThreadStats {
                     process,
                     ..ThreadStats::default()
                 };
-                t.add(dir, n, time);
+                t.add(reads, writes, time);
                 self.threads.insert(pid, t);
             }
         }
         let full = self.processes.len() >= MAX_THREADS;
         match self.processes.get_mut(&process) {
-            Some(p) => p.add(dir, n, time),
+            Some(p) => p.add(reads, writes, time),
             None if full => {}
             None => {
                 let mut p = ThreadStats {
                     process,
                     ..ThreadStats::default()
                 };
-                p.add(dir, n, time);
+                p.add(reads, writes, time);
                 self.processes.insert(process, p);
             }
         }
@@ -474,7 +522,8 @@ impl Cmd {
             )?;
         }
 
-        let rankings: [(&str, fn(&RegisterStats) -> u64); 3] = [
+        type Ranking = (&'static str, fn(&RegisterStats) -> u64);
+        let rankings: [Ranking; 3] = [
             ("accesses", |r| r.reads + r.writes),
             ("reads", |r| r.reads),
             ("writes", |r| r.writes),

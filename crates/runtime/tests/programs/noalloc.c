@@ -40,7 +40,17 @@ static void *worker(void *arg) {
         dev[8 + i % 8] = (uint64_t)i;
         (void)*(volatile uint16_t *)((char *)dev + 2 * (i % 16));
     }
+    /* Displaced with values (integer and SSE), emulated compare and vector
+     * store, and a gather on the slow path. */
     __asm__ volatile("lock addq $1, 128(%0)" : : "r"(dev) : "memory", "cc");
+    __asm__ volatile("cmpl $0, 136(%0)" : : "r"(dev) : "memory", "cc");
+    __asm__ volatile("xorps %%xmm0, %%xmm0\n\taddps 192(%0), %%xmm0\n\tmovdqu %%xmm0, 256(%0)"
+                     : : "r"(dev) : "memory", "xmm0");
+    if (__builtin_cpu_supports("avx2")) {
+        __asm__ volatile("vpxor %%xmm1, %%xmm1, %%xmm1\n\tvpcmpeqd %%xmm2, %%xmm2, %%xmm2\n\t"
+                         "vpgatherdd %%xmm2, 320(%0,%%xmm1,4), %%xmm0"
+                         : : "r"(dev) : "memory", "xmm0", "xmm1", "xmm2");
+    }
     return NULL;
 }
 
@@ -62,6 +72,7 @@ int main(int argc, char **argv) {
         pthread_join(id, NULL);
     }
     worker(NULL);
+    printf("AVX2 %d\n", __builtin_cpu_supports("avx2") ? 1 : 0);
     printf("IN_HANDLER %ld ALL %ld\n", atomic_load(&in_handler_calls), atomic_load(&all_calls) - before);
     return 0;
 }

@@ -1,0 +1,288 @@
+//! The interrupted thread's vector registers, in the signal frame.
+//!
+//! On signal delivery the kernel saves the x87/SSE/AVX/AVX-512 state into
+//! the signal frame with `xsave` (standard, non-compacted format) and
+//! restores it from there at `sigreturn`. `uc_mcontext.fpregs` points at
+//! that area: the 512-byte FXSAVE region (XMM0-15 at offset 160), the
+//! 64-byte XSAVE header (XSTATE_BV at 512), then the extended components
+//! at the offsets CPUID leaf 0xD reports: YMM_Hi128 (the upper halves of
+//! YMM0-15), the opmask registers, ZMM_Hi256 (the upper halves of ZMM0-15)
+//! and Hi16_ZMM (ZMM16-31). A component whose XSTATE_BV bit is clear is in
+//! its initial state (all zero) whatever the area holds; writing a register
+//! of such a component zeroes the component first and sets the bit.
+//!
+//! The kernel marks the area with `FP_XSTATE_MAGIC1` in the FXSAVE
+//! region's software-reserved bytes (offset 464), followed by the size and
+//! the components the frame holds; without it, only the FXSAVE region is
+//! there.
+//!
+//! # Safety
+//!
+//! The area is raw memory the kernel placed in the signal frame; this
+//! module reads and writes it through raw pointers, within the size the
+//! kernel recorded, and executes CPUID, hence `unsafe`.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use iced_x86::Register;
+
+use crate::displaced::FpFrame;
+use crate::emulate::Vectors;
+
+const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
+const SW_RESERVED: usize = 464;
+const XSTATE_BV: usize = 512;
+const XMM0: usize = 160;
+const FXSAVE_SIZE: usize = 512;
+
+/// Components the trampoline switches: x87, SSE, AVX, opmask, ZMM_Hi256,
+/// Hi16_ZMM (not MPX, PKRU or AMX).
+pub const SWITCHED: u64 = 0b1110_0111;
+
+const SSE: u32 = 1;
+const AVX: u32 = 2;
+const OPMASK: u32 = 5;
+const ZMM_HI256: u32 = 6;
+const HI16_ZMM: u32 = 7;
+
+/// Offset and size of each component 0..8 in the standard format (CPUID
+/// leaf 0xD, sub-leaf i: EBX offset, EAX size), packed offset << 16 | size.
+static LAYOUT: [AtomicU32; 8] = [const { AtomicU32::new(0) }; 8];
+/// XCR0, or 0 when the OS has not enabled XSAVE.
+static XCR0: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the layout from CPUID (never on the signal path: CPUID traps to
+/// the hypervisor in a VM).
+pub fn detect() {
+    let leaf1 = core::arch::x86_64::__cpuid(1);
+    let max_leaf = core::arch::x86_64::__cpuid(0).eax;
+    if leaf1.ecx & (1 << 27) == 0 || max_leaf < 0xd {
+        return;
+    }
+    let xcr0 = crate::access::xgetbv0();
+    for (component, slot) in LAYOUT.iter().enumerate().skip(2) {
+        if xcr0 & (1 << component) == 0 {
+            continue;
+        }
+        let sub = core::arch::x86_64::__cpuid_count(0xd, component as u32);
+        slot.store((sub.ebx << 16) | (sub.eax & 0xffff), Ordering::Relaxed);
+    }
+    XCR0.store(xcr0, Ordering::Relaxed);
+}
+
+fn layout(component: u32) -> Option<(usize, usize)> {
+    let packed = LAYOUT.get(component as usize)?.load(Ordering::Relaxed);
+    (packed != 0).then_some(((packed >> 16) as usize, (packed & 0xffff) as usize))
+}
+
+/// The FP state saved in the frame of `uc`, if the kernel saved one.
+pub fn frame(uc: &libc::ucontext_t) -> Option<FpFrame> {
+    let area = uc.uc_mcontext.fpregs as *mut u8;
+    if area.is_null() || area as usize % 16 != 0 {
+        return None;
+    }
+    // SAFETY: fpregs points at the frame's FXSAVE region, 512 bytes.
+    let magic1 = unsafe { (area.add(SW_RESERVED) as *const u32).read() };
+    // SAFETY: as above; the software-reserved bytes hold the extended size
+    // (u32 at +4), the component mask (u64 at +8) and the XSAVE size (u32 at +16).
+    let (xfeatures, xstate_size) = unsafe {
+        (
+            (area.add(SW_RESERVED + 8) as *const u64).read_unaligned(),
+            (area.add(SW_RESERVED + 16) as *const u32).read_unaligned() as usize,
+        )
+    };
+    let xcr0 = XCR0.load(Ordering::Relaxed);
+    if magic1 != FP_XSTATE_MAGIC1 || area as usize % 64 != 0 || xcr0 == 0 {
+        return Some(FpFrame {
+            area,
+            xsave_mask: 0,
+            size: FXSAVE_SIZE,
+        });
+    }
+    // SAFETY: with MAGIC1 present the kernel wrote xstate_size bytes and
+    // MAGIC2 right after them.
+    let magic2 = unsafe { (area.add(xstate_size) as *const u32).read_unaligned() };
+    if magic2 != FP_XSTATE_MAGIC2 {
+        return None;
+    }
+    Some(FpFrame {
+        area,
+        xsave_mask: xfeatures & xcr0 & SWITCHED,
+        size: xstate_size,
+    })
+}
+
+/// After a copy of an x87 instruction ran at `copy_ip` on the scratch at
+/// `scratch`, makes the saved last-instruction and last-operand pointers
+/// name the program's instruction at `rip` and its operand at `addr`.
+pub fn fix_x87_pointers(frame: FpFrame, copy_ip: u64, scratch: u64, rip: u64, addr: u64) {
+    let area = frame.area;
+    // SAFETY: FIP and FDP are the u64s at 8 and 16 of the FXSAVE region
+    // (64-bit format), inside the frame's area.
+    unsafe {
+        let fip = area.add(8) as *mut u64;
+        if fip.read_unaligned() == copy_ip {
+            fip.write_unaligned(rip);
+        }
+        let fdp = area.add(16) as *mut u64;
+        let last = fdp.read_unaligned();
+        if last >= scratch && last < scratch + 1024 {
+            fdp.write_unaligned(addr.wrapping_add(last - scratch));
+        }
+    }
+}
+
+/// The vector registers of a frame, for the emulator.
+#[derive(Debug)]
+pub struct FrameVectors {
+    frame: FpFrame,
+}
+
+impl FrameVectors {
+    pub fn new(frame: FpFrame) -> FrameVectors {
+        FrameVectors { frame }
+    }
+
+    fn in_frame(&self, component: u32) -> bool {
+        component == SSE || self.frame.xsave_mask & (1 << component) != 0
+    }
+
+    fn xstate_bv(&self) -> u64 {
+        if self.frame.xsave_mask == 0 {
+            // FXSAVE format: the SSE state is always there.
+            return 1 << SSE;
+        }
+        // SAFETY: the XSAVE header is inside an XSAVE-format area.
+        unsafe { (self.frame.area.add(XSTATE_BV) as *const u64).read() }
+    }
+
+    /// Where bytes `from..from+len` of register `n` live: (component, offset).
+    fn place(&self, n: usize, from: usize) -> Option<(u32, usize)> {
+        let (component, offset) = match (n, from) {
+            (0..16, 0..16) => (SSE, XMM0 + 16 * n + from),
+            (0..16, 16..32) => (AVX, layout(AVX)?.0 + 16 * n + from - 16),
+            (0..16, 32..64) => (ZMM_HI256, layout(ZMM_HI256)?.0 + 32 * n + from - 32),
+            (16..32, 0..64) => (HI16_ZMM, layout(HI16_ZMM)?.0 + 64 * (n - 16) + from),
+            _ => return None,
+        };
+        (self.in_frame(component) && offset < self.frame.size).then_some((component, offset))
+    }
+
+    /// Makes `component` hold its initial state explicitly and marks it in use.
+    fn claim(&mut self, component: u32) -> Option<()> {
+        if self.xstate_bv() & (1 << component) != 0 {
+            return Some(());
+        }
+        if self.frame.xsave_mask == 0 {
+            return None;
+        }
+        let (offset, size) = if component == SSE {
+            (XMM0, 256)
+        } else {
+            layout(component)?
+        };
+        if offset + size > self.frame.size {
+            return None;
+        }
+        // SAFETY: inside the frame's area (checked above).
+        unsafe {
+            core::ptr::write_bytes(self.frame.area.add(offset), 0, size);
+            let bv = self.frame.area.add(XSTATE_BV) as *mut u64;
+            bv.write(bv.read() | (1 << component));
+        }
+        Some(())
+    }
+}
+
+/// Pieces of a register's bytes that lie in one component: 0..16, 16..32, 32..64.
+const PARTS: [(usize, usize); 3] = [(0, 16), (16, 32), (32, 64)];
+
+impl Vectors for FrameVectors {
+    fn read(&mut self, reg: Register, out: &mut [u8]) -> Option<()> {
+        let n = vector_number(reg)?;
+        let bv = self.xstate_bv();
+        for &(from, to) in PARTS.iter() {
+            if from >= out.len() {
+                break;
+            }
+            let to = to.min(out.len());
+            let (component, offset) = self.place(n, from)?;
+            let dst = out.get_mut(from..to)?;
+            if bv & (1 << component) == 0 {
+                dst.fill(0);
+            } else {
+                // SAFETY: place() checked the offset against the frame size;
+                // a part never crosses its component.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        self.frame.area.add(offset),
+                        dst.as_mut_ptr(),
+                        dst.len(),
+                    )
+                };
+            }
+        }
+        Some(())
+    }
+
+    fn write(&mut self, reg: Register, bytes: &[u8], zero_to: usize) -> Option<()> {
+        let n = vector_number(reg)?;
+        let end = zero_to.max(bytes.len()).min(64);
+        // Check every part first: a refused write must change nothing.
+        for &(from, _) in PARTS.iter().filter(|&&(from, _)| from < end) {
+            self.place(n, from)?;
+        }
+        for &(from, to) in PARTS.iter() {
+            if from >= end {
+                break;
+            }
+            let to = to.min(end);
+            let (component, offset) = self.place(n, from)?;
+            let source = bytes.get(from.min(bytes.len())..to.min(bytes.len()))?;
+            let zeros = to - from - source.len();
+            if source.iter().all(|&b| b == 0) && self.xstate_bv() & (1 << component) == 0 {
+                // Already zero in its initial state.
+                continue;
+            }
+            self.claim(component)?;
+            // SAFETY: place() checked the offset against the frame size.
+            unsafe {
+                let dst = self.frame.area.add(offset);
+                core::ptr::copy_nonoverlapping(source.as_ptr(), dst, source.len());
+                core::ptr::write_bytes(dst.add(source.len()), 0, zeros);
+            }
+        }
+        Some(())
+    }
+
+    fn opmask(&mut self, k: Register) -> Option<u64> {
+        let n = (k as usize).checked_sub(Register::K0 as usize)?;
+        if n >= 8 {
+            return None;
+        }
+        if !self.in_frame(OPMASK) || self.xstate_bv() & (1 << OPMASK) == 0 {
+            return Some(0);
+        }
+        let (offset, _) = layout(OPMASK)?;
+        if offset + 8 * n + 8 > self.frame.size {
+            return None;
+        }
+        // SAFETY: inside the frame's area (checked above).
+        Some(unsafe { (self.frame.area.add(offset + 8 * n) as *const u64).read_unaligned() })
+    }
+}
+
+/// The number (0..32) of an XMM, YMM or ZMM register.
+pub fn vector_number(reg: Register) -> Option<usize> {
+    let first = if reg.is_xmm() {
+        Register::XMM0
+    } else if reg.is_ymm() {
+        Register::YMM0
+    } else if reg.is_zmm() {
+        Register::ZMM0
+    } else {
+        return None;
+    };
+    Some(reg as usize - first as usize)
+}
