@@ -229,16 +229,15 @@ impl DecodedAccess<'_> {
     /// Decodes the value into `sink`; returns false (calling nothing) when
     /// there is nothing to decode: no register, no value, or an access that
     /// covers only part of the register.
-    pub fn decode_fields(&self, sink: &mut dyn FieldSink) -> bool {
-        let (Some(reg), Some(db), Some(value), Some(binding)) =
-            (self.register, self.db, self.value, self.binding)
-        else {
+    #[inline]
+    pub fn decode_fields<S: FieldSink + ?Sized>(&self, sink: &mut S) -> bool {
+        let (Some(reg), Some(db), Some(value)) = (self.register, self.db, self.value) else {
             return false;
         };
         if reg.within != 0 || db.regs[reg.reg as usize].width != self.width || value.is_wide() {
             return false;
         }
-        db.decode(reg.reg, value.low_u64(), self.is_write(), &binding.chosen, sink);
+        reg.plan.run(value.low_u64(), sink);
         true
     }
 }
@@ -287,7 +286,7 @@ struct CacheKey {
 /// A multiply-rotate hash: the keys are small integers that SipHash
 /// spends most of a lookup on.
 #[derive(Debug, Default, Clone, Copy)]
-struct FastHasher(u64);
+pub(crate) struct FastHasher(u64);
 
 impl Hasher for FastHasher {
     fn finish(&self) -> u64 {
@@ -309,7 +308,7 @@ impl Hasher for FastHasher {
     }
 }
 
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// Decodes a trace event by event; see the module documentation.
 #[derive(Debug)]
@@ -327,6 +326,8 @@ pub struct Decoder<'a> {
     cache: FastMap<CacheKey, Option<Resolved>>,
     /// The single database that decodes whatever no rule claims.
     fallback: Option<usize>,
+    /// The last map id looked up and its binding: accesses come in runs.
+    last_map: Option<(u32, Option<u32>)>,
 }
 
 impl<'a> Decoder<'a> {
@@ -357,6 +358,7 @@ impl<'a> Decoder<'a> {
             ranges: Vec::new(),
             cache: FastMap::default(),
             fallback,
+            last_map: None,
         };
         for spec in specs {
             if let Selector::Range { start, end } = spec.selector {
@@ -530,6 +532,7 @@ impl<'a> Decoder<'a> {
                 self.emit(sink, binding, what)
             }
             Event::Map(map) => {
+                self.last_map = None;
                 let binding = self.bind_map(map);
                 if self.maps.len() >= MAP_LIMIT && !self.maps.contains_key(&map.map_id) {
                     self.maps.clear();
@@ -542,6 +545,7 @@ impl<'a> Decoder<'a> {
                 sink.map(map, bound)
             }
             Event::Unmap(unmap) => {
+                self.last_map = None;
                 self.maps.remove(&unmap.map_id);
                 sink.other(event)
             }
@@ -555,8 +559,15 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn binding_for(&self, map_id: u32, phys: u64) -> Option<u32> {
+    #[inline]
+    fn binding_for(&mut self, map_id: u32, phys: u64) -> Option<u32> {
+        if let Some((id, bound)) = self.last_map
+            && id == map_id
+        {
+            return bound;
+        }
         if let Some(bound) = self.maps.get(&map_id) {
+            self.last_map = Some((map_id, *bound));
             return *bound;
         }
         // No MAP record for this id: by address.
@@ -636,15 +647,14 @@ impl<'a> Decoder<'a> {
                     write,
                     offset,
                 };
-                if !self.cache.contains_key(&key) {
-                    if self.cache.len() >= CACHE_LIMIT {
-                        self.cache.clear();
-                    }
-                    let resolved =
-                        self.dbs[bound.db].resolve(bound.space, offset, write, &bound.chosen);
-                    self.cache.insert(key, resolved);
+                if self.cache.len() >= CACHE_LIMIT && !self.cache.contains_key(&key) {
+                    self.cache.clear();
                 }
-                (offset, self.cache.get(&key).and_then(Option::as_ref))
+                let dbs = self.dbs;
+                let resolved = self.cache.entry(key).or_insert_with(|| {
+                    dbs[bound.db].resolve(bound.space, offset, write, &bound.chosen)
+                });
+                (offset, resolved.as_ref())
             }
             None => (phys, None),
         };

@@ -20,14 +20,81 @@
 //! decoder learns the chipset from the trace.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use mmiotrace_trace::{Direction, Event, Map, Timestamp};
 
-use crate::decode::{Binding, DecodeSink, DecodedAccess};
-use crate::model::{Database, FieldSink, FieldValue};
+use crate::decode::{Binding, DecodeSink, DecodedAccess, FastMap};
+use crate::model::{Database, DecodePlan, FieldSink, FieldValue};
+
+/// The rendered end of recent lines (register name and fields), by
+/// register and value: a trace repeats itself (polling loops, the same
+/// initialisation writes), and rendering two dozen fields costs more than
+/// parsing the line did. Bounded; emptied when full.
+#[derive(Debug, Default)]
+struct TailCache {
+    /// (plan address, value, access width) to a range of `text`.
+    index: FastMap<(usize, u64, u8), (u32, u32)>,
+    text: Vec<u8>,
+    /// The plans whose addresses are keys, held so that no other plan can
+    /// take an address while it is in the index.
+    plans: Vec<Arc<DecodePlan>>,
+}
+
+const TAIL_ENTRIES: usize = 1 << 15;
+const TAIL_BYTES: usize = 8 << 20;
+
+impl TailCache {
+    /// Appends the tail for (`plan`, `value`) to `line`, rendering it with
+    /// `render` (which appends to the vector it is given) if it is not cached.
+    #[inline]
+    fn append(
+        &mut self,
+        line: &mut Vec<u8>,
+        plan: &Arc<DecodePlan>,
+        value: u64,
+        width: u8,
+        render: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let key = (Arc::as_ptr(plan) as usize, value, width);
+        if let Some(&(start, len)) = self.index.get(&key) {
+            line.extend_from_slice(&self.text[start as usize..(start + len) as usize]);
+            return;
+        }
+        let from = line.len();
+        render(line);
+        let rendered = &line[from..];
+        if self.index.len() >= TAIL_ENTRIES || self.text.len() + rendered.len() > TAIL_BYTES {
+            self.index.clear();
+            self.text.clear();
+            self.plans.clear();
+        }
+        if !self.plans.last().is_some_and(|p| Arc::ptr_eq(p, plan)) {
+            self.plans.push(plan.clone());
+        }
+        let start = self.text.len() as u32;
+        self.text.extend_from_slice(rendered);
+        self.index.insert(key, (start, rendered.len() as u32));
+    }
+}
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Appends `bytes`: short ones byte by byte, which beats a call to memcpy
+/// for the names and separators that make up most of a line.
+#[inline]
+fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.len() <= 24 {
+        out.reserve(24);
+        for &b in bytes {
+            out.push(b);
+        }
+    } else {
+        out.extend_from_slice(bytes);
+    }
+}
+
+#[inline]
 fn push_dec(out: &mut Vec<u8>, mut v: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
@@ -88,32 +155,54 @@ fn push_float(out: &mut Vec<u8>, v: f64) {
     let _ = write!(out, "{v}");
 }
 
-/// Writes the text form.
+/// Lines are gathered into batches of about this many bytes: one write per
+/// batch, instead of a copy of each line into a `BufWriter`.
+const BATCH: usize = 64 * 1024;
+
+/// Writes out `batch` once it holds [`BATCH`] bytes.
+#[inline]
+fn write_if_full(out: &mut impl Write, batch: &mut Vec<u8>) -> io::Result<()> {
+    if batch.len() >= BATCH {
+        out.write_all(batch)?;
+        batch.clear();
+    }
+    Ok(())
+}
+
+/// Writes the text form. Output is batched: call [`flush`](Self::flush)
+/// or [`finish`](Self::finish) at the end.
 #[derive(Debug)]
 pub struct TextWriter<W: Write> {
     out: W,
     line: Vec<u8>,
+    tails: TailCache,
 }
 
 impl<W: Write> TextWriter<W> {
     pub fn new(out: W) -> Self {
         TextWriter {
             out,
-            line: Vec::with_capacity(512),
+            line: Vec::with_capacity(BATCH + 4096),
+            tails: TailCache::default(),
         }
     }
 
-    pub fn into_inner(self) -> W {
-        self.out
+    /// Writes out what is buffered and returns the output.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush()?;
+        Ok(self.out)
     }
 
+    /// Writes out what is buffered, and flushes the output.
     pub fn flush(&mut self) -> io::Result<()> {
+        self.out.write_all(&self.line)?;
+        self.line.clear();
         self.out.flush()
     }
 
     fn finish_line(&mut self) -> io::Result<()> {
         self.line.push(b'\n');
-        self.out.write_all(&self.line)
+        write_if_full(&mut self.out, &mut self.line)
     }
 }
 
@@ -124,6 +213,7 @@ struct TextFields<'a> {
 }
 
 impl TextFields<'_> {
+    #[inline]
     fn sep(&mut self) {
         if !self.tight {
             self.out.push(b' ');
@@ -131,10 +221,11 @@ impl TextFields<'_> {
         self.tight = false;
     }
 
+    #[inline]
     fn value(&mut self, value: FieldValue<'_>) {
         match value {
-            FieldValue::Bool(b) => self.out.extend_from_slice(if b { b"1" } else { b"0" }),
-            FieldValue::Enum(name) => self.out.extend_from_slice(name.as_bytes()),
+            FieldValue::Bool(b) => self.out.push(if b { b'1' } else { b'0' }),
+            FieldValue::Enum(name) => push_bytes(self.out, name.as_bytes()),
             FieldValue::UnknownEnum(v) => {
                 self.out.push(b'?');
                 push_hex(self.out, v, 1);
@@ -159,16 +250,17 @@ impl TextFields<'_> {
 }
 
 impl FieldSink for TextFields<'_> {
+    #[inline]
     fn field(&mut self, name: &str, value: FieldValue<'_>) {
         match value {
             FieldValue::Bool(false) => {}
             FieldValue::Bool(true) => {
                 self.sep();
-                self.out.extend_from_slice(name.as_bytes());
+                push_bytes(self.out, name.as_bytes());
             }
             value => {
                 self.sep();
-                self.out.extend_from_slice(name.as_bytes());
+                push_bytes(self.out, name.as_bytes());
                 self.out.push(b'=');
                 self.value(value);
             }
@@ -182,7 +274,7 @@ impl FieldSink for TextFields<'_> {
 
     fn begin(&mut self, name: &str) {
         self.sep();
-        self.out.extend_from_slice(name.as_bytes());
+        push_bytes(self.out, name.as_bytes());
         self.out.extend_from_slice(b"={");
         self.tight = true;
     }
@@ -202,7 +294,6 @@ impl FieldSink for TextFields<'_> {
 impl<W: Write> DecodeSink for TextWriter<W> {
     fn access(&mut self, a: &DecodedAccess<'_>) -> io::Result<()> {
         let line = &mut self.line;
-        line.clear();
         push_time(line, a.time);
         line.push(b' ');
         push_dec(line, a.thread.into());
@@ -218,7 +309,7 @@ impl<W: Write> DecodeSink for TextWriter<W> {
         }
         line.push(b' ');
         match a.binding {
-            Some(b) => line.extend_from_slice(b.label.as_bytes()),
+            Some(b) => push_bytes(line, b.label.as_bytes()),
             None => {
                 line.extend_from_slice(b"map");
                 push_dec(line, a.map_id.into());
@@ -232,21 +323,29 @@ impl<W: Write> DecodeSink for TextWriter<W> {
             None => line.push(b'?'),
         }
         line.push(b' ');
-        match a.register {
-            Some(reg) => {
-                line.extend_from_slice(reg.name.as_bytes());
-                let mark = line.len();
-                line.extend_from_slice(if a.is_write() { b" <=" } else { b" =>" });
-                let before = line.len();
-                let mut fields = TextFields {
-                    out: line,
-                    tight: false,
+        match (a.register, a.value) {
+            (Some(reg), Some(value)) => {
+                let render = |line: &mut Vec<u8>| {
+                    push_bytes(line, reg.name.as_bytes());
+                    let mark = line.len();
+                    line.extend_from_slice(if a.is_write() { b" <=" } else { b" =>" });
+                    let before = line.len();
+                    let mut fields = TextFields {
+                        out: line,
+                        tight: false,
+                    };
+                    if !a.decode_fields(&mut fields) || line.len() == before {
+                        line.truncate(mark);
+                    }
                 };
-                if !a.decode_fields(&mut fields) || line.len() == before {
-                    line.truncate(mark);
+                if value.is_wide() || reg.plan.is_empty() {
+                    render(line);
+                } else {
+                    self.tails.append(line, &reg.plan, value.low_u64(), a.width, render);
                 }
             }
-            None => line.push(b'?'),
+            (Some(reg), None) => push_bytes(line, reg.name.as_bytes()),
+            (None, _) => line.push(b'?'),
         }
         if let Some(r) = a.repeat {
             line.extend_from_slice(b" (repeated ");
@@ -270,7 +369,6 @@ impl<W: Write> DecodeSink for TextWriter<W> {
 
     fn map(&mut self, map: &Map, binding: Option<(&Binding, &Database)>) -> io::Result<()> {
         let line = &mut self.line;
-        line.clear();
         push_time(line, map.time);
         line.extend_from_slice(b" MAP ");
         push_dec(line, map.map_id.into());
@@ -316,7 +414,6 @@ impl<W: Write> DecodeSink for TextWriter<W> {
         register: &str,
     ) -> io::Result<()> {
         let line = &mut self.line;
-        line.clear();
         push_time(line, time);
         line.extend_from_slice(b" VARIANT ");
         line.extend_from_slice(binding.label.as_bytes());
@@ -332,7 +429,6 @@ impl<W: Write> DecodeSink for TextWriter<W> {
 
     fn other(&mut self, event: &Event) -> io::Result<()> {
         let line = &mut self.line;
-        line.clear();
         match event {
             Event::Mark(m) => {
                 push_time(line, m.time);
@@ -372,7 +468,7 @@ impl<W: Write> DecodeSink for TextWriter<W> {
     }
 }
 
-/// Writes one JSON object per line: accesses as `{"kind":"R", …,
+/// Writes one JSON object per line (batched like [`TextWriter`]): accesses as `{"kind":"R", …,
 /// "register":"PMC.ID","fields":{…}}`, MAP records with what they were
 /// bound to, VARIANT notices, and every other record as the trace's own
 /// JSON lines writer writes it.
@@ -380,29 +476,37 @@ impl<W: Write> DecodeSink for TextWriter<W> {
 pub struct JsonWriter<W: Write> {
     out: W,
     line: Vec<u8>,
+    tails: TailCache,
 }
 
 impl<W: Write> JsonWriter<W> {
     pub fn new(out: W) -> Self {
         JsonWriter {
             out,
-            line: Vec::with_capacity(512),
+            line: Vec::with_capacity(BATCH + 4096),
+            tails: TailCache::default(),
         }
     }
 
-    pub fn into_inner(self) -> W {
-        self.out
+    /// Writes out what is buffered and returns the output.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush()?;
+        Ok(self.out)
     }
 
+    /// Writes out what is buffered, and flushes the output.
     pub fn flush(&mut self) -> io::Result<()> {
+        self.out.write_all(&self.line)?;
+        self.line.clear();
         self.out.flush()
     }
 }
 
+#[inline]
 fn push_json_str(out: &mut Vec<u8>, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
+        push_bytes(out, s.as_bytes());
         out.push(b'"');
     } else {
         // Writing to a Vec cannot fail.
@@ -426,22 +530,24 @@ struct JsonFields<'a> {
     out: &'a mut Vec<u8>,
     /// `"fields":{` written.
     opened: bool,
-    /// Per open object: nothing in it yet.
-    empty: Vec<bool>,
+    /// Objects open inside `fields`.
+    depth: u32,
+    /// Bit n: the object at depth n has a member already.
+    nonempty: u64,
 }
 
 impl JsonFields<'_> {
+    #[inline]
     fn key(&mut self, name: &str) {
         if !self.opened {
             self.out.extend_from_slice(b",\"fields\":{");
             self.opened = true;
-            self.empty.push(true);
         }
-        let empty = self.empty.last_mut().expect("an object is open");
-        if !*empty {
+        let bit = 1u64 << self.depth.min(63);
+        if self.nonempty & bit != 0 {
             self.out.push(b',');
         }
-        *empty = false;
+        self.nonempty |= bit;
         push_json_str(self.out, name);
         self.out.push(b':');
     }
@@ -483,11 +589,12 @@ impl FieldSink for JsonFields<'_> {
     fn begin(&mut self, name: &str) {
         self.key(name);
         self.out.push(b'{');
-        self.empty.push(true);
+        self.depth += 1;
+        self.nonempty &= !(1u64 << self.depth.min(63));
     }
 
     fn end(&mut self) {
-        self.empty.pop();
+        self.depth = self.depth.saturating_sub(1);
         self.out.push(b'}');
     }
 
@@ -500,7 +607,6 @@ impl FieldSink for JsonFields<'_> {
 impl<W: Write> DecodeSink for JsonWriter<W> {
     fn access(&mut self, a: &DecodedAccess<'_>) -> io::Result<()> {
         let line = &mut self.line;
-        line.clear();
         line.extend_from_slice(match (a.dir, a.repeat) {
             (_, Some(_)) => b"{\"kind\":\"REPEAT\"",
             (Some(Direction::Read), None) => b"{\"kind\":\"R\"",
@@ -549,24 +655,32 @@ impl<W: Write> DecodeSink for JsonWriter<W> {
             line.push(b'"');
         }
         push_key(line, "register");
-        match a.register {
-            Some(reg) => push_json_str(line, &reg.name),
-            None => line.extend_from_slice(b"null"),
-        }
-        let mut fields = JsonFields {
-            out: line,
-            opened: false,
-            empty: Vec::new(),
+        let render = |line: &mut Vec<u8>| {
+            match a.register {
+                Some(reg) => push_json_str(line, &reg.name),
+                None => line.extend_from_slice(b"null"),
+            }
+            let mut fields = JsonFields {
+                out: line,
+                opened: false,
+                depth: 0,
+                nonempty: 0,
+            };
+            a.decode_fields(&mut fields);
+            fields.close();
         };
-        a.decode_fields(&mut fields);
-        fields.close();
+        match (a.register, a.value) {
+            (Some(reg), Some(value)) if !value.is_wide() && !reg.plan.is_empty() => {
+                self.tails.append(line, &reg.plan, value.low_u64(), a.width, render);
+            }
+            _ => render(line),
+        }
         line.extend_from_slice(b"}\n");
-        self.out.write_all(line)
+        write_if_full(&mut self.out, line)
     }
 
     fn map(&mut self, map: &Map, binding: Option<(&Binding, &Database)>) -> io::Result<()> {
         let line = &mut self.line;
-        line.clear();
         line.extend_from_slice(b"{\"kind\":\"MAP\"");
         push_key(line, "time_ns");
         push_dec(line, map.time.nanos);
@@ -594,7 +708,7 @@ impl<W: Write> DecodeSink for JsonWriter<W> {
             None => line.extend_from_slice(b"null"),
         }
         line.extend_from_slice(b"}\n");
-        self.out.write_all(line)
+        write_if_full(&mut self.out, line)
     }
 
     fn variant(
@@ -606,7 +720,6 @@ impl<W: Write> DecodeSink for JsonWriter<W> {
         register: &str,
     ) -> io::Result<()> {
         let line = &mut self.line;
-        line.clear();
         line.extend_from_slice(b"{\"kind\":\"VARIANT\"");
         push_key(line, "time_ns");
         push_dec(line, time.nanos);
@@ -619,12 +732,11 @@ impl<W: Write> DecodeSink for JsonWriter<W> {
         push_key(line, "register");
         push_json_str(line, register);
         line.extend_from_slice(b"}\n");
-        self.out.write_all(line)
+        write_if_full(&mut self.out, line)
     }
 
     fn other(&mut self, event: &Event) -> io::Result<()> {
-        self.line.clear();
         mmiotrace_trace::jsonl::format_json(event, &mut self.line);
-        self.out.write_all(&self.line)
+        write_if_full(&mut self.out, &mut self.line)
     }
 }

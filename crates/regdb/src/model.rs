@@ -346,7 +346,7 @@ pub struct Space {
 }
 
 /// A register found at an address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
     /// Full name with indices, e.g. `PGRAPH.GPC[2].TPC[0].CONFIG`, and
     /// `+0x2` where the access starts inside the register.
@@ -354,6 +354,8 @@ pub struct Resolved {
     pub reg: RegId,
     /// Bytes from the register's start to the access.
     pub within: u64,
+    /// How to decode its value for this access's direction and variants.
+    pub plan: Arc<DecodePlan>,
 }
 
 /// What a database says about mappings it decodes without a `--device`.
@@ -453,6 +455,7 @@ impl Database {
             name: Arc::from(name),
             reg,
             within,
+            plan: Arc::new(self.plan(reg, write, chosen)),
         })
     }
 
@@ -465,42 +468,47 @@ impl Database {
         chosen: &Chosen,
         sink: &mut dyn FieldSink,
     ) {
+        self.plan(reg, write, chosen).run(value, sink);
+    }
+
+    /// How to decode `reg` for accesses in one direction in the chosen
+    /// variants: the fields that exist there and each enumeration's names,
+    /// worked out once so that decoding a value is a walk down a list.
+    pub fn plan(&self, reg: RegId, write: bool, chosen: &Chosen) -> DecodePlan {
         let reg = &self.regs[reg as usize];
         let width_mask = if reg.width >= 8 {
             u64::MAX
         } else {
             (1u64 << (8 * u32::from(reg.width))) - 1
         };
-        let value = value & width_mask;
+        let mut steps = Vec::new();
         if !reg.fields.is_empty() {
-            self.decode_fields(&reg.fields, value, width_mask, write, chosen, sink);
-            return;
-        }
-        match &reg.ty {
-            Type::Hex => {
-                if reg.shr > 0 {
-                    sink.whole(FieldValue::Hex(value << reg.shr));
+            self.plan_fields(&reg.fields, width_mask, write, chosen, &mut steps, 0);
+        } else {
+            match &reg.ty {
+                Type::Hex if reg.shr > 0 => steps.push(Step::Whole(Show::Hex {
+                    shr: reg.shr,
+                    add: 0,
+                })),
+                Type::Hex => {}
+                Type::Bitset(id) => {
+                    let fields = &self.bitsets[*id as usize].fields;
+                    self.plan_fields(fields, width_mask, write, chosen, &mut steps, 0);
                 }
-            }
-            Type::Bitset(id) => {
-                let fields = &self.bitsets[*id as usize].fields;
-                self.decode_fields(fields, value, width_mask, write, chosen, sink);
-            }
-            ty => {
-                let shown = self.field_value(ty, value, 8 * reg.width, write, chosen);
-                sink.whole(shown);
+                ty => steps.push(Step::Whole(self.show(ty, 8 * reg.width, 0, 0, write, chosen))),
             }
         }
+        DecodePlan { width_mask, steps }
     }
 
-    fn decode_fields(
+    fn plan_fields(
         &self,
         fields: &[Field],
-        value: u64,
-        width_mask: u64,
+        scope: u64,
         write: bool,
         chosen: &Chosen,
-        sink: &mut dyn FieldSink,
+        steps: &mut Vec<Step>,
+        depth: usize,
     ) {
         let mut covered = 0u64;
         for field in fields {
@@ -512,64 +520,171 @@ impl Database {
             if !field.access.allows(write) {
                 continue;
             }
-            let raw = (value & mask) >> field.low;
             let bits = field.high - field.low + 1;
             match &field.ty {
-                Type::Bitset(id) => {
-                    sink.begin(&field.name);
+                Type::Bitset(id) if depth < MAX_NESTING => {
+                    steps.push(Step::Begin {
+                        name: field.name.clone(),
+                        low: field.low,
+                        mask,
+                    });
                     let inner = &self.bitsets[*id as usize].fields;
-                    self.decode_fields(inner, raw, mask >> field.low, write, chosen, sink);
-                    sink.end();
+                    self.plan_fields(inner, mask >> field.low, write, chosen, steps, depth + 1);
+                    steps.push(Step::End);
                 }
-                Type::Hex if field.shr > 0 || field.add > 0 => {
-                    let shown = (raw.wrapping_add(field.add)) << field.shr;
-                    sink.field(&field.name, FieldValue::Hex(shown));
-                }
-                Type::Uint if field.add > 0 => {
-                    sink.field(&field.name, FieldValue::Uint(raw.wrapping_add(field.add)));
-                }
-                ty => {
-                    let shown = self.field_value(ty, raw, bits, write, chosen);
-                    sink.field(&field.name, shown);
-                }
+                ty => steps.push(Step::Field {
+                    name: field.name.clone(),
+                    low: field.low,
+                    mask,
+                    show: self.show(ty, bits, field.shr, field.add, write, chosen),
+                }),
             }
         }
-        let unknown = value & width_mask & !covered;
-        if unknown != 0 {
-            sink.unknown_bits(unknown);
+        if scope & !covered != 0 {
+            steps.push(Step::Unknown { bits: scope & !covered });
         }
     }
 
-    fn field_value(
-        &self,
-        ty: &Type,
-        raw: u64,
-        bits: u8,
-        write: bool,
-        chosen: &Chosen,
-    ) -> FieldValue<'_> {
+    fn show(&self, ty: &Type, bits: u8, shr: u8, add: u64, write: bool, chosen: &Chosen) -> Show {
         match ty {
-            Type::Hex | Type::Bitset(_) => FieldValue::Hex(raw),
-            Type::Uint => FieldValue::Uint(raw),
-            Type::Int => FieldValue::Int(sign_extend(raw, bits)),
-            Type::Bool => FieldValue::Bool(raw != 0),
-            Type::Float => match bits {
-                32 => FieldValue::Float(f64::from(f32::from_bits(raw as u32))),
-                64 => FieldValue::Float(f64::from_bits(raw)),
-                _ => FieldValue::Hex(raw),
+            Type::Hex | Type::Bitset(_) => Show::Hex { shr, add },
+            Type::Uint => Show::Uint { add },
+            Type::Int => Show::Int { bits },
+            Type::Bool => Show::Bool,
+            Type::Float => Show::Float { bits },
+            Type::Fixed { radix, signed } => Show::Fixed {
+                radix: *radix,
+                signed: *signed,
+                bits,
             },
-            Type::Fixed { radix, signed } => {
+            Type::Enum(id) => {
+                // First definition of a value wins, as in a lookup.
+                let mut names: Vec<(u64, Box<str>)> = Vec::new();
+                for v in &self.enums[*id as usize].values {
+                    if let Some(value) = v.value
+                        && v.access.allows(write)
+                        && v.variants.matches(chosen)
+                        && !names.iter().any(|(n, _)| *n == value)
+                    {
+                        names.push((value, v.name.clone()));
+                    }
+                }
+                names.sort_by_key(|(value, _)| *value);
+                Show::Enum(names.into_boxed_slice())
+            }
+        }
+    }
+}
+
+/// Bit sets inside bit sets deeper than this are shown as numbers.
+const MAX_NESTING: usize = 7;
+
+/// A register's decoding worked out for one direction and variant: see
+/// [`Database::plan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodePlan {
+    width_mask: u64,
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Field {
+        name: Box<str>,
+        low: u8,
+        mask: u64,
+        show: Show,
+    },
+    /// The register as a whole.
+    Whole(Show),
+    /// The following steps, up to the matching `End`, decode `(value & mask) >> low`.
+    Begin {
+        name: Box<str>,
+        low: u8,
+        mask: u64,
+    },
+    End,
+    /// These bits of the current value belong to no field.
+    Unknown { bits: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Show {
+    Bool,
+    Hex { shr: u8, add: u64 },
+    Uint { add: u64 },
+    Int { bits: u8 },
+    Float { bits: u8 },
+    Fixed { radix: u8, signed: bool, bits: u8 },
+    /// Names by value, sorted by value.
+    Enum(Box<[(u64, Box<str>)]>),
+}
+
+impl Show {
+    #[inline]
+    fn value(&self, raw: u64) -> FieldValue<'_> {
+        match self {
+            Show::Bool => FieldValue::Bool(raw != 0),
+            Show::Hex { shr, add } => FieldValue::Hex(raw.wrapping_add(*add) << shr),
+            Show::Uint { add } => FieldValue::Uint(raw.wrapping_add(*add)),
+            Show::Int { bits } => FieldValue::Int(sign_extend(raw, *bits)),
+            Show::Float { bits: 32 } => FieldValue::Float(f64::from(f32::from_bits(raw as u32))),
+            Show::Float { bits: 64 } => FieldValue::Float(f64::from_bits(raw)),
+            Show::Float { .. } => FieldValue::Hex(raw),
+            Show::Fixed { radix, signed, bits } => {
                 let whole = if *signed {
-                    sign_extend(raw, bits) as f64
+                    sign_extend(raw, *bits) as f64
                 } else {
                     raw as f64
                 };
-                FieldValue::Float(whole / f64::from(1u32 << (*radix).min(31)))
+                FieldValue::Float(whole / (*radix as f64).exp2())
             }
-            Type::Enum(id) => match self.enums[*id as usize].name_of(raw, write, chosen) {
-                Some(name) => FieldValue::Enum(name),
-                None => FieldValue::UnknownEnum(raw),
+            Show::Enum(names) => match names.binary_search_by_key(&raw, |(v, _)| *v) {
+                Ok(i) => FieldValue::Enum(&names[i].1),
+                Err(_) => FieldValue::UnknownEnum(raw),
             },
+        }
+    }
+}
+
+impl DecodePlan {
+    /// True when decoding adds nothing to the value (a register without
+    /// fields or type).
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Calls `sink` with each field of `value`.
+    #[inline]
+    pub fn run<S: FieldSink + ?Sized>(&self, value: u64, sink: &mut S) {
+        let mut stack = [0u64; MAX_NESTING + 2];
+        let mut depth = 0;
+        stack[0] = value & self.width_mask;
+        for step in &self.steps {
+            let current = stack[depth];
+            match step {
+                Step::Field {
+                    name,
+                    low,
+                    mask,
+                    show,
+                } => sink.field(name, show.value((current & mask) >> low)),
+                Step::Whole(show) => sink.whole(show.value(current)),
+                Step::Begin { name, low, mask } => {
+                    sink.begin(name);
+                    depth += 1;
+                    stack[depth] = (current & mask) >> low;
+                }
+                Step::End => {
+                    sink.end();
+                    depth = depth.saturating_sub(1);
+                }
+                Step::Unknown { bits } => {
+                    if current & bits != 0 {
+                        sink.unknown_bits(current & bits);
+                    }
+                }
+            }
         }
     }
 }

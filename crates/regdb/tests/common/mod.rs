@@ -57,7 +57,7 @@ pub fn decode_with(dbs: Vec<Database>, specs: &[&str], chipset: Option<&str>, tr
     while let Some(event) = reader.read_ref().expect("trace parses") {
         decoder.feed(event, sink).expect("write to a Vec");
     }
-    let out = if json { jsonl.into_inner() } else { text.into_inner() };
+    let out = if json { jsonl.finish() } else { text.finish() }.expect("write to a Vec");
     String::from_utf8(out).expect("UTF-8 output")
 }
 
