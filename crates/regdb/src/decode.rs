@@ -228,16 +228,24 @@ impl DecodedAccess<'_> {
 
     /// Decodes the value into `sink`; returns false (calling nothing) when
     /// there is nothing to decode: no register, no value, or an access that
-    /// covers only part of the register.
+    /// reaches past the register. An access to part of a register decodes
+    /// the fields inside that part.
     #[inline]
     pub fn decode_fields<S: FieldSink + ?Sized>(&self, sink: &mut S) -> bool {
         let (Some(reg), Some(db), Some(value)) = (self.register, self.db, self.value) else {
             return false;
         };
-        if reg.within != 0 || db.regs[reg.reg as usize].width != self.width || value.is_wide() {
+        let reg_width = u64::from(db.regs[reg.reg as usize].width);
+        if value.is_wide() || reg.within + u64::from(self.width) > reg_width {
             return false;
         }
-        reg.plan.run(value.low_u64(), sink);
+        if reg.within == 0 && u64::from(self.width) == reg_width {
+            reg.plan.run(value.low_u64(), sink);
+        } else {
+            let shift = 8 * reg.within as u32;
+            let seen = bit_mask(shift as u8, (shift + 8 * u32::from(self.width) - 1) as u8);
+            reg.plan.run_part(value.low_u64() << shift, seen, sink);
+        }
         true
     }
 }

@@ -657,19 +657,49 @@ impl DecodePlan {
     /// Calls `sink` with each field of `value`.
     #[inline]
     pub fn run<S: FieldSink + ?Sized>(&self, value: u64, sink: &mut S) {
+        self.run_part(value, self.width_mask, sink);
+    }
+
+    /// Like [`run`](Self::run) for an access that covers only the bits
+    /// `seen` of the register (a 16-bit read of the upper half of a 32-bit
+    /// register: `value` already shifted into place): the fields that lie
+    /// wholly inside those bits.
+    pub fn run_part<S: FieldSink + ?Sized>(&self, value: u64, seen: u64, sink: &mut S) {
+        let seen = seen & self.width_mask;
         let mut stack = [0u64; MAX_NESTING + 2];
         let mut depth = 0;
-        stack[0] = value & self.width_mask;
+        // Nesting depth of a bit set being skipped (partly outside `seen`), or 0.
+        let mut skipping = 0usize;
+        stack[0] = value & seen;
         for step in &self.steps {
             let current = stack[depth];
+            if skipping > 0 {
+                match step {
+                    Step::Begin { .. } => skipping += 1,
+                    Step::End => skipping -= 1,
+                    _ => {}
+                }
+                continue;
+            }
             match step {
+                Step::Field { mask, .. } | Step::Begin { mask, .. }
+                    if depth == 0 && mask & !seen != 0 =>
+                {
+                    if matches!(step, Step::Begin { .. }) {
+                        skipping = 1;
+                    }
+                }
                 Step::Field {
                     name,
                     low,
                     mask,
                     show,
                 } => sink.field(name, show.value((current & mask) >> low)),
-                Step::Whole(show) => sink.whole(show.value(current)),
+                Step::Whole(show) => {
+                    if seen == self.width_mask {
+                        sink.whole(show.value(current));
+                    }
+                }
                 Step::Begin { name, low, mask } => {
                     sink.begin(name);
                     depth += 1;
@@ -680,6 +710,7 @@ impl DecodePlan {
                     depth = depth.saturating_sub(1);
                 }
                 Step::Unknown { bits } => {
+                    let bits = if depth == 0 { bits & seen } else { *bits };
                     if current & bits != 0 {
                         sink.unknown_bits(current & bits);
                     }

@@ -198,7 +198,7 @@ fn report_warnings(db: &Database, all: bool) {
         }
     } else if let Some(first) = db.warnings.first() {
         eprintln!(
-            "mmiotrace: warning: {}: {} problem(s) in the database, the first definition of each register wins (--db-warnings lists them); first: {first}",
+            "mmiotrace: warning: {}: {} overlapping register definitions; the first definition wins (--db-warnings lists them all); the first: {first}",
             db.path,
             db.warnings.len()
         );
