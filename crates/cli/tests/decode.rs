@@ -6,12 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 /// The register map fixtures of the regdb crate.
 fn regdb_data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../regdb/tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../regdb/tests/data")
+        .join(name)
 }
 
 /// The envytools database, outside the repository: `$MMIOTRACE_RNNDB`,
@@ -22,7 +26,11 @@ fn nv_mmio() -> PathBuf {
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/rnndb"),
     };
     let path = dir.join("nv_mmio.xml");
-    assert!(path.is_file(), "no envytools rnndb at {} (set MMIOTRACE_RNNDB)", dir.display());
+    assert!(
+        path.is_file(),
+        "no envytools rnndb at {} (set MMIOTRACE_RNNDB)",
+        dir.display()
+    );
     path
 }
 
@@ -73,7 +81,10 @@ fn kernel_log_with_rnndb_learns_the_chipset_and_names_registers() {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
     let err = stderr(&out);
-    assert!(err.contains("the trace ends in the middle of a record"), "{err}");
+    assert!(
+        err.contains("the trace ends in the middle of a record"),
+        "{err}"
+    );
     assert!(err.contains("overlapping register definitions"), "{err}");
 }
 
@@ -127,7 +138,12 @@ fn user_space_trace_with_a_toml_map_by_path_glob() {
     )
     .expect("write trace");
     let map = regdb_data("example-nic.toml");
-    let out = mmiotrace(&["decode", s(&trace), "--device", &format!("/tmp/nic-*={}", s(&map))]);
+    let out = mmiotrace(&[
+        "decode",
+        s(&trace),
+        "--device",
+        &format!("/tmp/nic-*={}", s(&map)),
+    ]);
     assert_eq!(
         stdout(&out),
         "0.003990 MAP 1 0x0+0x20000 /tmp/nic-bar0 -> map1 example-nic#example-nic\n\
@@ -178,10 +194,21 @@ fn usage_errors() {
     let trace = data("kernel-crlf-truncated.txt");
     let out = mmiotrace(&["decode", s(&trace)]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no register database: give one with --regs FILE"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no register database: give one with --regs FILE"),
+        "{}",
+        stderr(&out)
+    );
 
     let map = regdb_data("example-nic.toml");
-    let out = mmiotrace(&["decode", s(&trace), "--regs", s(&map), "--device", "0xfe00zz=example-nic"]);
+    let out = mmiotrace(&[
+        "decode",
+        s(&trace),
+        "--regs",
+        s(&map),
+        "--device",
+        "0xfe00zz=example-nic",
+    ]);
     assert!(!out.status.success());
     assert_eq!(
         stderr(&out),
@@ -197,7 +224,12 @@ fn usage_errors() {
 fn help_describes_the_spec_grammar() {
     let out = mmiotrace(&["decode", "--help"]);
     let text = stdout(&out);
-    for needle in ["SELECTOR=DATABASE[#DOMAIN][@VARIANT]", "rwmmio", "PMC.ID", "docs/REGISTERS.md"] {
+    for needle in [
+        "SELECTOR=DATABASE[#DOMAIN][@VARIANT]",
+        "rwmmio",
+        "PMC.ID",
+        "docs/REGISTERS.md",
+    ] {
         assert!(text.contains(needle), "--help lacks {needle:?}:\n{text}");
     }
 }

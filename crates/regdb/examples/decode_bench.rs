@@ -139,7 +139,9 @@ fn events(accesses: u64) -> impl Iterator<Item = Event> {
 fn write_traces(dir: &Path, accesses: u64) -> (PathBuf, PathBuf) {
     let text_path = dir.join("bench.trace");
     let binary_path = dir.join("bench.mtb");
-    let mut text = TextWriter::new(BufWriter::new(File::create(&text_path).expect("create text trace")));
+    let mut text = TextWriter::new(BufWriter::new(
+        File::create(&text_path).expect("create text trace"),
+    ));
     let mut binary = BinaryWriter::new(BufWriter::new(
         File::create(&binary_path).expect("create binary trace"),
     ))
@@ -155,8 +157,11 @@ fn write_traces(dir: &Path, accesses: u64) -> (PathBuf, PathBuf) {
 
 fn open(path: &Path) -> TraceReader<BufReader<File>> {
     let file = File::open(path).expect("open trace");
-    TraceReader::new(BufReader::with_capacity(256 * 1024, file), ReadOptions::default())
-        .expect("trace header")
+    TraceReader::new(
+        BufReader::with_capacity(256 * 1024, file),
+        ReadOptions::default(),
+    )
+    .expect("trace header")
 }
 
 fn parse(path: &Path) -> u64 {
@@ -265,7 +270,10 @@ fn main() {
             "1.00",
             peak_rss_mib().unwrap_or(f64::NAN)
         );
-        for (what, json) in [("parse + decode (text)", false), ("parse + decode (jsonl)", true)] {
+        for (what, json) in [
+            ("parse + decode (text)", false),
+            ("parse + decode (jsonl)", true),
+        ] {
             let (t, m) = best(args.runs, || decode(path, &dbs, &specs, json));
             assert_eq!(m, n, "decode saw every access");
             println!(

@@ -76,7 +76,11 @@ impl DeviceSpec {
                 let known: Vec<&str> = dbs.iter().map(|d| &*d.name).collect();
                 return Err(err(format!(
                     "no database {target:?} was loaded with --regs (loaded: {}), and no such file",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 )));
             }
         };
@@ -120,21 +124,36 @@ fn parse_selector(text: &str) -> std::result::Result<Selector, String> {
         _ => (text, 0),
     };
     if let Some((vendor, device)) = parse_pci_ids(ids) {
-        return Ok(Selector::Pci { vendor, device, bar });
+        return Ok(Selector::Pci {
+            vendor,
+            device,
+            bar,
+        });
     }
-    if let Some(id) = text.strip_prefix("map:").or(Some(text)).and_then(|t| t.parse::<u32>().ok()) {
+    if let Some(id) = text
+        .strip_prefix("map:")
+        .or(Some(text))
+        .and_then(|t| t.parse::<u32>().ok())
+    {
         return Ok(Selector::MapId(id));
     }
     if text.starts_with("0x") {
         let (start, end) = match text.split_once(['+', '-']) {
             Some((start, rest)) => {
-                let start = crate::xml::parse_int(start).ok_or_else(|| format!("{start:?} is not an address"))?;
-                let n = crate::xml::parse_int(rest).ok_or_else(|| format!("{rest:?} is not a number"))?;
-                let end = if text.contains('+') { start.saturating_add(n) } else { n };
+                let start = crate::xml::parse_int(start)
+                    .ok_or_else(|| format!("{start:?} is not an address"))?;
+                let n = crate::xml::parse_int(rest)
+                    .ok_or_else(|| format!("{rest:?} is not a number"))?;
+                let end = if text.contains('+') {
+                    start.saturating_add(n)
+                } else {
+                    n
+                };
                 (start, end)
             }
             None => {
-                let start = crate::xml::parse_int(text).ok_or_else(|| format!("{text:?} is not an address"))?;
+                let start = crate::xml::parse_int(text)
+                    .ok_or_else(|| format!("{text:?} is not an address"))?;
                 (start, u64::MAX)
             }
         };
@@ -151,16 +170,19 @@ fn find_database(dbs: &[Database], target: &str) -> Option<usize> {
     dbs.iter()
         .position(|d| &*d.path == target)
         .or_else(|| {
-            dbs.iter().position(|d| {
-                Path::new(&*d.path).file_name().is_some_and(|n| n == target)
-            })
+            dbs.iter()
+                .position(|d| Path::new(&*d.path).file_name().is_some_and(|n| n == target))
         })
         .or_else(|| dbs.iter().position(|d| &*d.name == target))
 }
 
 /// The variant called `name` in the variant set of `space` (or, when the
 /// space names none, any variant set of the database that has it).
-pub fn find_variant(db: &Database, space: usize, name: &str) -> std::result::Result<(EnumId, u32), String> {
+pub fn find_variant(
+    db: &Database,
+    space: usize,
+    name: &str,
+) -> std::result::Result<(EnumId, u32), String> {
     let candidates: Vec<EnumId> = match db.spaces[space].varset {
         Some(v) => vec![v],
         None => (0..db.enums.len() as EnumId).collect(),
@@ -339,7 +361,11 @@ pub struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
-    pub fn new(dbs: &'a [Database], specs: &'a [DeviceSpec], options: &DecodeOptions) -> Result<Self> {
+    pub fn new(
+        dbs: &'a [Database],
+        specs: &'a [DeviceSpec],
+        options: &DecodeOptions,
+    ) -> Result<Self> {
         let mut global_variant = vec![None; dbs.len()];
         if let Some(name) = &options.variant {
             for (i, db) in dbs.iter().enumerate() {
@@ -354,8 +380,9 @@ impl<'a> Decoder<'a> {
                 });
             }
         }
-        let fallback = (dbs.len() == 1 && specs.is_empty() && !dbs[0].spaces[dbs[0].default_space].absolute)
-            .then_some(0);
+        let fallback =
+            (dbs.len() == 1 && specs.is_empty() && !dbs[0].spaces[dbs[0].default_space].absolute)
+                .then_some(0);
         let mut decoder = Decoder {
             dbs,
             specs,
@@ -392,7 +419,14 @@ impl<'a> Decoder<'a> {
     }
 
     /// The binding for `(db, space, base)`, made if new.
-    fn bind(&mut self, db: usize, space: usize, base: u64, label: String, variant: Option<(EnumId, u32)>) -> u32 {
+    fn bind(
+        &mut self,
+        db: usize,
+        space: usize,
+        base: u64,
+        label: String,
+        variant: Option<(EnumId, u32)>,
+    ) -> u32 {
         if let Some(i) = self
             .bindings
             .iter()
@@ -435,7 +469,9 @@ impl<'a> Decoder<'a> {
 
     /// Decides what `map` is decoded with.
     fn bind_map(&mut self, map: &Map) -> Option<u32> {
-        let bar = self.bar_of(map.phys).map(|(dev, bar, start)| (dev.vendor, dev.device, bar, start));
+        let bar = self
+            .bar_of(map.phys)
+            .map(|(dev, bar, start)| (dev.vendor, dev.device, bar, start));
         let base_for = |absolute: bool| -> u64 {
             if absolute {
                 0
@@ -443,7 +479,8 @@ impl<'a> Decoder<'a> {
                 bar.map_or(map.phys, |(_, _, _, start)| start)
             }
         };
-        let pci_label = |vendor: u16, device: u16, bar: usize| format!("{vendor:04x}:{device:04x}/bar{bar}");
+        let pci_label =
+            |vendor: u16, device: u16, bar: usize| format!("{vendor:04x}:{device:04x}/bar{bar}");
         let map_label = format!("map{}", map.map_id);
         let label_for = |absolute: bool, db: &Database| -> String {
             if absolute {
@@ -461,9 +498,13 @@ impl<'a> Decoder<'a> {
             let hit = match &spec.selector {
                 Selector::MapId(id) => *id == map.map_id,
                 Selector::Path(glob) => map.path.as_deref().is_some_and(|p| glob.is_match(p)),
-                Selector::Pci { vendor, device, bar: want } => {
-                    bar.is_some_and(|(v, d, n, _)| v == *vendor && d == *device && n == usize::from(*want))
-                }
+                Selector::Pci {
+                    vendor,
+                    device,
+                    bar: want,
+                } => bar.is_some_and(|(v, d, n, _)| {
+                    v == *vendor && d == *device && n == usize::from(*want)
+                }),
                 Selector::Range { start, end } => {
                     if map.phys >= *start && map.phys < *end {
                         let label = format!("{start:#x}");
@@ -474,16 +515,26 @@ impl<'a> Decoder<'a> {
             };
             if hit {
                 let label = label_for(absolute, &self.dbs[spec.db]);
-                return Some(self.bind(spec.db, spec.space, base_for(absolute), label, spec.variant));
+                return Some(self.bind(
+                    spec.db,
+                    spec.space,
+                    base_for(absolute),
+                    label,
+                    spec.variant,
+                ));
             }
         }
         for (i, db) in self.dbs.iter().enumerate() {
             for (space, rule) in &db.matches {
                 let absolute = db.spaces[*space].absolute;
                 let hit = match rule {
-                    MatchRule::Pci { vendor, device, bar: want } => {
-                        bar.is_some_and(|(v, d, n, _)| v == *vendor && d == *device && n == usize::from(*want))
-                    }
+                    MatchRule::Pci {
+                        vendor,
+                        device,
+                        bar: want,
+                    } => bar.is_some_and(|(v, d, n, _)| {
+                        v == *vendor && d == *device && n == usize::from(*want)
+                    }),
                     MatchRule::PciVendor { vendor, bar: want } => {
                         bar.is_some_and(|(v, _, n, _)| v == *vendor && n == usize::from(*want))
                     }
@@ -634,7 +685,12 @@ impl<'a> Decoder<'a> {
         sink.variant(a.time, binding, &e.name, &e.values[index].name, &register)
     }
 
-    fn emit(&mut self, sink: &mut dyn DecodeSink, binding: Option<u32>, what: Emit<'_>) -> io::Result<()> {
+    fn emit(
+        &mut self,
+        sink: &mut dyn DecodeSink,
+        binding: Option<u32>,
+        what: Emit<'_>,
+    ) -> io::Result<()> {
         let Emit {
             time,
             thread,

@@ -341,7 +341,8 @@ impl<W: Write> DecodeSink for TextWriter<W> {
                 if value.is_wide() || reg.plan.is_empty() {
                     render(line);
                 } else {
-                    self.tails.append(line, &reg.plan, value.low_u64(), a.width, render);
+                    self.tails
+                        .append(line, &reg.plan, value.low_u64(), a.width, render);
                 }
             }
             (Some(reg), None) => push_bytes(line, reg.name.as_bytes()),
@@ -554,9 +555,13 @@ impl JsonFields<'_> {
 
     fn value(&mut self, value: FieldValue<'_>) {
         match value {
-            FieldValue::Bool(b) => self.out.extend_from_slice(if b { b"true" } else { b"false" }),
+            FieldValue::Bool(b) => self
+                .out
+                .extend_from_slice(if b { b"true" } else { b"false" }),
             FieldValue::Enum(name) => push_json_str(self.out, name),
-            FieldValue::UnknownEnum(v) | FieldValue::Hex(v) | FieldValue::Uint(v) => push_dec(self.out, v),
+            FieldValue::UnknownEnum(v) | FieldValue::Hex(v) | FieldValue::Uint(v) => {
+                push_dec(self.out, v)
+            }
             FieldValue::Int(v) => {
                 if v < 0 {
                     self.out.push(b'-');
@@ -671,7 +676,8 @@ impl<W: Write> DecodeSink for JsonWriter<W> {
         };
         match (a.register, a.value) {
             (Some(reg), Some(value)) if !value.is_wide() && !reg.plan.is_empty() => {
-                self.tails.append(line, &reg.plan, value.low_u64(), a.width, render);
+                self.tails
+                    .append(line, &reg.plan, value.low_u64(), a.width, render);
             }
             _ => render(line),
         }

@@ -42,9 +42,7 @@ pub fn load(path: &Path) -> Result<Database> {
         Some("database") => rnn::load(path),
         Some(other) => Err(Error::File {
             file: path.display().to_string().into(),
-            message: format!(
-                "<{other}> is neither a rules-ng-ng <database> nor an SVD <device>"
-            ),
+            message: format!("<{other}> is neither a rules-ng-ng <database> nor an SVD <device>"),
         }),
         None if text.trim_start().starts_with('<') => rnn::load(path),
         None => toml_map::load(path),

@@ -148,16 +148,16 @@ impl VariantSet {
 
     /// True when some combination of variants has both elements.
     pub fn intersects(&self, other: &VariantSet) -> bool {
-        self.terms.iter().all(|t| {
-            match other.terms.iter().find(|o| o.varset == t.varset) {
+        self.terms.iter().all(
+            |t| match other.terms.iter().find(|o| o.varset == t.varset) {
                 Some(o) => t
                     .allowed
                     .iter()
                     .zip(o.allowed.iter())
                     .any(|(a, b)| a & b != 0),
                 None => true,
-            }
-        })
+            },
+        )
     }
 }
 
@@ -495,7 +495,14 @@ impl Database {
                     let fields = &self.bitsets[*id as usize].fields;
                     self.plan_fields(fields, width_mask, write, chosen, &mut steps, 0);
                 }
-                ty => steps.push(Step::Whole(self.show(ty, 8 * reg.width, 0, 0, write, chosen))),
+                ty => steps.push(Step::Whole(self.show(
+                    ty,
+                    8 * reg.width,
+                    0,
+                    0,
+                    write,
+                    chosen,
+                ))),
             }
         }
         DecodePlan { width_mask, steps }
@@ -541,7 +548,9 @@ impl Database {
             }
         }
         if scope & !covered != 0 {
-            steps.push(Step::Unknown { bits: scope & !covered });
+            steps.push(Step::Unknown {
+                bits: scope & !covered,
+            });
         }
     }
 
@@ -605,17 +614,32 @@ enum Step {
     },
     End,
     /// These bits of the current value belong to no field.
-    Unknown { bits: u64 },
+    Unknown {
+        bits: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum Show {
     Bool,
-    Hex { shr: u8, add: u64 },
-    Uint { add: u64 },
-    Int { bits: u8 },
-    Float { bits: u8 },
-    Fixed { radix: u8, signed: bool, bits: u8 },
+    Hex {
+        shr: u8,
+        add: u64,
+    },
+    Uint {
+        add: u64,
+    },
+    Int {
+        bits: u8,
+    },
+    Float {
+        bits: u8,
+    },
+    Fixed {
+        radix: u8,
+        signed: bool,
+        bits: u8,
+    },
     /// Names by value, sorted by value.
     Enum(Box<[(u64, Box<str>)]>),
 }
@@ -631,7 +655,11 @@ impl Show {
             Show::Float { bits: 32 } => FieldValue::Float(f64::from(f32::from_bits(raw as u32))),
             Show::Float { bits: 64 } => FieldValue::Float(f64::from_bits(raw)),
             Show::Float { .. } => FieldValue::Hex(raw),
-            Show::Fixed { radix, signed, bits } => {
+            Show::Fixed {
+                radix,
+                signed,
+                bits,
+            } => {
                 let whole = if *signed {
                     sign_extend(raw, *bits) as f64
                 } else {

@@ -163,10 +163,7 @@ impl<'a, 'input> Attrs<'a, 'input> {
         self.str(name).ok_or_else(|| {
             Error::invalid(
                 self.at(),
-                format!(
-                    "<{}> has no {name} attribute",
-                    self.node.tag_name().name()
-                ),
+                format!("<{}> has no {name} attribute", self.node.tag_name().name()),
             )
         })
     }
@@ -208,7 +205,12 @@ impl<'a, 'input> Attrs<'a, 'input> {
 }
 
 impl Parser {
-    fn parse_file(&mut self, path: &Path, display: Arc<str>, from: Option<SourcePos>) -> Result<()> {
+    fn parse_file(
+        &mut self,
+        path: &Path,
+        display: Arc<str>,
+        from: Option<SourcePos>,
+    ) -> Result<()> {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         if self.loaded.contains(&canonical) {
             return Ok(());
@@ -395,9 +397,11 @@ impl Parser {
                 parse_values(attrs.node, attrs.lines)?,
                 Vec::new(),
             ),
-            Tag::Array | Tag::Stripe => {
-                (Vec::new(), Vec::new(), self.parse_elems(attrs.node, attrs.lines)?)
-            }
+            Tag::Array | Tag::Stripe => (
+                Vec::new(),
+                Vec::new(),
+                self.parse_elems(attrs.node, attrs.lines)?,
+            ),
             Tag::UseGroup => (Vec::new(), Vec::new(), Vec::new()),
         };
         if let Tag::Reg(_) = tag {
@@ -454,7 +458,11 @@ fn parse_fields(parent: XmlNode<'_, '_>, lines: &Lines) -> Result<Vec<RawField>>
     {
         let attrs = Attrs { node: child, lines };
         let name = attrs.required("name")?.to_string();
-        let (low, high) = match (attrs.small("pos", 63)?, attrs.int("low")?, attrs.int("high")?) {
+        let (low, high) = match (
+            attrs.small("pos", 63)?,
+            attrs.int("low")?,
+            attrs.int("high")?,
+        ) {
             (Some(pos), None, None) => (u64::from(pos), u64::from(pos)),
             (None, Some(low), Some(high)) => (low, high),
             _ => {
@@ -607,9 +615,13 @@ impl Builder {
             space.probes = find_probes(&self.db, &space);
             if space.name.as_ref() == "NV_MMIO" {
                 let index = self.db.spaces.len();
-                self.db
-                    .matches
-                    .push((index, MatchRule::PciVendor { vendor: 0x10de, bar: 0 }));
+                self.db.matches.push((
+                    index,
+                    MatchRule::PciVendor {
+                        vendor: 0x10de,
+                        bar: 0,
+                    },
+                ));
             }
             self.db.spaces.push(space);
         }
@@ -618,7 +630,10 @@ impl Builder {
 
     fn enum_id(&self, name: &str, at: &SourcePos) -> Result<EnumId> {
         self.enum_ids.get(name).copied().ok_or_else(|| {
-            Error::invalid(at.clone(), format!("no <enum> named {name:?} to use as a variant set"))
+            Error::invalid(
+                at.clone(),
+                format!("no <enum> named {name:?} to use as a variant set"),
+            )
         })
     }
 
@@ -711,7 +726,12 @@ impl Builder {
 
     /// Fields in context `ctx`; `width` is the register's width in bits,
     /// when known, to check bit ranges against.
-    fn fields(&mut self, raw: &[RawField], ctx: &Ctx, width: Option<(u32, &str)>) -> Result<Vec<Field>> {
+    fn fields(
+        &mut self,
+        raw: &[RawField],
+        ctx: &Ctx,
+        width: Option<(u32, &str)>,
+    ) -> Result<Vec<Field>> {
         let mut fields = Vec::with_capacity(raw.len());
         for f in raw {
             if let Some((bits, reg)) = width
@@ -800,7 +820,10 @@ impl Builder {
                     ty_name = target;
                     hops += 1;
                     if hops > 16 {
-                        return Err(Error::invalid(at.clone(), format!("spectype {ty_name} refers to itself")));
+                        return Err(Error::invalid(
+                            at.clone(),
+                            format!("spectype {ty_name} refers to itself"),
+                        ));
                     }
                 }
                 let ty_name = ty_name.to_string();
@@ -842,7 +865,9 @@ impl Builder {
                         other => {
                             return Err(Error::invalid(
                                 at.clone(),
-                                format!("type {other:?} is no enum, bitset, spectype or built-in type"),
+                                format!(
+                                    "type {other:?} is no enum, bitset, spectype or built-in type"
+                                ),
                             ));
                         }
                     }
@@ -988,7 +1013,8 @@ pub(crate) fn check_overlaps(db: &Database, nodes: &[Node], unit: u64) -> Vec<Di
             if b.offset >= a_end {
                 break;
             }
-            let shares_direction = (ra.access.read && rb.access.read) || (ra.access.write && rb.access.write);
+            let shares_direction =
+                (ra.access.read && rb.access.read) || (ra.access.write && rb.access.write);
             if !shares_direction || !a.variants.intersects(&b.variants) {
                 continue;
             }
@@ -1026,7 +1052,11 @@ fn rows_overlap(a: &Node, a_span: u64, b: &Node, b_span: u64) -> bool {
     } else {
         (b, b_span, a, a_span)
     };
-    let count = if few.length == 0 { 1 } else { few.length.min(1 << 16) };
+    let count = if few.length == 0 {
+        1
+    } else {
+        few.length.min(1 << 16)
+    };
     for k in 0..count {
         let start = few.offset + k * few.stride;
         let end = start + few_span;

@@ -86,7 +86,11 @@ fn svd_error(file: &Arc<str>, err: &(dyn std::error::Error + 'static)) -> Error 
         .rev()
         .map(|p| {
             let p = p.replace('`', "");
-            let p = p.strip_prefix("Parsing ").or_else(|| p.strip_prefix("In ")).unwrap_or(&p).to_string();
+            let p = p
+                .strip_prefix("Parsing ")
+                .or_else(|| p.strip_prefix("In "))
+                .unwrap_or(&p)
+                .to_string();
             format!("in {p}")
         })
         .collect();
@@ -123,11 +127,19 @@ impl Positions {
     }
 
     fn get(&self, path: &str) -> SourcePos {
-        self.by_path.get(path).cloned().unwrap_or_else(|| self.file.clone())
+        self.by_path
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| self.file.clone())
     }
 }
 
-fn walk(node: roxmltree::Node<'_, '_>, prefix: &str, lines: &Lines, out: &mut HashMap<String, SourcePos>) {
+fn walk(
+    node: roxmltree::Node<'_, '_>,
+    prefix: &str,
+    lines: &Lines,
+    out: &mut HashMap<String, SourcePos>,
+) {
     for child in node.children().filter(|n| n.is_element()) {
         let tag = child.tag_name().name();
         match tag {
@@ -182,7 +194,11 @@ fn access(a: svd::Access) -> Access {
 /// numeric indices; `NAME%s` gives one name per `dimIndex` entry.
 enum Repeat {
     Single(String),
-    Array { name: String, count: u64, stride: u64 },
+    Array {
+        name: String,
+        count: u64,
+        stride: u64,
+    },
     List(Vec<(String, u64)>),
 }
 
@@ -224,8 +240,11 @@ impl Builder {
             access: Access::RW,
         }
         .with(&device.default_register_properties);
-        let by_name: HashMap<&str, &svd::Peripheral> =
-            device.peripherals.iter().map(|p| (p.name.as_str(), p)).collect();
+        let by_name: HashMap<&str, &svd::Peripheral> = device
+            .peripherals
+            .iter()
+            .map(|p| (p.name.as_str(), p))
+            .collect();
         let unit = u64::from(device.address_unit_bits.max(8) / 8);
         let mut nodes = Vec::new();
         let mut ranges: Vec<(u64, u64)> = Vec::new();
@@ -252,7 +271,9 @@ impl Builder {
                 source = next;
                 hops += 1;
             }
-            let props = props.with(&source.default_register_properties).with(&peripheral.default_register_properties);
+            let props = props
+                .with(&source.default_register_properties)
+                .with(&peripheral.default_register_properties);
             let children = match &source.registers {
                 Some(registers) => self.registers(registers, props, &peripheral.name)?,
                 None => Vec::new(),
@@ -292,7 +313,11 @@ impl Builder {
                     own_spaces.push(own_space(&name, block(name.clone(), 0, 1, 0)));
                     nodes.push(block(name, peripheral.base_address, 1, 0));
                 }
-                Repeat::Array { name, count, stride } => {
+                Repeat::Array {
+                    name,
+                    count,
+                    stride,
+                } => {
                     for i in 0..count {
                         ranges.push((peripheral.base_address + i * stride, extent));
                     }
@@ -331,7 +356,12 @@ impl Builder {
         Ok(())
     }
 
-    fn registers(&mut self, items: &[svd::RegisterCluster], props: Props, path: &str) -> Result<Vec<Node>> {
+    fn registers(
+        &mut self,
+        items: &[svd::RegisterCluster],
+        props: Props,
+        path: &str,
+    ) -> Result<Vec<Node>> {
         let by_name: HashMap<&str, &svd::Register> = items
             .iter()
             .filter_map(|rc| match rc {
@@ -363,7 +393,10 @@ impl Builder {
                         other => {
                             return Err(Error::invalid(
                                 self.positions.get(&reg_path),
-                                format!("register {} has size {other}: 8, 16, 32 or 64 bits are supported", reg.name),
+                                format!(
+                                    "register {} has size {other}: 8, 16, 32 or 64 bits are supported",
+                                    reg.name
+                                ),
                             ));
                         }
                     };
@@ -372,52 +405,60 @@ impl Builder {
                         None => Vec::new(),
                     };
                     let at = self.positions.get(&reg_path);
-                    let add = |db: &mut Database, name: String, offset: u64, length: u64, stride: u64| {
-                        let id = db.regs.len() as RegId;
-                        db.regs.push(Register {
-                            name: name.into(),
-                            width,
-                            access: props.access,
-                            fields: fields.clone(),
-                            ty: Type::Hex,
-                            shr: 0,
-                            at: at.clone(),
-                        });
-                        let alternate = reg.alternate_register.is_some() || reg.alternate_group.is_some();
-                        Node {
-                            name: None,
-                            offset,
-                            stride: if length == 1 { u64::from(width) } else { stride },
-                            length,
-                            variants: VariantSet::all(),
-                            // An alternate register shares its address with
-                            // another on purpose. In a block of its own, the
-                            // overlap check (which compares the registers of
-                            // one container) leaves it alone; the register
-                            // defined first wins the lookup.
-                            kind: if alternate {
-                                NodeKind::Block {
-                                    children: vec![Node {
-                                        name: None,
-                                        offset: 0,
-                                        stride: u64::from(width),
-                                        length: 1,
-                                        variants: VariantSet::all(),
-                                        kind: NodeKind::Reg(id),
-                                    }],
-                                    interleaved: false,
-                                }
-                            } else {
-                                NodeKind::Reg(id)
-                            },
-                        }
-                    };
+                    let add =
+                        |db: &mut Database, name: String, offset: u64, length: u64, stride: u64| {
+                            let id = db.regs.len() as RegId;
+                            db.regs.push(Register {
+                                name: name.into(),
+                                width,
+                                access: props.access,
+                                fields: fields.clone(),
+                                ty: Type::Hex,
+                                shr: 0,
+                                at: at.clone(),
+                            });
+                            let alternate =
+                                reg.alternate_register.is_some() || reg.alternate_group.is_some();
+                            Node {
+                                name: None,
+                                offset,
+                                stride: if length == 1 {
+                                    u64::from(width)
+                                } else {
+                                    stride
+                                },
+                                length,
+                                variants: VariantSet::all(),
+                                // An alternate register shares its address with
+                                // another on purpose. In a block of its own, the
+                                // overlap check (which compares the registers of
+                                // one container) leaves it alone; the register
+                                // defined first wins the lookup.
+                                kind: if alternate {
+                                    NodeKind::Block {
+                                        children: vec![Node {
+                                            name: None,
+                                            offset: 0,
+                                            stride: u64::from(width),
+                                            length: 1,
+                                            variants: VariantSet::all(),
+                                            kind: NodeKind::Reg(id),
+                                        }],
+                                        interleaved: false,
+                                    }
+                                } else {
+                                    NodeKind::Reg(id)
+                                },
+                            }
+                        };
                     let offset = u64::from(reg.address_offset);
                     match repeat(&reg.name, dim_of(reg)) {
                         Repeat::Single(name) => nodes.push(add(&mut self.db, name, offset, 1, 0)),
-                        Repeat::Array { name, count, stride } => {
-                            nodes.push(add(&mut self.db, name, offset, count, stride))
-                        }
+                        Repeat::Array {
+                            name,
+                            count,
+                            stride,
+                        } => nodes.push(add(&mut self.db, name, offset, count, stride)),
                         Repeat::List(items) => {
                             for (name, delta) in items {
                                 nodes.push(add(&mut self.db, name, offset + delta, 1, 0));
@@ -450,7 +491,11 @@ impl Builder {
                     };
                     match repeat(&cluster.name, dim_of(cluster)) {
                         Repeat::Single(name) => nodes.push(block(name, offset, 1, 0)),
-                        Repeat::Array { name, count, stride } => nodes.push(block(name, offset, count, stride)),
+                        Repeat::Array {
+                            name,
+                            count,
+                            stride,
+                        } => nodes.push(block(name, offset, count, stride)),
                         Repeat::List(items) => {
                             for (name, delta) in items {
                                 nodes.push(block(name, offset + delta, 1, 0));
@@ -464,7 +509,8 @@ impl Builder {
     }
 
     fn fields(&mut self, items: &[svd::Field], width: u8, reg_path: &str) -> Result<Vec<Field>> {
-        let by_name: HashMap<&str, &svd::Field> = items.iter().map(|f| (f.name.as_str(), f)).collect();
+        let by_name: HashMap<&str, &svd::Field> =
+            items.iter().map(|f| (f.name.as_str(), f)).collect();
         let mut fields = Vec::new();
         for item in items {
             let field_path = format!("{reg_path}.{}", item.name);
@@ -517,9 +563,16 @@ impl Builder {
             };
             match repeat(&item.name, dim_of(item)) {
                 Repeat::Single(name) => push(name, item.bit_range.offset)?,
-                Repeat::Array { name, count, stride } => {
+                Repeat::Array {
+                    name,
+                    count,
+                    stride,
+                } => {
                     for i in 0..count {
-                        push(format!("{name}[{i}]"), item.bit_range.offset + (i * stride) as u32)?;
+                        push(
+                            format!("{name}[{i}]"),
+                            item.bit_range.offset + (i * stride) as u32,
+                        )?;
                     }
                 }
                 Repeat::List(items) => {
@@ -536,7 +589,12 @@ impl Builder {
                     self.positions.get(&format!("{reg_path}.{}", pair[1].name)),
                     format!(
                         "field {} (bits {}:{}) overlaps field {} (bits {}:{})",
-                        pair[1].name, pair[1].high, pair[1].low, pair[0].name, pair[0].high, pair[0].low
+                        pair[1].name,
+                        pair[1].high,
+                        pair[1].low,
+                        pair[0].name,
+                        pair[0].high,
+                        pair[0].low
                     ),
                 ));
             }
@@ -546,7 +604,12 @@ impl Builder {
 
     /// One enumeration from a field's `<enumeratedValues>` blocks (one per
     /// direction at most).
-    fn enumeration(&mut self, blocks: &[svd::EnumeratedValues], field: &str, path: &str) -> Result<Option<Type>> {
+    fn enumeration(
+        &mut self,
+        blocks: &[svd::EnumeratedValues],
+        field: &str,
+        path: &str,
+    ) -> Result<Option<Type>> {
         if blocks.is_empty() {
             return Ok(None);
         }

@@ -40,7 +40,11 @@ pub fn parse(file: Arc<str>, default_name: &str, text: &str) -> Result<Database>
         lines: &lines,
         db: Database {
             path: file,
-            name: map.name.clone().unwrap_or_else(|| default_name.into()).into(),
+            name: map
+                .name
+                .clone()
+                .unwrap_or_else(|| default_name.into())
+                .into(),
             format: DbFormat::Toml,
             spaces: Vec::new(),
             default_space: 0,
@@ -103,7 +107,7 @@ struct BlockDef {
 #[derive(Debug)]
 enum RegDef {
     Offset(Number),
-    Table(RegTable),
+    Table(Box<RegTable>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,7 +207,8 @@ impl<'de> Deserialize<'de> for RegDef {
                     .ok_or_else(|| E::custom(format!("{v:?} is not an offset")))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<RegDef, A::Error> {
-                RegTable::deserialize(de::value::MapAccessDeserializer::new(map)).map(RegDef::Table)
+                RegTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|table| RegDef::Table(Box::new(table)))
             }
         }
         d.deserialize_any(V)
@@ -232,7 +237,10 @@ impl<'de> Deserialize<'de> for FieldDef {
             fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<FieldDef, E> {
                 Ok(FieldDef::Bits(v.to_string()))
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<FieldDef, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<FieldDef, A::Error> {
                 FieldTable::deserialize(de::value::MapAccessDeserializer::new(map))
                     .map(FieldDef::Table)
             }
@@ -252,8 +260,12 @@ impl<'de> Deserialize<'de> for EnumRef {
             fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<EnumRef, E> {
                 Ok(EnumRef::Name(v.to_string()))
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<EnumRef, A::Error> {
-                BTreeMap::deserialize(de::value::MapAccessDeserializer::new(map)).map(EnumRef::Inline)
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<EnumRef, A::Error> {
+                BTreeMap::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(EnumRef::Inline)
             }
         }
         d.deserialize_any(V)
@@ -293,7 +305,10 @@ impl Builder<'_> {
                 let (vendor, device) = parse_pci_ids(pci.get_ref()).ok_or_else(|| {
                     self.err(
                         pci.span(),
-                        format!("pci = {:?}: expected \"vendor:device\" in hex, e.g. \"8086:100e\"", pci.get_ref()),
+                        format!(
+                            "pci = {:?}: expected \"vendor:device\" in hex, e.g. \"8086:100e\"",
+                            pci.get_ref()
+                        ),
                     )
                 })?;
                 self.db.matches.push((
@@ -334,7 +349,10 @@ impl Builder<'_> {
     }
 
     fn check_overlaps(&self, nodes: &[Node]) -> Result<()> {
-        match crate::rnn::check_overlaps(&self.db, nodes, 1).into_iter().next() {
+        match crate::rnn::check_overlaps(&self.db, nodes, 1)
+            .into_iter()
+            .next()
+        {
             Some(d) => Err(Error::Invalid {
                 at: d.at,
                 message: d.message,
@@ -358,13 +376,20 @@ impl Builder<'_> {
             {
                 return Err(self.err(
                     value.span(),
-                    format!("{} = {v:#x} does not fit in the {bits}-bit field", value_name.get_ref()),
+                    format!(
+                        "{} = {v:#x} does not fit in the {bits}-bit field",
+                        value_name.get_ref()
+                    ),
                 ));
             }
             if let Some(other) = out.iter().find(|e| e.value == Some(v)) {
                 return Err(self.err(
                     value.span(),
-                    format!("{} and {} both have the value {v:#x}", other.name, value_name.get_ref()),
+                    format!(
+                        "{} and {} both have the value {v:#x}",
+                        other.name,
+                        value_name.get_ref()
+                    ),
                 ));
             }
             out.push(EnumValue {
@@ -385,9 +410,10 @@ impl Builder<'_> {
     fn enum_ref(&mut self, owner: &str, e: &Spanned<EnumRef>, bits: u32) -> Result<EnumId> {
         match e.get_ref() {
             EnumRef::Name(name) => {
-                let id = *self.enum_ids.get(name).ok_or_else(|| {
-                    self.err(e.span(), format!("no enum {name:?} under [enums]"))
-                })?;
+                let id = *self
+                    .enum_ids
+                    .get(name)
+                    .ok_or_else(|| self.err(e.span(), format!("no enum {name:?} under [enums]")))?;
                 if bits < 64
                     && let Some(v) = self.db.enums[id as usize]
                         .values
@@ -396,7 +422,10 @@ impl Builder<'_> {
                 {
                     return Err(self.err(
                         e.span(),
-                        format!("enum {name}: {} does not fit in the {bits}-bit field {owner}", v.name),
+                        format!(
+                            "enum {name}: {} does not fit in the {bits}-bit field {owner}",
+                            v.name
+                        ),
                     ));
                 }
                 Ok(id)
@@ -412,7 +441,10 @@ impl Builder<'_> {
                 "rw" => Ok(Access::RW),
                 "r" | "ro" => Ok(Access::R),
                 "w" | "wo" => Ok(Access::W),
-                other => Err(self.err(a.span(), format!("access = {other:?}: expected \"r\", \"w\" or \"rw\""))),
+                other => Err(self.err(
+                    a.span(),
+                    format!("access = {other:?}: expected \"r\", \"w\" or \"rw\""),
+                )),
             },
         }
     }
@@ -455,12 +487,24 @@ impl Builder<'_> {
         Ok((count, stride))
     }
 
-    fn register(&mut self, name: &Spanned<String>, def: &Spanned<RegDef>, default_width: u8) -> Result<Node> {
+    fn register(
+        &mut self,
+        name: &Spanned<String>,
+        def: &Spanned<RegDef>,
+        default_width: u8,
+    ) -> Result<Node> {
         let reg_name = name.get_ref().as_str();
         check_name(self, name)?;
         let at = self.lines.pos(name.span().start);
         let (offset, width, access, ty, fields, (length, stride)) = match def.get_ref() {
-            RegDef::Offset(offset) => (offset.0, default_width, Access::RW, Type::Hex, Vec::new(), (1, 0)),
+            RegDef::Offset(offset) => (
+                offset.0,
+                default_width,
+                Access::RW,
+                Type::Hex,
+                Vec::new(),
+                (1, 0),
+            ),
             RegDef::Table(table) => {
                 let width = match &table.width {
                     Some(w) => self.width(w)?,
@@ -528,7 +572,11 @@ impl Builder<'_> {
         Ok(Node {
             name: None,
             offset,
-            stride: if length == 1 { u64::from(width) } else { stride },
+            stride: if length == 1 {
+                u64::from(width)
+            } else {
+                stride
+            },
             length,
             variants: VariantSet::all(),
             kind: NodeKind::Reg(id),
@@ -554,7 +602,9 @@ impl Builder<'_> {
                     _ => {
                         return Err(self.err(
                             def.span(),
-                            format!("field {field_name}: give either bit = N or bits = \"high:low\""),
+                            format!(
+                                "field {field_name}: give either bit = N or bits = \"high:low\""
+                            ),
                         ));
                     }
                 };
@@ -600,11 +650,16 @@ impl Builder<'_> {
         let bad = || {
             self.err(
                 span.clone(),
-                format!("bits = {text:?}: expected \"high:low\" such as \"9:8\", or one bit number"),
+                format!(
+                    "bits = {text:?}: expected \"high:low\" such as \"9:8\", or one bit number"
+                ),
             )
         };
         let (high, low) = match text.split_once(':') {
-            Some((h, l)) => (h.trim().parse::<u64>().map_err(|_| bad())?, l.trim().parse::<u64>().map_err(|_| bad())?),
+            Some((h, l)) => (
+                h.trim().parse::<u64>().map_err(|_| bad())?,
+                l.trim().parse::<u64>().map_err(|_| bad())?,
+            ),
             None => {
                 let bit = text.trim().parse::<u64>().map_err(|_| bad())?;
                 (bit, bit)
@@ -619,10 +674,20 @@ impl Builder<'_> {
         Ok((high, low))
     }
 
-    fn block(&mut self, name: &Spanned<String>, def: &Spanned<BlockDef>, width: u8) -> Result<Node> {
+    fn block(
+        &mut self,
+        name: &Spanned<String>,
+        def: &Spanned<BlockDef>,
+        width: u8,
+    ) -> Result<Node> {
         check_name(self, name)?;
         let block = def.get_ref();
-        let (length, stride) = self.repeat(name.get_ref(), block.count.as_ref(), block.stride.as_ref(), def.span())?;
+        let (length, stride) = self.repeat(
+            name.get_ref(),
+            block.count.as_ref(),
+            block.stride.as_ref(),
+            def.span(),
+        )?;
         let mut children = Vec::new();
         for (reg_name, reg) in &block.registers {
             children.push(self.register(reg_name, reg, width)?);
@@ -647,7 +712,9 @@ impl Builder<'_> {
 
 fn check_name(builder: &Builder<'_>, name: &Spanned<String>) -> Result<()> {
     let text = name.get_ref();
-    if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c == '.' || c == '[' || c == ']') {
+    if text.is_empty()
+        || text.contains(|c: char| c.is_whitespace() || c == '.' || c == '[' || c == ']')
+    {
         return Err(builder.err(
             name.span(),
             format!("{text:?} cannot be a name: no spaces, dots or brackets"),

@@ -10,7 +10,8 @@ fn expectation(path: &Path) -> String {
     let text = std::fs::read_to_string(path).expect("fixture reads");
     let first = text.lines().next().unwrap_or("");
     let start = first.find("expect: ").map(|i| i + "expect: ".len());
-    let start = start.unwrap_or_else(|| panic!("{}: no `expect:` on the first line", path.display()));
+    let start =
+        start.unwrap_or_else(|| panic!("{}: no `expect:` on the first line", path.display()));
     first[start..].trim_end_matches("-->").trim().to_string()
 }
 
@@ -51,7 +52,9 @@ fn overlapping_rules_ng_registers_are_warnings_with_both_places() {
     // A read-only and a write-only register may share an address.
     assert_eq!(
         warnings,
-        [format!("{file}:4:2: register B at 0x2 overlaps register A at 0x0 ({file}:3:2)")]
+        [format!(
+            "{file}:4:2: register B at 0x2 overlaps register A at 0x0 ({file}:3:2)"
+        )]
     );
     let a = db.resolve(0, 2, true, &Default::default()).expect("A");
     assert_eq!(&*a.name, "A+0x2", "the first definition wins");

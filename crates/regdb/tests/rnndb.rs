@@ -61,19 +61,40 @@ fn chipset_is_learnt_from_a_pmc_id_read() {
         &nv_trace(&[("R", 4, 0, 0x0c0000a1), ("W", 4, 0x2200, 0x1f1)]),
         false,
     );
-    assert!(out.contains(" VARIANT 10de:1c82/bar0 chipset=GF100 (from PMC.ID)\n"), "{out}");
-    assert!(out.contains("PFIFO.CTRL <= ENABLE UNK4=0xf UNK8=1\n"), "{out}");
+    assert!(
+        out.contains(" VARIANT 10de:1c82/bar0 chipset=GF100 (from PMC.ID)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PFIFO.CTRL <= ENABLE UNK4=0xf UNK8=1\n"),
+        "{out}"
+    );
 }
 
 #[test]
 fn chipset_flag_and_spec_variant() {
     let trace = nv_trace(&[("W", 4, 0x2200, 0x1f1)]);
     let flag = decode_with(vec![nv_mmio().clone()], &[], Some("GK104"), &trace, false);
-    assert!(flag.contains("PFIFO.CTRL <= UNK8=1 unknown=0xf1\n"), "{flag}");
+    assert!(
+        flag.contains("PFIFO.CTRL <= UNK8=1 unknown=0xf1\n"),
+        "{flag}"
+    );
     // The spec's @variant wins over --chipset.
-    let spec = decode_with(vec![nv_mmio().clone()], &["10de:1c82=nv_mmio.xml@GF100"], Some("GK104"), &trace, false);
-    assert!(spec.contains("PFIFO.CTRL <= ENABLE UNK4=0xf UNK8=1\n"), "{spec}");
-    assert!(spec.contains(" MAP 1 0xf0000000+0x1000000 -> 10de:1c82/bar0 nv_mmio.xml#NV_MMIO@GF100\n"), "{spec}");
+    let spec = decode_with(
+        vec![nv_mmio().clone()],
+        &["10de:1c82=nv_mmio.xml@GF100"],
+        Some("GK104"),
+        &trace,
+        false,
+    );
+    assert!(
+        spec.contains("PFIFO.CTRL <= ENABLE UNK4=0xf UNK8=1\n"),
+        "{spec}"
+    );
+    assert!(
+        spec.contains(" MAP 1 0xf0000000+0x1000000 -> 10de:1c82/bar0 nv_mmio.xml#NV_MMIO@GF100\n"),
+        "{spec}"
+    );
 }
 
 #[test]
@@ -91,7 +112,10 @@ fn ptimer_moved_between_nv1_and_nv3() {
 
 #[test]
 fn pbus_host_mem_per_generation() {
-    assert_eq!(nv1("NV44", "R", 4, 0x1704, 0x1000_0000), "PBUS.HOST_MEM.BAR1_GART_LIMIT");
+    assert_eq!(
+        nv1("NV44", "R", 4, 0x1704, 0x1000_0000),
+        "PBUS.HOST_MEM.BAR1_GART_LIMIT"
+    );
     // shr=16 address fields, inline enums from g80_defs.xml.
     assert_eq!(
         nv1("G84", "R", 4, 0x1700, 0x0200_0123),
@@ -110,15 +134,27 @@ fn pbus_host_mem_per_generation() {
 
 #[test]
 fn pfifo_per_generation() {
-    assert_eq!(nv1("NV4", "R", 4, 0x2100, 0x11), "PFIFO.INTR => CACHE_ERROR RUNOUT");
-    assert_eq!(nv1("G84", "R", 4, 0x2100, 0x11), "PFIFO.INTR => CACHE_ERROR BAR_FAULT");
+    assert_eq!(
+        nv1("NV4", "R", 4, 0x2100, 0x11),
+        "PFIFO.INTR => CACHE_ERROR RUNOUT"
+    );
+    assert_eq!(
+        nv1("G84", "R", 4, 0x2100, 0x11),
+        "PFIFO.INTR => CACHE_ERROR BAR_FAULT"
+    );
     assert_eq!(
         nv1("GF100", "R", 4, 0x2100, 0x3000_0101),
         "PFIFO.INTR => CHAN_TABLE_ERROR PLAYLIST VM_FAULT SUBFIFO_INTR"
     );
-    assert_eq!(nv1("GF100", "R", 4, 0x2204, 7), "PFIFO.SUBFIFO_ENABLE => 0 1 2");
+    assert_eq!(
+        nv1("GF100", "R", 4, 0x2204, 7),
+        "PFIFO.SUBFIFO_ENABLE => 0 1 2"
+    );
     assert_eq!(nv1("GK104", "R", 4, 0x2204, 7), "?");
-    assert_eq!(nv1("GF100", "W", 4, 0x2254, 0x1001_2345), "PFIFO.BAR1_BASE <= ADDR=0x12345000 UNK28");
+    assert_eq!(
+        nv1("GF100", "W", 4, 0x2254, 0x1001_2345),
+        "PFIFO.BAR1_BASE <= ADDR=0x12345000 UNK28"
+    );
     // An array of 0x1000 channels, 8 bytes apart, GK104 on.
     assert_eq!(
         nv1("GK104", "W", 4, 0x80_0028, 0x8000_1234),
@@ -146,9 +182,15 @@ fn pgraph_gpc_and_tpc_arrays() {
         nv1("GF100", "R", 4, 0x51_4060, 0x9),
         "PGRAPH.GPC[2].TPC[0].POLY.VSTATUS => UNK0=BUSY UNK1=BUSY UNK2=IDLE UNK3=IDLE UNK4=IDLE UNK5=IDLE UNK6=IDLE UNK7=IDLE UNK8=IDLE UNK9=IDLE"
     );
-    assert_eq!(nv1("GF100", "R", 4, 0x40_0100, 0x20_0011), "PGRAPH.INTR => NOTIFY ILLEGAL_MTHD TRAP");
+    assert_eq!(
+        nv1("GF100", "R", 4, 0x40_0100, 0x20_0011),
+        "PGRAPH.INTR => NOTIFY ILLEGAL_MTHD TRAP"
+    );
     // PGRAPH's GF100 layout does not exist on G80.
-    assert_ne!(nv1("G80", "R", 4, 0x51_400c, 0), "PGRAPH.GPC[2].TPC[0].POLY.PM_UNK00C");
+    assert_ne!(
+        nv1("G80", "R", 4, 0x51_400c, 0),
+        "PGRAPH.GPC[2].TPC[0].POLY.PM_UNK00C"
+    );
 }
 
 #[test]
@@ -171,14 +213,20 @@ fn json_lines_carry_fields_as_values() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("valid JSON"))
         .collect();
-    let id = lines.iter().find(|v| v["register"] == "PMC.ID").expect("PMC.ID line");
+    let id = lines
+        .iter()
+        .find(|v| v["register"] == "PMC.ID")
+        .expect("PMC.ID line");
     assert_eq!(id["kind"], "R");
     assert_eq!(id["device"], "10de:1c82/bar0");
     assert_eq!(id["offset"], "0x0");
     assert_eq!(id["value"], "0x0e40a0a2");
     assert_eq!(id["fields"]["CHIPSET"], "GK104");
     assert_eq!(id["fields"]["STEPPING"], 0xa2);
-    let bar1 = lines.iter().find(|v| v["register"] == "PFIFO.BAR1_BASE").expect("BAR1_BASE line");
+    let bar1 = lines
+        .iter()
+        .find(|v| v["register"] == "PFIFO.BAR1_BASE")
+        .expect("BAR1_BASE line");
     assert_eq!(bar1["kind"], "W");
     assert_eq!(bar1["fields"]["ADDR"], 0x1234_5000u64);
     assert_eq!(bar1["fields"]["UNK28"], true);

@@ -48,7 +48,13 @@ fn a_peripheral_as_its_own_space_for_virtual_addresses() {
     // An rwmmio-style trace: no MAP, kernel virtual addresses; the range
     // is bound to UART1 with offsets from its base.
     let trace = "W 4 0.000001 0 0xffff800010001008 0x15 0x0 7\nR 4 0.000002 0 0xffff800010001000 0x41 0x0 7\n";
-    let out = decode_with(vec![svd()], &["0xffff800010001000+0x1000=DEMO_MCU#UART1"], None, trace, false);
+    let out = decode_with(
+        vec![svd()],
+        &["0xffff800010001000+0x1000=DEMO_MCU#UART1"],
+        None,
+        trace,
+        false,
+    );
     assert_eq!(
         out,
         "0.000001 7 W 4 0xffff800010001000 0x000008 0x00000015 UART1.CTRL <= EN PARITY=EVEN STATE=START\n\

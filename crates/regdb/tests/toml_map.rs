@@ -60,11 +60,22 @@ fn registers_arrays_blocks_fields_and_enums() {
 fn match_rules_select_the_map_among_several_databases() {
     // With two databases and no --device, the TOML map's [match] path
     // claims the mapping; the other mapping stays undecoded.
-    let trace = format!("{TRACE}MAP 0.000020 2 0x0 0x7f0000100000 0x1000 0x0 100 path=/dev/shm/other\nW 4 0.000021 2 0x0 0x1 0x0 100\n");
+    let trace = format!(
+        "{TRACE}MAP 0.000020 2 0x0 0x7f0000100000 0x1000 0x0 100 path=/dev/shm/other\nW 4 0.000021 2 0x0 0x1 0x0 100\n"
+    );
     let out = decode_with(vec![nic(), nv_mmio().clone()], &[], None, &trace, false);
-    assert!(out.contains("W 4 map1 0x000000 0x04000040 CTRL <= SLU RST\n"), "{out}");
-    assert!(out.contains("0.000020 MAP 2 0x0+0x1000 /dev/shm/other -> no database\n"), "{out}");
-    assert!(out.contains("0.000021 100 W 4 map2 0x000000 0x00000001 ?\n"), "{out}");
+    assert!(
+        out.contains("W 4 map1 0x000000 0x04000040 CTRL <= SLU RST\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0.000020 MAP 2 0x0+0x1000 /dev/shm/other -> no database\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0.000021 100 W 4 map2 0x000000 0x00000001 ?\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -75,7 +86,10 @@ fn device_spec_by_map_id_and_by_pci_ids() {
                MAP 0.000001 1 0xfebc0000 0xffffc90000400000 0x20000 0x0 0\n\
                W 4 0.000002 1 0xfebc0100 0x8002 0x0 0\n";
     let out = decode_with(vec![nic()], &[], None, pci, false);
-    assert!(out.contains(" W 4 8086:100e/bar0 0x000100 0x00008002 RCTL <= EN BAM\n"), "{out}");
+    assert!(
+        out.contains(" W 4 8086:100e/bar0 0x000100 0x00008002 RCTL <= EN BAM\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -90,7 +104,12 @@ fn spec_errors_say_what_is_wrong() {
         err("8086:100e", &mut dbs),
         "--device \"8086:100e\": expected SELECTOR=DATABASE, e.g. 10de:1c82=nv_mmio.xml@GP107"
     );
-    assert!(err("8086:100e=nope.toml", &mut dbs).contains("no database \"nope.toml\" was loaded with --regs (loaded: example-nic)"));
-    assert!(err("8086:100e/bar9=example-nic", &mut dbs).contains("\"bar9\" is not a BAR number (0-6)"));
+    assert!(
+        err("8086:100e=nope.toml", &mut dbs)
+            .contains("no database \"nope.toml\" was loaded with --regs (loaded: example-nic)")
+    );
+    assert!(
+        err("8086:100e/bar9=example-nic", &mut dbs).contains("\"bar9\" is not a BAR number (0-6)")
+    );
     assert!(err("1=example-nic@GP107", &mut dbs).contains("example-nic has no variant \"GP107\""));
 }

@@ -38,7 +38,17 @@ pub fn looks_like_rwmmio(prefix: &[u8]) -> bool {
         let word = l.split_whitespace().next().unwrap_or("");
         matches!(
             word,
-            "VERSION" | "PCIDEV" | "MAP" | "UNMAP" | "R" | "W" | "VR" | "VW" | "UNKNOWN" | "MARK" | "REPEAT"
+            "VERSION"
+                | "PCIDEV"
+                | "MAP"
+                | "UNMAP"
+                | "R"
+                | "W"
+                | "VR"
+                | "VW"
+                | "UNKNOWN"
+                | "MARK"
+                | "REPEAT"
         )
     });
     !mmiotrace_keyword && lines.any(|l| find_event(l).is_some())
@@ -181,7 +191,10 @@ impl<R: Read> RwmmioReader<R> {
                         break;
                     }
                 }
-                return Err(self.syntax(0, format!("line is longer than {} bytes", self.options.max_line_len)));
+                return Err(self.syntax(
+                    0,
+                    format!("line is longer than {} bytes", self.options.max_line_len),
+                ));
             }
             let line = std::mem::take(&mut self.line);
             let result = self.line_events(&line);
@@ -227,7 +240,11 @@ impl<R: Read> RwmmioReader<R> {
                 out[0] = state.pending.take().map(unknown);
                 let key = (parsed.addr, parsed.value.unwrap_or(0), parsed.width);
                 let seen = parsed.kind == Kind::PostWrite && state.last_write == Some(key);
-                state.last_write = if parsed.kind == Kind::Write { Some(key) } else { None };
+                state.last_write = if parsed.kind == Kind::Write {
+                    Some(key)
+                } else {
+                    None
+                };
                 if !seen {
                     out[1] = Some(access(Direction::Write, parsed.time, &parsed));
                 }
@@ -241,7 +258,11 @@ impl<R: Read> RwmmioReader<R> {
     }
 
     fn flush_all(&mut self) {
-        let mut pending: Vec<PendingRead> = self.cpus.values_mut().filter_map(|s| s.pending.take()).collect();
+        let mut pending: Vec<PendingRead> = self
+            .cpus
+            .values_mut()
+            .filter_map(|s| s.pending.take())
+            .collect();
         pending.sort_by_key(|p| p.time);
         self.ready.extend(pending.into_iter().map(unknown));
     }
@@ -255,8 +276,12 @@ impl<R: Read> RwmmioReader<R> {
         let time_token = tokens
             .pop()
             .ok_or_else(|| self.syntax(event_at, "no timestamp before the event name"))?;
-        let time = parse_time(time_token.trim_end_matches(':'))
-            .ok_or_else(|| self.syntax(column_of(line, time_token), format!("{time_token:?} is not a timestamp")))?;
+        let time = parse_time(time_token.trim_end_matches(':')).ok_or_else(|| {
+            self.syntax(
+                column_of(line, time_token),
+                format!("{time_token:?} is not a timestamp"),
+            )
+        })?;
         let cpu_index = tokens
             .iter()
             .position(|t| t.starts_with('[') && t.ends_with(']'))
@@ -264,10 +289,18 @@ impl<R: Read> RwmmioReader<R> {
         let cpu_token = tokens[cpu_index];
         let cpu = cpu_token[1..cpu_token.len() - 1]
             .parse::<u32>()
-            .map_err(|_| self.syntax(column_of(line, cpu_token), format!("{cpu_token:?} is not a CPU number")))?;
+            .map_err(|_| {
+                self.syntax(
+                    column_of(line, cpu_token),
+                    format!("{cpu_token:?} is not a CPU number"),
+                )
+            })?;
         let pid = tokens[..cpu_index]
             .iter()
-            .find_map(|t| t.rsplit_once('-').and_then(|(_, pid)| pid.parse::<u32>().ok()))
+            .find_map(|t| {
+                t.rsplit_once('-')
+                    .and_then(|(_, pid)| pid.parse::<u32>().ok())
+            })
             .unwrap_or(0);
         let args = &line[args_at..];
         let mut width = None;
@@ -277,7 +310,12 @@ impl<R: Read> RwmmioReader<R> {
             let Some((key, v)) = token.split_once('=') else {
                 break;
             };
-            let bad = |what: &str| self.syntax(column_of(line, token), format!("{token:?}: expected {what}"));
+            let bad = |what: &str| {
+                self.syntax(
+                    column_of(line, token),
+                    format!("{token:?}: expected {what}"),
+                )
+            };
             match key {
                 "width" => width = Some(v.parse::<u32>().map_err(|_| bad("a width in bits"))?),
                 "val" => value = Some(parse_hex(v).ok_or_else(|| bad("a hex value"))?),
@@ -290,7 +328,10 @@ impl<R: Read> RwmmioReader<R> {
         let width = match width {
             8 | 16 | 32 | 64 => (width / 8) as u8,
             other => {
-                return Err(self.syntax(args_at, format!("width={other} is not 8, 16, 32 or 64 bits")));
+                return Err(self.syntax(
+                    args_at,
+                    format!("width={other} is not 8, 16, 32 or 64 bits"),
+                ));
             }
         };
         let addr = addr.ok_or_else(|| missing("addr"))?;
@@ -337,7 +378,9 @@ fn parse_time(text: &str) -> Option<Timestamp> {
     for b in frac.bytes().chain(std::iter::repeat(b'0')).take(9) {
         nanos = nanos * 10 + u64::from(b - b'0');
     }
-    Some(Timestamp::from_nanos(secs.saturating_mul(1_000_000_000).saturating_add(nanos)))
+    Some(Timestamp::from_nanos(
+        secs.saturating_mul(1_000_000_000).saturating_add(nanos),
+    ))
 }
 
 fn access(dir: Direction, time: Timestamp, p: &Parsed) -> Event {
@@ -397,24 +440,50 @@ mod tests {
     fn pairs_pre_and_post_events() {
         let events = read_all(TRACE);
         assert_eq!(events.len(), 4, "{events:#?}");
-        let Event::Access(w) = &events[0] else { panic!("{:?}", events[0]) };
-        assert_eq!((w.dir, w.width(), w.value.low_u64(), w.phys, w.pid), (Direction::Write, 4, 1, 0xffffc90001234040, 12));
+        let Event::Access(w) = &events[0] else {
+            panic!("{:?}", events[0])
+        };
+        assert_eq!(
+            (w.dir, w.width(), w.value.low_u64(), w.phys, w.pid),
+            (Direction::Write, 4, 1, 0xffffc90001234040, 12)
+        );
         assert_eq!(w.time, Timestamp::from_nanos(1_234_567_890_000));
-        let Event::Access(r) = &events[1] else { panic!("{:?}", events[1]) };
-        assert_eq!((r.dir, r.value.low_u64(), r.phys), (Direction::Read, 0x8000, 0xffffc90001234044));
-        assert_eq!(r.time, Timestamp::from_nanos(1_234_567_893_000), "timed at the pre-read");
-        let Event::Unknown(u) = &events[2] else { panic!("{:?}", events[2]) };
+        let Event::Access(r) = &events[1] else {
+            panic!("{:?}", events[1])
+        };
+        assert_eq!(
+            (r.dir, r.value.low_u64(), r.phys),
+            (Direction::Read, 0x8000, 0xffffc90001234044)
+        );
+        assert_eq!(
+            r.time,
+            Timestamp::from_nanos(1_234_567_893_000),
+            "timed at the pre-read"
+        );
+        let Event::Unknown(u) = &events[2] else {
+            panic!("{:?}", events[2])
+        };
         assert_eq!((u.phys, u.pid), (0xffffc90000010003, 301));
-        let Event::Access(w) = &events[3] else { panic!("{:?}", events[3]) };
-        assert_eq!((w.dir, w.width(), w.value.low_u64()), (Direction::Write, 2, 0));
+        let Event::Access(w) = &events[3] else {
+            panic!("{:?}", events[3])
+        };
+        assert_eq!(
+            (w.dir, w.width(), w.value.low_u64()),
+            (Direction::Write, 2, 0)
+        );
     }
 
     #[test]
     fn old_format_without_caller_arrow() {
         let line = "  insmod-77  [002] ....  10.000001: rwmmio_post_read: foo_probe+0x10/0x40 width=64 val=0xdeadbeefcafe addr=0xffff800010001000\n";
         let events = read_all(line);
-        let Event::Access(r) = &events[0] else { panic!("{events:?}") };
-        assert_eq!((r.width(), r.value.low_u64(), r.pid), (8, 0xdeadbeefcafe, 77));
+        let Event::Access(r) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (r.width(), r.value.low_u64(), r.pid),
+            (8, 0xdeadbeefcafe, 77)
+        );
     }
 
     #[test]
@@ -430,8 +499,12 @@ mod tests {
     #[test]
     fn detection() {
         assert!(looks_like_rwmmio(TRACE.as_bytes()));
-        assert!(!looks_like_rwmmio(b"VERSION 20070824\nR 4 0.1 1 0x0 0x0 0x0 0\n"));
-        assert!(!looks_like_rwmmio(b"# tracer: mmiotrace\nMAP 0.0 1 0x0 0x0 0x1000 0x0 0\n"));
+        assert!(!looks_like_rwmmio(
+            b"VERSION 20070824\nR 4 0.1 1 0x0 0x0 0x0 0\n"
+        ));
+        assert!(!looks_like_rwmmio(
+            b"# tracer: mmiotrace\nMAP 0.0 1 0x0 0x0 0x1000 0x0 0\n"
+        ));
         assert!(!looks_like_rwmmio(b""));
     }
 }

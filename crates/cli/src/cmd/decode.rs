@@ -29,6 +29,7 @@ use super::convert::open_input;
 ///      file's peripheral addresses, NVIDIA's BAR0 for rnndb's NV_MMIO;
 ///   3. with a single --regs and no --device, every mapping nothing else
 ///      claims.
+///
 /// Offsets count from the start of the PCI BAR that holds the mapping (the
 /// trace's PCIDEV lines), else from the mapping's start; SVD databases use
 /// physical addresses.

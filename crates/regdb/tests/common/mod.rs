@@ -35,12 +35,20 @@ pub fn nv_mmio() -> &'static Database {
 }
 
 pub fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 /// Decodes the text trace `trace` with `dbs` and `--device` specs `specs`,
 /// as text (or JSON lines).
-pub fn decode_with(dbs: Vec<Database>, specs: &[&str], chipset: Option<&str>, trace: &str, json: bool) -> String {
+pub fn decode_with(
+    dbs: Vec<Database>,
+    specs: &[&str],
+    chipset: Option<&str>,
+    trace: &str,
+    json: bool,
+) -> String {
     let mut dbs = dbs;
     let specs: Vec<DeviceSpec> = specs
         .iter()
@@ -86,7 +94,13 @@ pub fn nv(chipset: Option<&str>, accesses: &[(&str, u8, u64, u64)]) -> Vec<Strin
         Some(c) => format!("10de:1c82=nv_mmio.xml@{c}"),
         None => "10de:1c82=nv_mmio.xml".to_string(),
     };
-    let out = decode_with(vec![nv_mmio().clone()], &[&spec], None, &nv_trace(accesses), false);
+    let out = decode_with(
+        vec![nv_mmio().clone()],
+        &[&spec],
+        None,
+        &nv_trace(accesses),
+        false,
+    );
     out.lines()
         .filter(|l| matches!(l.split(' ').nth(2), Some("R" | "W" | "?")))
         .map(|l| l.splitn(8, ' ').nth(7).unwrap_or("").to_string())
