@@ -173,11 +173,8 @@ fn busybox_devmem_on_a_bind_mounted_dev_mem() {
     let busybox = require("busybox");
     require("unshare");
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test needs root (CI runs as root)"
-    );
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this test needs root (CI runs as root)");
     // Outside /dev: a machine without /dev/mem gets a tmpfs over /dev in the namespace.
     let backing = Backing::new("devmem", "/tmp");
     let script = format!(
