@@ -113,3 +113,22 @@ fn spec_errors_say_what_is_wrong() {
     );
     assert!(err("1=example-nic@GP107", &mut dbs).contains("example-nic has no variant \"GP107\""));
 }
+
+#[test]
+fn docs_show_the_fixture_verbatim() {
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/REGISTERS.md"),
+    )
+    .expect("docs/REGISTERS.md");
+    let example = docs
+        .split("### A complete example")
+        .nth(1)
+        .and_then(|rest| rest.split("```toml\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("a ```toml block after \"### A complete example\"");
+    let fixture = std::fs::read_to_string(data("example-nic.toml")).expect("fixture");
+    assert_eq!(
+        example, fixture,
+        "docs/REGISTERS.md and tests/data/example-nic.toml differ"
+    );
+}
