@@ -654,9 +654,15 @@ impl<W: Write> DecodeSink for JsonWriter<W> {
         push_key(line, "offset");
         push_hex_str(line, a.offset);
         if let Some(v) = a.value {
+            // As the trace's JSON lines have it: no leading zeros, except
+            // that a wide value has all its digits.
             push_key(line, "value");
             line.push(b'"');
-            push_value_hex(line, v);
+            if v.is_wide() {
+                push_value_hex(line, v);
+            } else {
+                push_hex(line, v.low_u64(), 1);
+            }
             line.push(b'"');
         }
         push_key(line, "register");

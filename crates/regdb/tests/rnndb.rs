@@ -220,7 +220,7 @@ fn json_lines_carry_fields_as_values() {
     assert_eq!(id["kind"], "R");
     assert_eq!(id["device"], "10de:1c82/bar0");
     assert_eq!(id["offset"], "0x0");
-    assert_eq!(id["value"], "0x0e40a0a2");
+    assert_eq!(id["value"], "0xe40a0a2");
     assert_eq!(id["fields"]["CHIPSET"], "GK104");
     assert_eq!(id["fields"]["STEPPING"], 0xa2);
     let bar1 = lines
