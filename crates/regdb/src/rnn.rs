@@ -1058,8 +1058,8 @@ fn rows_overlap(a: &Node, a_span: u64, b: &Node, b_span: u64) -> bool {
         few.length.min(1 << 16)
     };
     for k in 0..count {
-        let start = few.offset + k * few.stride;
-        let end = start + few_span;
+        let start = few.offset.saturating_add(k.saturating_mul(few.stride));
+        let end = start.saturating_add(few_span);
         if hits_row(start, end, many, many_span) {
             return true;
         }
@@ -1072,19 +1072,20 @@ fn hits_row(start: u64, end: u64, row: &Node, span: u64) -> bool {
     if end <= row.offset {
         return false;
     }
+    let first_end = row.offset.saturating_add(span);
     if row.stride == 0 || row.length == 1 {
-        return start < row.offset + span;
+        return start < first_end;
     }
     // The first repetition that ends after `start`.
-    let k = if start + 1 > row.offset + span {
-        (start + 1 - row.offset - span).div_ceil(row.stride)
+    let k = if start >= first_end {
+        (start - first_end + 1).div_ceil(row.stride)
     } else {
         0
     };
     if row.length != 0 && k >= row.length {
         return false;
     }
-    row.offset + k * row.stride < end
+    row.offset.saturating_add(k.saturating_mul(row.stride)) < end
 }
 
 /// Registers at one fixed address with a field typed by a variant set.

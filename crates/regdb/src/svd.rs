@@ -319,16 +319,26 @@ impl Builder {
                     stride,
                 } => {
                     for i in 0..count {
-                        ranges.push((peripheral.base_address + i * stride, extent));
+                        ranges.push((
+                            peripheral
+                                .base_address
+                                .saturating_add(i.saturating_mul(stride)),
+                            extent,
+                        ));
                     }
                     own_spaces.push(own_space(&name, block(name.clone(), 0, count, stride)));
                     nodes.push(block(name, peripheral.base_address, count, stride));
                 }
                 Repeat::List(items) => {
                     for (name, delta) in items {
-                        ranges.push((peripheral.base_address + delta, extent));
+                        ranges.push((peripheral.base_address.saturating_add(delta), extent));
                         own_spaces.push(own_space(&name, block(name.clone(), 0, 1, 0)));
-                        nodes.push(block(name, peripheral.base_address + delta, 1, 0));
+                        nodes.push(block(
+                            name,
+                            peripheral.base_address.saturating_add(delta),
+                            1,
+                            0,
+                        ));
                     }
                 }
             }
@@ -461,7 +471,13 @@ impl Builder {
                         } => nodes.push(add(&mut self.db, name, offset, count, stride)),
                         Repeat::List(items) => {
                             for (name, delta) in items {
-                                nodes.push(add(&mut self.db, name, offset + delta, 1, 0));
+                                nodes.push(add(
+                                    &mut self.db,
+                                    name,
+                                    offset.saturating_add(delta),
+                                    1,
+                                    0,
+                                ));
                             }
                         }
                     }
@@ -498,7 +514,7 @@ impl Builder {
                         } => nodes.push(block(name, offset, count, stride)),
                         Repeat::List(items) => {
                             for (name, delta) in items {
-                                nodes.push(block(name, offset + delta, 1, 0));
+                                nodes.push(block(name, offset.saturating_add(delta), 1, 0));
                             }
                         }
                     }
@@ -529,7 +545,7 @@ impl Builder {
             let bits = item.bit_range.width;
             let reg_bits = 8 * u32::from(width);
             let place = |offset: u32| -> Result<(u8, u8)> {
-                let high = offset + bits.max(1) - 1;
+                let high = offset.saturating_add(bits.max(1) - 1);
                 if bits == 0 || high >= reg_bits {
                     return Err(Error::invalid(
                         self.positions.get(&field_path),
@@ -571,13 +587,20 @@ impl Builder {
                     for i in 0..count {
                         push(
                             format!("{name}[{i}]"),
-                            item.bit_range.offset + (i * stride) as u32,
+                            item.bit_range.offset.saturating_add(
+                                i.saturating_mul(stride).min(u64::from(u32::MAX)) as u32,
+                            ),
                         )?;
                     }
                 }
                 Repeat::List(items) => {
                     for (name, delta) in items {
-                        push(name, item.bit_range.offset + delta as u32)?;
+                        push(
+                            name,
+                            item.bit_range
+                                .offset
+                                .saturating_add(delta.min(u64::from(u32::MAX)) as u32),
+                        )?;
                     }
                 }
             }
@@ -674,7 +697,9 @@ fn extent(db: &Database, nodes: &[Node]) -> u64 {
                 NodeKind::Reg(id) => u64::from(db.regs[*id as usize].width),
                 NodeKind::Block { children, .. } => extent(db, children),
             };
-            node.offset + reps * node.stride + inner
+            node.offset
+                .saturating_add(reps.saturating_mul(node.stride))
+                .saturating_add(inner)
         })
         .max()
         .unwrap_or(0)
