@@ -132,3 +132,24 @@ fn docs_show_the_fixture_verbatim() {
         "docs/REGISTERS.md and tests/data/example-nic.toml differ"
     );
 }
+
+#[test]
+fn folded_polling_loops_decode_like_the_access_they_repeat() {
+    let trace = "MAP 0.000001 1 0x0 0x7f0000000000 0x20000 0x0 100 path=/dev/shm/mmiotrace-example-nic-bar0\n\
+                 R 4 0.000002 1 0x0 0x4000000 0x0 100\n\
+                 REPEAT R 4 0.000003 1 0x0 0x4000000 0x0 100 count=9 len=1 end=0.000900 until=0x0\n";
+    let out = decode_with(vec![nic()], &[], None, trace, false);
+    assert!(
+        out.ends_with(
+            "0.000003 100 R 4 map1 0x000000 0x04000000 CTRL => RST (repeated 9 more times, until 0.000900 read 0x00000000)\n"
+        ),
+        "{out}"
+    );
+    let json = decode_with(vec![nic()], &[], None, trace, true);
+    let last: serde_json::Value =
+        serde_json::from_str(json.lines().last().expect("a line")).expect("JSON");
+    assert_eq!(last["kind"], "REPEAT");
+    assert_eq!(last["count"], 9);
+    assert_eq!(last["register"], "CTRL");
+    assert_eq!(last["fields"]["RST"], true);
+}

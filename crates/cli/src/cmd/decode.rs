@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use mmiotrace_regdb::decode::{DecodeOptions, Decoder, DeviceSpec};
+use mmiotrace_regdb::decode::{DecodeOptions, Decoder, DeviceSpec, Selector};
 use mmiotrace_regdb::format::{JsonWriter, TextWriter};
 use mmiotrace_regdb::{Database, DecodeSink};
 use mmiotrace_trace::rwmmio::{RwmmioReader, looks_like_rwmmio};
@@ -141,6 +141,14 @@ impl Cmd {
             .with_name(name.as_str())
             .with_fatal_truncation(self.strict);
         let mut input = if looks_like_rwmmio(prefix) {
+            let has_range = specs
+                .iter()
+                .any(|spec| matches!(spec.selector, Selector::Range { .. }));
+            if !has_range {
+                eprintln!(
+                    "mmiotrace: warning: {name} holds rwmmio events, whose addresses are the kernel's virtual addresses: bind them with --device 0xSTART+LEN=DATABASE"
+                );
+            }
             Input::Rwmmio(RwmmioReader::new(reader, read_options))
         } else {
             Input::Trace(TraceReader::new(reader, read_options)?)
