@@ -6,7 +6,7 @@
 //!   (CMSIS-SVD), [`toml_map`] (mmiotrace's own TOML, docs/REGISTERS.md).
 //!   [`load`] picks one by the file's extension and content.
 //! - [`decode`]: binds a trace's mappings to databases and names each access.
-//! - [`format`]: the decoded trace as text or JSON lines.
+//! - [`format`](mod@format): the decoded trace as text or JSON lines.
 #![forbid(unsafe_code)]
 
 pub mod decode;
