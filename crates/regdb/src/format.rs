@@ -297,35 +297,38 @@ impl<W: Write> DecodeSink for TextWriter<W> {
         push_time(line, a.time);
         line.push(b' ');
         push_dec(line, a.thread.into());
-        line.extend_from_slice(match a.dir {
-            Some(Direction::Read) => b" R ",
-            Some(Direction::Write) => b" W ",
-            None => b" ? ",
-        });
-        if a.value.is_some() {
-            push_dec(line, a.width.into());
-        } else {
-            line.push(b'?');
-        }
-        line.push(b' ');
-        match a.binding {
-            Some(b) => push_bytes(line, b.label.as_bytes()),
-            None => {
-                line.extend_from_slice(b"map");
-                push_dec(line, a.map_id.into());
+        // Everything after the thread follows from the register (its
+        // resolution fixes device, offset and direction), the value and the
+        // width: the part that the tail cache keeps.
+        let render = |line: &mut Vec<u8>| {
+            line.extend_from_slice(match a.dir {
+                Some(Direction::Read) => b" R ",
+                Some(Direction::Write) => b" W ",
+                None => b" ? ",
+            });
+            if a.value.is_some() {
+                push_dec(line, a.width.into());
+            } else {
+                line.push(b'?');
             }
-        }
-        line.push(b' ');
-        push_hex(line, a.offset, 6);
-        line.push(b' ');
-        match a.value {
-            Some(v) => push_value_hex(line, v),
-            None => line.push(b'?'),
-        }
-        line.push(b' ');
-        match (a.register, a.value) {
-            (Some(reg), Some(value)) => {
-                let render = |line: &mut Vec<u8>| {
+            line.push(b' ');
+            match a.binding {
+                Some(b) => push_bytes(line, b.label.as_bytes()),
+                None => {
+                    line.extend_from_slice(b"map");
+                    push_dec(line, a.map_id.into());
+                }
+            }
+            line.push(b' ');
+            push_hex(line, a.offset, 6);
+            line.push(b' ');
+            match a.value {
+                Some(v) => push_value_hex(line, v),
+                None => line.push(b'?'),
+            }
+            line.push(b' ');
+            match a.register {
+                Some(reg) => {
                     push_bytes(line, reg.name.as_bytes());
                     let mark = line.len();
                     line.extend_from_slice(if a.is_write() { b" <=" } else { b" =>" });
@@ -337,16 +340,16 @@ impl<W: Write> DecodeSink for TextWriter<W> {
                     if !a.decode_fields(&mut fields) || line.len() == before {
                         line.truncate(mark);
                     }
-                };
-                if value.is_wide() || reg.plan.is_empty() {
-                    render(line);
-                } else {
-                    self.tails
-                        .append(line, &reg.plan, value.low_u64(), a.width, render);
                 }
+                None => line.push(b'?'),
             }
-            (Some(reg), None) => push_bytes(line, reg.name.as_bytes()),
-            (None, _) => line.push(b'?'),
+        };
+        match (a.register, a.value) {
+            (Some(reg), Some(value)) if !value.is_wide() && !reg.plan.is_empty() => {
+                self.tails
+                    .append(line, &reg.plan, value.low_u64(), a.width, render);
+            }
+            _ => render(line),
         }
         if let Some(r) = a.repeat {
             line.extend_from_slice(b" (repeated ");
@@ -642,31 +645,33 @@ impl<W: Write> DecodeSink for JsonWriter<W> {
         push_dec(line, a.map_id.into());
         push_key(line, "phys");
         push_hex_str(line, a.phys);
-        if a.value.is_some() {
-            push_key(line, "width");
-            push_dec(line, a.width.into());
-        }
-        push_key(line, "device");
-        match a.binding {
-            Some(b) => push_json_str(line, &b.label),
-            None => line.extend_from_slice(b"null"),
-        }
-        push_key(line, "offset");
-        push_hex_str(line, a.offset);
-        if let Some(v) = a.value {
-            // As the trace's JSON lines have it: no leading zeros, except
-            // that a wide value has all its digits.
-            push_key(line, "value");
-            line.push(b'"');
-            if v.is_wide() {
-                push_value_hex(line, v);
-            } else {
-                push_hex(line, v.low_u64(), 1);
-            }
-            line.push(b'"');
-        }
-        push_key(line, "register");
+        // From here on, everything follows from the register, the value and
+        // the width: the part that the tail cache keeps.
         let render = |line: &mut Vec<u8>| {
+            if a.value.is_some() {
+                push_key(line, "width");
+                push_dec(line, a.width.into());
+            }
+            push_key(line, "device");
+            match a.binding {
+                Some(b) => push_json_str(line, &b.label),
+                None => line.extend_from_slice(b"null"),
+            }
+            push_key(line, "offset");
+            push_hex_str(line, a.offset);
+            if let Some(v) = a.value {
+                // As the trace's JSON lines have it: no leading zeros, except
+                // that a wide value has all its digits.
+                push_key(line, "value");
+                line.push(b'"');
+                if v.is_wide() {
+                    push_value_hex(line, v);
+                } else {
+                    push_hex(line, v.low_u64(), 1);
+                }
+                line.push(b'"');
+            }
+            push_key(line, "register");
             match a.register {
                 Some(reg) => push_json_str(line, &reg.name),
                 None => line.extend_from_slice(b"null"),
