@@ -10,8 +10,11 @@
 
 use core::ffi::{c_char, c_int, c_void};
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use crate::sys::{self, Errno};
-use crate::{runtime, signals};
+use crate::threads::{self, MaskView, VIEW_SIGNALS};
+use crate::{runtime, signals, syscalls};
 
 fn to_ptr(result: Result<usize, Errno>) -> *mut c_void {
     match result {
@@ -130,14 +133,53 @@ pub unsafe extern "C" fn sigaction(
     if let Some(ret) = signals::program_sigaction(sig, act, old) {
         return ret;
     }
-    if !act.is_null() && runtime::tracing_requested() {
+    if !runtime::tracing_requested() {
+        return signals::real_sigaction(sig, act, old);
+    }
+    let view = SA_MASK_VIEW.get(sig as usize);
+    let previous_view = view.map_or(0, |v| v.load(Ordering::Relaxed));
+    let ret = if act.is_null() {
+        signals::real_sigaction(sig, act, old)
+    } else {
         // A handler that blocks SIGSEGV would be killed by its own traced access.
         // SAFETY: the caller passed a readable sigaction.
         let mut copy = unsafe { *act };
+        let wanted = first_word(&copy.sa_mask) & VIEW_SIGNALS;
         keep_deliverable(&mut copy.sa_mask);
-        return signals::real_sigaction(sig, &copy, old);
+        let ret = signals::real_sigaction(sig, &copy, old);
+        if let (0, Some(view)) = (ret, view) {
+            view.store(wanted, Ordering::Relaxed);
+        }
+        ret
+    };
+    if ret == 0 && !old.is_null() {
+        // The program reads back the mask it set.
+        // SAFETY: the caller passed a writable sigaction, just filled in.
+        unsafe { *first_word_mut(&mut (*old).sa_mask) |= previous_view };
     }
-    signals::real_sigaction(sig, act, old)
+    ret
+}
+
+/// Per signal, which of SIGSEGV/SIGTRAP the program put in its handler's
+/// `sa_mask` (the runtime removes them; `sigaction` reports them back).
+static SA_MASK_VIEW: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
+
+/// What the program asked to block in `sig`'s handler, of SIGSEGV/SIGTRAP.
+pub fn sa_mask_view(sig: c_int) -> u64 {
+    SA_MASK_VIEW
+        .get(sig as usize)
+        .map_or(0, |v| v.load(Ordering::Relaxed))
+}
+
+/// The kernel's 64 signals: the first word of glibc's 1024-bit `sigset_t`.
+fn first_word(set: &libc::sigset_t) -> u64 {
+    // SAFETY: sigset_t is 128 bytes and 8-aligned.
+    unsafe { *(set as *const libc::sigset_t as *const u64) }
+}
+
+fn first_word_mut(set: &mut libc::sigset_t) -> &mut u64 {
+    // SAFETY: as in first_word; the reference borrows `set`.
+    unsafe { &mut *(set as *mut libc::sigset_t as *mut u64) }
 }
 
 /// Removes the runtime's synchronous signals from a set the program wants blocked.
@@ -229,17 +271,29 @@ fn simple_signal(
 /// lets a program block.
 const GLIBC_INTERNAL: u64 = (1 << (32 - 1)) | (1 << (33 - 1));
 
+/// Changes the calling thread's mask. While tracing, SIGSEGV and SIGTRAP
+/// stay deliverable (a thread that blocked SIGSEGV would be killed by its
+/// next traced access), and the program's view of them is kept in
+/// [`threads::mask_view`]: it reads back the mask it set.
 fn mask_change(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> c_int {
+    let tracing = runtime::tracing_requested();
+    let mut view = threads::mask_view();
+    let old_view = view;
     let mut kernel_set: u64 = 0;
     if !set.is_null() {
         // SAFETY: a readable sigset_t, whose first 8 bytes are the kernel's set.
         kernel_set = unsafe { *(set as *const u64) };
+        let wanted = kernel_set & VIEW_SIGNALS;
+        view.blocked = match how {
+            libc::SIG_BLOCK => view.blocked | wanted,
+            libc::SIG_UNBLOCK => view.blocked & !wanted,
+            libc::SIG_SETMASK => wanted,
+            _ => view.blocked,
+        };
         if how != libc::SIG_UNBLOCK {
             kernel_set &= !GLIBC_INTERNAL;
-            if runtime::tracing_requested() {
-                // A thread that blocks SIGSEGV would be killed by its next
-                // traced access.
-                kernel_set &= !((1 << (libc::SIGSEGV - 1)) | (1 << (libc::SIGTRAP - 1)));
+            if tracing {
+                kernel_set &= !VIEW_SIGNALS;
             }
         }
     }
@@ -259,14 +313,109 @@ fn mask_change(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t)
             8usize,
         )
     };
-    if ret == 0 && !old.is_null() {
+    if ret != 0 {
+        return sys::get_errno();
+    }
+    if !old.is_null() {
+        let seen = if tracing {
+            (old_set & !VIEW_SIGNALS) | old_view.blocked
+        } else {
+            old_set
+        };
         // SAFETY: a writable sigset_t.
         unsafe {
             libc::sigemptyset(old);
-            *(old as *mut u64) = old_set;
+            *(old as *mut u64) = seen;
         }
     }
-    if ret == 0 { 0 } else { sys::get_errno() }
+    if tracing && view != old_view {
+        // Signals sent while "blocked" arrive now, as they would have.
+        let release = view.pending & !view.blocked;
+        view.pending &= !release;
+        threads::set_mask_view(view);
+        for sig in [libc::SIGSEGV, libc::SIGTRAP] {
+            if release & (1 << (sig - 1)) != 0 {
+                sys::raise_in_thread(sig);
+            }
+        }
+    }
+    0
+}
+
+/// What a thread created by [`pthread_create`] starts with when its
+/// creator's view of the mask is not empty.
+struct StartWithView {
+    start: extern "C" fn(*mut c_void) -> *mut c_void,
+    arg: *mut c_void,
+    blocked: u64,
+}
+
+extern "C" fn start_with_view(boxed: *mut c_void) -> *mut c_void {
+    // SAFETY: pthread_create below passes a pointer from malloc holding a
+    // StartWithView, which this thread alone owns.
+    let start = unsafe { core::ptr::read(boxed as *const StartWithView) };
+    // SAFETY: as above; freed once.
+    unsafe { libc::free(boxed) };
+    threads::set_mask_view(MaskView {
+        blocked: start.blocked,
+        pending: 0,
+    });
+    (start.start)(start.arg)
+}
+
+/// `pthread_create(3)`: a new thread inherits its creator's signal mask,
+/// and so its view of SIGSEGV/SIGTRAP (see [`mask_change`]). Only when that
+/// view is not empty does the runtime wrap the start routine.
+///
+/// # Safety
+///
+/// As `pthread_create(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: extern "C" fn(*mut c_void) -> *mut c_void,
+    arg: *mut c_void,
+) -> c_int {
+    type Create = unsafe extern "C" fn(
+        *mut libc::pthread_t,
+        *const libc::pthread_attr_t,
+        extern "C" fn(*mut c_void) -> *mut c_void,
+        *mut c_void,
+    ) -> c_int;
+    let Some(real) = syscalls::REAL_PTHREAD_CREATE.get() else {
+        return libc::EAGAIN;
+    };
+    // SAFETY: the address dlsym returned for pthread_create.
+    let real: Create = unsafe { core::mem::transmute(real) };
+    let view = threads::mask_view();
+    if view.blocked == 0 {
+        // SAFETY: the caller's arguments, unchanged.
+        return unsafe { real(thread, attr, start, arg) };
+    }
+    // SAFETY: malloc of a plain-data struct's size.
+    let boxed = unsafe { libc::malloc(core::mem::size_of::<StartWithView>()) };
+    if boxed.is_null() {
+        return libc::EAGAIN;
+    }
+    // SAFETY: `boxed` is a fresh allocation of the right size and alignment.
+    unsafe {
+        core::ptr::write(
+            boxed as *mut StartWithView,
+            StartWithView {
+                start,
+                arg,
+                blocked: view.blocked,
+            },
+        )
+    };
+    // SAFETY: the caller's arguments, with a start routine that takes `boxed`.
+    let ret = unsafe { real(thread, attr, start_with_view, boxed) };
+    if ret != 0 {
+        // SAFETY: the thread was not created, so nothing else owns it.
+        unsafe { libc::free(boxed) };
+    }
+    ret
 }
 
 /// `sigprocmask(2)`: SIGSEGV and SIGTRAP cannot be blocked while tracing.

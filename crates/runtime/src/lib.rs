@@ -27,6 +27,8 @@
 //! - `signals`: the SIGSEGV/SIGTRAP handlers (unsafe).
 //! - `single_step`: the kernel's disarm/single-step/re-arm design, a
 //!   comparison mode only (`MMIOTRACE_MODE=single-step`) (unsafe).
+//! - `syscalls`: `read`/`write` and friends handed traced buffers, copied
+//!   through the alias (unsafe).
 //! - `runtime`: configuration, arming and disarming (unsafe).
 //! - `interpose`: the exported C symbols (unsafe).
 
@@ -54,6 +56,8 @@ mod signals;
 mod single_step;
 #[allow(unsafe_code)]
 mod sys;
+#[allow(unsafe_code)]
+mod syscalls;
 #[allow(unsafe_code)]
 mod threads;
 #[allow(unsafe_code)]

@@ -174,6 +174,37 @@ pub fn lookup(addr: u64) -> Option<Held> {
     None
 }
 
+/// Whether any live range overlaps `lo..hi`, without holding it: the
+/// cheap test the system-call interposers make on every buffer.
+pub fn any_overlap(lo: u64, hi: u64) -> bool {
+    scanned().any(|(_, entry)| {
+        entry.state.load(Ordering::Acquire) == LIVE && {
+            let start = entry.start.load(Ordering::Relaxed);
+            start < hi && lo < start.wrapping_add(entry.len.load(Ordering::Relaxed))
+        }
+    })
+}
+
+/// The piece of `pos..end` that starts at `pos` and is either inside one
+/// live range (returned) or outside all of them (`None`): its end, and the
+/// range. A snapshot, without holding anything.
+pub fn piece_at(pos: u64, end: u64) -> (u64, Option<Range>) {
+    let mut next_start = end;
+    for (_, entry) in scanned() {
+        if entry.state.load(Ordering::Acquire) != LIVE {
+            continue;
+        }
+        let range = snapshot(entry);
+        if range.contains(pos, 1) {
+            return (end.min(range.end()), Some(range));
+        }
+        if range.start > pos {
+            next_start = next_start.min(range.start);
+        }
+    }
+    (next_start, None)
+}
+
 /// Whether `addr` lies in any live range (without holding it).
 pub fn is_traced(addr: u64) -> bool {
     lookup(addr).is_some()

@@ -36,12 +36,62 @@ static PATTERNS: [AtomicU8; PATTERN_BYTES] = [const { AtomicU8::new(0) }; PATTER
 static PATTERNS_LEN: AtomicUsize = AtomicUsize::new(0);
 
 static HANDLERS_READY: AtomicBool = AtomicBool::new(false);
+/// `MMIOTRACE_NO_FOLLOW` was set: only the recorder's own child is traced.
+static NO_FOLLOW: AtomicBool = AtomicBool::new(false);
+/// A child forked under `--no-follow`: armed ranges keep working (their
+/// pages stay `PROT_NONE`, so every access still needs the handler), but
+/// nothing is logged and new mappings are not armed.
+static MUTED: AtomicBool = AtomicBool::new(false);
 static MUTATION_LOCK: AtomicBool = AtomicBool::new(false);
 static WARNED_PRIVATE: AtomicBool = AtomicBool::new(false);
 
 /// The shared-memory file, once the runtime is enabled.
 pub fn shm() -> Option<Shm> {
     SHM.get().copied()
+}
+
+/// Whether tracing is on, without loading the configuration: the cheap
+/// test of the system-call interposers (nothing is traced before it is on).
+pub fn tracing_active() -> bool {
+    STATE.load(Ordering::Acquire) == ENABLED
+}
+
+/// Whether this process runs armed ranges without logging (see [`MUTED`]).
+pub fn muted() -> bool {
+    MUTED.load(Ordering::Relaxed)
+}
+
+/// Runs when the runtime is loaded, before the program's `main`: resolves
+/// the real libc functions that the runtime shadows, creates the signal
+/// mask view, and under `--no-follow` turns the runtime off in every
+/// process but the recorder's own child (a process that child spawned has
+/// another parent; the child's own `exec`s keep its pid and parent).
+extern "C" fn on_load() {
+    crate::syscalls::resolve_all();
+    threads::init_mask_view();
+    if let Some(recorder) = getenv(b"MMIOTRACE_NO_FOLLOW\0") {
+        NO_FOLLOW.store(true, Ordering::Relaxed);
+        // SAFETY: getppid has no arguments and cannot fail.
+        let parent = unsafe { libc::syscall(libc::SYS_getppid) } as u64;
+        if parse_decimal(recorder) != Some(parent) {
+            let _ = STATE.compare_exchange(UNINIT, DISABLED, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ON_LOAD: extern "C" fn() = on_load;
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, &digit| n * 10 + u64::from(digit - b'0')),
+    )
 }
 
 /// Whether tracing is on: loads the configuration at the first call. With
@@ -134,6 +184,7 @@ fn load_config() -> bool {
         }
     }
     threads::init();
+    threads::forget_replaced_image(&shm);
     single_step::init();
     let _ = SHM.set(shm);
     true
@@ -161,6 +212,11 @@ fn open_shm(path: &[u8]) -> Result<Shm, &'static str> {
         dst.copy_from_slice(path);
     }
     let fd = sys::open(with_nul, libc::O_RDWR | libc::O_CLOEXEC).map_err(|_| "cannot open it")?;
+    // The recorder keeps recording while any open file description of the
+    // file holds a shared lock (see docs/ARCHITECTURE.md); the mapping keeps
+    // this one, and so its lock, alive after the close below.
+    // SAFETY: flock has no memory effects.
+    unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH) };
     let shm = map_shm(fd);
     sys::close(fd);
     shm
@@ -232,6 +288,9 @@ impl Drop for MutationLock {
 /// Called in the child after fork: only the forking thread exists.
 pub fn after_fork_in_child() {
     MUTATION_LOCK.store(false, Ordering::Release);
+    if NO_FOLLOW.load(Ordering::Relaxed) {
+        MUTED.store(true, Ordering::Relaxed);
+    }
 }
 
 fn is_traced_path(path: &[u8]) -> bool {
@@ -289,7 +348,9 @@ fn overlaps_traced(lo: u64, hi: u64) -> bool {
 }
 
 fn push_outside_handler(record: Record, payload: &[u8]) {
-    let Some(shm) = shm() else { return };
+    let Some(shm) = shm().filter(|_| !muted()) else {
+        return;
+    };
     let _blocked = SignalsBlocked::new();
     let me = threads::me(&shm);
     let payload = payload.get(..payload.len().min(MAX_PAYLOAD)).unwrap_or(&[]);
@@ -319,7 +380,7 @@ pub unsafe fn mmap(
 ) -> Result<usize, Errno> {
     let fixed = flags & libc::MAP_FIXED != 0;
     let file_backed = flags & libc::MAP_ANONYMOUS == 0 && fd >= 0;
-    if !file_backed || !enabled() {
+    if !file_backed || !enabled() || muted() {
         // SAFETY: the caller's contract.
         let mapped = unsafe { sys::mmap(addr, len, prot, flags, fd, offset) }?;
         if fixed && STATE.load(Ordering::Acquire) == ENABLED {

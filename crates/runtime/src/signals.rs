@@ -133,6 +133,10 @@ pub fn install() {
             let mut old: libc::sigaction = core::mem::zeroed();
             __sigaction(sig, &act, &mut old);
             prev.store(&old);
+            // The program's own sa_mask, as it set it (the runtime kept
+            // SIGSEGV/SIGTRAP out of the installed one).
+            prev.mask
+                .fetch_or(crate::interpose::sa_mask_view(sig), Ordering::Relaxed);
         }
     }
     INSTALLED.store(true, Ordering::Release);
@@ -360,6 +364,9 @@ impl AliasBus<'_> {
     }
 
     fn log(&self, kind: u8, range: &Range, addr: u64, bytes: &[u8]) {
+        if runtime::muted() {
+            return;
+        }
         let mut low = [0u8; 8];
         let n = bytes.len().min(8);
         if let (Some(dst), Some(src)) = (low.get_mut(..n), bytes.get(..n)) {
@@ -655,9 +662,10 @@ fn displace(
     let program_tf = regs.rflags & TF != 0;
     regs.rflags |= TF;
     threads::set_pending(me.slot, &rebased, program_tf);
+    threads::block_signals_for_step(me.slot, kernel_mask(uc));
     write_regs(uc, regs);
     for (record, item) in records.iter().zip(rebased.iter()) {
-        if item.is_some() {
+        if item.is_some() && !runtime::muted() {
             shm.push(me.slot, *record, &[]);
         }
     }
@@ -694,6 +702,7 @@ fn finish_displaced(uc: &mut libc::ucontext_t) -> Option<bool> {
     let shm = runtime::shm()?;
     let slot = threads::my_slot(&shm)?;
     let (rebased, program_tf) = threads::take_pending(slot)?;
+    threads::restore_step_mask(slot, kernel_mask(uc));
     let mut regs = read_regs(uc);
     for r in rebased.iter().flatten() {
         if let Some(value) = regs.gpr.get_mut(r.gpr) {
@@ -708,6 +717,13 @@ fn finish_displaced(uc: &mut libc::ucontext_t) -> Option<bool> {
     Some(program_tf)
 }
 
+/// The kernel's 64-signal part of the mask that sigreturn will restore.
+fn kernel_mask(uc: &mut libc::ucontext_t) -> &mut u64 {
+    // SAFETY: glibc's sigset_t (128 bytes, 8-aligned) starts with the
+    // kernel's 64-bit set; the reference borrows `uc`.
+    unsafe { &mut *(&mut uc.uc_sigmask as *mut libc::sigset_t as *mut u64) }
+}
+
 /// Hands a signal that is not the runtime's to the program's disposition,
 /// dying exactly as the program would have when that is the default.
 ///
@@ -719,6 +735,25 @@ unsafe fn chain(prev: &Previous, sig: c_int, info: *mut libc::siginfo_t, ctx: *m
     let flags = prev.flags.load(Ordering::Relaxed) as c_int;
     // SAFETY: the kernel's siginfo.
     let from_kernel = unsafe { (*info).si_code } > 0;
+    let bit = 1u64 << (sig - 1);
+    let mut view = threads::mask_view();
+    if view.blocked & bit != 0 {
+        // The program blocked this signal (as far as it knows: the runtime
+        // keeps it deliverable).
+        if from_kernel {
+            // The kernel kills a thread whose fault it cannot deliver,
+            // handler or not.
+            reset_to_default(sig);
+            if sig != libc::SIGSEGV {
+                sys::raise_in_thread(sig);
+            }
+        } else {
+            // Sent by kill(): it waits until the program unblocks it.
+            view.pending |= bit;
+            threads::set_mask_view(view);
+        }
+        return;
+    }
     if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
         // A fault or trap raised by an instruction cannot be ignored: the
         // kernel would force the default action.
@@ -736,8 +771,10 @@ unsafe fn chain(prev: &Previous, sig: c_int, info: *mut libc::siginfo_t, ctx: *m
     }
     let mut block = prev.mask.load(Ordering::Relaxed);
     if flags & libc::SA_NODEFER == 0 {
-        block |= 1u64 << (sig - 1);
+        block |= bit;
     }
+    // Blocked, a traced access made by the program's handler would kill it.
+    block &= !threads::VIEW_SIGNALS;
     let old_mask = sys::sigprocmask(libc::SIG_BLOCK, block);
     if flags & libc::SA_RESETHAND != 0 {
         prev.handler.store(libc::SIG_DFL, Ordering::Release);

@@ -30,6 +30,9 @@ const KEY_FALLBACK: u8 = 2;
 static KEY_MODE: AtomicU8 = AtomicU8::new(KEY_NONE);
 static KEY: AtomicU32 = AtomicU32::new(0);
 static PID: AtomicU32 = AtomicU32::new(0);
+/// The key of each thread's [`MaskView`], if one below 32 could be made.
+static VIEW_KEY: AtomicU32 = AtomicU32::new(NO_VIEW_KEY);
+const NO_VIEW_KEY: u32 = u32::MAX;
 
 /// Slot and identity of the calling thread.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +40,71 @@ pub struct Me {
     pub slot: usize,
     pub tid: u32,
     pub pid: u32,
+}
+
+/// What the program believes about SIGSEGV and SIGTRAP in the calling
+/// thread's signal mask. The runtime never lets either be blocked (a traced
+/// access would kill the thread), so it keeps the program's view here, per
+/// thread, in a pthread key below 32 (a plain load and store, no allocation,
+/// copied by `fork` with the thread).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaskView {
+    /// Kernel-set bits (`1 << (sig - 1)`) of SIGSEGV/SIGTRAP the program has blocked.
+    pub blocked: u64,
+    /// Those of them sent (by `kill`, not by a fault) while "blocked": raised
+    /// again when the program unblocks them.
+    pub pending: u64,
+}
+
+/// The two signals the view covers, as kernel-set bits.
+pub const VIEW_SIGNALS: u64 = (1 << (libc::SIGSEGV - 1)) | (1 << (libc::SIGTRAP - 1));
+
+impl MaskView {
+    fn pack(self) -> usize {
+        // Both sets only use the SIGSEGV and SIGTRAP bits (10 and 4).
+        ((self.blocked & VIEW_SIGNALS) | ((self.pending & VIEW_SIGNALS) << 32)) as usize
+    }
+
+    fn unpack(value: usize) -> MaskView {
+        let value = value as u64;
+        MaskView {
+            blocked: value & VIEW_SIGNALS,
+            pending: (value >> 32) & VIEW_SIGNALS,
+        }
+    }
+}
+
+/// Creates the mask-view key. Called when the runtime is loaded, before the
+/// program can call `sigprocmask`.
+pub fn init_mask_view() {
+    if VIEW_KEY.load(Ordering::Acquire) != NO_VIEW_KEY {
+        return;
+    }
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; no destructor.
+    if unsafe { libc::pthread_key_create(&mut key, None) } == 0 && key < 32 {
+        VIEW_KEY.store(key, Ordering::Release);
+    }
+}
+
+/// The calling thread's view of its mask (all clear if there is no key).
+pub fn mask_view() -> MaskView {
+    let key = VIEW_KEY.load(Ordering::Acquire);
+    if key == NO_VIEW_KEY {
+        return MaskView::default();
+    }
+    // SAFETY: key index < 32: a load from the thread descriptor.
+    MaskView::unpack(unsafe { libc::pthread_getspecific(key) } as usize)
+}
+
+/// Replaces the calling thread's view. Async-signal-safe.
+pub fn set_mask_view(view: MaskView) {
+    let key = VIEW_KEY.load(Ordering::Acquire);
+    if key != NO_VIEW_KEY {
+        // SAFETY: key index < 32: a store into the thread descriptor's
+        // static block, which cannot allocate.
+        unsafe { libc::pthread_setspecific(key, view.pack() as *const c_void) };
+    }
 }
 
 /// Creates the key and registers the fork handler. Called once, from
@@ -59,6 +127,19 @@ pub fn init() {
     // SAFETY: a handler with the C signature, valid for the life of the
     // process (the runtime is never unloaded).
     unsafe { libc::atexit(release_at_exit) };
+}
+
+/// Gives back slots owned by the calling thread's id. Called when a new
+/// image starts: a slot owned by our own thread id belongs to the image that
+/// `exec` replaced (same thread id, same process), which released nothing.
+/// Its records stay in the ring for the recorder.
+pub fn forget_replaced_image(shm: &Shm) {
+    let tid = sys::gettid();
+    for slot in 0..shm.slots_used().min(MAX_SLOTS) {
+        if shm.slot_owner(slot) == tid {
+            shm.reclaim_slot(slot, tid);
+        }
+    }
 }
 
 /// `exit()` runs no pthread key destructor for the calling thread: give its
@@ -202,6 +283,9 @@ struct Pending {
     hold: [AtomicU32; 2],
     /// The program's own TF before the runtime set it.
     program_tf: AtomicU32,
+    /// The interrupted context's signal mask, restored after the step (the
+    /// step itself runs with asynchronous signals blocked).
+    program_mask: AtomicU64,
 }
 
 impl Pending {
@@ -212,6 +296,7 @@ impl Pending {
             added: [AtomicU64::new(0), AtomicU64::new(0)],
             hold: [AtomicU32::new(0), AtomicU32::new(0)],
             program_tf: AtomicU32::new(0),
+            program_mask: AtomicU64::new(0),
         }
     }
 }
@@ -258,6 +343,25 @@ pub fn set_pending(slot: usize, rebased: &[Option<Rebased>; 2], program_tf: bool
         .program_tf
         .store(u32::from(program_tf), Ordering::Relaxed);
     pending.active.store(1, Ordering::Relaxed);
+}
+
+/// Blocks asynchronous signals in `mask` (an interrupted context's kernel
+/// signal mask) for the single step of a displaced instruction, keeping the
+/// program's mask to give back in [`restore_step_mask`]. A signal handler
+/// that ran between the fault and the step would see the rebased registers,
+/// and one that made a displaced access itself would find the slot busy.
+pub fn block_signals_for_step(slot: usize, mask: &mut u64) {
+    if let Some(pending) = PENDING.get(slot) {
+        pending.program_mask.store(*mask, Ordering::Relaxed);
+        *mask |= sys::async_signals();
+    }
+}
+
+/// The mask [`block_signals_for_step`] kept, into `mask`.
+pub fn restore_step_mask(slot: usize, mask: &mut u64) {
+    if let Some(pending) = PENDING.get(slot) {
+        *mask = pending.program_mask.load(Ordering::Relaxed);
+    }
 }
 
 /// Takes the displaced instruction of `slot`: the rebased registers and

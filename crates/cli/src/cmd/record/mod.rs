@@ -3,6 +3,8 @@
 
 mod devices;
 mod drain;
+mod follow;
+mod preflight;
 mod runtime_lib;
 
 use std::ffi::{CString, OsString};
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -26,6 +28,10 @@ use drain::{Drainer, Summary};
 
 /// Environment variable with the extra `--trace` globs, one per line.
 const ENV_TRACE_GLOBS: &str = "MMIOTRACE_TRACE";
+
+/// Environment variable set by `--no-follow`: the recorder's pid, so that the
+/// runtime can tell the recorder's own child (traced) from its descendants.
+const ENV_NO_FOLLOW: &str = "MMIOTRACE_NO_FOLLOW";
 
 /// Environment variable with the `--mode` (`alias` or `single-step`).
 const ENV_MODE: &str = "MMIOTRACE_MODE";
@@ -67,7 +73,12 @@ impl Mode {
 /// Mappings of device-like files are traced by default: /dev/mem,
 /// /sys/bus/pci/devices/*/resource*, /dev/uio*, VFIO device fds,
 /// /dev/nvidia* and /dev/dri/*. Only MAP_SHARED mappings are traced.
-/// Statically linked and setuid programs ignore LD_PRELOAD and cannot be traced.
+/// Statically linked and setuid programs ignore LD_PRELOAD and cannot be
+/// traced: record refuses to run them (see --no-preload-check).
+///
+/// Processes PROGRAM forks, execs or spawns are traced too (each event names
+/// its process), and recording goes on until the last of them ends (see
+/// --linger, --no-follow).
 ///
 /// mmiotrace exits with PROGRAM's exit status, or 128+N if PROGRAM was killed
 /// by signal N. Ctrl-C goes to PROGRAM; the trace is completed either way.
@@ -117,6 +128,24 @@ pub struct Cmd {
     #[arg(short, long)]
     quiet: bool,
 
+    /// Trace only PROGRAM's own process (through its own execs). Processes
+    /// it forks stop logging at the fork (mappings they inherited keep
+    /// working), and programs started by others are not traced.
+    #[arg(long)]
+    no_follow: bool,
+
+    /// After PROGRAM exits, keep recording while processes it started
+    /// (forked, exec'd, spawned) are still running, for at most SECONDS;
+    /// then name them and stop. Ctrl-C stops waiting at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    linger: f64,
+
+    /// Run PROGRAM even if it is statically linked, set-user-ID or
+    /// set-group-ID, which LD_PRELOAD cannot reach (for a launcher whose
+    /// children should be traced). Without it, record refuses such a program.
+    #[arg(long)]
+    no_preload_check: bool,
+
     /// The program to run, and its arguments.
     #[arg(required = true, last = true, value_name = "PROGRAM")]
     program: Vec<OsString>,
@@ -134,8 +163,8 @@ struct ShmFile {
     path: PathBuf,
     shm: Shm,
     /// A descriptor of the file without close-on-exec, which the program
-    /// inherits (see `ENV_SHM_FD`).
-    inherited_fd: libc::c_int,
+    /// inherits (see `ENV_SHM_FD`), locked shared (see `follow`).
+    inherited: Option<follow::Inherited>,
 }
 
 impl ShmFile {
@@ -182,18 +211,11 @@ impl ShmFile {
         // of the process (never unmapped), and nothing else uses them yet.
         let shm = unsafe { Shm::init(base as *mut u8, len, config) }
             .map_err(|err| anyhow::anyhow!("{err}"))?;
-        // SAFETY: F_DUPFD on a descriptor we own returns a new descriptor
-        // (without FD_CLOEXEC) or -1; it touches no memory.
-        let inherited_fd =
-            unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_DUPFD, 64) };
-        if inherited_fd < 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("duplicating the shared-memory fd");
-        }
+        let inherited = Some(follow::Inherited::open(&path)?);
         Ok(ShmFile {
             path,
             shm,
-            inherited_fd,
+            inherited,
         })
     }
 }
@@ -286,7 +308,11 @@ impl Cmd {
             ring_records: self.ring_size,
             drop_when_full: self.drop,
         };
-        let shm_file = ShmFile::create(&config)?;
+        if !self.no_preload_check {
+            preflight::check(&self.program[0])?;
+        }
+        let mut shm_file = ShmFile::create(&config)?;
+        let followers = follow::Followers::new(&shm_file.path)?;
         let runtime = runtime_lib::runtime_path()?;
         let mut sink = Sink::open(&self.output, self.format)?;
         sink.write(&Event::Version(Version {
@@ -307,13 +333,27 @@ impl Cmd {
             .args(&self.program[1..])
             .env("LD_PRELOAD", preload)
             .env(ENV_SHM_PATH, &shm_file.path)
-            .env(ENV_SHM_FD, shm_file.inherited_fd.to_string())
+            .env(
+                ENV_SHM_FD,
+                shm_file
+                    .inherited
+                    .as_ref()
+                    .map_or(-1, follow::Inherited::raw)
+                    .to_string(),
+            )
             .env(ENV_TRACE_GLOBS, self.trace.join("\n"))
             .env(ENV_MODE, self.mode.env_value());
+        if self.no_follow {
+            command.env(ENV_NO_FOLLOW, std::process::id().to_string());
+        }
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", Path::new(&self.program[0]).display()))?;
+        // From now on only traced processes hold the shared lock.
+        shm_file.inherited = None;
         install_signal_forwarding();
+        let linger = Duration::try_from_secs_f64(self.linger.max(0.0)).unwrap_or(Duration::MAX);
+        let mut ended: Option<(ExitStatus, Instant)> = None;
 
         let mut drainer = Drainer::new(shm_file.shm);
         let mut idle = Duration::from_micros(50);
@@ -328,12 +368,41 @@ impl Cmd {
             let signal = PENDING_SIGNAL.swap(0, Ordering::Relaxed);
             // SIGINT and SIGQUIT from a terminal reach the whole process
             // group, PROGRAM included; forwarding them would deliver twice.
-            if signal == libc::SIGTERM || signal == libc::SIGHUP {
+            // Once PROGRAM is reaped its pid may be reused: no forwarding.
+            if ended.is_none() && (signal == libc::SIGTERM || signal == libc::SIGHUP) {
                 // SAFETY: kill has no memory-safety preconditions.
                 unsafe { libc::kill(child.id() as libc::pid_t, signal) };
             }
-            if let Some(status) = child.try_wait().context("waiting for the program")? {
-                break status;
+            if ended.is_none() {
+                if let Some(status) = child.try_wait().context("waiting for the program")? {
+                    ended = Some((status, Instant::now()));
+                }
+            }
+            if let Some((status, since)) = ended {
+                // Processes PROGRAM started may still log (see `follow`).
+                if self.no_follow || !followers.any_alive() {
+                    break status;
+                }
+                if since.elapsed() >= linger || signal != 0 {
+                    let holders = followers.holders();
+                    eprintln!(
+                        "mmiotrace: warning: stopped recording {:.1} s after the program ended, while processes it started were still running{}; what they do from now on is not traced (--linger sets how long to wait)",
+                        since.elapsed().as_secs_f64(),
+                        if holders.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                " (pid {})",
+                                holders
+                                    .iter()
+                                    .map(u32::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        }
+                    );
+                    break status;
+                }
             }
             if taken == 0 {
                 std::thread::sleep(idle);
@@ -342,6 +411,9 @@ impl Cmd {
                 idle = Duration::from_micros(50);
             }
         };
+        // Processes still running will never be drained: they must not wait
+        // on a full ring (shm::Shm::close).
+        shm_file.shm.close();
         while drainer.poll() > 0 {
             drainer.emit(false, |event| sink.write(event))?;
         }

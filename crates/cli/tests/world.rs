@@ -1,0 +1,957 @@
+//! A traced program behaves exactly as untraced (issue 5): signals, forks,
+//! exec, threads, system calls and odd mappings, each recorded by the real
+//! `mmiotrace record` from a C program in tests/programs/. See
+//! docs/ARCHITECTURE.md, "How the runtime survives the world".
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use mmiotrace_trace::{Event, Item, ReadOptions, TraceReader};
+
+const MMIOTRACE: &str = env!("CARGO_BIN_EXE_mmiotrace");
+
+/// A private scratch directory under /dev/shm; `*.bar` in it is traced.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = PathBuf::from(format!(
+            "/dev/shm/mmiotrace-world-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// A traced file of `len` zero bytes.
+    fn bar(&self, name: &str, len: u64) -> PathBuf {
+        let path = self.path(&format!("{name}.bar"));
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(len))
+            .expect("create bar");
+        path
+    }
+
+    fn glob(&self) -> String {
+        format!("{}/*.bar", self.0.display())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Compiles tests/programs/NAME.c once per test binary.
+fn program(name: &str) -> PathBuf {
+    compile(name, name, &[])
+}
+
+fn compile(name: &str, source: &str, flags: &[&str]) -> PathBuf {
+    static COMPILED: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut compiled = COMPILED.lock().expect("compile lock");
+    if let Some((_, path)) = compiled.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/programs/{source}.c"));
+    let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("world-{name}"));
+    let out = Command::new("cc")
+        .args(["-O2", "-g", "-pthread", "-Wall", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .args(flags)
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "compiling {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    compiled.push((name.to_owned(), exe.clone()));
+    exe
+}
+
+fn record_command(trace: &Path, extra: &[&str], argv: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
+    let mut cmd = Command::new(MMIOTRACE);
+    cmd.arg("record")
+        .arg("-q")
+        .arg("-o")
+        .arg(trace)
+        .args(extra)
+        .arg("--");
+    for arg in argv {
+        cmd.arg(arg);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `mmiotrace record`, failing the test if it takes longer than `limit`
+/// (a hang is a failure, not a stuck CI job).
+fn record_within(
+    limit: Duration,
+    trace: &Path,
+    extra: &[&str],
+    argv: &[&dyn AsRef<std::ffi::OsStr>],
+) -> Output {
+    let child = record_command(trace, extra, argv)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mmiotrace record");
+    wait_within(child, limit)
+}
+
+fn record(trace: &Path, extra: &[&str], argv: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    record_within(Duration::from_secs(120), trace, extra, argv)
+}
+
+/// Waits for `child`, reading its output on threads of their own (a
+/// process that outlives it may keep the pipes open: what was read by the
+/// time it exits is what counts).
+fn wait_within(mut child: Child, limit: Duration) -> Output {
+    fn reader(mut pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<u8> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                for &b in &buf[..n] {
+                    let _ = sender.send(b);
+                }
+            }
+        });
+        receiver
+    }
+    let stdout = reader(child.stdout.take().expect("stdout"));
+    let stderr = reader(child.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // What the pipes still hold arrives within moments.
+    std::thread::sleep(Duration::from_millis(50));
+    let out = Output {
+        status: status.unwrap_or_else(|| child.wait().expect("wait")),
+        stdout: stdout.try_iter().collect(),
+        stderr: stderr.try_iter().collect(),
+    };
+    assert!(
+        status.is_some(),
+        "mmiotrace record did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// One trace event, flattened for comparisons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ev {
+    kind: &'static str,
+    map: u32,
+    phys: u64,
+    width: u8,
+    value: u64,
+    pc: u64,
+    tid: u32,
+    process: u32,
+    seq: u64,
+}
+
+fn read_trace(path: &Path) -> Vec<Ev> {
+    let file = std::fs::File::open(path).expect("open trace");
+    let options = ReadOptions::default()
+        .with_name(path.display().to_string())
+        .with_fatal_truncation(true);
+    let mut events = Vec::new();
+    for item in TraceReader::new(file, options).expect("open trace") {
+        let event = match item.expect("parse trace") {
+            Item::Event(event) => event,
+            Item::Truncated(t) => panic!("{t}"),
+        };
+        let ext = event.ext().copied().unwrap_or_default();
+        let base = Ev {
+            kind: event.kind_name(),
+            map: 0,
+            phys: 0,
+            width: 0,
+            value: 0,
+            pc: 0,
+            tid: event.pid().unwrap_or(0),
+            process: ext.process.unwrap_or(0),
+            seq: ext.seq.unwrap_or(u64::MAX),
+        };
+        events.push(match &event {
+            Event::Access(a) => Ev {
+                map: a.map_id,
+                phys: a.phys,
+                width: a.width(),
+                value: a.value.low_u64(),
+                pc: a.pc,
+                ..base
+            },
+            Event::Unknown(u) => Ev {
+                map: u.map_id,
+                phys: u.phys,
+                pc: u.pc,
+                ..base
+            },
+            Event::Map(m) => Ev {
+                map: m.map_id,
+                phys: m.phys,
+                ..base
+            },
+            Event::Unmap(u) => Ev {
+                map: u.map_id,
+                ..base
+            },
+            _ => base,
+        });
+    }
+    events
+}
+
+fn writes(events: &[Ev]) -> impl Iterator<Item = &Ev> {
+    events.iter().filter(|e| e.kind == "W")
+}
+
+/// Sequence numbers of the events that carry them: gap-free, in order.
+fn assert_gap_free(events: &[Ev]) {
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e.seq)
+        .filter(|&s| s != u64::MAX)
+        .collect();
+    assert!(
+        seqs.iter().enumerate().all(|(i, &s)| s == i as u64),
+        "sequence numbers are not 0, 1, 2, ... ({} events)",
+        seqs.len()
+    );
+}
+
+/// `assert_eq!` for long sequences: reports the lengths and the first
+/// difference, not thousands of items.
+fn assert_same<T: PartialEq + std::fmt::Debug>(actual: &[T], expected: &[T], what: &str) {
+    if actual == expected {
+        return;
+    }
+    let first = actual
+        .iter()
+        .zip(expected)
+        .position(|(a, e)| a != e)
+        .unwrap_or(actual.len().min(expected.len()));
+    panic!(
+        "{what}: {} items, expected {}; first difference at {first}: {:?} vs {:?}",
+        actual.len(),
+        expected.len(),
+        actual.get(first),
+        expected.get(first)
+    );
+}
+
+fn stdout_value(out: &Output, label: &str) -> u32 {
+    text(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label:?} line in {}", text(&out.stdout)))
+        .trim()
+        .parse()
+        .expect("number")
+}
+
+// ---------------------------------------------------------------- signals
+
+#[test]
+fn the_programs_own_handlers_get_the_faults_that_are_not_ours() {
+    let scratch = Scratch::new("handlers");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    let untraced = scratch.path("plain.bin");
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob()],
+        &[&program("signals"), &"handlers", &bar, &untraced],
+    );
+    assert_success(&out);
+    // Each handler checked si_addr, si_code and the saved RIP and RAX.
+    assert_eq!(
+        text(&out.stdout),
+        "segv first context 1\nold handler is first: 1\nsegv second context 1\n\
+         signal returned second: 1\nsegv plain\nbus 1\ntrap 1\nvalues 1 2 3 4 5\n"
+    );
+    let events = read_trace(&trace);
+    let traced: Vec<(u64, u64)> = writes(&events).map(|e| (e.phys, e.value)).collect();
+    assert_eq!(traced, [(0, 1), (4, 2), (8, 3), (12, 4), (16, 5)]);
+    assert_gap_free(&events);
+}
+
+#[test]
+fn the_programs_view_of_its_signal_mask_is_what_it_set() {
+    let scratch = Scratch::new("mask");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob()],
+        &[&program("signals"), &"mask", &bar],
+    );
+    assert_success(&out);
+    assert_eq!(
+        text(&out.stdout),
+        "sigprocmask sees segv 1 trap 1 usr1 1\npthread_sigmask sees segv 1 trap 1 usr1 1\n\
+         thread sees segv 1 trap 1 usr1 1\nthread after unblock segv 0\nmain still sees segv 1\n\
+         delivered while blocked 0\ndelivered after unblock 1 (old mask had segv 1)\n\
+         after unblock segv 0 trap 1\nsa_mask segv 1 usr1 1\n"
+    );
+    // Traced while the program believed SIGSEGV blocked, in both threads,
+    // and in the handler of the SIGSEGV that waited for the unblock.
+    let traced: Vec<(u64, u64)> = writes(&read_trace(&trace))
+        .map(|e| (e.phys, e.value))
+        .collect();
+    assert_eq!(traced, [(0, 0x11), (4, 0x22), (12, 0x44), (8, 0x33)]);
+}
+
+#[test]
+fn a_fault_while_sigsegv_is_blocked_kills_as_the_kernel_does() {
+    let scratch = Scratch::new("blockedfault");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob()],
+        &[&program("signals"), &"blockedfault", &bar],
+    );
+    // Untraced, the kernel kills a thread whose fault it cannot deliver,
+    // even with a handler installed.
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGSEGV),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), "blocked\n");
+    assert_eq!(writes(&read_trace(&trace)).count(), 1);
+}
+
+#[test]
+fn handlers_on_an_alternate_stack_touch_traced_memory() {
+    for size in ["16384", "65536"] {
+        let scratch = Scratch::new(&format!("altstack{size}"));
+        let bar = scratch.bar("dev", 4096);
+        let trace = scratch.path("t.trace");
+        let out = record(
+            &trace,
+            &["--trace", &scratch.glob()],
+            &[&program("signals"), &"altstack", &bar, &size],
+        );
+        assert_success(&out);
+        assert_eq!(
+            text(&out.stdout),
+            "usr1 10 on altstack 10\nfault caught on altstack 1\n\
+             overflow caught on altstack 1\ncounter 2\n",
+            "alternate stack of {size} bytes"
+        );
+        let events = read_trace(&trace);
+        // Each SIGUSR1: a 4-byte write, its read back, an 8-byte write.
+        let usr1: Vec<(&str, u8, u64)> = events
+            .iter()
+            .filter(|e| (64..64 + 40).contains(&e.phys) || e.phys == 128)
+            .map(|e| (e.kind, e.width, e.value))
+            .collect();
+        let mut expected = Vec::new();
+        for n in 0..10u64 {
+            expected.extend([("W", 4, n), ("R", 4, n), ("W", 8, n << 32 | n)]);
+        }
+        assert_eq!(usr1, expected);
+        // The SIGSEGV handler's counter, on the alternate stack twice.
+        let counter: Vec<(&str, u64)> = events
+            .iter()
+            .filter(|e| e.phys == 160 && e.kind != "MAP")
+            .map(|e| (e.kind, e.value))
+            .collect();
+        // (The last read is the program's printf.)
+        assert_eq!(counter, [("R", 0), ("W", 1), ("R", 1), ("W", 2), ("R", 2)]);
+    }
+}
+
+#[test]
+fn an_asynchronous_signal_handler_is_traced_exactly() {
+    let scratch = Scratch::new("alarm");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob()],
+        &[&program("signals"), &"alarm", &bar, &"2000"],
+    );
+    assert_success(&out);
+    let line = text(&out.stdout);
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [ticks, main_writes, locked, counter, handler_adds, main_adds] = numbers[..] else {
+        panic!("unexpected output {line}");
+    };
+    assert_eq!((counter, handler_adds, main_adds), (ticks, ticks, locked));
+    let events = read_trace(&trace);
+    assert_gap_free(&events);
+    // The handler's load and store: exactly one each per alarm, counting up.
+    let handler_rw: Vec<(&str, u64)> = events
+        .iter()
+        .filter(|e| e.phys == 4 && e.kind != "MAP")
+        .map(|e| (e.kind, e.value))
+        .collect();
+    let mut expected: Vec<(&str, u64)> =
+        (0..ticks).flat_map(|n| [("R", n), ("W", n + 1)]).collect();
+    // The program's printf reads the counter once more.
+    expected.push(("R", ticks));
+    assert_same(&handler_rw, &expected, "the handler's accesses");
+    // Its displaced lock add, and the main loop's: once per execution
+    // (logged as UNKNOWN when displaced, as R and W when emulated).
+    let adds_at = |phys: u64| {
+        events
+            .iter()
+            .filter(|e| e.phys == phys && (e.kind == "UNKNOWN" || e.kind == "W"))
+            .count() as u64
+    };
+    assert_eq!(adds_at(128), ticks);
+    assert_eq!(adds_at(136), locked);
+    let main: Vec<u64> = writes(&events)
+        .filter(|e| (256..512).contains(&e.phys))
+        .map(|e| e.value)
+        .collect();
+    assert_same(
+        &main,
+        &(0..main_writes).collect::<Vec<_>>(),
+        "the main loop's writes",
+    );
+}
+
+// -------------------------------------------------------------- processes
+
+#[test]
+fn a_forked_child_is_traced_as_its_own_process() {
+    let scratch = Scratch::new("fork");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob()],
+        &[&program("procs"), &"fork", &bar],
+    );
+    assert_success(&out);
+    let (parent, child) = (stdout_value(&out, "PARENT"), stdout_value(&out, "CHILD"));
+    let events = read_trace(&trace);
+    assert_gap_free(&events);
+    let by_offset = |phys: u64| -> Vec<(u32, u32, u64)> {
+        writes(&events)
+            .filter(|e| e.phys == phys)
+            .map(|e| (e.process, e.tid, e.value))
+            .collect()
+    };
+    let values: Vec<u64> = (0..1000).collect();
+    let child_writes = by_offset(8);
+    let parent_writes = by_offset(16);
+    assert!(
+        child_writes
+            .iter()
+            .all(|&(p, t, _)| (p, t) == (child, child))
+    );
+    assert!(
+        parent_writes
+            .iter()
+            .all(|&(p, t, _)| (p, t) == (parent, parent))
+    );
+    assert_eq!(child_writes.iter().map(|w| w.2).collect::<Vec<_>>(), values);
+    assert_eq!(
+        parent_writes.iter().map(|w| w.2).collect::<Vec<_>>(),
+        values
+    );
+    // The child's read of offset 0 is its own.
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "R" && e.phys == 0 && e.process == child)
+    );
+}
+
+#[test]
+fn exec_keeps_tracing_in_the_new_image() {
+    let scratch = Scratch::new("exec");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob()],
+        &[&program("procs"), &"exec", &bar],
+    );
+    assert_success(&out);
+    let pid = stdout_value(&out, "PID");
+    let events = read_trace(&trace);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        ["VERSION", "MAP", "W", "MAP", "W", "W", "W", "W", "W"]
+    );
+    assert!(events[1..].iter().all(|e| e.process == pid));
+    let values: Vec<(u64, u64)> = writes(&events).map(|e| (e.phys, e.value)).collect();
+    assert_eq!(
+        values,
+        [
+            (0, 0xe1),
+            (0x100, 0),
+            (0x100, 1),
+            (0x100, 2),
+            (0x100, 3),
+            (0x100, 4)
+        ]
+    );
+}
+
+#[test]
+fn posix_spawn_vfork_and_fork_exec_are_traced() {
+    let scratch = Scratch::new("spawn");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob()],
+        &[&program("procs"), &"spawn", &bar],
+    );
+    assert_success(&out);
+    let events = read_trace(&trace);
+    for (label, offset) in [("SPAWNED", 0x200), ("VFORKED", 0x300), ("FORKED", 0x400)] {
+        let pid = stdout_value(&out, label);
+        let got: Vec<(u32, u64)> = writes(&events)
+            .filter(|e| e.phys == offset)
+            .map(|e| (e.process, e.value))
+            .collect();
+        let expected: Vec<(u32, u64)> = (0..5).map(|v| (pid, v)).collect();
+        assert_eq!(got, expected, "{label}");
+    }
+}
+
+#[test]
+fn recording_goes_on_until_the_last_traced_process_is_gone() {
+    let scratch = Scratch::new("orphan");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    // PROGRAM exits at once; its child logs 300 ms later, forks, and execs.
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob()],
+        &[&program("procs"), &"orphan", &bar],
+    );
+    assert_success(&out);
+    let events = read_trace(&trace);
+    assert_gap_free(&events);
+    for offset in [0x500, 0x600, 0x700] {
+        let values: Vec<u64> = writes(&events)
+            .filter(|e| e.phys == offset)
+            .map(|e| e.value)
+            .collect();
+        assert_eq!(values, (0..100).collect::<Vec<_>>(), "offset {offset:#x}");
+    }
+    let processes: BTreeSet<u32> = writes(&events).map(|e| e.process).collect();
+    assert_eq!(
+        processes.len(),
+        2,
+        "the child (and its exec) and the grandchild"
+    );
+}
+
+#[test]
+fn a_daemon_neither_keeps_the_recorder_nor_hangs_after_it() {
+    let scratch = Scratch::new("daemon");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    let (go, done) = (scratch.path("go"), scratch.path("done"));
+    let started = Instant::now();
+    let out = record_within(
+        Duration::from_secs(30),
+        &trace,
+        &[
+            "--trace",
+            &scratch.glob(),
+            "--linger",
+            "0.5",
+            "--ring-size",
+            "512",
+        ],
+        &[&program("procs"), &"daemon", &bar, &go, &done],
+    );
+    assert_success(&out);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let daemon = stdout_value(&out, "DAEMON");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("stopped recording") && stderr.contains(&format!("pid {daemon}")),
+        "{stderr}"
+    );
+    assert_eq!(writes(&read_trace(&trace)).count(), 10);
+    // The daemon now logs 5000 events into rings of 512 that nobody drains:
+    // it must not wait for a recorder that is gone.
+    std::fs::write(&go, b"").expect("go");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon hangs after the recorder ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn no_follow_traces_only_the_first_process() {
+    let scratch = Scratch::new("nofollow");
+    let exe = program("procs");
+    for follow in [false, true] {
+        let bar = scratch.bar(&format!("dev{follow}"), 4096);
+        let trace = scratch.path(&format!("t{follow}.trace"));
+        let extra: &[&str] = if follow { &[] } else { &["--no-follow"] };
+        let out = record(
+            &trace,
+            &[&["--trace", &scratch.glob()], extra].concat(),
+            &[&exe, &"nofollow", &bar],
+        );
+        assert_success(&out);
+        // The children ran as untraced: their writes landed.
+        assert!(
+            text(&out.stdout).contains("sees 71 72 4"),
+            "{}",
+            text(&out.stdout)
+        );
+        let first = stdout_value(&out, "FIRST");
+        let events = read_trace(&trace);
+        assert_gap_free(&events);
+        let processes: BTreeSet<u32> = events.iter().skip(1).map(|e| e.process).collect();
+        let offsets: BTreeSet<u64> = writes(&events).map(|e| e.phys).collect();
+        if follow {
+            assert_eq!(processes.len(), 3);
+            assert_eq!(offsets, BTreeSet::from([0, 8, 0xc, 0xa00, 0xb00]));
+        } else {
+            // Only the first process, through its own exec at the end.
+            assert_eq!(processes, BTreeSet::from([first]));
+            assert_eq!(offsets, BTreeSet::from([0, 0xb00]));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- threads
+
+/// Values (thread << 32 | k) written by churn.c, grouped by thread.
+fn churn_values(events: &[Ev]) -> BTreeMap<u64, Vec<u64>> {
+    let mut by_thread: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for e in writes(events) {
+        by_thread
+            .entry(e.value >> 32)
+            .or_default()
+            .push(e.value & 0xffff_ffff);
+    }
+    by_thread
+}
+
+#[test]
+fn a_thousand_short_threads_share_eight_rings() {
+    let scratch = Scratch::new("churn");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob(), "--rings", "8"],
+        &[&program("churn"), &"short", &bar, &"1000", &"20"],
+    );
+    assert_success(&out);
+    let events = read_trace(&trace);
+    assert_gap_free(&events);
+    let by_thread = churn_values(&events);
+    assert_eq!(by_thread.len(), 1000);
+    assert!(
+        by_thread
+            .values()
+            .all(|v| *v == (0..20).collect::<Vec<_>>())
+    );
+    let tids: BTreeSet<u32> = writes(&events).map(|e| e.tid).collect();
+    assert!(tids.len() > 8, "more threads than rings: slots were reused");
+}
+
+#[test]
+fn more_threads_alive_than_rings_wait_and_lose_nothing() {
+    let scratch = Scratch::new("wide");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    let out = record(
+        &trace,
+        &[
+            "--trace",
+            &scratch.glob(),
+            "--rings",
+            "4",
+            "--ring-size",
+            "512",
+        ],
+        &[&program("churn"), &"wide", &bar, &"16", &"2000"],
+    );
+    assert_success(&out);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("every ring slot is taken"), "{stderr}");
+    let events = read_trace(&trace);
+    assert_gap_free(&events);
+    let by_thread = churn_values(&events);
+    assert_eq!(by_thread.len(), 16);
+    assert!(
+        by_thread
+            .values()
+            .all(|v| *v == (0..2000).collect::<Vec<_>>())
+    );
+}
+
+// --------------------------------------------------------------- mappings
+
+#[test]
+fn mappings_changed_or_mapped_twice_stay_exact() {
+    let scratch = Scratch::new("mappings");
+    let bar = scratch.bar("dev", 16 * 4096);
+    let trace = scratch.path("t.trace");
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob()],
+        &[&program("mappings"), &bar],
+    );
+    assert_success(&out);
+    let stdout = text(&out.stdout);
+    assert!(
+        !stdout.contains("FAIL") && stdout.contains("DONE"),
+        "{stdout}"
+    );
+    assert!(
+        text(&out.stderr).contains("MAP_PRIVATE mapping of")
+            && text(&out.stderr).contains("is NOT traced"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut number: HashMap<u32, usize> = HashMap::new();
+    let actual: Vec<String> = read_trace(&trace)
+        .iter()
+        .skip(1)
+        .map(|e| match e.kind {
+            "MAP" => {
+                let n = number.len() + 1;
+                number.insert(e.map, n);
+                format!("MAP {n}")
+            }
+            "UNMAP" => format!("UNMAP {}", number[&e.map]),
+            kind => format!(
+                "{kind} {} {} {:x} {:x}",
+                number[&e.map], e.width, e.phys, e.value
+            ),
+        })
+        .collect();
+    let expected: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("E "))
+        .collect();
+    assert_eq!(actual, expected);
+}
+
+// --------------------------------------------------------------- syscalls
+
+#[test]
+fn system_calls_given_traced_memory_behave_as_untraced() {
+    let scratch = Scratch::new("syscalls");
+    let bar = scratch.bar("dev", 8192);
+    let trace = scratch.path("t.trace");
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob()],
+        &[&program("syscalls"), &bar],
+    );
+    assert_success(&out);
+    let stdout = text(&out.stdout);
+    assert!(
+        !stdout.contains("FAIL") && stdout.contains("DONE"),
+        "{stdout}"
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.matches("ioctl(fd").count(),
+        1,
+        "reported once: {stderr}"
+    );
+    assert!(stderr.contains("failed with EFAULT"), "{stderr}");
+    // The runtime's copies for the kernel: pc 0, aligned widths.
+    let copies: Vec<String> = read_trace(&trace)
+        .iter()
+        .filter(|e| (e.kind == "R" || e.kind == "W") && e.pc == 0)
+        .map(|e| format!("{} {} {:x} {:x}", e.kind, e.width, e.phys, e.value))
+        .collect();
+    let expected: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("E "))
+        .collect();
+    assert_eq!(copies, expected);
+}
+
+// ---------------------------------------------- programs LD_PRELOAD misses
+
+#[test]
+fn a_static_program_is_refused_before_it_runs() {
+    let exe = compile("static", "static_hello", &["-static"]);
+    let scratch = Scratch::new("static");
+    let ran = scratch.path("ran");
+    let trace = scratch.path("t.trace");
+    let out = record(&trace, &[], &[&exe, &ran]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("is statically linked"), "{stderr}");
+    assert!(stderr.contains("--no-preload-check"), "{stderr}");
+    assert!(!ran.exists(), "the program must not run");
+    // Asked to, it runs (untraced).
+    let out = record(&trace, &["--no-preload-check"], &[&exe, &ran]);
+    assert_success(&out);
+    assert!(ran.exists());
+}
+
+#[test]
+fn a_setuid_program_is_refused_before_it_runs() {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: making a set-user-ID program of another user needs root");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("setuid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let exe = dir.join("procs");
+    std::fs::copy(program("procs"), &exe).expect("copy");
+    let c_path = std::ffi::CString::new(exe.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a NUL-terminated path; chown and chmod have no memory effects.
+    unsafe {
+        assert_eq!(libc::chown(c_path.as_ptr(), 65534, 65534), 0);
+        assert_eq!(libc::chmod(c_path.as_ptr(), 0o4755), 0);
+    }
+    let trace = dir.join("t.trace");
+    let out = record(&trace, &[], &[&exe, &"leaf", &"/nonexistent", &"1", &"0"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is set-user-ID to another user"),
+        "{stderr}"
+    );
+}
+
+// ------------------------------------------------------------------- load
+
+/// Workers × accesses each: a million with MMIOTRACE_SOAK=1, a tenth of it
+/// in the bounded version that CI runs.
+fn soak_size() -> (u64, u64) {
+    if std::env::var_os("MMIOTRACE_SOAK").is_some_and(|v| v == "1") {
+        (16, 62_500)
+    } else {
+        (16, 12_500)
+    }
+}
+
+#[test]
+fn soak_threads_forks_execs_and_spawns_lose_nothing() {
+    const UNIT: u64 = 50;
+    let (workers, per_worker) = soak_size();
+    let scratch = Scratch::new("soak");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.mtb");
+    let out = record_within(
+        Duration::from_secs(300),
+        &trace,
+        &["--trace", &scratch.glob(), "--format", "binary"],
+        &[
+            &program("soak"),
+            &bar,
+            &workers.to_string(),
+            &per_worker.to_string(),
+            &UNIT.to_string(),
+        ],
+    );
+    assert_success(&out);
+    let rounds = u64::from(stdout_value(&out, "rounds"));
+    assert!(rounds > 0);
+    let events = read_trace(&trace);
+    assert_gap_free(&events);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.kind != "LOST" && e.kind != "UNKNOWN")
+    );
+    // Every worker's accesses, exactly once, in its order.
+    let mut per_worker_values: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    // Churn: (kind, round) -> values k, in order.
+    let mut churn: BTreeMap<(u64, u64), Vec<u64>> = BTreeMap::new();
+    for e in writes(&events) {
+        if e.phys < 0x800 {
+            assert_eq!(e.value >> 32, e.phys / 8, "worker value at its offset");
+            per_worker_values
+                .entry(e.phys / 8)
+                .or_default()
+                .push(e.value & 0xffff_ffff);
+        } else {
+            churn
+                .entry((e.value >> 60, (e.value >> 20) & 0xff_ffff))
+                .or_default()
+                .push(e.value & 0xf_ffff);
+        }
+    }
+    assert_eq!(per_worker_values.len() as u64, workers);
+    let expected: Vec<u64> = (0..per_worker).collect();
+    assert!(per_worker_values.values().all(|v| *v == expected));
+    let unit: Vec<u64> = (0..UNIT).collect();
+    for kind in 1..=4 {
+        for round in 0..rounds {
+            assert_eq!(
+                churn.remove(&(kind, round)).as_ref(),
+                Some(&unit),
+                "kind {kind} round {round}"
+            );
+        }
+    }
+    assert!(churn.is_empty(), "unexpected accesses {churn:?}");
+    let total = writes(&events).count() as u64;
+    assert_eq!(total, workers * per_worker + 4 * rounds * UNIT);
+    // Every exec'd and spawned leaf maps the file itself.
+    assert_eq!(
+        events.iter().filter(|e| e.kind == "MAP").count() as u64,
+        1 + 2 * rounds
+    );
+}
