@@ -6,6 +6,7 @@
 //!   (CMSIS-SVD), [`toml_map`] (mmiotrace's own TOML, docs/REGISTERS.md).
 //!   [`load`] picks one by the file's extension and content.
 //! - [`decode`]: binds a trace's mappings to databases and names each access.
+//! - [`namer`]: just the register names, for commands that label accesses.
 //! - [`format`](mod@format): the decoded trace as text or JSON lines.
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod decode;
 pub mod error;
 pub mod format;
 pub mod model;
+pub mod namer;
 pub mod rnn;
 pub mod svd;
 pub mod toml_map;
@@ -23,6 +25,7 @@ use std::path::Path;
 pub use decode::{DecodeOptions, DecodeSink, DecodedAccess, Decoder, DeviceSpec};
 pub use error::{Error, Result, SourcePos};
 pub use model::*;
+pub use namer::Namer;
 
 /// Loads a database, choosing the format by extension (`.toml`, `.svd`)
 /// and, for `.xml` and anything else, by the root element: `<database>` is

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use mmiotrace_regdb::decode::{DecodeOptions, Decoder, DeviceSpec, Selector};
+use mmiotrace_regdb::DecodeSink;
 use mmiotrace_regdb::format::{JsonWriter, TextWriter};
-use mmiotrace_regdb::{Database, DecodeSink};
 use mmiotrace_trace::rwmmio::{RwmmioReader, looks_like_rwmmio};
 use mmiotrace_trace::{Item, ReadOptions, TraceReader};
 
 use super::convert::open_input;
+use super::regs::RegsArgs;
 
 /// Decode a trace: for every access, the register's name and the values of
 /// its fields, from register databases.
@@ -63,18 +63,8 @@ pub struct Cmd {
     #[arg(value_name = "TRACE")]
     input: PathBuf,
 
-    /// A register database: rules-ng-ng .xml, .svd, or .toml. Repeatable.
-    #[arg(long = "regs", value_name = "FILE")]
-    regs: Vec<PathBuf>,
-
-    /// Bind mappings to a database: SELECTOR=DATABASE[#DOMAIN][@VARIANT]. Repeatable.
-    #[arg(long = "device", value_name = "SPEC")]
-    devices: Vec<String>,
-
-    /// The chipset (rules-ng-ng variant) for every device that a --device
-    /// spec gives none, instead of learning it from the trace.
-    #[arg(long, value_name = "NAME")]
-    chipset: Option<String>,
+    #[command(flatten)]
+    regs: RegsArgs,
 
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
@@ -87,11 +77,6 @@ pub struct Cmd {
     /// Treat a cut-off last line or record as an error.
     #[arg(long)]
     strict: bool,
-
-    /// List every problem found in the databases (overlapping registers in
-    /// rules-ng-ng files, where the first definition wins), not just a count.
-    #[arg(long)]
-    db_warnings: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -110,27 +95,10 @@ enum Input<R: Read> {
 
 impl Cmd {
     pub fn run(self) -> anyhow::Result<()> {
-        let mut dbs: Vec<Database> = Vec::new();
-        for path in &self.regs {
-            let db = mmiotrace_regdb::load(path)?;
-            report_warnings(&db, self.db_warnings);
-            dbs.push(db);
-        }
-        let mut specs = Vec::new();
-        for text in &self.devices {
-            let before = dbs.len();
-            specs.push(DeviceSpec::parse(text, &mut dbs)?);
-            for db in &dbs[before..] {
-                report_warnings(db, self.db_warnings);
-            }
-        }
-        if dbs.is_empty() {
+        let Some(registers) = self.regs.load()? else {
             anyhow::bail!("no register database: give one with --regs FILE");
-        }
-        let options = DecodeOptions {
-            variant: self.chipset.clone(),
         };
-        let mut decoder = Decoder::new(&dbs, &specs, &options)?;
+        let mut decoder = registers.decoder()?;
 
         let (reader, name) = open_input(&self.input)?;
         let mut reader = BufReader::with_capacity(256 * 1024, reader);
@@ -141,10 +109,7 @@ impl Cmd {
             .with_name(name.as_str())
             .with_fatal_truncation(self.strict);
         let mut input = if looks_like_rwmmio(prefix) {
-            let has_range = specs
-                .iter()
-                .any(|spec| matches!(spec.selector, Selector::Range { .. }));
-            if !has_range {
+            if !registers.binds_a_range() {
                 eprintln!(
                     "mmiotrace: warning: {name} holds rwmmio events, whose addresses are the kernel's virtual addresses: bind them with --device 0xSTART+LEN=DATABASE"
                 );
@@ -197,20 +162,6 @@ impl Cmd {
         }
         sink.flush_out().with_context(write_err)?;
         Ok(())
-    }
-}
-
-fn report_warnings(db: &Database, all: bool) {
-    if all {
-        for warning in &db.warnings {
-            eprintln!("mmiotrace: warning: {warning}");
-        }
-    } else if let Some(first) = db.warnings.first() {
-        eprintln!(
-            "mmiotrace: warning: {}: {} overlapping register definitions; the first definition wins (--db-warnings lists them all); the first: {first}",
-            db.path,
-            db.warnings.len()
-        );
     }
 }
 

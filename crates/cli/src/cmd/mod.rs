@@ -9,4 +9,5 @@ pub mod export;
 pub mod filter;
 pub mod polling;
 pub mod record;
+pub mod regs;
 pub mod stats;
