@@ -38,12 +38,12 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use iced_x86::{
-    EncodingKind, FlowControl, Instruction, InstructionInfoFactory, InstructionInfoOptions,
-    MemorySize, Mnemonic, OpAccess, OpKind, Register,
+    CpuidFeature, EncodingKind, FlowControl, Instruction, InstructionInfoFactory,
+    InstructionInfoOptions, MemorySize, Mnemonic, OpAccess, OpKind, Register,
 };
 
 use crate::alu::ARITHMETIC_FLAGS;
-use crate::emulate::{self, Bus, MAX_OPERAND, Refusal, Regs};
+use crate::emulate::{self, Bus, MAX_OPERAND, Refusal, Regs, Vectors};
 use crate::threads::MAX_SLOTS;
 use crate::{stub, sys, xsave};
 
@@ -263,8 +263,9 @@ unsafe extern "C" {
 enum Write {
     Never,
     Always,
-    /// Only some elements (masked stores, `vcompress*`): which ones is
-    /// found by running the copy twice over different fillings.
+    /// Only some elements or bytes (masked stores, `vcompress*`,
+    /// `fxsave`): which ones is found by running the copy twice over
+    /// different fillings. Only for pure stores (no other effect).
     Masked,
 }
 
@@ -295,63 +296,52 @@ fn is_vex_masked_store(mnemonic: Mnemonic) -> bool {
     )
 }
 
-/// Instructions that need the x87/SSE/AVX state: everything that is not
-/// plainly a general-register instruction.
+/// Stores that may leave some bytes of their operand unwritten: the masked
+/// moves whose mask is a vector register, and `fxsave` (which does not
+/// write its reserved and software-available bytes, how many depending on
+/// the CPU). All are pure stores, so they can run twice (see [`Write::Masked`]).
+fn is_partial_store(mnemonic: Mnemonic) -> bool {
+    is_vex_masked_store(mnemonic) || matches!(mnemonic, Mnemonic::Fxsave | Mnemonic::Fxsave64)
+}
+
+/// Instructions that need the x87/SSE/AVX state: everything but the
+/// general-purpose instruction set (an SSE conversion into a general
+/// register still reads MXCSR and sets its flags).
 fn needs_fp_state(insn: &Instruction) -> bool {
-    use Mnemonic::*;
-    // The x87 instructions with a memory operand and no register operand.
-    let x87 = matches!(
-        insn.mnemonic(),
-        Fld | Fst
-            | Fstp
-            | Fild
-            | Fist
-            | Fistp
-            | Fisttp
-            | Fbld
-            | Fbstp
-            | Fadd
-            | Fmul
-            | Fcom
-            | Fcomp
-            | Fsub
-            | Fsubr
-            | Fdiv
-            | Fdivr
-            | Fiadd
-            | Fimul
-            | Ficom
-            | Ficomp
-            | Fisub
-            | Fisubr
-            | Fidiv
-            | Fidivr
-            | Fldenv
-            | Fnstenv
-            | Fstenv
-            | Fldcw
-            | Fnstcw
-            | Fstcw
-            | Frstor
-            | Fnsave
-            | Fsave
-            | Fnstsw
-            | Fstsw
-    );
-    let control = matches!(
-        insn.mnemonic(),
-        Mnemonic::Ldmxcsr
-            | Mnemonic::Stmxcsr
-            | Mnemonic::Vldmxcsr
-            | Mnemonic::Vstmxcsr
-            | Mnemonic::Fxsave
-            | Mnemonic::Fxsave64
-            | Mnemonic::Fxrstor
-            | Mnemonic::Fxrstor64
-    );
+    use CpuidFeature::*;
+    let general = insn.cpuid_features().iter().all(|feature| {
+        matches!(
+            feature,
+            INTEL8086
+                | INTEL8086_ONLY
+                | INTEL186
+                | INTEL286
+                | INTEL286_ONLY
+                | INTEL386
+                | INTEL386_ONLY
+                | INTEL486
+                | X64
+                | CMOV
+                | CX8
+                | CMPXCHG16B
+                | BMI1
+                | BMI2
+                | ADX
+                | MOVBE
+                | POPCNT
+                | LZCNT
+                | TBM
+                | MOVDIRI
+                | CLFSH
+                | CLFLUSHOPT
+                | CLWB
+                | PREFETCHW
+                | MULTIBYTENOP
+        )
+    });
     let vector_operand = (0..insn.op_count())
         .any(|op| insn.op_kind(op) == OpKind::Register && !insn.op_register(op).is_gpr());
-    x87 || control || vector_operand || insn.encoding() == EncodingKind::EVEX
+    !general || vector_operand || insn.encoding() == EncodingKind::EVEX
 }
 
 /// Registers the copy cannot be given: segment, control, debug, bound and
@@ -504,7 +494,7 @@ pub fn execute(
         .op_access(memory_op);
     let (reads, write) = match access {
         OpAccess::Read | OpAccess::CondRead => (true, Write::Never),
-        OpAccess::Write if is_vex_masked_store(insn.mnemonic()) => (false, Write::Masked),
+        OpAccess::Write if is_partial_store(insn.mnemonic()) => (false, Write::Masked),
         OpAccess::Write => (false, Write::Always),
         OpAccess::CondWrite => (false, Write::Masked),
         // cmpxchg, cmpxchg8b/16b: "the destination operand is written back
@@ -516,10 +506,6 @@ pub fn execute(
         }
         _ => return Err(Refusal::Unsupported),
     };
-    if reads && masked_read(insn) {
-        // A masked load reads only its selected elements.
-        return Err(Refusal::Unsupported);
-    }
     let mut stub_gpr = regs.gpr;
     let mut addr = emulate::effective_address(insn, regs, bus)?;
     let mut restore_gpr: Option<usize> = None;
@@ -537,6 +523,7 @@ pub fn execute(
     } else {
         None
     };
+    let read_mask = if reads { element_mask(insn, fp)? } else { None };
     // RSP is the handler's stack pointer while the copy runs: lend the
     // copy another register.
     let mut rename: Option<(u8, usize)> = None;
@@ -585,10 +572,20 @@ pub fn execute(
     // used only by this thread while `busy` is held.
     let scratch = unsafe { core::slice::from_raw_parts_mut(scratch_addr as *mut u8, SCRATCH) };
     let operand = scratch.get_mut(..size).ok_or(Refusal::Unsupported)?;
-    if reads {
-        bus.load_bytes(addr, operand)?;
-    } else {
-        operand.fill(0);
+    let element = insn.memory_size().element_size().max(1);
+    match read_mask {
+        _ if !reads => operand.fill(0),
+        None => bus.load_bytes(addr, operand)?,
+        Some(mask) => {
+            // A masked load reads only its selected elements, each with
+            // one access of the element's width.
+            operand.fill(0);
+            for (index, part) in operand.chunks_mut(element).enumerate() {
+                if index < 64 && mask & (1 << index) != 0 {
+                    bus.load_bytes(addr.wrapping_add((index * element) as u64), part)?;
+                }
+            }
+        }
     }
     install_code(code, &rewritten);
 
@@ -623,18 +620,11 @@ pub fn execute(
             bus.store_bytes(addr, operand)?;
         }
         Write::Masked => {
-            // Run again over a different filling: bytes the copy wrote are
-            // those equal in both runs and different from the fillings.
-            let mut first = [0u8; 64];
-            let element = insn.memory_size().element_size().max(1);
-            let written = scratch.get(..size).ok_or(Refusal::Unsupported)?;
-            first
-                .get_mut(..size.min(64))
-                .ok_or(Refusal::Unsupported)?
-                .copy_from_slice(written.get(..size.min(64)).ok_or(Refusal::Unsupported)?);
-            if size > 64 {
-                return Err(Refusal::Unsupported);
-            }
+            // Run again over a different filling: the bytes the copy wrote
+            // differ from the filling in one run or the other.
+            let mut first = [0u8; MAX_OPERAND];
+            let first = first.get_mut(..size).ok_or(Refusal::Unsupported)?;
+            first.copy_from_slice(scratch.get(..size).ok_or(Refusal::Unsupported)?);
             scratch
                 .get_mut(..size)
                 .ok_or(Refusal::Unsupported)?
@@ -642,13 +632,21 @@ pub fn execute(
             let mut again = input;
             run(&mut again);
             let second = scratch.get(..size).ok_or(Refusal::Unsupported)?;
+            let written =
+                |i: usize| first.get(i).copied() != Some(0) || second.get(i).copied() != Some(0xff);
+            // Vector elements are stored one access each; a plain operand
+            // (fxsave) one access per run of written bytes.
+            let element = insn.memory_size().element_size().max(1);
             let mut start = 0;
             while start < size {
-                let end = (start + element).min(size);
-                let touched = (start..end).any(|i| {
-                    first.get(i).copied() != Some(0) || second.get(i).copied() != Some(0xff)
-                });
-                if touched {
+                let end = if element < size {
+                    (start + element).min(size)
+                } else {
+                    (start..size)
+                        .find(|&i| written(i) != written(start))
+                        .unwrap_or(size)
+                };
+                if (start..end).any(written) {
                     let value = second.get(start..end).ok_or(Refusal::Unsupported)?;
                     bus.store_bytes(addr.wrapping_add(start as u64), value)?;
                 }
@@ -704,11 +702,61 @@ fn single_memory_operand(insn: &Instruction) -> Option<u32> {
     found
 }
 
-/// Whether a memory read is masked element by element (EVEX `{k}` on a
-/// full-vector load, `vmaskmov`/`vpmaskmov` loads).
-fn masked_read(insn: &Instruction) -> bool {
-    let evex_masked = insn.op_mask() != Register::None && !insn.is_broadcast();
-    evex_masked || is_vex_masked_store(insn.mnemonic())
+/// For a memory read that is masked element by element (EVEX `{k}` on a
+/// full-vector operand, `vmaskmov`/`vpmaskmov` loads), the selected
+/// elements, bit i for element i; `None` for an unmasked read.
+fn element_mask(insn: &Instruction, fp: Option<FpFrame>) -> Result<Option<u64>, Refusal> {
+    let evex = insn.op_mask() != Register::None && !insn.is_broadcast() && is_masked_move(insn);
+    let vex = is_vex_masked_store(insn.mnemonic());
+    if !evex && !vex {
+        return Ok(None);
+    }
+    let frame = fp.ok_or(Refusal::Unsupported)?;
+    let mut vectors = xsave::FrameVectors::new(frame);
+    if evex {
+        let mask = vectors.opmask(insn.op_mask()).ok_or(Refusal::Unsupported)?;
+        return Ok(Some(mask));
+    }
+    // vmaskmovps/pd, vpmaskmovd/q xmm1, xmm2, m: the sign bit of each
+    // element of xmm2 selects it.
+    let selector = insn.op1_register();
+    let element = insn.memory_size().element_size().max(1);
+    let size = insn.memory_size().size().min(64);
+    let mut bytes = [0u8; 64];
+    vectors
+        .read(selector, bytes.get_mut(..size).ok_or(Refusal::Unsupported)?)
+        .ok_or(Refusal::Unsupported)?;
+    let mut mask = 0u64;
+    for (index, part) in bytes.get(..size).unwrap_or(&[]).chunks(element).enumerate() {
+        if part.last().is_some_and(|&b| b & 0x80 != 0) {
+            mask |= 1 << index;
+        }
+    }
+    Ok(Some(mask))
+}
+
+/// Masked moves, whose memory element i is register element i: a masked
+/// load of these reads only the selected elements. Other masked
+/// instructions (arithmetic, shuffles, conversions) read their whole
+/// memory operand here, as many of them use memory elements in other
+/// register positions (docs/INSTRUCTIONS.md).
+fn is_masked_move(insn: &Instruction) -> bool {
+    use Mnemonic::*;
+    matches!(
+        insn.mnemonic(),
+        Vmovups
+            | Vmovaps
+            | Vmovupd
+            | Vmovapd
+            | Vmovdqu8
+            | Vmovdqu16
+            | Vmovdqu32
+            | Vmovdqu64
+            | Vmovdqa32
+            | Vmovdqa64
+            | Vmovss
+            | Vmovsd
+    )
 }
 
 /// For `bt`/`bts`/`btr`/`btc` with a register bit offset and a memory

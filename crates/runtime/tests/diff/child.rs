@@ -1,0 +1,284 @@
+//! The traced side: runs every case on plain memory, then on the traced
+//! mappings, compares, and prints what the trace must hold.
+//!
+//! Output lines (read by tests/differential.rs):
+//! - `C <case> <name>`
+//! - `E <case> <R|W> <A|B> <width> <offset> <value>`: an expected event
+//! - `FAIL <case> <what>`: registers, flags, vector state or memory differ
+//! - `DONE <cases>`
+
+use std::ffi::{CString, c_char};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+use iced_x86::{Decoder, DecoderOptions, InstructionInfoFactory};
+
+use super::expect;
+use super::layout::*;
+use super::machine::{self, CpuState};
+use super::rng::Rng;
+use super::xstate::Layout;
+use super::{Case, ENV_FILE_A, ENV_FILE_B, ENV_ONLY};
+
+/// Cases per batch: the traced files are mapped once per batch.
+const BATCH: usize = 256;
+const STACK_FILL_LO: u64 = STACK_TOP - 4096;
+const STACK_FILL_LEN: usize = 8192;
+/// RFLAGS bits compared: the arithmetic flags and DF.
+const FLAGS: u64 = 0x8d5 | 0x400;
+
+/// What the plain run of a case left.
+struct Reference {
+    gpr: [u64; 16],
+    rflags: u64,
+    dump: Vec<u8>,
+    /// Window bytes that differ from the initial contents.
+    changed: Vec<(u32, u8)>,
+    stack: Vec<u8>,
+}
+
+fn initial_window(case: &Case) -> Vec<u8> {
+    let mut window = vec![0u8; WINDOW_LEN];
+    Rng::new(case.seed).fill(&mut window);
+    for (addr, bytes) in &case.patches {
+        if (WINDOW..WINDOW + WINDOW_LEN as u64).contains(addr) {
+            let at = (addr - WINDOW) as usize;
+            window[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+    window
+}
+
+fn initial_stack(case: &Case) -> Vec<u8> {
+    let mut stack = vec![0u8; STACK_FILL_LEN];
+    Rng::new(case.seed ^ 0x5157_a5a5).fill(&mut stack);
+    for (addr, bytes) in &case.patches {
+        if (STACK_FILL_LO..STACK_FILL_LO + STACK_FILL_LEN as u64).contains(addr) {
+            let at = (addr - STACK_FILL_LO) as usize;
+            stack[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+    stack
+}
+
+pub fn initial_state(case: &Case, layout: &Layout) -> Box<CpuState> {
+    let mut state = CpuState::new(layout.mask);
+    state.gpr = case.gpr;
+    state.rflags = case.rflags;
+    layout.random_area(&mut Rng::new(case.seed ^ 0x7ec7_0125), &mut state.area);
+    state
+}
+
+fn write_memory(addr: u64, bytes: &[u8]) {
+    // SAFETY: addr..addr+len lies in the harness's own fixed mappings.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
+}
+
+fn read_memory(addr: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    // SAFETY: as in write_memory, readable.
+    unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, out.as_mut_ptr(), len) };
+    out
+}
+
+fn load_case(case: &Case) {
+    let mut code = case.code.clone();
+    code.extend_from_slice(&machine::epilogue());
+    machine::load_code(&code);
+}
+
+fn changes(initial: &[u8], last: &[u8]) -> Vec<(u32, u8)> {
+    initial
+        .iter()
+        .zip(last)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, (_, b))| (i as u32, *b))
+        .collect()
+}
+
+/// The accesses a case makes: given, or derived from its instructions.
+pub fn accesses(case: &Case, layout: &Layout, state: &CpuState) -> Vec<super::Access> {
+    if let Some(given) = &case.accesses {
+        return given.clone();
+    }
+    let mut info = InstructionInfoFactory::new();
+    let mut decoder = Decoder::with_ip(64, &case.code, CODE, DecoderOptions::NONE);
+    let mut out = Vec::new();
+    for insn in &mut decoder {
+        out.extend(expect::derive(
+            &insn,
+            &case.gpr,
+            layout,
+            &state.area,
+            &mut info,
+        ));
+    }
+    out
+}
+
+pub fn main(cases: Vec<Case>, layout: &Layout) {
+    let only: Option<usize> = std::env::var(ENV_ONLY).ok().and_then(|v| v.parse().ok());
+    let path_a = std::env::var(ENV_FILE_A).expect("file A");
+    let path_b = std::env::var(ENV_FILE_B).expect("file B");
+    let file_a = File::options()
+        .read(true)
+        .write(true)
+        .open(&path_a)
+        .expect("open A");
+    let file_b = File::options()
+        .read(true)
+        .write(true)
+        .open(&path_b)
+        .expect("open B");
+    let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    map_anonymous(CODE, CODE_LEN, rwx);
+    map_anonymous(STACK, STACK_LEN, rw);
+    map_anonymous(WINDOW, WINDOW_LEN, rw);
+    // SAFETY: looks up a symbol by a NUL-terminated name.
+    let mark = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"mmiotrace_runtime_mark".as_ptr()) };
+    assert!(!mark.is_null(), "the runtime is not preloaded");
+    // SAFETY: the runtime exports it with this signature.
+    let mark: extern "C" fn(*const c_char) = unsafe { std::mem::transmute(mark) };
+    let max_chunk = if layout.avx512 {
+        64
+    } else if layout.avx {
+        32
+    } else {
+        16
+    };
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let selected: Vec<usize> = (0..cases.len())
+        .filter(|&i| only.is_none_or(|o| o == i))
+        .collect();
+    // libtest has written "test traced_child ... " without a newline.
+    writeln!(out).expect("stdout");
+    for &i in &selected {
+        writeln!(out, "C {i} {}", cases[i].name).expect("stdout");
+    }
+    let mut failures = 0usize;
+    // Progress on stderr (unbuffered), to find the case a crash comes from.
+    let verbose = std::env::var_os("MMIOTRACE_DIFF_VERBOSE").is_some();
+    for batch in selected.chunks(BATCH) {
+        map_anonymous(A_START, A_LEN + B_LEN, rw);
+        let mut references = Vec::with_capacity(batch.len());
+        for &i in batch {
+            let case = &cases[i];
+            let window = initial_window(case);
+            let stack = initial_stack(case);
+            let mut state = initial_state(case, layout);
+            let planned = accesses(case, layout, &state);
+            write_memory(WINDOW, &window);
+            write_memory(STACK_FILL_LO, &stack);
+            load_case(case);
+            if verbose {
+                eprintln!("plain {i} {}", case.name);
+            }
+            machine::run(&mut state);
+            let last = read_memory(WINDOW, WINDOW_LEN);
+            for access in &planned {
+                let source = if access.write { &last } else { &window };
+                for event in expect::events(access, max_chunk, |addr, len| {
+                    let at = (addr - WINDOW) as usize;
+                    source[at..at + len].to_vec()
+                }) {
+                    writeln!(out, "E {i} {event}").expect("stdout");
+                }
+            }
+            references.push(Reference {
+                gpr: state.gpr,
+                rflags: state.rflags,
+                dump: layout.dump(&state.area),
+                changed: changes(&window, &last),
+                stack: read_memory(STACK_CHECK_LO, (STACK_CHECK_HI - STACK_CHECK_LO) as usize),
+            });
+        }
+
+        map_fixed(A_START, A_LEN, rw, libc::MAP_SHARED, file_a.as_raw_fd());
+        map_fixed(B_START, B_LEN, rw, libc::MAP_SHARED, file_b.as_raw_fd());
+        for (&i, reference) in batch.iter().zip(&references) {
+            let case = &cases[i];
+            let window = initial_window(case);
+            let stack = initial_stack(case);
+            let mut state = initial_state(case, layout);
+            write_memory(WINDOW, &window[..PAGE as usize]);
+            file_a
+                .write_all_at(&window[PAGE as usize..PAGE as usize + A_LEN], 0)
+                .expect("write A");
+            file_b
+                .write_all_at(&window[PAGE as usize + A_LEN..], 0)
+                .expect("write B");
+            write_memory(STACK_FILL_LO, &stack);
+            load_case(case);
+            let text = CString::new(format!("case {i}")).expect("no NUL");
+            mark(text.as_ptr());
+            if verbose {
+                eprintln!("traced {i} {}", case.name);
+            }
+            machine::run(&mut state);
+            let mut last = read_memory(WINDOW, PAGE as usize);
+            last.resize(WINDOW_LEN, 0);
+            file_a
+                .read_exact_at(&mut last[PAGE as usize..PAGE as usize + A_LEN], 0)
+                .expect("read A");
+            file_b
+                .read_exact_at(&mut last[PAGE as usize + A_LEN..], 0)
+                .expect("read B");
+            let mut fail = |what: String| {
+                failures += 1;
+                writeln!(out, "FAIL {i} {what}").expect("stdout");
+            };
+            for r in 0..16 {
+                if state.gpr[r] != reference.gpr[r] {
+                    fail(format!(
+                        "gpr {r}: plain {:#x} traced {:#x}",
+                        reference.gpr[r], state.gpr[r]
+                    ));
+                }
+            }
+            if state.rflags & FLAGS != reference.rflags & FLAGS {
+                fail(format!(
+                    "rflags: plain {:#x} traced {:#x}",
+                    reference.rflags & FLAGS,
+                    state.rflags & FLAGS
+                ));
+            }
+            let dump = layout.dump(&state.area);
+            if let Some(at) = (0..dump.len()).find(|&k| dump[k] != reference.dump[k]) {
+                fail(format!(
+                    "{}: plain {:02x} traced {:02x}",
+                    layout.describe(at),
+                    reference.dump[at],
+                    dump[at]
+                ));
+            }
+            let changed = changes(&window, &last);
+            if changed != reference.changed {
+                let first = changed
+                    .iter()
+                    .zip(&reference.changed)
+                    .find(|(a, b)| a != b)
+                    .map(|(a, b)| format!("traced {a:x?} plain {b:x?}"))
+                    .unwrap_or_else(|| {
+                        format!(
+                            "{} bytes changed traced, {} plain",
+                            changed.len(),
+                            reference.changed.len()
+                        )
+                    });
+                fail(format!("memory (window offset, byte): {first}"));
+            }
+            let stack_now = read_memory(STACK_CHECK_LO, (STACK_CHECK_HI - STACK_CHECK_LO) as usize);
+            if stack_now != reference.stack {
+                fail("stack memory".to_owned());
+            }
+        }
+    }
+    writeln!(out, "DONE {} {failures}", selected.len()).expect("stdout");
+    out.flush().expect("stdout");
+}
