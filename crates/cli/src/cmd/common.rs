@@ -3,9 +3,8 @@
 //! times and ranges their options take.
 //!
 //! Register names: every command prints registers by physical address
-//! (`{:#x}`). When the register-database crate (`mmiotrace-regdb`) is
-//! ready, a `--regs DB` option resolves names through [`register_label`]
-//! and name globs in `filter`; see the TODO there.
+//! (`{:#x}`); given register databases (`--regs`, `--device`, `--chipset`:
+//! [`super::regs`]), by name and address, through [`register_label`].
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -171,12 +170,13 @@ pub fn fmt_time(t: Timestamp) -> String {
     format!("{}.{:06}", t.secs(), t.subsec_micros())
 }
 
-/// How a register is shown: its physical address.
-///
-/// TODO(regdb): with `--regs DB`, prefix the register's name from the
-/// database (`STATUS@0xfebf0008`), once `mmiotrace-regdb` is in the build.
-pub fn register_label(phys: u64) -> String {
-    format!("{phys:#x}")
+/// How a register is shown: its physical address, after its name when a
+/// register database gives one (`STATUS@0xfebf0008`).
+pub fn register_label(phys: u64, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("{name}@{phys:#x}"),
+        None => format!("{phys:#x}"),
+    }
 }
 
 #[cfg(test)]

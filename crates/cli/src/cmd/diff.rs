@@ -5,12 +5,14 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
 use mmiotrace_trace::{Direction, Event, Timestamp, Value};
 
 use super::common::{fmt_time, open_trace, register_label, warn_if_truncated};
 use super::polling::{Folder, Options};
+use super::regs::{Registers, RegsArgs, namer};
 
 /// Compare two traces as sequences of (register, direction, value)
 /// operations, aligned by content, not by time: the same init sequence with
@@ -29,6 +31,15 @@ use super::polling::{Folder, Options};
 /// other is the same; --exact compares every access. Threads are not told
 /// apart: to compare one thread, `mmiotrace filter --thread` first.
 ///
+/// With register databases (--regs, --device, --chipset, bound to each
+/// trace's mappings as `mmiotrace decode` binds them), an access to a
+/// register that a database names is compared by that name, not by its
+/// address, and shown by it (`W 4 CTRL 0x4000000`): the same init sequence
+/// lines up even where the device sits at another address. Two devices
+/// decoded with the same database are then not told apart (`mmiotrace
+/// filter --map` first). Accesses no database names are compared by
+/// address (or with --by-offset, by map and offset).
+///
 /// The alignment is a shortest edit script (Myers' O(ND) algorithm, in
 /// linear space), after matching operations that occur exactly once in
 /// both traces (patience diff). Where two stretches differ too much to
@@ -43,6 +54,7 @@ use super::polling::{Folder, Options};
 /// Examples:
 ///   mmiotrace diff good.trace bad.trace | less
 ///   mmiotrace diff --by-offset boot1.mtb boot2.mtb     # BARs moved between boots
+///   mmiotrace diff --regs nv_mmio.xml good.trace bad.trace
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct Cmd {
@@ -78,11 +90,20 @@ pub struct Cmd {
     /// Treat a cut-off last line or record as an error.
     #[arg(long)]
     strict: bool,
+
+    #[command(flatten)]
+    regs: RegsArgs,
 }
+
+/// `OpKey::register` of an access that no database names.
+const UNNAMED: u32 = u32::MAX;
 
 /// What is compared: the register, the direction and the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct OpKey {
+    /// The register's name (an index into `Interner::names`), or
+    /// [`UNNAMED`]; when named, `map_id` and `addr` are 0.
+    register: u32,
     /// With --by-offset, the map id; 0 otherwise.
     map_id: u32,
     /// The physical address, or with --by-offset the offset in the map.
@@ -100,14 +121,27 @@ struct Ops {
     seqs: Vec<u64>,
 }
 
-/// Interns operation keys as small ids shared by both traces.
+/// Interns operation keys (and register names) as small ids shared by both
+/// traces.
 #[derive(Debug, Default)]
 struct Interner {
     ids: HashMap<OpKey, u32>,
     keys: Vec<OpKey>,
+    name_ids: HashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
 }
 
 impl Interner {
+    fn name_id(&mut self, name: &Arc<str>) -> u32 {
+        if let Some(&id) = self.name_ids.get(name) {
+            return id;
+        }
+        self.names.push(Arc::clone(name));
+        let id = (self.names.len() - 1) as u32;
+        self.name_ids.insert(Arc::clone(name), id);
+        id
+    }
+
     fn id(&mut self, key: OpKey) -> u32 {
         *self.ids.entry(key).or_insert_with(|| {
             self.keys.push(key);
@@ -154,9 +188,10 @@ pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
 
 impl Cmd {
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        let registers = self.regs.load()?;
         let mut interner = Interner::default();
-        let a = self.read_ops(&self.a, &mut interner)?;
-        let b = self.read_ops(&self.b, &mut interner)?;
+        let a = self.read_ops(&self.a, &mut interner, registers.as_ref())?;
+        let b = self.read_ops(&self.b, &mut interner, registers.as_ref())?;
         let mut script = Script::default();
         let mut aligner = Aligner {
             a: &a.ids,
@@ -184,24 +219,37 @@ impl Cmd {
         })
     }
 
-    fn read_ops(&self, path: &Path, interner: &mut Interner) -> anyhow::Result<Ops> {
+    fn read_ops(
+        &self,
+        path: &Path,
+        interner: &mut Interner,
+        registers: Option<&Registers>,
+    ) -> anyhow::Result<Ops> {
         let (mut reader, _) = open_trace(path, self.strict)?;
         let mut ops = Ops::default();
         let mut map_base: HashMap<u32, u64> = HashMap::new();
         let by_offset = self.by_offset;
+        // Fed the folded events: folding keeps the order of MAP records
+        // and accesses, so every access is bound as in the trace.
+        let mut namer = namer(registers)?;
         let mut take = |event: Event| {
+            let name = namer.as_mut().and_then(|n| n.name(&event));
             match &event {
                 Event::Map(m) if by_offset => {
                     map_base.insert(m.map_id, m.phys);
                 }
                 Event::Access(a) => {
-                    let (map_id, addr) = if by_offset {
+                    let register = name.map_or(UNNAMED, |n| interner.name_id(n));
+                    let (map_id, addr) = if register != UNNAMED {
+                        (0, 0)
+                    } else if by_offset {
                         let base = map_base.get(&a.map_id).copied().unwrap_or(0);
                         (a.map_id, a.phys.wrapping_sub(base))
                     } else {
                         (0, a.phys)
                     };
                     ops.ids.push(interner.id(OpKey {
+                        register,
                         map_id,
                         addr,
                         dir: a.dir,
@@ -234,10 +282,12 @@ impl Cmd {
 
     fn op_text(&self, interner: &Interner, id: u32) -> String {
         let key = &interner.keys[id as usize];
-        let register = if self.by_offset {
+        let register = if key.register != UNNAMED {
+            interner.names[key.register as usize].to_string()
+        } else if self.by_offset {
             format!("map{}+{:#x}", key.map_id, key.addr)
         } else {
-            register_label(key.addr)
+            register_label(key.addr, None)
         };
         format!(
             "{} {} {register} {}",
@@ -414,7 +464,8 @@ struct Hunk {
 fn hunks(a: &Ops, b: &Ops, interner: &Interner, script: &Script, context: usize) -> Vec<Hunk> {
     let same_register = |x: u32, y: u32| {
         let (x, y) = (&interner.keys[x as usize], &interner.keys[y as usize]);
-        x.map_id == y.map_id
+        x.register == y.register
+            && x.map_id == y.map_id
             && x.addr == y.addr
             && x.dir == y.dir
             && x.value.width() == y.value.width()

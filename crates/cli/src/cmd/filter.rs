@@ -1,15 +1,19 @@
 //! `mmiotrace filter`: keep or drop events by what, where, who and when.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
+use mmiotrace_regdb::namer::register_of;
 use mmiotrace_trace::{Direction, Event, Timestamp};
 
 use super::common::{
     TraceFormat, glob_match, open_trace, parse_range, parse_time, parse_u32, parse_u64,
     trace_writer, warn_if_truncated,
 };
+use super::regs::{RegsArgs, namer};
 
 /// Keep (or, with --drop, remove) the accesses that match every given
 /// condition; the output is again a valid trace.
@@ -20,6 +24,12 @@ use super::common::{
 ///   --map ID                  map id
 ///   --addr RANGE              physical address: any byte of the access in
 ///                             RANGE (0xfebf0000..0xfebf0100, 0xfebf0008, ...)
+///   --reg GLOB                register name from the databases (--regs):
+///                             `PGRAPH.GPC*`, `EERD`, `RA[?].RAH`; `*` and
+///                             `?` are wildcards, `[` and `]` match
+///                             themselves. An access inside a register
+///                             (`EERD+0x2`) matches its register's name too.
+///                             Accesses no database names match no --reg.
 ///   --dir R|W                 direction
 ///   --width N                 width in bytes
 ///   --thread TID, --process PID
@@ -39,13 +49,14 @@ use super::common::{
 /// RANGE is START..END (END excluded), START..=END, START.., ..END or a
 /// single value; numbers are decimal or 0x-prefixed hex.
 ///
-/// Register names (--reg) need a register database (--regs), which this
-/// build does not read yet.
+/// Register databases (--regs, --device, --chipset) are bound to the
+/// trace's mappings as `mmiotrace decode` binds them (see its --help).
 ///
 /// Examples:
 ///   mmiotrace filter --dir W run.trace
 ///   mmiotrace filter --addr 0xfebf0000..0xfebf0100 --from-mark 'probe*' --to-mark 'probe done' run.mtb -o probe.mtb
 ///   mmiotrace filter --drop --addr 0xfebf0008 run.trace      # everything but the status register
+///   mmiotrace filter --regs nv_mmio.xml --reg 'PGRAPH.GPC*' gpu.trace
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct Cmd {
@@ -72,6 +83,10 @@ pub struct Cmd {
     /// Accesses that touch this physical address range.
     #[arg(long, value_name = "RANGE", value_parser = parse_addr_range)]
     addr: Vec<(u64, u64)>,
+
+    /// Accesses to a register whose name matches GLOB (needs --regs).
+    #[arg(long, value_name = "GLOB")]
+    reg: Vec<String>,
 
     /// Reads (R) or writes (W).
     #[arg(long, value_name = "R|W", value_parser = parse_dir)]
@@ -108,6 +123,38 @@ pub struct Cmd {
     /// Treat a cut-off last line or record as an error.
     #[arg(long)]
     strict: bool,
+
+    #[command(flatten)]
+    regs: RegsArgs,
+}
+
+/// Most register names whose --reg verdict is remembered.
+const REG_CACHE_LIMIT: usize = 1 << 14;
+
+/// Whether names match the --reg globs, remembered per name: the same few
+/// registers come up again and again.
+#[derive(Debug, Default)]
+struct RegMatcher {
+    globs: Vec<String>,
+    seen: HashMap<Arc<str>, bool>,
+}
+
+impl RegMatcher {
+    fn matches(&mut self, name: &Arc<str>) -> bool {
+        if let Some(&verdict) = self.seen.get(name) {
+            return verdict;
+        }
+        let register = register_of(name);
+        let verdict = self
+            .globs
+            .iter()
+            .any(|glob| glob_match(glob, name) || glob_match(glob, register));
+        if self.seen.len() >= REG_CACHE_LIMIT {
+            self.seen.clear();
+        }
+        self.seen.insert(Arc::clone(name), verdict);
+        verdict
+    }
 }
 
 fn parse_dir(text: &str) -> anyhow::Result<Direction> {
@@ -176,8 +223,15 @@ fn target(event: &Event) -> Option<Target> {
 }
 
 impl Cmd {
-    /// Whether the access-like event matches every access condition.
-    fn matches(&self, event: &Event, t: &Target) -> bool {
+    /// Whether the access-like event matches every access condition;
+    /// `name` is its register's name, if a database has one.
+    fn matches(
+        &self,
+        event: &Event,
+        t: &Target,
+        name: Option<&Arc<str>>,
+        regs: &mut RegMatcher,
+    ) -> bool {
         let any = |list: &[u32], v: u32| list.is_empty() || list.contains(&v);
         let width_ok = self.width.is_empty()
             || (!matches!(event, Event::Unknown(_))
@@ -198,6 +252,7 @@ impl Cmd {
             && dir_ok
             && addr_ok
             && process_ok
+            && (self.reg.is_empty() || name.is_some_and(|n| regs.matches(n)))
     }
 
     /// Whether the event is inside the --time and --seq windows.
@@ -216,11 +271,22 @@ impl Cmd {
     }
 
     pub fn run(self) -> anyhow::Result<()> {
+        let registers = self.regs.load()?;
+        if !self.reg.is_empty() && registers.is_none() {
+            bail!("--reg needs a register database: give one with --regs FILE");
+        }
+        // Names are looked up only for --reg.
+        let mut namer = namer(registers.as_ref().filter(|_| !self.reg.is_empty()))?;
+        let mut reg_matcher = RegMatcher {
+            globs: self.reg.clone(),
+            ..RegMatcher::default()
+        };
         let (mut reader, _) = open_trace(&self.input, self.strict)?;
         let (mut writer, out_name) = trace_writer(&self.output, self.to)?;
         // Inside a --from-mark/--to-mark window; always without --from-mark.
         let mut in_marks = self.from_mark.is_none();
         while let Some(event) = reader.read_ref()? {
+            let name = namer.as_mut().and_then(|n| n.name(event));
             let keep = match event {
                 Event::Version(_) | Event::PciDev(_) | Event::Lost(_) => true,
                 Event::Map(m) => self.map.is_empty() || self.map.contains(&m.map_id),
@@ -244,8 +310,9 @@ impl Cmd {
                 }
                 _ => match target(event) {
                     Some(t) => {
-                        let selected =
-                            in_marks && self.in_windows(event) && self.matches(event, &t);
+                        let selected = in_marks
+                            && self.in_windows(event)
+                            && self.matches(event, &t, name, &mut reg_matcher);
                         selected != self.drop
                     }
                     None => true,

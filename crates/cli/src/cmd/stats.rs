@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 use mmiotrace_trace::{Direction, Event, Format, ReadOptions, Repeat, Timestamp, TraceReader};
@@ -11,6 +12,7 @@ use mmiotrace_trace::{Direction, Event, Format, ReadOptions, Repeat, Timestamp, 
 use super::common::{fmt_time, parse_time, register_label};
 use super::convert::open_input;
 use super::polling::{Folder, Options};
+use super::regs::{RegsArgs, namer};
 
 /// Summarise a trace: events per kind, accesses per width, per map, per
 /// thread and per process, the time span, the hottest registers (by
@@ -28,6 +30,14 @@ use super::polling::{Folder, Options};
 /// tallied; when a table is full the output says so and how many accesses
 /// it left out. The timeline keeps at most 4000 intervals, widening them
 /// (by 10×) as the trace goes on.
+///
+/// With register databases (--regs, --device, --chipset, bound to the
+/// trace's mappings as `mmiotrace decode` binds them), the register tables
+/// add each register's name, and the polling loops show it before the
+/// address (`STATUS@0x8`).
+///
+/// Example:
+///   mmiotrace stats nic.trace --regs nic.toml
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct Cmd {
@@ -51,6 +61,9 @@ pub struct Cmd {
     /// Treat a cut-off last line or record as an error.
     #[arg(long)]
     strict: bool,
+
+    #[command(flatten)]
+    regs: RegsArgs,
 }
 
 /// Most distinct map ids to tally.
@@ -259,10 +272,12 @@ struct MapStats {
     unknown: u64,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct RegisterStats {
     reads: u64,
     writes: u64,
+    /// From the register database: the name of the first access's register.
+    name: Option<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -300,7 +315,8 @@ impl Stats {
         Some(self.maps.entry(map_id).or_default())
     }
 
-    fn add(&mut self, event: &Event, max_registers: usize) {
+    /// Counts `event`; `name` is its register's name, if a database has one.
+    fn add(&mut self, event: &Event, max_registers: usize, name: Option<&Arc<str>>) {
         self.events += 1;
         let kind = KINDS
             .iter()
@@ -344,8 +360,16 @@ impl Stats {
                     Some(self.registers.entry(a.phys).or_default())
                 };
                 match register {
-                    Some(r) if read => r.reads += 1,
-                    Some(r) => r.writes += 1,
+                    Some(r) => {
+                        if read {
+                            r.reads += 1;
+                        } else {
+                            r.writes += 1;
+                        }
+                        if r.name.is_none() {
+                            r.name = name.cloned();
+                        }
+                    }
                     None => self.registers_untallied += 1,
                 }
             }
@@ -413,6 +437,8 @@ impl Cmd {
             .with_fatal_truncation(self.strict);
         let mut reader = TraceReader::new(input, options)?;
         let format = reader.format();
+        let registers = self.regs.load()?;
+        let mut namer = namer(registers.as_ref())?;
         let mut stats = Stats::default();
         stats.loops.keep = self.top;
         let mut folder = Folder::new(Options::default());
@@ -427,7 +453,8 @@ impl Cmd {
             Ok::<(), std::convert::Infallible>(())
         };
         while let Some(event) = reader.read_ref()? {
-            stats.add(event, self.max_registers);
+            let name = namer.as_mut().and_then(|n| n.name(event));
+            stats.add(event, self.max_registers, name);
             let _ = folder.push(event, &mut offer);
         }
         let _ = folder.finish(&mut offer);
@@ -436,17 +463,18 @@ impl Cmd {
             eprintln!("mmiotrace: warning: {t}");
             stats.truncated = Some(t.to_string());
         }
-        let report = self.report(&name, format, &stats);
+        let report = self.report(&name, format, &stats, namer.is_some());
         let mut stdout = std::io::stdout().lock();
         stdout.write_all(report.as_bytes())?;
         stdout.flush()?;
         Ok(())
     }
 
-    fn report(&self, name: &str, format: Format, s: &Stats) -> String {
+    /// `named`: whether register databases were given.
+    fn report(&self, name: &str, format: Format, s: &Stats, named: bool) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = self.write_report(&mut out, name, format, s);
+        let _ = self.write_report(&mut out, name, format, s, named);
         out
     }
 
@@ -456,6 +484,7 @@ impl Cmd {
         name: &str,
         format: Format,
         s: &Stats,
+        named: bool,
     ) -> std::fmt::Result {
         let format = match format {
             Format::Binary => "binary",
@@ -529,29 +558,37 @@ impl Cmd {
             ("writes", |r| r.writes),
         ];
         for (by, count) in rankings {
-            let mut top: Vec<(u64, RegisterStats)> = s
+            let mut top: Vec<(u64, &RegisterStats)> = s
                 .registers
                 .iter()
                 .filter(|(_, r)| count(r) > 0)
-                .map(|(a, r)| (*a, *r))
+                .map(|(a, r)| (*a, r))
                 .collect();
-            top.sort_unstable_by(|a, b| count(&b.1).cmp(&count(&a.1)).then(a.0.cmp(&b.0)));
+            top.sort_unstable_by(|a, b| count(b.1).cmp(&count(a.1)).then(a.0.cmp(&b.0)));
             top.truncate(self.top);
             writeln!(out, "\ntop {} registers by {by}:", top.len())?;
-            writeln!(
-                out,
+            let header = format!(
                 "  {:>18} {:>12} {:>12} {:>12}",
                 "phys", "accesses", "reads", "writes"
-            )?;
+            );
+            if named {
+                writeln!(out, "{header}  register")?;
+            } else {
+                writeln!(out, "{header}")?;
+            }
             for (phys, r) in &top {
-                writeln!(
-                    out,
+                let line = format!(
                     "  {:>18} {:>12} {:>12} {:>12}",
-                    register_label(*phys),
+                    format!("{phys:#x}"),
                     r.reads + r.writes,
                     r.reads,
                     r.writes
-                )?;
+                );
+                if named {
+                    writeln!(out, "{line}  {}", r.name.as_deref().unwrap_or("?"))?;
+                } else {
+                    writeln!(out, "{line}")?;
+                }
             }
         }
         if s.registers_untallied > 0 {
@@ -689,7 +726,10 @@ impl Cmd {
                 r.accesses(),
                 r.len,
                 r.pid,
-                register_label(r.phys),
+                register_label(
+                    r.phys,
+                    s.registers.get(&r.phys).and_then(|g| g.name.as_deref())
+                ),
                 match r.dir {
                     Direction::Read => "R",
                     Direction::Write => "W",

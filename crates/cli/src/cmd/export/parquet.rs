@@ -32,6 +32,7 @@ message mmiotrace_event {
     optional int32 pid (INTEGER(32,false));
     optional int32 map_id (INTEGER(32,false));
     optional int64 phys (INTEGER(64,false));
+    optional binary reg (UTF8);
     optional int32 width (INTEGER(8,false));
     optional int64 value (INTEGER(64,false));
     optional binary value_hex (UTF8);
@@ -78,6 +79,7 @@ struct RowGroup {
     pid: Column<i32>,
     map_id: Column<i32>,
     phys: Column<i64>,
+    reg: Column<ByteArray>,
     width: Column<i32>,
     value: Column<i64>,
     value_hex: Column<ByteArray>,
@@ -113,6 +115,7 @@ impl RowGroup {
         self.pid.push(u32_bits(row.pid));
         self.map_id.push(u32_bits(row.map_id));
         self.phys.push(u64_bits(row.phys));
+        self.reg.push(bytes(row.reg));
         self.width.push(row.width.map(i32::from));
         self.value
             .push(u64_bits(row.value.as_ref().and_then(narrow)));
@@ -180,6 +183,7 @@ impl ParquetExporter {
         column!(pid, Int32Type);
         column!(map_id, Int32Type);
         column!(phys, Int64Type);
+        column!(reg, ByteArrayType);
         column!(width, Int32Type);
         column!(value, Int64Type);
         column!(value_hex, ByteArrayType);
@@ -196,8 +200,8 @@ impl ParquetExporter {
 }
 
 impl Exporter for ParquetExporter {
-    fn event(&mut self, event: &Event) -> anyhow::Result<()> {
-        self.group.push(&Row::of(event));
+    fn event(&mut self, event: &Event, reg: Option<&str>) -> anyhow::Result<()> {
+        self.group.push(&Row::of(event, reg));
         if self.group.rows >= ROW_GROUP {
             self.write_group()
                 .with_context(|| format!("cannot write to {}", self.name))?;

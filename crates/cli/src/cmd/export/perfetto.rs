@@ -1,20 +1,27 @@
 //! Chrome trace-event JSON (the "JSON Array/Object Format" that
 //! ui.perfetto.dev and chrome://tracing open), written as the trace is read.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use anyhow::Context as _;
+use mmiotrace_regdb::namer::register_of;
 use mmiotrace_trace::{Direction, Event, Timestamp};
 
+use super::Counter;
 use super::Exporter;
 use super::table::hex;
-use crate::cmd::common::register_label;
+use crate::cmd::common::{glob_match, register_label};
 
 pub struct PerfettoExporter {
     out: Box<dyn Write>,
     name: String,
+    /// --counter addresses.
     counters: HashSet<u64>,
+    /// --counter register name globs.
+    counter_names: Vec<String>,
+    /// Register names checked against `counter_names`, and the verdicts.
+    counter_verdicts: HashMap<Box<str>, bool>,
     /// Threads and processes already named.
     threads: HashSet<(u32, u32)>,
     processes: HashSet<u32>,
@@ -23,6 +30,9 @@ pub struct PerfettoExporter {
     first: bool,
     line: String,
 }
+
+/// Most register names whose --counter verdict is remembered.
+const COUNTER_CACHE_LIMIT: usize = 1 << 14;
 
 /// Trace-event time: microseconds, with the nanoseconds as decimals.
 fn ts(t: Timestamp) -> String {
@@ -38,20 +48,57 @@ impl PerfettoExporter {
     pub fn new(
         mut out: Box<dyn Write>,
         name: String,
-        counters: &[u64],
+        counters: &[Counter],
     ) -> anyhow::Result<PerfettoExporter> {
         out.write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n")
             .with_context(|| format!("cannot write to {name}"))?;
         Ok(PerfettoExporter {
             out,
             name,
-            counters: counters.iter().copied().collect(),
+            counters: counters
+                .iter()
+                .filter_map(|c| match c {
+                    Counter::Addr(addr) => Some(*addr),
+                    Counter::Name(_) => None,
+                })
+                .collect(),
+            counter_names: counters
+                .iter()
+                .filter_map(|c| match c {
+                    Counter::Name(glob) => Some(glob.clone()),
+                    Counter::Addr(_) => None,
+                })
+                .collect(),
+            counter_verdicts: HashMap::new(),
             threads: HashSet::new(),
             processes: HashSet::new(),
             last_time: Timestamp::ZERO,
             first: true,
             line: String::new(),
         })
+    }
+
+    /// Whether `reg` matches a --counter name glob (its register's name, for
+    /// an access inside a register).
+    fn is_named_counter(&mut self, reg: Option<&str>) -> bool {
+        let Some(reg) = reg else {
+            return false;
+        };
+        if self.counter_names.is_empty() {
+            return false;
+        }
+        if let Some(&verdict) = self.counter_verdicts.get(reg) {
+            return verdict;
+        }
+        let verdict = self
+            .counter_names
+            .iter()
+            .any(|glob| glob_match(glob, reg) || glob_match(glob, register_of(reg)));
+        if self.counter_verdicts.len() >= COUNTER_CACHE_LIMIT {
+            self.counter_verdicts.clear();
+        }
+        self.counter_verdicts.insert(reg.into(), verdict);
+        verdict
     }
 
     /// Appends one trace event (a JSON object without braces' separator).
@@ -77,7 +124,8 @@ impl PerfettoExporter {
         }
     }
 
-    fn build(&mut self, event: &Event) {
+    /// `reg`: the name of the event's register, if a database has one.
+    fn build(&mut self, event: &Event, reg: Option<&str>) {
         if let Some(t) = event.time() {
             self.last_time = self.last_time.max(t);
         }
@@ -91,9 +139,10 @@ impl PerfettoExporter {
                     .ext
                     .seq
                     .map_or(String::new(), |s| format!(r#","seq":{s}"#));
+                let reg_arg = reg.map_or(String::new(), |r| format!(r#","reg":{}"#, json(r)));
                 self.push(format!(
-                    r#"{{"ph":"i","s":"t","cat":"mmio","name":"{dir} {}","ts":{},"pid":{process},"tid":{},"args":{{"value":"{}","width":{},"pc":"{:#x}","map":{}{seq}}}}}"#,
-                    register_label(a.phys),
+                    r#"{{"ph":"i","s":"t","cat":"mmio","name":{},"ts":{},"pid":{process},"tid":{},"args":{{"value":"{}","width":{},"pc":"{:#x}","map":{}{seq}{reg_arg}}}}}"#,
+                    json(&format!("{dir} {}", register_label(a.phys, reg))),
                     ts(a.time),
                     a.pid,
                     hex(&a.value),
@@ -101,10 +150,10 @@ impl PerfettoExporter {
                     a.pc,
                     a.map_id
                 ));
-                if self.counters.contains(&a.phys) {
+                if self.counters.contains(&a.phys) || self.is_named_counter(reg) {
                     self.push(format!(
-                        r#"{{"ph":"C","name":"{}","ts":{},"pid":{process},"args":{{"value":{}}}}}"#,
-                        register_label(a.phys),
+                        r#"{{"ph":"C","name":{},"ts":{},"pid":{process},"args":{{"value":{}}}}}"#,
+                        json(&register_label(a.phys, reg)),
                         ts(a.time),
                         a.value.low_u64()
                     ));
@@ -118,10 +167,13 @@ impl PerfettoExporter {
                     .as_ref()
                     .map_or(String::new(), |u| format!(r#","until":"{}""#, hex(u)));
                 self.push(format!(
-                    r#"{{"ph":"X","cat":"poll","name":"poll {} {} x{}","ts":{},"dur":{},"pid":{process},"tid":{},"args":{{"value":"{}","len":{},"count":{}{until}}}}}"#,
-                    dir_name(r.dir),
-                    register_label(r.phys),
-                    r.count,
+                    r#"{{"ph":"X","cat":"poll","name":{},"ts":{},"dur":{},"pid":{process},"tid":{},"args":{{"value":"{}","len":{},"count":{}{until}}}}}"#,
+                    json(&format!(
+                        "poll {} {} x{}",
+                        dir_name(r.dir),
+                        register_label(r.phys, reg),
+                        r.count
+                    )),
                     ts(r.time),
                     ts(Timestamp::from_nanos(r.end.nanos.saturating_sub(r.time.nanos))),
                     r.pid,
@@ -166,8 +218,8 @@ impl PerfettoExporter {
                 self.name_thread(process, u.pid);
                 let [b0, b1, b2] = u.opcode;
                 self.push(format!(
-                    r#"{{"ph":"i","s":"t","cat":"mmio","name":"UNKNOWN {}","ts":{},"pid":{process},"tid":{},"args":{{"opcode":"{b0:02x},{b1:02x},{b2:02x}"}}}}"#,
-                    register_label(u.phys),
+                    r#"{{"ph":"i","s":"t","cat":"mmio","name":{},"ts":{},"pid":{process},"tid":{},"args":{{"opcode":"{b0:02x},{b1:02x},{b2:02x}"}}}}"#,
+                    json(&format!("UNKNOWN {}", register_label(u.phys, reg))),
                     ts(u.time),
                     u.pid
                 ));
@@ -192,9 +244,9 @@ fn dir_name(dir: Direction) -> &'static str {
 }
 
 impl Exporter for PerfettoExporter {
-    fn event(&mut self, event: &Event) -> anyhow::Result<()> {
+    fn event(&mut self, event: &Event, reg: Option<&str>) -> anyhow::Result<()> {
         self.line.clear();
-        self.build(event);
+        self.build(event, reg);
         self.out
             .write_all(self.line.as_bytes())
             .with_context(|| format!("cannot write to {}", self.name))

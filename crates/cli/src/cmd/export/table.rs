@@ -9,7 +9,7 @@ use mmiotrace_trace::{Direction, Event, Value};
 use super::Exporter;
 
 /// The columns, in order.
-pub const COLUMNS: [&str; 17] = [
+pub const COLUMNS: [&str; 18] = [
     "kind",
     "time_ns",
     "end_ns",
@@ -18,6 +18,7 @@ pub const COLUMNS: [&str; 17] = [
     "pid",
     "map_id",
     "phys",
+    "reg",
     "width",
     "value",
     "value_hex",
@@ -40,6 +41,8 @@ pub struct Row<'a> {
     pub pid: Option<u32>,
     pub map_id: Option<u32>,
     pub phys: Option<u64>,
+    /// The register's name, from the register databases.
+    pub reg: Option<&'a str>,
     pub width: Option<u8>,
     pub value: Option<Value>,
     pub pc: Option<u64>,
@@ -71,9 +74,11 @@ pub fn narrow(value: &Value) -> Option<u64> {
 }
 
 impl<'a> Row<'a> {
-    pub fn of(event: &'a Event) -> Row<'a> {
+    /// `reg`: the name of the event's register, if a database has one.
+    pub fn of(event: &'a Event, reg: Option<&'a str>) -> Row<'a> {
         let mut row = Row {
             kind: event.kind_name(),
+            reg,
             time_ns: event.time().map(|t| t.nanos),
             seq: event.ext().and_then(|x| x.seq),
             process: event.ext().and_then(|x| x.process),
@@ -174,8 +179,8 @@ fn hex_cell(line: &mut String, value: Option<u64>) {
 }
 
 impl Exporter for CsvExporter {
-    fn event(&mut self, event: &Event) -> anyhow::Result<()> {
-        let row = Row::of(event);
+    fn event(&mut self, event: &Event, reg: Option<&str>) -> anyhow::Result<()> {
+        let row = Row::of(event, reg);
         let line = &mut self.line;
         line.clear();
         cell(line, Some(row.kind));
@@ -186,6 +191,8 @@ impl Exporter for CsvExporter {
         cell(line, row.pid);
         cell(line, row.map_id);
         hex_cell(line, row.phys);
+        // Register names are identifiers, indices and `+0x…`: nothing to quote.
+        cell(line, row.reg);
         cell(line, row.width);
         cell(line, row.value.as_ref().and_then(narrow));
         cell(line, row.value.as_ref().map(hex));
