@@ -121,11 +121,11 @@ fn csv_one_row_per_event_with_a_header() {
     let rows: Vec<&str> = out.lines().collect();
     assert_eq!(
         rows[0],
-        "kind,time_ns,end_ns,seq,process,pid,map_id,phys,width,value,value_hex,pc,count,len,size,until,text"
+        "kind,time_ns,end_ns,seq,process,pid,map_id,phys,reg,width,value,value_hex,pc,count,len,size,until,text"
     );
     assert_eq!(rows.len(), 1 + fixture_events("polling.txt").len());
-    assert!(rows.contains(&"W,41000,,22,100,100,1,0xfebf0100,2,48879,0xbeef,0x4044,,,,,"));
-    assert!(rows.contains(&"MARK,5000,,2,100,,,,,,,,,,,,init start"));
+    assert!(rows.contains(&"W,41000,,22,100,100,1,0xfebf0100,,2,48879,0xbeef,0x4044,,,,,"));
+    assert!(rows.contains(&"MARK,5000,,2,100,,,,,,,,,,,,,init start"));
 }
 
 #[test]
@@ -156,7 +156,7 @@ fn parquet_reads_back_with_the_parquet_crate() {
         .map(|r| r.expect("a row"))
         .collect();
     assert_eq!(rows.len(), events.len());
-    // Columns: 0 kind, 1 time_ns, 3 seq, 5 pid, 7 phys, 8 width, 9 value, 10 value_hex, 16 text.
+    // Columns: 0 kind, 1 time_ns, 3 seq, 5 pid, 7 phys, 8 reg, 9 width, 10 value, 11 value_hex, 17 text.
     let kinds: Vec<&str> = rows
         .iter()
         .map(|r| r.get_string(0).expect("kind").as_str())
@@ -170,9 +170,9 @@ fn parquet_reads_back_with_the_parquet_crate() {
     assert_eq!(w2.get_ulong(1).expect("time"), 41_000);
     assert_eq!(w2.get_ulong(7).expect("phys"), 0xfebf_0100);
     assert_eq!(w2.get_uint(5).expect("pid"), 100);
-    assert_eq!(w2.get_ulong(9).expect("value"), 0xbeef);
-    assert_eq!(w2.get_string(10).expect("hex"), "0xbeef");
-    assert_eq!(rows[3].get_string(16).expect("text"), "init start");
+    assert_eq!(w2.get_ulong(10).expect("value"), 0xbeef);
+    assert_eq!(w2.get_string(11).expect("hex"), "0xbeef");
+    assert_eq!(rows[3].get_string(17).expect("text"), "init start");
     assert!(rows[0].get_ulong(1).is_err(), "VERSION has no time: a null");
 }
 
