@@ -47,7 +47,8 @@ use super::regs::{Registers, RegsArgs, namer};
 /// whole.
 ///
 /// Memory: both traces' operations are held, about 20 bytes per operation
-/// (after folding), plus the differences found.
+/// (after folding), plus the differences found (and, with --regs, one copy
+/// of each register name met).
 ///
 /// Exit status: 0 if the traces are the same, 1 if they differ, 2 on error.
 ///
