@@ -23,6 +23,20 @@ pub const ACCESS_INSN_LEN: usize = 2;
 
 pub const PAGE_SIZE: usize = 4096;
 
+/// The instruction of [`SharedPage::insn_loop`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsnLoop {
+    /// `cmp dword [rdi], esi`: emulated (the CPU computes the flags on copies).
+    Cmp,
+    /// `movdqu xmm0, [rdi]` then `movdqu [rdi], xmm0`: emulated on the
+    /// signal frame's XSAVE area (two accesses per iteration).
+    Movdqu,
+    /// `lock add dword [rdi], esi`: displaced, under the stripe lock.
+    LockAdd,
+    /// `addps xmm0, [rdi]`: displaced with the x87/SSE/AVX state switched.
+    Addps,
+}
+
 /// One page of a file, mapped `MAP_SHARED` read/write: what a driver gets
 /// from mmap of a device resource.
 #[derive(Debug)]
@@ -113,6 +127,36 @@ impl SharedPage {
             // asm reads and writes 4 aligned bytes there and sets flags.
             unsafe {
                 asm!("add dword ptr [rdi], esi", in("rdi") word, in("esi") i, options(nostack));
+            }
+        }
+    }
+
+    /// Runs `iterations` of one instruction of `kind` on the first 16
+    /// bytes of the page: the other paths of the runtime (emulated compare
+    /// and vector move, displaced locked and SSE instructions).
+    pub fn insn_loop(&self, kind: InsnLoop, iterations: u32) {
+        let word = self.base.as_ptr();
+        for i in 0..iterations {
+            // SAFETY: `word` points at the live mapping owned by `self`, a
+            // page (16-byte aligned); each asm reads and/or writes its
+            // first 4 or 16 bytes, and clobbers only the flags and xmm0.
+            unsafe {
+                match kind {
+                    InsnLoop::Cmp => {
+                        asm!("cmp dword ptr [rdi], esi", in("rdi") word, in("esi") i, options(nostack))
+                    }
+                    InsnLoop::Movdqu => asm!(
+                        "movdqu xmm0, xmmword ptr [rdi]",
+                        "movdqu xmmword ptr [rdi], xmm0",
+                        in("rdi") word, out("xmm0") _, options(nostack, preserves_flags)
+                    ),
+                    InsnLoop::LockAdd => {
+                        asm!("lock add dword ptr [rdi], esi", in("rdi") word, in("esi") i, options(nostack))
+                    }
+                    InsnLoop::Addps => {
+                        asm!("addps xmm0, xmmword ptr [rdi]", in("rdi") word, out("xmm0") _, options(nostack, preserves_flags))
+                    }
+                }
             }
         }
     }

@@ -21,7 +21,8 @@ use crate::worker::{Job, Work};
 /// Measure mmiotrace against the kernel's design and print one table.
 ///
 /// Rows (select with --only NAME, or a group such as `capture`):
-///   plain, floor, floor-step, emulated, displaced, single-step
+///   plain, floor, floor-step, emulated, displaced, single-step,
+///   emulated-cmp, emulated-vector, displaced-locked, displaced-sse
 ///       ns per access of a 4-byte load + 4-byte store loop on one page of
 ///       a MAP_SHARED file (displaced: per `add dword [rdi], esi`):
 ///       untraced; the exception floor (PROT_NONE and a SIGSEGV handler
@@ -30,7 +31,9 @@ use crate::worker::{Job, Work};
 ///       else); under `mmiotrace record` (the worker times its own loop,
 ///       and every access must be in the trace); and under `mmiotrace
 ///       record --mode single-step`, the kernel's design. Each also as a
-///       multiple of the floor.
+///       multiple of the floor. The emulated-*/displaced-* rows time one
+///       instruction each of the other paths: `cmp [rdi], esi`, `movdqu`
+///       load and store, `lock add [rdi], esi`, `addps xmm0, [rdi]`.
 ///   capture-alias-N, capture-single-step-N  (N = 1, 2, 4, 8)
 ///       N threads hammering one shared traced page: events logged /
 ///       accesses made. mmiotrace must log 100%; the row fails otherwise.

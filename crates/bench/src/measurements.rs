@@ -87,6 +87,26 @@ pub const MEASUREMENTS: &[Measurement] = &[
         run: displaced,
     },
     Measurement {
+        name: "emulated-cmp",
+        what: "mmiotrace: `cmp dword [rdi], esi`, emulated (the CPU computes the flags on copies)",
+        run: emulated_cmp,
+    },
+    Measurement {
+        name: "emulated-vector",
+        what: "mmiotrace: `movdqu` load + store, emulated on the XSAVE area of the signal frame",
+        run: emulated_vector,
+    },
+    Measurement {
+        name: "displaced-locked",
+        what: "mmiotrace: `lock add dword [rdi], esi`, displaced under the per-address stripe lock",
+        run: displaced_locked,
+    },
+    Measurement {
+        name: "displaced-sse",
+        what: "mmiotrace: `addps xmm0, [rdi]`, displaced with the x87/SSE/AVX state loaded (xrstor/xsave)",
+        run: displaced_sse,
+    },
+    Measurement {
         name: "single-step",
         what: "kernel design (--mode single-step): disarm, TF single-step, re-arm",
         run: single_step,
@@ -321,6 +341,55 @@ fn displaced(settings: &Settings) -> anyhow::Result<Outcome> {
         settings.fault_accesses,
         &extra,
     ))
+}
+
+/// One instruction kind in a loop under the recorder: every instruction
+/// must be in the trace with `reads` reads and `writes` writes (values
+/// included), none as UNKNOWN.
+fn traced_insn_loop(
+    work: &str,
+    reads: u64,
+    writes: u64,
+    settings: &Settings,
+) -> anyhow::Result<Outcome> {
+    let page = PageFile::create(work)?;
+    let recording = record::record(Mode::Alias, false, &page.path, &loop_args(work, settings))?;
+    let samples = record::samples(&recording.stdout, settings.reps)?;
+    let made = recording.made()?;
+    let counts = record::count(&recording.trace.0)?;
+    let instructions = made / (reads + writes).max(1);
+    ensure!(
+        counts.unknown == 0
+            && counts.reads == reads * instructions
+            && counts.writes == writes * instructions,
+        "{made} accesses made, but the trace holds {} reads, {} writes and {} UNKNOWN",
+        counts.reads,
+        counts.writes,
+        counts.unknown
+    );
+    let extra = format!("; all {made} in the trace with their values");
+    Ok(per_access(
+        samples,
+        settings.reps,
+        settings.fault_accesses,
+        &extra,
+    ))
+}
+
+fn emulated_cmp(settings: &Settings) -> anyhow::Result<Outcome> {
+    traced_insn_loop("cmp", 1, 0, settings)
+}
+
+fn emulated_vector(settings: &Settings) -> anyhow::Result<Outcome> {
+    traced_insn_loop("movdqu", 1, 1, settings)
+}
+
+fn displaced_locked(settings: &Settings) -> anyhow::Result<Outcome> {
+    traced_insn_loop("lock-add", 1, 1, settings)
+}
+
+fn displaced_sse(settings: &Settings) -> anyhow::Result<Outcome> {
+    traced_insn_loop("addps", 1, 0, settings)
 }
 
 /// THREADS threads, each load+store pairs on its own register of one

@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, ensure};
 use clap::ValueEnum;
 
-use crate::access::{PAGE_SIZE, SharedPage};
+use crate::access::{InsnLoop, PAGE_SIZE, SharedPage};
 use crate::measurements::{WARMUP_ITERATIONS, time_reps};
 
 /// What a worker prints for each timed repetition.
@@ -26,6 +26,14 @@ pub enum Work {
     Mov,
     /// `add dword [rdi], esi` in a loop, timed (displaced execution).
     Add,
+    /// `cmp dword [rdi], esi` in a loop, timed (emulated compare).
+    Cmp,
+    /// `movdqu xmm0, [rdi]` + `movdqu [rdi], xmm0`, timed (emulated vector moves).
+    Movdqu,
+    /// `lock add dword [rdi], esi` in a loop, timed (displaced, locked).
+    LockAdd,
+    /// `addps xmm0, [rdi]` in a loop, timed (displaced with the SSE state).
+    Addps,
     /// `--threads` threads, each `--accesses` load+store pairs on a
     /// register of its own in the one shared page.
     Threads,
@@ -101,6 +109,47 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
                 out.push_str(&format!("{SAMPLE_PREFIX}{sample}\n"));
             }
             let made = 2 * (u64::from(WARMUP_ITERATIONS) + u64::from(iterations) * job.reps as u64);
+            out.push_str(&format!("{MADE_PREFIX}{made}\n"));
+        }
+        Work::Cmp | Work::Movdqu | Work::LockAdd | Work::Addps => {
+            let kind = match job.work {
+                Work::Cmp => InsnLoop::Cmp,
+                Work::Movdqu => InsnLoop::Movdqu,
+                Work::LockAdd => InsnLoop::LockAdd,
+                _ => InsnLoop::Addps,
+            };
+            // time_reps counts two accesses per iteration: the one-access
+            // instructions run twice as many iterations.
+            let per_iteration = if kind == InsnLoop::Movdqu { 1 } else { 2 };
+            let before = read_word(&file, 0)?;
+            let samples = time_reps(job.reps, job.fault_accesses, |n| {
+                page.insn_loop(kind, per_iteration * n)
+            });
+            drop(page);
+            if kind == InsnLoop::LockAdd {
+                let added = |n: u32| (0..n).fold(0u32, |sum, i| sum.wrapping_add(i));
+                let expected = (0..job.reps).fold(
+                    before.wrapping_add(added(2 * WARMUP_ITERATIONS)),
+                    |sum, _| sum.wrapping_add(added(2 * iterations)),
+                );
+                let got = read_word(&file, 0)?;
+                ensure!(
+                    got == expected,
+                    "{}: after the locked adds the register holds {got}, expected {expected}",
+                    path.display()
+                );
+            }
+            for sample in samples {
+                out.push_str(&format!("{SAMPLE_PREFIX}{sample}\n"));
+            }
+            // Accesses: one per instruction, two per locked add.
+            let instructions =
+                2 * (u64::from(WARMUP_ITERATIONS) + u64::from(iterations) * job.reps as u64);
+            let made = if kind == InsnLoop::LockAdd {
+                2 * instructions
+            } else {
+                instructions
+            };
             out.push_str(&format!("{MADE_PREFIX}{made}\n"));
         }
         Work::Threads => {

@@ -1170,6 +1170,43 @@ mod tests {
         fn segment_base(&mut self, _segment: Register) -> Option<u64> {
             None
         }
+        fn check_bytes(&mut self, addr: u64, len: usize, _write: bool) -> Result<(), Refusal> {
+            let start = addr.checked_sub(BASE).ok_or(Refusal::OutsideRange)? as usize;
+            self.mem
+                .get(start..start + len)
+                .map(|_| ())
+                .ok_or(Refusal::OutsideRange)
+        }
+        fn load_bytes(&mut self, addr: u64, out: &mut [u8]) -> Result<(), Refusal> {
+            self.check_bytes(addr, out.len(), false)?;
+            let start = (addr - BASE) as usize;
+            out.copy_from_slice(&self.mem[start..start + out.len()]);
+            let mut low = [0u8; 8];
+            let n = out.len().min(8);
+            low[..n].copy_from_slice(&out[..n]);
+            self.log.push(Access {
+                direction: Direction::Read,
+                addr,
+                width: out.len() as u8,
+                value: u64::from_le_bytes(low),
+            });
+            Ok(())
+        }
+        fn store_bytes(&mut self, addr: u64, bytes: &[u8]) -> Result<(), Refusal> {
+            self.check_bytes(addr, bytes.len(), true)?;
+            let start = (addr - BASE) as usize;
+            self.mem[start..start + bytes.len()].copy_from_slice(bytes);
+            let mut low = [0u8; 8];
+            let n = bytes.len().min(8);
+            low[..n].copy_from_slice(&bytes[..n]);
+            self.log.push(Access {
+                direction: Direction::Write,
+                addr,
+                width: bytes.len() as u8,
+                value: u64::from_le_bytes(low),
+            });
+            Ok(())
+        }
     }
 
     fn decode(bytes: &[u8]) -> Instruction {
@@ -1383,5 +1420,111 @@ mod tests {
         let mut bus = bus();
         let targets = rebase_targets(&insn, &regs, &mut bus, |a| a >= BASE).expect("rebasable");
         assert_eq!(targets.map(|t| t.map(|t| t.gpr)), [Some(7), Some(6)]);
+    }
+
+    /// 32 registers of 64 bytes.
+    struct TestVectors([[u8; 64]; 32]);
+
+    impl Vectors for TestVectors {
+        fn read(&mut self, reg: Register, out: &mut [u8]) -> Option<()> {
+            let n = reg.number();
+            out.copy_from_slice(self.0.get(n)?.get(..out.len())?);
+            Some(())
+        }
+        fn write(&mut self, reg: Register, bytes: &[u8], zero_to: usize) -> Option<()> {
+            let r = self.0.get_mut(reg.number())?;
+            r[..bytes.len()].copy_from_slice(bytes);
+            r[bytes.len()..zero_to.max(bytes.len())].fill(0);
+            Some(())
+        }
+        fn opmask(&mut self, _k: Register) -> Option<u64> {
+            None
+        }
+    }
+
+    #[test]
+    fn vector_loads_zero_or_keep_the_upper_bits_as_their_encoding_says() {
+        let mut regs = Regs::default();
+        regs.gpr[3] = BASE;
+        for (bytes, kept_from) in [
+            // movdqu xmm1, [rbx]: legacy SSE keeps bits 128 and up
+            (&[0xf3, 0x0f, 0x6f, 0x0b][..], Some(16)),
+            // vmovdqu xmm1, [rbx]: VEX zeroes them
+            (&[0xc5, 0xfa, 0x6f, 0x0b][..], None),
+            // movd xmm1, [rbx]: zeroes bits 32..128, keeps the rest
+            (&[0x66, 0x0f, 0x6e, 0x0b][..], Some(16)),
+        ] {
+            let mut vectors = TestVectors([[0x77; 64]; 32]);
+            let mut bus = bus();
+            emulate_vector(&decode(bytes), &mut regs, &mut vectors, &mut bus).expect("emulated");
+            let width = bus.log[0].width as usize;
+            assert_eq!(bus.log.len(), 1);
+            let r = vectors.0[1];
+            assert_eq!(&r[..width], &bus.mem[..width]);
+            match kept_from {
+                Some(from) => {
+                    assert!(r[width..from].iter().all(|&b| b == 0), "{bytes:02x?}");
+                    assert!(r[from..].iter().all(|&b| b == 0x77), "{bytes:02x?}");
+                }
+                None => assert!(r[width..].iter().all(|&b| b == 0), "{bytes:02x?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn movhps_store_writes_the_high_half() {
+        // movhps [rbx+8], xmm2
+        let mut regs = Regs::default();
+        regs.gpr[3] = BASE;
+        let mut vectors = TestVectors([[0; 64]; 32]);
+        for (i, b) in vectors.0[2].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let mut bus = bus();
+        emulate_vector(&decode(&[0x0f, 0x17, 0x53, 0x08]), &mut regs, &mut vectors, &mut bus)
+            .expect("emulated");
+        assert_eq!(bus.log[0].addr, BASE + 8);
+        assert_eq!(&bus.mem[8..16], &[8, 9, 10, 11, 12, 13, 14, 15]);
+    }
+
+    #[test]
+    fn compares_set_the_flags_of_the_real_instruction() {
+        // cmp dword [rbx], 0x80838281 (equal) ; test byte [rbx+1], 0x80
+        let mut regs = Regs {
+            rflags: 0x202,
+            ..Regs::default()
+        };
+        regs.gpr[3] = BASE;
+        let mut bus = bus();
+        emulate(
+            &decode(&[0x81, 0x3b, 0x80, 0x81, 0x82, 0x83]),
+            &mut regs,
+            &mut bus,
+        )
+        .expect("cmp");
+        assert_eq!(regs.rflags & 0x8d5, ZF | 0x4, "ZF and PF");
+        emulate(&decode(&[0xf6, 0x43, 0x01, 0x80]), &mut regs, &mut bus).expect("test");
+        assert_eq!(regs.rflags & (ZF | 0x80), 0x80, "SF, not ZF");
+        assert_eq!(regs.rflags & 0x202, 0x202, "other flags kept");
+    }
+
+    #[test]
+    fn movbe_swaps_bytes_and_pop_computes_its_address_after_rsp_moves() {
+        // movbe eax, [rbx]
+        let mut regs = Regs::default();
+        regs.gpr[3] = BASE;
+        let mut bus = bus();
+        emulate(&decode(&[0x0f, 0x38, 0xf0, 0x03]), &mut regs, &mut bus).expect("movbe");
+        assert_eq!(regs.gpr[0], 0x8081_8283);
+        // pop qword [rsp]: reads the top, then stores at the new top
+        let mut regs = Regs::default();
+        regs.gpr[4] = BASE + 8;
+        let mut stack = super::tests::bus();
+        emulate(&decode(&[0x8f, 0x04, 0x24]), &mut regs, &mut stack).expect("pop");
+        assert_eq!(regs.gpr[4], BASE + 16);
+        assert_eq!(
+            stack.log.iter().map(|a| (a.direction, a.addr)).collect::<Vec<_>>(),
+            [(Direction::Read, BASE + 8), (Direction::Write, BASE + 16)]
+        );
     }
 }

@@ -81,7 +81,22 @@ impl Layout {
                 area[at..at + 8].copy_from_slice(&value.to_le_bytes());
             }
         }
-        area[512..520].copy_from_slice(&self.mask.to_le_bytes());
+        // Some components start in their initial state (XSTATE_BV bit
+        // clear, whatever the area holds), as after `vzeroupper`: writing
+        // a register there must claim the component.
+        let mut in_use = self.mask;
+        for (component, percent) in [
+            (SSE, 10),
+            (AVX, 25),
+            (OPMASK, 15),
+            (ZMM_HI256, 25),
+            (HI16_ZMM, 15),
+        ] {
+            if rng.chance(percent) {
+                in_use &= !(1u64 << component);
+            }
+        }
+        area[512..520].copy_from_slice(&in_use.to_le_bytes());
     }
 
     fn put_vector(&self, area: &mut [u8], n: usize, bytes: &[u8; 64]) {
