@@ -639,6 +639,10 @@ pub fn cases(layout: &Layout, forms: &Forms, count: usize, seed: u64) -> Vec<Cas
     let mut rng = Rng::new(seed);
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
+        if rng.chance(8) {
+            out.push(string_or_stack_case(&mut rng));
+            continue;
+        }
         let class = match rng.below(100) {
             0..40 => 0,
             40..65 => 1,
@@ -655,4 +659,198 @@ pub fn cases(layout: &Layout, forms: &Forms, count: usize, seed: u64) -> Vec<Cas
         }
     }
     out
+}
+
+/// A random string instruction (`movs`, `stos`, `lods`, `cmps`, `scas`,
+/// every width, with and without a repeat prefix, DF either way) on random
+/// source and destination ranges that do not overlap, or a random
+/// `push`/`pop` with a memory operand; the accesses are worked out here
+/// (for `cmps`/`scas` by comparing the initial memory as the CPU will).
+pub fn string_or_stack_case(rng: &mut Rng) -> Case {
+    use iced_x86::code_asm::*;
+    let seed = rng.next();
+    let mut window = vec![0u8; WINDOW_LEN];
+    Rng::new(seed).fill(&mut window);
+    let mut gpr = [0u64; 16];
+    for value in gpr.iter_mut() {
+        *value = rng.next();
+    }
+    gpr[4] = STACK_TOP;
+    let mut rflags = 0x202 | (rng.next() & 0x8d5);
+    let width = *rng.pick(&[1usize, 2, 4, 8]);
+    let w = width as u64;
+
+    if rng.chance(20) {
+        // push/pop with a memory operand (m16 or m64), base + index.
+        let addr = target(rng, Placement::Random, if width >= 4 { 8 } else { 2 }, 1);
+        let size = if width >= 4 { 8 } else { 2 };
+        let push = rng.chance(50);
+        gpr[3] = addr.wrapping_sub(gpr[1].wrapping_mul(2)).wrapping_sub(0x10);
+        let mut a = CodeAssembler::new(64).expect("64-bit");
+        let operand = rbx + rcx * 2 + 0x10;
+        let result = match (push, size) {
+            (true, 8) => a.push(qword_ptr(operand)).and_then(|()| a.pop(rax)),
+            (true, _) => a.push(word_ptr(operand)).and_then(|()| a.pop(ax)),
+            (false, 8) => a.push(rdx).and_then(|()| a.pop(qword_ptr(operand))),
+            (false, _) => a.push(dx).and_then(|()| a.pop(word_ptr(operand))),
+        };
+        result.expect("assemble");
+        let code = a.assemble(CODE).expect("assemble");
+        return Case {
+            name: format!(
+                "{} m{} at {:#x}",
+                if push { "push" } else { "pop" },
+                8 * size,
+                addr - WINDOW
+            ),
+            code,
+            gpr,
+            rflags,
+            seed,
+            patches: Vec::new(),
+            accesses: Some(vec![if push {
+                super::Access::read(addr, size)
+            } else {
+                super::Access::write(addr, size)
+            }]),
+        };
+    }
+
+    let op = rng.below(5);
+    let repeat = rng.below(3); // 0: none, 1: rep/repe, 2: repne (cmps/scas)
+    let count = if repeat == 0 { 1 } else { rng.below(7) };
+    let backwards = rng.chance(40);
+    if backwards {
+        rflags |= 1 << 10;
+    }
+    // A range of `count` elements ending or starting at a random place.
+    let span = w * count.max(1);
+    let mut place = |rng: &mut Rng| {
+        let start = target(rng, Placement::Random, span, 1);
+        if backwards { start + span - w } else { start }
+    };
+    let source = place(rng);
+    let mut dest = place(rng);
+    let range = |first: u64| {
+        if backwards {
+            (first + w - span, first + w)
+        } else {
+            (first, first + span)
+        }
+    };
+    for _ in 0..20 {
+        let (s0, s1) = range(source);
+        let (d0, d1) = range(dest);
+        if s1 <= d0 || d1 <= s0 {
+            break;
+        }
+        dest = place(rng);
+    }
+    let (s0, s1) = range(source);
+    let (d0, d1) = range(dest);
+    if !(s1 <= d0 || d1 <= s0) {
+        // Give up on overlap: one element only.
+        return string_or_stack_case(rng);
+    }
+    gpr[6] = source;
+    gpr[7] = dest;
+    gpr[1] = if repeat == 0 { gpr[1] } else { count };
+    let element = |first: u64, k: u64| {
+        if backwards {
+            first - k * w
+        } else {
+            first + k * w
+        }
+    };
+    let read = |at: u64| {
+        let i = (at - WINDOW) as usize;
+        let mut v = [0u8; 8];
+        v[..width].copy_from_slice(&window[i..i + width]);
+        u64::from_le_bytes(v)
+    };
+    let mut a = CodeAssembler::new(64).expect("64-bit");
+    if repeat == 1 {
+        if op >= 3 {
+            a.repe();
+        } else {
+            a.rep();
+        }
+    } else if repeat == 2 {
+        if op >= 3 {
+            a.repne();
+        } else {
+            a.rep();
+        }
+    }
+    let name = ["movs", "stos", "lods", "cmps", "scas"][op as usize];
+    let result = match (op, width) {
+        (0, 1) => a.movsb(),
+        (0, 2) => a.movsw(),
+        (0, 4) => a.movsd(),
+        (0, _) => a.movsq(),
+        (1, 1) => a.stosb(),
+        (1, 2) => a.stosw(),
+        (1, 4) => a.stosd(),
+        (1, _) => a.stosq(),
+        (2, 1) => a.lodsb(),
+        (2, 2) => a.lodsw(),
+        (2, 4) => a.lodsd(),
+        (2, _) => a.lodsq(),
+        (3, 1) => a.cmpsb(),
+        (3, 2) => a.cmpsw(),
+        (3, 4) => a.cmpsd(),
+        (3, _) => a.cmpsq(),
+        (_, 1) => a.scasb(),
+        (_, 2) => a.scasw(),
+        (_, 4) => a.scasd(),
+        (_, _) => a.scasq(),
+    };
+    result.expect("assemble");
+    let code = a.assemble(CODE).expect("assemble");
+    let mask = if width == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * width)) - 1
+    };
+    let mut accesses = Vec::new();
+    let iterations = if repeat == 0 { 1 } else { count };
+    for k in 0..iterations {
+        let (s, d) = (element(source, k), element(dest, k));
+        match op {
+            0 => {
+                accesses.push(super::Access::read(s, width));
+                accesses.push(super::Access::write(d, width));
+            }
+            1 => accesses.push(super::Access::write(d, width)),
+            2 => accesses.push(super::Access::read(s, width)),
+            _ => {
+                let (left, right) = if op == 3 {
+                    accesses.push(super::Access::read(s, width));
+                    (read(s), read(d))
+                } else {
+                    (gpr[0] & mask, read(d))
+                };
+                accesses.push(super::Access::read(d, width));
+                let equal = left == right;
+                if (repeat == 1 && !equal) || (repeat == 2 && equal) {
+                    break;
+                }
+            }
+        }
+    }
+    let prefix = ["", "rep ", "repne "][repeat as usize];
+    Case {
+        name: format!(
+            "{prefix}{name} w{width} x{count}{} {:#x} -> {:#x}",
+            if backwards { " (DF)" } else { "" },
+            source.wrapping_sub(WINDOW),
+            dest.wrapping_sub(WINDOW)
+        ),
+        code,
+        gpr,
+        rflags,
+        seed,
+        patches: Vec::new(),
+        accesses: Some(accesses),
+    }
 }
