@@ -725,7 +725,7 @@ pub fn string_or_stack_case(rng: &mut Rng) -> Case {
     }
     // A range of `count` elements ending or starting at a random place.
     let span = w * count.max(1);
-    let mut place = |rng: &mut Rng| {
+    let place = |rng: &mut Rng| {
         let start = target(rng, Placement::Random, span, 1);
         if backwards { start + span - w } else { start }
     };
@@ -769,18 +769,12 @@ pub fn string_or_stack_case(rng: &mut Rng) -> Case {
         u64::from_le_bytes(v)
     };
     let mut a = CodeAssembler::new(64).expect("64-bit");
-    if repeat == 1 {
-        if op >= 3 {
-            a.repe();
-        } else {
-            a.rep();
-        }
-    } else if repeat == 2 {
-        if op >= 3 {
-            a.repne();
-        } else {
-            a.rep();
-        }
+    // The prefix applies to the next instruction the assembler adds.
+    match (repeat, op >= 3) {
+        (1, true) => drop(a.repe()),
+        (2, true) => drop(a.repne()),
+        (1 | 2, false) => drop(a.rep()),
+        _ => {}
     }
     let name = ["movs", "stos", "lods", "cmps", "scas"][op as usize];
     let result = match (op, width) {
