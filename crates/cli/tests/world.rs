@@ -422,7 +422,16 @@ fn an_asynchronous_signal_handler_is_traced_exactly() {
         .split_whitespace()
         .filter_map(|w| w.parse().ok())
         .collect();
-    let [ticks, main_writes, locked, counter, handler_adds, main_adds] = numbers[..] else {
+    let [
+        ticks,
+        main_writes,
+        locked,
+        gathers,
+        counter,
+        handler_adds,
+        main_adds,
+    ] = numbers[..]
+    else {
         panic!("unexpected output {line}");
     };
     assert_eq!((counter, handler_adds, main_adds), (ticks, ticks, locked));
@@ -449,6 +458,17 @@ fn an_asynchronous_signal_handler_is_traced_exactly() {
     };
     assert_eq!(adds_at(128), ticks);
     assert_eq!(adds_at(136), locked);
+    // The gathers (with AVX2), single-stepped on the alias (UNKNOWN) or
+    // emulated (a read per element): once per execution. A signal arriving
+    // between the fault and the single step must wait for the step.
+    let gathers_at = |phys: u64| {
+        events
+            .iter()
+            .filter(|e| e.phys == phys && (e.kind == "UNKNOWN" || e.kind == "R"))
+            .count() as u64
+    };
+    assert_eq!(gathers_at(0x200), ticks * gathers);
+    assert_eq!(gathers_at(0x240), locked * gathers);
     let main: Vec<u64> = writes(&events)
         .filter(|e| (256..512).contains(&e.phys))
         .map(|e| e.value)
@@ -539,6 +559,24 @@ fn exec_keeps_tracing_in_the_new_image() {
             (0x100, 4)
         ]
     );
+}
+
+#[test]
+fn a_chain_of_execs_does_not_use_up_the_rings() {
+    // Each image's slot belongs to the same thread id; the next image gives
+    // it back, or with two rings the third image would wait forever.
+    let scratch = Scratch::new("execchain");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    let out = record_within(
+        Duration::from_secs(60),
+        &trace,
+        &["--trace", &scratch.glob(), "--rings", "2"],
+        &[&program("procs"), &"execchain", &bar, &"5"],
+    );
+    assert_success(&out);
+    let values: Vec<u64> = writes(&read_trace(&trace)).map(|e| e.value).collect();
+    assert_eq!(values, [5, 4, 3, 2, 1, 0]);
 }
 
 #[test]

@@ -6,6 +6,8 @@
  *   fork FILE : parent and child write 1000 values each (offsets 0x10 and
  *       0x8); prints PARENT and CHILD pids.
  *   exec FILE : writes once at 0, then execs "leaf FILE 5 0x100" (same pid).
+ *   execchain FILE N : writes N at 0x40, then execs "execchain FILE N-1"
+ *       until N is 0: N + 1 images in one process.
  *   spawn FILE : posix_spawn, vfork+exec and fork+exec of leaf
  *       (offsets 0x200, 0x300, 0x400); prints their pids.
  *   orphan FILE : forks a child and exits at once; the child waits 300 ms,
@@ -107,6 +109,18 @@ int main(int argc, char **argv)
 		map32(path)[0] = 0xe1;
 		printf("PID %d\n", getpid());
 		exec_leaf(path, "5", "0x100");
+	}
+
+	if (strcmp(mode, "execchain") == 0 && argc == 4) {
+		long n = atol(argv[3]);
+		map32(path)[0x40 / 4] = (uint32_t)n;
+		if (n == 0)
+			return 0;
+		char next[32];
+		snprintf(next, sizeof next, "%ld", n - 1);
+		execl(self, self, "execchain", path, next, (char *)NULL);
+		perror("execl");
+		return 3;
 	}
 
 	if (strcmp(mode, "spawn") == 0) {

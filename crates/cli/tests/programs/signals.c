@@ -14,8 +14,9 @@
  *       traced memory: a SIGUSR1 handler, and a SIGSEGV handler for a
  *       genuine fault and for a stack overflow.
  *   alarm FILE TICKS : a SIGALRM handler at 10 kHz touches traced memory
- *       (an emulated load and store, a displaced lock add) while the main
- *       loop does the same, until TICKS alarms. */
+ *       (a load and a store, a lock add, a single-stepped gather at 0x200)
+ *       while the main loop does the same (gather at 0x240), until TICKS
+ *       alarms. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <setjmp.h>
@@ -351,11 +352,28 @@ static int altstack(const char *path, size_t size)
 static volatile uint64_t ticks;
 static volatile uint64_t *dev64;
 
+/* A gather of 4 dwords from traced memory: its addresses come from a
+ * vector register, so the runtime single-steps it on the alias (a signal
+ * arriving between the fault and the step must wait for the step). */
+static int have_avx2;
+static void gather4(long offset)
+{
+	static const int index[4] = { 0, 1, 2, 3 };
+	if (!have_avx2)
+		return;
+	const char *base = (const char *)dev + offset;
+	__asm__ volatile("vmovdqu %1, %%xmm1\n\t"
+			 "vpcmpeqd %%xmm2, %%xmm2, %%xmm2\n\t"
+			 "vpgatherdd %%xmm2, (%0,%%xmm1,4), %%xmm0"
+			 : : "r"(base), "m"(index) : "xmm0", "xmm1", "xmm2", "memory");
+}
+
 static void on_alarm(int sig)
 {
 	(void)sig;
 	dev[1] = dev[1] + 1;
 	__asm__ volatile("lock addq $1, 128(%0)" : : "r"(dev) : "memory", "cc");
+	gather4(0x200);
 	ticks++;
 }
 
@@ -363,6 +381,7 @@ static int alarm_mode(const char *path, uint64_t want)
 {
 	dev = (volatile uint32_t *)map_file(path, 4096);
 	dev64 = (volatile uint64_t *)dev;
+	have_avx2 = !!__builtin_cpu_supports("avx2");
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_alarm;
@@ -376,13 +395,14 @@ static int alarm_mode(const char *path, uint64_t want)
 		writes++;
 		if (writes % 4 == 0) {
 			__asm__ volatile("lock addq $1, 136(%0)" : : "r"(dev) : "memory", "cc");
+			gather4(0x240);
 			locked++;
 		}
 	}
 	struct itimerval off = { { 0, 0 }, { 0, 0 } };
 	setitimer(ITIMER_REAL, &off, NULL);
-	printf("ticks %llu writes %llu locked %llu counters %u %llu %llu\n", (unsigned long long)ticks,
-	       (unsigned long long)writes, (unsigned long long)locked, dev[1], (unsigned long long)dev64[16],
+	printf("ticks %llu writes %llu locked %llu gathers %d counters %u %llu %llu\n", (unsigned long long)ticks,
+	       (unsigned long long)writes, (unsigned long long)locked, have_avx2, dev[1], (unsigned long long)dev64[16],
 	       (unsigned long long)dev64[17]);
 	return 0;
 }
