@@ -323,6 +323,12 @@ fn plan(insn: &Instruction) -> Option<Plan> {
             (Mnemonic::Pop, 2 | 8) => Some(Plan::Pop { width }),
             (Mnemonic::Call, 8) => Some(Plan::Branch { call: true }),
             (Mnemonic::Jmp, 8) => Some(Plan::Branch { call: false }),
+            // xlat: al = [rbx + al]; iced names AL as the index register.
+            (Mnemonic::Xlatb, 1) => Some(Plan::Load {
+                width,
+                dest: Register::AL,
+                extend: Extend::None,
+            }),
             _ => None,
         };
     }
@@ -1481,8 +1487,13 @@ mod tests {
             *b = i as u8;
         }
         let mut bus = bus();
-        emulate_vector(&decode(&[0x0f, 0x17, 0x53, 0x08]), &mut regs, &mut vectors, &mut bus)
-            .expect("emulated");
+        emulate_vector(
+            &decode(&[0x0f, 0x17, 0x53, 0x08]),
+            &mut regs,
+            &mut vectors,
+            &mut bus,
+        )
+        .expect("emulated");
         assert_eq!(bus.log[0].addr, BASE + 8);
         assert_eq!(&bus.mem[8..16], &[8, 9, 10, 11, 12, 13, 14, 15]);
     }
@@ -1523,7 +1534,11 @@ mod tests {
         emulate(&decode(&[0x8f, 0x04, 0x24]), &mut regs, &mut stack).expect("pop");
         assert_eq!(regs.gpr[4], BASE + 16);
         assert_eq!(
-            stack.log.iter().map(|a| (a.direction, a.addr)).collect::<Vec<_>>(),
+            stack
+                .log
+                .iter()
+                .map(|a| (a.direction, a.addr))
+                .collect::<Vec<_>>(),
             [(Direction::Read, BASE + 8), (Direction::Write, BASE + 16)]
         );
     }

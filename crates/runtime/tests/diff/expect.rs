@@ -18,7 +18,14 @@ fn gpr_value(gpr: &[u64; 16], reg: Register) -> u64 {
     let full = reg.full_register();
     let index = full as usize - Register::RAX as usize;
     let value = gpr[index];
-    if reg.is_gpr32() {
+    if matches!(
+        reg,
+        Register::AH | Register::CH | Register::DH | Register::BH
+    ) {
+        (value >> 8) & 0xff
+    } else if reg.is_gpr8() {
+        value & 0xff
+    } else if reg.is_gpr32() {
         value & 0xffff_ffff
     } else if reg.is_gpr16() {
         value & 0xffff

@@ -705,6 +705,14 @@ fn addressing(c: &mut Cases) {
         |_| {},
     );
     c.add(
+        "xlatb (al = [rbx + al]) crossing into B",
+        assemble(|a| a.xlatb()),
+        |case| {
+            case.gpr[RBX] = B_START - 0x80;
+            case.gpr[RAX] = (case.gpr[RAX] & !0xff) | 0x85;
+        },
+    );
+    c.add(
         "xchg [rax], rax (base is also data)",
         assemble(|a| a.xchg(qword_ptr(rax), rax)),
         |case| {
