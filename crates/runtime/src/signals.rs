@@ -559,8 +559,12 @@ fn handle_access_fault(info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -> boo
     // The MOV family and compares are emulated; vector moves are emulated
     // on the frame's XSAVE area; the rest runs displaced with values
     // (docs/INSTRUCTIONS.md); what even that cannot do takes the slow path.
-    let frame = xsave::frame(uc);
     let mut outcome = emulate::emulate(&fetched.insn, &mut regs, &mut bus);
+    let frame = if outcome == Err(Refusal::Unsupported) {
+        xsave::frame(uc)
+    } else {
+        None
+    };
     if outcome == Err(Refusal::Unsupported) {
         if let Some(frame) = frame {
             let mut vectors = xsave::FrameVectors::new(frame);
