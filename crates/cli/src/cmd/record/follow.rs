@@ -49,8 +49,13 @@ impl Inherited {
             .with_context(|| format!("opening {} for the program", path.display()))?;
         // SAFETY: flock on a descriptor we own; no memory effects.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("locking {}", path.display()));
+            // Then Followers::any_alive() never sees a lock: recording ends
+            // with PROGRAM, as it would with --no-follow.
+            eprintln!(
+                "mmiotrace: warning: cannot lock {} ({}): recording will end when the program does, even if processes it started are still running",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
         }
         // SAFETY: F_DUPFD on a descriptor we own returns a new descriptor of
         // the same open file description, without FD_CLOEXEC, or -1.
@@ -93,8 +98,9 @@ impl Followers {
         if ret == 0 {
             // SAFETY: as above; the probe holds no lock afterwards.
             unsafe { libc::flock(self.probe.as_raw_fd(), libc::LOCK_UN) };
+            return false;
         }
-        ret != 0
+        std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
     }
 
     /// The processes that have the file open or mapped (for the message

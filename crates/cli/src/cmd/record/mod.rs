@@ -128,9 +128,9 @@ pub struct Cmd {
     #[arg(short, long)]
     quiet: bool,
 
-    /// Trace only PROGRAM's own process (through its own execs). Processes
-    /// it forks stop logging at the fork (mappings they inherited keep
-    /// working), and programs started by others are not traced.
+    /// Trace only PROGRAM's own process, through its own execs. Children it
+    /// forks stop logging at the fork (the mappings they inherited keep
+    /// working), and programs it or they start are not traced.
     #[arg(long)]
     no_follow: bool,
 
