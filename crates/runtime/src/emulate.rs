@@ -254,6 +254,10 @@ enum Plan {
     Branch {
         call: bool,
     },
+    /// `movdir64b r, m512`: 64 bytes from the memory operand to `[r]`.
+    Movdir64b {
+        dest: Register,
+    },
     /// `cmps`, `scas` (`scas` compares a register with `[rdi]`), with
     /// `repe`/`repne` or without.
     StringCompare {
@@ -335,8 +339,16 @@ fn plan(insn: &Instruction) -> Option<Plan> {
     if insn.op_count() != 2 {
         return None;
     }
-    let width = access_width(insn)?;
     let (kind0, kind1) = (insn.op0_kind(), insn.op1_kind());
+    if insn.mnemonic() == Mnemonic::Movdir64b {
+        return (kind0 == OpKind::Register
+            && kind1 == OpKind::Memory
+            && insn.op0_register().is_gpr64())
+        .then_some(Plan::Movdir64b {
+            dest: insn.op0_register(),
+        });
+    }
+    let width = access_width(insn)?;
     let rep = insn.has_rep_prefix() || insn.has_repne_prefix();
     let string = |op| Some(Plan::String { op, width, rep });
     match insn.mnemonic() {
@@ -624,6 +636,17 @@ pub fn emulate(insn: &Instruction, regs: &mut Regs, bus: &mut impl Bus) -> Resul
             width,
             repeat,
         } => return emulate_string_compare(insn, regs, bus, scas, width, repeat),
+        Plan::Movdir64b { dest } => {
+            // One 64-byte read of the source, one 64-byte write of the
+            // destination (the CPU writes it as one direct store).
+            let source = effective_address(insn, regs, bus)?;
+            let dest = regs.get(dest).ok_or(Refusal::Unsupported)?;
+            bus.check_bytes(source, 64, false)?;
+            bus.check_bytes(dest, 64, true)?;
+            let mut bytes = [0u8; 64];
+            bus.load_bytes(source, &mut bytes)?;
+            bus.store_bytes(dest, &bytes)?;
+        }
     }
     regs.rip = insn.next_ip();
     Ok(())
@@ -1517,6 +1540,36 @@ mod tests {
         emulate(&decode(&[0xf6, 0x43, 0x01, 0x80]), &mut regs, &mut bus).expect("test");
         assert_eq!(regs.rflags & (ZF | 0x80), 0x80, "SF, not ZF");
         assert_eq!(regs.rflags & 0x202, 0x202, "other flags kept");
+    }
+
+    #[test]
+    fn movdir64b_copies_64_bytes_in_one_read_and_one_write() {
+        // movdir64b rax, [rbx]
+        let mut regs = Regs::default();
+        regs.gpr[3] = BASE;
+        regs.gpr[0] = BASE;
+        let mut bus = TestBus {
+            mem: (0..128u8).collect(),
+            log: Vec::new(),
+        };
+        regs.gpr[3] = BASE + 64;
+        emulate(
+            &decode(&[0x66, 0x0f, 0x38, 0xf8, 0x03]),
+            &mut regs,
+            &mut bus,
+        )
+        .expect("movdir64b");
+        assert_eq!(
+            bus.log
+                .iter()
+                .map(|a| (a.direction, a.addr, a.width))
+                .collect::<Vec<_>>(),
+            [
+                (Direction::Read, BASE + 64, 64),
+                (Direction::Write, BASE, 64)
+            ]
+        );
+        assert_eq!(bus.mem[..64], (64..128u8).collect::<Vec<_>>()[..]);
     }
 
     #[test]
