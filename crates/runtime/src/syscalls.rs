@@ -47,7 +47,7 @@ use mmiotrace_shm::{Record, kind};
 
 use crate::msg::Msg;
 use crate::ranges::{self, Range};
-use crate::sys::{self, SignalsBlocked};
+use crate::sys::{self, Errno, SignalsBlocked};
 use crate::{runtime, threads};
 
 /// A libc function the runtime shadows, found once with `dlsym(RTLD_NEXT)`.
@@ -209,16 +209,10 @@ impl Split {
     }
 }
 
-/// Why a traced buffer cannot be handed over.
-#[derive(Debug, Clone, Copy)]
-enum Refused {
-    Errno(c_int),
-}
-
 /// Splits `buffers` into pieces inside and outside traced ranges, checks
 /// the protection of the traced ones, and sets up the kernel's iovecs (the
 /// bounce buffer for traced pieces, the program's memory for the others).
-fn split(buffers: &[libc::iovec], direction: Direction) -> Result<Split, Refused> {
+fn split(buffers: &[libc::iovec], direction: Direction) -> Result<Split, Errno> {
     let needed = if direction == Direction::Out {
         libc::PROT_READ
     } else {
@@ -230,7 +224,7 @@ fn split(buffers: &[libc::iovec], direction: Direction) -> Result<Split, Refused
         count += 1;
         if let Some(range) = range {
             if range.prot as c_int & needed == 0 {
-                return Err(Refused::Errno(libc::EFAULT));
+                return Err(Errno(libc::EFAULT));
             }
             traced_bytes += len;
         }
@@ -240,11 +234,11 @@ fn split(buffers: &[libc::iovec], direction: Direction) -> Result<Split, Refused
         Msg::new()
             .text("a system call's buffers split into more than 1024 pieces around traced memory; it fails with EINVAL")
             .emit();
-        return Err(Refused::Errno(libc::EINVAL));
+        return Err(Errno(libc::EINVAL));
     }
     let tables = count * (core::mem::size_of::<Piece>() + core::mem::size_of::<libc::iovec>());
     let bounce_len = (traced_bytes as usize + 63) & !63;
-    let scratch = Scratch::new(bounce_len + tables).ok_or(Refused::Errno(libc::ENOMEM))?;
+    let scratch = Scratch::new(bounce_len + tables).ok_or(Errno(libc::ENOMEM))?;
     let pieces = (scratch.base + bounce_len) as *mut Piece;
     let iovecs =
         (scratch.base + bounce_len + count * core::mem::size_of::<Piece>()) as *mut libc::iovec;
@@ -253,7 +247,7 @@ fn split(buffers: &[libc::iovec], direction: Direction) -> Result<Split, Refused
     for_each_piece(buffers, |addr, len, range| {
         if index >= count {
             // The table changed between the passes; the pieces counted fit.
-            return Err(Refused::Errno(libc::EAGAIN));
+            return Err(Errno(libc::EAGAIN));
         }
         let piece = Piece {
             addr,
@@ -267,7 +261,7 @@ fn split(buffers: &[libc::iovec], direction: Direction) -> Result<Split, Refused
         if range.is_some() {
             bounce += len;
             if bounce > traced_bytes {
-                return Err(Refused::Errno(libc::EAGAIN));
+                return Err(Errno(libc::EAGAIN));
             }
         }
         // SAFETY: index < count, inside the tables carved from the scratch
@@ -292,8 +286,8 @@ fn split(buffers: &[libc::iovec], direction: Direction) -> Result<Split, Refused
 
 fn for_each_piece(
     buffers: &[libc::iovec],
-    mut each: impl FnMut(u64, u64, Option<Range>) -> Result<(), Refused>,
-) -> Result<(), Refused> {
+    mut each: impl FnMut(u64, u64, Option<Range>) -> Result<(), Errno>,
+) -> Result<(), Errno> {
     for buffer in buffers {
         let mut pos = buffer.iov_base as u64;
         let end = pos.saturating_add(buffer.iov_len as u64);
@@ -363,7 +357,7 @@ impl Logger {
 }
 
 /// Reads the traced pieces through their aliases into the bounce buffer.
-fn fill_bounce(split: &Split) -> Result<(), Refused> {
+fn fill_bounce(split: &Split) -> Result<(), Errno> {
     let logger = Logger::new();
     for piece in split.pieces() {
         let Some(offset) = piece.bounce else { continue };
@@ -387,7 +381,7 @@ fn fill_bounce(split: &Split) -> Result<(), Refused> {
 
 /// Stores the first `done` bytes the kernel put into the bounce buffer
 /// through the aliases of the traced pieces.
-fn drain_bounce(split: &Split, done: usize) -> Result<(), Refused> {
+fn drain_bounce(split: &Split, done: usize) -> Result<(), Errno> {
     let logger = Logger::new();
     let mut left = done as u64;
     for piece in split.pieces() {
@@ -417,12 +411,12 @@ fn drain_bounce(split: &Split, done: usize) -> Result<(), Refused> {
 
 /// Calls `each(range, address, width)` for the accesses that copy
 /// `addr..addr+len`, holding the range each lies in.
-fn copy_traced(addr: u64, len: u64, mut each: impl FnMut(&Range, u64, u8)) -> Result<(), Refused> {
+fn copy_traced(addr: u64, len: u64, mut each: impl FnMut(&Range, u64, u8)) -> Result<(), Errno> {
     let end = addr + len;
     let mut pos = addr;
     while pos < end {
         // The program may have unmapped it meanwhile: as untraced, the copy fails.
-        let held = ranges::lookup(pos).ok_or(Refused::Errno(libc::EFAULT))?;
+        let held = ranges::lookup(pos).ok_or(Errno(libc::EFAULT))?;
         let piece_end = end.min(held.range.end());
         for (at, width) in widths(pos, piece_end - pos) {
             each(&held.range, at, width);
@@ -480,17 +474,17 @@ fn through_alias(
 ) -> isize {
     let split = match split(buffers, direction) {
         Ok(split) => split,
-        Err(Refused::Errno(errno)) => return fail(errno),
+        Err(Errno(errno)) => return fail(errno),
     };
     if direction == Direction::Out {
-        if let Err(Refused::Errno(errno)) = fill_bounce(&split) {
+        if let Err(Errno(errno)) = fill_bounce(&split) {
             return fail(errno);
         }
     }
     let ret = call(split.iovecs(), split.count);
     if direction == Direction::In && ret > 0 {
         let saved = sys::get_errno();
-        if let Err(Refused::Errno(errno)) = drain_bounce(&split, ret as usize) {
+        if let Err(Errno(errno)) = drain_bounce(&split, ret as usize) {
             return fail(errno);
         }
         sys::set_errno(saved);
@@ -519,7 +513,7 @@ type PreadPwrite = unsafe extern "C" fn(c_int, *mut c_void, usize, i64) -> isize
 type Vectored = unsafe extern "C" fn(c_int, *const libc::iovec, c_int) -> isize;
 type PVectored = unsafe extern "C" fn(c_int, *const libc::iovec, c_int, i64) -> isize;
 type SendTo =
-    unsafe extern "C" fn(c_int, *mut c_void, usize, c_int, *mut c_void, libc::socklen_t) -> isize;
+    unsafe extern "C" fn(c_int, *mut c_void, usize, c_int, *const c_void, libc::socklen_t) -> isize;
 type RecvFrom = unsafe extern "C" fn(
     c_int,
     *mut c_void,
@@ -695,39 +689,43 @@ unsafe fn vectored(
     })
 }
 
-/// `send`/`sendto`/`recv`/`recvfrom`: one buffer, and an address.
+/// The address argument of a socket call.
+#[derive(Debug, Clone, Copy)]
+enum Peer {
+    /// `sendto`'s destination (null for `send`).
+    To(*const c_void, libc::socklen_t),
+    /// `recvfrom`'s source and its in/out length (null for `recv`).
+    From(*mut c_void, *mut libc::socklen_t),
+}
+
+/// `send`/`sendto`/`recv`/`recvfrom`: one buffer, and a peer address.
 ///
 /// # Safety
 ///
 /// As `sendto(2)`/`recvfrom(2)`.
-unsafe fn socket(
-    fd: c_int,
-    buf: *mut c_void,
-    len: usize,
-    flags: c_int,
-    addr: *mut c_void,
-    addr_len: usize,
-    direction: Direction,
-) -> isize {
+unsafe fn socket(fd: c_int, buf: *mut c_void, len: usize, flags: c_int, peer: Peer) -> isize {
     let buffers = one(buf, len);
+    let direction = match peer {
+        Peer::To(..) => Direction::Out,
+        Peer::From(..) => Direction::In,
+    };
     if !touches_traced(&buffers) {
-        return match direction {
-            Direction::Out => {
+        return match peer {
+            Peer::To(addr, addr_len) => {
                 // SAFETY: sendto's signature.
                 let Some(f) = (unsafe { real::<SendTo>(&REAL_SENDTO) }) else {
                     return -1;
                 };
                 // SAFETY: the caller's arguments, unchanged.
-                unsafe { f(fd, buf, len, flags, addr, addr_len as libc::socklen_t) }
+                unsafe { f(fd, buf, len, flags, addr, addr_len) }
             }
-            Direction::In => {
+            Peer::From(addr, addr_len) => {
                 // SAFETY: recvfrom's signature.
                 let Some(f) = (unsafe { real::<RecvFrom>(&REAL_RECVFROM) }) else {
                     return -1;
                 };
-                // SAFETY: the caller's arguments; addr_len carries the
-                // caller's socklen_t pointer for recvfrom.
-                unsafe { f(fd, buf, len, flags, addr, addr_len as *mut libc::socklen_t) }
+                // SAFETY: the caller's arguments, unchanged.
+                unsafe { f(fd, buf, len, flags, addr, addr_len) }
             }
         };
     }
@@ -736,10 +734,10 @@ unsafe fn socket(
         let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
         msg.msg_iov = iov as *mut libc::iovec;
         msg.msg_iovlen = count;
-        match direction {
-            Direction::Out => {
-                msg.msg_name = addr;
-                msg.msg_namelen = addr_len as libc::socklen_t;
+        match peer {
+            Peer::To(addr, addr_len) => {
+                msg.msg_name = addr as *mut c_void;
+                msg.msg_namelen = addr_len;
                 // SAFETY: sendmsg's signature.
                 let Some(f) = (unsafe { real::<MsgCall>(&REAL_SENDMSG) }) else {
                     return -1;
@@ -747,12 +745,11 @@ unsafe fn socket(
                 // SAFETY: a msghdr over split()'s iovecs and the caller's address.
                 unsafe { f(fd, &msg, flags) }
             }
-            Direction::In => {
-                let len_ptr = addr_len as *mut libc::socklen_t;
+            Peer::From(addr, addr_len) => {
                 msg.msg_name = addr;
-                if !len_ptr.is_null() {
+                if !addr_len.is_null() {
                     // SAFETY: the caller's readable socklen_t.
-                    msg.msg_namelen = unsafe { *len_ptr };
+                    msg.msg_namelen = unsafe { *addr_len };
                 }
                 // SAFETY: recvmsg's signature.
                 let Some(f) = (unsafe { real::<MsgCall>(&REAL_RECVMSG) }) else {
@@ -760,9 +757,9 @@ unsafe fn socket(
                 };
                 // SAFETY: as above.
                 let ret = unsafe { f(fd, &msg, flags) };
-                if ret >= 0 && !len_ptr.is_null() {
+                if ret >= 0 && !addr_len.is_null() {
                     // SAFETY: the caller's writable socklen_t.
-                    unsafe { *len_ptr = msg.msg_namelen };
+                    unsafe { *addr_len = msg.msg_namelen };
                 }
                 ret
             }
@@ -929,18 +926,9 @@ pub unsafe extern "C" fn pwritev64(
 /// As `send(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> isize {
+    let peer = Peer::To(core::ptr::null(), 0);
     // SAFETY: the caller's contract; no address.
-    unsafe {
-        socket(
-            fd,
-            buf as *mut c_void,
-            len,
-            flags,
-            sys::NULL,
-            0,
-            Direction::Out,
-        )
-    }
+    unsafe { socket(fd, buf as *mut c_void, len, flags, peer) }
 }
 
 /// `sendto(2)`.
@@ -957,18 +945,9 @@ pub unsafe extern "C" fn sendto(
     addr: *const libc::sockaddr,
     addr_len: libc::socklen_t,
 ) -> isize {
+    let peer = Peer::To(addr as *const c_void, addr_len);
     // SAFETY: the caller's contract.
-    unsafe {
-        socket(
-            fd,
-            buf as *mut c_void,
-            len,
-            flags,
-            addr as *mut c_void,
-            addr_len as usize,
-            Direction::Out,
-        )
-    }
+    unsafe { socket(fd, buf as *mut c_void, len, flags, peer) }
 }
 
 /// `recv(2)`.
@@ -978,8 +957,9 @@ pub unsafe extern "C" fn sendto(
 /// As `recv(2)`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize {
+    let peer = Peer::From(sys::NULL, core::ptr::null_mut());
     // SAFETY: the caller's contract; no address.
-    unsafe { socket(fd, buf, len, flags, sys::NULL, 0, Direction::In) }
+    unsafe { socket(fd, buf, len, flags, peer) }
 }
 
 /// `recvfrom(2)`.
@@ -996,18 +976,9 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut libc::sockaddr,
     addr_len: *mut libc::socklen_t,
 ) -> isize {
+    let peer = Peer::From(addr as *mut c_void, addr_len);
     // SAFETY: the caller's contract.
-    unsafe {
-        socket(
-            fd,
-            buf,
-            len,
-            flags,
-            addr as *mut c_void,
-            addr_len as usize,
-            Direction::In,
-        )
-    }
+    unsafe { socket(fd, buf, len, flags, peer) }
 }
 
 fn check_fortified(len: usize, buf_len: usize) {
