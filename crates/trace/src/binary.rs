@@ -91,7 +91,9 @@ const _: () = assert!(PID_SHIFT == PC_SHIFT + 16 && 1 << (PID_SHIFT + 8) == SEQ_
 /// Number of map slots: a short access names its map by `map_id % MAP_SLOTS`.
 const MAP_SLOTS: usize = 16;
 
-/// The previous value of each delta-encoded field, shared by writer and reader.
+/// The previous value of each delta-encoded field, shared by writer and
+/// reader (which, between short accesses, keeps time, phys, pc and pid in
+/// the event it lends instead; see [`decode_short`]).
 #[derive(Debug, Clone, Copy)]
 struct DeltaState {
     time: u64,
@@ -506,12 +508,15 @@ fn encode_event(event: &Event, st: &mut DeltaState, slots: &mut MapSlots, out: &
 // ---------------------------------------------------------------- reading
 
 /// Decodes the short access record at the start of `rec` into `a`, which
-/// holds the previous access: its time, pc and pid are the previous
-/// values of those fields (the reader keeps them there rather than in a
-/// [`DeltaState`], which saves a store per field). `rec` is
-/// [`SHORT_MAX_LEN`] bytes whatever the record's length, so that every
-/// load has a fixed offset and size; the bytes past the record are masked
-/// off. Every short record is valid. Returns the record's length.
+/// holds the previous access: its time, pc and pid are the bases of this
+/// record's deltas, and afterwards its time, phys, pc and pid are the
+/// delta state of those fields. The reader keeps that state in the event
+/// it lends rather than in `st`, which saves a load and a store per field
+/// (see `BinaryReader::state_in_slot`); `st` keeps seq and proc.
+///
+/// `rec` is [`SHORT_MAX_LEN`] bytes whatever the record's length, so that
+/// every load has a fixed offset and size; the bytes past the record are
+/// masked off. Every short record is valid. Returns the record's length.
 #[inline(always)]
 fn decode_short(
     rec: &[u8; SHORT_MAX_LEN],
@@ -1007,8 +1012,10 @@ pub struct BinaryReader<R> {
     /// A cut-off end seen by `read_ref`.
     truncation: Option<Truncation>,
     done: bool,
-    /// The slot holds the access last decoded, and the time, phys, pc and
-    /// pid of `state` are stale: the slot's are the current ones.
+    /// The slot holds the access last decoded, and its time, phys, pc and
+    /// pid are the delta state: those of `state` are stale until `advance`
+    /// copies them back. False at the end and after an error, which keeps
+    /// the fast path from reading on.
     state_in_slot: bool,
 }
 
@@ -1137,9 +1144,9 @@ impl<R: Read> BinaryReader<R> {
     }
 
     /// The fast path: decodes a short access in place into the slot, when
-    /// the next record is one, the buffer holds [`SHORT_MAX_LEN`] bytes
-    /// and the slot already holds an access. Returns false, having done
-    /// nothing, otherwise.
+    /// the slot holds the last access decoded (`state_in_slot`), the next
+    /// record is a short access and the buffer holds [`SHORT_MAX_LEN`]
+    /// bytes. Returns false, having done nothing, otherwise.
     #[inline(always)]
     fn advance_short(&mut self) -> bool {
         if !self.state_in_slot {
