@@ -407,6 +407,34 @@ fn handlers_on_an_alternate_stack_touch_traced_memory() {
 }
 
 #[test]
+fn an_alternate_stack_too_small_for_the_handler_is_never_overflowed() {
+    // 8 KiB (glibc's traditional SIGSTKSZ) leaves too little below two
+    // kernel signal frames on machines with large FPU state: the runtime
+    // stops the program with a message instead of writing below the stack.
+    let scratch = Scratch::new("altstack-small");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob()],
+        &[&program("signals"), &"altstack", &bar, &"8192"],
+    );
+    let stderr = text(&out.stderr);
+    let completed = out.status.success()
+        && text(&out.stdout)
+            == "usr1 10 on altstack 10\nfault caught on altstack 1\n\
+                overflow caught on altstack 1\ncounter 2\n";
+    let stopped = out.status.code() == Some(128 + libc::SIGSEGV)
+        && stderr.contains("alternate signal stack too small for the runtime's handler");
+    assert!(
+        completed || stopped,
+        "{:?}\nstdout:\n{}\nstderr:\n{stderr}",
+        out.status,
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn an_asynchronous_signal_handler_is_traced_exactly() {
     let scratch = Scratch::new("alarm");
     let bar = scratch.bar("dev", 4096);
