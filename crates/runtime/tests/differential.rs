@@ -252,6 +252,12 @@ fn note_missing_features() {
 #[test]
 fn every_form_and_special_case() {
     note_missing_features();
+    let forms = diff::random::forms(&Layout::detect());
+    let [integer, legacy, vex, evex] = forms.classes.each_ref().map(Vec::len);
+    println!(
+        "{} instruction forms this CPU supports: {integer} general-purpose, {legacy} legacy SSE/MMX/x87, {vex} VEX, {evex} EVEX",
+        integer + legacy + vex + evex
+    );
     let outcome = run_set("forms", &[]);
     println!("{} cases", outcome.cases);
     check(outcome, 500);
