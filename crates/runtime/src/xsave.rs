@@ -157,16 +157,30 @@ impl FrameVectors {
         unsafe { (self.frame.area.add(XSTATE_BV) as *const u64).read() }
     }
 
-    /// Where bytes `from..from+len` of register `n` live: (component, offset).
-    fn place(&self, n: usize, from: usize) -> Option<(u32, usize)> {
-        let (component, offset) = match (n, from) {
-            (0..16, 0..16) => (SSE, XMM0 + 16 * n + from),
-            (0..16, 16..32) => (AVX, layout(AVX)?.0 + 16 * n + from - 16),
-            (0..16, 32..64) => (ZMM_HI256, layout(ZMM_HI256)?.0 + 32 * n + from - 32),
-            (16..32, 0..64) => (HI16_ZMM, layout(HI16_ZMM)?.0 + 64 * (n - 16) + from),
+    /// Where the part of register `n` starting at byte `from` lives:
+    /// `Some(Some((component, offset)))`; `Some(None)` when the CPU (the
+    /// frame) does not have that part (the bits above 128 without AVX, above
+    /// 256 without AVX-512): it reads as zero and can only be written zero;
+    /// `None` when the register does not exist.
+    fn place(&self, n: usize, from: usize) -> Option<Option<(u32, usize)>> {
+        let component = match (n, from) {
+            (0..16, 0..16) => SSE,
+            (0..16, 16..32) => AVX,
+            (0..16, 32..64) => ZMM_HI256,
+            (16..32, 0..64) => HI16_ZMM,
             _ => return None,
         };
-        (self.in_frame(component) && offset < self.frame.size).then_some((component, offset))
+        if !self.in_frame(component) {
+            // XMM16-31 exist only with AVX-512.
+            return (n < 16).then_some(None);
+        }
+        let offset = match component {
+            SSE => XMM0 + 16 * n + from,
+            AVX => layout(AVX)?.0 + 16 * n + from - 16,
+            ZMM_HI256 => layout(ZMM_HI256)?.0 + 32 * n + from - 32,
+            _ => layout(HI16_ZMM)?.0 + 64 * (n - 16) + from,
+        };
+        (offset < self.frame.size).then_some(Some((component, offset)))
     }
 
     /// Makes `component` hold its initial state explicitly and marks it in use.
@@ -207,8 +221,11 @@ impl Vectors for FrameVectors {
                 break;
             }
             let to = to.min(out.len());
-            let (component, offset) = self.place(n, from)?;
             let dst = out.get_mut(from..to)?;
+            let Some((component, offset)) = self.place(n, from)? else {
+                dst.fill(0);
+                continue;
+            };
             if bv & (1 << component) == 0 {
                 dst.fill(0);
             } else {
@@ -230,16 +247,22 @@ impl Vectors for FrameVectors {
         let n = vector_number(reg)?;
         let end = zero_to.max(bytes.len()).min(64);
         // Check every part first: a refused write must change nothing.
-        for &(from, _) in PARTS.iter().filter(|&&(from, _)| from < end) {
-            self.place(n, from)?;
+        for &(from, to) in PARTS.iter().filter(|&&(from, _)| from < end) {
+            let source = bytes.get(from.min(bytes.len())..to.min(bytes.len()))?;
+            if self.place(n, from)?.is_none() && source.iter().any(|&b| b != 0) {
+                return None;
+            }
         }
         for &(from, to) in PARTS.iter() {
             if from >= end {
                 break;
             }
             let to = to.min(end);
-            let (component, offset) = self.place(n, from)?;
             let source = bytes.get(from.min(bytes.len())..to.min(bytes.len()))?;
+            let Some((component, offset)) = self.place(n, from)? else {
+                // A part this CPU does not have: zero, nothing to write.
+                continue;
+            };
             let zeros = to - from - source.len();
             if source.iter().all(|&b| b == 0) && self.xstate_bv() & (1 << component) == 0 {
                 // Already zero in its initial state.
@@ -285,4 +308,68 @@ pub fn vector_number(reg: Register) -> Option<usize> {
         return None;
     };
     Some(reg as usize - first as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[repr(C, align(64))]
+    struct Area([u8; 4096]);
+
+    fn frame(area: &mut Area, mask: u64) -> FpFrame {
+        FpFrame {
+            area: area.0.as_mut_ptr(),
+            xsave_mask: mask,
+            size: 4096,
+        }
+    }
+
+    #[test]
+    fn writing_claims_a_component_in_its_initial_state() {
+        detect();
+        if XCR0.load(Ordering::Relaxed) & 0b110 != 0b110 {
+            println!("note: no AVX state on this CPU; test skipped");
+            return;
+        }
+        let mut area = Area([0xee; 4096]);
+        // XSTATE_BV: x87 and SSE in use, AVX in its initial state.
+        area.0[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&0b011u64.to_le_bytes());
+        let mut vectors = FrameVectors::new(frame(&mut area, 0b111));
+        let mut ymm3 = [0u8; 32];
+        vectors.read(Register::YMM3, &mut ymm3).expect("read");
+        assert_eq!(&ymm3[16..], &[0; 16], "initial state reads as zero");
+        let value: Vec<u8> = (1..=32).collect();
+        vectors.write(Register::YMM3, &value, 32).expect("write");
+        let bv = u64::from_le_bytes(area.0[XSTATE_BV..XSTATE_BV + 8].try_into().expect("8"));
+        assert_eq!(bv & 0b100, 0b100, "AVX marked in use");
+        let mut vectors = FrameVectors::new(frame(&mut area, 0b111));
+        let mut ymm3 = [0u8; 32];
+        vectors.read(Register::YMM3, &mut ymm3).expect("read");
+        assert_eq!(ymm3[..], value[..]);
+        // The other registers' upper halves were zeroed, not left 0xee.
+        let mut ymm4 = [0u8; 32];
+        vectors.read(Register::YMM4, &mut ymm4).expect("read");
+        assert_eq!(&ymm4[16..], &[0; 16]);
+    }
+
+    #[test]
+    fn parts_the_cpu_lacks_read_as_zero_and_take_only_zeros() {
+        detect();
+        let mut area = Area([0; 4096]);
+        area.0[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&0b011u64.to_le_bytes());
+        // A frame with x87 and SSE only (no AVX, no AVX-512).
+        let mut vectors = FrameVectors::new(frame(&mut area, 0b011));
+        let xmm: Vec<u8> = (1..=16).collect();
+        vectors
+            .write(Register::XMM2, &xmm, 64)
+            .expect("VEX-style load zeroing up to 512 bits");
+        let mut zmm = [0xffu8; 64];
+        vectors.read(Register::ZMM2, &mut zmm).expect("read");
+        assert_eq!(zmm[..16], xmm[..]);
+        assert!(zmm[16..].iter().all(|&b| b == 0));
+        let wide = [1u8; 32];
+        assert_eq!(vectors.write(Register::YMM2, &wide, 32), None);
+        assert_eq!(vectors.read(Register::XMM17, &mut [0u8; 16]), None);
+    }
 }
