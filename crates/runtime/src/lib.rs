@@ -20,6 +20,8 @@
 //! - `displaced`: runs the rewritten instruction on the program's
 //!   registers inside the handler (unsafe: asm, executable memory).
 //! - `xsave`: the vector registers in the signal frame's XSAVE area (unsafe).
+//! - `access`: each device access performed with one load or store
+//!   instruction of its width, up to 64 bytes (unsafe: asm).
 //! - [`glob`], [`msg`], [`ranges`]: path globs, stack-formatted messages,
 //!   the lock-free table of traced ranges (safe).
 //! - `sys`: raw system calls (unsafe).
