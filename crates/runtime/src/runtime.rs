@@ -69,14 +69,20 @@ pub fn muted() -> bool {
 extern "C" fn on_load() {
     crate::syscalls::resolve_all();
     threads::init_mask_view();
-    if let Some(recorder) = getenv(b"MMIOTRACE_NO_FOLLOW\0") {
-        NO_FOLLOW.store(true, Ordering::Relaxed);
-        // SAFETY: getppid has no arguments and cannot fail.
-        let parent = unsafe { libc::syscall(libc::SYS_getppid) } as u64;
-        if parse_decimal(recorder) != Some(parent) {
-            let _ = STATE.compare_exchange(UNINIT, DISABLED, Ordering::AcqRel, Ordering::Relaxed);
-        }
+    if !followed() {
+        let _ = STATE.compare_exchange(UNINIT, DISABLED, Ordering::AcqRel, Ordering::Relaxed);
     }
+}
+
+/// False under `--no-follow` in a process whose parent is not the recorder.
+fn followed() -> bool {
+    let Some(recorder) = getenv(b"MMIOTRACE_NO_FOLLOW\0") else {
+        return true;
+    };
+    NO_FOLLOW.store(true, Ordering::Relaxed);
+    // SAFETY: getppid has no arguments and cannot fail.
+    let parent = unsafe { libc::syscall(libc::SYS_getppid) } as u64;
+    parse_decimal(recorder) == Some(parent)
 }
 
 #[used]
@@ -159,6 +165,10 @@ fn load_config() -> bool {
     let Some(path) = shm_path_from_env() else {
         return false;
     };
+    // Another library's constructor may map a file before on_load() runs.
+    if !followed() {
+        return false;
+    }
     let shm = match open_shm_inherited().map_or_else(|| open_shm(path), Ok) {
         Ok(shm) => shm,
         Err(what) => {
