@@ -753,10 +753,8 @@ mod tests {
     fn rejects_foreign_files() {
         let region = Region::new(8192);
         // SAFETY: a zeroed mapping; from_raw only reads the header.
-        assert_eq!(
-            unsafe { Shm::from_raw(region.ptr, region.len) }.err(),
-            Some(ShmError::BadMagic)
-        );
+        let result = unsafe { Shm::from_raw(region.ptr, region.len) };
+        assert_eq!(result.err(), Some(ShmError::BadMagic));
     }
 
     #[test]
