@@ -214,7 +214,11 @@ fn stats_reads_binary_traces_too() {
 fn garbage_and_missing_files_are_errors() {
     let dir = scratch("garbage");
     let bad = dir.join("bad.mtb");
-    std::fs::write(&bad, b"\x89MMT\r\n\x1a\n\x02\x00\x00\x00\x7f\x00\x00\x00\x00").expect("write");
+    std::fs::write(
+        &bad,
+        b"\x89MMT\r\n\x1a\n\x02\x00\x00\x00\x7f\x00\x00\x00\x00",
+    )
+    .expect("write");
     let out = mmiotrace(&["convert", path_str(&bad)]);
     assert_eq!(
         stderr(&out),
