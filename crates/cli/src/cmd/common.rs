@@ -1,5 +1,5 @@
 //! What the analysis commands (`stats`, `filter`, `collapse`, `diff`,
-//! `export`) share: opening traces and outputs, and parsing the numbers,
+//! `export`, `convert`, `decode`) share: opening traces and outputs, and parsing the numbers,
 //! times and ranges their options take.
 //!
 //! Register names: every command prints registers by physical address
@@ -14,10 +14,17 @@ use anyhow::{Context as _, bail};
 use clap::ValueEnum;
 use mmiotrace_trace::{BinaryWriter, EventWrite, ReadOptions, TextWriter, Timestamp, TraceReader};
 
-use super::convert::open_input;
-
 /// A trace reader over a file or standard input.
 pub type Reader = TraceReader<Box<dyn Read>>;
+
+/// Opens IN (`-` is standard input) and names it for messages.
+pub fn open_input(path: &Path) -> anyhow::Result<(Box<dyn Read>, String)> {
+    if path == Path::new("-") {
+        return Ok((Box::new(io::stdin().lock()), "<stdin>".to_string()));
+    }
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok((Box::new(file), path.display().to_string()))
+}
 
 /// Opens a trace (`-` for standard input), text or binary.
 pub fn open_trace(path: &Path, strict: bool) -> anyhow::Result<(Reader, String)> {

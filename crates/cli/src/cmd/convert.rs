@@ -1,14 +1,12 @@
 //! `mmiotrace convert`: rewrite a trace in another format.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use mmiotrace_trace::{
-    BinaryWriter, EventWrite, JsonLinesWriter, ReadOptions, TextWriter, TraceReader,
-};
+use mmiotrace_trace::{BinaryWriter, EventWrite, JsonLinesWriter, TextWriter};
+
+use super::common::{create_output, open_trace, warn_if_truncated};
 
 /// Convert a trace between the kernel's text format, mmiotrace's binary
 /// format and JSON lines.
@@ -58,26 +56,8 @@ pub enum OutputFormat {
 impl Cmd {
     pub fn run(self) -> anyhow::Result<()> {
         let format = self.to.unwrap_or_else(|| format_for_path(&self.output));
-        let (reader, name) = open_input(&self.input)?;
-        let options = ReadOptions::default()
-            .with_name(name.as_str())
-            .with_fatal_truncation(self.strict);
-        let mut reader = TraceReader::new(reader, options)?;
-
-        let out: Box<dyn Write> = if self.output == Path::new("-") {
-            Box::new(io::stdout().lock())
-        } else {
-            Box::new(
-                File::create(&self.output)
-                    .with_context(|| format!("cannot create {}", self.output.display()))?,
-            )
-        };
-        let out = BufWriter::with_capacity(256 * 1024, out);
-        let out_name = if self.output == Path::new("-") {
-            "standard output".to_string()
-        } else {
-            self.output.display().to_string()
-        };
+        let (mut reader, _) = open_trace(&self.input, self.strict)?;
+        let (out, out_name) = create_output(&self.output)?;
         let mut writer: Box<dyn EventWrite> = match format {
             OutputFormat::Text => Box::new(TextWriter::new(out)),
             OutputFormat::Binary => Box::new(
@@ -91,9 +71,7 @@ impl Cmd {
                 .write_event(event)
                 .with_context(|| format!("cannot write to {out_name}"))?;
         }
-        if let Some(truncation) = reader.truncation() {
-            eprintln!("mmiotrace: warning: {truncation}");
-        }
+        warn_if_truncated(&reader);
         writer
             .flush()
             .with_context(|| format!("cannot write to {out_name}"))?;
@@ -108,13 +86,4 @@ fn format_for_path(path: &Path) -> OutputFormat {
         Some("jsonl") => OutputFormat::Jsonl,
         _ => OutputFormat::Text,
     }
-}
-
-/// Opens IN (`-` is standard input) and names it for messages.
-pub(crate) fn open_input(path: &Path) -> anyhow::Result<(Box<dyn Read>, String)> {
-    if path == Path::new("-") {
-        return Ok((Box::new(io::stdin().lock()), "<stdin>".to_string()));
-    }
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    Ok((Box::new(file), path.display().to_string()))
 }

@@ -1,8 +1,7 @@
 //! `mmiotrace decode`: name the registers and fields of every access.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
@@ -11,7 +10,7 @@ use mmiotrace_regdb::format::{JsonWriter, TextWriter};
 use mmiotrace_trace::rwmmio::{RwmmioReader, looks_like_rwmmio};
 use mmiotrace_trace::{Item, ReadOptions, TraceReader};
 
-use super::convert::open_input;
+use super::common::{create_output, open_input};
 use super::regs::RegsArgs;
 
 /// Decode a trace: for every access, the register's name and the values of
@@ -119,20 +118,7 @@ impl Cmd {
             Input::Trace(TraceReader::new(reader, read_options)?)
         };
 
-        let out: Box<dyn Write> = if self.output == Path::new("-") {
-            Box::new(io::stdout().lock())
-        } else {
-            Box::new(
-                File::create(&self.output)
-                    .with_context(|| format!("cannot create {}", self.output.display()))?,
-            )
-        };
-        let out = BufWriter::with_capacity(256 * 1024, out);
-        let out_name = if self.output == Path::new("-") {
-            "standard output".to_string()
-        } else {
-            self.output.display().to_string()
-        };
+        let (out, out_name) = create_output(&self.output)?;
         let mut sink: Box<dyn DecodeSinkFlush> = match self.format {
             DecodeFormat::Text => Box::new(TextWriter::new(out)),
             DecodeFormat::Jsonl => Box::new(JsonWriter::new(out)),

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use clap::Args;
 use mmiotrace_trace::{Direction, Event, Format, ReadOptions, Repeat, Timestamp, TraceReader};
 
-use super::common::{fmt_time, parse_time, register_label};
-use super::convert::open_input;
+use super::common::{fmt_time, open_input, parse_time, register_label};
 use super::polling::{Folder, Options};
 use super::regs::{RegsArgs, namer};
 
