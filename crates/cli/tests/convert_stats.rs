@@ -1,21 +1,11 @@
 //! `mmiotrace convert` and `mmiotrace stats`, run as the real binary.
 
+mod common;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
-
-fn mmiotrace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mmiotrace"))
-        .args(args)
-        .output()
-        .expect("run mmiotrace")
-}
+use common::{data, mmiotrace, path_str, scratch, stderr_text, succeeded_stdout};
 
 fn mmiotrace_stdin(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mmiotrace"))
@@ -34,39 +24,14 @@ fn mmiotrace_stdin(args: &[&str], stdin: &[u8]) -> Output {
     child.wait_with_output().expect("wait for mmiotrace")
 }
 
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "mmiotrace failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).expect("UTF-8 output")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A scratch directory of this test's own, removed at the start of the next run.
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mmiotrace-cli-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
-
 #[test]
 fn converts_a_real_kernel_log_with_crlf_and_a_cut_off_last_line() {
     let input = data("kernel-crlf-truncated.txt");
     let out = mmiotrace(&["convert", path_str(&input)]);
     let expected = std::fs::read_to_string(data("kernel-crlf-truncated.expected.txt"))
         .expect("expected output fixture");
-    assert_eq!(stdout(&out), expected);
-    let warning = stderr(&out);
+    assert_eq!(succeeded_stdout(&out), expected);
+    let warning = stderr_text(&out);
     assert!(
         warning.contains("kernel-crlf-truncated.txt:31:1: the trace ends in the middle of a record; its last 11 bytes were ignored"),
         "{warning}"
@@ -79,9 +44,9 @@ fn strict_makes_a_cut_off_last_line_an_error() {
     let out = mmiotrace(&["convert", "--strict", path_str(&input)]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("kernel-crlf-truncated.txt:31:1: the trace ends in the middle of a record (11 bytes cut off)"),
+        stderr_text(&out).contains("kernel-crlf-truncated.txt:31:1: the trace ends in the middle of a record (11 bytes cut off)"),
         "{}",
-        stderr(&out)
+        stderr_text(&out)
     );
 }
 
@@ -91,7 +56,7 @@ fn a_malformed_line_is_an_error_naming_file_line_and_column() {
     let out = mmiotrace(&["convert", path_str(&input)]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
-        stderr(&out),
+        stderr_text(&out),
         format!(
             "mmiotrace: error: {}:3:29: expected a hex value after \"0x\"\n",
             input.display()
@@ -99,7 +64,7 @@ fn a_malformed_line_is_an_error_naming_file_line_and_column() {
     );
     let out = mmiotrace(&["stats", path_str(&input)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(":3:29: expected a hex value"));
+    assert!(stderr_text(&out).contains(":3:29: expected a hex value"));
 }
 
 #[test]
@@ -109,7 +74,7 @@ fn text_to_binary_and_back_is_byte_identical() {
         let text = data(fixture);
         let mtb = dir.join("trace.mtb");
         // The .mtb extension picks the binary format.
-        stdout(&mmiotrace(&[
+        succeeded_stdout(&mmiotrace(&[
             "convert",
             path_str(&text),
             "-o",
@@ -123,7 +88,7 @@ fn text_to_binary_and_back_is_byte_identical() {
             "{fixture}: binary is compact"
         );
         let back = mmiotrace(&["convert", path_str(&mtb)]);
-        assert_eq!(stdout(&back).as_bytes(), original, "{fixture}");
+        assert_eq!(succeeded_stdout(&back).as_bytes(), original, "{fixture}");
     }
 }
 
@@ -131,13 +96,13 @@ fn text_to_binary_and_back_is_byte_identical() {
 fn stdin_and_stdout_with_dash_and_explicit_formats() {
     let original = std::fs::read(data("extended.txt")).expect("fixture");
     let binary = mmiotrace_stdin(&["convert", "-", "--to", "binary"], &original);
-    assert!(binary.status.success(), "{}", stderr(&binary));
+    assert!(binary.status.success(), "{}", stderr_text(&binary));
     assert_eq!(&binary.stdout[..4], b"\x89MMT");
     let text = mmiotrace_stdin(&["convert", "-", "-o", "-"], &binary.stdout);
-    assert_eq!(stdout(&text).as_bytes(), original);
+    assert_eq!(succeeded_stdout(&text).as_bytes(), original);
 
     let jsonl = mmiotrace_stdin(&["convert", "-", "--to", "jsonl"], &binary.stdout);
-    let jsonl = stdout(&jsonl);
+    let jsonl = succeeded_stdout(&jsonl);
     assert_eq!(jsonl.lines().count(), 10);
     assert!(jsonl.contains(
         r#"{"kind":"MAP","time_ns":10000,"map_id":1,"phys":"0xfebf0000","virt":"0x7f3a9c000000","len":"0x20000","pc":"0x55d0c0a01234","pid":3121,"seq":0,"process":3120,"path":"/sys/bus/pci/devices/0000:00:03.0/resource0"}"#
@@ -148,7 +113,7 @@ fn stdin_and_stdout_with_dash_and_explicit_formats() {
 #[test]
 fn stats_counts_kinds_maps_widths_and_registers() {
     let input = data("kernel-crlf-truncated.txt");
-    let report = stdout(&mmiotrace(&["stats", path_str(&input), "--top", "3"]));
+    let report = succeeded_stdout(&mmiotrace(&["stats", path_str(&input), "--top", "3"]));
     for expected in [
         "events:    27\n",
         "time span: 5.321847 .. 5.700000 (0.378153 s)\n",
@@ -178,7 +143,7 @@ fn stats_counts_kinds_maps_widths_and_registers() {
 #[test]
 fn stats_says_when_the_register_table_is_capped() {
     let input = data("kernel-crlf-truncated.txt");
-    let report = stdout(&mmiotrace(&[
+    let report = succeeded_stdout(&mmiotrace(&[
         "stats",
         path_str(&input),
         "--max-registers",
@@ -194,13 +159,13 @@ fn stats_says_when_the_register_table_is_capped() {
 fn stats_reads_binary_traces_too() {
     let dir = scratch("stats-binary");
     let mtb = dir.join("ext.mtb");
-    stdout(&mmiotrace(&[
+    succeeded_stdout(&mmiotrace(&[
         "convert",
         path_str(&data("extended.txt")),
         "-o",
         path_str(&mtb),
     ]));
-    let report = stdout(&mmiotrace(&["stats", path_str(&mtb)]));
+    let report = succeeded_stdout(&mmiotrace(&["stats", path_str(&mtb)]));
     assert!(report.contains("(binary)"), "{report}");
     assert!(report.contains("  16 bytes            1\n"), "{report}");
     assert!(report.contains("  32 bytes            1\n"), "{report}");
@@ -221,7 +186,7 @@ fn garbage_and_missing_files_are_errors() {
     .expect("write");
     let out = mmiotrace(&["convert", path_str(&bad)]);
     assert_eq!(
-        stderr(&out),
+        stderr_text(&out),
         format!(
             "mmiotrace: error: {}:@12: unknown record tag 0x7f\n",
             bad.display()
@@ -229,5 +194,9 @@ fn garbage_and_missing_files_are_errors() {
     );
     let out = mmiotrace(&["stats", path_str(&dir.join("absent.txt"))]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("cannot open"), "{}", stderr(&out));
+    assert!(
+        stderr_text(&out).contains("cannot open"),
+        "{}",
+        stderr_text(&out)
+    );
 }

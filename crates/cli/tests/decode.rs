@@ -2,68 +2,16 @@
 //! envytools database, user-space traces with a TOML map, the kernel's
 //! rwmmio ftrace events with an SVD file, and the errors.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
-
-/// The register map fixtures of the regdb crate.
-fn regdb_data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../regdb/tests/data")
-        .join(name)
-}
-
-/// The envytools database, outside the repository: `$MMIOTRACE_RNNDB`,
-/// else `shared/rnndb` next to it.
-fn nv_mmio() -> PathBuf {
-    let dir = match std::env::var_os("MMIOTRACE_RNNDB") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/rnndb"),
-    };
-    let path = dir.join("nv_mmio.xml");
-    assert!(
-        path.is_file(),
-        "no envytools rnndb at {} (set MMIOTRACE_RNNDB)",
-        dir.display()
-    );
-    path
-}
-
-fn mmiotrace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mmiotrace"))
-        .args(args)
-        .output()
-        .expect("run mmiotrace")
-}
-
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "mmiotrace failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).expect("UTF-8 output")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
+use common::{data, mmiotrace, nv_mmio, path_str as s, regdb_data, stderr_text, succeeded_stdout};
 
 #[test]
 fn kernel_log_with_rnndb_learns_the_chipset_and_names_registers() {
     let trace = data("kernel-crlf-truncated.txt");
     let db = nv_mmio();
     let out = mmiotrace(&["decode", s(&trace), "--regs", s(&db)]);
-    let text = stdout(&out);
+    let text = succeeded_stdout(&out);
     let want = [
         "5.321847 MAP 1 0xfd000000+0x1000000 -> 10de:1c82/bar0 nv_mmio.xml#NV_MMIO\n",
         "5.321903 VARIANT 10de:1c82/bar0 chipset=GP108 (from PMC.ID)\n",
@@ -80,7 +28,7 @@ fn kernel_log_with_rnndb_learns_the_chipset_and_names_registers() {
     for line in want {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
-    let err = stderr(&out);
+    let err = stderr_text(&out);
     assert!(
         err.contains("the trace ends in the middle of a record"),
         "{err}"
@@ -102,7 +50,7 @@ fn json_lines_and_a_forced_chipset() {
         "--format",
         "jsonl",
     ]);
-    let text = stdout(&out);
+    let text = succeeded_stdout(&out);
     let values: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -145,7 +93,7 @@ fn user_space_trace_with_a_toml_map_by_path_glob() {
         &format!("/tmp/nic-*={}", s(&map)),
     ]);
     assert_eq!(
-        stdout(&out),
+        succeeded_stdout(&out),
         "0.003990 MAP 1 0x0+0x20000 /tmp/nic-bar0 -> map1 example-nic#example-nic\n\
          0.004010 8743 R 4 map1 0x000008 0x00000081 STATUS => FD SPEED=M1000\n\
          0.004070 8743 W 4 map1 0x000000 0x04000000 CTRL <= RST\n\
@@ -167,7 +115,7 @@ fn rwmmio_ftrace_with_an_svd_peripheral_at_a_virtual_address() {
         "0xffff800010001000+0x1000=DEMO_MCU#UART0",
     ]);
     assert_eq!(
-        stdout(&out),
+        succeeded_stdout(&out),
         "812.305511 412 W 4 0xffff800010001000 0x000008 0x00000015 UART0.CTRL <= EN PARITY=EVEN STATE=START\n\
          812.305520 412 R 4 0xffff800010001000 0x000004 0x000000a0 UART0.STATUS => RXNE TXE\n\
          812.305700 88 R 2 0xffff800010001000 0x00000c 0x01a0 UART0.BAUD\n"
@@ -181,7 +129,7 @@ fn bad_database_is_an_error_with_file_line_and_problem() {
     let out = mmiotrace(&["decode", s(&trace), "--regs", s(&bad)]);
     assert!(!out.status.success());
     assert_eq!(
-        stderr(&out),
+        stderr_text(&out),
         format!(
             "mmiotrace: error: {}:4:23: field B (bits 4:3) overlaps field A (bits 3:0) of CTRL\n",
             bad.display()
@@ -195,9 +143,9 @@ fn usage_errors() {
     let out = mmiotrace(&["decode", s(&trace)]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("no register database: give one with --regs FILE"),
+        stderr_text(&out).contains("no register database: give one with --regs FILE"),
         "{}",
-        stderr(&out)
+        stderr_text(&out)
     );
 
     let map = regdb_data("example-nic.toml");
@@ -211,19 +159,23 @@ fn usage_errors() {
     ]);
     assert!(!out.status.success());
     assert_eq!(
-        stderr(&out),
+        stderr_text(&out),
         "mmiotrace: error: --device \"0xfe00zz=example-nic\": \"0xfe00zz\" is not an address\n"
     );
 
     let out = mmiotrace(&["decode", s(&trace), "--regs", s(&map), "--chipset", "GK104"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("--chipset GK104"), "{}", stderr(&out));
+    assert!(
+        stderr_text(&out).contains("--chipset GK104"),
+        "{}",
+        stderr_text(&out)
+    );
 }
 
 #[test]
 fn help_describes_the_spec_grammar() {
     let out = mmiotrace(&["decode", "--help"]);
-    let text = stdout(&out);
+    let text = succeeded_stdout(&out);
     for needle in [
         "SELECTOR=DATABASE[#DOMAIN][@VARIANT]",
         "rwmmio",

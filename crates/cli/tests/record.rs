@@ -1,68 +1,18 @@
 //! `mmiotrace record` tracing real processes: our test programs (C, compiled
 //! here) and unmodified third-party binaries.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use mmiotrace_trace::{Access, Direction, Event, Item, ReadOptions, TraceReader};
 
+use common::programs::{Scratch, program};
+
 const MMIOTRACE: &str = env!("CARGO_BIN_EXE_mmiotrace");
-
-/// A private scratch directory under /dev/shm (traced with `--trace`).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = PathBuf::from(format!(
-            "/dev/shm/mmiotrace-test-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn glob(&self) -> String {
-        format!("{}/*.bar", self.0.display())
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Compiles tests/programs/NAME.c once per test run.
-fn program(name: &str) -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("mmiotrace-progs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        dir
-    });
-    let exe = dir.join(name);
-    if !exe.exists() {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/programs/{name}.c"));
-        let tmp = dir.join(format!("{name}.tmp{:?}", std::thread::current().id()));
-        let status = Command::new("cc")
-            .args(["-O2", "-g", "-pthread", "-Wall", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .status()
-            .expect("run cc");
-        assert!(status.success(), "compiling {}", src.display());
-        std::fs::rename(&tmp, &exe).expect("rename");
-    }
-    exe
-}
 
 fn record(trace: &Path, extra: &[&str], program: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     let mut cmd = Command::new(MMIOTRACE);

@@ -9,31 +9,8 @@ use std::path::{Path, PathBuf};
 use common::*;
 use mmiotrace_trace::Event;
 
-/// The register map fixtures of the regdb crate.
-fn regdb_data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../regdb/tests/data")
-        .join(name)
-}
-
 fn nic_map() -> PathBuf {
     regdb_data("example-nic.toml")
-}
-
-/// The envytools database, outside the repository: `$MMIOTRACE_RNNDB`,
-/// else `shared/rnndb` next to it.
-fn nv_mmio() -> PathBuf {
-    let dir = match std::env::var_os("MMIOTRACE_RNNDB") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/rnndb"),
-    };
-    let path = dir.join("nv_mmio.xml");
-    assert!(
-        path.is_file(),
-        "no envytools rnndb at {} (set MMIOTRACE_RNNDB)",
-        dir.display()
-    );
-    path
 }
 
 fn stderr_of(args: &[&str]) -> String {

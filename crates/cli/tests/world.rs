@@ -3,83 +3,18 @@
 //! `mmiotrace record` from a C program in tests/programs/. See
 //! docs/ARCHITECTURE.md, "How the runtime survives the world".
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mmiotrace_trace::{Event, Item, ReadOptions, TraceReader};
 
+use common::programs::{Scratch, compile, program};
+
 const MMIOTRACE: &str = env!("CARGO_BIN_EXE_mmiotrace");
-
-/// A private scratch directory under /dev/shm; `*.bar` in it is traced.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = PathBuf::from(format!(
-            "/dev/shm/mmiotrace-world-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// A traced file of `len` zero bytes.
-    fn bar(&self, name: &str, len: u64) -> PathBuf {
-        let path = self.path(&format!("{name}.bar"));
-        std::fs::File::create(&path)
-            .and_then(|f| f.set_len(len))
-            .expect("create bar");
-        path
-    }
-
-    fn glob(&self) -> String {
-        format!("{}/*.bar", self.0.display())
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Compiles tests/programs/NAME.c once per test binary.
-fn program(name: &str) -> PathBuf {
-    compile(name, name, &[])
-}
-
-fn compile(name: &str, source: &str, flags: &[&str]) -> PathBuf {
-    static COMPILED: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
-    let mut compiled = COMPILED.lock().expect("compile lock");
-    if let Some((_, path)) = compiled.iter().find(|(n, _)| n == name) {
-        return path.clone();
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/programs/{source}.c"));
-    let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("world-{name}"));
-    let out = Command::new("cc")
-        .args(["-O2", "-g", "-pthread", "-Wall", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .args(flags)
-        .output()
-        .expect("run cc");
-    assert!(
-        out.status.success(),
-        "compiling {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    compiled.push((name.to_owned(), exe.clone()));
-    exe
-}
 
 fn record_command(trace: &Path, extra: &[&str], argv: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
     let mut cmd = Command::new(MMIOTRACE);

@@ -1,5 +1,8 @@
 //! Helpers for the tests of the analysis commands, which run the real binary.
+//! Each test file is a crate of its own and uses only some of them.
 #![allow(dead_code)]
+
+pub mod programs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -32,6 +35,44 @@ pub fn stdout(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// The register map fixtures of the regdb crate.
+pub fn regdb_data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../regdb/tests/data")
+        .join(name)
+}
+
+/// The envytools database, outside the repository: `$MMIOTRACE_RNNDB`,
+/// else `shared/rnndb` next to it.
+pub fn nv_mmio() -> PathBuf {
+    let dir = match std::env::var_os("MMIOTRACE_RNNDB") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/rnndb"),
+    };
+    let path = dir.join("nv_mmio.xml");
+    assert!(
+        path.is_file(),
+        "no envytools rnndb at {} (set MMIOTRACE_RNNDB)",
+        dir.display()
+    );
+    path
+}
+
+/// Standard output of a finished run that must have succeeded.
+pub fn succeeded_stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "mmiotrace failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("UTF-8 output")
+}
+
+/// Standard error of a finished run.
+pub fn stderr_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A scratch directory of this test's own, emptied first.
