@@ -3,18 +3,10 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 
 fn run_crash(mode: &str) -> common::Run {
     let program = common::compile("crash", &[]);
-    let dev = common::TempShmFile::new("crash-dev", 4096);
-    let mut command = Command::new(&program);
-    command.arg(&dev.0).arg(mode);
-    common::record(
-        command,
-        &[dev.0.to_str().expect("utf8")],
-        common::small_config(),
-    )
+    common::record_with_device(&program, "crash-dev", 4096, &[mode], common::small_config())
 }
 
 #[test]
@@ -40,13 +32,7 @@ fn a_store_to_a_read_only_traced_mapping_kills_with_sigsegv() {
 #[test]
 fn the_programs_own_segv_handler_is_chained_to() {
     let run = run_crash("handler");
-    assert!(
-        run.status.success(),
-        "{:?}\n{}\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
+    run.assert_success();
     assert!(run.stdout.contains("caught 1 after 51"), "{}", run.stdout);
     assert_eq!(
         run.accesses().count(),
@@ -70,13 +56,7 @@ fn an_int3_without_handler_still_kills_with_sigtrap() {
 #[test]
 fn a_thread_that_blocks_sigsegv_is_still_traced() {
     let run = run_crash("blocked");
-    assert!(
-        run.status.success(),
-        "{:?}\n{}\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
+    run.assert_success();
     assert!(run.stdout.contains("blocked got 68"), "{}", run.stdout);
     assert_eq!(run.accesses().count(), 3);
 }
@@ -84,13 +64,7 @@ fn a_thread_that_blocks_sigsegv_is_still_traced() {
 #[test]
 fn a_handler_installed_with_signal_is_chained_to() {
     let run = run_crash("signal");
-    assert!(
-        run.status.success(),
-        "{:?}\n{}\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
+    run.assert_success();
     assert!(run.stdout.contains("caught 1 after 85"), "{}", run.stdout);
     assert_eq!(run.accesses().count(), 3);
 }

@@ -7,18 +7,16 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 
 use mmiotrace_shm::kind;
 
 fn run_displaced(mode: &str) -> common::Run {
     let program = common::compile("displaced", &[]);
-    let dev = common::TempShmFile::new("displaced-dev", 4096);
-    let mut command = Command::new(&program);
-    command.arg(&dev.0).arg(mode);
-    common::record(
-        command,
-        &[dev.0.to_str().expect("utf8")],
+    common::record_with_device(
+        &program,
+        "displaced-dev",
+        4096,
+        &[mode],
         common::small_config(),
     )
 }
@@ -36,20 +34,10 @@ fn events(run: &common::Run) -> Vec<(u8, u8, u64, u64)> {
         .collect()
 }
 
-fn assert_ok(run: &common::Run) {
-    assert!(
-        run.status.success(),
-        "{:?}\n{}\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
-}
-
 #[test]
 fn repe_cmps_is_emulated_with_the_values_it_compared() {
     let run = run_displaced("cmps");
-    assert_ok(&run);
+    run.assert_success();
     // Stops after the differing 7th byte: 16 - 7 left, rsi one past it.
     assert!(run.stdout.contains("left 9 at 107"), "{}", run.stdout);
     let expected: Vec<(u8, u8, u64, u64)> = (0..7u64)
@@ -62,7 +50,7 @@ fn repe_cmps_is_emulated_with_the_values_it_compared() {
 #[test]
 fn lock_cmpxchg_reads_and_writes_back_also_when_it_fails() {
     let run = run_displaced("cmpxchg");
-    assert_ok(&run);
+    run.assert_success();
     assert!(
         run.stdout.contains("ok 1 0 seen 5 then 9"),
         "{}",
@@ -84,7 +72,7 @@ fn lock_cmpxchg_reads_and_writes_back_also_when_it_fails() {
 #[test]
 fn xchg_whose_address_register_is_its_data_runs_displaced() {
     let run = run_displaced("xchg");
-    assert_ok(&run);
+    run.assert_success();
     assert!(run.stdout.contains("got 77 left 1"), "{}", run.stdout);
     // mov, xchg (read, write of the address), the program's check.
     let ev = events(&run);
@@ -100,7 +88,7 @@ fn xchg_whose_address_register_is_its_data_runs_displaced() {
 #[test]
 fn a_gather_runs_on_the_slow_path_as_unknown() {
     let run = run_displaced("gather");
-    assert_ok(&run);
+    run.assert_success();
     if run.stdout.starts_with("SKIP") {
         println!("note: {}", run.stdout.trim());
         return;

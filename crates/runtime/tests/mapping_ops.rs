@@ -4,28 +4,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 
 use mmiotrace_shm::kind;
 
 #[test]
 fn partial_unmap_mprotect_mremap_and_map_fixed() {
     let program = common::compile("mapping_ops", &[]);
-    let dev = common::TempShmFile::new("ops-dev", 8 * 4096);
-    let mut command = Command::new(&program);
-    command.arg(&dev.0);
-    let run = common::record(
-        command,
-        &[dev.0.to_str().expect("utf8")],
-        common::small_config(),
-    );
-    assert!(
-        run.status.success(),
-        "{:?}\n{}\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
+    let run =
+        common::record_with_device(&program, "ops-dev", 8 * 4096, &[], common::small_config());
+    run.assert_success();
     assert!(run.stdout.contains("DONE"));
     let mut map_number: HashMap<u32, usize> = HashMap::new();
     let actual: Vec<String> = run

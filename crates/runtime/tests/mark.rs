@@ -19,14 +19,7 @@ fn include_dir() -> String {
 #[test]
 fn marks_appear_in_order_around_the_access() {
     let program = common::compile("mark", &["-I", &include_dir(), "-ldl"]);
-    let dev = common::TempShmFile::new("mark-dev", 4096);
-    let mut command = Command::new(&program);
-    command.arg(&dev.0);
-    let run = common::record(
-        command,
-        &[dev.0.to_str().expect("utf8")],
-        common::small_config(),
-    );
+    let run = common::record_with_device(&program, "mark-dev", 4096, &[], common::small_config());
     assert!(run.status.success(), "{:?}\n{}", run.status, run.stderr);
     let kinds: Vec<(u8, Vec<u8>)> = run
         .records

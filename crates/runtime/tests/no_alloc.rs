@@ -6,28 +6,14 @@
 
 mod common;
 
-use std::process::Command;
-
 use mmiotrace_shm::kind;
 
 #[test]
 fn handlers_never_call_the_allocator() {
     let program = common::compile("noalloc", &["-ldl"]);
-    let dev = common::TempShmFile::new("noalloc-dev", 4096);
-    let mut command = Command::new(&program);
-    command.arg(&dev.0);
-    let run = common::record(
-        command,
-        &[dev.0.to_str().expect("utf8")],
-        common::small_config(),
-    );
-    assert!(
-        run.status.success(),
-        "{:?}\n{}\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
+    let run =
+        common::record_with_device(&program, "noalloc-dev", 4096, &[], common::small_config());
+    run.assert_success();
     let line = run
         .stdout
         .lines()

@@ -12,21 +12,8 @@ use mmiotrace_shm::kind;
 #[test]
 fn a_forked_child_logs_with_its_own_pid_and_slot() {
     let program = common::compile("fork", &[]);
-    let dev = common::TempShmFile::new("fork-dev", 4096);
-    let mut command = Command::new(&program);
-    command.arg(&dev.0);
-    let run = common::record(
-        command,
-        &[dev.0.to_str().expect("utf8")],
-        common::small_config(),
-    );
-    assert!(
-        run.status.success(),
-        "{:?}\n{}\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
+    let run = common::record_with_device(&program, "fork-dev", 4096, &[], common::small_config());
+    run.assert_success();
     let pid_of = |label: &str| -> u32 {
         run.stdout
             .lines()
@@ -65,15 +52,12 @@ fn a_forked_child_logs_with_its_own_pid_and_slot() {
 #[test]
 fn processes_that_come_and_go_do_not_use_up_the_slots() {
     let program = common::compile("fork", &[]);
-    let dev = common::TempShmFile::new("fork-many-dev", 4096);
-    let mut command = Command::new(&program);
-    command.arg(&dev.0).arg("many");
     let config = mmiotrace_shm::Config {
         slot_count: 3,
         ring_records: 512,
         drop_when_full: false,
     };
-    let run = common::record(command, &[dev.0.to_str().expect("utf8")], config);
+    let run = common::record_with_device(&program, "fork-many-dev", 4096, &["many"], config);
     assert!(run.status.success(), "{:?}\n{}", run.status, run.stderr);
     assert!(!run.stderr.contains("slot"), "{}", run.stderr);
     let values: Vec<u64> = run
@@ -96,14 +80,8 @@ fn a_rust_stack_overflow_is_still_reported_by_std() {
         .status()
         .expect("run rustc");
     assert!(status.success());
-    let dev = common::TempShmFile::new("overflow-dev", 4096);
-    let mut command = Command::new(&binary);
-    command.arg(&dev.0);
-    let run = common::record(
-        command,
-        &[dev.0.to_str().expect("utf8")],
-        common::small_config(),
-    );
+    let run =
+        common::record_with_device(&binary, "overflow-dev", 4096, &[], common::small_config());
     assert!(
         run.stderr.contains("has overflowed its stack"),
         "{}",

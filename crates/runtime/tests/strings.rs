@@ -3,28 +3,14 @@
 
 mod common;
 
-use std::process::Command;
-
 use mmiotrace_shm::kind;
 
 #[test]
 fn string_instructions_are_emulated_with_values() {
     let program = common::compile("strings", &[]);
-    let dev = common::TempShmFile::new("strings-dev", 4096);
-    let mut command = Command::new(&program);
-    command.arg(&dev.0);
-    let run = common::record(
-        command,
-        &[dev.0.to_str().expect("utf8")],
-        common::small_config(),
-    );
-    assert!(
-        run.status.success(),
-        "{:?}\n{}\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
+    let run =
+        common::record_with_device(&program, "strings-dev", 4096, &[], common::small_config());
+    run.assert_success();
     let expected: Vec<&str> = run
         .stdout
         .lines()

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 
 use mmiotrace_shm::{Config, kind};
 
@@ -19,25 +18,19 @@ fn value_of(t: u64, p: u64) -> u64 {
 #[test]
 fn eight_threads_lose_nothing_and_keep_their_order() {
     let program = common::compile("threads", &[]);
-    let dev = common::TempShmFile::new("threads-dev", 4096);
-    let mut command = Command::new(&program);
-    command
-        .arg(&dev.0)
-        .arg(THREADS.to_string())
-        .arg(ACCESSES.to_string());
     let config = Config {
         slot_count: 16,
         ring_records: 16384,
         drop_when_full: false,
     };
-    let run = common::record(command, &[dev.0.to_str().expect("utf8")], config);
-    assert!(
-        run.status.success(),
-        "{:?}\n{}\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
+    let run = common::record_with_device(
+        &program,
+        "threads-dev",
+        4096,
+        &[&THREADS.to_string(), &ACCESSES.to_string()],
+        config,
     );
+    run.assert_success();
     assert!(run.stdout.contains("BAD 0"), "{}", run.stdout);
     assert_eq!(run.lost, 0);
 

@@ -105,6 +105,18 @@ impl Run {
             .iter()
             .filter(|p| matches!(p.record.kind, kind::READ | kind::WRITE | kind::UNKNOWN))
     }
+
+    /// Fails the test, showing the program's output, unless it exited with 0.
+    #[track_caller]
+    pub fn assert_success(&self) {
+        assert!(
+            self.status.success(),
+            "{:?}\n{}\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+    }
 }
 
 struct Mapping {
@@ -206,6 +218,21 @@ fn drain(shm: &Shm, records: &mut Vec<Popped>) -> usize {
 }
 
 /// A small configuration for tests.
+/// Records PROGRAM given a fresh traced /dev/shm file of `len` bytes
+/// (named after `tag`) as its first argument, then `args`.
+pub fn record_with_device(
+    program: &Path,
+    tag: &str,
+    len: usize,
+    args: &[&str],
+    config: Config,
+) -> Run {
+    let dev = TempShmFile::new(tag, len);
+    let mut command = Command::new(program);
+    command.arg(&dev.0).args(args);
+    record(command, &[dev.0.to_str().expect("utf8")], config)
+}
+
 pub fn small_config() -> Config {
     Config {
         slot_count: 16,
