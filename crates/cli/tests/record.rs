@@ -147,9 +147,13 @@ fn eight_threads_every_access_once_in_order() {
     }
 }
 
-#[test]
-fn killed_program_keeps_every_access_and_exits_137() {
-    let scratch = Scratch::new("kill");
+/// Runs the endless counter under `mmiotrace record` in a process group of
+/// its own, lets it make 20,000 iterations, has `stop` signal something,
+/// and checks that the trace holds every write the program reported.
+/// Returns the recorder's exit code.
+fn counter_stopped_by(name: &str, stop: impl FnOnce(&std::process::Child)) -> Option<i32> {
+    use std::os::unix::process::CommandExt;
+    let scratch = Scratch::new(name);
     let bar = scratch.path("counter.bar");
     let progress = scratch.path("progress");
     let trace = scratch.path("counter.trace");
@@ -162,6 +166,7 @@ fn killed_program_keeps_every_access_and_exits_137() {
         .arg(&bar)
         .arg(&progress)
         .stdout(Stdio::null())
+        .process_group(0)
         .spawn()
         .expect("spawn record");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -173,20 +178,8 @@ fn killed_program_keeps_every_access_and_exits_137() {
         assert!(Instant::now() < deadline, "the counter never got going");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The traced program is the recorder's only child.
-    let children =
-        std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id()))
-            .expect("children");
-    let pid: i32 = children
-        .split_whitespace()
-        .next()
-        .expect("a child")
-        .parse()
-        .expect("pid");
-    // SAFETY: kill has no memory-safety preconditions.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    stop(&child);
     let status = child.wait().expect("wait record");
-    assert_eq!(status.code(), Some(137));
 
     let last = read_progress().expect("progress");
     let writes: Vec<u64> = accesses(&read_trace(&trace))
@@ -195,7 +188,7 @@ fn killed_program_keeps_every_access_and_exits_137() {
         .map(|a| a.value.low_u64())
         .collect();
     // Every write up to the last one the program reported, in order; at most
-    // one more (killed between the access and its progress report).
+    // one more (stopped between the access and its progress report).
     assert!(
         writes.len() as u64 > last,
         "{} writes, progress {last}",
@@ -203,6 +196,42 @@ fn killed_program_keeps_every_access_and_exits_137() {
     );
     assert!(writes.len() as u64 <= last + 2);
     assert!(writes.iter().enumerate().all(|(i, &v)| v == i as u64));
+    status.code()
+}
+
+#[test]
+fn killed_program_keeps_every_access_and_exits_137() {
+    let code = counter_stopped_by("kill", |record| {
+        // The traced program is the recorder's only child.
+        let children = std::fs::read_to_string(format!(
+            "/proc/{}/task/{}/children",
+            record.id(),
+            record.id()
+        ))
+        .expect("children");
+        let pid: i32 = children
+            .split_whitespace()
+            .next()
+            .expect("a child")
+            .parse()
+            .expect("pid");
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    });
+    assert_eq!(code, Some(137));
+}
+
+#[test]
+fn ctrl_c_reaches_the_program_and_the_trace_is_completed() {
+    let code = counter_stopped_by("ctrl-c", |record| {
+        // A terminal's Ctrl-C: SIGINT to the whole foreground process group,
+        // recorder and program alike.
+        let group = record.id() as i32;
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(-group, libc::SIGINT) }, 0);
+    });
+    // The program died of SIGINT (128 + 2); the recorder did not.
+    assert_eq!(code, Some(130));
 }
 
 #[test]
