@@ -317,3 +317,49 @@ fn bad_program_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("starting /nonexistent/program"), "{stderr}");
 }
+
+#[test]
+fn lines_written_to_the_mark_fifo_become_marks() {
+    let scratch = Scratch::new("fifo");
+    let fifo = scratch.path("marks");
+    let trace = scratch.path("fifo.trace");
+    let gate = scratch.path("gate");
+    // The program waits until the test has written its markers.
+    let script = format!("while [ ! -e {} ]; do sleep 0.01; done", gate.display());
+    let mut child = Command::new(MMIOTRACE)
+        .arg("record")
+        .arg("-o")
+        .arg(&trace)
+        .arg("--mark-fifo")
+        .arg(&fifo)
+        .args(["--quiet", "--", "sh", "-c", &script])
+        .spawn()
+        .expect("spawn record");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fifo.exists() {
+        assert!(Instant::now() < deadline, "the FIFO never appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for text in ["phase one", "phase two"] {
+        let mut writer = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fifo)
+            .expect("open FIFO");
+        std::io::Write::write_all(&mut writer, format!("{text}\n").as_bytes()).expect("write");
+    }
+    // Markers written just before the program ends are kept too.
+    std::fs::write(&gate, b"").expect("gate");
+    assert!(child.wait().expect("wait").success());
+    let marks: Vec<String> = read_trace(&trace)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Mark(m) => Some(m.text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(marks, ["phase one", "phase two"]);
+    assert!(
+        !fifo.exists(),
+        "the FIFO record created is removed at the end"
+    );
+}

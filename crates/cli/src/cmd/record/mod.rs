@@ -256,7 +256,41 @@ impl Sink {
 }
 
 /// Lines written to the mark FIFO, read on a thread of their own.
-fn spawn_mark_reader(path: &Path) -> Result<(mpsc::Receiver<String>, bool)> {
+/// The mark FIFO: lines read on a thread of their own, whether `record`
+/// created the FIFO (and removes it), and a descriptor to see what is unread.
+struct MarkFifo {
+    receiver: mpsc::Receiver<String>,
+    created: bool,
+    fifo: File,
+}
+
+impl MarkFifo {
+    /// Waits (at most a second) until the reader thread has taken every
+    /// byte written to the FIFO so far, so that markers written just before
+    /// the program ended are not lost.
+    fn settle(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let mut unread: libc::c_int = 0;
+            // SAFETY: FIONREAD stores an int through the valid pointer.
+            let ok = unsafe {
+                libc::ioctl(
+                    std::os::fd::AsRawFd::as_raw_fd(&self.fifo),
+                    libc::FIONREAD,
+                    &mut unread,
+                )
+            } == 0;
+            if !ok || unread == 0 || std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The thread may still be splitting the last bytes it read into lines.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn spawn_mark_reader(path: &Path) -> Result<MarkFifo> {
     let created = match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_fifo() => false,
         Ok(_) => bail!("--mark-fifo {}: exists and is not a FIFO", path.display()),
@@ -278,6 +312,9 @@ fn spawn_mark_reader(path: &Path) -> Result<(mpsc::Receiver<String>, bool)> {
         .write(true)
         .open(path)
         .with_context(|| format!("opening the FIFO {}", path.display()))?;
+    let watch = fifo
+        .try_clone()
+        .with_context(|| format!("duplicating the FIFO {}", path.display()))?;
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(fifo).split(b'\n') {
@@ -290,7 +327,11 @@ fn spawn_mark_reader(path: &Path) -> Result<(mpsc::Receiver<String>, bool)> {
             }
         }
     });
-    Ok((receiver, created))
+    Ok(MarkFifo {
+        receiver,
+        created,
+        fifo: watch,
+    })
 }
 
 fn install_signal_forwarding() {
@@ -359,8 +400,8 @@ impl Cmd {
         let mut idle = Duration::from_micros(50);
         let status = loop {
             let taken = drainer.poll();
-            if let Some((receiver, _)) = &marks {
-                while let Ok(text) = receiver.try_recv() {
+            if let Some(marks) = &marks {
+                while let Ok(text) = marks.receiver.try_recv() {
                     drainer.add_mark(text);
                 }
             }
@@ -417,15 +458,16 @@ impl Cmd {
         while drainer.poll() > 0 {
             drainer.emit(false, |event| sink.write(event))?;
         }
-        if let Some((receiver, _)) = &marks {
-            while let Ok(text) = receiver.try_recv() {
+        if let Some(marks) = &marks {
+            marks.settle();
+            while let Ok(text) = marks.receiver.try_recv() {
                 drainer.add_mark(text);
             }
         }
         drainer.emit(true, |event| sink.write(event))?;
         sink.finish()
             .with_context(|| format!("writing {}", self.output.display()))?;
-        if let (Some(path), Some((_, true))) = (&self.mark_fifo, &marks) {
+        if let (Some(path), Some(MarkFifo { created: true, .. })) = (&self.mark_fifo, &marks) {
             let _ = std::fs::remove_file(path);
         }
         if !self.quiet {
