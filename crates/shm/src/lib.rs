@@ -719,6 +719,11 @@ mod tests {
                 shm.push(slot, record, &[]);
             }
         });
+        // Let the producer fill the ring before consuming anything: its
+        // 513th push must then wait.
+        while shm.pending(slot) < 512 {
+            std::thread::yield_now();
+        }
         let mut next = 0u64;
         while next < 5000 {
             if let Some(popped) = shm.pop(slot) {
