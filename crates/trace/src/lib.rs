@@ -5,6 +5,7 @@
 //! - Binary, compact and fast: [`BinaryWriter`], [`BinaryReader`].
 //! - JSON lines, write-only: [`JsonLinesWriter`].
 //! - [`TraceReader`] detects text or binary from the first bytes.
+//! - QEMU's log of device accesses, read-only: [`qemu_log::QemuLogReader`].
 //!
 //! The byte-level definitions of all three are in docs/FORMAT.md.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod fuzzing;
 mod input;
 pub mod jsonl;
 mod num;
+pub mod qemu_log;
 pub mod rwmmio;
 pub mod text_reader;
 pub mod text_writer;

@@ -1,0 +1,407 @@
+//! QEMU's own log of device accesses: the device's view of what a guest did.
+//!
+//! QEMU (7.2 and later) writes one line per trace event to its log when run
+//! with `-trace 'memory_region_ops_*' -trace 'pci_update_mappings_*' -D FILE`:
+//!
+//! ```text
+//! 16555@1796588908.248461:memory_region_ops_read cpu 3 mr 0x7f9763c9aa60 addr 0xfebc0000 value 0x140240 size 4 name 'e1000-mmio'
+//! 16301@1796588861.325326:pci_update_mappings_add e1000 00:04.0 0,0xfebc0000+0x20000
+//! ```
+//!
+//! - the prefix is QEMU's process id and the host time in seconds and
+//!   microseconds;
+//! - `cpu` is the vCPU index, -1 for an access no vCPU made (DMA, a timer);
+//! - `addr` is the absolute guest-physical address of a memory region that
+//!   sits in the system address space, or the port of an I/O region;
+//! - `value` and `size` are what the device model's callback got or gave:
+//!   an access narrower, wider or less aligned than the model implements
+//!   reaches it as the pieces QEMU splits it into.
+//!
+//! [`QemuLogReader`] streams the events it knows and skips every other line
+//! (other trace events, QEMU's warnings); a known event that does not parse
+//! is an error naming the line and column.
+
+use std::io::BufRead;
+use std::sync::Arc;
+
+use crate::error::{Error, Location, Position};
+use crate::event::Direction;
+
+/// One device access as QEMU logged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuAccess {
+    /// Host time of the log line, in microseconds.
+    pub time_us: u64,
+    /// The vCPU that made the access; -1 when none did.
+    pub cpu: i32,
+    pub dir: Direction,
+    /// Guest-physical address (memory regions) or port (I/O regions).
+    pub addr: u64,
+    pub value: u64,
+    /// Bytes, 1 to 8.
+    pub size: u8,
+    /// The memory region's name, e.g. `e1000-mmio`.
+    pub region: String,
+}
+
+/// A PCI BAR placed in (`added`) or taken out of the guest's address space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuBar {
+    pub time_us: u64,
+    pub added: bool,
+    /// QEMU's device type, e.g. `e1000`.
+    pub device: String,
+    pub bus: u8,
+    pub slot: u8,
+    pub function: u8,
+    pub bar: u8,
+    pub addr: u64,
+    pub size: u64,
+}
+
+impl QemuBar {
+    /// The device's address as Linux names it in sysfs: `0000:00:04.0`.
+    pub fn pci_address(&self) -> String {
+        format!(
+            "0000:{:02x}:{:02x}.{:x}",
+            self.bus, self.slot, self.function
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QemuEvent {
+    Access(QemuAccess),
+    Bar(QemuBar),
+}
+
+/// Streams [`QemuEvent`]s from a QEMU log.
+#[derive(Debug)]
+pub struct QemuLogReader<R> {
+    input: R,
+    name: Arc<str>,
+    line: String,
+    line_no: u64,
+}
+
+impl<R: BufRead> QemuLogReader<R> {
+    pub fn new(input: R, name: impl Into<Arc<str>>) -> Self {
+        QemuLogReader {
+            input,
+            name: name.into(),
+            line: String::new(),
+            line_no: 0,
+        }
+    }
+
+    /// The next known event, or `None` at the end of the log.
+    pub fn next_event(&mut self) -> Result<Option<QemuEvent>, Error> {
+        loop {
+            self.line.clear();
+            let read = self
+                .input
+                .read_line(&mut self.line)
+                .map_err(|source| Error::Io {
+                    name: self.name.clone(),
+                    source,
+                })?;
+            if read == 0 {
+                return Ok(None);
+            }
+            self.line_no += 1;
+            let line = self.line.trim_end_matches(['\n', '\r']);
+            if let Some(event) = parse_line(line).map_err(|(column, message)| Error::Syntax {
+                position: Position {
+                    name: self.name.clone(),
+                    location: Location::Line {
+                        line: self.line_no,
+                        column: column as u64 + 1,
+                    },
+                },
+                message,
+            })? {
+                return Ok(Some(event));
+            }
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for QemuLogReader<R> {
+    type Item = Result<QemuEvent, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_event().transpose()
+    }
+}
+
+/// A parse failure: the byte column where it happened and what was expected.
+type ParseError = (usize, String);
+
+/// Parses one line; `Ok(None)` for lines that are not events this reader knows.
+fn parse_line(line: &str) -> Result<Option<QemuEvent>, ParseError> {
+    // "PID@SECS.USECS:EVENT ARGS"
+    let Some(colon) = line.find(':') else {
+        return Ok(None);
+    };
+    let prefix = &line[..colon];
+    let Some((pid, time)) = prefix.split_once('@') else {
+        return Ok(None);
+    };
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    let rest = &line[colon + 1..];
+    let (event, args) = rest.split_once(' ').unwrap_or((rest, ""));
+    let kind = match event {
+        "memory_region_ops_read" => Kind::Access(Direction::Read),
+        "memory_region_ops_write" => Kind::Access(Direction::Write),
+        "pci_update_mappings_add" => Kind::Bar(true),
+        "pci_update_mappings_del" => Kind::Bar(false),
+        _ => return Ok(None),
+    };
+    let time_us = parse_time(time).ok_or_else(|| {
+        (
+            pid.len() + 1,
+            format!("expected SECONDS.MICROSECONDS after '@', found {time:?}"),
+        )
+    })?;
+    let mut fields = Fields {
+        text: args,
+        base: colon + 1 + event.len() + 1,
+        pos: 0,
+    };
+    Ok(Some(match kind {
+        Kind::Access(dir) => {
+            let cpu = fields.keyword_value("cpu")?;
+            let cpu = cpu
+                .1
+                .parse::<i32>()
+                .map_err(|_| (cpu.0, format!("expected a vCPU number, found {:?}", cpu.1)))?;
+            fields.keyword_value("mr")?;
+            let addr = fields.keyword_hex("addr")?;
+            let value = fields.keyword_hex("value")?;
+            let size = fields.keyword_value("size")?;
+            let size = match size.1.parse::<u8>() {
+                Ok(s @ (1 | 2 | 4 | 8)) => s,
+                _ => {
+                    return Err((
+                        size.0,
+                        format!("expected a size of 1, 2, 4 or 8, found {:?}", size.1),
+                    ));
+                }
+            };
+            let region = fields.quoted_name()?;
+            QemuEvent::Access(QemuAccess {
+                time_us,
+                cpu,
+                dir,
+                addr,
+                value,
+                size,
+                region,
+            })
+        }
+        Kind::Bar(added) => {
+            // "e1000 00:04.0 0,0xfebc0000+0x20000"
+            let device = fields.word()?;
+            let bdf = fields.word()?;
+            let (bus, slot, function) = parse_bdf(bdf.1)
+                .ok_or_else(|| (bdf.0, format!("expected BUS:SLOT.FN, found {:?}", bdf.1)))?;
+            let place = fields.word()?;
+            let (bar, addr, size) = parse_bar_place(place.1).ok_or_else(|| {
+                (
+                    place.0,
+                    format!("expected BAR,0xADDRESS+0xSIZE, found {:?}", place.1),
+                )
+            })?;
+            QemuEvent::Bar(QemuBar {
+                time_us,
+                added,
+                device: device.1.to_owned(),
+                bus,
+                slot,
+                function,
+                bar,
+                addr,
+                size,
+            })
+        }
+    }))
+}
+
+enum Kind {
+    Access(Direction),
+    Bar(bool),
+}
+
+fn parse_time(text: &str) -> Option<u64> {
+    let (secs, micros) = text.split_once('.')?;
+    let secs: u64 = secs.parse().ok()?;
+    if micros.len() != 6 {
+        return None;
+    }
+    let micros: u64 = micros.parse().ok()?;
+    secs.checked_mul(1_000_000)?.checked_add(micros)
+}
+
+fn parse_hex(text: &str) -> Option<u64> {
+    u64::from_str_radix(text.strip_prefix("0x")?, 16).ok()
+}
+
+fn parse_bdf(text: &str) -> Option<(u8, u8, u8)> {
+    let (bus, rest) = text.split_once(':')?;
+    let (slot, function) = rest.split_once('.')?;
+    Some((
+        u8::from_str_radix(bus, 16).ok()?,
+        u8::from_str_radix(slot, 16).ok()?,
+        u8::from_str_radix(function, 16).ok()?,
+    ))
+}
+
+fn parse_bar_place(text: &str) -> Option<(u8, u64, u64)> {
+    let (bar, rest) = text.split_once(',')?;
+    let (addr, size) = rest.split_once('+')?;
+    Some((bar.parse().ok()?, parse_hex(addr)?, parse_hex(size)?))
+}
+
+/// Space-separated fields of an event's arguments, with their columns.
+struct Fields<'a> {
+    text: &'a str,
+    /// Column of `text` in the line.
+    base: usize,
+    pos: usize,
+}
+
+impl<'a> Fields<'a> {
+    /// The next space-separated word and its column.
+    fn word(&mut self) -> Result<(usize, &'a str), ParseError> {
+        let rest = &self.text[self.pos..];
+        let skipped = rest.len() - rest.trim_start_matches(' ').len();
+        let start = self.pos + skipped;
+        let rest = &self.text[start..];
+        let len = rest.find(' ').unwrap_or(rest.len());
+        if len == 0 {
+            return Err((self.base + start, "the line ends early".to_owned()));
+        }
+        self.pos = start + len;
+        Ok((self.base + start, &rest[..len]))
+    }
+
+    /// `KEYWORD VALUE`: the value and its column.
+    fn keyword_value(&mut self, keyword: &str) -> Result<(usize, &'a str), ParseError> {
+        let found = self.word()?;
+        if found.1 != keyword {
+            return Err((
+                found.0,
+                format!("expected {keyword:?}, found {:?}", found.1),
+            ));
+        }
+        self.word()
+    }
+
+    fn keyword_hex(&mut self, keyword: &str) -> Result<u64, ParseError> {
+        let (column, text) = self.keyword_value(keyword)?;
+        parse_hex(text).ok_or_else(|| {
+            (
+                column,
+                format!("expected a 0x-prefixed hex {keyword}, found {text:?}"),
+            )
+        })
+    }
+
+    /// `name 'REGION'`, the last field; region names may hold spaces.
+    fn quoted_name(&mut self) -> Result<String, ParseError> {
+        let found = self.word()?;
+        if found.1 != "name" {
+            return Err((found.0, format!("expected \"name\", found {:?}", found.1)));
+        }
+        let rest = self.text[self.pos..].trim_start_matches(' ');
+        let column = self.base + self.text.len() - rest.len();
+        rest.strip_prefix('\'')
+            .and_then(|r| r.strip_suffix('\''))
+            .map(str::to_owned)
+            .ok_or_else(|| (column, "expected a region name in single quotes".to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(text: &str) -> Result<Vec<QemuEvent>, Error> {
+        QemuLogReader::new(text.as_bytes(), "qemu.log").collect()
+    }
+
+    #[test]
+    fn reads_accesses_and_bars_and_skips_the_rest() {
+        let log = "\
+2026-12-06T20:27:41.279684Z qemu-system-x86_64: warning: hub 0 is not connected to host network
+16301@1796588861.294285:memory_region_ops_write cpu 0 mr 0x55a43f2dbfc0 addr 0x70 value 0x8f size 1 name 'rtc-index'
+16301@1796588861.325326:pci_update_mappings_add e1000 00:04.0 0,0xfebc0000+0x20000
+16299@1796588861.289787:memory_region_ops_write cpu -1 mr 0x55a43f697db0 addr 0xfee00000 value 0x0 size 4 name 'vtd-ir'
+16301@1796588861.325000:some_other_event x 1
+16555@1796588908.248461:memory_region_ops_read cpu 3 mr 0x7f9763c9aa60 addr 0xfebc0000 value 0x140240 size 4 name 'e1000 mmio'
+";
+        let events = events(log).expect("parses");
+        assert_eq!(events.len(), 4);
+        assert_eq!(
+            events[0],
+            QemuEvent::Access(QemuAccess {
+                time_us: 1796588861294285,
+                cpu: 0,
+                dir: Direction::Write,
+                addr: 0x70,
+                value: 0x8f,
+                size: 1,
+                region: "rtc-index".into(),
+            })
+        );
+        let QemuEvent::Bar(bar) = &events[1] else {
+            panic!("expected a BAR: {:?}", events[1]);
+        };
+        assert!(bar.added);
+        assert_eq!(
+            (bar.device.as_str(), bar.bar, bar.addr, bar.size),
+            ("e1000", 0, 0xfebc0000, 0x20000)
+        );
+        assert_eq!(bar.pci_address(), "0000:00:04.0");
+        let QemuEvent::Access(dma) = &events[2] else {
+            panic!("expected an access");
+        };
+        assert_eq!(dma.cpu, -1);
+        let QemuEvent::Access(read) = &events[3] else {
+            panic!("expected an access");
+        };
+        assert_eq!(
+            (read.dir, read.value, read.region.as_str()),
+            (Direction::Read, 0x140240, "e1000 mmio")
+        );
+    }
+
+    #[test]
+    fn a_broken_known_event_names_line_and_column() {
+        let log = "\
+16301@1796588861.294285:memory_region_ops_write cpu 0 mr 0x1 addr 0x70 value 0x8f size 1 name 'rtc'
+16301@1796588861.294285:memory_region_ops_read cpu 0 mr 0x1 addr 70 value 0x8f size 1 name 'rtc'
+";
+        let err = events(log).expect_err("the second line is broken");
+        assert_eq!(
+            err.to_string(),
+            "qemu.log:2:66: expected a 0x-prefixed hex addr, found \"70\""
+        );
+        let err = events(
+            "1@1.000001:memory_region_ops_read cpu 0 mr 0x1 addr 0x0 value 0x0 size 3 name 'x'\n",
+        )
+        .expect_err("size 3");
+        assert!(err.to_string().contains("size of 1, 2, 4 or 8"), "{err}");
+        let err = events("1@1.000001:pci_update_mappings_del e1000 00:04 0,0x1+0x2\n")
+            .expect_err("bad BDF");
+        assert!(
+            err.to_string()
+                .starts_with("qemu.log:1:42: expected BUS:SLOT.FN, found \"00:04\""),
+            "{err}"
+        );
+        let err = events("1@1.1:memory_region_ops_read cpu 0\n").expect_err("bad time");
+        assert!(err.to_string().contains("SECONDS.MICROSECONDS"), "{err}");
+    }
+}
