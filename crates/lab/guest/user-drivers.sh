@@ -61,4 +61,5 @@ if wants vfio || wants vfio-rw; then
     bind "$E1000" vfio-pci
     wants vfio && phase vfio "$LD" e1000 --via vfio
     wants vfio-rw && phase vfio-rw "$LD" e1000 --via vfio-rw
+    wants vfio-rw && phase vfio-config "$LD" vfio-config
 fi

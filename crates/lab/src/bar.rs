@@ -223,29 +223,39 @@ pub fn uio_name(device: &str) -> Result<String> {
     Ok(entry.file_name().to_string_lossy().into_owned())
 }
 
-/// The uio fd's interrupt interface: write 1 to unmask, read the count.
+/// uio_pci_generic's interrupt interface: the uio fd counts interrupts;
+/// its handler masks INTx, and the driver unmasks it by clearing the
+/// INTx-disable bit of the PCI command register (config space, in sysfs).
 #[derive(Debug)]
 pub struct UioIrq {
     file: File,
+    config: File,
 }
+
+/// The PCI command register and its INTx-disable bit.
+const PCI_COMMAND: u64 = 0x04;
+const PCI_COMMAND_INTX_DISABLE: u16 = 1 << 10;
 
 impl UioIrq {
     pub fn open(device: &str) -> Result<Self> {
         let path = format!("/dev/{}", uio_name(device)?);
+        let config = format!("/sys/bus/pci/devices/{device}/config");
         Ok(UioIrq {
             file: open_rw(&path, false)?,
+            config: open_rw(&config, false)?,
         })
     }
 
     pub fn unmask(&self) -> Result<()> {
-        let one: u32 = 1;
-        // SAFETY: writes 4 bytes from a local.
-        let n = unsafe { libc::write(self.file.as_raw_fd(), (&one as *const u32).cast(), 4) };
-        ensure!(
-            n == 4,
-            "cannot unmask the uio interrupt: {}",
-            std::io::Error::last_os_error()
-        );
+        use std::os::unix::fs::FileExt;
+        let mut command = [0u8; 2];
+        self.config
+            .read_exact_at(&mut command, PCI_COMMAND)
+            .context("read the PCI command register")?;
+        let command = u16::from_le_bytes(command) & !PCI_COMMAND_INTX_DISABLE;
+        self.config
+            .write_all_at(&command.to_le_bytes(), PCI_COMMAND)
+            .context("write the PCI command register")?;
         Ok(())
     }
 

@@ -22,7 +22,9 @@ pub const ICR: usize = 0x00c0;
 pub const ICS: usize = 0x00c8;
 pub const IMS: usize = 0x00d0;
 pub const IMC: usize = 0x00d8;
-pub const ICR_LSC: u32 = 1 << 2;
+/// The cause the driver raises itself (ICS) and reads back: receive timer,
+/// not link change, which the device may raise on its own.
+pub const ICR_RXT0: u32 = 1 << 7;
 pub const RAL0: usize = 0x5400;
 pub const RAH0: usize = 0x5404;
 /// Statistics registers: CRCERRS .. (clear on read).
@@ -86,17 +88,17 @@ pub fn probe(regs: &dyn Regs, irq: Option<&UioIrq>) -> Result<()> {
     );
 
     // ICR clears when read: the second read must find nothing.
-    regs.write32(ICS, ICR_LSC);
-    let first = regs.read32(ICR);
-    let second = regs.read32(ICR);
+    regs.write32(ICS, ICR_RXT0);
+    let first = regs.read32(ICR) & ICR_RXT0;
+    let second = regs.read32(ICR) & ICR_RXT0;
     println!("icr: first read {first:#x}, second read {second:#x}");
 
     if let Some(irq) = irq {
         irq.unmask()?;
-        regs.write32(IMS, ICR_LSC);
-        regs.write32(ICS, ICR_LSC);
+        regs.write32(IMS, ICR_RXT0);
+        regs.write32(ICS, ICR_RXT0);
         let count = irq.wait(10_000)?;
-        let cause = regs.read32(ICR);
+        let cause = regs.read32(ICR) & ICR_RXT0;
         regs.write32(IMC, 0xffff_ffff);
         irq.unmask()?;
         match count {

@@ -209,7 +209,7 @@ fn sysfs_resource0_of_the_e1000() {
     let lab = lab();
     let out = same_behaviour(lab, "sysfs");
     assert!(
-        out.contains("icr: first read 0x4, second read 0x0"),
+        out.contains("icr: first read 0x80, second read 0x0"),
         "{out}"
     );
     assert!(out.contains("checksum 0xbaba ok"), "{out}");
@@ -224,7 +224,7 @@ fn dev_mem_of_the_e1000() {
     let lab = lab();
     let out = same_behaviour(lab, "devmem");
     assert!(
-        out.contains("icr: first read 0x4, second read 0x0"),
+        out.contains("icr: first read 0x80, second read 0x0"),
         "{out}"
     );
     let (trace, _) = trace_equals_device_log(lab, "devmem", E1000);
@@ -236,7 +236,7 @@ fn dev_mem_of_the_e1000() {
 fn uio_pci_generic_with_an_interrupt() {
     let lab = lab();
     let out = same_behaviour(lab, "uio");
-    assert!(out.contains("uio: interrupt received, cause 0x4"), "{out}");
+    assert!(out.contains("uio: interrupt received, cause 0x80"), "{out}");
     let (trace, _) = trace_equals_device_log(lab, "uio", E1000);
     assert_map_at_bar(lab, &trace, E1000, "/dev/uio0");
     assert_pcidev_matches_sysfs(lab, &trace, (0x8086, 0x100e), "uio_pci_generic");
@@ -256,11 +256,12 @@ fn vfio_pci_region_mapped() {
     let lab = lab();
     let out = same_behaviour(lab, "vfio");
     assert!(
-        out.contains("icr: first read 0x4, second read 0x0"),
+        out.contains("icr: first read 0x80, second read 0x0"),
         "{out}"
     );
     let (trace, _) = trace_equals_device_log(lab, "vfio", E1000);
-    assert_map_at_bar(lab, &trace, E1000, "vfio");
+    assert_map_at_bar(lab, &trace, E1000, "vfio-device:0000:00:04.0/bar0");
+    assert_pcidev_matches_sysfs(lab, &trace, (0x8086, 0x100e), "vfio-pci");
     device_saw_the_same(lab, "vfio");
 }
 
@@ -269,11 +270,38 @@ fn vfio_pci_region_read_and_written() {
     let lab = lab();
     let out = same_behaviour(lab, "vfio-rw");
     assert!(
-        out.contains("icr: first read 0x4, second read 0x0"),
+        out.contains("icr: first read 0x80, second read 0x0"),
         "{out}"
     );
-    trace_equals_device_log(lab, "vfio-rw", E1000);
+    let (trace, _) = trace_equals_device_log(lab, "vfio-rw", E1000);
+    let bar = lab.log.bar(E1000, 0).expect("BAR 0");
+    assert_eq!(trace.maps.len(), 1, "{:?}", trace.maps);
+    let map = &trace.maps[0];
+    assert_eq!(
+        (map.phys, map.virt, map.len, map.path.as_deref()),
+        (bar.addr, 0, bar.size, Some("vfio-device:0000:00:04.0/bar0"))
+    );
+    assert_pcidev_matches_sysfs(lab, &trace, (0x8086, 0x100e), "vfio-pci");
     device_saw_the_same(lab, "vfio-rw");
+}
+
+#[test]
+fn vfio_pci_config_space_read() {
+    let lab = lab();
+    let out = same_behaviour(lab, "vfio-config");
+    assert!(out.contains("config: vendor 8086 device 100e"), "{out}");
+    let trace = Trace::read(&lab.out.join("vfio-config.trace")).expect("read the trace");
+    assert_eq!(trace.maps.len(), 1, "{:?}", trace.maps);
+    assert_eq!(
+        (trace.maps[0].phys, trace.maps[0].path.as_deref()),
+        (0, Some("vfio-device:0000:00:04.0/config"))
+    );
+    let reads: Vec<_> = trace
+        .accesses
+        .iter()
+        .map(|a| (a.dir, a.width(), a.phys, a.value.low_u64()))
+        .collect();
+    assert_eq!(reads, [(Direction::Read, 4, 0, 0x100e_8086)]);
 }
 
 #[test]

@@ -32,6 +32,8 @@
 //! - `syscalls`: `read`/`write` and friends handed traced buffers, copied
 //!   through the alias (unsafe).
 //! - `runtime`: configuration, arming and disarming (unsafe).
+//! - `vfio`: VFIO device fds: the PCI device behind each, and their region
+//!   reads and writes logged as accesses (unsafe: ioctl, caller's buffers).
 //! - `interpose`: the exported C symbols (unsafe).
 
 #![deny(unsafe_code)]
@@ -62,5 +64,7 @@ mod sys;
 mod syscalls;
 #[allow(unsafe_code)]
 mod threads;
+#[allow(unsafe_code)]
+mod vfio;
 #[allow(unsafe_code)]
 mod xsave;

@@ -322,7 +322,7 @@ fn is_traced_path(path: &[u8]) -> bool {
 }
 
 /// The real path of `fd` (`readlink /proc/self/fd/N`) into `buf`.
-fn fd_path(fd: c_int, buf: &mut [u8; 4096]) -> Option<usize> {
+pub(crate) fn fd_path(fd: c_int, buf: &mut [u8; 4096]) -> Option<usize> {
     let mut link = [0u8; 32];
     let prefix = b"/proc/self/fd/";
     let mut len = 0;
@@ -357,7 +357,7 @@ fn overlaps_traced(lo: u64, hi: u64) -> bool {
     ranges::overlapping(lo, hi, &mut found) != 0
 }
 
-fn push_outside_handler(record: Record, payload: &[u8]) {
+pub(crate) fn push_outside_handler(record: Record, payload: &[u8]) {
     let Some(shm) = shm().filter(|_| !muted()) else {
         return;
     };
@@ -427,6 +427,12 @@ pub unsafe fn mmap(
         return Ok(mapped);
     }
     ensure_handlers();
+    // A VFIO device fd's mapping is named by its device and region.
+    let mut vfio_path = [0u8; 4096];
+    let path = match crate::vfio::describe(fd, offset as u64, &mut vfio_path) {
+        Some(len) => vfio_path.get(..len).unwrap_or(path),
+        None => path,
+    };
     // SAFETY: the caller's contract; the real call reports the real errors.
     let mapped = unsafe { sys::mmap(addr, len, prot, flags, fd, offset) }?;
     arm(mapped, len, prot, fd, offset, path, fixed);

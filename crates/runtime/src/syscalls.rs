@@ -48,7 +48,7 @@ use mmiotrace_shm::{Record, kind};
 use crate::msg::Msg;
 use crate::ranges::{self, Range};
 use crate::sys::{self, Errno, SignalsBlocked};
-use crate::{runtime, threads};
+use crate::{runtime, threads, vfio};
 
 /// A libc function the runtime shadows, found once with `dlsym(RTLD_NEXT)`.
 #[derive(Debug)]
@@ -797,7 +797,10 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: usize) -> isi
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pread(fd: c_int, buf: *mut c_void, len: usize, offset: i64) -> isize {
     // SAFETY: the caller's contract.
-    unsafe { plain(fd, buf, len, Some(offset), Direction::In) }
+    let ret = unsafe { plain(fd, buf, len, Some(offset), Direction::In) };
+    // SAFETY: the buffer the call just filled.
+    unsafe { vfio::after_region_io(fd, buf as *const u8, len, offset, ret, false) };
+    ret
 }
 
 /// `pread64`, the same call on x86-64.
@@ -808,7 +811,10 @@ pub unsafe extern "C" fn pread(fd: c_int, buf: *mut c_void, len: usize, offset: 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pread64(fd: c_int, buf: *mut c_void, len: usize, offset: i64) -> isize {
     // SAFETY: the caller's contract.
-    unsafe { plain(fd, buf, len, Some(offset), Direction::In) }
+    let ret = unsafe { plain(fd, buf, len, Some(offset), Direction::In) };
+    // SAFETY: the buffer the call just filled.
+    unsafe { vfio::after_region_io(fd, buf as *const u8, len, offset, ret, false) };
+    ret
 }
 
 /// `pwrite(2)`.
@@ -819,7 +825,10 @@ pub unsafe extern "C" fn pread64(fd: c_int, buf: *mut c_void, len: usize, offset
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pwrite(fd: c_int, buf: *const c_void, len: usize, offset: i64) -> isize {
     // SAFETY: the caller's contract.
-    unsafe { plain(fd, buf as *mut c_void, len, Some(offset), Direction::Out) }
+    let ret = unsafe { plain(fd, buf as *mut c_void, len, Some(offset), Direction::Out) };
+    // SAFETY: the buffer the call just wrote from.
+    unsafe { vfio::after_region_io(fd, buf as *const u8, len, offset, ret, true) };
+    ret
 }
 
 /// `pwrite64`, the same call on x86-64.
@@ -830,7 +839,10 @@ pub unsafe extern "C" fn pwrite(fd: c_int, buf: *const c_void, len: usize, offse
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, len: usize, offset: i64) -> isize {
     // SAFETY: the caller's contract.
-    unsafe { plain(fd, buf as *mut c_void, len, Some(offset), Direction::Out) }
+    let ret = unsafe { plain(fd, buf as *mut c_void, len, Some(offset), Direction::Out) };
+    // SAFETY: the buffer the call just wrote from.
+    unsafe { vfio::after_region_io(fd, buf as *const u8, len, offset, ret, true) };
+    ret
 }
 
 /// `readv(2)`.
@@ -1024,7 +1036,10 @@ pub unsafe extern "C" fn __pread_chk(
 ) -> isize {
     check_fortified(len, buf_len);
     // SAFETY: the caller's contract.
-    unsafe { plain(fd, buf, len, Some(offset), Direction::In) }
+    let ret = unsafe { plain(fd, buf, len, Some(offset), Direction::In) };
+    // SAFETY: the buffer the call just filled.
+    unsafe { vfio::after_region_io(fd, buf as *const u8, len, offset, ret, false) };
+    ret
 }
 
 /// `__pread64_chk`.
@@ -1042,7 +1057,10 @@ pub unsafe extern "C" fn __pread64_chk(
 ) -> isize {
     check_fortified(len, buf_len);
     // SAFETY: the caller's contract.
-    unsafe { plain(fd, buf, len, Some(offset), Direction::In) }
+    let ret = unsafe { plain(fd, buf, len, Some(offset), Direction::In) };
+    // SAFETY: the buffer the call just filled.
+    unsafe { vfio::after_region_io(fd, buf as *const u8, len, offset, ret, false) };
+    ret
 }
 
 static REPORTED_IOCTL: AtomicBool = AtomicBool::new(false);
@@ -1063,6 +1081,10 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: libc::c_ulong, arg: *mut c_vo
     };
     // SAFETY: the caller's arguments, unchanged.
     let ret = unsafe { f(fd, request, arg) };
+    if ret >= 0 && request == vfio::VFIO_GROUP_GET_DEVICE_FD {
+        // SAFETY: the device name string the ioctl just read.
+        unsafe { vfio::note_device_fd(ret, arg as *const core::ffi::c_char) };
+    }
     if ret == -1 && sys::get_errno() == libc::EFAULT && runtime::tracing_active() {
         let addr = arg as u64;
         if ranges::any_overlap(addr, addr.saturating_add(1))

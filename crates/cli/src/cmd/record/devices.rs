@@ -5,6 +5,9 @@
 //! - `/dev/mem`: the file offset is the physical address;
 //! - sysfs `resourceN` of a PCI device: BAR N's start plus the offset;
 //! - `/dev/uioN`: the offset selects map `offset / page size`, whose `addr` is the base;
+//! - `vfio-device:DEVICE/REGION` (a VFIO device fd, named so by the runtime):
+//!   BAR N's start plus the offset within region `barN`; the config-space
+//!   offset for `config`; the offset within the region for any other;
 //! - anything else: the file offset.
 
 use std::fs;
@@ -16,9 +19,45 @@ use mmiotrace_trace::{PCI_BARS, PciDev};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backing {
     DevMem,
-    PciResource { device_dir: PathBuf, bar: usize },
-    Uio { name: String },
+    PciResource {
+        device_dir: PathBuf,
+        bar: usize,
+    },
+    Uio {
+        name: String,
+    },
+    Vfio {
+        device_dir: PathBuf,
+        region: VfioRegion,
+    },
     Other,
+}
+
+/// Which region of a VFIO device a mapping or access is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VfioRegion {
+    Bar(usize),
+    Config,
+    Other,
+}
+
+/// vfio-pci places region N at file offset N << 40.
+const VFIO_REGION_MASK: u64 = (1 << 40) - 1;
+
+impl Backing {
+    /// The PCI device's sysfs directory, where the backing names one.
+    pub fn pci_device_dir(&self) -> Option<PathBuf> {
+        match self {
+            Backing::PciResource { device_dir, .. } | Backing::Vfio { device_dir, .. } => {
+                Some(device_dir.clone())
+            }
+            Backing::Uio { name } => {
+                let dir = PathBuf::from(format!("/sys/class/uio/{name}/device"));
+                dir.join("vendor").exists().then_some(dir)
+            }
+            Backing::DevMem | Backing::Other => None,
+        }
+    }
 }
 
 pub fn classify(path: &str) -> Backing {
@@ -32,6 +71,26 @@ pub fn classify(path: &str) -> Backing {
     {
         return Backing::Uio {
             name: name.to_owned(),
+        };
+    }
+    if let Some(rest) = path.strip_prefix("vfio-device:")
+        && let Some((device, region)) = rest.split_once('/')
+        && !device.is_empty()
+        && !device.contains("..")
+    {
+        let region = match region {
+            "config" => VfioRegion::Config,
+            _ => match region
+                .strip_prefix("bar")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                Some(bar) if bar < PCI_BARS => VfioRegion::Bar(bar),
+                _ => VfioRegion::Other,
+            },
+        };
+        return Backing::Vfio {
+            device_dir: PathBuf::from("/sys/bus/pci/devices").join(device),
+            region,
         };
     }
     let file = Path::new(path);
@@ -85,6 +144,15 @@ pub fn phys_address(backing: &Backing, offset: u64) -> u64 {
                 .ok()
                 .and_then(|text| parse_hex(&text))
                 .unwrap_or(offset)
+        }
+        Backing::Vfio { device_dir, region } => {
+            let within = offset & VFIO_REGION_MASK;
+            match region {
+                VfioRegion::Bar(bar) => read_resources(device_dir)
+                    .and_then(|res| res.get(*bar).map(|r| r.0))
+                    .map_or(within, |start| start.wrapping_add(within)),
+                VfioRegion::Config | VfioRegion::Other => within,
+            }
         }
     }
 }
@@ -148,6 +216,28 @@ mod tests {
             }
         );
         assert_eq!(classify("/dev/uiox"), Backing::Other);
+        assert_eq!(
+            classify("vfio-device:0000:00:04.0/bar0"),
+            Backing::Vfio {
+                device_dir: "/sys/bus/pci/devices/0000:00:04.0".into(),
+                region: VfioRegion::Bar(0)
+            }
+        );
+        assert_eq!(
+            classify("vfio-device:0000:00:04.0/config"),
+            Backing::Vfio {
+                device_dir: "/sys/bus/pci/devices/0000:00:04.0".into(),
+                region: VfioRegion::Config
+            }
+        );
+        assert_eq!(
+            phys_address(
+                &classify("vfio-device:0000:00:04.0/config"),
+                (7 << 40) + 0x10
+            ),
+            0x10
+        );
+        assert_eq!(classify("vfio-device:/bar0"), Backing::Other);
         assert_eq!(classify("/dev/shm/bar0"), Backing::Other);
         assert_eq!(classify("/sys/devices/none/resource0"), Backing::Other);
         assert_eq!(phys_address(&Backing::DevMem, 0xfee0_0000), 0xfee0_0000);

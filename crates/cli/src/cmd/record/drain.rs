@@ -271,9 +271,10 @@ impl Drainer {
             kind::MAP => {
                 let path = String::from_utf8_lossy(payload_text(&popped.payload)).into_owned();
                 let backing = devices::classify(&path);
-                if let Backing::PciResource { device_dir, .. } = &backing
+                if let Some(device_dir) = backing.pci_device_dir()
+                    && let Ok(device_dir) = std::fs::canonicalize(&device_dir)
                     && self.pci_written.insert(device_dir.clone())
-                    && let Some(dev) = devices::pci_device(device_dir)
+                    && let Some(dev) = devices::pci_device(&device_dir)
                 {
                     *self.summary.by_kind.entry("PCIDEV").or_default() += 1;
                     write(&Event::PciDev(dev))?;
