@@ -80,6 +80,8 @@ pub struct Summary {
     pub late: u64,
     /// Accesses to a map id with no MAP record.
     pub orphans: u64,
+    /// Threads that had to wait for a free ring slot (`--rings`).
+    pub slot_waits: u64,
 }
 
 #[derive(Debug)]

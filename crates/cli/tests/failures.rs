@@ -1,0 +1,258 @@
+//! Nothing lost, nothing hung (issue 13): when the recorder dies or cannot
+//! write, the program goes on untraced; the user's files are never damaged.
+//! Each test runs the real `mmiotrace record` on a C program from
+//! tests/programs/.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use mmiotrace_trace::{Event, Item, ReadOptions, TraceReader};
+
+use common::programs::{Scratch, program};
+
+const MMIOTRACE: &str = env!("CARGO_BIN_EXE_mmiotrace");
+
+/// How long a test waits before it calls something hung. Not a timing
+/// threshold: every run that works takes a small fraction of it.
+const HANG: Duration = Duration::from_secs(120);
+
+/// What the `gone` program prints for N iterations, traced or not.
+fn gone_sum(n: u64) -> String {
+    format!("sum {}\n", n * (n - 1) / 2)
+}
+
+/// Reads all of `pipe` on a thread of its own; the text arrives at EOF,
+/// that is once every process holding the pipe has ended.
+fn read_to_end(mut pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        let _ = sender.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+    receiver
+}
+
+/// The text of `pipe`, or a failure naming `what` hangs (after killing
+/// `pid`, so that the test leaves nothing behind).
+fn text_or_hang(pipe: &Receiver<String>, pid: Option<u32>, what: &str) -> String {
+    match pipe.recv_timeout(HANG) {
+        Ok(text) => text,
+        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+            if let Some(pid) = pid {
+                // SAFETY: kill has no memory effects.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+            panic!("{what} hangs");
+        }
+    }
+}
+
+fn wait_or_hang(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + HANG;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} hangs");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits for the file the `gone` program writes its pid into.
+fn wait_for_pid(ready: &Path, recorder: &mut Child) -> u32 {
+    let deadline = Instant::now() + HANG;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            return text.trim().parse().expect("a pid");
+        }
+        if let Some(status) = recorder.try_wait().expect("wait") {
+            panic!("the recorder ended before the program was ready: {status}");
+        }
+        assert!(Instant::now() < deadline, "the program never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The shared-memory files a recorder made (and should have removed).
+fn shm_files_of(recorder: u32) -> Vec<PathBuf> {
+    let prefix = format!("mmiotrace-{recorder}-");
+    std::fs::read_dir("/dev/shm")
+        .expect("/dev/shm")
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|entry| entry.path())
+        .collect()
+}
+
+fn stopped_notices(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|line| line.contains("tracing stopped"))
+        .collect()
+}
+
+/// Every event of a trace that may end in a cut-off line or record.
+fn readable_events(path: &Path) -> Vec<Event> {
+    let file = std::fs::File::open(path).expect("open trace");
+    let options = ReadOptions::default().with_name(path.display().to_string());
+    TraceReader::new(file, options)
+        .expect("a trace")
+        .filter_map(|item| match item.expect("every line up to the failure reads") {
+            Item::Event(event) => Some(event),
+            Item::Truncated(_) => None,
+        })
+        .collect()
+}
+
+fn gone_command(scratch: &Scratch, extra: &[&str], n: u64, go: &str) -> Command {
+    let bar = scratch.bar("dev", 4096);
+    let mut command = Command::new(MMIOTRACE);
+    command
+        .arg("record")
+        .args(["-q", "--trace", &scratch.glob(), "--ring-size", "512"])
+        .args(extra)
+        .arg("--")
+        .arg(program("gone"))
+        .arg(&bar)
+        .arg(n.to_string())
+        .arg(scratch.path("ready"))
+        .arg(go)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+#[test]
+fn the_program_goes_on_untraced_when_its_recorder_is_killed() {
+    const N: u64 = 100_000;
+    for (signal, wait_for_go) in [(libc::SIGKILL, true), (libc::SIGUSR1, false)] {
+        let scratch = Scratch::new(&format!("killed{signal}"));
+        let trace = scratch.path("t.trace");
+        let go = scratch.path("go");
+        let go_arg = if wait_for_go {
+            go.to_str().expect("UTF-8").to_owned()
+        } else {
+            "-".to_owned()
+        };
+        let mut recorder = gone_command(&scratch, &["-o", trace.to_str().expect("UTF-8")], N, &go_arg)
+            .spawn()
+            .expect("run mmiotrace record");
+        let recorder_pid = recorder.id();
+        let stdout = read_to_end(recorder.stdout.take().expect("stdout"));
+        let stderr = read_to_end(recorder.stderr.take().expect("stderr"));
+        let program_pid = wait_for_pid(&scratch.path("ready"), &mut recorder);
+
+        // SAFETY: kill has no memory effects.
+        unsafe { libc::kill(recorder_pid as libc::pid_t, signal) };
+        let status = recorder.wait().expect("wait");
+        assert!(!status.success());
+        // The program, re-parented, now makes N more writes into rings of
+        // 512 that nobody drains: it must notice and go on untraced.
+        std::fs::write(&go, b"").expect("go");
+        let out = text_or_hang(&stdout, Some(program_pid), "the program without its recorder");
+        let err = text_or_hang(&stderr, Some(program_pid), "the program's standard error");
+        assert_eq!(out, gone_sum(N), "signal {signal}");
+        let notices = stopped_notices(&err);
+        assert_eq!(notices.len(), 1, "signal {signal}: {err}");
+        assert!(notices[0].contains("the recorder is gone"), "{err}");
+        assert_eq!(
+            shm_files_of(recorder_pid),
+            Vec::<PathBuf>::new(),
+            "signal {signal}: the shared-memory file is left behind"
+        );
+        // What the recorder wrote before it died is still a trace.
+        if let Ok(meta) = std::fs::metadata(&trace) {
+            if meta.len() > 0 {
+                readable_events(&trace);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_trace_that_cannot_be_written_keeps_what_was_written_and_fails() {
+    const N: u64 = 100_000;
+    const LIMIT: u64 = 64 * 1024;
+    let scratch = Scratch::new("fsize");
+    let trace = scratch.path("t.trace");
+    // The recorder writes its runtime library once per build: not under the limit.
+    let warm_up = Command::new(MMIOTRACE)
+        .args(["record", "-q", "-o", "/dev/null", "--", "true"])
+        .status()
+        .expect("run mmiotrace record");
+    assert!(warm_up.success());
+    // One ring, so that the shared-memory file fits under the limit too.
+    let mut command = gone_command(
+        &scratch,
+        &["-o", trace.to_str().expect("UTF-8"), "--rings", "1"],
+        N,
+        "-",
+    );
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            let limit = libc::rlimit {
+                rlim_cur: LIMIT,
+                rlim_max: LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut recorder = command.spawn().expect("run mmiotrace record");
+    let stdout = read_to_end(recorder.stdout.take().expect("stdout"));
+    let stderr = read_to_end(recorder.stderr.take().expect("stderr"));
+    let status = wait_or_hang(&mut recorder, "the recorder after a write error");
+    let out = text_or_hang(&stdout, None, "the program");
+    let err = text_or_hang(&stderr, None, "the program's standard error");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(out, gone_sum(N), "the program ran to its end: {err}");
+    assert!(
+        err.contains(&format!("cannot write the trace to {}", trace.display()))
+            && err.contains("File too large"),
+        "{err}"
+    );
+    let notices = stopped_notices(&err);
+    assert_eq!(notices.len(), 1, "{err}");
+    assert!(notices[0].contains("cannot write the trace"), "{err}");
+    // Everything up to the limit reads back.
+    assert_eq!(std::fs::metadata(&trace).expect("trace").len(), LIMIT);
+    let events = readable_events(&trace);
+    assert!(matches!(events.first(), Some(Event::Version(_))));
+    assert!(events.iter().any(|e| matches!(e, Event::Map(_))));
+    assert!(events.iter().filter(|e| matches!(e, Event::Access(_))).count() > 100);
+    assert_eq!(shm_files_of(recorder.id()), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_closed_pipe_fails_the_recording_but_not_the_program() {
+    const N: u64 = 200_000;
+    let scratch = Scratch::new("pipe");
+    let mut recorder = gone_command(&scratch, &["-o", "-"], N, "-")
+        .spawn()
+        .expect("run mmiotrace record");
+    // `mmiotrace record -o - ... | head -c 0`: the reader is gone at once.
+    drop(recorder.stdout.take());
+    let stderr = read_to_end(recorder.stderr.take().expect("stderr"));
+    let status = wait_or_hang(&mut recorder, "the recorder after a broken pipe");
+    let err = text_or_hang(&stderr, None, "the program's standard error");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write the trace to standard output") && err.contains("Broken pipe"),
+        "{err}"
+    );
+    // With -o -, the program's standard output goes to standard error.
+    assert!(err.contains(&gone_sum(N)), "the program ran to its end: {err}");
+}
