@@ -256,3 +256,46 @@ fn a_closed_pipe_fails_the_recording_but_not_the_program() {
     // With -o -, the program's standard output goes to standard error.
     assert!(err.contains(&gone_sum(N)), "the program ran to its end: {err}");
 }
+
+#[test]
+fn unreaped_children_give_back_their_ring_slots() {
+    const CHILDREN: u32 = 300;
+    let scratch = Scratch::new("zombies");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    for mode in ["exit", "_exit"] {
+        // Four rings: without reclaiming zombies' slots, child 5 would wait forever.
+        let mut recorder = Command::new(MMIOTRACE)
+            .arg("record")
+            .args(["-q", "--rings", "4", "--trace", &scratch.glob(), "-o"])
+            .arg(&trace)
+            .arg("--")
+            .arg(program("zombies"))
+            .arg(&bar)
+            .arg(CHILDREN.to_string())
+            .arg(mode)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mmiotrace record");
+        let stdout = read_to_end(recorder.stdout.take().expect("stdout"));
+        let stderr = read_to_end(recorder.stderr.take().expect("stderr"));
+        let status = wait_or_hang(&mut recorder, "a program with 300 unreaped children");
+        let err = text_or_hang(&stderr, None, "standard error");
+        assert!(status.success(), "{mode}: {err}");
+        assert_eq!(
+            text_or_hang(&stdout, None, "standard output"),
+            format!("reaped {CHILDREN}\n")
+        );
+        let mut written: Vec<u64> = readable_events(&trace)
+            .iter()
+            .filter_map(|e| match e {
+                Event::Access(a) => Some(a.value.low_u64()),
+                _ => None,
+            })
+            .collect();
+        written.sort_unstable();
+        assert_eq!(written, (0..u64::from(CHILDREN)).collect::<Vec<_>>(), "{mode}");
+    }
+}
