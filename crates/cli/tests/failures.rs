@@ -299,3 +299,87 @@ fn unreaped_children_give_back_their_ring_slots() {
         assert_eq!(written, (0..u64::from(CHILDREN)).collect::<Vec<_>>(), "{mode}");
     }
 }
+
+#[test]
+fn a_program_that_cannot_start_leaves_the_previous_trace_alone() {
+    let scratch = Scratch::new("nostart");
+    let keep = scratch.path("keep.trace");
+    let previous = "VERSION 20070824\nMARK 0.000001 the previous recording\n";
+    std::fs::write(&keep, previous).expect("previous trace");
+    let script = scratch.path("script");
+    std::fs::write(&script, "#!/nonexistent/interpreter\nexit 0\n").expect("script");
+    let not_executable = scratch.path("data");
+    std::fs::write(&not_executable, "").expect("data");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let cases: [(&Path, &str); 4] = [
+        (Path::new("/nonexistent/prog"), "No such file or directory"),
+        (Path::new("no-such-program-in-path"), "in PATH"),
+        (&script, "its interpreter /nonexistent/interpreter"),
+        (&not_executable, "not an executable file"),
+    ];
+    for (program, why) in cases {
+        for flags in [&[][..], &["--no-preload-check"][..]] {
+            let out = Command::new(MMIOTRACE)
+                .args(["record", "-o"])
+                .arg(&keep)
+                .args(flags)
+                .arg("--")
+                .arg(program)
+                .output()
+                .expect("run mmiotrace record");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert!(
+                err.contains(&format!("starting {}", program.display())) && err.contains(why),
+                "{err}"
+            );
+            assert_eq!(std::fs::read_to_string(&keep).expect("keep"), previous);
+            // A trace file that did not exist is not created.
+            let new = scratch.path("new.trace");
+            let out = Command::new(MMIOTRACE)
+                .args(["record", "-o"])
+                .arg(&new)
+                .args(flags)
+                .arg("--")
+                .arg(program)
+                .output()
+                .expect("run mmiotrace record");
+            assert_eq!(out.status.code(), Some(1));
+            assert!(!new.exists());
+        }
+    }
+}
+
+#[test]
+fn record_to_standard_output_keeps_the_programs_output_out_of_the_trace() {
+    const N: u64 = 1_000;
+    let scratch = Scratch::new("stdout");
+    let mut recorder = gone_command(&scratch, &["-o", "-"], N, "-")
+        .spawn()
+        .expect("run mmiotrace record");
+    let stdout = read_to_end(recorder.stdout.take().expect("stdout"));
+    let stderr = read_to_end(recorder.stderr.take().expect("stderr"));
+    let status = wait_or_hang(&mut recorder, "the recorder");
+    let trace = text_or_hang(&stdout, None, "the trace");
+    let err = text_or_hang(&stderr, None, "standard error");
+    assert!(status.success(), "{err}");
+    assert!(err.contains(&gone_sum(N)), "the program's output: {err}");
+    let options = ReadOptions::default()
+        .with_name("<stdout>")
+        .with_fatal_truncation(true);
+    let events: Vec<Event> = TraceReader::new(trace.as_bytes(), options)
+        .expect("a trace")
+        .map(|item| match item.expect("a valid trace") {
+            Item::Event(event) => event,
+            Item::Truncated(t) => panic!("{t}"),
+        })
+        .collect();
+    let writes = events
+        .iter()
+        .filter(|e| matches!(e, Event::Access(a) if a.dir == mmiotrace_trace::Direction::Write))
+        .count();
+    assert_eq!(writes as u64, N + 1);
+}
