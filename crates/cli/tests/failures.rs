@@ -383,3 +383,35 @@ fn record_to_standard_output_keeps_the_programs_output_out_of_the_trace() {
         .count();
     assert_eq!(writes as u64, N + 1);
 }
+
+#[test]
+fn relative_and_symlinked_trace_globs_match_and_unmatched_ones_are_named() {
+    let scratch = Scratch::new("relglob");
+    scratch.bar("adv-1", 4096);
+    let link = scratch.path("link");
+    std::os::unix::fs::symlink(scratch.path(""), &link).expect("symlink");
+    let through_link = format!("{}/adv-*", link.display());
+    for glob in ["adv-*", "./adv-*", "sub/../adv-1.bar", through_link.as_str()] {
+        std::fs::create_dir_all(scratch.path("sub")).expect("sub");
+        let _ = std::fs::remove_file(scratch.path("ready"));
+        let out = Command::new(MMIOTRACE)
+            .current_dir(scratch.path(""))
+            .args(["record", "-q", "-o", "t.trace", "--trace", glob])
+            .args(["--trace", "nothing-*"])
+            .arg("--")
+            .arg(program("gone"))
+            .args(["adv-1.bar", "10", "ready", "-"])
+            .output()
+            .expect("run mmiotrace record");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{glob}: {err}");
+        let writes = readable_events(&scratch.path("t.trace"))
+            .iter()
+            .filter(|e| matches!(e, Event::Access(_)))
+            .count();
+        assert_eq!(writes, 21, "--trace {glob}: {err}");
+        let unmatched: Vec<&str> = err.lines().filter(|l| l.contains("matched no mapping")).collect();
+        assert_eq!(unmatched.len(), 1, "{glob}: {err}");
+        assert!(unmatched[0].contains("--trace nothing-*"), "{err}");
+    }
+}

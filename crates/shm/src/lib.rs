@@ -28,6 +28,8 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+pub mod glob;
+
 /// First bytes of the file.
 pub const MAGIC: [u8; 8] = *b"MMIOSHM\0";
 /// Bumped on any change of the layout below.

@@ -4,6 +4,7 @@
 mod devices;
 mod drain;
 mod follow;
+mod patterns;
 mod preflight;
 mod runtime_lib;
 
@@ -111,7 +112,10 @@ pub struct Cmd {
     mode: Mode,
 
     /// Also trace mappings of files whose real path matches GLOB (repeatable),
-    /// e.g. --trace '/dev/shm/*'.
+    /// e.g. --trace '/dev/shm/*'. A relative GLOB is taken from the working
+    /// directory, and symlinks in its leading directories are resolved;
+    /// `*` stays within one path component, `**` crosses them. A GLOB that
+    /// matched no mapping is named in a warning at the end.
     #[arg(long = "trace", value_name = "GLOB")]
     trace: Vec<String>,
 
@@ -474,6 +478,12 @@ impl Cmd {
                 );
             })
             .ok();
+        let cwd = std::env::current_dir().context("finding the working directory")?;
+        let patterns: Vec<patterns::TracePattern> = self
+            .trace
+            .iter()
+            .map(|given| patterns::TracePattern::new(given, &cwd))
+            .collect();
         let followers = follow::Followers::new(&shm_file.path)?;
         let runtime = runtime_lib::runtime_path()?;
         let marks = match &self.mark_fifo {
@@ -499,7 +509,14 @@ impl Cmd {
                     .map_or(-1, follow::Inherited::raw)
                     .to_string(),
             )
-            .env(ENV_TRACE_GLOBS, self.trace.join("\n"))
+            .env(
+                ENV_TRACE_GLOBS,
+                patterns
+                    .iter()
+                    .map(|p| p.resolved.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
             .env(ENV_MODE, self.mode.env_value());
         if self.no_follow {
             command.env(ENV_NO_FOLLOW, std::process::id().to_string());
@@ -631,6 +648,19 @@ impl Cmd {
         sink.finish()?;
         if let (Some(path), Some(MarkFifo { created: true, .. })) = (&self.mark_fifo, &marks) {
             let _ = std::fs::remove_file(path);
+        }
+        for pattern in &patterns {
+            if !drainer.summary.maps.values().any(|map| pattern.matches(&map.path)) {
+                let resolved = if pattern.resolved == pattern.given {
+                    String::new()
+                } else {
+                    format!(" (as {})", pattern.resolved)
+                };
+                eprintln!(
+                    "mmiotrace: warning: --trace {}{resolved} matched no mapping: nothing the program mapped has that real path",
+                    pattern.given
+                );
+            }
         }
         if !self.quiet {
             print_summary(&drainer.summary, &sink_name(&self.output), status);
