@@ -415,3 +415,89 @@ fn relative_and_symlinked_trace_globs_match_and_unmatched_ones_are_named() {
         assert!(unmatched[0].contains("--trace nothing-*"), "{err}");
     }
 }
+
+/// The MARK texts of a trace read strictly (any unreadable line fails).
+fn strict_marks(path: &Path) -> Vec<String> {
+    let file = std::fs::File::open(path).expect("open trace");
+    let options = ReadOptions::default()
+        .with_name(path.display().to_string())
+        .with_fatal_truncation(true);
+    TraceReader::new(file, options)
+        .expect("a trace")
+        .filter_map(|item| match item.expect("our reader reads every line") {
+            Item::Event(Event::Mark(m)) => Some(m.text),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A mark clipped to 4096 bytes: `keep` of the text, then the notice.
+fn assert_clipped(text: &str, original_len: usize, first: char) {
+    assert_eq!(text.len(), 4096, "{}", &text[text.len() - 40..]);
+    let kept = text.find('…').expect("a visible notice");
+    assert!(text[..kept].chars().all(|c| c == first));
+    assert_eq!(
+        &text[kept..],
+        format!("…[truncated {} bytes]", original_len - kept)
+    );
+}
+
+#[test]
+fn long_fifo_lines_are_cut_visibly_and_a_last_line_without_newline_is_kept() {
+    const LONG: usize = 2_000_000;
+    for format in ["text", "binary"] {
+        let scratch = Scratch::new(&format!("longfifo-{format}"));
+        let fifo = scratch.path("marks");
+        let trace = scratch.path("t.trace");
+        let gate = scratch.path("gate");
+        let script = format!("while [ ! -e {} ]; do sleep 0.01; done", gate.display());
+        let mut recorder = Command::new(MMIOTRACE)
+            .args(["record", "-q", "--format", format, "-o"])
+            .arg(&trace)
+            .arg("--mark-fifo")
+            .arg(&fifo)
+            .args(["--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("run mmiotrace record");
+        let deadline = Instant::now() + HANG;
+        while !fifo.exists() {
+            assert!(Instant::now() < deadline, "the FIFO never appeared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut lines = vec![b'L'; LONG];
+        lines.extend_from_slice(b"\n\nshort\r\n\nthe last line, without a newline");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fifo)
+            .and_then(|mut w| std::io::Write::write_all(&mut w, &lines))
+            .expect("write the FIFO");
+        std::fs::write(&gate, b"").expect("gate");
+        let status = wait_or_hang(&mut recorder, "the recorder");
+        assert!(status.success(), "{format}");
+        let marks = strict_marks(&trace);
+        assert_eq!(marks.len(), 3, "{format}: {marks:?}");
+        assert_clipped(&marks[0], LONG, 'L');
+        assert_eq!(marks[1..], ["short", "the last line, without a newline"]);
+    }
+}
+
+#[test]
+fn a_long_mmiotrace_mark_is_cut_visibly() {
+    const LONG: usize = 20_000;
+    let scratch = Scratch::new("longmark");
+    let trace = scratch.path("t.trace");
+    let out = Command::new(MMIOTRACE)
+        .args(["record", "-q", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(program("longmark"))
+        .arg(LONG.to_string())
+        .output()
+        .expect("run mmiotrace record");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let marks = strict_marks(&trace);
+    assert_eq!(marks.len(), 2, "{marks:?}");
+    assert_clipped(&marks[0], LONG, 'm');
+    assert_eq!(marks[1], "short");
+}

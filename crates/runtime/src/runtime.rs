@@ -821,16 +821,19 @@ fn whole_mapping(lo: u64, hi: u64, old_len: usize, flags: c_int) -> Option<Range
     (whole.start == lo && whole.end() == hi).then_some(whole)
 }
 
-/// Pushes a MARK record with `text`.
+/// Pushes a MARK record with `text`, cut visibly to
+/// [`mmiotrace_shm::MAX_MARK_LEN`] bytes if it is longer.
 pub fn mark(text: &[u8]) {
     if !enabled() {
         return;
     }
+    let mut clipped = [0u8; mmiotrace_shm::MAX_MARK_LEN];
+    let len = mmiotrace_shm::clip_mark(text, text.len() as u64, &mut clipped);
     push_outside_handler(
         Record {
             kind: kind::MARK,
             ..Record::default()
         },
-        text,
+        clipped.get(..len).unwrap_or(&[]),
     );
 }

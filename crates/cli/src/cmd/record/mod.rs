@@ -4,24 +4,24 @@
 mod devices;
 mod drain;
 mod follow;
+mod marks;
 mod patterns;
 mod preflight;
 mod runtime_lib;
 
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use mmiotrace_shm::{
     Config, ENV_SHM_FD, ENV_SHM_PATH, MAX_RING_RECORDS, MAX_SLOTS, MIN_RING_RECORDS,
@@ -30,6 +30,7 @@ use mmiotrace_shm::{
 use mmiotrace_trace::{BinaryWriter, Event, EventWrite, TextWriter, Version};
 
 use drain::{Drainer, Summary};
+use marks::MarkFifo;
 
 /// Environment variable with the extra `--trace` globs, one per line.
 const ENV_TRACE_GLOBS: &str = "MMIOTRACE_TRACE";
@@ -120,7 +121,9 @@ pub struct Cmd {
     trace: Vec<String>,
 
     /// Create (if needed) and read the FIFO at PATH: each line written to it
-    /// becomes a MARK in the trace, like the kernel's trace_marker.
+    /// becomes a MARK in the trace, like the kernel's trace_marker. Empty
+    /// lines are ignored; a last line without a newline is kept; text
+    /// beyond 4096 bytes is cut, ending with `…[truncated N bytes]`.
     #[arg(long, value_name = "PATH")]
     mark_fifo: Option<PathBuf>,
 
@@ -361,85 +364,6 @@ impl Sink {
     }
 }
 
-/// Lines written to the mark FIFO, read on a thread of their own.
-/// The mark FIFO: lines read on a thread of their own, whether `record`
-/// created the FIFO (and removes it), and a descriptor to see what is unread.
-struct MarkFifo {
-    receiver: mpsc::Receiver<String>,
-    created: bool,
-    fifo: File,
-}
-
-impl MarkFifo {
-    /// Waits (at most a second) until the reader thread has taken every
-    /// byte written to the FIFO so far, so that markers written just before
-    /// the program ended are not lost.
-    fn settle(&self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        loop {
-            let mut unread: libc::c_int = 0;
-            // SAFETY: FIONREAD stores an int through the valid pointer.
-            let ok = unsafe {
-                libc::ioctl(
-                    std::os::fd::AsRawFd::as_raw_fd(&self.fifo),
-                    libc::FIONREAD,
-                    &mut unread,
-                )
-            } == 0;
-            if !ok || unread == 0 || std::time::Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // The thread may still be splitting the last bytes it read into lines.
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn spawn_mark_reader(path: &Path) -> Result<MarkFifo> {
-    let created = match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_fifo() => false,
-        Ok(_) => bail!("--mark-fifo {}: exists and is not a FIFO", path.display()),
-        Err(_) => {
-            let c_path = CString::new(path.as_os_str().as_bytes())
-                .context("--mark-fifo path contains a NUL byte")?;
-            // SAFETY: c_path is a valid NUL-terminated string.
-            if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("creating the FIFO {}", path.display()));
-            }
-            true
-        }
-    };
-    // Opened read-write so that the FIFO never reports end-of-file when a
-    // writer closes it: every `echo text > fifo` adds one marker.
-    let fifo = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening the FIFO {}", path.display()))?;
-    let watch = fifo
-        .try_clone()
-        .with_context(|| format!("duplicating the FIFO {}", path.display()))?;
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(fifo).split(b'\n') {
-            let Ok(line) = line else { break };
-            let text = String::from_utf8_lossy(&line)
-                .trim_end_matches('\r')
-                .to_owned();
-            if sender.send(text).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(MarkFifo {
-        receiver,
-        created,
-        fifo: watch,
-    })
-}
-
 fn install_signal_forwarding() {
     for signal in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: remember_signal only stores to an atomic, which is
@@ -486,8 +410,8 @@ impl Cmd {
             .collect();
         let followers = follow::Followers::new(&shm_file.path)?;
         let runtime = runtime_lib::runtime_path()?;
-        let marks = match &self.mark_fifo {
-            Some(path) => Some(spawn_mark_reader(path)?),
+        let mut marks = match &self.mark_fifo {
+            Some(path) => Some(MarkFifo::open(path)?),
             None => None,
         };
 
@@ -569,7 +493,7 @@ impl Cmd {
             if failure.is_none() {
                 taken = drainer.poll();
                 if let Some(marks) = &marks {
-                    while let Ok(text) = marks.receiver.try_recv() {
+                    while let Some(text) = marks.try_next() {
                         drainer.add_mark(text);
                     }
                 }
@@ -637,17 +561,16 @@ impl Cmd {
         while drainer.poll() > 0 {
             drainer.emit(false, |event| sink.write(event))?;
         }
-        if let Some(marks) = &marks {
-            marks.settle();
-            while let Ok(text) = marks.receiver.try_recv() {
+        if let Some(marks) = &mut marks {
+            for text in marks.finish() {
                 drainer.add_mark(text);
             }
         }
         drainer.emit(true, |event| sink.write(event))?;
         drainer.summary.slot_waits = shm_file.shm.slot_waits();
         sink.finish()?;
-        if let (Some(path), Some(MarkFifo { created: true, .. })) = (&self.mark_fifo, &marks) {
-            let _ = std::fs::remove_file(path);
+        if let Some(marks) = &marks {
+            marks.remove_if_created();
         }
         for pattern in &patterns {
             if !drainer.summary.maps.values().any(|map| pattern.matches(&map.path)) {
