@@ -113,6 +113,16 @@ fn readable_events(path: &Path) -> Vec<Event> {
         .collect()
 }
 
+/// The recorder writes its runtime library once per build: done here, so
+/// that a test's file size limit does not apply to it.
+fn warm_up() {
+    let status = Command::new(MMIOTRACE)
+        .args(["record", "-q", "-o", "/dev/null", "--", "true"])
+        .status()
+        .expect("run mmiotrace record");
+    assert!(status.success());
+}
+
 fn gone_command(scratch: &Scratch, extra: &[&str], n: u64, go: &str) -> Command {
     let bar = scratch.bar("dev", 4096);
     let mut command = Command::new(MMIOTRACE);
@@ -185,12 +195,7 @@ fn a_trace_that_cannot_be_written_keeps_what_was_written_and_fails() {
     const LIMIT: u64 = 64 * 1024;
     let scratch = Scratch::new("fsize");
     let trace = scratch.path("t.trace");
-    // The recorder writes its runtime library once per build: not under the limit.
-    let warm_up = Command::new(MMIOTRACE)
-        .args(["record", "-q", "-o", "/dev/null", "--", "true"])
-        .status()
-        .expect("run mmiotrace record");
-    assert!(warm_up.success());
+    warm_up();
     // One ring, so that the shared-memory file fits under the limit too.
     let mut command = gone_command(
         &scratch,
@@ -500,4 +505,62 @@ fn a_long_mmiotrace_mark_is_cut_visibly() {
     assert_eq!(marks.len(), 2, "{marks:?}");
     assert_clipped(&marks[0], LONG, 'm');
     assert_eq!(marks[1], "short");
+}
+
+#[test]
+fn ring_geometry_is_checked_and_no_file_is_left_on_failure() {
+    for (option, value) in [
+        ("--ring-size", "4294967295"),
+        ("--ring-size", "0"),
+        ("--ring-size", "511"),
+        ("--ring-size", "1048577"),
+        ("--rings", "0"),
+        ("--rings", "1025"),
+    ] {
+        let child = Command::new(MMIOTRACE)
+            .args(["record", "-o", "/dev/null", option, value, "--", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mmiotrace record");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{option} {value}: {err}");
+        assert!(err.contains(option), "{err}");
+        assert_eq!(shm_files_of(pid), Vec::<PathBuf>::new());
+    }
+    let help = Command::new(MMIOTRACE)
+        .args(["record", "--help"])
+        .output()
+        .expect("run mmiotrace record --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("512 to 1048576") && help.contains("1 to 1024"), "{help}");
+
+    // A shared-memory file that cannot be made full size is removed.
+    warm_up();
+    let mut command = Command::new(MMIOTRACE);
+    command
+        .args(["record", "-q", "-o", "/dev/null", "--", "true"])
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().expect("run mmiotrace record");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("sizing /dev/shm/mmiotrace-"), "{err}");
+    assert_eq!(shm_files_of(pid), Vec::<PathBuf>::new(), "{err}");
 }
