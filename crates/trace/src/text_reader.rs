@@ -818,7 +818,15 @@ impl<'a> Cursor<'a> {
         }))
     }
 
-    /// `MARK time text`, the lost-events line, and their extended forms.
+    /// A lost-events line whose count does not fit in 64 bits.
+    fn lost_overflow(&self, text_start: usize) -> LineError {
+        self.err_at(
+            text_start + "Lost ".len(),
+            "the lost-event count does not fit in 64 bits",
+        )
+    }
+
+        /// `MARK time text`, the lost-events line, and their extended forms.
     fn mark(&mut self) -> LineResult<Event> {
         let time = self.field_time()?;
         // The text runs to the end of the line; a missing separator means an empty text.
@@ -837,6 +845,7 @@ impl<'a> Cursor<'a> {
             if time.nanos == 0
                 && let Some(count) = parse_lost_text(escaped)
             {
+                let count = count.ok_or_else(|| self.lost_overflow(text_start))?;
                 return Ok(Event::Lost(Lost { count, ext }));
             }
             let text =
@@ -852,6 +861,7 @@ impl<'a> Cursor<'a> {
         if time.nanos == 0
             && let Some(count) = parse_lost_text(text)
         {
+            let count = count.ok_or_else(|| self.lost_overflow(text_start))?;
             return Ok(Event::Lost(Lost {
                 count,
                 ext: Ext::default(),

@@ -343,13 +343,15 @@ fn is_space_or_control(b: u8) -> bool {
     b == b' ' || is_control(b)
 }
 
-/// `Lost N events.` (the text of the kernel's lost-events MARK line) → N.
-pub(crate) fn parse_lost_text(text: &[u8]) -> Option<u64> {
+/// `Lost N events.` (the text of the kernel's lost-events MARK line): `N`,
+/// or `Some(None)` when N has only digits but does not fit in 64 bits;
+/// `None` for any other text.
+pub(crate) fn parse_lost_text(text: &[u8]) -> Option<Option<u64>> {
     let digits = text.strip_prefix(b"Lost ")?.strip_suffix(b" events.")?;
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    digits.iter().try_fold(0u64, |n, &d| {
+    Some(digits.iter().try_fold(0u64, |n, &d| {
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
+    }))
 }
