@@ -87,15 +87,15 @@ pub fn format_event(event: &Event, out: &mut Vec<u8>) -> Result<(), &'static str
     match event {
         Event::Access(a) => format_access(a, out),
         Event::Version(v) => {
-            if v.version.is_empty() || v.version.bytes().any(is_space_or_control) {
-                return Err("a VERSION string must be non-empty and contain no whitespace");
+            if let Some((_, why)) = bad_version(v.version.as_bytes()) {
+                return Err(why);
             }
             out.extend_from_slice(b"VERSION ");
             out.extend_from_slice(v.version.as_bytes());
         }
         Event::PciDev(p) => {
-            if p.driver.bytes().any(is_space_or_control) {
-                return Err("a PCIDEV driver name must contain no whitespace");
+            if let Some((_, why)) = bad_driver(p.driver.as_bytes()) {
+                return Err(why);
             }
             out.extend_from_slice(b"PCIDEV ");
             push_hex_padded(out, p.bus.into(), 2);
@@ -256,6 +256,28 @@ fn format_repeat(r: &Repeat, out: &mut Vec<u8>) -> Result<(), &'static str> {
         out.remove(start);
     }
     Ok(())
+}
+
+/// Where (the byte index) and why a VERSION string cannot be written as
+/// text, if it cannot: both formats require the same, and the binary
+/// reader checks it.
+pub(crate) fn bad_version(version: &[u8]) -> Option<(usize, &'static str)> {
+    const WHY: &str = "a VERSION string must be non-empty and contain no whitespace";
+    if version.is_empty() {
+        return Some((0, WHY));
+    }
+    version
+        .iter()
+        .position(|&b| is_space_or_control(b))
+        .map(|at| (at, WHY))
+}
+
+/// Where and why a PCIDEV driver name cannot be written as text, if it cannot.
+pub(crate) fn bad_driver(driver: &[u8]) -> Option<(usize, &'static str)> {
+    driver
+        .iter()
+        .position(|&b| is_space_or_control(b))
+        .map(|at| (at, "a PCIDEV driver name must contain no whitespace"))
 }
 
 /// What both formats require of a `REPEAT` beyond its fields' types.
