@@ -777,7 +777,24 @@ pub unsafe fn mremap(
         ..whole
     });
     match new_range.map(ranges::insert) {
-        Some(Ok(_)) => {}
+        Some(Ok(_)) => {
+            // Offsets past the old length, or a new address: the trace
+            // says so, so that its MAP covers every access it holds.
+            let covered_before = whole.map_offset + whole.len;
+            let covered_now = whole.map_offset + new_len as u64;
+            if moved as u64 != whole.start || covered_now > covered_before {
+                push_outside_handler(
+                    Record {
+                        kind: kind::REMAP,
+                        map_id: whole.map_id,
+                        value: covered_now,
+                        aux: (moved as u64).wrapping_sub(whole.map_offset),
+                        ..Record::default()
+                    },
+                    &[],
+                );
+            }
+        }
         _ => {
             Msg::new()
                 .text("cannot move the alias of the traced mapping at ")

@@ -73,6 +73,11 @@ pub mod kind {
     pub const UNMAP: u8 = 5;
     /// A user marker; the text follows as payload.
     pub const MARK: u8 = 6;
+    /// A traced mapping moved or grew (`mremap`): it keeps its map id and
+    /// offsets; `aux` is the program's new address of offset 0, `value`
+    /// the length that covers every offset now. The recorder writes it as
+    /// a second `MAP` line of the same id.
+    pub const REMAP: u8 = 7;
 }
 
 /// `Record::flags`: the access was made by displaced or slow-path execution.

@@ -325,7 +325,33 @@ impl Drainer {
                     path: Some(path),
                 })
             }
-            kind::UNMAP => {
+            kind::REMAP => {
+                // The same mapping, described again: same id, phys and path.
+                // Other pieces of it may have stayed where they were: the
+                // length only grows, so that it covers them too.
+                let (phys, len, path) = match self.summary.maps.get_mut(&record.map_id) {
+                    Some(map) => {
+                        map.len = map.len.max(record.value);
+                        (map.phys, map.len, Some(map.path.clone()))
+                    }
+                    None => {
+                        self.summary.orphans += 1;
+                        (0, record.value, None)
+                    }
+                };
+                Event::Map(Map {
+                    time,
+                    map_id: record.map_id,
+                    phys,
+                    virt: record.aux,
+                    len,
+                    pc: record.pc,
+                    pid: record.tid,
+                    ext,
+                    path,
+                })
+            }
+                        kind::UNMAP => {
                 if let Some(map) = self.summary.maps.get_mut(&record.map_id) {
                     map.unmapped = true;
                 }
