@@ -564,3 +564,75 @@ fn ring_geometry_is_checked_and_no_file_is_left_on_failure() {
     assert!(err.contains("sizing /dev/shm/mmiotrace-"), "{err}");
     assert_eq!(shm_files_of(pid), Vec::<PathBuf>::new(), "{err}");
 }
+
+#[test]
+fn the_every_slot_is_taken_notice_is_printed_once_and_counted() {
+    let scratch = Scratch::new("slotnotice");
+    let bar = scratch.bar("dev", 4096);
+    let trace = scratch.path("t.trace");
+    let out = Command::new(MMIOTRACE)
+        .args(["record", "--rings", "4", "--ring-size", "512", "--trace", &scratch.glob(), "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(program("churn"))
+        .arg("wide")
+        .arg(&bar)
+        .args(["32", "2000"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mmiotrace record");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let notices = err.lines().filter(|l| l.contains("every ring slot is taken")).count();
+    assert_eq!(notices, 1, "{err}");
+    let waited: u64 = err
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("threads that waited for a free ring slot: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in the summary: {err}"));
+    assert!((1..=32).contains(&waited), "{err}");
+}
+
+#[test]
+fn linger_must_be_a_finite_number_of_seconds() {
+    for bad in ["nan", "inf", "-1", "1e300", "soon"] {
+        let out = Command::new(MMIOTRACE)
+            .args(["record", "-o", "/dev/null", &format!("--linger={bad}"), "--", "true"])
+            .output()
+            .expect("run mmiotrace record");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--linger {bad}: {err}");
+        assert!(err.contains("not a number of seconds"), "{err}");
+    }
+}
+
+#[test]
+fn write_errors_on_standard_output_name_it() {
+    let trace = common::data("diff-a.txt");
+    let trace = trace.to_str().expect("UTF-8");
+    let commands: [&[&str]; 5] = [
+        &["stats", trace],
+        &["convert", trace],
+        &["filter", trace],
+        &["diff", trace, trace],
+        &["record", "-q", "-o", "-", "--", "true"],
+    ];
+    for args in commands {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let out = Command::new(MMIOTRACE)
+            .args(args)
+            .stdout(full)
+            .output()
+            .expect("run mmiotrace");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(
+            err.contains("standard output") && err.contains("No space left on device"),
+            "{args:?}: {err}"
+        );
+    }
+}

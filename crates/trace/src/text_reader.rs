@@ -587,6 +587,17 @@ impl<'a> Cursor<'a> {
         if significant.len() > 2 * usize::from(width) {
             return Err(self.err_at(start, format!("the value does not fit in {width} bytes")));
         }
+        // docs/FORMAT.md: up to 2×width digits, leading zeros included.
+        if digits.len() > 2 * usize::from(width) {
+            return Err(self.err_at(
+                start,
+                format!(
+                    "a {width}-byte value has at most {} hex digits, this one has {}",
+                    2 * usize::from(width),
+                    digits.len()
+                ),
+            ));
+        }
         let mut le = [0u8; Value::MAX_WIDTH];
         // Walk from the least significant digit, two digits per byte.
         for (k, &d) in significant.iter().rev().enumerate() {

@@ -6,6 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::Args;
 use mmiotrace_trace::{Direction, Event, Format, ReadOptions, Repeat, Timestamp, TraceReader};
 
@@ -469,8 +470,10 @@ impl Cmd {
         }
         let report = self.report(&name, format, &stats, namer.is_some());
         let mut stdout = std::io::stdout().lock();
-        stdout.write_all(report.as_bytes())?;
-        stdout.flush()?;
+        stdout
+            .write_all(report.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("cannot write to standard output")?;
         Ok(())
     }
 
