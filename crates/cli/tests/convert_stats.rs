@@ -205,7 +205,12 @@ fn garbage_and_missing_files_are_errors() {
 fn a_flipped_bit_in_a_binary_version_string_is_an_input_error_in_every_command() {
     let dir = scratch("flipped-version");
     let good = dir.join("good.mtb");
-    let out = mmiotrace(&["convert", path_str(&data("diff-a.txt")), "-o", path_str(&good)]);
+    let out = mmiotrace(&[
+        "convert",
+        path_str(&data("diff-a.txt")),
+        "-o",
+        path_str(&good),
+    ]);
     assert!(out.status.success(), "{}", stderr_text(&out));
     let mut bytes = std::fs::read(&good).expect("binary trace");
     let at = bytes

@@ -106,10 +106,12 @@ fn readable_events(path: &Path) -> Vec<Event> {
     let options = ReadOptions::default().with_name(path.display().to_string());
     TraceReader::new(file, options)
         .expect("a trace")
-        .filter_map(|item| match item.expect("every line up to the failure reads") {
-            Item::Event(event) => Some(event),
-            Item::Truncated(_) => None,
-        })
+        .filter_map(
+            |item| match item.expect("every line up to the failure reads") {
+                Item::Event(event) => Some(event),
+                Item::Truncated(_) => None,
+            },
+        )
         .collect()
 }
 
@@ -154,9 +156,14 @@ fn the_program_goes_on_untraced_when_its_recorder_is_killed() {
         } else {
             "-".to_owned()
         };
-        let mut recorder = gone_command(&scratch, &["-o", trace.to_str().expect("UTF-8")], N, &go_arg)
-            .spawn()
-            .expect("run mmiotrace record");
+        let mut recorder = gone_command(
+            &scratch,
+            &["-o", trace.to_str().expect("UTF-8")],
+            N,
+            &go_arg,
+        )
+        .spawn()
+        .expect("run mmiotrace record");
         let recorder_pid = recorder.id();
         let stdout = read_to_end(recorder.stdout.take().expect("stdout"));
         let stderr = read_to_end(recorder.stderr.take().expect("stderr"));
@@ -169,7 +176,11 @@ fn the_program_goes_on_untraced_when_its_recorder_is_killed() {
         // The program, re-parented, now makes N more writes into rings of
         // 512 that nobody drains: it must notice and go on untraced.
         std::fs::write(&go, b"").expect("go");
-        let out = text_or_hang(&stdout, Some(program_pid), "the program without its recorder");
+        let out = text_or_hang(
+            &stdout,
+            Some(program_pid),
+            "the program without its recorder",
+        );
         let err = text_or_hang(&stderr, Some(program_pid), "the program's standard error");
         assert_eq!(out, gone_sum(N), "signal {signal}");
         let notices = stopped_notices(&err);
@@ -237,7 +248,13 @@ fn a_trace_that_cannot_be_written_keeps_what_was_written_and_fails() {
     let events = readable_events(&trace);
     assert!(matches!(events.first(), Some(Event::Version(_))));
     assert!(events.iter().any(|e| matches!(e, Event::Map(_))));
-    assert!(events.iter().filter(|e| matches!(e, Event::Access(_))).count() > 100);
+    assert!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Access(_)))
+            .count()
+            > 100
+    );
     assert_eq!(shm_files_of(recorder.id()), Vec::<PathBuf>::new());
 }
 
@@ -259,7 +276,10 @@ fn a_closed_pipe_fails_the_recording_but_not_the_program() {
         "{err}"
     );
     // With -o -, the program's standard output goes to standard error.
-    assert!(err.contains(&gone_sum(N)), "the program ran to its end: {err}");
+    assert!(
+        err.contains(&gone_sum(N)),
+        "the program ran to its end: {err}"
+    );
 }
 
 #[test]
@@ -301,7 +321,11 @@ fn unreaped_children_give_back_their_ring_slots() {
             })
             .collect();
         written.sort_unstable();
-        assert_eq!(written, (0..u64::from(CHILDREN)).collect::<Vec<_>>(), "{mode}");
+        assert_eq!(
+            written,
+            (0..u64::from(CHILDREN)).collect::<Vec<_>>(),
+            "{mode}"
+        );
     }
 }
 
@@ -396,7 +420,12 @@ fn relative_and_symlinked_trace_globs_match_and_unmatched_ones_are_named() {
     let link = scratch.path("link");
     std::os::unix::fs::symlink(scratch.path(""), &link).expect("symlink");
     let through_link = format!("{}/adv-*", link.display());
-    for glob in ["adv-*", "./adv-*", "sub/../adv-1.bar", through_link.as_str()] {
+    for glob in [
+        "adv-*",
+        "./adv-*",
+        "sub/../adv-1.bar",
+        through_link.as_str(),
+    ] {
         std::fs::create_dir_all(scratch.path("sub")).expect("sub");
         let _ = std::fs::remove_file(scratch.path("ready"));
         let out = Command::new(MMIOTRACE)
@@ -415,7 +444,10 @@ fn relative_and_symlinked_trace_globs_match_and_unmatched_ones_are_named() {
             .filter(|e| matches!(e, Event::Access(_)))
             .count();
         assert_eq!(writes, 21, "--trace {glob}: {err}");
-        let unmatched: Vec<&str> = err.lines().filter(|l| l.contains("matched no mapping")).collect();
+        let unmatched: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("matched no mapping"))
+            .collect();
         assert_eq!(unmatched.len(), 1, "{glob}: {err}");
         assert!(unmatched[0].contains("--trace nothing-*"), "{err}");
     }
@@ -500,7 +532,11 @@ fn a_long_mmiotrace_mark_is_cut_visibly() {
         .arg(LONG.to_string())
         .output()
         .expect("run mmiotrace record");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let marks = strict_marks(&trace);
     assert_eq!(marks.len(), 2, "{marks:?}");
     assert_clipped(&marks[0], LONG, 'm');
@@ -535,7 +571,10 @@ fn ring_geometry_is_checked_and_no_file_is_left_on_failure() {
         .output()
         .expect("run mmiotrace record --help");
     let help = String::from_utf8_lossy(&help.stdout);
-    assert!(help.contains("512 to 1048576") && help.contains("1 to 1024"), "{help}");
+    assert!(
+        help.contains("512 to 1048576") && help.contains("1 to 1024"),
+        "{help}"
+    );
 
     // A shared-memory file that cannot be made full size is removed.
     warm_up();
@@ -571,7 +610,16 @@ fn the_every_slot_is_taken_notice_is_printed_once_and_counted() {
     let bar = scratch.bar("dev", 4096);
     let trace = scratch.path("t.trace");
     let out = Command::new(MMIOTRACE)
-        .args(["record", "--rings", "4", "--ring-size", "512", "--trace", &scratch.glob(), "-o"])
+        .args([
+            "record",
+            "--rings",
+            "4",
+            "--ring-size",
+            "512",
+            "--trace",
+            &scratch.glob(),
+            "-o",
+        ])
         .arg(&trace)
         .arg("--")
         .arg(program("churn"))
@@ -583,11 +631,17 @@ fn the_every_slot_is_taken_notice_is_printed_once_and_counted() {
         .expect("run mmiotrace record");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    let notices = err.lines().filter(|l| l.contains("every ring slot is taken")).count();
+    let notices = err
+        .lines()
+        .filter(|l| l.contains("every ring slot is taken"))
+        .count();
     assert_eq!(notices, 1, "{err}");
     let waited: u64 = err
         .lines()
-        .find_map(|l| l.trim().strip_prefix("threads that waited for a free ring slot: "))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("threads that waited for a free ring slot: ")
+        })
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no count in the summary: {err}"));
@@ -598,7 +652,14 @@ fn the_every_slot_is_taken_notice_is_printed_once_and_counted() {
 fn linger_must_be_a_finite_number_of_seconds() {
     for bad in ["nan", "inf", "-1", "1e300", "soon"] {
         let out = Command::new(MMIOTRACE)
-            .args(["record", "-o", "/dev/null", &format!("--linger={bad}"), "--", "true"])
+            .args([
+                "record",
+                "-o",
+                "/dev/null",
+                &format!("--linger={bad}"),
+                "--",
+                "true",
+            ])
             .output()
             .expect("run mmiotrace record");
         let err = String::from_utf8_lossy(&out.stderr);

@@ -11,9 +11,8 @@ use common::{mmiotrace, path_str, scratch, stderr_text};
 /// A valid text trace of `accesses` reads, then (if `broken`) a malformed
 /// line: long enough that a writer has flushed output before it fails.
 fn trace_text(accesses: usize, broken: bool) -> String {
-    let mut text = String::from(
-        "VERSION 20070824\nMAP 0.000010 1 0xfebf0000 0x7f3a9c000000 0x20000 0x0 0\n",
-    );
+    let mut text =
+        String::from("VERSION 20070824\nMAP 0.000010 1 0xfebf0000 0x7f3a9c000000 0x20000 0x0 0\n");
     for i in 0..accesses {
         text.push_str(&format!(
             "R 4 0.{:06} 1 0xfebf0008 0x{i:x} 0x0 0\n",
@@ -131,7 +130,10 @@ fn a_successful_output_replaces_the_file_and_keeps_its_permissions() {
         trace_text(100, false)
     );
     assert!(std::fs::symlink_metadata(&link).expect("link").is_symlink());
-    let mode = std::fs::metadata(&out_path).expect("out").permissions().mode();
+    let mode = std::fs::metadata(&out_path)
+        .expect("out")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o640);
     // A device is written, not replaced.
     let out = mmiotrace(&["convert", path_str(&trace), "-o", "/dev/null"]);

@@ -169,7 +169,8 @@ fn a_lost_event_count_beyond_64_bits_is_an_error() {
         let out = mmiotrace(&[command, path_str(&trace)]);
         assert_eq!(out.status.code(), Some(1), "{command}");
         assert!(
-            stderr_text(&out).contains("lost.txt:2:20: the lost-event count does not fit in 64 bits"),
+            stderr_text(&out)
+                .contains("lost.txt:2:20: the lost-event count does not fit in 64 bits"),
             "{command}: {}",
             stderr_text(&out)
         );

@@ -1153,7 +1153,10 @@ mod tests {
         let len = clip_mark(short, short.len() as u64, &mut out);
         assert_eq!(&out[..len], short);
         let exact = vec![b'x'; MAX_MARK_LEN];
-        assert_eq!(clip_mark(&exact, exact.len() as u64, &mut out), MAX_MARK_LEN);
+        assert_eq!(
+            clip_mark(&exact, exact.len() as u64, &mut out),
+            MAX_MARK_LEN
+        );
         // 2 MB, of which only the head was kept by the reader.
         let total = 2_000_000u64;
         let head = vec![b'y'; MAX_MARK_LEN];
@@ -1182,7 +1185,12 @@ mod tests {
         };
         assert!(config(1, 512).check().is_ok());
         assert!(config(MAX_SLOTS, MAX_RING_RECORDS).check().is_ok());
-        for bad in [config(0, 512), config(1, 0), config(1, 511), config(MAX_SLOTS + 1, 512)] {
+        for bad in [
+            config(0, 512),
+            config(1, 0),
+            config(1, 511),
+            config(MAX_SLOTS + 1, 512),
+        ] {
             assert_eq!(bad.check(), Err(ShmError::BadGeometry), "{bad:?}");
         }
         assert_eq!(config(1, u32::MAX).check(), Err(ShmError::BadGeometry));

@@ -966,7 +966,11 @@ fn decode_record(
                 let version = d.string("version")?;
                 if let Some((bad, why)) = crate::text_writer::bad_version(version.as_bytes()) {
                     let string_start = d.pos - version.len();
-                    let at = if version.is_empty() { at } else { string_start + bad };
+                    let at = if version.is_empty() {
+                        at
+                    } else {
+                        string_start + bad
+                    };
                     return d.invalid(at, why);
                 }
                 Event::Version(Version { version })

@@ -837,7 +837,7 @@ impl<'a> Cursor<'a> {
         )
     }
 
-        /// `MARK time text`, the lost-events line, and their extended forms.
+    /// `MARK time text`, the lost-events line, and their extended forms.
     fn mark(&mut self) -> LineResult<Event> {
         let time = self.field_time()?;
         // The text runs to the end of the line; a missing separator means an empty text.

@@ -627,7 +627,8 @@ impl Cmd {
         };
         let mut threads: Vec<(&u32, &ThreadStats)> = s.threads.iter().collect();
         threads.sort_unstable_by(|a, b| {
-            b.1.reads.saturating_add(b.1.writes)
+            b.1.reads
+                .saturating_add(b.1.writes)
                 .cmp(&a.1.reads.saturating_add(a.1.writes))
                 .then(a.0.cmp(b.0))
         });
@@ -662,7 +663,8 @@ impl Cmd {
         }
         let mut processes: Vec<(&Option<u32>, &ThreadStats)> = s.processes.iter().collect();
         processes.sort_unstable_by(|a, b| {
-            b.1.reads.saturating_add(b.1.writes)
+            b.1.reads
+                .saturating_add(b.1.writes)
                 .cmp(&a.1.reads.saturating_add(a.1.writes))
                 .then(a.0.cmp(b.0))
         });

@@ -351,7 +351,7 @@ impl Drainer {
                     path,
                 })
             }
-                        kind::UNMAP => {
+            kind::UNMAP => {
                 if let Some(map) = self.summary.maps.get_mut(&record.map_id) {
                     map.unmapped = true;
                 }

@@ -12,8 +12,8 @@ mod runtime_lib;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -175,7 +175,9 @@ pub struct Cmd {
 /// `--linger`: a finite number of seconds, 0 or more.
 fn parse_linger(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.0 && Duration::try_from_secs_f64(secs).is_ok() => {
+        Ok(secs)
+            if secs.is_finite() && secs >= 0.0 && Duration::try_from_secs_f64(secs).is_ok() =>
+        {
             Ok(secs)
         }
         _ => Err(format!(
@@ -573,7 +575,12 @@ impl Cmd {
             marks.remove_if_created();
         }
         for pattern in &patterns {
-            if !drainer.summary.maps.values().any(|map| pattern.matches(&map.path)) {
+            if !drainer
+                .summary
+                .maps
+                .values()
+                .any(|map| pattern.matches(&map.path))
+            {
                 let resolved = if pattern.resolved == pattern.given {
                     String::new()
                 } else {
@@ -622,10 +629,7 @@ fn print_summary(summary: &Summary, output: &str, status: ExitStatus) {
         (None, Some(signal)) => format!("was killed by signal {signal}"),
         _ => "ended".to_owned(),
     };
-    let _ = writeln!(
-        err,
-        "mmiotrace: program {ended}; trace written to {output}"
-    );
+    let _ = writeln!(err, "mmiotrace: program {ended}; trace written to {output}");
     let _ = writeln!(err, "  maps: {}", summary.maps.len());
     for (id, map) in summary.maps.iter().take(8) {
         let _ = writeln!(

@@ -46,10 +46,7 @@ fn resolve(pattern: &str, cwd: &Path) -> String {
     // pattern character.
     let first_special = bytes.iter().position(|&b| glob::is_special(b));
     let literal_end = match first_special {
-        Some(at) => bytes[..at]
-            .iter()
-            .rposition(|&b| b == b'/')
-            .unwrap_or(0),
+        Some(at) => bytes[..at].iter().rposition(|&b| b == b'/').unwrap_or(0),
         None => bytes.len(),
     };
     let literal = Path::new(OsStr::from_bytes(&bytes[..literal_end]));
@@ -103,7 +100,10 @@ mod tests {
         assert_eq!(resolve_in("adv-*"), format!("{}/adv-*", shown(&real)));
         assert_eq!(resolve_in("./adv-*"), format!("{}/adv-*", shown(&real)));
         assert_eq!(resolve_in("../link/a?"), format!("{}/a?", shown(&real)));
-        assert_eq!(resolve_in("later.bar"), format!("{}/later.bar", shown(&real)));
+        assert_eq!(
+            resolve_in("later.bar"),
+            format!("{}/later.bar", shown(&real))
+        );
         assert_eq!(
             resolve(&format!("{}/**/x", shown(&link)), Path::new("/")),
             format!("{}/**/x", shown(&real))

@@ -337,7 +337,10 @@ mod tests {
         let err = startable(script.as_os_str()).expect_err("missing interpreter");
         let _ = std::fs::remove_dir_all(&dir);
         let message = err.to_string();
-        assert!(message.contains("its interpreter /nonexistent/interpreter"), "{message}");
+        assert!(
+            message.contains("its interpreter /nonexistent/interpreter"),
+            "{message}"
+        );
         assert!(startable(OsStr::new("sh")).is_ok());
         assert!(startable(OsStr::new("/nonexistent/prog")).is_err());
     }
