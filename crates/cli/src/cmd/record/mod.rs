@@ -88,6 +88,10 @@ impl Mode {
 ///
 /// mmiotrace exits with PROGRAM's exit status, or 128+N if PROGRAM was killed
 /// by signal N. Ctrl-C goes to PROGRAM; the trace is completed either way.
+///
+/// If mmiotrace itself is killed, or cannot write the trace, PROGRAM never
+/// waits for it: it goes on untraced, and one line on its standard error
+/// says that tracing stopped and why.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  mmiotrace record -- ./my-driver --probe\n  mmiotrace record --trace '/dev/shm/*' -o run.trace -- ./sim-test\n  mmiotrace record --format binary -o run.mtb -- busybox devmem 0xfed00000 32"
