@@ -147,20 +147,18 @@ fn gone_command(scratch: &Scratch, extra: &[&str], n: u64, go: &str) -> Command 
 #[test]
 fn the_program_goes_on_untraced_when_its_recorder_is_killed() {
     const N: u64 = 100_000;
-    for (signal, wait_for_go) in [(libc::SIGKILL, true), (libc::SIGUSR1, false)] {
+    // SIGKILL while the program waits to go on; SIGUSR1 (which the
+    // recorder does not handle) to a recorder that was stopped while the
+    // program filled its ring and waits for it.
+    for (signal, stopped) in [(libc::SIGKILL, false), (libc::SIGUSR1, true)] {
         let scratch = Scratch::new(&format!("killed{signal}"));
         let trace = scratch.path("t.trace");
         let go = scratch.path("go");
-        let go_arg = if wait_for_go {
-            go.to_str().expect("UTF-8").to_owned()
-        } else {
-            "-".to_owned()
-        };
         let mut recorder = gone_command(
             &scratch,
             &["-o", trace.to_str().expect("UTF-8")],
             N,
-            &go_arg,
+            go.to_str().expect("UTF-8"),
         )
         .spawn()
         .expect("run mmiotrace record");
@@ -169,12 +167,23 @@ fn the_program_goes_on_untraced_when_its_recorder_is_killed() {
         let stderr = read_to_end(recorder.stderr.take().expect("stderr"));
         let program_pid = wait_for_pid(&scratch.path("ready"), &mut recorder);
 
+        let pid = recorder_pid as libc::pid_t;
+        if stopped {
+            // SAFETY: kill has no memory effects.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            // Nobody drains: the program fills its 512-record ring and waits.
+            std::fs::write(&go, b"").expect("go");
+        }
         // SAFETY: kill has no memory effects.
-        unsafe { libc::kill(recorder_pid as libc::pid_t, signal) };
+        unsafe { libc::kill(pid, signal) };
+        if stopped {
+            // SAFETY: as above; the pending SIGUSR1 ends it once it runs.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
         let status = recorder.wait().expect("wait");
         assert!(!status.success());
-        // The program, re-parented, now makes N more writes into rings of
-        // 512 that nobody drains: it must notice and go on untraced.
+        // The program, re-parented, makes N writes into rings of 512 that
+        // nobody drains: it must notice and go on untraced.
         std::fs::write(&go, b"").expect("go");
         let out = text_or_hang(
             &stdout,
