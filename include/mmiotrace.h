@@ -6,8 +6,9 @@
  * Header-only: nothing to link. Under `mmiotrace record` the preloaded
  * runtime exports mmiotrace_runtime_mark(), found with dlsym at the first
  * call; without the runtime, mmiotrace_mark() does nothing. The text
- * appears in the trace as a MARK line. Link with -ldl on glibc older than
- * 2.34. */
+ * appears in the trace as a MARK line; text beyond 4096 bytes is cut and
+ * ends with "…[truncated N bytes]" (4096 bytes in all). Link with -ldl on
+ * glibc older than 2.34. */
 #ifndef MMIOTRACE_H
 #define MMIOTRACE_H
 

@@ -31,7 +31,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Record(cmd) => cmd.run(),
+        // A closed pipe is an error for record: the trace is incomplete.
+        Command::Record(cmd) => {
+            return cmd.run().unwrap_or_else(|err| {
+                eprintln!("mmiotrace: error: {err:#}");
+                ExitCode::FAILURE
+            });
+        }
         Command::Convert(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         Command::Decode(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         Command::Stats(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),

@@ -200,3 +200,47 @@ fn garbage_and_missing_files_are_errors() {
         stderr_text(&out)
     );
 }
+
+#[test]
+fn a_flipped_bit_in_a_binary_version_string_is_an_input_error_in_every_command() {
+    let dir = scratch("flipped-version");
+    let good = dir.join("good.mtb");
+    let out = mmiotrace(&[
+        "convert",
+        path_str(&data("diff-a.txt")),
+        "-o",
+        path_str(&good),
+    ]);
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    let mut bytes = std::fs::read(&good).expect("binary trace");
+    let at = bytes
+        .windows(8)
+        .position(|w| w == b"20070824")
+        .expect("the VERSION string")
+        + 1;
+    // '0' (0x30) with bit 4 flipped is a space.
+    bytes[at] ^= 0x10;
+    let bad = dir.join("ver.trace");
+    std::fs::write(&bad, &bytes).expect("flipped trace");
+    let expected = format!(
+        "{}:@{at}: a VERSION string must be non-empty and contain no whitespace",
+        bad.display()
+    );
+    let converted = dir.join("out.txt");
+    let commands: [&[&str]; 6] = [
+        &["convert", path_str(&bad), "-o", path_str(&converted)],
+        &["stats", path_str(&bad)],
+        &["filter", path_str(&bad)],
+        &["collapse", path_str(&bad)],
+        &["export", path_str(&bad), "--to", "csv"],
+        &["diff", path_str(&bad), path_str(&good)],
+    ];
+    for args in commands {
+        let out = mmiotrace(args);
+        let err = stderr_text(&out);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(err.contains(&expected), "{args:?}: {err}");
+    }
+    assert!(!converted.exists(), "convert left a file behind");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -163,3 +163,14 @@ fn long_traces_with_scattered_changes() {
         "{report}"
     );
 }
+
+#[test]
+fn both_traces_from_standard_input_are_refused() {
+    let out = mmiotrace(&["diff", "-", "-"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_text(&out).contains("both standard input"),
+        "{}",
+        stderr_text(&out)
+    );
+}

@@ -131,3 +131,61 @@ fn the_timeline_stays_bounded_on_a_long_trace() {
         &["           5.000000          500            100  ##############################"],
     );
 }
+
+#[test]
+fn sums_stop_at_the_64_bit_limit_and_never_wrap() {
+    let dir = scratch("stats-overflow");
+    let trace = dir.join("huge.txt");
+    std::fs::write(
+        &trace,
+        "VERSION 20070824\n\
+         MAP 0.000010 1 0xfebf0000 0x7f3a9c000000 0x20000 0x0 0\n\
+         R 4 0.000140 1 0xfebf0008 0x1 0x0 7\n\
+         REPEAT R 4 0.000150 1 0xfebf0008 0x1 0x0 7 count=18446744073709551615 len=1 end=0.000200\n\
+         R 4 0.000240 1 0xfebf0008 0x1 0x0 7\n",
+    )
+    .expect("trace");
+    let report = stdout(&["stats", path_str(&trace)]);
+    assert_lines(
+        &report,
+        &[
+            "           7          - 18446744073709551615 18446744073709551615            0  0.000140 .. 0.000240",
+            "  (a count of 18446744073709551615 reached the 64-bit limit and stopped there: the trace's REPEAT counts add up to more)",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_lost_event_count_beyond_64_bits_is_an_error() {
+    let dir = scratch("stats-lost");
+    let trace = dir.join("lost.txt");
+    std::fs::write(
+        &trace,
+        "VERSION 20070824\nMARK 0.000000 Lost 18446744073709551616 events.\n",
+    )
+    .expect("trace");
+    for command in ["stats", "convert"] {
+        let out = mmiotrace(&[command, path_str(&trace)]);
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        assert!(
+            stderr_text(&out)
+                .contains("lost.txt:2:20: the lost-event count does not fit in 64 bits"),
+            "{command}: {}",
+            stderr_text(&out)
+        );
+    }
+    // The largest count is a lost-events line; a text that only looks like
+    // one at another time is a mark.
+    std::fs::write(
+        &trace,
+        "VERSION 20070824\nMARK 0.000000 Lost 18446744073709551615 events.\nMARK 0.000001 Lost 18446744073709551616 events.\n",
+    )
+    .expect("trace");
+    let converted = stdout(&["convert", path_str(&trace)]);
+    assert_eq!(
+        converted,
+        "VERSION 20070824\nMARK 0.000000 Lost 18446744073709551615 events.\nMARK 0.000001 Lost 18446744073709551616 events.\n"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -123,6 +123,8 @@ struct Ev {
     tid: u32,
     process: u32,
     seq: u64,
+    /// A MAP's length.
+    len: u64,
 }
 
 fn read_trace(path: &Path) -> Vec<Ev> {
@@ -147,6 +149,7 @@ fn read_trace(path: &Path) -> Vec<Ev> {
             tid: event.pid().unwrap_or(0),
             process: ext.process.unwrap_or(0),
             seq: ext.seq.unwrap_or(u64::MAX),
+            len: 0,
         };
         events.push(match &event {
             Event::Access(a) => Ev {
@@ -166,6 +169,7 @@ fn read_trace(path: &Path) -> Vec<Ev> {
             Event::Map(m) => Ev {
                 map: m.map_id,
                 phys: m.phys,
+                len: m.len,
                 ..base
             },
             Event::Unmap(u) => Ev {
@@ -765,14 +769,34 @@ fn mappings_changed_or_mapped_twice_stay_exact() {
         "{}",
         text(&out.stderr)
     );
+    let events = read_trace(&trace);
+    // The trace is self-consistent: each access lies inside the latest MAP
+    // of its map id (a grown mapping is described again).
+    let mut extent: HashMap<u32, (u64, u64)> = HashMap::new();
+    for e in &events {
+        match e.kind {
+            "MAP" => {
+                extent.insert(e.map, (e.phys, e.len));
+            }
+            "R" | "W" => {
+                let (phys, len) = extent[&e.map];
+                assert!(
+                    e.phys.wrapping_sub(phys) < len,
+                    "an access at {:#x} lies outside its MAP ({phys:#x} +{len:#x})",
+                    e.phys
+                );
+            }
+            _ => {}
+        }
+    }
     let mut number: HashMap<u32, usize> = HashMap::new();
-    let actual: Vec<String> = read_trace(&trace)
+    let actual: Vec<String> = events
         .iter()
         .skip(1)
         .map(|e| match e.kind {
             "MAP" => {
-                let n = number.len() + 1;
-                number.insert(e.map, n);
+                let next = number.len() + 1;
+                let n = *number.entry(e.map).or_insert(next);
                 format!("MAP {n}")
             }
             "UNMAP" => format!("UNMAP {}", number[&e.map]),

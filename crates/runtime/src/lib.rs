@@ -22,7 +22,8 @@
 //! - `xsave`: the vector registers in the signal frame's XSAVE area (unsafe).
 //! - `access`: each device access performed with one load or store
 //!   instruction of its width, up to 64 bytes (unsafe: asm).
-//! - [`glob`], [`msg`], [`ranges`]: path globs, stack-formatted messages,
+//! - [`glob`] (from the shm crate, so that the recorder matches paths the
+//!   same way), [`msg`], [`ranges`]: path globs, stack-formatted messages,
 //!   the lock-free table of traced ranges (safe).
 //! - `sys`: raw system calls (unsafe).
 //! - `threads`: per-thread ring slots and displaced-instruction state (unsafe).
@@ -41,7 +42,8 @@
 #[allow(unsafe_code)]
 pub mod alu;
 pub mod emulate;
-pub mod glob;
+/// The path patterns of `MMIOTRACE_TRACE`, shared with the recorder.
+pub use mmiotrace_shm::glob;
 pub mod msg;
 pub mod ranges;
 pub mod stub;

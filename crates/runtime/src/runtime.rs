@@ -12,7 +12,7 @@ use core::ffi::c_int;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
-use mmiotrace_shm::{ENV_SHM_PATH, MAX_PAYLOAD, Record, Shm, kind};
+use mmiotrace_shm::{ENV_SHM_PATH, MAX_PAYLOAD, PushResult, Record, Shm, StopReason, kind};
 
 use crate::msg::Msg;
 use crate::ranges::{self, Range};
@@ -357,6 +357,48 @@ fn overlaps_traced(lo: u64, hi: u64) -> bool {
     ranges::overlapping(lo, hi, &mut found) != 0
 }
 
+/// Logs `record` (and its payload) to `slot`'s ring: every push of the
+/// runtime goes through here. Async-signal-safe.
+pub fn push(shm: &Shm, slot: usize, record: Record, payload: &[u8]) {
+    if let PushResult::Stopped(reason) = shm.push(slot, record, payload) {
+        tracing_stopped(shm, reason);
+    }
+}
+
+/// Nobody drains the rings any more. If the recorder did not say so
+/// itself, the first runtime to notice tells the user, in one line for the
+/// whole recording, and removes the shared-memory file that the recorder
+/// left behind. The program goes on untraced: its accesses are still
+/// performed, but no longer logged. Async-signal-safe.
+pub fn tracing_stopped(shm: &Shm, reason: StopReason) {
+    let why = match reason {
+        // The recorder warned when it stopped waiting for this process.
+        StopReason::Finished => return,
+        StopReason::WriteFailed => "the recorder cannot write the trace (it says why)",
+        StopReason::RecorderGone => {
+            "the recorder is gone (killed, or it ended before the program did)"
+        }
+    };
+    if !shm.take_stop_notice() {
+        return;
+    }
+    if reason == StopReason::RecorderGone {
+        let path = shm.path();
+        let mut with_nul = [0u8; mmiotrace_shm::MAX_SHM_PATH + 1];
+        if !path.is_empty()
+            && let Some(dst) = with_nul.get_mut(..path.len())
+        {
+            dst.copy_from_slice(path);
+            let _ = sys::unlink(with_nul.get(..path.len() + 1).unwrap_or(&[]));
+        }
+    }
+    Msg::new()
+        .text("tracing stopped: ")
+        .text(why)
+        .text("; the program goes on untraced")
+        .emit();
+}
+
 pub(crate) fn push_outside_handler(record: Record, payload: &[u8]) {
     let Some(shm) = shm().filter(|_| !muted()) else {
         return;
@@ -364,7 +406,8 @@ pub(crate) fn push_outside_handler(record: Record, payload: &[u8]) {
     let _blocked = SignalsBlocked::new();
     let me = threads::me(&shm);
     let payload = payload.get(..payload.len().min(MAX_PAYLOAD)).unwrap_or(&[]);
-    shm.push(
+    push(
+        &shm,
         me.slot,
         Record {
             tid: me.tid,
@@ -740,7 +783,24 @@ pub unsafe fn mremap(
         ..whole
     });
     match new_range.map(ranges::insert) {
-        Some(Ok(_)) => {}
+        Some(Ok(_)) => {
+            // Offsets past the old length, or a new address: the trace
+            // says so, so that its MAP covers every access it holds.
+            let covered_before = whole.map_offset + whole.len;
+            let covered_now = whole.map_offset + new_len as u64;
+            if moved as u64 != whole.start || covered_now > covered_before {
+                push_outside_handler(
+                    Record {
+                        kind: kind::REMAP,
+                        map_id: whole.map_id,
+                        value: covered_now,
+                        aux: (moved as u64).wrapping_sub(whole.map_offset),
+                        ..Record::default()
+                    },
+                    &[],
+                );
+            }
+        }
         _ => {
             Msg::new()
                 .text("cannot move the alias of the traced mapping at ")
@@ -784,16 +844,19 @@ fn whole_mapping(lo: u64, hi: u64, old_len: usize, flags: c_int) -> Option<Range
     (whole.start == lo && whole.end() == hi).then_some(whole)
 }
 
-/// Pushes a MARK record with `text`.
+/// Pushes a MARK record with `text`, cut visibly to
+/// [`mmiotrace_shm::MAX_MARK_LEN`] bytes if it is longer.
 pub fn mark(text: &[u8]) {
     if !enabled() {
         return;
     }
+    let mut clipped = [0u8; mmiotrace_shm::MAX_MARK_LEN];
+    let len = mmiotrace_shm::clip_mark(text, text.len() as u64, &mut clipped);
     push_outside_handler(
         Record {
             kind: kind::MARK,
             ..Record::default()
         },
-        text,
+        clipped.get(..len).unwrap_or(&[]),
     );
 }

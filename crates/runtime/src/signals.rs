@@ -385,7 +385,7 @@ impl AliasBus<'_> {
         };
         // Values wider than 8 bytes travel whole as payload.
         let payload = if bytes.len() > 8 { bytes } else { &[] };
-        self.shm.push(self.me.slot, record, payload);
+        runtime::push(self.shm, self.me.slot, record, payload);
     }
 
     /// Performs one access of `buf.len()` bytes at `addr`: each piece in
@@ -716,7 +716,7 @@ fn displace(
     write_regs(uc, regs);
     for (record, item) in records.iter().zip(rebased.iter()) {
         if item.is_some() && !runtime::muted() {
-            shm.push(me.slot, *record, &[]);
+            runtime::push(shm, me.slot, *record, &[]);
         }
     }
     HANDLED.fetch_add(1, Ordering::Relaxed);

@@ -324,7 +324,7 @@ pub fn on_trap(uc: &mut libc::ucontext_t) -> Option<bool> {
             (record.aux, record.width) = fetched.as_ref().map_or((0, 0), Fetched::head);
         }
     }
-    shm.push(me.slot, record, &[]);
+    crate::runtime::push(&shm, me.slot, record, &[]);
     STEPS.fetch_add(1, Ordering::Relaxed);
     let program_tf = context.program_tf.load(Ordering::Relaxed);
     finish(context);

@@ -115,6 +115,16 @@ pub fn close(fd: c_int) {
     unsafe { libc::syscall(libc::SYS_close, fd) };
 }
 
+/// Removes the file at `path`, which must end with a NUL byte.
+pub fn unlink(path: &[u8]) -> Result<(), Errno> {
+    if path.last() != Some(&0) {
+        return Err(Errno(libc::EINVAL));
+    }
+    // SAFETY: `path` is NUL-terminated (checked above) and borrowed for the call.
+    check(unsafe { libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, path.as_ptr(), 0) })
+        .map(|_| ())
+}
+
 /// Size of the file behind `fd`.
 pub fn file_size(fd: c_int) -> Result<u64, Errno> {
     // SAFETY: lseek has no memory effects.
@@ -171,7 +181,51 @@ pub fn getpid() -> u32 {
 pub fn thread_exists(tid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence and permission.
     let ret = unsafe { libc::syscall(libc::SYS_kill, tid as c_int, 0) };
-    ret == 0 || get_errno() != libc::ESRCH
+    if ret != 0 && get_errno() == libc::ESRCH {
+        return false;
+    }
+    // `kill` succeeds for a zombie (a process that exited and that its
+    // parent has not reaped yet), which will never log again.
+    !matches!(thread_state(tid), Some(b'Z' | b'X' | b'x'))
+}
+
+/// The state letter of thread `tid` in `/proc/TID/stat` (`R`, `S`, `Z`...),
+/// or `None` if it cannot be read (no /proc, another pid namespace).
+fn thread_state(tid: u32) -> Option<u8> {
+    let mut path = [0u8; 32];
+    let mut len = 0;
+    for &b in b"/proc/" {
+        *path.get_mut(len)? = b;
+        len += 1;
+    }
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    let mut value = tid;
+    loop {
+        *digits.get_mut(n)? = b'0' + (value % 10) as u8;
+        n += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for i in (0..n).rev() {
+        *path.get_mut(len)? = *digits.get(i)?;
+        len += 1;
+    }
+    for &b in b"/stat\0" {
+        *path.get_mut(len)? = b;
+        len += 1;
+    }
+    let fd = open(path.get(..len)?, libc::O_RDONLY | libc::O_CLOEXEC).ok()?;
+    let mut buf = [0u8; 512];
+    // SAFETY: reads at most buf.len() bytes into buf.
+    let read = unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) };
+    close(fd);
+    let stat = buf.get(..usize::try_from(read).ok()?)?;
+    // `PID (COMM) STATE ...`; COMM may contain spaces and parentheses.
+    let after_comm = stat.iter().rposition(|&b| b == b')')?;
+    stat.get(after_comm + 2).copied()
 }
 
 /// Sends `sig` to the calling thread.

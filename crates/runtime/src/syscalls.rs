@@ -352,7 +352,7 @@ impl Logger {
             pid: me.pid,
             ..Record::default()
         };
-        shm.push(me.slot, record, &[]);
+        crate::runtime::push(shm, me.slot, record, &[]);
     }
 }
 

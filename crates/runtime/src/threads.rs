@@ -20,8 +20,8 @@ use mmiotrace_shm::Shm;
 
 use crate::{ranges, sys};
 
-/// Slots the runtime can use (the rest of a larger shm file stays unused).
-pub const MAX_SLOTS: usize = 1024;
+/// Slots the runtime can use: as many as a file may have.
+pub const MAX_SLOTS: usize = mmiotrace_shm::MAX_SLOTS as usize;
 
 const KEY_NONE: u8 = 0;
 const KEY_DIRECT: u8 = 1;
@@ -150,6 +150,11 @@ extern "C" fn release_at_exit() {
         return;
     };
     let _blocked = sys::SignalsBlocked::new();
+    // A process that logged nothing since its recorder was killed still
+    // says so, and removes the file the recorder left.
+    if let Some(reason) = shm.check_stopped() {
+        crate::runtime::tracing_stopped(&shm, reason);
+    }
     if let Some(slot) = my_slot(&shm) {
         if KEY_MODE.load(Ordering::Acquire) == KEY_DIRECT {
             // SAFETY: key index < 32: no allocation.
@@ -262,11 +267,15 @@ fn claim(shm: &Shm, tid: u32, usable: usize) -> usize {
         }
         if !warned {
             warned = true;
-            crate::msg::Msg::new()
-                .text("every ring slot is taken; thread ")
-                .dec(u64::from(tid))
-                .text(" waits for one to free")
-                .emit();
+            // Once per recording, however many threads wait: the recorder's
+            // summary counts them.
+            if shm.note_slot_wait() {
+                crate::msg::Msg::new()
+                    .text("every ring slot is taken; thread ")
+                    .dec(u64::from(tid))
+                    .text(" waits for one to free (and so may others; raise --rings)")
+                    .emit();
+            }
         }
         sys::sleep_micros(1000);
     }

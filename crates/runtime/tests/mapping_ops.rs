@@ -1,5 +1,6 @@
 //! Traced mappings stay traced, with the right offsets, through partial
-//! munmap, mprotect, mremap, and stop being traced under MAP_FIXED.
+//! munmap, mprotect, mremap (a mapping that grows or moves is described
+//! again by a REMAP record), and stop being traced under MAP_FIXED.
 
 mod common;
 
@@ -27,6 +28,7 @@ fn partial_unmap_mprotect_mremap_and_map_fixed() {
                     format!("MAP {n}")
                 }
                 kind::UNMAP => format!("UNMAP {}", map_number[&r.map_id]),
+                kind::REMAP => format!("REMAP {} {:x} {:x}", map_number[&r.map_id], r.aux, r.value),
                 kind::READ => format!("R {} {:x} {:x}", r.width, r.offset, r.value),
                 kind::WRITE => format!("W {} {:x} {:x}", r.width, r.offset, r.value),
                 other => format!("kind {other}"),

@@ -28,10 +28,12 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+pub mod glob;
+
 /// First bytes of the file.
 pub const MAGIC: [u8; 8] = *b"MMIOSHM\0";
 /// Bumped on any change of the layout below.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Bytes before the first slot.
 pub const HEADER_SIZE: usize = 4096;
 /// Bytes of one record.
@@ -45,6 +47,15 @@ pub const ENV_SHM_FD: &str = "MMIOTRACE_SHM_FD";
 
 /// `Header::flags`: a full ring drops the event (counted in `Header::lost`) instead of waiting.
 pub const FLAG_DROP: u32 = 1;
+
+/// Longest path of the shared-memory file that the header carries.
+pub const MAX_SHM_PATH: usize = 1024;
+
+/// Set by the kernel in a robust futex word whose owner thread died
+/// (`FUTEX_OWNER_DIED`, linux/futex.h).
+const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+/// The owner's thread id in a robust futex word (`FUTEX_TID_MASK`).
+const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 
 /// Record kinds.
 pub mod kind {
@@ -62,6 +73,11 @@ pub mod kind {
     pub const UNMAP: u8 = 5;
     /// A user marker; the text follows as payload.
     pub const MARK: u8 = 6;
+    /// A traced mapping moved or grew (`mremap`): it keeps its map id and
+    /// offsets; `aux` is the program's new address of offset 0, `value`
+    /// the length that covers every offset now. The recorder writes it as
+    /// a second `MAP` line of the same id.
+    pub const REMAP: u8 = 7;
 }
 
 /// `Record::flags`: the access was made by displaced or slow-path execution.
@@ -117,13 +133,29 @@ pub struct Header {
     pub clock_base_ns: u64,
     pub flags: u32,
     pub recorder_pid: u32,
+    /// Length of `shm_path`.
+    pub shm_path_len: u32,
+    /// The file's own path, so that a runtime that finds the recorder gone
+    /// can remove it.
+    pub shm_path: [u8; MAX_SHM_PATH],
     seq: Padded<AtomicU64>,
     next_map_id: Padded<AtomicU32>,
     lost: Padded<AtomicU64>,
     full_waits: Padded<AtomicU64>,
     slots_used: Padded<AtomicU32>,
-    /// Non-zero once the recorder has stopped draining (see [`Shm::close`]).
-    closed: Padded<AtomicU32>,
+    /// A [`StopReason`] once nobody drains the rings any more, 0 before.
+    stopped: Padded<AtomicU32>,
+    /// The recorder's liveness: a robust futex word that holds the thread
+    /// id of a recorder thread, in which the kernel sets
+    /// `FUTEX_OWNER_DIED` when that thread ends, however the recorder ends
+    /// (see [`RecorderLiveness`]). 0 when the recorder does not announce it.
+    recorder_alive: Padded<AtomicU32>,
+    /// Non-zero once a runtime has said that tracing stopped (once per run).
+    stop_notice: Padded<AtomicU32>,
+    /// Threads that had to wait for a free ring slot.
+    slot_waits: Padded<AtomicU64>,
+    /// Non-zero once a runtime has said that every slot is taken (once per run).
+    slot_notice: Padded<AtomicU32>,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
@@ -160,9 +192,28 @@ impl Default for Config {
     }
 }
 
+/// Fewest records a ring may hold.
+pub const MIN_RING_RECORDS: u32 = 512;
+/// Most records a ring may hold (64 MiB of ring).
+pub const MAX_RING_RECORDS: u32 = 1 << 20;
+/// Most slots a file may have (the runtime keeps per-slot state in fixed tables).
+pub const MAX_SLOTS: u32 = 1024;
+
 impl Config {
+    /// Records per ring: `ring_records` rounded up to a power of two.
     fn ring_records(&self) -> usize {
-        (self.ring_records.max(512) as usize).next_power_of_two()
+        (self.ring_records.clamp(MIN_RING_RECORDS, MAX_RING_RECORDS) as usize).next_power_of_two()
+    }
+
+    /// Whether the sizes are within [`MIN_RING_RECORDS`]..=[`MAX_RING_RECORDS`]
+    /// records per ring and 1..=[`MAX_SLOTS`] slots.
+    pub fn check(&self) -> Result<(), ShmError> {
+        if !(MIN_RING_RECORDS..=MAX_RING_RECORDS).contains(&self.ring_records)
+            || !(1..=MAX_SLOTS).contains(&self.slot_count)
+        {
+            return Err(ShmError::BadGeometry);
+        }
+        Ok(())
     }
 
     fn slot_stride(&self) -> usize {
@@ -194,7 +245,10 @@ impl std::fmt::Display for ShmError {
                 f,
                 "shared-memory layout version {v}, this build speaks {VERSION}: runtime and recorder are from different builds"
             ),
-            ShmError::BadGeometry => write!(f, "shared-memory header has an impossible geometry"),
+            ShmError::BadGeometry => write!(
+                f,
+                "impossible shared-memory geometry (rings: 1 to {MAX_SLOTS}; records per ring: {MIN_RING_RECORDS} to {MAX_RING_RECORDS})"
+            ),
             ShmError::Misaligned => write!(f, "shared-memory mapping is not page aligned"),
         }
     }
@@ -212,6 +266,33 @@ pub enum PushResult {
     Dropped,
     /// The payload is longer than [`MAX_PAYLOAD`] or than a ring can hold.
     TooLarge,
+    /// Nobody drains the rings any more, for this reason: nothing was
+    /// written, and no later push will write anything.
+    Stopped(StopReason),
+}
+
+/// Why nobody drains the rings any more (`Header::stopped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The recorder finished the trace while traced processes still ran
+    /// (they outlived PROGRAM and `--linger`); it said so itself.
+    Finished = 1,
+    /// The recorder could not write the trace; it says so itself.
+    WriteFailed = 2,
+    /// The recorder ended without finishing (killed, or crashed); a
+    /// runtime noticed.
+    RecorderGone = 3,
+}
+
+impl StopReason {
+    fn from_raw(raw: u32) -> Option<StopReason> {
+        match raw {
+            1 => Some(StopReason::Finished),
+            2 => Some(StopReason::WriteFailed),
+            3 => Some(StopReason::RecorderGone),
+            _ => None,
+        }
+    }
 }
 
 /// A mapped shared-memory file. Cheap to copy; every process maps it at its own address.
@@ -256,18 +337,26 @@ pub fn now_ns() -> u64 {
 
 impl Shm {
     /// Lays out a fresh file in `base[..len]`, which must be zeroed, page
-    /// aligned and at least `config.total_size()` bytes.
+    /// aligned and at least `config.total_size()` bytes. `path` is the
+    /// file's path, for a runtime that has to remove it (see
+    /// [`Shm::path`]); one longer than [`MAX_SHM_PATH`] is not kept.
     ///
     /// # Safety
     ///
     /// `base..base+len` must be a writable mapping that stays mapped as long as
     /// the returned `Shm` or any copy of it is used, and nothing else may
     /// access it during this call.
-    pub unsafe fn init(base: *mut u8, len: usize, config: &Config) -> Result<Shm, ShmError> {
+    pub unsafe fn init(
+        base: *mut u8,
+        len: usize,
+        config: &Config,
+        path: &[u8],
+    ) -> Result<Shm, ShmError> {
         if (base as usize) % 4096 != 0 {
             return Err(ShmError::Misaligned);
         }
-        if len < config.total_size() || config.slot_count == 0 {
+        config.check()?;
+        if len < config.total_size() {
             return Err(ShmError::TooSmall);
         }
         // SAFETY: `base` is aligned and points at HEADER_SIZE writable bytes
@@ -282,6 +371,10 @@ impl Shm {
         header.clock_base_ns = monotonic_ns();
         header.flags = if config.drop_when_full { FLAG_DROP } else { 0 };
         header.recorder_pid = std::process::id();
+        if let Some(dst) = header.shm_path.get_mut(..path.len()) {
+            dst.copy_from_slice(path);
+            header.shm_path_len = path.len() as u32;
+        }
         // SAFETY: the header was just written in full.
         unsafe { Shm::from_raw(base, len) }
     }
@@ -310,7 +403,8 @@ impl Shm {
         let ring_records = header.ring_records as usize;
         if header.header_size as usize != HEADER_SIZE
             || !ring_records.is_power_of_two()
-            || header.slot_count == 0
+            || !(MIN_RING_RECORDS..=MAX_RING_RECORDS).contains(&header.ring_records)
+            || !(1..=MAX_SLOTS).contains(&header.slot_count)
         {
             return Err(ShmError::BadGeometry);
         }
@@ -408,15 +502,86 @@ impl Shm {
 
     /// Marks the file as no longer drained. The recorder calls this when it
     /// stops recording while traced processes may still run (they outlived
-    /// the program it started); their pushes then never wait for a full ring.
+    /// the program it started); their pushes then write nothing and never
+    /// wait for a full ring.
     pub fn close(&self) {
-        // SYNC POINT: pairs with the Acquire load in is_closed().
-        self.header().closed.0.store(1, Ordering::Release);
+        self.stop(StopReason::Finished);
     }
 
-    /// Whether [`Shm::close`] was called.
+    /// Marks the file as no longer drained, for `reason`, unless it already
+    /// was (the first reason stays). Returns the reason that holds.
+    pub fn stop(&self, reason: StopReason) -> StopReason {
+        // SYNC POINT: the Release pairs with the Acquire load in
+        // stop_reason(); the Acquire failure load pairs with another
+        // process's Release here.
+        match self.header().stopped.0.compare_exchange(
+            0,
+            reason as u32,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => reason,
+            Err(raw) => StopReason::from_raw(raw).unwrap_or(reason),
+        }
+    }
+
+    /// Why the rings are no longer drained, if they are not.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        // SYNC POINT: pairs with the Release CAS in stop().
+        StopReason::from_raw(self.header().stopped.0.load(Ordering::Acquire))
+    }
+
+    /// Whether [`Shm::close`] or [`Shm::stop`] was called.
     pub fn is_closed(&self) -> bool {
-        self.header().closed.0.load(Ordering::Acquire) != 0
+        self.stop_reason().is_some()
+    }
+
+    /// The liveness word for [`RecorderLiveness::announce`].
+    pub fn recorder_word(&self) -> &AtomicU32 {
+        &self.header().recorder_alive.0
+    }
+
+    /// Whether the recorder announced its liveness and has since ended: the
+    /// kernel set `FUTEX_OWNER_DIED` in the word (see [`RecorderLiveness`]).
+    pub fn recorder_gone(&self) -> bool {
+        // Relaxed: the kernel's store is the only change after the
+        // announcement, and seeing it late only delays the notice.
+        self.recorder_word().load(Ordering::Relaxed) & FUTEX_OWNER_DIED != 0
+    }
+
+    /// Why the rings are no longer drained, if they are not; records
+    /// [`StopReason::RecorderGone`] the first time the recorder is found gone.
+    pub fn check_stopped(&self) -> Option<StopReason> {
+        if let Some(reason) = self.stop_reason() {
+            return Some(reason);
+        }
+        self.recorder_gone()
+            .then(|| self.stop(StopReason::RecorderGone))
+    }
+
+    /// True exactly once per file: for the first caller after the rings
+    /// stopped being drained, which then tells the user.
+    pub fn take_stop_notice(&self) -> bool {
+        self.header().stop_notice.0.swap(1, Ordering::Relaxed) == 0
+    }
+
+    /// Counts a thread that waits for a free ring slot. True for the first
+    /// in the file's life, which then tells the user.
+    pub fn note_slot_wait(&self) -> bool {
+        self.header().slot_waits.0.fetch_add(1, Ordering::Relaxed);
+        self.header().slot_notice.0.swap(1, Ordering::Relaxed) == 0
+    }
+
+    /// Threads that had to wait for a free ring slot.
+    pub fn slot_waits(&self) -> u64 {
+        self.header().slot_waits.0.load(Ordering::Relaxed)
+    }
+
+    /// The path the recorder gave the file (see [`Shm::init`]).
+    pub fn path(&self) -> &[u8] {
+        let header = self.header();
+        let len = (header.shm_path_len as usize).min(MAX_SHM_PATH);
+        header.shm_path.get(..len).unwrap_or(&[])
     }
 
     /// Claims a free slot for thread `tid`. Returns `None` if every slot is owned.
@@ -470,8 +635,13 @@ impl Shm {
     ///
     /// Only the slot's owner may call this. It never allocates or locks;
     /// when the ring is full it waits for the recorder (sleeping in short
-    /// steps), or in drop mode counts the event as lost.
+    /// steps), or in drop mode counts the event as lost. Once nobody drains
+    /// the rings (the recorder stopped, or is gone) it writes nothing and
+    /// returns [`PushResult::Stopped`].
     pub fn push(&self, slot: usize, mut record: Record, payload: &[u8]) -> PushResult {
+        if let Some(reason) = self.check_stopped() {
+            return PushResult::Stopped(reason);
+        }
         let ext = payload.len().div_ceil(RECORD_SIZE);
         if payload.len() > MAX_PAYLOAD || ext + 1 > self.ring_records {
             return PushResult::TooLarge;
@@ -488,9 +658,12 @@ impl Shm {
             if write_pos + needed - read_pos <= self.ring_records as u64 {
                 break;
             }
-            // Nobody will ever drain a closed file: waiting would hang a
-            // process that outlived the recording (a daemon) for good.
-            if self.header().flags & FLAG_DROP != 0 || self.is_closed() {
+            // Nobody will ever drain a closed file, nor one whose recorder
+            // is gone: waiting would hang the process for good.
+            if let Some(reason) = self.check_stopped() {
+                return PushResult::Stopped(reason);
+            }
+            if self.header().flags & FLAG_DROP != 0 {
                 self.header().lost.0.fetch_add(1, Ordering::Relaxed);
                 return PushResult::Dropped;
             }
@@ -573,6 +746,119 @@ impl Shm {
     }
 }
 
+/// `struct robust_list` (linux/futex.h): one entry of a thread's list of
+/// robust futexes.
+#[repr(C)]
+#[derive(Debug)]
+struct RobustList {
+    next: *const RobustList,
+}
+
+/// `struct robust_list_head` (linux/futex.h).
+#[repr(C)]
+#[derive(Debug)]
+struct RobustListHead {
+    list: RobustList,
+    /// From an entry to its futex word.
+    futex_offset: isize,
+    list_op_pending: *const RobustList,
+}
+
+/// The recorder's liveness, announced to the runtimes through the kernel.
+///
+/// A thread of the recorder registers a robust futex list
+/// (`set_robust_list(2)`) with one entry, the header's liveness word, and
+/// stores its thread id there. When that thread ends, for whatever reason
+/// (the recorder returns, is killed with SIGKILL, crashes), the kernel
+/// sets `FUTEX_OWNER_DIED` in the word, in the shared mapping. A runtime
+/// reads it with one load ([`Shm::recorder_gone`]); no descriptor, path or
+/// pid that a program could close, hide or reuse is involved.
+///
+/// The thread only waits: it owns no lock, so replacing its C library's
+/// robust list (used for robust mutexes) loses nothing.
+#[derive(Debug)]
+pub struct RecorderLiveness {
+    stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RecorderLiveness {
+    /// Starts the thread and returns once the word is set. Fails where the
+    /// kernel has no robust futexes; the word then stays 0, which the
+    /// runtimes read as "alive" (they wait for the recorder, as before).
+    pub fn announce(shm: Shm) -> std::io::Result<RecorderLiveness> {
+        let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let (registered, result) = std::sync::mpsc::channel();
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("mmiotrace-alive".to_owned())
+            .spawn(move || {
+                let word = shm.recorder_word();
+                // Leaked: the kernel reads the list when the thread exits,
+                // after its stack frames are gone.
+                let entry: &'static mut RobustList = Box::leak(Box::new(RobustList {
+                    next: std::ptr::null(),
+                }));
+                let head: &'static mut RobustListHead = Box::leak(Box::new(RobustListHead {
+                    list: RobustList {
+                        next: std::ptr::null(),
+                    },
+                    futex_offset: (word as *const AtomicU32 as isize)
+                        .wrapping_sub(entry as *const RobustList as isize),
+                    list_op_pending: std::ptr::null(),
+                }));
+                // A circular list of one: head -> entry -> head.
+                entry.next = &head.list;
+                head.list.next = entry;
+                // SAFETY: `head` is a valid robust_list_head that lives
+                // forever (leaked), and its one entry's futex word is the
+                // header's liveness word, which stays mapped (the recorder
+                // never unmaps the file).
+                let ret = unsafe {
+                    libc::syscall(
+                        libc::SYS_set_robust_list,
+                        head as *const RobustListHead,
+                        std::mem::size_of::<RobustListHead>(),
+                    )
+                };
+                if ret != 0 {
+                    let _ = registered.send(Err(std::io::Error::last_os_error()));
+                    return;
+                }
+                // SAFETY: gettid has no arguments and cannot fail.
+                let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+                // SYNC POINT: pairs with the loads in Shm::recorder_gone();
+                // written before the recorder starts the program.
+                word.store(tid & FUTEX_TID_MASK, Ordering::Release);
+                let _ = registered.send(Ok(()));
+                let (lock, wake) = &*thread_stop;
+                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                while !*stopped {
+                    stopped = wake.wait(stopped).unwrap_or_else(|e| e.into_inner());
+                }
+            })?;
+        let outcome = result
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the liveness thread ended")));
+        outcome.map(|()| RecorderLiveness {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for RecorderLiveness {
+    /// Ends the thread: from then on the runtimes see the recorder as gone.
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Sleeps 20 µs with a raw `nanosleep` (async-signal-safe).
 fn wait_briefly() {
     let ts = libc::timespec {
@@ -581,6 +867,82 @@ fn wait_briefly() {
     };
     // SAFETY: `ts` is valid; a null remainder pointer is allowed.
     unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+}
+
+/// Longest MARK text, in bytes, wherever it comes from (`mmiotrace_mark()`,
+/// the mark FIFO): a longer one is cut by [`clip_mark`].
+pub const MAX_MARK_LEN: usize = 4096;
+
+/// The MARK text of a text whose first bytes are `head` and whose whole
+/// length is `total` bytes, into `out`; returns its length. A text of at
+/// most [`MAX_MARK_LEN`] bytes is `head` itself. A longer one keeps its
+/// beginning (cut before a UTF-8 continuation byte) and ends with
+/// `…[truncated N bytes]`, N being the bytes left out: [`MAX_MARK_LEN`]
+/// bytes in all. `head` must hold the first `min(total, MAX_MARK_LEN)`
+/// bytes. Does not allocate (the runtime calls it).
+pub fn clip_mark(head: &[u8], total: u64, out: &mut [u8; MAX_MARK_LEN]) -> usize {
+    if total <= MAX_MARK_LEN as u64 && head.len() as u64 >= total {
+        let len = total as usize;
+        out[..len].copy_from_slice(&head[..len]);
+        return len;
+    }
+    let mut notice = Notice::default();
+    let mut keep = MAX_MARK_LEN.min(head.len());
+    // Fewer bytes kept make N longer: settle in a few rounds.
+    for _ in 0..4 {
+        notice.set(total.saturating_sub(keep as u64));
+        keep = (MAX_MARK_LEN - notice.len).min(head.len());
+        while keep > 0 && head.get(keep).is_some_and(|&b| b & 0xc0 == 0x80) {
+            keep -= 1;
+        }
+    }
+    notice.set(total.saturating_sub(keep as u64));
+    let keep = keep.min(MAX_MARK_LEN - notice.len);
+    out[..keep].copy_from_slice(&head[..keep]);
+    out[keep..keep + notice.len].copy_from_slice(&notice.bytes[..notice.len]);
+    keep + notice.len
+}
+
+/// `…[truncated N bytes]`, formatted without allocating.
+#[derive(Debug)]
+struct Notice {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl Default for Notice {
+    fn default() -> Notice {
+        Notice {
+            bytes: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl Notice {
+    fn set(&mut self, dropped: u64) {
+        let mut digits = [0u8; 20];
+        let mut n = 0;
+        let mut value = dropped;
+        loop {
+            digits[n] = b'0' + (value % 10) as u8;
+            n += 1;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        self.len = 0;
+        let mut push = |bytes: &[u8]| {
+            self.bytes[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        };
+        push("…[truncated ".as_bytes());
+        for i in (0..n).rev() {
+            push(&digits[i..=i]);
+        }
+        push(b" bytes]");
+    }
 }
 
 /// Text payloads (paths, markers) are NUL-padded to whole records; this
@@ -643,7 +1005,7 @@ mod tests {
         let config = small(false);
         let region = Region::new(config.total_size());
         // SAFETY: fresh zeroed anonymous mapping of the right size.
-        let shm = unsafe { Shm::init(region.ptr, region.len, &config) }.expect("init");
+        let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
         let slot = shm.claim_slot(77).expect("slot");
         let record = Record {
             kind: kind::MAP,
@@ -666,7 +1028,7 @@ mod tests {
         let config = small(false);
         let region = Region::new(config.total_size());
         // SAFETY: fresh zeroed anonymous mapping of the right size.
-        let shm = unsafe { Shm::init(region.ptr, region.len, &config) }.expect("init");
+        let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
         let a = shm.claim_slot(1).expect("slot");
         let b = shm.claim_slot(2).expect("slot");
         assert_ne!(a, b);
@@ -689,7 +1051,7 @@ mod tests {
         let config = small(true);
         let region = Region::new(config.total_size());
         // SAFETY: fresh zeroed anonymous mapping of the right size.
-        let shm = unsafe { Shm::init(region.ptr, region.len, &config) }.expect("init");
+        let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
         let slot = shm.claim_slot(5).expect("slot");
         for _ in 0..600 {
             shm.push(slot, Record::default(), &[]);
@@ -708,7 +1070,7 @@ mod tests {
         let config = small(false);
         let region = Region::new(config.total_size());
         // SAFETY: fresh zeroed anonymous mapping of the right size.
-        let shm = unsafe { Shm::init(region.ptr, region.len, &config) }.expect("init");
+        let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
         let slot = shm.claim_slot(9).expect("slot");
         let producer = std::thread::spawn(move || {
             for i in 0..5000u64 {
@@ -743,15 +1105,95 @@ mod tests {
         let config = small(false);
         let region = Region::new(config.total_size());
         // SAFETY: fresh zeroed anonymous mapping of the right size.
-        let shm = unsafe { Shm::init(region.ptr, region.len, &config) }.expect("init");
+        let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
         let slot = shm.claim_slot(3).expect("slot");
         for _ in 0..512 {
             shm.push(slot, Record::default(), &[]);
         }
         shm.close();
-        assert_eq!(shm.push(slot, Record::default(), &[]), PushResult::Dropped);
-        assert_eq!(shm.lost(), 1);
+        assert_eq!(
+            shm.push(slot, Record::default(), &[]),
+            PushResult::Stopped(StopReason::Finished)
+        );
         assert_eq!(shm.full_waits(), 0);
+        assert_eq!(shm.stop(StopReason::RecorderGone), StopReason::Finished);
+    }
+
+    #[test]
+    fn the_kernel_tells_the_runtime_that_the_recorder_is_gone() {
+        let config = small(false);
+        let region = Region::new(config.total_size());
+        // SAFETY: fresh zeroed anonymous mapping of the right size.
+        let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+        let slot = shm.claim_slot(3).expect("slot");
+        assert!(!shm.recorder_gone(), "no announcement: taken as alive");
+        let liveness = RecorderLiveness::announce(shm).expect("robust futexes");
+        assert!(!shm.recorder_gone());
+        assert!(matches!(
+            shm.push(slot, Record::default(), &[]),
+            PushResult::Pushed { .. }
+        ));
+        // The thread ends: the kernel sets FUTEX_OWNER_DIED in the word.
+        drop(liveness);
+        assert!(shm.recorder_gone());
+        for _ in 0..600 {
+            assert_eq!(
+                shm.push(slot, Record::default(), &[]),
+                PushResult::Stopped(StopReason::RecorderGone),
+                "a full ring never waits for a recorder that is gone"
+            );
+        }
+        assert_eq!(shm.stop_reason(), Some(StopReason::RecorderGone));
+    }
+
+    #[test]
+    fn long_marks_are_clipped_visibly() {
+        let mut out = [0u8; MAX_MARK_LEN];
+        let short = b"phase one";
+        let len = clip_mark(short, short.len() as u64, &mut out);
+        assert_eq!(&out[..len], short);
+        let exact = vec![b'x'; MAX_MARK_LEN];
+        assert_eq!(
+            clip_mark(&exact, exact.len() as u64, &mut out),
+            MAX_MARK_LEN
+        );
+        // 2 MB, of which only the head was kept by the reader.
+        let total = 2_000_000u64;
+        let head = vec![b'y'; MAX_MARK_LEN];
+        let len = clip_mark(&head, total, &mut out);
+        assert_eq!(len, MAX_MARK_LEN);
+        let text = std::str::from_utf8(&out[..len]).expect("UTF-8");
+        let kept = text.find('…').expect("notice");
+        assert_eq!(
+            &text[kept..],
+            format!("…[truncated {} bytes]", total - kept as u64)
+        );
+        // Never inside a UTF-8 character.
+        let wide = "é".repeat(MAX_MARK_LEN);
+        let len = clip_mark(wide.as_bytes(), wide.len() as u64, &mut out);
+        let text = std::str::from_utf8(&out[..len]).expect("cut at a character boundary");
+        let kept = text.find('…').expect("notice");
+        assert!(text.ends_with(&format!("[truncated {} bytes]", wide.len() - kept)));
+    }
+
+    #[test]
+    fn geometry_limits() {
+        let config = |slot_count, ring_records| Config {
+            slot_count,
+            ring_records,
+            drop_when_full: false,
+        };
+        assert!(config(1, 512).check().is_ok());
+        assert!(config(MAX_SLOTS, MAX_RING_RECORDS).check().is_ok());
+        for bad in [
+            config(0, 512),
+            config(1, 0),
+            config(1, 511),
+            config(MAX_SLOTS + 1, 512),
+        ] {
+            assert_eq!(bad.check(), Err(ShmError::BadGeometry), "{bad:?}");
+        }
+        assert_eq!(config(1, u32::MAX).check(), Err(ShmError::BadGeometry));
     }
 
     #[test]
@@ -767,7 +1209,7 @@ mod tests {
         let config = small(false);
         let region = Region::new(config.total_size());
         // SAFETY: fresh zeroed anonymous mapping of the right size.
-        let shm = unsafe { Shm::init(region.ptr, region.len, &config) }.expect("init");
+        let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
         let slots: Vec<usize> = (1..=4)
             .map(|tid| shm.claim_slot(tid).expect("slot"))
             .collect();

@@ -203,7 +203,10 @@ impl<W: Write> BinaryWriter<W> {
     }
 
     /// Writes one event. Fails with `InvalidInput`, writing nothing, for a
-    /// string longer than [`MAX_STRING_LEN`].
+    /// string longer than [`MAX_STRING_LEN`], and for what the text format
+    /// cannot carry either (and the reader rejects): a VERSION string that
+    /// is empty or holds whitespace, a driver name that holds whitespace, a
+    /// REPEAT of no access.
     #[inline]
     pub fn write_event(&mut self, event: &Event) -> io::Result<()> {
         if let Some(what) = overlong_string(event) {
@@ -212,9 +215,15 @@ impl<W: Write> BinaryWriter<W> {
                 format!("the {what} is longer than the binary format's limit of 1 MiB"),
             ));
         }
-        if let Event::Repeat(r) = event {
-            crate::text_writer::check_repeat(r)
-                .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
+        let unwritable = match event {
+            Event::Repeat(r) => crate::text_writer::check_repeat(r).err(),
+            Event::Version(v) => crate::text_writer::bad_version(v.version.as_bytes()).map(|b| b.1),
+            Event::PciDev(p) => crate::text_writer::bad_driver(p.driver.as_bytes()).map(|b| b.1),
+            _ => None,
+        };
+        if let Some(why) = unwritable {
+            // The reader rejects what the text format cannot carry.
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         }
         self.record.clear();
         encode_event(event, &mut self.state, &mut self.slots, &mut self.record);
@@ -952,9 +961,20 @@ fn decode_record(
             Event::Lost(Lost { count, ext })
         }
         _ => match tag & 0x0f {
-            META_VERSION => Event::Version(Version {
-                version: d.string("version")?,
-            }),
+            META_VERSION => {
+                let at = d.pos;
+                let version = d.string("version")?;
+                if let Some((bad, why)) = crate::text_writer::bad_version(version.as_bytes()) {
+                    let string_start = d.pos - version.len();
+                    let at = if version.is_empty() {
+                        at
+                    } else {
+                        string_start + bad
+                    };
+                    return d.invalid(at, why);
+                }
+                Event::Version(Version { version })
+            }
             META_PCIDEV => {
                 let bus = d.byte()?;
                 let devfn = d.byte()?;
@@ -972,6 +992,9 @@ fn decode_record(
                     *v = d.varint()?;
                 }
                 let driver = d.string("driver name")?;
+                if let Some((bad, why)) = crate::text_writer::bad_driver(driver.as_bytes()) {
+                    return d.invalid(d.pos - driver.len() + bad, why);
+                }
                 let Ok(vendor) = vendor else {
                     return d.invalid(vendor_at, "the vendor id does not fit in 16 bits");
                 };

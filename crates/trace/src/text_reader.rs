@@ -587,6 +587,17 @@ impl<'a> Cursor<'a> {
         if significant.len() > 2 * usize::from(width) {
             return Err(self.err_at(start, format!("the value does not fit in {width} bytes")));
         }
+        // docs/FORMAT.md: up to 2×width digits, leading zeros included.
+        if digits.len() > 2 * usize::from(width) {
+            return Err(self.err_at(
+                start,
+                format!(
+                    "a {width}-byte value has at most {} hex digits, this one has {}",
+                    2 * usize::from(width),
+                    digits.len()
+                ),
+            ));
+        }
         let mut le = [0u8; Value::MAX_WIDTH];
         // Walk from the least significant digit, two digits per byte.
         for (k, &d) in significant.iter().rev().enumerate() {
@@ -818,6 +829,14 @@ impl<'a> Cursor<'a> {
         }))
     }
 
+    /// A lost-events line whose count does not fit in 64 bits.
+    fn lost_overflow(&self, text_start: usize) -> LineError {
+        self.err_at(
+            text_start + "Lost ".len(),
+            "the lost-event count does not fit in 64 bits",
+        )
+    }
+
     /// `MARK time text`, the lost-events line, and their extended forms.
     fn mark(&mut self) -> LineResult<Event> {
         let time = self.field_time()?;
@@ -837,6 +856,7 @@ impl<'a> Cursor<'a> {
             if time.nanos == 0
                 && let Some(count) = parse_lost_text(escaped)
             {
+                let count = count.ok_or_else(|| self.lost_overflow(text_start))?;
                 return Ok(Event::Lost(Lost { count, ext }));
             }
             let text =
@@ -852,6 +872,7 @@ impl<'a> Cursor<'a> {
         if time.nanos == 0
             && let Some(count) = parse_lost_text(text)
         {
+            let count = count.ok_or_else(|| self.lost_overflow(text_start))?;
             return Ok(Event::Lost(Lost {
                 count,
                 ext: Ext::default(),

@@ -87,15 +87,15 @@ pub fn format_event(event: &Event, out: &mut Vec<u8>) -> Result<(), &'static str
     match event {
         Event::Access(a) => format_access(a, out),
         Event::Version(v) => {
-            if v.version.is_empty() || v.version.bytes().any(is_space_or_control) {
-                return Err("a VERSION string must be non-empty and contain no whitespace");
+            if let Some((_, why)) = bad_version(v.version.as_bytes()) {
+                return Err(why);
             }
             out.extend_from_slice(b"VERSION ");
             out.extend_from_slice(v.version.as_bytes());
         }
         Event::PciDev(p) => {
-            if p.driver.bytes().any(is_space_or_control) {
-                return Err("a PCIDEV driver name must contain no whitespace");
+            if let Some((_, why)) = bad_driver(p.driver.as_bytes()) {
+                return Err(why);
             }
             out.extend_from_slice(b"PCIDEV ");
             push_hex_padded(out, p.bus.into(), 2);
@@ -258,6 +258,28 @@ fn format_repeat(r: &Repeat, out: &mut Vec<u8>) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Where (the byte index) and why a VERSION string cannot be written as
+/// text, if it cannot: both formats require the same, and the binary
+/// reader checks it.
+pub(crate) fn bad_version(version: &[u8]) -> Option<(usize, &'static str)> {
+    const WHY: &str = "a VERSION string must be non-empty and contain no whitespace";
+    if version.is_empty() {
+        return Some((0, WHY));
+    }
+    version
+        .iter()
+        .position(|&b| is_space_or_control(b))
+        .map(|at| (at, WHY))
+}
+
+/// Where and why a PCIDEV driver name cannot be written as text, if it cannot.
+pub(crate) fn bad_driver(driver: &[u8]) -> Option<(usize, &'static str)> {
+    driver
+        .iter()
+        .position(|&b| is_space_or_control(b))
+        .map(|at| (at, "a PCIDEV driver name must contain no whitespace"))
+}
+
 /// What both formats require of a `REPEAT` beyond its fields' types.
 pub(crate) fn check_repeat(r: &Repeat) -> Result<(), &'static str> {
     if r.len == 0 {
@@ -343,13 +365,15 @@ fn is_space_or_control(b: u8) -> bool {
     b == b' ' || is_control(b)
 }
 
-/// `Lost N events.` (the text of the kernel's lost-events MARK line) → N.
-pub(crate) fn parse_lost_text(text: &[u8]) -> Option<u64> {
+/// `Lost N events.` (the text of the kernel's lost-events MARK line): `N`,
+/// or `Some(None)` when N has only digits but does not fit in 64 bits;
+/// `None` for any other text.
+pub(crate) fn parse_lost_text(text: &[u8]) -> Option<Option<u64>> {
     let digits = text.strip_prefix(b"Lost ")?.strip_suffix(b" events.")?;
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    digits.iter().try_fold(0u64, |n, &d| {
+    Some(digits.iter().try_fold(0u64, |n, &d| {
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
+    }))
 }

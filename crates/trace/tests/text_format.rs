@@ -305,6 +305,14 @@ fn truncation_can_be_fatal() {
 }
 
 #[test]
+fn a_wide_value_may_have_leading_zeros_up_to_twice_its_width() {
+    let line = "VR 16 12.000345 1 0xfebf0010 0x00000000000000000000000000000001 0x0 0\n";
+    let items = read_text(line);
+    assert_eq!(items.len(), 1);
+    assert!(items[0].is_ok(), "{items:?}");
+}
+
+#[test]
 fn malformed_lines_name_line_and_column() {
     let ok = "R 4 12.000345 1 0xfebf0010 0x1234 0x0 0\n";
     let cases = [
@@ -371,6 +379,15 @@ fn malformed_lines_name_line_and_column() {
         (
             "PCIDEV 300 10de1c82 10 0 0 0 0 0 0 0 0 0 0 0 0 0 0 \n",
             "trace.txt:2:8: expected exactly 4 hex digits for the bus and devfn",
+        ),
+        // Issue 13: up to 2×width digits, leading zeros included.
+        (
+            "VR 16 12.000345 1 0xfebf0010 0x000000000000000000000000000000001 0x0 0\n",
+            "trace.txt:2:32: a 16-byte value has at most 32 hex digits, this one has 33",
+        ),
+        (
+            "MARK 0.000000 Lost 18446744073709551616 events.\n",
+            "trace.txt:2:20: the lost-event count does not fit in 64 bits",
         ),
     ];
     for (bad, expected) in cases {

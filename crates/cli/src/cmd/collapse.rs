@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::common::{TraceFormat, open_trace, trace_writer, warn_if_truncated};
+use super::common::{TraceFormat, open_trace, refuse_same_file, trace_writer, warn_if_truncated};
 use super::polling::{Folder, Options};
 
 /// Fold repeated polling into one summary line per loop.
@@ -33,7 +33,9 @@ pub struct Cmd {
     #[arg(value_name = "IN")]
     input: PathBuf,
 
-    /// Where to write; `-` (the default) for standard output.
+    /// Where to write; `-` (the default) for standard output. A file is
+    /// written beside OUT and renamed over it only on success (an error
+    /// leaves the old OUT as it was); OUT may not be IN.
     #[arg(short, long, value_name = "OUT", default_value = "-")]
     output: PathBuf,
 
@@ -60,8 +62,9 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn run(self) -> anyhow::Result<()> {
+        refuse_same_file(&self.input, &self.output)?;
         let (mut reader, _) = open_trace(&self.input, self.strict)?;
-        let (mut writer, out_name) = trace_writer(&self.output, self.to)?;
+        let (mut writer, out_name, out_file) = trace_writer(&self.output, self.to)?;
         let mut folder = Folder::new(Options {
             max_period: self.max_period as usize,
             min_repeats: self.min_repeats,
@@ -80,6 +83,7 @@ impl Cmd {
         writer
             .flush()
             .with_context(|| format!("cannot write to {out_name}"))?;
-        Ok(())
+        drop(writer);
+        out_file.commit()
     }
 }

@@ -8,7 +8,8 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context as _, bail};
 use clap::ValueEnum;
@@ -42,16 +43,123 @@ pub fn warn_if_truncated(reader: &Reader) {
     }
 }
 
-/// A buffered output: a file, or standard output for `-`; and its name for messages.
-pub fn create_output(path: &Path) -> anyhow::Result<(Box<dyn Write>, String)> {
+/// Refuses to write OUT when it is the file IN is read from (the same
+/// device and inode: through a symlink or a hard link too). Writing it
+/// would destroy the trace being read.
+pub fn refuse_same_file(input: &Path, output: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if input == Path::new("-") || output == Path::new("-") {
+        return Ok(());
+    }
+    let (Ok(inp), Ok(out)) = (std::fs::metadata(input), std::fs::metadata(output)) else {
+        return Ok(());
+    };
+    if inp.dev() == out.dev() && inp.ino() == out.ino() && out.is_file() {
+        bail!(
+            "{} is the trace being read ({}): writing it would destroy it; give another -o OUT",
+            output.display(),
+            input.display()
+        );
+    }
+    Ok(())
+}
+
+/// A file an output is written to. A regular file (new or existing) is
+/// written to a temporary file in the same directory, which
+/// [`commit`](Self::commit) renames into place once everything is
+/// written: an error part-way leaves the previous file untouched and no
+/// partial file behind (dropping an uncommitted output removes the
+/// temporary file). Standard output, devices and FIFOs are written
+/// directly.
+#[derive(Debug)]
+pub struct OutputFile {
+    /// The temporary file and where it goes; `None` when writing directly.
+    pending: Option<(PathBuf, PathBuf)>,
+}
+
+impl OutputFile {
+    /// Creates the file behind `path` (not `-`): returns it and its handle.
+    pub fn create(path: &Path) -> anyhow::Result<(File, OutputFile)> {
+        // Replace the file a symlink points to, not the symlink.
+        let dest = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let existing = std::fs::metadata(&dest).ok();
+        if existing.as_ref().is_some_and(|meta| !meta.is_file()) {
+            let file =
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            return Ok((file, OutputFile { pending: None }));
+        }
+        let dir = match dest.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let base = dest
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let temp = dir.join(format!(
+            ".{base}.{}-{}.tmp",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .with_context(|| {
+                format!(
+                    "cannot create {} (a temporary file beside {})",
+                    temp.display(),
+                    path.display()
+                )
+            })?;
+        let output = OutputFile {
+            pending: Some((temp, dest)),
+        };
+        if let (Some(meta), Some((temp, _))) = (existing, &output.pending) {
+            // The new file keeps the old one's permissions.
+            let _ = std::fs::set_permissions(temp, meta.permissions());
+        }
+        Ok((file, output))
+    }
+
+    /// Everything is written (and flushed): moves the file into place.
+    pub fn commit(mut self) -> anyhow::Result<()> {
+        if let Some((temp, dest)) = self.pending.take() {
+            if let Err(err) = std::fs::rename(&temp, &dest) {
+                let _ = std::fs::remove_file(&temp);
+                return Err(err).with_context(|| format!("cannot replace {}", dest.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        if let Some((temp, _)) = self.pending.take() {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+/// A buffered output: a file, or standard output for `-`; its name for
+/// messages; and the [`OutputFile`] to commit once everything is written
+/// and flushed.
+pub fn create_output(path: &Path) -> anyhow::Result<(Box<dyn Write>, String, OutputFile)> {
     if path == Path::new("-") {
         let out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
-        return Ok((Box::new(out), "standard output".to_string()));
+        return Ok((
+            Box::new(out),
+            "standard output".to_string(),
+            OutputFile { pending: None },
+        ));
     }
-    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let (file, output) = OutputFile::create(path)?;
     Ok((
         Box::new(BufWriter::with_capacity(256 * 1024, file)),
         path.display().to_string(),
+        output,
     ))
 }
 
@@ -69,19 +177,19 @@ pub enum TraceFormat {
 pub fn trace_writer(
     output: &Path,
     to: Option<TraceFormat>,
-) -> anyhow::Result<(Box<dyn EventWrite>, String)> {
+) -> anyhow::Result<(Box<dyn EventWrite>, String, OutputFile)> {
     let format = to.unwrap_or(match output.extension().and_then(|e| e.to_str()) {
         Some("mtb") => TraceFormat::Binary,
         _ => TraceFormat::Text,
     });
-    let (out, name) = create_output(output)?;
+    let (out, name, file) = create_output(output)?;
     let writer: Box<dyn EventWrite> = match format {
         TraceFormat::Text => Box::new(TextWriter::new(out)),
         TraceFormat::Binary => {
             Box::new(BinaryWriter::new(out).with_context(|| format!("cannot write to {name}"))?)
         }
     };
-    Ok((writer, name))
+    Ok((writer, name, file))
 }
 
 /// `DEC` or `0xHEX` (underscores allowed).

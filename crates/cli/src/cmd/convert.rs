@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use mmiotrace_trace::{BinaryWriter, EventWrite, JsonLinesWriter, TextWriter};
 
-use super::common::{create_output, open_trace, warn_if_truncated};
+use super::common::{create_output, open_trace, refuse_same_file, warn_if_truncated};
 
 /// Convert a trace between the kernel's text format, mmiotrace's binary
 /// format and JSON lines.
@@ -30,7 +30,9 @@ pub struct Cmd {
     #[arg(value_name = "IN")]
     input: PathBuf,
 
-    /// Where to write; `-` (the default) for standard output.
+    /// Where to write; `-` (the default) for standard output. A file is
+    /// written beside OUT and renamed over it only on success (an error
+    /// leaves the old OUT as it was); OUT may not be IN.
     #[arg(short, long, value_name = "OUT", default_value = "-")]
     output: PathBuf,
 
@@ -56,8 +58,9 @@ pub enum OutputFormat {
 impl Cmd {
     pub fn run(self) -> anyhow::Result<()> {
         let format = self.to.unwrap_or_else(|| format_for_path(&self.output));
+        refuse_same_file(&self.input, &self.output)?;
         let (mut reader, _) = open_trace(&self.input, self.strict)?;
-        let (out, out_name) = create_output(&self.output)?;
+        let (out, out_name, out_file) = create_output(&self.output)?;
         let mut writer: Box<dyn EventWrite> = match format {
             OutputFormat::Text => Box::new(TextWriter::new(out)),
             OutputFormat::Binary => Box::new(
@@ -75,7 +78,8 @@ impl Cmd {
         writer
             .flush()
             .with_context(|| format!("cannot write to {out_name}"))?;
-        Ok(())
+        drop(writer);
+        out_file.commit()
     }
 }
 

@@ -10,7 +10,7 @@ use mmiotrace_regdb::format::{JsonWriter, TextWriter};
 use mmiotrace_trace::rwmmio::{RwmmioReader, looks_like_rwmmio};
 use mmiotrace_trace::{Item, ReadOptions, TraceReader};
 
-use super::common::{create_output, open_input};
+use super::common::{create_output, open_input, refuse_same_file};
 use super::regs::RegsArgs;
 
 /// Decode a trace: for every access, the register's name and the values of
@@ -69,7 +69,9 @@ pub struct Cmd {
     #[arg(long, value_enum, default_value = "text")]
     format: DecodeFormat,
 
-    /// Where to write; `-` (the default) for standard output.
+    /// Where to write; `-` (the default) for standard output. A file is
+    /// written beside OUT and renamed over it only on success (an error
+    /// leaves the old OUT as it was); OUT may not be IN.
     #[arg(short, long, value_name = "OUT", default_value = "-")]
     output: PathBuf,
 
@@ -99,6 +101,7 @@ impl Cmd {
         };
         let mut decoder = registers.decoder()?;
 
+        refuse_same_file(&self.input, &self.output)?;
         let (reader, name) = open_input(&self.input)?;
         let mut reader = BufReader::with_capacity(256 * 1024, reader);
         let prefix = reader
@@ -118,7 +121,7 @@ impl Cmd {
             Input::Trace(TraceReader::new(reader, read_options)?)
         };
 
-        let (out, out_name) = create_output(&self.output)?;
+        let (out, out_name, out_file) = create_output(&self.output)?;
         let mut sink: Box<dyn DecodeSinkFlush> = match self.format {
             DecodeFormat::Text => Box::new(TextWriter::new(out)),
             DecodeFormat::Jsonl => Box::new(JsonWriter::new(out)),
@@ -147,7 +150,8 @@ impl Cmd {
             }
         }
         sink.flush_out().with_context(write_err)?;
-        Ok(())
+        drop(sink);
+        out_file.commit()
     }
 }
 

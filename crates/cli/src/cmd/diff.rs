@@ -189,6 +189,11 @@ pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
 
 impl Cmd {
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        if self.a == Path::new("-") && self.b == Path::new("-") {
+            anyhow::bail!(
+                "A and B are both standard input (-), which can be read only once: give at least one as a file"
+            );
+        }
         let registers = self.regs.load()?;
         let mut interner = Interner::default();
         let a = self.read_ops(&self.a, &mut interner, registers.as_ref())?;
@@ -210,7 +215,7 @@ impl Cmd {
         if let Err(err) = written
             && err.kind() != std::io::ErrorKind::BrokenPipe
         {
-            return Err(err.into());
+            return Err(anyhow::Error::new(err).context("cannot write to standard output"));
         }
         let same = script.runs.iter().all(|(edit, _)| *edit == Edit::Same);
         Ok(if same {

@@ -11,7 +11,9 @@ use clap::{Args, ValueEnum};
 use mmiotrace_trace::Event;
 use mmiotrace_trace::jsonl::format_json;
 
-use super::common::{create_output, open_trace, parse_u64, warn_if_truncated};
+use super::common::{
+    OutputFile, create_output, open_trace, parse_u64, refuse_same_file, warn_if_truncated,
+};
 use super::regs::{RegsArgs, namer};
 
 /// Export a trace for a timeline viewer, a spreadsheet or a query engine.
@@ -60,7 +62,9 @@ pub struct Cmd {
     #[arg(value_name = "IN")]
     input: PathBuf,
 
-    /// Where to write; `-` (the default) for standard output (not for parquet).
+    /// Where to write; `-` (the default) for standard output (not for
+    /// parquet). A file is written beside OUT and renamed over it only on
+    /// success (an error leaves the old OUT as it was); OUT may not be IN.
     #[arg(short, long, value_name = "OUT", default_value = "-")]
     output: PathBuf,
 
@@ -128,18 +132,24 @@ impl Cmd {
             );
         }
         let mut namer = namer(registers.as_ref())?;
+        refuse_same_file(&self.input, &self.output)?;
         let (mut reader, _) = open_trace(&self.input, self.strict)?;
-        let mut exporter: Box<dyn Exporter> = match self.to {
+        let (mut exporter, out_file): (Box<dyn Exporter>, OutputFile) = match self.to {
             ExportFormat::Parquet => {
                 anyhow::ensure!(
                     self.output != std::path::Path::new("-"),
                     "parquet needs a file: give -o OUT"
                 );
-                Box::new(parquet::ParquetExporter::create(&self.output)?)
+                let (file, out_file) = OutputFile::create(&self.output)?;
+                let name = self.output.display().to_string();
+                (
+                    Box::new(parquet::ParquetExporter::new(file, name)?),
+                    out_file,
+                )
             }
             format => {
-                let (out, name) = create_output(&self.output)?;
-                match format {
+                let (out, name, out_file) = create_output(&self.output)?;
+                let exporter: Box<dyn Exporter> = match format {
                     ExportFormat::Perfetto => {
                         Box::new(perfetto::PerfettoExporter::new(out, name, &self.counter)?)
                     }
@@ -149,7 +159,8 @@ impl Cmd {
                         name,
                         line: Vec::new(),
                     }),
-                }
+                };
+                (exporter, out_file)
             }
         };
         while let Some(event) = reader.read_ref()? {
@@ -157,7 +168,8 @@ impl Cmd {
             exporter.event(event, reg.map(|r| &**r))?;
         }
         warn_if_truncated(&reader);
-        exporter.finish()
+        exporter.finish()?;
+        out_file.commit()
     }
 }
 

@@ -11,7 +11,7 @@ use mmiotrace_trace::{Direction, Event, Timestamp};
 
 use super::common::{
     TraceFormat, glob_match, open_trace, parse_range, parse_time, parse_u32, parse_u64,
-    trace_writer, warn_if_truncated,
+    refuse_same_file, trace_writer, warn_if_truncated,
 };
 use super::regs::{RegsArgs, namer};
 
@@ -64,7 +64,9 @@ pub struct Cmd {
     #[arg(value_name = "IN")]
     input: PathBuf,
 
-    /// Where to write; `-` (the default) for standard output.
+    /// Where to write; `-` (the default) for standard output. A file is
+    /// written beside OUT and renamed over it only on success (an error
+    /// leaves the old OUT as it was); OUT may not be IN.
     #[arg(short, long, value_name = "OUT", default_value = "-")]
     output: PathBuf,
 
@@ -283,8 +285,9 @@ impl Cmd {
             globs: self.reg.clone(),
             ..RegMatcher::default()
         };
+        refuse_same_file(&self.input, &self.output)?;
         let (mut reader, _) = open_trace(&self.input, self.strict)?;
-        let (mut writer, out_name) = trace_writer(&self.output, self.to)?;
+        let (mut writer, out_name, out_file) = trace_writer(&self.output, self.to)?;
         // Inside a --from-mark/--to-mark window; always without --from-mark.
         let mut in_marks = self.from_mark.is_none();
         while let Some(event) = reader.read_ref()? {
@@ -330,6 +333,7 @@ impl Cmd {
         writer
             .flush()
             .with_context(|| format!("cannot write to {out_name}"))?;
-        Ok(())
+        drop(writer);
+        out_file.commit()
     }
 }

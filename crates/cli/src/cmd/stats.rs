@@ -6,6 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::Args;
 use mmiotrace_trace::{Direction, Event, Format, ReadOptions, Repeat, Timestamp, TraceReader};
 
@@ -107,7 +108,7 @@ impl Timeline {
         }
         if t < self.origin {
             // Out of order (another thread's clock); count it in the first interval.
-            self.counts[0] += n;
+            self.counts[0] = self.counts[0].saturating_add(n);
             return;
         }
         let mut index = (t - self.origin) / self.width;
@@ -119,21 +120,21 @@ impl Timeline {
         if index >= self.counts.len() {
             self.counts.resize(index + 1, 0);
         }
-        self.counts[index] += n;
+        self.counts[index] = self.counts[index].saturating_add(n);
     }
 
     /// Makes every interval 10× wider.
     fn widen(&mut self) {
         let width = self.width.saturating_mul(10);
         let origin = self.origin - self.origin % width;
-        let mut counts = Vec::with_capacity(MAX_INTERVALS);
+        let mut counts: Vec<u64> = Vec::with_capacity(MAX_INTERVALS);
         for (i, n) in self.counts.iter().enumerate() {
             let start = self.origin + i as u64 * self.width;
             let index = ((start - origin) / width) as usize;
             if index >= counts.len() {
                 counts.resize(index + 1, 0);
             }
-            counts[index] += n;
+            counts[index] = counts[index].saturating_add(*n);
         }
         self.origin = origin;
         self.width = width;
@@ -170,7 +171,7 @@ impl Timeline {
             while rows.len() <= index {
                 rows.push((origin + rows.len() as u64 * width, 0));
             }
-            rows[index].1 += n;
+            rows[index].1 = rows[index].1.saturating_add(*n);
         }
         rows
     }
@@ -187,8 +188,9 @@ struct ThreadStats {
 
 impl ThreadStats {
     fn add(&mut self, reads: u64, writes: u64, time: Timestamp) {
-        self.reads += reads;
-        self.writes += writes;
+        // A REPEAT's count is any u64: sums stop at the limit, never wrap.
+        self.reads = self.reads.saturating_add(reads);
+        self.writes = self.writes.saturating_add(writes);
         self.first = Some(self.first.map_or(time, |f| f.min(time)));
         self.last = Some(self.last.map_or(time, |l| l.max(time)));
     }
@@ -398,7 +400,11 @@ impl Stats {
         let full = self.threads.len() >= MAX_THREADS;
         match self.threads.get_mut(&pid) {
             Some(t) => t.add(reads, writes, time),
-            None if full => self.threads_untallied += reads + writes,
+            None if full => {
+                self.threads_untallied = self
+                    .threads_untallied
+                    .saturating_add(reads.saturating_add(writes));
+            }
             None => {
                 let mut t = ThreadStats {
                     process,
@@ -464,8 +470,10 @@ impl Cmd {
         }
         let report = self.report(&name, format, &stats, namer.is_some());
         let mut stdout = std::io::stdout().lock();
-        stdout.write_all(report.as_bytes())?;
-        stdout.flush()?;
+        stdout
+            .write_all(report.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("cannot write to standard output")?;
         Ok(())
     }
 
@@ -612,15 +620,16 @@ impl Cmd {
             writeln!(
                 out,
                 "  {key:>10} {process:>10} {:>12} {:>12} {:>12}  {span}",
-                t.reads + t.writes,
+                t.reads.saturating_add(t.writes),
                 t.reads,
                 t.writes
             )
         };
         let mut threads: Vec<(&u32, &ThreadStats)> = s.threads.iter().collect();
         threads.sort_unstable_by(|a, b| {
-            (b.1.reads + b.1.writes)
-                .cmp(&(a.1.reads + a.1.writes))
+            b.1.reads
+                .saturating_add(b.1.writes)
+                .cmp(&a.1.reads.saturating_add(a.1.writes))
                 .then(a.0.cmp(b.0))
         });
         writeln!(out, "\nthreads ({}):", threads.len())?;
@@ -642,10 +651,21 @@ impl Cmd {
                 s.threads_untallied
             )?;
         }
+        if threads
+            .iter()
+            .any(|(_, t)| t.reads.saturating_add(t.writes) == u64::MAX)
+        {
+            writeln!(
+                out,
+                "  (a count of {} reached the 64-bit limit and stopped there: the trace's REPEAT counts add up to more)",
+                u64::MAX
+            )?;
+        }
         let mut processes: Vec<(&Option<u32>, &ThreadStats)> = s.processes.iter().collect();
         processes.sort_unstable_by(|a, b| {
-            (b.1.reads + b.1.writes)
-                .cmp(&(a.1.reads + a.1.writes))
+            b.1.reads
+                .saturating_add(b.1.writes)
+                .cmp(&a.1.reads.saturating_add(a.1.writes))
                 .then(a.0.cmp(b.0))
         });
         writeln!(out, "\nprocesses ({}):", processes.len())?;
@@ -685,7 +705,7 @@ impl Cmd {
             "from", "accesses", "per second"
         )?;
         for (start, n) in rows {
-            let bar = "#".repeat(((n * 30).div_ceil(peak)) as usize);
+            let bar = "#".repeat((u128::from(n) * 30).div_ceil(u128::from(peak)) as usize);
             let line = format!(
                 "  {:>17} {n:>12} {:>14.0}  {bar}",
                 fmt_time(Timestamp::from_nanos(start)),

@@ -1,6 +1,7 @@
 /* Mappings changed after the fact, and mappings of the same file.
  * Usage: mappings FILE (16 pages, traced). Prints the expected trace as
- *   E MAP <n> / E UNMAP <n>   (n: the n-th traced mapping, from 1)
+ *   E MAP <n> / E UNMAP <n>   (n: the n-th traced mapping, from 1; a MAP
+ *                              of an n already seen describes it again)
  *   E R|W <n> <width> <offset> <value>
  * and other lines starting with "OK" or "FAIL". */
 #define _GNU_SOURCE
@@ -122,6 +123,7 @@ int main(int argc, char **argv)
 	volatile uint8_t *g = mremap((void *)(a + 2 * PAGE), 2 * PAGE, 4 * PAGE, MREMAP_MAYMOVE);
 	if (g == MAP_FAILED)
 		return 2;
+	printf("E MAP %d\n", ma); /* described again: it now covers offset 5 * PAGE */
 	check(r32(g, 16, ma, 2 * PAGE + 16) == 0x52, "grown mapping keeps its contents");
 	w32(g, 3 * PAGE, 0x15, ma, 5 * PAGE);
 	volatile uint8_t *s = mremap((void *)g, 4 * PAGE, PAGE, 0);
@@ -132,6 +134,7 @@ int main(int argc, char **argv)
 	volatile uint8_t *moved = mremap((void *)s, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)(m + PAGE));
 	if (moved != m + PAGE)
 		return 2;
+	printf("E MAP %d\n", ma); /* described again: it moved */
 	munmap((void *)m, PAGE);
 	w32(moved, 24, 0x17, ma, 2 * PAGE + 24);
 	munmap((void *)moved, PAGE);

@@ -160,7 +160,7 @@ pub fn record(mut command: Command, trace_globs: &[&str], config: Config) -> Run
     };
     // SAFETY: a zeroed, page-aligned mapping of the right size, kept alive
     // by `mapping` for as long as `shm` is used.
-    let shm = unsafe { Shm::init(mapping.ptr, mapping.len, &config) }.expect("shm init");
+    let shm = unsafe { Shm::init(mapping.ptr, mapping.len, &config, b"") }.expect("shm init");
     command
         .env("LD_PRELOAD", &lib)
         .env(ENV_SHM_PATH, &shm_file.0)

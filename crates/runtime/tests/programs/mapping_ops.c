@@ -2,6 +2,7 @@
  * mremap, MAP_FIXED over a traced range.
  * Usage: mapping_ops FILE (8 pages). Prints the expected trace:
  *   E MAP <n>, E UNMAP <n>  (n: the n-th traced mapping, from 1)
+ *   E REMAP <n> <virt of offset 0> <length>  (it moved or grew)
  *   E R|W <width> <offset> <value> */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -46,6 +47,8 @@ int main(int argc, char **argv) {
     /* Grow pages 2-3 into a new place: offsets stay those of the mapping. */
     volatile uint8_t *b = mremap((void *)(a + 2 * PAGE), 2 * PAGE, 3 * PAGE, MREMAP_MAYMOVE);
     if (b == MAP_FAILED) { perror("mremap"); return 1; }
+    /* It now reaches offset 5 * PAGE: described again, from b - 2 pages. */
+    printf("E REMAP 1 %lx %x\n", (unsigned long)(b - 2 * PAGE), 5 * PAGE);
     if (r32(b, 4, 2 * PAGE + 4) != 0x12) return 1;
     w32(b, 2 * PAGE + 8, 0x14, 4 * PAGE + 8);
 

@@ -3,7 +3,6 @@
 //! [`ROW_GROUP`] rows buffered at a time.
 
 use std::fs::File;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -139,9 +138,8 @@ pub struct ParquetExporter {
 }
 
 impl ParquetExporter {
-    pub fn create(path: &Path) -> anyhow::Result<ParquetExporter> {
-        let name = path.display().to_string();
-        let file = File::create(path).with_context(|| format!("cannot create {name}"))?;
+    /// Writes to `file`, named `name` in messages.
+    pub fn new(file: File, name: String) -> anyhow::Result<ParquetExporter> {
         let schema = Arc::new(parse_message_type(SCHEMA).expect("the schema above is valid"));
         let properties = Arc::new(WriterProperties::builder().build());
         let writer = SerializedFileWriter::new(file, schema, properties)

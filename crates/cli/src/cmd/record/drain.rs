@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mmiotrace_shm::{Popped, Record, Shm, kind, payload_text};
+use mmiotrace_shm::{MAX_MARK_LEN, Popped, Record, Shm, clip_mark, kind, payload_text};
 use mmiotrace_trace::{
     Access, Direction, Event, Ext, Lost, Map, Mark, Timestamp, Unknown, Unmap, Value,
 };
@@ -25,6 +25,23 @@ const HOLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Most records taken from one ring per poll, so one busy thread cannot starve the rest.
 const POLL_BATCH: usize = 8192;
+
+/// MARK text as the trace holds it: valid UTF-8 (each invalid byte a
+/// U+FFFD) and at most [`MAX_MARK_LEN`] bytes (see [`clip_mark`]).
+pub fn mark_text(bytes: &[u8]) -> String {
+    mark_text_of(&String::from_utf8_lossy(bytes), 0)
+}
+
+/// [`mark_text`] of a text whose first part is `head` (valid UTF-8) and
+/// which goes on for `more` bytes that were not kept.
+pub fn mark_text_of(head: &str, more: u64) -> String {
+    if more == 0 && head.len() <= MAX_MARK_LEN {
+        return head.to_owned();
+    }
+    let mut clipped = [0u8; MAX_MARK_LEN];
+    let len = clip_mark(head.as_bytes(), head.len() as u64 + more, &mut clipped);
+    String::from_utf8_lossy(&clipped[..len]).into_owned()
+}
 
 #[derive(Debug)]
 enum Item {
@@ -80,6 +97,8 @@ pub struct Summary {
     pub late: u64,
     /// Accesses to a map id with no MAP record.
     pub orphans: u64,
+    /// Threads that had to wait for a free ring slot (`--rings`).
+    pub slot_waits: u64,
 }
 
 #[derive(Debug)]
@@ -147,6 +166,11 @@ impl Drainer {
 
     /// Adds a marker that came from outside the program (the mark FIFO).
     pub fn add_mark(&mut self, text: String) {
+        let text = if text.len() > MAX_MARK_LEN {
+            mark_text(text.as_bytes())
+        } else {
+            text
+        };
         let seq = self.shm.take_seq();
         let time = Timestamp::from_nanos(
             mmiotrace_shm::now_ns().saturating_sub(self.shm.header().clock_base_ns),
@@ -302,6 +326,32 @@ impl Drainer {
                     path: Some(path),
                 })
             }
+            kind::REMAP => {
+                // The same mapping, described again: same id, phys and path.
+                // Other pieces of it may have stayed where they were: the
+                // length only grows, so that it covers them too.
+                let (phys, len, path) = match self.summary.maps.get_mut(&record.map_id) {
+                    Some(map) => {
+                        map.len = map.len.max(record.value);
+                        (map.phys, map.len, Some(map.path.clone()))
+                    }
+                    None => {
+                        self.summary.orphans += 1;
+                        (0, record.value, None)
+                    }
+                };
+                Event::Map(Map {
+                    time,
+                    map_id: record.map_id,
+                    phys,
+                    virt: record.aux,
+                    len,
+                    pc: record.pc,
+                    pid: record.tid,
+                    ext,
+                    path,
+                })
+            }
             kind::UNMAP => {
                 if let Some(map) = self.summary.maps.get_mut(&record.map_id) {
                     map.unmapped = true;
@@ -316,7 +366,7 @@ impl Drainer {
             }
             kind::MARK => Event::Mark(Mark {
                 time,
-                text: String::from_utf8_lossy(payload_text(&popped.payload)).into_owned(),
+                text: mark_text(payload_text(&popped.payload)),
                 ext,
             }),
             other => anyhow::bail!(

@@ -4,27 +4,33 @@
 mod devices;
 mod drain;
 mod follow;
+mod marks;
+mod patterns;
 mod preflight;
 mod runtime_lib;
 
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, ExitStatus};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use mmiotrace_shm::{Config, ENV_SHM_FD, ENV_SHM_PATH, Shm};
+use mmiotrace_shm::{
+    Config, ENV_SHM_FD, ENV_SHM_PATH, MAX_RING_RECORDS, MAX_SLOTS, MIN_RING_RECORDS,
+    RecorderLiveness, Shm, StopReason,
+};
 use mmiotrace_trace::{BinaryWriter, Event, EventWrite, TextWriter, Version};
 
 use drain::{Drainer, Summary};
+use marks::MarkFifo;
 
 /// Environment variable with the extra `--trace` globs, one per line.
 const ENV_TRACE_GLOBS: &str = "MMIOTRACE_TRACE";
@@ -82,12 +88,21 @@ impl Mode {
 ///
 /// mmiotrace exits with PROGRAM's exit status, or 128+N if PROGRAM was killed
 /// by signal N. Ctrl-C goes to PROGRAM; the trace is completed either way.
+///
+/// If mmiotrace itself is killed, or cannot write the trace, PROGRAM never
+/// waits for it: it goes on untraced, and one line on its standard error
+/// says that tracing stopped and why.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  mmiotrace record -- ./my-driver --probe\n  mmiotrace record --trace '/dev/shm/*' -o run.trace -- ./sim-test\n  mmiotrace record --format binary -o run.mtb -- busybox devmem 0xfed00000 32"
 )]
 pub struct Cmd {
-    /// Where to write the trace (`-` for standard output).
+    /// Where to write the trace (`-` for standard output; PROGRAM's own
+    /// standard output then goes to standard error, so that it cannot mix
+    /// with the trace). An existing FILE is replaced only once PROGRAM has
+    /// started. If writing fails (a full disk, a closed pipe), what was
+    /// written stays, PROGRAM runs on untraced, and mmiotrace exits with
+    /// status 1 once it ends.
     #[arg(short, long, value_name = "FILE", default_value = "mmiotrace.trace")]
     output: PathBuf,
 
@@ -102,12 +117,17 @@ pub struct Cmd {
     mode: Mode,
 
     /// Also trace mappings of files whose real path matches GLOB (repeatable),
-    /// e.g. --trace '/dev/shm/*'.
+    /// e.g. --trace '/dev/shm/*'. A relative GLOB is taken from the working
+    /// directory, and symlinks in its leading directories are resolved;
+    /// `*` stays within one path component, `**` crosses them. A GLOB that
+    /// matched no mapping is named in a warning at the end.
     #[arg(long = "trace", value_name = "GLOB")]
     trace: Vec<String>,
 
     /// Create (if needed) and read the FIFO at PATH: each line written to it
-    /// becomes a MARK in the trace, like the kernel's trace_marker.
+    /// becomes a MARK in the trace, like the kernel's trace_marker. Empty
+    /// lines are ignored; a last line without a newline is kept; text
+    /// beyond 4096 bytes is cut, ending with `…[truncated N bytes]`.
     #[arg(long, value_name = "PATH")]
     mark_fifo: Option<PathBuf>,
 
@@ -116,12 +136,16 @@ pub struct Cmd {
     #[arg(long)]
     drop: bool,
 
-    /// Events each thread's ring holds.
-    #[arg(long, value_name = "N", default_value_t = 16384)]
+    /// Events each thread's ring holds: 512 to 1048576, rounded up to a
+    /// power of two.
+    #[arg(long, value_name = "N", default_value_t = 16384,
+          value_parser = clap::value_parser!(u32).range(i64::from(MIN_RING_RECORDS)..=i64::from(MAX_RING_RECORDS)))]
     ring_size: u32,
 
-    /// Rings in the shared-memory file: threads that log at the same time.
-    #[arg(long, value_name = "N", default_value_t = 128)]
+    /// Rings in the shared-memory file, 1 to 1024: threads that log at the
+    /// same time (more wait for a ring to free).
+    #[arg(long, value_name = "N", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SLOTS)))]
     rings: u32,
 
     /// Do not print the summary when PROGRAM ends.
@@ -137,7 +161,8 @@ pub struct Cmd {
     /// After PROGRAM exits, keep recording while processes it started
     /// (forked, exec'd, spawned) are still running, for at most SECONDS;
     /// then name them and stop. Ctrl-C stops waiting at once.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    /// SECONDS is a finite number, 0 or more.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = parse_linger)]
     linger: f64,
 
     /// Run PROGRAM even if it is statically linked, set-user-ID or
@@ -149,6 +174,20 @@ pub struct Cmd {
     /// The program to run, and its arguments.
     #[arg(required = true, last = true, value_name = "PROGRAM")]
     program: Vec<OsString>,
+}
+
+/// `--linger`: a finite number of seconds, 0 or more.
+fn parse_linger(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs)
+            if secs.is_finite() && secs >= 0.0 && Duration::try_from_secs_f64(secs).is_ok() =>
+        {
+            Ok(secs)
+        }
+        _ => Err(format!(
+            "\"{text}\" is not a number of seconds (a finite number, 0 or more)"
+        )),
+    }
 }
 
 /// The last forwarded-signal number the recorder received, 0 for none.
@@ -187,6 +226,8 @@ impl ShmFile {
             .mode(0o600)
             .open(&path)
             .with_context(|| format!("creating the shared-memory file {}", path.display()))?;
+        // From here on, every failure removes the file.
+        let removal = RemoveOnDrop(path.clone());
         let len = config.total_size();
         file.set_len(len as u64)
             .with_context(|| format!("sizing {} to {len} bytes", path.display()))?;
@@ -204,19 +245,29 @@ impl ShmFile {
         };
         if base == libc::MAP_FAILED {
             let err = std::io::Error::last_os_error();
-            let _ = std::fs::remove_file(&path);
             return Err(err).with_context(|| format!("mapping {}", path.display()));
         }
         // SAFETY: `base` maps `len` zeroed bytes that stay mapped for the rest
         // of the process (never unmapped), and nothing else uses them yet.
-        let shm = unsafe { Shm::init(base as *mut u8, len, config) }
+        let shm = unsafe { Shm::init(base as *mut u8, len, config, path.as_os_str().as_bytes()) }
             .map_err(|err| anyhow::anyhow!("{err}"))?;
         let inherited = Some(follow::Inherited::open(&path)?);
+        // ShmFile's own Drop removes it from now on.
+        std::mem::forget(removal);
         Ok(ShmFile {
             path,
             shm,
             inherited,
         })
+    }
+}
+
+/// Removes a path when dropped (unless forgotten).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -226,112 +277,97 @@ impl Drop for ShmFile {
     }
 }
 
-/// Where the events go: the trace crate's writer for the chosen format.
-struct Sink(Box<dyn EventWrite>);
+/// Where the trace goes, opened before PROGRAM starts (so that an output
+/// that cannot be written is an error before anything runs) but emptied
+/// only once PROGRAM has started (so that a command that cannot start
+/// leaves the previous trace alone).
+struct TraceOutput {
+    path: PathBuf,
+    /// `None` for standard output.
+    file: Option<File>,
+    /// The file did not exist: remove it if PROGRAM cannot start.
+    created: bool,
+}
 
-impl Sink {
-    fn open(path: &Path, format: Format) -> Result<Sink> {
-        let out: Box<dyn Write> = if path == Path::new("-") {
-            Box::new(std::io::stdout())
-        } else {
-            Box::new(
-                File::create(path)
-                    .with_context(|| format!("creating the trace file {}", path.display()))?,
-            )
+impl TraceOutput {
+    fn open(path: &Path) -> Result<TraceOutput> {
+        if path == Path::new("-") {
+            return Ok(TraceOutput {
+                path: path.to_owned(),
+                file: None,
+                created: false,
+            });
+        }
+        let existed = std::fs::symlink_metadata(path).is_ok();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("creating the trace file {}", path.display()))?;
+        Ok(TraceOutput {
+            path: path.to_owned(),
+            file: Some(file),
+            created: !existed,
+        })
+    }
+
+    fn is_stdout(&self) -> bool {
+        self.file.is_none()
+    }
+
+    /// PROGRAM could not start: the output is as it was.
+    fn abandon(self) {
+        if self.created {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    /// PROGRAM started: empties the file and returns the writer.
+    fn start(self, format: Format) -> Result<Sink> {
+        let name = sink_name(&self.path);
+        let out: Box<dyn Write> = match self.file {
+            None => Box::new(std::io::stdout()),
+            Some(file) => {
+                // A FIFO or a device (/dev/null) has nothing to empty.
+                if file.metadata().is_ok_and(|meta| meta.is_file()) {
+                    file.set_len(0)
+                        .with_context(|| format!("emptying the trace file {name}"))?;
+                }
+                Box::new(file)
+            }
         };
         let out = BufWriter::with_capacity(1 << 20, out);
-        Ok(Sink(match format {
+        let writer: Box<dyn EventWrite> = match format {
             Format::Text => Box::new(TextWriter::new(out)),
-            Format::Binary => Box::new(BinaryWriter::new(out)?),
-        }))
+            Format::Binary => Box::new(
+                BinaryWriter::new(out)
+                    .with_context(|| format!("cannot write the trace to {name}"))?,
+            ),
+        };
+        Ok(Sink { writer, name })
     }
+}
 
+/// Where the events go: the trace crate's writer for the chosen format.
+struct Sink {
+    writer: Box<dyn EventWrite>,
+    /// The file's path, or "standard output", for messages.
+    name: String,
+}
+
+impl Sink {
     fn write(&mut self, event: &Event) -> Result<()> {
-        Ok(self.0.write_event(event)?)
+        self.writer
+            .write_event(event)
+            .with_context(|| format!("cannot write the trace to {}", self.name))
     }
 
-    fn finish(mut self) -> Result<()> {
-        Ok(self.0.flush()?)
+    fn finish(&mut self) -> Result<()> {
+        self.writer
+            .flush()
+            .with_context(|| format!("cannot write the trace to {}", self.name))
     }
-}
-
-/// Lines written to the mark FIFO, read on a thread of their own.
-/// The mark FIFO: lines read on a thread of their own, whether `record`
-/// created the FIFO (and removes it), and a descriptor to see what is unread.
-struct MarkFifo {
-    receiver: mpsc::Receiver<String>,
-    created: bool,
-    fifo: File,
-}
-
-impl MarkFifo {
-    /// Waits (at most a second) until the reader thread has taken every
-    /// byte written to the FIFO so far, so that markers written just before
-    /// the program ended are not lost.
-    fn settle(&self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        loop {
-            let mut unread: libc::c_int = 0;
-            // SAFETY: FIONREAD stores an int through the valid pointer.
-            let ok = unsafe {
-                libc::ioctl(
-                    std::os::fd::AsRawFd::as_raw_fd(&self.fifo),
-                    libc::FIONREAD,
-                    &mut unread,
-                )
-            } == 0;
-            if !ok || unread == 0 || std::time::Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // The thread may still be splitting the last bytes it read into lines.
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn spawn_mark_reader(path: &Path) -> Result<MarkFifo> {
-    let created = match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_fifo() => false,
-        Ok(_) => bail!("--mark-fifo {}: exists and is not a FIFO", path.display()),
-        Err(_) => {
-            let c_path = CString::new(path.as_os_str().as_bytes())
-                .context("--mark-fifo path contains a NUL byte")?;
-            // SAFETY: c_path is a valid NUL-terminated string.
-            if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("creating the FIFO {}", path.display()));
-            }
-            true
-        }
-    };
-    // Opened read-write so that the FIFO never reports end-of-file when a
-    // writer closes it: every `echo text > fifo` adds one marker.
-    let fifo = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening the FIFO {}", path.display()))?;
-    let watch = fifo
-        .try_clone()
-        .with_context(|| format!("duplicating the FIFO {}", path.display()))?;
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(fifo).split(b'\n') {
-            let Ok(line) = line else { break };
-            let text = String::from_utf8_lossy(&line)
-                .trim_end_matches('\r')
-                .to_owned();
-            if sender.send(text).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(MarkFifo {
-        receiver,
-        created,
-        fifo: watch,
-    })
 }
 
 fn install_signal_forwarding() {
@@ -344,23 +380,44 @@ fn install_signal_forwarding() {
 
 impl Cmd {
     pub fn run(self) -> Result<ExitCode> {
+        // A trace (or the runtime library) that outgrows the file size
+        // limit (`ulimit -f`) is a write error that names the file, not a
+        // core dump.
+        // SAFETY: SIG_IGN needs no handler; PROGRAM gets SIG_DFL back in
+        // pre_exec.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
         let config = Config {
-            slot_count: self.rings.max(1),
+            slot_count: self.rings,
             ring_records: self.ring_size,
             drop_when_full: self.drop,
         };
+        config.check().map_err(|err| anyhow::anyhow!("{err}"))?;
+        // Nothing is touched before we know that PROGRAM can start.
+        preflight::startable(&self.program[0])?;
         if !self.no_preload_check {
             preflight::check(&self.program[0])?;
         }
+        let output = TraceOutput::open(&self.output)?;
         let mut shm_file = ShmFile::create(&config)?;
+        // The runtimes learn from the kernel when this process ends, however
+        // it ends, and then stop waiting for it (see RecorderLiveness).
+        let _liveness = RecorderLiveness::announce(shm_file.shm)
+            .map_err(|err| {
+                eprintln!(
+                    "mmiotrace: warning: cannot announce the recorder's liveness ({err}): if the recorder is killed, the program may wait for it"
+                );
+            })
+            .ok();
+        let cwd = std::env::current_dir().context("finding the working directory")?;
+        let patterns: Vec<patterns::TracePattern> = self
+            .trace
+            .iter()
+            .map(|given| patterns::TracePattern::new(given, &cwd))
+            .collect();
         let followers = follow::Followers::new(&shm_file.path)?;
         let runtime = runtime_lib::runtime_path()?;
-        let mut sink = Sink::open(&self.output, self.format)?;
-        sink.write(&Event::Version(Version {
-            version: "20070824".to_owned(),
-        }))?;
-        let marks = match &self.mark_fifo {
-            Some(path) => Some(spawn_mark_reader(path)?),
+        let mut marks = match &self.mark_fifo {
+            Some(path) => Some(MarkFifo::open(path)?),
             None => None,
         };
 
@@ -382,30 +439,76 @@ impl Cmd {
                     .map_or(-1, follow::Inherited::raw)
                     .to_string(),
             )
-            .env(ENV_TRACE_GLOBS, self.trace.join("\n"))
+            .env(
+                ENV_TRACE_GLOBS,
+                patterns
+                    .iter()
+                    .map(|p| p.resolved.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
             .env(ENV_MODE, self.mode.env_value());
         if self.no_follow {
             command.env(ENV_NO_FOLLOW, std::process::id().to_string());
         }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {}", Path::new(&self.program[0]).display()))?;
+        // SAFETY: the closure only calls signal(2), which is
+        // async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                // The recorder ignores SIGXFSZ (see install_signal_forwarding);
+                // PROGRAM gets the default back, as untraced.
+                libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        if output.is_stdout() {
+            // The trace owns standard output: PROGRAM's goes to standard error.
+            let stderr = std::io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("duplicating standard error for the program")?;
+            command.stdout(Stdio::from(stderr));
+        }
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(err) => {
+                output.abandon();
+                return Err(err).with_context(|| {
+                    format!("starting {}", Path::new(&self.program[0]).display())
+                });
+            }
+        };
         // From now on only traced processes hold the shared lock.
         shm_file.inherited = None;
         install_signal_forwarding();
-        let linger = Duration::try_from_secs_f64(self.linger.max(0.0)).unwrap_or(Duration::MAX);
+        let linger = Duration::try_from_secs_f64(self.linger).unwrap_or(Duration::MAX);
         let mut ended: Option<(ExitStatus, Instant)> = None;
 
+        let mut sink = output.start(self.format)?;
         let mut drainer = Drainer::new(shm_file.shm);
+        // The first error writing the trace: from then on nothing is drained
+        // (the runtimes stop logging), and the recorder only waits for PROGRAM.
+        let mut failure = sink
+            .write(&Event::Version(Version {
+                version: "20070824".to_owned(),
+            }))
+            .err();
         let mut idle = Duration::from_micros(50);
         let status = loop {
-            let taken = drainer.poll();
-            if let Some(marks) = &marks {
-                while let Ok(text) = marks.receiver.try_recv() {
-                    drainer.add_mark(text);
+            let mut taken = 0;
+            if failure.is_none() {
+                taken = drainer.poll();
+                if let Some(marks) = &marks {
+                    while let Some(text) = marks.try_next() {
+                        drainer.add_mark(text);
+                    }
                 }
+                failure = drainer.emit(false, |event| sink.write(event)).err();
             }
-            drainer.emit(false, |event| sink.write(event))?;
+            if failure.is_some() {
+                // Runtimes stop logging and waiting at once (Shm::push).
+                shm_file.shm.stop(StopReason::WriteFailed);
+            }
             let signal = PENDING_SIGNAL.swap(0, Ordering::Relaxed);
             // SIGINT and SIGQUIT from a terminal reach the whole process
             // group, PROGRAM included; forwarding them would deliver twice.
@@ -421,7 +524,7 @@ impl Cmd {
             }
             if let Some((status, since)) = ended {
                 // Processes PROGRAM started may still log (see `follow`).
-                if self.no_follow || !followers.any_alive() {
+                if self.no_follow || failure.is_some() || !followers.any_alive() {
                     break status;
                 }
                 if since.elapsed() >= linger || signal != 0 {
@@ -452,26 +555,49 @@ impl Cmd {
                 idle = Duration::from_micros(50);
             }
         };
+        if let Some(failure) = failure {
+            // What was written stays: a trace that ends at the failure (its
+            // last line or record may be cut off, which readers report).
+            drop(sink);
+            return Err(failure);
+        }
         // Processes still running will never be drained: they must not wait
         // on a full ring (shm::Shm::close).
         shm_file.shm.close();
         while drainer.poll() > 0 {
             drainer.emit(false, |event| sink.write(event))?;
         }
-        if let Some(marks) = &marks {
-            marks.settle();
-            while let Ok(text) = marks.receiver.try_recv() {
+        if let Some(marks) = &mut marks {
+            for text in marks.finish() {
                 drainer.add_mark(text);
             }
         }
         drainer.emit(true, |event| sink.write(event))?;
-        sink.finish()
-            .with_context(|| format!("writing {}", self.output.display()))?;
-        if let (Some(path), Some(MarkFifo { created: true, .. })) = (&self.mark_fifo, &marks) {
-            let _ = std::fs::remove_file(path);
+        drainer.summary.slot_waits = shm_file.shm.slot_waits();
+        sink.finish()?;
+        if let Some(marks) = &marks {
+            marks.remove_if_created();
+        }
+        for pattern in &patterns {
+            if !drainer
+                .summary
+                .maps
+                .values()
+                .any(|map| pattern.matches(&map.path))
+            {
+                let resolved = if pattern.resolved == pattern.given {
+                    String::new()
+                } else {
+                    format!(" (as {})", pattern.resolved)
+                };
+                eprintln!(
+                    "mmiotrace: warning: --trace {}{resolved} matched no mapping: nothing the program mapped has that real path",
+                    pattern.given
+                );
+            }
         }
         if !self.quiet {
-            print_summary(&drainer.summary, &self.output, status);
+            print_summary(&drainer.summary, &sink_name(&self.output), status);
             if self.mode == Mode::SingleStep {
                 eprintln!(
                     "  mode: single-step, the kernel's design (comparison only): accesses made by other threads while a page was disarmed are NOT in the trace"
@@ -479,6 +605,15 @@ impl Cmd {
             }
         }
         Ok(exit_code(status))
+    }
+}
+
+/// How messages name the trace: its path, or "standard output" for `-`.
+fn sink_name(path: &Path) -> String {
+    if path == Path::new("-") {
+        "standard output".to_owned()
+    } else {
+        path.display().to_string()
     }
 }
 
@@ -491,18 +626,14 @@ fn exit_code(status: ExitStatus) -> ExitCode {
     }
 }
 
-fn print_summary(summary: &Summary, output: &Path, status: ExitStatus) {
+fn print_summary(summary: &Summary, output: &str, status: ExitStatus) {
     let mut err = std::io::stderr().lock();
     let ended = match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(signal)) => format!("was killed by signal {signal}"),
         _ => "ended".to_owned(),
     };
-    let _ = writeln!(
-        err,
-        "mmiotrace: program {ended}; trace written to {}",
-        output.display()
-    );
+    let _ = writeln!(err, "mmiotrace: program {ended}; trace written to {output}");
     let _ = writeln!(err, "  maps: {}", summary.maps.len());
     for (id, map) in summary.maps.iter().take(8) {
         let _ = writeln!(
@@ -551,6 +682,13 @@ fn print_summary(summary: &Summary, output: &Path, status: ExitStatus) {
             err,
             "  sequence gaps: {} (a thread died while logging), late records: {}",
             summary.seq_gaps, summary.late
+        );
+    }
+    if summary.slot_waits > 0 {
+        let _ = writeln!(
+            err,
+            "  threads that waited for a free ring slot: {} (--rings sets how many threads log at once)",
+            summary.slot_waits
         );
     }
     if summary.orphans > 0 {

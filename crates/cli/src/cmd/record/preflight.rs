@@ -16,6 +16,10 @@
 //!   The loader then ignores `LD_PRELOAD` entries that contain a slash.
 //!
 //! A `#!` script is checked through its interpreter.
+//!
+//! Before any of that, and before the trace file is touched, [`startable`]
+//! checks that PROGRAM can be started at all: a command that cannot run
+//! must not cost the user the trace they recorded last time.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
@@ -84,6 +88,68 @@ pub fn check(program: &OsStr) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Fails with an error that names the missing piece if `program` cannot
+/// be started: not found (in `PATH`, for a name without a slash), not an
+/// executable file, or a `#!` script whose interpreter is missing (the
+/// kernel's "No such file or directory" would name neither).
+pub fn startable(program: &OsStr) -> Result<()> {
+    let shown = Path::new(program).display();
+    let Some(path) = resolve(program) else {
+        bail!("starting {shown}: no executable file of that name in PATH");
+    };
+    let mut checked = path.clone();
+    for _ in 0..4 {
+        let meta = match std::fs::metadata(&checked) {
+            Ok(meta) => meta,
+            Err(err) if checked == path => {
+                bail!("starting {shown}: {err}");
+            }
+            Err(err) => bail!(
+                "starting {shown}: its interpreter {} ({}): {err}",
+                checked.display(),
+                script_line(&path)
+            ),
+        };
+        if !meta.is_file() || !executable(&checked) {
+            let what = if checked == path {
+                String::new()
+            } else {
+                format!(": its interpreter {}", checked.display())
+            };
+            bail!("starting {shown}{what}: not an executable file");
+        }
+        let Ok(mut file) = File::open(&checked) else {
+            return Ok(());
+        };
+        let mut head = vec![0u8; 256];
+        let Ok(len) = read_up_to(&mut file, &mut head) else {
+            return Ok(());
+        };
+        head.truncate(len);
+        match shebang(&head) {
+            Some(interpreter) => checked = interpreter,
+            None => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// The `#!` line of a script, for a message.
+fn script_line(path: &Path) -> String {
+    let head = std::fs::read(path).unwrap_or_default();
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned()
+}
+
+/// Whether the caller may execute `path` (`access(X_OK)`, as `execve` checks).
+fn executable(path: &Path) -> bool {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path; access has no memory effects.
+    unsafe { libc::access(c_path.as_ptr(), libc::X_OK) == 0 }
 }
 
 #[derive(Debug)]
@@ -259,6 +325,24 @@ mod tests {
             Some(PathBuf::from("/bin/sh"))
         );
         assert_eq!(shebang(b"\x7fELF"), None);
+    }
+
+    #[test]
+    fn a_script_whose_interpreter_is_missing_names_it() {
+        let dir = std::env::temp_dir().join(format!("mmiotrace-preflight-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let script = dir.join("script");
+        std::fs::write(&script, "#!/nonexistent/interpreter -x\necho hi\n").expect("script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let err = startable(script.as_os_str()).expect_err("missing interpreter");
+        let _ = std::fs::remove_dir_all(&dir);
+        let message = err.to_string();
+        assert!(
+            message.contains("its interpreter /nonexistent/interpreter"),
+            "{message}"
+        );
+        assert!(startable(OsStr::new("sh")).is_ok());
+        assert!(startable(OsStr::new("/nonexistent/prog")).is_err());
     }
 
     #[test]

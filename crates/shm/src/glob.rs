@@ -1,9 +1,16 @@
-//! Path globs, matched without allocating (the `mmap` interposer can run
-//! before the allocator is usable).
+//! Path globs, matched without allocating (the runtime's `mmap`
+//! interposer can run before the allocator is usable). The runtime matches
+//! mapped paths against `MMIOTRACE_TRACE` with them, and the recorder
+//! finds `--trace` patterns that matched nothing with the same code.
 //!
 //! Syntax: `*` matches within one path component, `**` across components,
 //! `?` one byte other than `/`, `[abc]`, `[a-z]`, `[!a]` a byte class, and
 //! `\` makes the next byte literal (`anon_inode:\[vfio-device\]`).
+
+/// Whether `byte` is special in a pattern.
+pub fn is_special(byte: u8) -> bool {
+    matches!(byte, b'*' | b'?' | b'[' | b'\\')
+}
 
 /// Whether `path` matches `pattern` as a whole.
 pub fn matches(pattern: &[u8], path: &[u8]) -> bool {
