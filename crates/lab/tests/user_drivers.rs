@@ -372,3 +372,30 @@ fn dpdk_testpmd_over_uio_pci_generic() {
     assert_pcidev_matches_sysfs(lab, &trace, (0x8086, 0x100e), "uio_pci_generic");
     assert!(seen.len() > 1000, "testpmd made {} accesses", seen.len());
 }
+
+#[test]
+fn dpdk_trace_decodes_with_the_e1000_register_map() {
+    let lab = lab();
+    let output = Command::new(mmiotrace_bin())
+        .arg("decode")
+        .arg(lab.out.join("dpdk.trace"))
+        .arg("--regs")
+        .arg(repo().join("crates/regdb/tests/data/example-nic.toml"))
+        .output()
+        .expect("run mmiotrace decode");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    for register in ["CTRL", "STATUS", "IMC", "RCTL", "TCTL", "RAL", "RAH"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!(" {register} "))
+                    || l.contains(&format!(".{register} "))),
+            "decode names {register}:\n{}",
+            text.lines().take(40).collect::<Vec<_>>().join("\n")
+        );
+    }
+}
