@@ -296,21 +296,23 @@ fn report(trace: &[Access], device: &[QemuAccess], index: usize, at: usize, what
         trace.len(),
         device.len()
     );
-    for i in index.saturating_sub(3)..(index + 3).min(trace.len()) {
+    let from = index.saturating_sub(3);
+    for (i, access) in trace.iter().enumerate().skip(from).take(index + 3 - from) {
         let _ = writeln!(
             out,
             "  {} #{i} {}",
             if i == index { ">" } else { " " },
-            trace_line(&trace[i])
+            trace_line(access)
         );
     }
     out.push_str("  device (QEMU's log):\n");
-    for i in at.saturating_sub(3)..(at + 3).min(device.len()) {
+    let from = at.saturating_sub(3);
+    for (i, access) in device.iter().enumerate().skip(from).take(at + 3 - from) {
         let _ = writeln!(
             out,
             "  {} #{i} {}",
             if i == at { ">" } else { " " },
-            qemu_line(&device[i])
+            qemu_line(access)
         );
     }
     out
