@@ -69,24 +69,7 @@ impl Msg {
 
     pub fn dec(&mut self, value: u64) -> &mut Msg {
         let mut digits = [0u8; 20];
-        let mut n = 0;
-        let mut v = value;
-        loop {
-            if let Some(d) = digits.get_mut(n) {
-                *d = b'0' + (v % 10) as u8;
-            }
-            n += 1;
-            v /= 10;
-            if v == 0 || n == 20 {
-                break;
-            }
-        }
-        for i in (0..n).rev() {
-            if let Some(&d) = digits.get(i) {
-                self.bytes(&[d]);
-            }
-        }
-        self
+        self.bytes(crate::sys::decimal(value, &mut digits))
     }
 
     pub fn as_bytes(&self) -> &[u8] {

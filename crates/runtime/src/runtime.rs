@@ -330,19 +330,9 @@ pub(crate) fn fd_path(fd: c_int, buf: &mut [u8; 4096]) -> Option<usize> {
         *link.get_mut(len)? = b;
         len += 1;
     }
-    let mut digits = [0u8; 10];
-    let mut n = 0;
-    let mut value = fd as u32;
-    loop {
-        *digits.get_mut(n)? = b'0' + (value % 10) as u8;
-        n += 1;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    for i in (0..n).rev() {
-        *link.get_mut(len)? = *digits.get(i)?;
+    let mut digits = [0u8; 20];
+    for &b in sys::decimal(u64::from(fd as u32), &mut digits) {
+        *link.get_mut(len)? = b;
         len += 1;
     }
     sys::readlink(link.get(..len + 1)?, buf).ok()

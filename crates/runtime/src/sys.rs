@@ -189,6 +189,21 @@ pub fn thread_exists(tid: u32) -> bool {
     !matches!(thread_state(tid), Some(b'Z' | b'X' | b'x'))
 }
 
+/// `value` in decimal, written into `digits` without allocating.
+pub fn decimal(value: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut start = digits.len();
+    let mut value = value;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    &digits[start..]
+}
+
 /// The state letter of thread `tid` in `/proc/TID/stat` (`R`, `S`, `Z`...),
 /// or `None` if it cannot be read (no /proc, another pid namespace).
 fn thread_state(tid: u32) -> Option<u8> {
@@ -198,19 +213,9 @@ fn thread_state(tid: u32) -> Option<u8> {
         *path.get_mut(len)? = b;
         len += 1;
     }
-    let mut digits = [0u8; 10];
-    let mut n = 0;
-    let mut value = tid;
-    loop {
-        *digits.get_mut(n)? = b'0' + (value % 10) as u8;
-        n += 1;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    for i in (0..n).rev() {
-        *path.get_mut(len)? = *digits.get(i)?;
+    let mut digits = [0u8; 20];
+    for &b in decimal(u64::from(tid), &mut digits) {
+        *path.get_mut(len)? = b;
         len += 1;
     }
     for &b in b"/stat\0" {

@@ -165,18 +165,7 @@ pub fn describe(fd: c_int, offset: u64, out: &mut [u8; 4096]) -> Option<usize> {
         _ => {
             put(b"/region");
             let mut digits = [0u8; 20];
-            let mut n = 0;
-            let mut value = region;
-            loop {
-                digits[n] = b'0' + (value % 10) as u8;
-                n += 1;
-                value /= 10;
-                if value == 0 {
-                    break;
-                }
-            }
-            digits[..n].reverse();
-            put(&digits[..n]);
+            put(crate::sys::decimal(region, &mut digits));
         }
     }
     Some(len)
