@@ -1,5 +1,6 @@
-//! Builds the preloaded runtime (`libmmiotrace_runtime.so`) and embeds it in
-//! the `mmiotrace` binary, so that `mmiotrace record` finds it after
+//! Builds the preloaded runtime (`libmmiotrace_runtime.so`) and the QEMU
+//! plugin of `mmiotrace vm` (`libmmiotrace_qemu_plugin.so`) and embeds both
+//! in the `mmiotrace` binary, so that `record` and `vm` find them after
 //! `cargo build` and after `cargo install` alike, from any directory.
 //!
 //! The runtime is always built optimised and with `panic = "abort"`: it runs
@@ -24,6 +25,8 @@ fn main() {
         println!("cargo:rerun-if-changed={}", watched.display());
     }
     println!("cargo:rerun-if-env-changed=MMIOTRACE_RUNTIME_PREBUILT");
+
+    build_qemu_plugin(&manifest_dir.join("../qemu-plugin/src/lib.rs"), &out_dir);
 
     let embedded = out_dir.join("libmmiotrace_runtime.so");
     if let Some(prebuilt) = env::var_os("MMIOTRACE_RUNTIME_PREBUILT") {
@@ -54,4 +57,24 @@ fn main() {
     assert!(status.success(), "building mmiotrace-runtime failed");
     let built = target_dir.join("release/libmmiotrace_runtime.so");
     std::fs::copy(&built, &embedded).expect("copy the built runtime");
+}
+
+/// The plugin is one file with no dependencies: rustc builds it directly,
+/// quicker than a nested cargo. Its `qemu_plugin_*` imports stay undefined
+/// until QEMU loads it.
+fn build_qemu_plugin(source: &std::path::Path, out_dir: &std::path::Path) {
+    println!("cargo:rerun-if-changed={}", source.display());
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let status = Command::new(rustc)
+        .args(["--edition", "2024", "--crate-type", "cdylib"])
+        .args(["--crate-name", "mmiotrace_qemu_plugin"])
+        .args(["-C", "opt-level=2", "-C", "panic=abort", "-C", "strip=symbols"])
+        .arg(source)
+        .arg("-o")
+        .arg(out_dir.join("libmmiotrace_qemu_plugin.so"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("run rustc to build the QEMU plugin");
+    assert!(status.success(), "building the QEMU plugin failed");
 }

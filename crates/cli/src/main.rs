@@ -26,6 +26,8 @@ enum Command {
     Filter(cmd::filter::Cmd),
     Diff(cmd::diff::Cmd),
     Export(cmd::export::Cmd),
+    Vm(cmd::vm::Cmd),
+    Import(cmd::import::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +40,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             });
         }
+        Command::Vm(cmd) => {
+            return cmd.run().unwrap_or_else(|err| {
+                eprintln!("mmiotrace: error: {err:#}");
+                ExitCode::FAILURE
+            });
+        }
+        Command::Import(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         Command::Convert(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         Command::Decode(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         Command::Stats(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),

@@ -82,6 +82,7 @@ impl DeviceLog {
                         log.parts.get_mut(name).expect("opened above").push(access);
                     }
                 }
+                QemuEvent::Config(_) | QemuEvent::MemPc(_) | QemuEvent::PortPc { .. } => {}
             }
         }
         if let Some(name) = open {

@@ -17,6 +17,17 @@
 //!   an access narrower, wider or less aligned than the model implements
 //!   reaches it as the pieces QEMU splits it into.
 //!
+//! With `-trace 'pci_cfg_*'` it also reads the guest's PCI configuration
+//! accesses, and with `mmiotrace vm`'s TCG plugin (`-plugin … -d plugin`)
+//! the plugin's lines, which carry no prefix:
+//!
+//! ```text
+//! 13151@1796591957.598313:pci_cfg_read e1000 00:04.0 @0x0 -> 0x100e8086
+//! 13151@1796591957.599415:pci_cfg_write e1000 00:04.0 @0x10 <- 0xfebc0000
+//! mmiotrace-mem cpu 2 pc 0xffffffffc01a2b3c addr 0xfebc0008 size 4 r
+//! mmiotrace-pio cpu 0 pc 0xffffffff81a0b2c4
+//! ```
+//!
 //! [`QemuLogReader`] streams the events it knows and skips every other line
 //! (other trace events, QEMU's warnings); a known event that does not parse
 //! is an error naming the line and column.
@@ -69,10 +80,42 @@ impl QemuBar {
     }
 }
 
+/// A read or write of a PCI function's configuration space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuConfig {
+    pub time_us: u64,
+    pub dir: Direction,
+    pub device: String,
+    pub bus: u8,
+    pub slot: u8,
+    pub function: u8,
+    /// Byte offset in configuration space.
+    pub offset: u16,
+    /// The value read or written; the log does not give the access's width.
+    pub value: u32,
+}
+
+/// `mmiotrace-mem`: an instruction on vCPU `cpu` at `pc` just made an
+/// access that reached I/O (the events it caused precede this line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuMemPc {
+    pub cpu: u32,
+    pub pc: u64,
+    /// Guest-physical address of the access as the instruction made it.
+    pub addr: u64,
+    pub size: u8,
+    pub dir: Direction,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QemuEvent {
     Access(QemuAccess),
     Bar(QemuBar),
+    Config(QemuConfig),
+    /// The plugin's line after a memory access that reached I/O.
+    MemPc(QemuMemPc),
+    /// The plugin's line before a port I/O instruction runs on `cpu`.
+    PortPc { cpu: u32, pc: u64 },
 }
 
 /// Streams [`QemuEvent`]s from a QEMU log.
@@ -139,6 +182,20 @@ type ParseError = (usize, String);
 
 /// Parses one line; `Ok(None)` for lines that are not events this reader knows.
 fn parse_line(line: &str) -> Result<Option<QemuEvent>, ParseError> {
+    if let Some(args) = line.strip_prefix("mmiotrace-mem ") {
+        return parse_mem_pc(args, "mmiotrace-mem ".len()).map(Some);
+    }
+    if let Some(args) = line.strip_prefix("mmiotrace-pio ") {
+        let mut fields = Fields {
+            text: args,
+            base: "mmiotrace-pio ".len(),
+            pos: 0,
+        };
+        let cpu = fields.keyword_number("cpu")?;
+        let pc = fields.keyword_hex("pc")?;
+        fields.end()?;
+        return Ok(Some(QemuEvent::PortPc { cpu, pc }));
+    }
     // "PID@SECS.USECS:EVENT ARGS"
     let Some(colon) = line.find(':') else {
         return Ok(None);
@@ -157,6 +214,8 @@ fn parse_line(line: &str) -> Result<Option<QemuEvent>, ParseError> {
         "memory_region_ops_write" => Kind::Access(Direction::Write),
         "pci_update_mappings_add" => Kind::Bar(true),
         "pci_update_mappings_del" => Kind::Bar(false),
+        "pci_cfg_read" => Kind::Config(Direction::Read),
+        "pci_cfg_write" => Kind::Config(Direction::Write),
         _ => return Ok(None),
     };
     let time_us = parse_time(time).ok_or_else(|| {
@@ -201,12 +260,51 @@ fn parse_line(line: &str) -> Result<Option<QemuEvent>, ParseError> {
                 region,
             })
         }
+        Kind::Config(dir) => {
+            // "e1000 00:04.0 @0x10 -> 0xfebc0000" (a write has "<-")
+            let device = fields.word()?;
+            let (bus, slot, function) = fields.bdf()?;
+            let offset = fields.word()?;
+            let offset = offset
+                .1
+                .strip_prefix('@')
+                .and_then(parse_hex)
+                .and_then(|o| u16::try_from(o).ok())
+                .ok_or_else(|| {
+                    (
+                        offset.0,
+                        format!("expected @0xOFFSET, found {:?}", offset.1),
+                    )
+                })?;
+            let arrow = fields.word()?;
+            let want = if dir == Direction::Read { "->" } else { "<-" };
+            if arrow.1 != want {
+                return Err((arrow.0, format!("expected {want:?}, found {:?}", arrow.1)));
+            }
+            let value = fields.word()?;
+            let value = parse_hex(value.1)
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| {
+                    (
+                        value.0,
+                        format!("expected a 32-bit 0x-prefixed value, found {:?}", value.1),
+                    )
+                })?;
+            QemuEvent::Config(QemuConfig {
+                time_us,
+                dir,
+                device: device.1.to_owned(),
+                bus,
+                slot,
+                function,
+                offset,
+                value,
+            })
+        }
         Kind::Bar(added) => {
             // "e1000 00:04.0 0,0xfebc0000+0x20000"
             let device = fields.word()?;
-            let bdf = fields.word()?;
-            let (bus, slot, function) = parse_bdf(bdf.1)
-                .ok_or_else(|| (bdf.0, format!("expected BUS:SLOT.FN, found {:?}", bdf.1)))?;
+            let (bus, slot, function) = fields.bdf()?;
             let place = fields.word()?;
             let (bar, addr, size) = parse_bar_place(place.1).ok_or_else(|| {
                 (
@@ -232,6 +330,42 @@ fn parse_line(line: &str) -> Result<Option<QemuEvent>, ParseError> {
 enum Kind {
     Access(Direction),
     Bar(bool),
+    Config(Direction),
+}
+
+/// `cpu N pc 0xPC addr 0xADDR size N r|w`, the plugin's memory line.
+fn parse_mem_pc(args: &str, base: usize) -> Result<QemuEvent, ParseError> {
+    let mut fields = Fields {
+        text: args,
+        base,
+        pos: 0,
+    };
+    let cpu = fields.keyword_number("cpu")?;
+    let pc = fields.keyword_hex("pc")?;
+    let addr = fields.keyword_hex("addr")?;
+    let size = fields.keyword_value("size")?;
+    let size = match size.1.parse::<u8>() {
+        Ok(s) if s.is_power_of_two() && s <= 64 => s,
+        _ => {
+            return Err((
+                size.0,
+                format!("expected a size of 1 to 64 bytes, found {:?}", size.1),
+            ));
+        }
+    };
+    let dir = match fields.word()? {
+        (_, "r") => Direction::Read,
+        (_, "w") => Direction::Write,
+        (column, other) => return Err((column, format!("expected r or w, found {other:?}"))),
+    };
+    fields.end()?;
+    Ok(QemuEvent::MemPc(QemuMemPc {
+        cpu,
+        pc,
+        addr,
+        size,
+        dir,
+    }))
 }
 
 fn parse_time(text: &str) -> Option<u64> {
@@ -297,6 +431,33 @@ impl<'a> Fields<'a> {
             ));
         }
         self.word()
+    }
+
+    /// `BUS:SLOT.FN`.
+    fn bdf(&mut self) -> Result<(u8, u8, u8), ParseError> {
+        let bdf = self.word()?;
+        parse_bdf(bdf.1).ok_or_else(|| (bdf.0, format!("expected BUS:SLOT.FN, found {:?}", bdf.1)))
+    }
+
+    /// `KEYWORD N`, a decimal number that fits a u32.
+    fn keyword_number(&mut self, keyword: &str) -> Result<u32, ParseError> {
+        let (column, text) = self.keyword_value(keyword)?;
+        text.parse()
+            .map_err(|_| (column, format!("expected a number after {keyword:?}, found {text:?}")))
+    }
+
+    /// Nothing but spaces left.
+    fn end(&self) -> Result<(), ParseError> {
+        let rest = &self.text[self.pos..];
+        let trimmed = rest.trim_start_matches(' ');
+        if trimmed.is_empty() {
+            Ok(())
+        } else {
+            Err((
+                self.base + self.text.len() - trimmed.len(),
+                format!("unexpected {trimmed:?} at the end of the line"),
+            ))
+        }
     }
 
     fn keyword_hex(&mut self, keyword: &str) -> Result<u64, ParseError> {
@@ -376,6 +537,58 @@ mod tests {
             (read.dir, read.value, read.region.as_str()),
             (Direction::Read, 0x140240, "e1000 mmio")
         );
+    }
+
+    #[test]
+    fn reads_config_accesses_and_the_plugin_lines() {
+        let log = "\
+13151@1796591957.598313:pci_cfg_read e1000 00:04.0 @0x0 -> 0x100e8086
+13151@1796591957.599415:pci_cfg_write e1000 00:04.0 @0x10 <- 0xfebc0000
+mmiotrace-mem cpu 2 pc 0xffffffffc01a2b3c addr 0xfebc0008 size 4 r
+mmiotrace-pio cpu 0 pc 0xffffffff81a0b2c4
+";
+        let parsed = events(log).expect("parses");
+        assert_eq!(
+            parsed[0],
+            QemuEvent::Config(QemuConfig {
+                time_us: 1796591957598313,
+                dir: Direction::Read,
+                device: "e1000".into(),
+                bus: 0,
+                slot: 4,
+                function: 0,
+                offset: 0,
+                value: 0x100e8086,
+            })
+        );
+        let QemuEvent::Config(write) = &parsed[1] else {
+            panic!("expected a config write: {:?}", parsed[1]);
+        };
+        assert_eq!((write.dir, write.offset, write.value), (Direction::Write, 0x10, 0xfebc0000));
+        assert_eq!(
+            parsed[2],
+            QemuEvent::MemPc(QemuMemPc {
+                cpu: 2,
+                pc: 0xffffffffc01a2b3c,
+                addr: 0xfebc0008,
+                size: 4,
+                dir: Direction::Read,
+            })
+        );
+        assert_eq!(
+            parsed[3],
+            QemuEvent::PortPc {
+                cpu: 0,
+                pc: 0xffffffff81a0b2c4
+            }
+        );
+        let err = events("mmiotrace-mem cpu 2 pc 0x1 addr 0x2 size 4 x\n").expect_err("r or w");
+        assert_eq!(err.to_string(), "qemu.log:1:44: expected r or w, found \"x\"");
+        let err = events("mmiotrace-pio cpu 0 pc 0x1 extra\n").expect_err("trailing text");
+        assert!(err.to_string().contains("unexpected \"extra\""), "{err}");
+        let err = events("1@1.000001:pci_cfg_write e1000 00:04.0 @0x10 -> 0x1\n")
+            .expect_err("a write's arrow");
+        assert!(err.to_string().contains("expected \"<-\""), "{err}");
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! write the trace of its accesses to traced mappings.
 
 mod devices;
-mod drain;
+pub(crate) mod drain;
 mod follow;
-mod marks;
+pub(crate) mod marks;
 mod patterns;
 mod preflight;
-mod runtime_lib;
+pub(crate) mod runtime_lib;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -281,7 +281,7 @@ impl Drop for ShmFile {
 /// that cannot be written is an error before anything runs) but emptied
 /// only once PROGRAM has started (so that a command that cannot start
 /// leaves the previous trace alone).
-struct TraceOutput {
+pub(crate) struct TraceOutput {
     path: PathBuf,
     /// `None` for standard output.
     file: Option<File>,
@@ -290,7 +290,7 @@ struct TraceOutput {
 }
 
 impl TraceOutput {
-    fn open(path: &Path) -> Result<TraceOutput> {
+    pub(crate) fn open(path: &Path) -> Result<TraceOutput> {
         if path == Path::new("-") {
             return Ok(TraceOutput {
                 path: path.to_owned(),
@@ -317,14 +317,14 @@ impl TraceOutput {
     }
 
     /// PROGRAM could not start: the output is as it was.
-    fn abandon(self) {
+    pub(crate) fn abandon(self) {
         if self.created {
             let _ = std::fs::remove_file(&self.path);
         }
     }
 
     /// PROGRAM started: empties the file and returns the writer.
-    fn start(self, format: Format) -> Result<Sink> {
+    pub(crate) fn start(self, format: Format) -> Result<Sink> {
         let name = sink_name(&self.path);
         let out: Box<dyn Write> = match self.file {
             None => Box::new(std::io::stdout()),
@@ -350,20 +350,20 @@ impl TraceOutput {
 }
 
 /// Where the events go: the trace crate's writer for the chosen format.
-struct Sink {
+pub(crate) struct Sink {
     writer: Box<dyn EventWrite>,
     /// The file's path, or "standard output", for messages.
     name: String,
 }
 
 impl Sink {
-    fn write(&mut self, event: &Event) -> Result<()> {
+    pub(crate) fn write(&mut self, event: &Event) -> Result<()> {
         self.writer
             .write_event(event)
             .with_context(|| format!("cannot write the trace to {}", self.name))
     }
 
-    fn finish(&mut self) -> Result<()> {
+    pub(crate) fn finish(&mut self) -> Result<()> {
         self.writer
             .flush()
             .with_context(|| format!("cannot write the trace to {}", self.name))
@@ -609,7 +609,7 @@ impl Cmd {
 }
 
 /// How messages name the trace: its path, or "standard output" for `-`.
-fn sink_name(path: &Path) -> String {
+pub(crate) fn sink_name(path: &Path) -> String {
     if path == Path::new("-") {
         "standard output".to_owned()
     } else {
@@ -618,7 +618,7 @@ fn sink_name(path: &Path) -> String {
 }
 
 /// PROGRAM's exit status, or 128+N when signal N killed it (as strace does).
-fn exit_code(status: ExitStatus) -> ExitCode {
+pub(crate) fn exit_code(status: ExitStatus) -> ExitCode {
     match (status.code(), status.signal()) {
         (Some(code), _) => ExitCode::from(code as u8),
         (None, Some(signal)) => ExitCode::from((128 + signal) as u8),

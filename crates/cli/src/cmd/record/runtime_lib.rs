@@ -13,9 +13,9 @@ use anyhow::{Context, Result, bail};
 
 static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libmmiotrace_runtime.so"));
 
-/// FNV-1a of the embedded runtime, so that different builds never share a cache file.
-fn embedded_hash() -> u64 {
-    EMBEDDED
+/// FNV-1a of an embedded library, so that different builds never share a cache file.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
         .iter()
         .fold(0xcbf2_9ce4_8422_2325u64, |hash, &byte| {
             (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
@@ -32,6 +32,12 @@ pub fn runtime_path() -> Result<PathBuf> {
         return fs::canonicalize(&path)
             .with_context(|| format!("resolving MMIOTRACE_RUNTIME={}", path.display()));
     }
+    private_cache_file("libmmiotrace_runtime", EMBEDDED)
+}
+
+/// `bytes` as a file in the user's private cache directory, named by `stem`
+/// and a hash of the bytes (written once per build, then reused).
+pub fn private_cache_file(stem: &str, bytes: &[u8]) -> Result<PathBuf> {
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|dir| dir.is_dir())
@@ -51,13 +57,13 @@ pub fn runtime_path() -> Result<PathBuf> {
             dir.display()
         );
     }
-    let path = dir.join(format!("libmmiotrace_runtime-{:016x}.so", embedded_hash()));
-    if fs::metadata(&path).is_ok_and(|m| m.len() == EMBEDDED.len() as u64) {
+    let path = dir.join(format!("{stem}-{:016x}.so", fnv1a(bytes)));
+    if fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
         return Ok(path);
     }
-    let tmp = dir.join(format!(".runtime-{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(".{stem}-{}.tmp", std::process::id()));
     let mut file = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(EMBEDDED)
+    file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, &path).with_context(|| format!("installing {}", path.display()))?;
