@@ -68,7 +68,14 @@ fn build_qemu_plugin(source: &std::path::Path, out_dir: &std::path::Path) {
     let status = Command::new(rustc)
         .args(["--edition", "2024", "--crate-type", "cdylib"])
         .args(["--crate-name", "mmiotrace_qemu_plugin"])
-        .args(["-C", "opt-level=2", "-C", "panic=abort", "-C", "strip=symbols"])
+        .args([
+            "-C",
+            "opt-level=2",
+            "-C",
+            "panic=abort",
+            "-C",
+            "strip=symbols",
+        ])
         .arg(source)
         .arg("-o")
         .arg(out_dir.join("libmmiotrace_qemu_plugin.so"))

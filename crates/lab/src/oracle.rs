@@ -118,6 +118,8 @@ pub struct Trace {
     pub maps: Vec<Map>,
     pub pcidevs: Vec<PciDev>,
     pub marks: Vec<String>,
+    /// Accesses between the MARKs `begin NAME` and `end NAME`, by NAME.
+    pub parts: BTreeMap<String, Vec<Access>>,
     /// Events of kinds a complete trace of these programs never has
     /// (UNKNOWN, LOST), as text.
     pub anomalies: Vec<String>,
@@ -131,9 +133,27 @@ impl Trace {
             .with_fatal_truncation(true);
         let mut reader = TraceReader::new(BufReader::new(file), options)?;
         let mut trace = Trace::default();
+        let mut open: Option<String> = None;
         while let Some(event) = reader.read_ref()? {
             match event {
-                Event::Access(access) => trace.accesses.push(access.clone()),
+                Event::Access(access) => {
+                    if let Some(name) = &open {
+                        trace
+                            .parts
+                            .entry(name.clone())
+                            .or_default()
+                            .push(access.clone());
+                    }
+                    trace.accesses.push(access.clone());
+                }
+                Event::Mark(mark) if mark.text.starts_with("begin ") => {
+                    open = Some(mark.text["begin ".len()..].to_owned());
+                    trace.marks.push(mark.text.clone());
+                }
+                Event::Mark(mark) if mark.text.starts_with("end ") => {
+                    open = None;
+                    trace.marks.push(mark.text.clone());
+                }
                 Event::Map(map) => trace.maps.push(map.clone()),
                 Event::PciDev(dev) => trace.pcidevs.push(dev.clone()),
                 Event::Mark(mark) => trace.marks.push(mark.text.clone()),

@@ -20,8 +20,12 @@
 //!
 //! ```text
 //! mmiotrace-mem cpu 2 pc 0xffffffffc01a2b3c addr 0xfebc0008 size 4 r
+//! mmiotrace-mem cpu 3 pc 0xffffffffc0603c75 addr unknown size 4 w
 //! mmiotrace-pio cpu 0 pc 0xffffffff81a0b2c4
 //! ```
+//!
+//! `addr unknown`: QEMU could not say where the access went (its TLB entry
+//! was flushed during the access, as when the device raised an interrupt).
 //!
 //! The functions below are QEMU's, resolved against the QEMU executable when
 //! it loads the plugin; the declarations follow QEMU's `qemu-plugin.h` for
@@ -155,20 +159,32 @@ extern "C" fn on_memory(vcpu: c_uint, info: MemInfo, vaddr: u64, user: *mut c_vo
     // vCPU's thread; the handle it returns is valid during this callback.
     let (phys, size, store) = unsafe {
         let hwaddr = qemu_plugin_get_hwaddr(info, vaddr);
-        if hwaddr.is_null() || !qemu_plugin_hwaddr_is_io(hwaddr) {
+        // No answer: the access's TLB entry is gone already (the device
+        // raised an interrupt, and that flushed the TLB). It may have been
+        // a device access, so the line goes out without an address.
+        let phys = if hwaddr.is_null() {
+            None
+        } else if qemu_plugin_hwaddr_is_io(hwaddr) {
+            Some(qemu_plugin_hwaddr_phys_addr(hwaddr))
+        } else {
             return;
-        }
+        };
         (
-            qemu_plugin_hwaddr_phys_addr(hwaddr),
+            phys,
             1u32 << qemu_plugin_mem_size_shift(info),
             qemu_plugin_mem_is_store(info),
         )
     };
     let dir = if store { 'w' } else { 'r' };
-    emit(format_args!(
-        "mmiotrace-mem cpu {vcpu} pc {:#x} addr {phys:#x} size {size} {dir}\n",
-        user as usize
-    ));
+    let pc = user as usize;
+    match phys {
+        Some(phys) => emit(format_args!(
+            "mmiotrace-mem cpu {vcpu} pc {pc:#x} addr {phys:#x} size {size} {dir}\n"
+        )),
+        None => emit(format_args!(
+            "mmiotrace-mem cpu {vcpu} pc {pc:#x} addr unknown size {size} {dir}\n"
+        )),
+    }
 }
 
 extern "C" fn on_port_io(vcpu: c_uint, user: *mut c_void) {

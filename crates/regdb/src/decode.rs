@@ -234,6 +234,8 @@ pub struct DecodedAccess<'a> {
     pub width: u8,
     pub map_id: u32,
     pub phys: u64,
+    /// The instruction's address (0: not known).
+    pub pc: u64,
     pub binding: Option<&'a Binding>,
     pub db: Option<&'a Database>,
     /// From the binding's base, or the physical address when unbound.
@@ -572,6 +574,7 @@ impl<'a> Decoder<'a> {
                     width: 0,
                     map_id: u.map_id,
                     phys: u.phys,
+                    pc: u.pc,
                     repeat: None,
                 };
                 self.emit(sink, binding, what)
@@ -586,6 +589,7 @@ impl<'a> Decoder<'a> {
                     width: r.value.width(),
                     map_id: r.map_id,
                     phys: r.phys,
+                    pc: r.pc,
                     repeat: Some(r),
                 };
                 self.emit(sink, binding, what)
@@ -654,6 +658,7 @@ impl<'a> Decoder<'a> {
             width: a.width(),
             map_id: a.map_id,
             phys: a.phys,
+            pc: a.pc,
             repeat: None,
         };
         self.emit(sink, binding, what)
@@ -699,6 +704,7 @@ impl<'a> Decoder<'a> {
             width,
             map_id,
             phys,
+            pc,
             repeat,
         } = what;
         let write = dir == Some(Direction::Write);
@@ -731,6 +737,7 @@ impl<'a> Decoder<'a> {
             width,
             map_id,
             phys,
+            pc,
             binding,
             db: binding.map(|b| &self.dbs[b.db]),
             offset,
@@ -749,5 +756,6 @@ struct Emit<'e> {
     width: u8,
     map_id: u32,
     phys: u64,
+    pc: u64,
     repeat: Option<&'e Repeat>,
 }

@@ -18,10 +18,16 @@
 //! `time MAP …`, `time UNMAP id`, `time MARK text`, `LOST n events`,
 //! `PCIDEV bus:dev.fn vendor:device driver`, and `time VARIANT …` when the
 //! decoder learns the chipset from the trace.
+//!
+//! With a symbol list ([`TextWriter::with_symbols`]), each access line ends
+//! with `@ FUNCTION+0xOFFSET [MODULE]` (or `@ 0xPC` where the list does not
+//! describe the pc; nothing where the pc is 0, not known), and the JSON
+//! objects get `pc` and `function`.
 
 use std::io::{self, Write};
 use std::sync::Arc;
 
+use mmiotrace_trace::symbols::Symbols;
 use mmiotrace_trace::{Direction, Event, Map, Timestamp};
 
 use crate::decode::{Binding, DecodeSink, DecodedAccess, FastMap};
@@ -176,6 +182,7 @@ pub struct TextWriter<W: Write> {
     out: W,
     line: Vec<u8>,
     tails: TailCache,
+    symbols: Option<Arc<Symbols>>,
 }
 
 impl<W: Write> TextWriter<W> {
@@ -184,7 +191,14 @@ impl<W: Write> TextWriter<W> {
             out,
             line: Vec::with_capacity(BATCH + 4096),
             tails: TailCache::default(),
+            symbols: None,
         }
+    }
+
+    /// Names each access's pc with `symbols`.
+    pub fn with_symbols(mut self, symbols: Arc<Symbols>) -> Self {
+        self.symbols = Some(symbols);
+        self
     }
 
     /// Writes out what is buffered and returns the output.
@@ -368,6 +382,18 @@ impl<W: Write> DecodeSink for TextWriter<W> {
             }
             line.push(b')');
         }
+        if let Some(symbols) = &self.symbols
+            && a.pc != 0
+        {
+            line.extend_from_slice(b" @ ");
+            match symbols.lookup(a.pc) {
+                Some(at) => {
+                    use std::io::Write as _;
+                    let _ = write!(line, "{at}");
+                }
+                None => push_hex(line, a.pc, 1),
+            }
+        }
         self.finish_line()
     }
 
@@ -481,6 +507,7 @@ pub struct JsonWriter<W: Write> {
     out: W,
     line: Vec<u8>,
     tails: TailCache,
+    symbols: Option<Arc<Symbols>>,
 }
 
 impl<W: Write> JsonWriter<W> {
@@ -489,7 +516,14 @@ impl<W: Write> JsonWriter<W> {
             out,
             line: Vec::with_capacity(BATCH + 4096),
             tails: TailCache::default(),
+            symbols: None,
         }
+    }
+
+    /// Adds each access's `pc` and `function` from `symbols`.
+    pub fn with_symbols(mut self, symbols: Arc<Symbols>) -> Self {
+        self.symbols = Some(symbols);
+        self
     }
 
     /// Writes out what is buffered and returns the output.
@@ -645,6 +679,15 @@ impl<W: Write> DecodeSink for JsonWriter<W> {
         push_dec(line, a.map_id.into());
         push_key(line, "phys");
         push_hex_str(line, a.phys);
+        if let Some(symbols) = &self.symbols {
+            push_key(line, "pc");
+            push_hex_str(line, a.pc);
+            push_key(line, "function");
+            match symbols.lookup(a.pc).filter(|_| a.pc != 0) {
+                Some(at) => push_json_str(line, &at.to_string()),
+                None => line.extend_from_slice(b"null"),
+            }
+        }
         // From here on, everything follows from the register, the value and
         // the width: the part that the tail cache keeps.
         let render = |line: &mut Vec<u8>| {

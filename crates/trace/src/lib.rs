@@ -6,6 +6,7 @@
 //! - JSON lines, write-only: [`JsonLinesWriter`].
 //! - [`TraceReader`] detects text or binary from the first bytes.
 //! - QEMU's log of device accesses, read-only: [`qemu_log::QemuLogReader`].
+//! - Kernel symbol lists, to name a pc: [`symbols::Symbols`].
 //!
 //! The byte-level definitions of all three are in docs/FORMAT.md.
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod jsonl;
 mod num;
 pub mod qemu_log;
 pub mod rwmmio;
+pub mod symbols;
 pub mod text_reader;
 pub mod text_writer;
 

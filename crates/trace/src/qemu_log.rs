@@ -101,8 +101,9 @@ pub struct QemuConfig {
 pub struct QemuMemPc {
     pub cpu: u32,
     pub pc: u64,
-    /// Guest-physical address of the access as the instruction made it.
-    pub addr: u64,
+    /// Guest-physical address of the access as the instruction made it;
+    /// `None` when QEMU could not tell (`addr unknown`).
+    pub addr: Option<u64>,
     pub size: u8,
     pub dir: Direction,
 }
@@ -115,7 +116,10 @@ pub enum QemuEvent {
     /// The plugin's line after a memory access that reached I/O.
     MemPc(QemuMemPc),
     /// The plugin's line before a port I/O instruction runs on `cpu`.
-    PortPc { cpu: u32, pc: u64 },
+    PortPc {
+        cpu: u32,
+        pc: u64,
+    },
 }
 
 /// Streams [`QemuEvent`]s from a QEMU log.
@@ -342,7 +346,15 @@ fn parse_mem_pc(args: &str, base: usize) -> Result<QemuEvent, ParseError> {
     };
     let cpu = fields.keyword_number("cpu")?;
     let pc = fields.keyword_hex("pc")?;
-    let addr = fields.keyword_hex("addr")?;
+    let addr = match fields.keyword_value("addr")? {
+        (_, "unknown") => None,
+        (column, text) => Some(parse_hex(text).ok_or_else(|| {
+            (
+                column,
+                format!("expected a 0x-prefixed hex addr or \"unknown\", found {text:?}"),
+            )
+        })?),
+    };
     let size = fields.keyword_value("size")?;
     let size = match size.1.parse::<u8>() {
         Ok(s) if s.is_power_of_two() && s <= 64 => s,
@@ -442,8 +454,12 @@ impl<'a> Fields<'a> {
     /// `KEYWORD N`, a decimal number that fits a u32.
     fn keyword_number(&mut self, keyword: &str) -> Result<u32, ParseError> {
         let (column, text) = self.keyword_value(keyword)?;
-        text.parse()
-            .map_err(|_| (column, format!("expected a number after {keyword:?}, found {text:?}")))
+        text.parse().map_err(|_| {
+            (
+                column,
+                format!("expected a number after {keyword:?}, found {text:?}"),
+            )
+        })
     }
 
     /// Nothing but spaces left.
@@ -564,13 +580,16 @@ mmiotrace-pio cpu 0 pc 0xffffffff81a0b2c4
         let QemuEvent::Config(write) = &parsed[1] else {
             panic!("expected a config write: {:?}", parsed[1]);
         };
-        assert_eq!((write.dir, write.offset, write.value), (Direction::Write, 0x10, 0xfebc0000));
+        assert_eq!(
+            (write.dir, write.offset, write.value),
+            (Direction::Write, 0x10, 0xfebc0000)
+        );
         assert_eq!(
             parsed[2],
             QemuEvent::MemPc(QemuMemPc {
                 cpu: 2,
                 pc: 0xffffffffc01a2b3c,
-                addr: 0xfebc0008,
+                addr: Some(0xfebc0008),
                 size: 4,
                 dir: Direction::Read,
             })
@@ -582,8 +601,13 @@ mmiotrace-pio cpu 0 pc 0xffffffff81a0b2c4
                 pc: 0xffffffff81a0b2c4
             }
         );
+        let unknown = events("mmiotrace-mem cpu 3 pc 0x5 addr unknown size 4 w\n").expect("parses");
+        assert!(matches!(&unknown[0], QemuEvent::MemPc(m) if m.addr.is_none() && m.pc == 5));
         let err = events("mmiotrace-mem cpu 2 pc 0x1 addr 0x2 size 4 x\n").expect_err("r or w");
-        assert_eq!(err.to_string(), "qemu.log:1:44: expected r or w, found \"x\"");
+        assert_eq!(
+            err.to_string(),
+            "qemu.log:1:44: expected r or w, found \"x\""
+        );
         let err = events("mmiotrace-pio cpu 0 pc 0x1 extra\n").expect_err("trailing text");
         assert!(err.to_string().contains("unexpected \"extra\""), "{err}");
         let err = events("1@1.000001:pci_cfg_write e1000 00:04.0 @0x10 -> 0x1\n")

@@ -55,6 +55,7 @@ use super::regs::RegsArgs;
 ///   mmiotrace decode gpu.trace --regs rnndb/nv_mmio.xml --chipset GK104
 ///   mmiotrace decode nic.trace --regs nic.toml --device '/dev/shm/nic-*=nic.toml'
 ///   mmiotrace decode ftrace.txt --regs soc.svd --device 0xffffc90000010000+0x1000=soc.svd
+///   mmiotrace decode vm.trace --regs e1000.toml --symbols kallsyms
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct Cmd {
@@ -78,6 +79,12 @@ pub struct Cmd {
     /// Treat a cut-off last line or record as an error.
     #[arg(long)]
     strict: bool,
+
+    /// Name each access's pc with these code symbols: a System.map, or a
+    /// copy of /proc/kallsyms (taken as root, so that it has addresses;
+    /// module symbols included). Lines end with `@ FUNCTION+0xOFFSET`.
+    #[arg(long, value_name = "FILE")]
+    symbols: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -121,10 +128,17 @@ impl Cmd {
             Input::Trace(TraceReader::new(reader, read_options)?)
         };
 
+        let symbols = self
+            .symbols
+            .as_deref()
+            .map(super::symbols::load)
+            .transpose()?;
         let (out, out_name, out_file) = create_output(&self.output)?;
-        let mut sink: Box<dyn DecodeSinkFlush> = match self.format {
-            DecodeFormat::Text => Box::new(TextWriter::new(out)),
-            DecodeFormat::Jsonl => Box::new(JsonWriter::new(out)),
+        let mut sink: Box<dyn DecodeSinkFlush> = match (self.format, symbols) {
+            (DecodeFormat::Text, None) => Box::new(TextWriter::new(out)),
+            (DecodeFormat::Text, Some(s)) => Box::new(TextWriter::new(out).with_symbols(s)),
+            (DecodeFormat::Jsonl, None) => Box::new(JsonWriter::new(out)),
+            (DecodeFormat::Jsonl, Some(s)) => Box::new(JsonWriter::new(out).with_symbols(s)),
         };
         let write_err = || format!("cannot write to {out_name}");
         match &mut input {

@@ -12,4 +12,5 @@ pub mod polling;
 pub mod record;
 pub mod regs;
 pub mod stats;
+pub mod symbols;
 pub mod vm;

@@ -62,6 +62,12 @@ pub struct Cmd {
     #[arg(long)]
     strict: bool,
 
+    /// Add the functions that made the accesses, naming each pc with these
+    /// code symbols (a System.map, or a copy of /proc/kallsyms taken as
+    /// root, as for `mmiotrace vm` traces).
+    #[arg(long, value_name = "FILE")]
+    symbols: Option<PathBuf>,
+
     #[command(flatten)]
     regs: RegsArgs,
 }
@@ -443,6 +449,12 @@ impl Cmd {
         let mut reader = TraceReader::new(input, options)?;
         let format = reader.format();
         let registers = self.regs.load()?;
+        let symbols = self
+            .symbols
+            .as_deref()
+            .map(super::symbols::load)
+            .transpose()?;
+        let mut code = super::symbols::CodeTally::default();
         let mut namer = namer(registers.as_ref())?;
         let mut stats = Stats::default();
         stats.loops.keep = self.top;
@@ -460,6 +472,9 @@ impl Cmd {
         while let Some(event) = reader.read_ref()? {
             let name = namer.as_mut().and_then(|n| n.name(event));
             stats.add(event, self.max_registers, name);
+            if symbols.is_some() {
+                code.add(event);
+            }
             let _ = folder.push(event, &mut offer);
         }
         let _ = folder.finish(&mut offer);
@@ -468,7 +483,11 @@ impl Cmd {
             eprintln!("mmiotrace: warning: {t}");
             stats.truncated = Some(t.to_string());
         }
-        let report = self.report(&name, format, &stats, namer.is_some());
+        let mut report = self.report(&name, format, &stats, namer.is_some());
+        if let Some(symbols) = &symbols {
+            // Writing to a String cannot fail.
+            let _ = code.write(&mut report, symbols, self.top);
+        }
         let mut stdout = std::io::stdout().lock();
         stdout
             .write_all(report.as_bytes())

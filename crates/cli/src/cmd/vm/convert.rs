@@ -12,8 +12,10 @@
 //! - Bytes written to QEMU's `isa-debugcon` port, up to a newline, are a
 //!   `MARK`.
 //! - The plugin's lines give accesses their pc: a memory access gets the pc
-//!   of the `mmiotrace-mem` line that follows its events on the same vCPU;
-//!   a port access the pc of the `mmiotrace-pio` line before it.
+//!   of the next `mmiotrace-mem` line of the same vCPU if that line covers
+//!   its address (or names none); events of other regions may come between
+//!   (the device raising an interrupt during the access). A port access
+//!   gets the pc of the `mmiotrace-pio` line before it.
 //!
 //! The device's view is kept as QEMU logged it: an access narrower, wider
 //! or less aligned than the model implements is in the trace as the pieces
@@ -35,10 +37,6 @@ pub const DEBUGCON_REGION: &str = "isa-debugcon";
 
 /// The pid field of an access no vCPU made (QEMU's cpu -1: DMA, a timer).
 pub const NO_VCPU: u32 = u32::MAX;
-
-/// Pieces of one instruction's access lie within this many bytes of each
-/// other (a 64-byte vector access split into 8-byte pieces).
-const PIECE_SPAN: u64 = 64;
 
 /// Which PCI functions to trace: QEMU's device type (a glob, e.g. `e1000`,
 /// `nvme`, `vfio-pci`) or a PCI address (`00:04.0` or `0000:00:04.0`).
@@ -143,9 +141,6 @@ struct Vcpu {
     /// Memory accesses of the instruction now running, until its
     /// `mmiotrace-mem` line.
     waiting: Vec<Waiting>,
-    /// Whether `waiting` holds events of any region, traced or not (an
-    /// untraced access is not kept, but the next line still pairs with it).
-    open: Option<(String, u64)>,
     /// The pc of the port I/O instruction now running.
     port_pc: Option<u64>,
     /// Bytes written to the debug port, up to a newline.
@@ -282,11 +277,16 @@ impl Converter {
             }
             2 => function.device_id = Some(value as u16),
             0x3c => function.irq = value & 0xff,
-            0x10..=0x27 if config.offset % 4 == 0 => {
+            // Reads only: the type bits are read-only, and what the guest
+            // writes (an address, all ones to size the BAR) need not hold them.
+            0x10..=0x27 if config.offset % 4 == 0 && config.dir == Direction::Read => {
                 let bar = usize::from((config.offset - 0x10) / 4);
                 // Bit 0 tells a port BAR; a memory BAR's type is bits 1-3.
-                function.bar_flags[bar] =
-                    Some(if value & 1 != 0 { 1 } else { (value & 0xf) as u8 });
+                function.bar_flags[bar] = Some(if value & 1 != 0 {
+                    1
+                } else {
+                    (value & 0xf) as u8
+                });
             }
             _ => {}
         }
@@ -422,24 +422,12 @@ impl Converter {
             }
             return Ok(());
         }
-        // Another instruction's access on this vCPU: the last one's
-        // pieces get no plugin line any more.
-        let continues = self.vcpus.get(&access.cpu).is_some_and(|v| {
-            v.open.as_ref().is_some_and(|(region, first)| {
-                *region == access.region && access.addr.abs_diff(*first) < PIECE_SPAN
-            })
-        });
-        if !continues {
-            self.flush(access.cpu, None, out)?;
-        }
         let Some(placed) = self.bar_of(access.addr, access.size).cloned() else {
             self.counts.skipped += 1;
-            self.open(&access, continues);
             return Ok(());
         };
         if !placed.selected {
             self.counts.skipped += 1;
-            self.open(&access, continues);
             return Ok(());
         }
         if placed.port {
@@ -453,7 +441,6 @@ impl Converter {
         if access.cpu < 0 {
             return self.write_access(&access, placed.map_id, None, out);
         }
-        self.open(&access, continues);
         let map_id = placed.map_id;
         self.vcpus
             .entry(access.cpu)
@@ -463,15 +450,11 @@ impl Converter {
         Ok(())
     }
 
-    /// Notes that `access` belongs to the instruction now running on its vCPU.
-    fn open(&mut self, access: &QemuAccess, continues: bool) {
-        if access.cpu < 0 || continues {
-            return;
-        }
-        self.vcpus.entry(access.cpu).or_default().open = Some((access.region.clone(), access.addr));
-    }
-
-    fn mem_pc(&mut self, line: &QemuMemPc, out: &mut impl FnMut(&Event) -> Result<()>) -> Result<()> {
+    fn mem_pc(
+        &mut self,
+        line: &QemuMemPc,
+        out: &mut impl FnMut(&Event) -> Result<()>,
+    ) -> Result<()> {
         let cpu = i32::try_from(line.cpu).unwrap_or(i32::MAX);
         self.flush(cpu, Some(line), out)?;
         self.vcpus.entry(cpu).or_default().port_pc = None;
@@ -489,17 +472,20 @@ impl Converter {
         let Some(vcpu) = self.vcpus.get_mut(&cpu) else {
             return Ok(());
         };
-        vcpu.open = None;
         if vcpu.waiting.is_empty() {
             return Ok(());
         }
         let waiting = std::mem::take(&mut vcpu.waiting);
         for Waiting { access, map_id } in &waiting {
+            // The line's pc is this access's if the line covers it, or
+            // says nothing of where its access went.
             let pc = line
                 .filter(|l| {
-                    let end = l.addr.saturating_add(u64::from(l.size));
-                    access.addr < end
-                        && l.addr < access.addr.saturating_add(u64::from(access.size))
+                    l.addr.is_none_or(|addr| {
+                        let end = addr.saturating_add(u64::from(l.size));
+                        access.addr < end
+                            && addr < access.addr.saturating_add(u64::from(access.size))
+                    })
                 })
                 .map(|l| l.pc);
             self.write_access(access, *map_id, pc, out)?;
@@ -566,7 +552,9 @@ mod tests {
             Ok(())
         };
         for event in QemuLogReader::new(log.as_bytes(), "qemu.log") {
-            converter.push(event.expect("parses"), &mut out).expect("converts");
+            converter
+                .push(event.expect("parses"), &mut out)
+                .expect("converts");
         }
         converter.finish(&mut out).expect("finishes");
         (events, converter.counts)
@@ -595,6 +583,9 @@ mmiotrace-mem cpu 1 pc 0xffffffff8200 addr 0xfebe1000 size 4 w
 1@100.000062:memory_region_ops_write cpu 2 mr 0x4 addr 0xe9 value 0x69 size 1 name 'isa-debugcon'
 1@100.000063:memory_region_ops_write cpu 2 mr 0x4 addr 0xe9 value 0xa size 1 name 'isa-debugcon'
 1@100.000070:memory_region_ops_read cpu -1 mr 0x1 addr 0xfebc00c0 value 0x0 size 4 name 'e1000-mmio'
+1@100.000071:memory_region_ops_write cpu 3 mr 0x1 addr 0xfebc3818 value 0x1 size 4 name 'e1000-mmio'
+1@100.000072:memory_region_ops_write cpu 3 mr 0x5 addr 0xfee002b0 value 0x8014 size 4 name 'vtd-ir'
+mmiotrace-mem cpu 3 pc 0xffffffffc0603c75 addr unknown size 4 w
 1@100.000080:pci_update_mappings_del e1000 00:04.0 0,0xfebc0000+0x20000
 ";
 
@@ -614,14 +605,22 @@ mmiotrace-mem cpu 1 pc 0xffffffff8200 addr 0xfebe1000 size 4 w
         let Event::PciDev(dev) = &events[0] else {
             panic!("expected PCIDEV first: {:?}", events[0]);
         };
-        assert_eq!((dev.vendor, dev.device, dev.irq, dev.devfn), (0x8086, 0x100e, 0xb, 0x20));
+        assert_eq!(
+            (dev.vendor, dev.device, dev.irq, dev.devfn),
+            (0x8086, 0x100e, 0xb, 0x20)
+        );
         assert_eq!((dev.bar_start[0], dev.bar_size[0]), (0xfebc0000, 0x20000));
         let Event::Map(map) = &events[1] else {
             panic!("expected MAP: {:?}", events[1]);
         };
         assert_eq!(
             (map.map_id, map.phys, map.len, map.path.as_deref()),
-            (1, 0xfebc0000, 0x20000, Some("/sys/bus/pci/devices/0000:00:04.0/resource0"))
+            (
+                1,
+                0xfebc0000,
+                0x20000,
+                Some("/sys/bus/pci/devices/0000:00:04.0/resource0")
+            )
         );
         assert_eq!(
             accesses(&events),
@@ -633,6 +632,9 @@ mmiotrace-mem cpu 1 pc 0xffffffff8200 addr 0xfebe1000 size 4 w
                 // The plugin's line is for another address: no pc.
                 (1, 0xfebe0014, 0x460001, 0),
                 (NO_VCPU, 0xfebc00c0, 0, 0),
+                // The device's interrupt (vtd-ir) came between the access and
+                // the plugin's line, which could not name the address.
+                (3, 0xfebc3818, 1, 0xffffffffc0603c75),
             ]
         );
         let marks: Vec<&str> = events
@@ -644,8 +646,8 @@ mmiotrace-mem cpu 1 pc 0xffffffff8200 addr 0xfebe1000 size 4 w
             .collect();
         assert_eq!(marks, ["hi"]);
         assert!(matches!(events.last(), Some(Event::Unmap(u)) if u.map_id == 1));
-        assert_eq!((counts.with_pc, counts.without_pc), (3, 2));
-        assert_eq!((counts.skipped, counts.port_skipped), (1, 1));
+        assert_eq!((counts.with_pc, counts.without_pc), (4, 2));
+        assert_eq!((counts.skipped, counts.port_skipped), (2, 1));
         // Every access has a gap-free sequence number, in trace order.
         let seqs: Vec<u64> = events.iter().filter_map(|e| e.ext()?.seq).collect();
         assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
@@ -655,8 +657,14 @@ mmiotrace-mem cpu 1 pc 0xffffffff8200 addr 0xfebe1000 size 4 w
     fn port_io_and_device_filters() {
         let (events, _) = convert(LOG, &["e1000"], true);
         let got = accesses(&events);
-        assert!(got.contains(&(3, 0xc004, 0x4140240, 0xffffffffc0605a49)), "{got:x?}");
-        assert!(!got.iter().any(|a| a.1 == 0xfebe0014), "nvme filtered out: {got:x?}");
+        assert!(
+            got.contains(&(3, 0xc004, 0x4140240, 0xffffffffc0605a49)),
+            "{got:x?}"
+        );
+        assert!(
+            !got.iter().any(|a| a.1 == 0xfebe0014),
+            "nvme filtered out: {got:x?}"
+        );
         let port_dev = events.iter().find_map(|e| match e {
             Event::PciDev(d) if d.bar_size[1] != 0 => Some(d.clone()),
             _ => None,

@@ -313,9 +313,8 @@ impl Cmd {
                 if let Some(marks) = &marks {
                     marks.remove_if_created();
                 }
-                return Err(err).with_context(|| {
-                    format!("cannot run {}", Path::new(program).display())
-                });
+                return Err(err)
+                    .with_context(|| format!("cannot run {}", Path::new(program).display()));
             }
         };
         QEMU_PID.store(child.id() as i32, Ordering::Relaxed);
@@ -447,7 +446,10 @@ impl Writing {
 
 fn print_summary(counts: &Counts, state: &Writing, cmd: &Cmd, status: ExitStatus) {
     let mut err = std::io::stderr().lock();
-    let ended = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+    let ended = match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(signal)) => format!("was killed by signal {signal}"),
         _ => "ended".to_owned(),
