@@ -1,11 +1,11 @@
 //! Code symbols, to name the instruction at a trace's pc: `e1000_probe+0x1c`.
 //!
 //! Reads the `nm`-style lists the kernel publishes, `System.map` and
-//! `/proc/kallsyms` (which adds each module symbol's `[module]`):
+//! `/proc/kallsyms` (which adds each module symbol's `[module]` after a tab):
 //!
 //! ```text
 //! ffffffff81000000 T _stext
-//! ffffffffc0605e40 t e1000_read_phy_reg	[e1000]
+//! ffffffffc0605e40 t e1000_read_phy_reg  [e1000]
 //! ```
 //!
 //! Only code symbols count (types `t`, `T`, `w`, `W`); a pc belongs to the
@@ -140,7 +140,7 @@ impl Symbols {
         // Past the last symbol, nothing says where its code ends.
         self.symbols.get(i)?;
         let offset = pc - symbol.addr;
-        (offset < MAX_OFFSET).then(|| SymbolAt {
+        (offset < MAX_OFFSET).then_some(SymbolAt {
             name: &symbol.name,
             module: symbol.module.as_deref(),
             offset,
