@@ -1,8 +1,8 @@
 //! The kernel's design, for comparison only: `mmiotrace record --mode
 //! single-step` (`MMIOTRACE_MODE=single-step`).
 //!
-//! This reproduces Linux kmmio (DESIGN §2, arch/x86/mm/kmmio.c and
-//! mmio-mod.c) in user space, so that the benchmark can measure it next to
+//! This reproduces Linux kmmio (arch/x86/mm/kmmio.c and mmio-mod.c; see
+//! docs/ARCHITECTURE.md, "Comparison mode") in user space, so that the benchmark can measure it next to
 //! mmiotrace's own alias design on the same machine:
 //!
 //! 1. A fault on an armed page ([`on_fault`], the kernel's
@@ -45,14 +45,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use mmiotrace_shm::{Record, Shm, kind};
 
+use crate::context::{self, Fetched, TF};
 use crate::emulate::{self, Direction, RegisterAccess};
 use crate::msg::Msg;
 use crate::ranges::{self, Held};
-use crate::signals::{self, Fetched};
-use crate::{runtime, sys, threads};
+use crate::state::{self, MAX_SLOTS};
+use crate::{config, log, sys, threads};
 
 const PAGE: u64 = 4096;
-const TF: u64 = 1 << 8;
 
 /// Consecutive recursive hits after which one access is given up as a
 /// genuine fault (an access the page's protection forbids faults again
@@ -104,18 +104,12 @@ impl Context {
     }
 }
 
-static CONTEXTS: [Context; threads::MAX_SLOTS] = [const { Context::new() }; threads::MAX_SLOTS];
+static CONTEXTS: [Context; MAX_SLOTS] = [const { Context::new() }; MAX_SLOTS];
 
-/// Reads `MMIOTRACE_MODE` once, at initialisation (outside any handler).
+/// Turns the mode on if `MMIOTRACE_MODE` asks for it. Called once, at
+/// initialisation (outside any handler).
 pub fn init() {
-    // SAFETY: a NUL-terminated name; getenv returns null or a pointer
-    // into the environment, which is not modified while libraries load.
-    let value = unsafe { libc::getenv(c"MMIOTRACE_MODE".as_ptr()) };
-    if value.is_null() {
-        return;
-    }
-    // SAFETY: getenv returned a NUL-terminated string.
-    if unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes() != b"single-step" {
+    if !config::single_step_mode() {
         return;
     }
     ENABLED.store(true, Ordering::Release);
@@ -138,7 +132,7 @@ extern "C" fn report_at_exit() {
         .text(" accesses single-stepped, ")
         .dec(RECURSIVE_HITS.load(Ordering::Relaxed))
         .text(" recursive probe hits");
-    runtime::mark(msg.as_bytes());
+    log::mark(msg.as_bytes());
     if RECURSIVE_HITS.load(Ordering::Relaxed) > 0 {
         msg.emit();
     }
@@ -193,8 +187,8 @@ pub fn on_fault(fault_addr: u64, held: Held, shm: &Shm, uc: &mut libc::ucontext_
         set_protection(page, prot);
         return true;
     }
-    let mut regs = signals::read_regs(uc);
-    let Some(fetched) = signals::fetch(regs.rip) else {
+    let mut regs = context::read_regs(uc);
+    let Some(fetched) = context::fetch(regs.rip) else {
         return false;
     };
     let access = emulate::register_access(&fetched.insn);
@@ -234,18 +228,18 @@ pub fn on_fault(fault_addr: u64, held: Held, shm: &Shm, uc: &mut libc::ucontext_
         .store(held.into_index() as u32 + 1, Ordering::Relaxed);
     context.active.store(true, Ordering::Relaxed);
     regs.rflags |= TF;
-    signals::write_regs(uc, &regs);
+    context::write_regs(uc, &regs);
     set_protection(page, prot);
     true
 }
 
 /// Gives up on the current step: the fault is treated as the program's own.
 fn abandon(context: &Context, uc: &mut libc::ucontext_t) {
-    let mut regs = signals::read_regs(uc);
+    let mut regs = context::read_regs(uc);
     if !context.program_tf.load(Ordering::Relaxed) {
         regs.rflags &= !TF;
     }
-    signals::write_regs(uc, &regs);
+    context::write_regs(uc, &regs);
     finish(context);
     Msg::new()
         .text("single-step mode: giving up on the access at ")
@@ -277,16 +271,16 @@ pub fn on_trap(uc: &mut libc::ucontext_t) -> Option<bool> {
     if !enabled() {
         return None;
     }
-    let shm = runtime::shm()?;
+    let shm = state::shm()?;
     let slot = threads::my_slot(&shm)?;
     let context = CONTEXTS.get(slot)?;
     if !context.active.load(Ordering::Relaxed) {
         return None;
     }
-    let mut regs = signals::read_regs(uc);
+    let mut regs = context::read_regs(uc);
     let pc = context.pc.load(Ordering::Relaxed);
     // Decoded again, as mmio-mod's post() does, for the destination register.
-    let fetched = signals::fetch(pc);
+    let fetched = context::fetch(pc);
     let access = fetched
         .as_ref()
         .and_then(|f| emulate::register_access(&f.insn));
@@ -324,13 +318,13 @@ pub fn on_trap(uc: &mut libc::ucontext_t) -> Option<bool> {
             (record.aux, record.width) = fetched.as_ref().map_or((0, 0), Fetched::head);
         }
     }
-    crate::runtime::push(&shm, me.slot, record, &[]);
+    log::push(&shm, me.slot, record, &[]);
     STEPS.fetch_add(1, Ordering::Relaxed);
     let program_tf = context.program_tf.load(Ordering::Relaxed);
     finish(context);
     if !program_tf {
         regs.rflags &= !TF;
-        signals::write_regs(uc, &regs);
+        context::write_regs(uc, &regs);
     }
     Some(program_tf)
 }
