@@ -46,7 +46,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use mmiotrace_shm::{Record, Shm, kind};
 
 use crate::context::{self, Fetched, TF};
-use crate::emulate::{self, Direction, RegisterAccess};
+use iced_x86::{Instruction, Register};
+
+use crate::emulate::{Direction, Plan, Source, StringOp, plan};
 use crate::msg::Msg;
 use crate::ranges::{self, Held};
 use crate::state::{self, MAX_SLOTS};
@@ -191,7 +193,7 @@ pub fn on_fault(fault_addr: u64, held: Held, shm: &Shm, uc: &mut libc::ucontext_
     let Some(fetched) = context::fetch(regs.rip) else {
         return false;
     };
-    let access = emulate::register_access(&fetched.insn);
+    let access = register_access(&fetched.insn);
     if prot & needed_protection(access) == 0 {
         return false;
     }
@@ -281,9 +283,7 @@ pub fn on_trap(uc: &mut libc::ucontext_t) -> Option<bool> {
     let pc = context.pc.load(Ordering::Relaxed);
     // Decoded again, as mmio-mod's post() does, for the destination register.
     let fetched = context::fetch(pc);
-    let access = fetched
-        .as_ref()
-        .and_then(|f| emulate::register_access(&f.insn));
+    let access = fetched.as_ref().and_then(|f| register_access(&f.insn));
     let me = threads::me(&shm);
     let mut record = Record {
         map_id: context.map_id.load(Ordering::Relaxed),
@@ -327,4 +327,112 @@ pub fn on_trap(uc: &mut libc::ucontext_t) -> Option<bool> {
         context::write_regs(uc, &regs);
     }
     Some(program_tf)
+}
+
+/// The one access of a MOV-family instruction (or `stos`), described the
+/// way the kernel's mmiotrace describes it (arch/x86/mm/pf_in.c): width,
+/// direction, and the register the value is loaded into or stored from.
+/// For a tracer that lets the CPU perform the access itself and then
+/// reads the value from that register: the single-step comparison mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisterAccess {
+    pub direction: Direction,
+    pub width: u8,
+    /// `None` for a store of an immediate.
+    pub register: Option<Register>,
+    /// The stored immediate, masked to `width` (0 when `register` is set).
+    pub immediate: u64,
+}
+
+/// What [`crate::emulate::emulate`] would do with `insn`, as one [`RegisterAccess`];
+/// `None` for the forms that are not one register-to-memory move (`movs`,
+/// `lods`, and everything the emulator does not know: the kernel's
+/// "OTHERS", logged as UNKNOWN).
+pub fn register_access(insn: &Instruction) -> Option<RegisterAccess> {
+    let access = |direction, width, register, immediate| RegisterAccess {
+        direction,
+        width,
+        register,
+        immediate,
+    };
+    match plan(insn)? {
+        Plan::Load { width, dest, .. } => Some(access(Direction::Read, width, Some(dest), 0)),
+        Plan::Store {
+            width,
+            source: Source::Register(reg),
+        } => Some(access(Direction::Write, width, Some(reg), 0)),
+        Plan::Store {
+            width,
+            source: Source::Immediate(value),
+        } => Some(access(
+            Direction::Write,
+            width,
+            None,
+            value & width_mask(width),
+        )),
+        Plan::String {
+            op: StringOp::Stos(reg),
+            width,
+            ..
+        } => Some(access(Direction::Write, width, Some(reg), 0)),
+        // movs, lods and the forms with no single register operand.
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulate::tests::decode;
+
+    #[test]
+    fn register_access_names_the_register_the_kernel_reads_the_value_from() {
+        let cases: [(&[u8], Option<RegisterAccess>); 5] = [
+            // movzx ecx, word [rbx]
+            (
+                &[0x0f, 0xb7, 0x0b],
+                Some(RegisterAccess {
+                    direction: Direction::Read,
+                    width: 2,
+                    register: Some(Register::ECX),
+                    immediate: 0,
+                }),
+            ),
+            // mov [rbx], ah
+            (
+                &[0x88, 0x23],
+                Some(RegisterAccess {
+                    direction: Direction::Write,
+                    width: 1,
+                    register: Some(Register::AH),
+                    immediate: 0,
+                }),
+            ),
+            // mov dword [rbx], 0x12345678
+            (
+                &[0xc7, 0x03, 0x78, 0x56, 0x34, 0x12],
+                Some(RegisterAccess {
+                    direction: Direction::Write,
+                    width: 4,
+                    register: None,
+                    immediate: 0x1234_5678,
+                }),
+            ),
+            // stosd
+            (
+                &[0xab],
+                Some(RegisterAccess {
+                    direction: Direction::Write,
+                    width: 4,
+                    register: Some(Register::EAX),
+                    immediate: 0,
+                }),
+            ),
+            // add dword [rdi], esi: the kernel's OTHERS
+            (&[0x01, 0x37], None),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(register_access(&decode(bytes)), expected, "{bytes:02x?}");
+        }
+    }
 }

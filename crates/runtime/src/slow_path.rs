@@ -15,12 +15,12 @@
 //! None needed: the registers and the mask are changed in the `ucontext_t`
 //! that the handlers receive, through `context`.
 
-use iced_x86::Register;
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use mmiotrace_shm::{RECORD_FLAG_SLOW_PATH, Record, Shm, kind};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::context::{self, Fetched, TF};
-use crate::emulate::{self, Bus, Refusal, Regs};
+use crate::emulate::{Bus, Refusal, Regs, effective_address, gpr_index};
 use crate::msg::Msg;
 use crate::threads::{self, Rebased};
 use crate::{log, ranges, state, sys};
@@ -61,8 +61,7 @@ pub fn begin(
         context::refuse(Refusal::RegisterConflict, pc, fault_addr);
         return false;
     }
-    let targets = match emulate::rebase_targets(&fetched.insn, regs, &mut NoBus, ranges::is_traced)
-    {
+    let targets = match rebase_targets(&fetched.insn, regs, &mut NoBus, ranges::is_traced) {
         Ok(targets) => targets,
         Err(refusal) => {
             context::refuse(refusal, pc, fault_addr);
@@ -174,4 +173,241 @@ fn warn_once(pc: u64, fetched: &Fetched) {
     // for "runs displaced", so it stays until a change of output is wanted.
     msg.text(") is not emulated: it runs displaced on the alias and is logged as UNKNOWN")
         .emit();
+}
+
+/// A register that the slow path adds the alias offset to, so that the
+/// unmodified instruction runs on the alias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebaseTarget {
+    /// Encoding-order index of the 64-bit register.
+    pub gpr: usize,
+    /// The address the operand refers to now (before rebasing).
+    pub addr: u64,
+    /// The register moves by `delta / divisor` (the index scale when the
+    /// register is an index).
+    pub divisor: u64,
+    /// Bytes the operand covers (0 when unknown).
+    pub size: u64,
+}
+
+/// Registers an instruction reads or writes without naming them as operands,
+/// as data (not as an address), for the instructions that can take a memory
+/// operand. Rebasing one of them would change the data.
+fn implicit_data_registers(insn: &Instruction) -> &'static [Register] {
+    use Register::*;
+    match insn.mnemonic() {
+        Mnemonic::Cmpxchg => &[RAX],
+        Mnemonic::Cmpxchg8b | Mnemonic::Cmpxchg16b => &[RAX, RDX, RBX, RCX],
+        Mnemonic::Mul | Mnemonic::Div | Mnemonic::Idiv => &[RAX, RDX],
+        Mnemonic::Imul if insn.op_count() == 1 => &[RAX, RDX],
+        Mnemonic::Stosb | Mnemonic::Stosw | Mnemonic::Stosd | Mnemonic::Stosq => &[RAX],
+        Mnemonic::Lodsb | Mnemonic::Lodsw | Mnemonic::Lodsd | Mnemonic::Lodsq => &[RAX],
+        Mnemonic::Scasb | Mnemonic::Scasw | Mnemonic::Scasd | Mnemonic::Scasq => &[RAX],
+        Mnemonic::Xlatb => &[RAX, RBX],
+        Mnemonic::Xsave
+        | Mnemonic::Xsave64
+        | Mnemonic::Xsaveopt
+        | Mnemonic::Xsaveopt64
+        | Mnemonic::Xsavec
+        | Mnemonic::Xsavec64
+        | Mnemonic::Xsaves
+        | Mnemonic::Xsaves64
+        | Mnemonic::Xrstor
+        | Mnemonic::Xrstor64
+        | Mnemonic::Xrstors
+        | Mnemonic::Xrstors64 => &[RAX, RDX],
+        Mnemonic::Enter | Mnemonic::Leave => &[RBP],
+        _ => &[],
+    }
+}
+
+fn conflicts(insn: &Instruction, gpr: usize) -> bool {
+    // The stack pointer is also used by signal delivery: never move it.
+    if gpr == 4 {
+        return true;
+    }
+    if insn.has_rep_prefix() || insn.has_repne_prefix() {
+        // rcx counts the repetitions.
+        if gpr == 1 {
+            return true;
+        }
+    }
+    for operand in 0..insn.op_count() {
+        if insn.op_kind(operand) == OpKind::Register
+            && gpr_index(insn.op_register(operand)) == Some(gpr)
+        {
+            return true;
+        }
+    }
+    implicit_data_registers(insn)
+        .iter()
+        .any(|&reg| gpr_index(reg) == Some(gpr))
+}
+
+/// The registers to rebase so that every memory operand of `insn` that
+/// lies in traced memory refers to the alias instead. `traced` says whether
+/// an address lies in traced memory. At most two operands (`movs`, `cmps`).
+pub fn rebase_targets(
+    insn: &Instruction,
+    regs: &Regs,
+    bus: &mut impl Bus,
+    traced: impl Fn(u64) -> bool,
+) -> Result<[Option<RebaseTarget>; 2], Refusal> {
+    let mut targets = [None, None];
+    let mut count = 0usize;
+    let size = insn.memory_size().size() as u64;
+    for operand in 0..insn.op_count() {
+        let target = match insn.op_kind(operand) {
+            OpKind::Memory if insn.is_vsib() => {
+                // The element addresses come from a vector register: only
+                // the base can move, and every element must lie in the
+                // base's range.
+                let base = insn.memory_base();
+                if !base.is_gpr64() {
+                    return Err(Refusal::RegisterConflict);
+                }
+                let value = regs.get(base).ok_or(Refusal::Unsupported)?;
+                RebaseTarget {
+                    gpr: gpr_index(base).ok_or(Refusal::RegisterConflict)?,
+                    addr: value.wrapping_add(insn.memory_displacement64()),
+                    divisor: 1,
+                    size: 0,
+                }
+            }
+            OpKind::Memory => {
+                let addr = effective_address(insn, regs, bus)?;
+                if !traced(addr) {
+                    continue;
+                }
+                if insn.is_ip_rel_memory_operand() {
+                    return Err(Refusal::RipRelative);
+                }
+                let base = insn.memory_base();
+                let index = insn.memory_index();
+                if base != Register::None {
+                    if !base.is_gpr64() || base.full_register() == index.full_register() {
+                        return Err(Refusal::RegisterConflict);
+                    }
+                    RebaseTarget {
+                        gpr: gpr_index(base).ok_or(Refusal::RegisterConflict)?,
+                        addr,
+                        divisor: 1,
+                        size,
+                    }
+                } else if index.is_gpr64() {
+                    RebaseTarget {
+                        gpr: gpr_index(index).ok_or(Refusal::RegisterConflict)?,
+                        addr,
+                        divisor: u64::from(insn.memory_index_scale()).max(1),
+                        size,
+                    }
+                } else {
+                    // An absolute address: nothing to rebase.
+                    return Err(Refusal::RegisterConflict);
+                }
+            }
+            kind @ (OpKind::MemorySegRSI | OpKind::MemorySegRDI | OpKind::MemoryESRDI) => {
+                let reg = if kind == OpKind::MemorySegRSI {
+                    Register::RSI
+                } else {
+                    Register::RDI
+                };
+                let addr = regs.get(reg).ok_or(Refusal::Unsupported)?;
+                let segment = insn.memory_segment();
+                if kind != OpKind::MemoryESRDI && matches!(segment, Register::FS | Register::GS) {
+                    return Err(Refusal::Segment);
+                }
+                if !traced(addr) {
+                    continue;
+                }
+                RebaseTarget {
+                    gpr: gpr_index(reg).ok_or(Refusal::Unsupported)?,
+                    addr,
+                    divisor: 1,
+                    size,
+                }
+            }
+            OpKind::MemorySegESI | OpKind::MemorySegEDI | OpKind::MemoryESEDI => {
+                return Err(Refusal::Unsupported);
+            }
+            _ => continue,
+        };
+        if conflicts(insn, target.gpr) {
+            return Err(Refusal::RegisterConflict);
+        }
+        if let Some(slot) = targets.get_mut(count) {
+            *slot = Some(target);
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return Err(Refusal::Unsupported);
+    }
+    if let [Some(a), Some(b)] = targets {
+        if a.gpr == b.gpr {
+            return Err(Refusal::RegisterConflict);
+        }
+    }
+    Ok(targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulate::emulate;
+    use crate::emulate::tests::{BASE, bus, decode};
+
+    #[test]
+    fn rmw_is_not_emulated_but_can_be_rebased_through_its_base() {
+        // add dword [rbx+rcx*4+4], 1
+        let insn = decode(&[0x83, 0x44, 0x8b, 0x04, 0x01]);
+        let mut regs = Regs::default();
+        regs.gpr[3] = BASE;
+        regs.gpr[1] = 2;
+        let mut bus = bus();
+        assert_eq!(
+            emulate(&insn, &mut regs, &mut bus),
+            Err(Refusal::Unsupported)
+        );
+        assert!(bus.log.is_empty());
+        let targets = rebase_targets(&insn, &regs, &mut bus, |a| a >= BASE).expect("rebasable");
+        assert_eq!(
+            targets[0],
+            Some(RebaseTarget {
+                gpr: 3,
+                addr: BASE + 12,
+                divisor: 1,
+                size: 4
+            })
+        );
+        assert_eq!(targets[1], None);
+    }
+
+    #[test]
+    fn base_register_used_as_data_is_refused() {
+        // xchg [rax], rax ; cmpxchg [rax], rcx
+        let mut regs = Regs::default();
+        regs.gpr[0] = BASE;
+        let mut bus = bus();
+        for bytes in [&[0x48, 0x87, 0x00][..], &[0x48, 0x0f, 0xb1, 0x08][..]] {
+            let insn = decode(bytes);
+            assert_eq!(
+                rebase_targets(&insn, &regs, &mut bus, |a| a >= BASE),
+                Err(Refusal::RegisterConflict),
+                "{insn:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn movs_rebases_both_string_registers() {
+        // rep movsb
+        let insn = decode(&[0xf3, 0xa4]);
+        let mut regs = Regs::default();
+        regs.gpr[6] = BASE;
+        regs.gpr[7] = BASE + 32;
+        let mut bus = bus();
+        let targets = rebase_targets(&insn, &regs, &mut bus, |a| a >= BASE).expect("rebasable");
+        assert_eq!(targets.map(|t| t.map(|t| t.gpr)), [Some(7), Some(6)]);
+    }
 }
