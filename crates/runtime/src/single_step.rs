@@ -21,7 +21,8 @@
 //! disarmed is not trapped and is lost, and a thread whose page another
 //! thread re-armed before its instruction ran faults again with its
 //! context still active: the kernel's "recursive probe hit" (the 2008 bug
-//! report in shared/seed). The kernel then printed a warning, disarmed the
+//! report "mmiotrace bug: recursive probe hit" on linux-kernel, March
+//! 2008). The kernel then printed a warning, disarmed the
 //! page again and fell through to its page-fault handler, which oopsed.
 //! Here the hit is counted, the page disarmed again and the instruction
 //! retried, so that a comparison run completes; the count is written to

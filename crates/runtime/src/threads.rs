@@ -4,7 +4,7 @@
 //!
 //! `thread_local!` in a cdylib uses the general-dynamic TLS model, whose
 //! first touch in a thread may call malloc, which a signal handler must
-//! not (docs/ARCHITECTURE.md, "The signal path"), and the SIGSEGV
+//! not (docs/ARCHITECTURE.md, "The rules the runtime keeps"), and the SIGSEGV
 //! handler needs the thread's ring slot. Instead, each thread's slot index
 //! is kept in a pthread key whose index is below 32: those live in the
 //! thread descriptor's static block, so `pthread_setspecific` cannot

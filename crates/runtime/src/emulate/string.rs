@@ -83,7 +83,8 @@ pub(super) fn emulate_string_compare(
     Ok(())
 }
 
-/// A string instruction, the whole `rep` in one call (DESIGN §4). Each
+/// A string instruction, the whole `rep` in one call, not one fault per
+/// element. Each
 /// element is checked before any of its accesses is made; if a later
 /// element cannot be done, the registers describe the elements done so far
 /// and `rip` stays, so the instruction resumes from there (and faults again).
