@@ -26,7 +26,8 @@
 //! 5. `interpose`, `io`: the exported C symbols.
 //!
 //! `init` sits below `arming` because the first traced `mmap` is what
-//! loads the configuration.
+//! loads the configuration. The planned patcher of hot access sites will be
+//! a layer of its own.
 //!
 //! # Modules
 //!
