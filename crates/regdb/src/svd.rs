@@ -279,7 +279,7 @@ impl Builder {
                 None => Vec::new(),
             };
             if peripheral.alternate_peripheral.is_none() {
-                let check = crate::rnn::check_overlaps(&self.db, &children, 1);
+                let check = crate::model::check_overlaps(&self.db, &children, 1);
                 if let Some(d) = check.into_iter().next() {
                     return Err(Error::Invalid {
                         at: d.at,
@@ -486,7 +486,7 @@ impl Builder {
                     let cluster_path = format!("{path}.{}", cluster.name);
                     let props = props.with(&cluster.default_register_properties);
                     let children = self.registers(&cluster.children, props, &cluster_path)?;
-                    let check = crate::rnn::check_overlaps(&self.db, &children, 1);
+                    let check = crate::model::check_overlaps(&self.db, &children, 1);
                     if let Some(d) = check.into_iter().next() {
                         return Err(Error::Invalid {
                             at: d.at,

@@ -349,7 +349,7 @@ impl Builder<'_> {
     }
 
     fn check_overlaps(&self, nodes: &[Node]) -> Result<()> {
-        match crate::rnn::check_overlaps(&self.db, nodes, 1)
+        match crate::model::check_overlaps(&self.db, nodes, 1)
             .into_iter()
             .next()
         {

@@ -1,4 +1,4 @@
-//! Displaced execution with values (DESIGN §3), inside the SIGSEGV handler.
+//! Displaced execution with values, inside the SIGSEGV handler.
 //!
 //! For an instruction the emulator does not know, the handler
 //! 1. reads the memory operand once from the alias into a per-thread
@@ -44,8 +44,9 @@ use iced_x86::{
 
 use crate::alu::ARITHMETIC_FLAGS;
 use crate::emulate::{self, Bus, MAX_OPERAND, Refusal, Regs, Vectors};
-use crate::threads::MAX_SLOTS;
-use crate::{stub, sys, xsave};
+use crate::state::MAX_SLOTS;
+use crate::xsave::{self, FpFrame};
+use crate::{stub, sys};
 
 /// Bytes of code per slot: one instruction (at most 15 bytes) and `ret`.
 const CELL: usize = 64;
@@ -119,17 +120,6 @@ pub fn prepare() {
     // SYNC POINT: pairs with the Acquire loads in execute(): the tools are
     // built before a handler can see the region.
     REGION.store(base, Ordering::Release);
-}
-
-/// The interrupted thread's x87/SSE/AVX state, where the kernel saved it
-/// (the signal frame), as the trampoline needs it.
-#[derive(Debug, Clone, Copy)]
-pub struct FpFrame {
-    pub area: *mut u8,
-    /// `xrstor`/`xsave` component mask; 0 means the legacy FXSAVE format only.
-    pub xsave_mask: u64,
-    /// Bytes of the area the kernel wrote.
-    pub size: usize,
 }
 
 /// The trampoline's view of the registers.

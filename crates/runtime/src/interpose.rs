@@ -10,11 +10,10 @@
 
 use core::ffi::{c_char, c_int, c_void};
 
-use core::sync::atomic::{AtomicU64, Ordering};
-
+use crate::context::{kernel_set, kernel_set_mut};
 use crate::sys::{self, Errno};
 use crate::threads::{self, MaskView, VIEW_SIGNALS};
-use crate::{runtime, signals, syscalls};
+use crate::{arming, init, log, real, signals, state};
 
 fn to_ptr(result: Result<usize, Errno>) -> *mut c_void {
     match result {
@@ -51,7 +50,7 @@ pub unsafe extern "C" fn mmap(
     offset: libc::off_t,
 ) -> *mut c_void {
     // SAFETY: the caller's contract is mmap's.
-    to_ptr(unsafe { runtime::mmap(addr as usize, len, prot, flags, fd, offset) })
+    to_ptr(unsafe { arming::mmap(addr as usize, len, prot, flags, fd, offset) })
 }
 
 /// `mmap64(2)`, the same call on x86-64.
@@ -69,7 +68,7 @@ pub unsafe extern "C" fn mmap64(
     offset: libc::off64_t,
 ) -> *mut c_void {
     // SAFETY: the caller's contract is mmap's.
-    to_ptr(unsafe { runtime::mmap(addr as usize, len, prot, flags, fd, offset) })
+    to_ptr(unsafe { arming::mmap(addr as usize, len, prot, flags, fd, offset) })
 }
 
 /// `munmap(2)`.
@@ -80,7 +79,7 @@ pub unsafe extern "C" fn mmap64(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
     // SAFETY: the caller's contract is munmap's.
-    to_int(unsafe { runtime::munmap(addr as usize, len) })
+    to_int(unsafe { arming::munmap(addr as usize, len) })
 }
 
 /// `mprotect(2)`.
@@ -91,7 +90,7 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mprotect(addr: *mut c_void, len: usize, prot: c_int) -> c_int {
     // SAFETY: the caller's contract is mprotect's.
-    to_int(unsafe { runtime::mprotect(addr as usize, len, prot) })
+    to_int(unsafe { arming::mprotect(addr as usize, len, prot) })
 }
 
 /// `mremap(2)`. C declares it variadic; on x86-64 the optional fifth
@@ -115,7 +114,7 @@ pub unsafe extern "C" fn mremap(
         0
     };
     // SAFETY: the caller's contract is mremap's.
-    to_ptr(unsafe { runtime::mremap(old as usize, old_len, new_len, flags, new_addr) })
+    to_ptr(unsafe { arming::mremap(old as usize, old_len, new_len, flags, new_addr) })
 }
 
 /// `sigaction(2)`: once the runtime handles SIGSEGV and SIGTRAP, the
@@ -133,53 +132,30 @@ pub unsafe extern "C" fn sigaction(
     if let Some(ret) = signals::program_sigaction(sig, act, old) {
         return ret;
     }
-    if !runtime::tracing_requested() {
+    if !state::tracing_requested() {
         return signals::real_sigaction(sig, act, old);
     }
-    let view = SA_MASK_VIEW.get(sig as usize);
-    let previous_view = view.map_or(0, |v| v.load(Ordering::Relaxed));
+    let previous_view = signals::sa_mask_view(sig);
     let ret = if act.is_null() {
         signals::real_sigaction(sig, act, old)
     } else {
         // A handler that blocks SIGSEGV would be killed by its own traced access.
         // SAFETY: the caller passed a readable sigaction.
         let mut copy = unsafe { *act };
-        let wanted = first_word(&copy.sa_mask) & VIEW_SIGNALS;
+        let wanted = kernel_set(&copy.sa_mask) & VIEW_SIGNALS;
         keep_deliverable(&mut copy.sa_mask);
         let ret = signals::real_sigaction(sig, &copy, old);
-        if let (0, Some(view)) = (ret, view) {
-            view.store(wanted, Ordering::Relaxed);
+        if ret == 0 {
+            signals::set_sa_mask_view(sig, wanted);
         }
         ret
     };
     if ret == 0 && !old.is_null() {
         // The program reads back the mask it set.
         // SAFETY: the caller passed a writable sigaction, just filled in.
-        unsafe { *first_word_mut(&mut (*old).sa_mask) |= previous_view };
+        unsafe { *kernel_set_mut(&mut (*old).sa_mask) |= previous_view };
     }
     ret
-}
-
-/// Per signal, which of SIGSEGV/SIGTRAP the program put in its handler's
-/// `sa_mask` (the runtime removes them; `sigaction` reports them back).
-static SA_MASK_VIEW: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
-
-/// What the program asked to block in `sig`'s handler, of SIGSEGV/SIGTRAP.
-pub fn sa_mask_view(sig: c_int) -> u64 {
-    SA_MASK_VIEW
-        .get(sig as usize)
-        .map_or(0, |v| v.load(Ordering::Relaxed))
-}
-
-/// The kernel's 64 signals: the first word of glibc's 1024-bit `sigset_t`.
-fn first_word(set: &libc::sigset_t) -> u64 {
-    // SAFETY: sigset_t is 128 bytes and 8-aligned.
-    unsafe { *(set as *const libc::sigset_t as *const u64) }
-}
-
-fn first_word_mut(set: &mut libc::sigset_t) -> &mut u64 {
-    // SAFETY: as in first_word; the reference borrows `set`.
-    unsafe { &mut *(set as *mut libc::sigset_t as *mut u64) }
 }
 
 /// Removes the runtime's synchronous signals from a set the program wants blocked.
@@ -276,14 +252,14 @@ const GLIBC_INTERNAL: u64 = (1 << (32 - 1)) | (1 << (33 - 1));
 /// next traced access), and the program's view of them is kept in
 /// [`threads::mask_view`]: it reads back the mask it set.
 fn mask_change(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> c_int {
-    let tracing = runtime::tracing_requested();
+    let tracing = state::tracing_requested();
     let mut view = threads::mask_view();
     let old_view = view;
-    let mut kernel_set: u64 = 0;
+    let mut new_set: u64 = 0;
     if !set.is_null() {
-        // SAFETY: a readable sigset_t, whose first 8 bytes are the kernel's set.
-        kernel_set = unsafe { *(set as *const u64) };
-        let wanted = kernel_set & VIEW_SIGNALS;
+        // SAFETY: the caller passed a readable sigset_t.
+        new_set = kernel_set(unsafe { &*set });
+        let wanted = new_set & VIEW_SIGNALS;
         view.blocked = match how {
             libc::SIG_BLOCK => view.blocked | wanted,
             libc::SIG_UNBLOCK => view.blocked & !wanted,
@@ -291,9 +267,9 @@ fn mask_change(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t)
             _ => view.blocked,
         };
         if how != libc::SIG_UNBLOCK {
-            kernel_set &= !GLIBC_INTERNAL;
+            new_set &= !GLIBC_INTERNAL;
             if tracing {
-                kernel_set &= !VIEW_SIGNALS;
+                new_set &= !VIEW_SIGNALS;
             }
         }
     }
@@ -307,7 +283,7 @@ fn mask_change(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t)
             if set.is_null() {
                 core::ptr::null()
             } else {
-                &kernel_set as *const u64
+                &new_set as *const u64
             },
             &mut old_set as *mut u64,
             8usize,
@@ -322,11 +298,11 @@ fn mask_change(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t)
         } else {
             old_set
         };
-        // SAFETY: a writable sigset_t.
-        unsafe {
-            libc::sigemptyset(old);
-            *(old as *mut u64) = seen;
-        }
+        // SAFETY: the caller passed a writable sigset_t.
+        let old = unsafe { &mut *old };
+        // SAFETY: a valid sigset_t.
+        unsafe { libc::sigemptyset(old) };
+        *kernel_set_mut(old) = seen;
     }
     if tracing && view != old_view {
         // Signals sent while "blocked" arrive now, as they would have.
@@ -383,7 +359,7 @@ pub unsafe extern "C" fn pthread_create(
         extern "C" fn(*mut c_void) -> *mut c_void,
         *mut c_void,
     ) -> c_int;
-    let Some(real) = syscalls::REAL_PTHREAD_CREATE.get() else {
+    let Some(real) = real::PTHREAD_CREATE.get() else {
         return libc::EAGAIN;
     };
     // SAFETY: the address dlsym returned for pthread_create.
@@ -464,5 +440,7 @@ pub unsafe extern "C" fn mmiotrace_runtime_mark(text: *const c_char) {
     }
     // SAFETY: the caller passes a NUL-terminated string.
     let text = unsafe { core::ffi::CStr::from_ptr(text) };
-    runtime::mark(text.to_bytes());
+    if init::enabled() {
+        log::mark(text.to_bytes());
+    }
 }

@@ -122,7 +122,8 @@ pub struct Held {
 
 impl Held {
     /// Keeps the hold past this value's life (until [`release_index`]):
-    /// displaced execution uses the alias after the handler returns.
+    /// the slow path and the single-step mode use the alias after the
+    /// handler returns.
     pub fn into_index(self) -> usize {
         let index = self.index;
         std::mem::forget(self);

@@ -1,8 +1,8 @@
 //! The kernel's design, for comparison only: `mmiotrace record --mode
 //! single-step` (`MMIOTRACE_MODE=single-step`).
 //!
-//! This reproduces Linux kmmio (DESIGN §2, arch/x86/mm/kmmio.c and
-//! mmio-mod.c) in user space, so that the benchmark can measure it next to
+//! This reproduces Linux kmmio (arch/x86/mm/kmmio.c and mmio-mod.c; see
+//! docs/ARCHITECTURE.md, "Comparison mode") in user space, so that the benchmark can measure it next to
 //! mmiotrace's own alias design on the same machine:
 //!
 //! 1. A fault on an armed page ([`on_fault`], the kernel's
@@ -21,7 +21,8 @@
 //! disarmed is not trapped and is lost, and a thread whose page another
 //! thread re-armed before its instruction ran faults again with its
 //! context still active: the kernel's "recursive probe hit" (the 2008 bug
-//! report in shared/seed). The kernel then printed a warning, disarmed the
+//! report "mmiotrace bug: recursive probe hit" on linux-kernel, March
+//! 2008). The kernel then printed a warning, disarmed the
 //! page again and fell through to its page-fault handler, which oopsed.
 //! Here the hit is counted, the page disarmed again and the instruction
 //! retried, so that a comparison run completes; the count is written to
@@ -45,14 +46,16 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use mmiotrace_shm::{Record, Shm, kind};
 
-use crate::emulate::{self, Direction, RegisterAccess};
+use crate::context::{self, Fetched, TF};
+use iced_x86::{Instruction, Register};
+
+use crate::emulate::{Direction, Plan, Source, StringOp, plan};
 use crate::msg::Msg;
 use crate::ranges::{self, Held};
-use crate::signals::{self, Fetched};
-use crate::{runtime, sys, threads};
+use crate::state::{self, MAX_SLOTS};
+use crate::{config, log, sys, threads};
 
 const PAGE: u64 = 4096;
-const TF: u64 = 1 << 8;
 
 /// Consecutive recursive hits after which one access is given up as a
 /// genuine fault (an access the page's protection forbids faults again
@@ -104,18 +107,12 @@ impl Context {
     }
 }
 
-static CONTEXTS: [Context; threads::MAX_SLOTS] = [const { Context::new() }; threads::MAX_SLOTS];
+static CONTEXTS: [Context; MAX_SLOTS] = [const { Context::new() }; MAX_SLOTS];
 
-/// Reads `MMIOTRACE_MODE` once, at initialisation (outside any handler).
+/// Turns the mode on if `MMIOTRACE_MODE` asks for it. Called once, at
+/// initialisation (outside any handler).
 pub fn init() {
-    // SAFETY: a NUL-terminated name; getenv returns null or a pointer
-    // into the environment, which is not modified while libraries load.
-    let value = unsafe { libc::getenv(c"MMIOTRACE_MODE".as_ptr()) };
-    if value.is_null() {
-        return;
-    }
-    // SAFETY: getenv returned a NUL-terminated string.
-    if unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes() != b"single-step" {
+    if !config::single_step_mode() {
         return;
     }
     ENABLED.store(true, Ordering::Release);
@@ -138,7 +135,7 @@ extern "C" fn report_at_exit() {
         .text(" accesses single-stepped, ")
         .dec(RECURSIVE_HITS.load(Ordering::Relaxed))
         .text(" recursive probe hits");
-    runtime::mark(msg.as_bytes());
+    log::mark(msg.as_bytes());
     if RECURSIVE_HITS.load(Ordering::Relaxed) > 0 {
         msg.emit();
     }
@@ -193,11 +190,11 @@ pub fn on_fault(fault_addr: u64, held: Held, shm: &Shm, uc: &mut libc::ucontext_
         set_protection(page, prot);
         return true;
     }
-    let mut regs = signals::read_regs(uc);
-    let Some(fetched) = signals::fetch(regs.rip) else {
+    let mut regs = context::read_regs(uc);
+    let Some(fetched) = context::fetch(regs.rip) else {
         return false;
     };
-    let access = emulate::register_access(&fetched.insn);
+    let access = register_access(&fetched.insn);
     if prot & needed_protection(access) == 0 {
         return false;
     }
@@ -234,18 +231,18 @@ pub fn on_fault(fault_addr: u64, held: Held, shm: &Shm, uc: &mut libc::ucontext_
         .store(held.into_index() as u32 + 1, Ordering::Relaxed);
     context.active.store(true, Ordering::Relaxed);
     regs.rflags |= TF;
-    signals::write_regs(uc, &regs);
+    context::write_regs(uc, &regs);
     set_protection(page, prot);
     true
 }
 
 /// Gives up on the current step: the fault is treated as the program's own.
 fn abandon(context: &Context, uc: &mut libc::ucontext_t) {
-    let mut regs = signals::read_regs(uc);
+    let mut regs = context::read_regs(uc);
     if !context.program_tf.load(Ordering::Relaxed) {
         regs.rflags &= !TF;
     }
-    signals::write_regs(uc, &regs);
+    context::write_regs(uc, &regs);
     finish(context);
     Msg::new()
         .text("single-step mode: giving up on the access at ")
@@ -277,19 +274,17 @@ pub fn on_trap(uc: &mut libc::ucontext_t) -> Option<bool> {
     if !enabled() {
         return None;
     }
-    let shm = runtime::shm()?;
+    let shm = state::shm()?;
     let slot = threads::my_slot(&shm)?;
     let context = CONTEXTS.get(slot)?;
     if !context.active.load(Ordering::Relaxed) {
         return None;
     }
-    let mut regs = signals::read_regs(uc);
+    let mut regs = context::read_regs(uc);
     let pc = context.pc.load(Ordering::Relaxed);
     // Decoded again, as mmio-mod's post() does, for the destination register.
-    let fetched = signals::fetch(pc);
-    let access = fetched
-        .as_ref()
-        .and_then(|f| emulate::register_access(&f.insn));
+    let fetched = context::fetch(pc);
+    let access = fetched.as_ref().and_then(|f| register_access(&f.insn));
     let me = threads::me(&shm);
     let mut record = Record {
         map_id: context.map_id.load(Ordering::Relaxed),
@@ -324,13 +319,121 @@ pub fn on_trap(uc: &mut libc::ucontext_t) -> Option<bool> {
             (record.aux, record.width) = fetched.as_ref().map_or((0, 0), Fetched::head);
         }
     }
-    crate::runtime::push(&shm, me.slot, record, &[]);
+    log::push(&shm, me.slot, record, &[]);
     STEPS.fetch_add(1, Ordering::Relaxed);
     let program_tf = context.program_tf.load(Ordering::Relaxed);
     finish(context);
     if !program_tf {
         regs.rflags &= !TF;
-        signals::write_regs(uc, &regs);
+        context::write_regs(uc, &regs);
     }
     Some(program_tf)
+}
+
+/// The one access of a MOV-family instruction (or `stos`), described the
+/// way the kernel's mmiotrace describes it (arch/x86/mm/pf_in.c): width,
+/// direction, and the register the value is loaded into or stored from.
+/// For a tracer that lets the CPU perform the access itself and then
+/// reads the value from that register: the single-step comparison mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisterAccess {
+    pub direction: Direction,
+    pub width: u8,
+    /// `None` for a store of an immediate.
+    pub register: Option<Register>,
+    /// The stored immediate, masked to `width` (0 when `register` is set).
+    pub immediate: u64,
+}
+
+/// What [`crate::emulate::emulate`] would do with `insn`, as one [`RegisterAccess`];
+/// `None` for the forms that are not one register-to-memory move (`movs`,
+/// `lods`, and everything the emulator does not know: the kernel's
+/// "OTHERS", logged as UNKNOWN).
+pub fn register_access(insn: &Instruction) -> Option<RegisterAccess> {
+    let access = |direction, width, register, immediate| RegisterAccess {
+        direction,
+        width,
+        register,
+        immediate,
+    };
+    match plan(insn)? {
+        Plan::Load { width, dest, .. } => Some(access(Direction::Read, width, Some(dest), 0)),
+        Plan::Store {
+            width,
+            source: Source::Register(reg),
+        } => Some(access(Direction::Write, width, Some(reg), 0)),
+        Plan::Store {
+            width,
+            source: Source::Immediate(value),
+        } => Some(access(
+            Direction::Write,
+            width,
+            None,
+            value & width_mask(width),
+        )),
+        Plan::String {
+            op: StringOp::Stos(reg),
+            width,
+            ..
+        } => Some(access(Direction::Write, width, Some(reg), 0)),
+        // movs, lods and the forms with no single register operand.
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulate::tests::decode;
+
+    #[test]
+    fn register_access_names_the_register_the_kernel_reads_the_value_from() {
+        let cases: [(&[u8], Option<RegisterAccess>); 5] = [
+            // movzx ecx, word [rbx]
+            (
+                &[0x0f, 0xb7, 0x0b],
+                Some(RegisterAccess {
+                    direction: Direction::Read,
+                    width: 2,
+                    register: Some(Register::ECX),
+                    immediate: 0,
+                }),
+            ),
+            // mov [rbx], ah
+            (
+                &[0x88, 0x23],
+                Some(RegisterAccess {
+                    direction: Direction::Write,
+                    width: 1,
+                    register: Some(Register::AH),
+                    immediate: 0,
+                }),
+            ),
+            // mov dword [rbx], 0x12345678
+            (
+                &[0xc7, 0x03, 0x78, 0x56, 0x34, 0x12],
+                Some(RegisterAccess {
+                    direction: Direction::Write,
+                    width: 4,
+                    register: None,
+                    immediate: 0x1234_5678,
+                }),
+            ),
+            // stosd
+            (
+                &[0xab],
+                Some(RegisterAccess {
+                    direction: Direction::Write,
+                    width: 4,
+                    register: Some(Register::EAX),
+                    immediate: 0,
+                }),
+            ),
+            // add dword [rdi], esi: the kernel's OTHERS
+            (&[0x01, 0x37], None),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(register_access(&decode(bytes)), expected, "{bytes:02x?}");
+        }
+    }
 }

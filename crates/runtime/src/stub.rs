@@ -1,6 +1,6 @@
 //! Rewriting one instruction so that its memory operand is a scratch buffer.
 //!
-//! Displaced execution (DESIGN §3) lets the CPU run a copy of the faulting
+//! Displaced execution (docs/INSTRUCTIONS.md) lets the CPU run a copy of the faulting
 //! instruction whose memory operand is a per-thread scratch buffer. The
 //! copy is made from the original bytes: prefixes, REX/VEX/EVEX and opcode
 //! are kept, the ModRM memory form (with its SIB byte and displacement) is

@@ -4,7 +4,7 @@
 //!
 //! The runtime exports `mmap`, `munmap`, `mremap` and `mprotect` itself, so
 //! calling libc's wrappers from inside the runtime would call the runtime
-//! again (DESIGN §4). Every call here goes straight to the kernel through
+//! again. Every call here goes straight to the kernel through
 //! `syscall(2)`, which is async-signal-safe and allocates nothing, so the
 //! same functions serve the interposers, the initialisation and the signal
 //! handlers. Functions that can change memory the caller does not own
@@ -147,6 +147,23 @@ pub fn readlink(path: &[u8], buf: &mut [u8]) -> Result<usize, Errno> {
             buf.len(),
         )
     })
+}
+
+/// The real path of `fd` (`readlink /proc/self/fd/N`) into `buf`.
+pub fn fd_path(fd: c_int, buf: &mut [u8; 4096]) -> Option<usize> {
+    let mut link = [0u8; 32];
+    let prefix = b"/proc/self/fd/";
+    let mut len = 0;
+    for &b in prefix {
+        *link.get_mut(len)? = b;
+        len += 1;
+    }
+    let mut digits = [0u8; 20];
+    for &b in decimal(u64::from(fd as u32), &mut digits) {
+        *link.get_mut(len)? = b;
+        len += 1;
+    }
+    readlink(link.get(..len + 1)?, buf).ok()
 }
 
 /// `write(2)` of all of `bytes` to standard error, ignoring failures.

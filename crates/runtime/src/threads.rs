@@ -3,7 +3,8 @@
 //! # Safety
 //!
 //! `thread_local!` in a cdylib uses the general-dynamic TLS model, whose
-//! first touch in a thread may call malloc (DESIGN §4), and the SIGSEGV
+//! first touch in a thread may call malloc, which a signal handler must
+//! not (docs/ARCHITECTURE.md, "The rules the runtime keeps"), and the SIGSEGV
 //! handler needs the thread's ring slot. Instead, each thread's slot index
 //! is kept in a pthread key whose index is below 32: those live in the
 //! thread descriptor's static block, so `pthread_setspecific` cannot
@@ -18,10 +19,8 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use mmiotrace_shm::Shm;
 
-use crate::{ranges, sys};
-
-/// Slots the runtime can use: as many as a file may have.
-pub const MAX_SLOTS: usize = mmiotrace_shm::MAX_SLOTS as usize;
+use crate::state::{self, MAX_SLOTS};
+use crate::{msg, ranges, sys};
 
 const KEY_NONE: u8 = 0;
 const KEY_DIRECT: u8 = 1;
@@ -107,8 +106,9 @@ pub fn set_mask_view(view: MaskView) {
     }
 }
 
-/// Creates the key and registers the fork handler. Called once, from
-/// initialisation, before any slot is claimed.
+/// Creates the slot key. Called once, from initialisation, before any slot
+/// is claimed (`init` then registers [`after_fork_in_child`] and
+/// [`release_at_exit`]).
 pub fn init() {
     PID.store(sys::getpid(), Ordering::Relaxed);
     let mut key: libc::pthread_key_t = 0;
@@ -122,11 +122,6 @@ pub fn init() {
     } else {
         KEY_MODE.store(KEY_FALLBACK, Ordering::Release);
     }
-    // SAFETY: a child handler with the C signature; no prepare/parent.
-    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    // SAFETY: a handler with the C signature, valid for the life of the
-    // process (the runtime is never unloaded).
-    unsafe { libc::atexit(release_at_exit) };
 }
 
 /// Gives back slots owned by the calling thread's id. Called when a new
@@ -145,15 +140,15 @@ pub fn forget_replaced_image(shm: &Shm) {
 /// `exit()` runs no pthread key destructor for the calling thread: give its
 /// slot back here, so that processes that come and go (fork, exec) do not
 /// use up the slots. A push made later in the exit path claims one again.
-extern "C" fn release_at_exit() {
-    let Some(shm) = crate::runtime::shm() else {
+pub extern "C" fn release_at_exit() {
+    let Some(shm) = state::shm() else {
         return;
     };
     let _blocked = sys::SignalsBlocked::new();
     // A process that logged nothing since its recorder was killed still
     // says so, and removes the file the recorder left.
     if let Some(reason) = shm.check_stopped() {
-        crate::runtime::tracing_stopped(&shm, reason);
+        state::tracing_stopped(&shm, reason);
     }
     if let Some(slot) = my_slot(&shm) {
         if KEY_MODE.load(Ordering::Acquire) == KEY_DIRECT {
@@ -165,10 +160,10 @@ extern "C" fn release_at_exit() {
     }
 }
 
-extern "C" fn after_fork_in_child() {
+/// The thread part of the fork child handler: the child's own pid, and no
+/// slot until its first push.
+pub fn after_fork_in_child() {
     PID.store(sys::getpid(), Ordering::Relaxed);
-    ranges::forget_holds_after_fork();
-    crate::runtime::after_fork_in_child();
     if KEY_MODE.load(Ordering::Acquire) == KEY_DIRECT {
         // The inherited value names the parent thread's slot; this thread
         // claims its own at its first push.
@@ -179,7 +174,7 @@ extern "C" fn after_fork_in_child() {
 
 extern "C" fn on_thread_exit(value: *mut c_void) {
     let slot = (value as usize).wrapping_sub(1);
-    if let Some(shm) = crate::runtime::shm() {
+    if let Some(shm) = state::shm() {
         if slot < shm.slot_count() {
             forget_pending(slot);
             shm.release_slot(slot);
@@ -270,7 +265,7 @@ fn claim(shm: &Shm, tid: u32, usable: usize) -> usize {
             // Once per recording, however many threads wait: the recorder's
             // summary counts them.
             if shm.note_slot_wait() {
-                crate::msg::Msg::new()
+                msg::Msg::new()
                     .text("every ring slot is taken; thread ")
                     .dec(u64::from(tid))
                     .text(" waits for one to free (and so may others; raise --rings)")
@@ -281,7 +276,8 @@ fn claim(shm: &Shm, tid: u32, usable: usize) -> usize {
     }
 }
 
-/// State of one displaced (single-stepped) instruction of a thread.
+/// State of one instruction of a thread on the slow path (single-stepped
+/// on the alias; see `slow_path`).
 #[derive(Debug)]
 struct Pending {
     active: AtomicU32,
@@ -313,7 +309,7 @@ impl Pending {
 // Only the slot's owner thread touches its entry, so Relaxed suffices.
 static PENDING: [Pending; MAX_SLOTS] = [const { Pending::new() }; MAX_SLOTS];
 
-/// One rebased register of a displaced instruction.
+/// One rebased register of an instruction on the slow path.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rebased {
     pub gpr: usize,
@@ -321,14 +317,14 @@ pub struct Rebased {
     pub hold: usize,
 }
 
-/// Whether the thread owning `slot` has a displaced instruction in flight.
+/// Whether the thread owning `slot` has an instruction on the slow path in flight.
 pub fn pending_active(slot: usize) -> bool {
     PENDING
         .get(slot)
         .is_some_and(|p| p.active.load(Ordering::Relaxed) != 0)
 }
 
-/// Records a displaced instruction for the SIGTRAP handler.
+/// Records an instruction on the slow path for the SIGTRAP handler.
 pub fn set_pending(slot: usize, rebased: &[Option<Rebased>; 2], program_tf: bool) {
     let Some(pending) = PENDING.get(slot) else {
         return;
@@ -355,10 +351,10 @@ pub fn set_pending(slot: usize, rebased: &[Option<Rebased>; 2], program_tf: bool
 }
 
 /// Blocks asynchronous signals in `mask` (an interrupted context's kernel
-/// signal mask) for the single step of a displaced instruction, keeping the
+/// signal mask) for the single step of a slow-path instruction, keeping the
 /// program's mask to give back in [`restore_step_mask`]. A signal handler
 /// that ran between the fault and the step would see the rebased registers,
-/// and one that made a displaced access itself would find the slot busy.
+/// and one that made a slow-path access itself would find the slot busy.
 pub fn block_signals_for_step(slot: usize, mask: &mut u64) {
     if let Some(pending) = PENDING.get(slot) {
         pending.program_mask.store(*mask, Ordering::Relaxed);
@@ -373,7 +369,7 @@ pub fn restore_step_mask(slot: usize, mask: &mut u64) {
     }
 }
 
-/// Takes the displaced instruction of `slot`: the rebased registers and
+/// Takes the slow-path instruction of `slot`: the rebased registers and
 /// whether the program had TF set itself. The caller releases the holds.
 pub fn take_pending(slot: usize) -> Option<([Option<Rebased>; 2], bool)> {
     let pending = PENDING.get(slot)?;
@@ -401,7 +397,7 @@ pub fn take_pending(slot: usize) -> Option<([Option<Rebased>; 2], bool)> {
     Some((out, pending.program_tf.load(Ordering::Relaxed) != 0))
 }
 
-/// Drops a displaced instruction that will never trap (thread exit, a new
+/// Drops a slow-path instruction that will never trap (thread exit, a new
 /// owner of the slot), releasing its holds.
 fn forget_pending(slot: usize) {
     if let Some((rebased, _)) = take_pending(slot) {

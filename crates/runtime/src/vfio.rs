@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, O
 
 use mmiotrace_shm::{Record, kind};
 
-use crate::runtime;
+use crate::{init, log, state, sys};
 
 /// `VFIO_GROUP_GET_DEVICE_FD`, `_IO(';', 106)`.
 pub const VFIO_GROUP_GET_DEVICE_FD: libc::c_ulong = 0x3b6a;
@@ -124,7 +124,7 @@ pub unsafe fn note_device_fd(fd: c_int, name: *const c_char) {
 
 fn is_vfio_device(fd: c_int) -> bool {
     let mut path = [0u8; 4096];
-    runtime::fd_path(fd, &mut path)
+    sys::fd_path(fd, &mut path)
         .and_then(|len| path.get(..len))
         .is_some_and(|p| p == b"anon_inode:[vfio-device]")
 }
@@ -165,7 +165,7 @@ pub fn describe(fd: c_int, offset: u64, out: &mut [u8; 4096]) -> Option<usize> {
         _ => {
             put(b"/region");
             let mut digits = [0u8; 20];
-            put(crate::sys::decimal(region, &mut digits));
+            put(sys::decimal(region, &mut digits));
         }
     }
     Some(len)
@@ -223,7 +223,7 @@ pub unsafe fn after_region_io(
         return;
     }
     let Some(device) = find(fd) else { return };
-    if !runtime::enabled() || runtime::muted() {
+    if !init::enabled() || state::muted() {
         return;
     }
     let offset = offset as u64;
@@ -237,13 +237,13 @@ pub unsafe fn after_region_io(
         let _locked = Locked::take();
         map_id = device.map_ids[index].load(Ordering::Acquire);
         if map_id == 0 {
-            let Some(shm) = runtime::shm() else { return };
+            let Some(shm) = state::shm() else { return };
             map_id = shm.next_map_id();
             let size = region_size(fd, index as u32);
             device.sizes[index].store(size, Ordering::Relaxed);
             let mut path = [0u8; 4096];
             let path_len = describe(fd, base, &mut path).unwrap_or(0);
-            runtime::push_outside_handler(
+            log::push_outside_handler(
                 Record {
                     kind: kind::MAP,
                     map_id,
@@ -262,7 +262,7 @@ pub unsafe fn after_region_io(
     let mut value = [0u8; 8];
     // SAFETY: the caller's buffer of len bytes.
     unsafe { core::ptr::copy_nonoverlapping(buf, value.as_mut_ptr(), len) };
-    runtime::push_outside_handler(
+    log::push_outside_handler(
         Record {
             kind: if write { kind::WRITE } else { kind::READ },
             width: len as u8,

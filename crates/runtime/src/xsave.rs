@@ -26,8 +26,18 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use iced_x86::Register;
 
-use crate::displaced::FpFrame;
 use crate::emulate::Vectors;
+
+/// The interrupted thread's x87/SSE/AVX state, where the kernel saved it
+/// (the signal frame), as the trampoline needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct FpFrame {
+    pub area: *mut u8,
+    /// `xrstor`/`xsave` component mask; 0 means the legacy FXSAVE format only.
+    pub xsave_mask: u64,
+    /// Bytes of the area the kernel wrote.
+    pub size: usize,
+}
 
 const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
 const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;

@@ -122,7 +122,7 @@ fn class(pattern: &[u8], c: u8) -> Option<(bool, &[u8])> {
     }
 }
 
-/// Device-like files traced by default (DESIGN §1). The real path of a
+/// Device-like files traced by default (docs/ARCHITECTURE.md, "Background"). The real path of a
 /// sysfs resource file is under `/sys/devices`; both spellings are listed
 /// because the program may map either and readlink resolves the symlink.
 pub const DEFAULT_PATTERNS: &[&[u8]] = &[

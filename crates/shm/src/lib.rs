@@ -458,10 +458,16 @@ impl Shm {
         unsafe { &*(self.base.add(HEADER_SIZE + slot * self.stride) as *const SlotHeader) }
     }
 
-    fn record_ptr(&self, slot: usize, pos: u64) -> *mut Record {
+    /// The record at free-running position `pos` of `slot`'s ring.
+    ///
+    /// # Safety
+    ///
+    /// `slot < slot_count` (callers check it with [`Shm::slot_header`]
+    /// first); otherwise the pointer leaves the mapping.
+    unsafe fn record_ptr(&self, slot: usize, pos: u64) -> *mut Record {
         let index = (pos as usize) & (self.ring_records - 1);
-        // SAFETY: slot < slot_count (checked by slot_header, called first by
-        // every user) and index < ring_records, so this stays in the mapping.
+        // SAFETY: slot < slot_count (the caller's contract) and index <
+        // ring_records, so this stays in the mapping.
         unsafe {
             self.base
                 .add(HEADER_SIZE + slot * self.stride + SLOT_HEADER_SIZE + index * RECORD_SIZE)
@@ -676,8 +682,9 @@ impl Shm {
         record.ext = ext as u8;
         record.seq = self.header().seq.0.fetch_add(1, Ordering::Relaxed);
         record.time_ns = monotonic_ns().saturating_sub(self.header().clock_base_ns);
-        // SAFETY: positions write_pos..write_pos+needed are free (checked
-        // against read_pos above) and only this thread writes them.
+        // SAFETY: slot_header() above checked the slot; positions
+        // write_pos..write_pos+needed are free (checked against read_pos
+        // above) and only this thread writes them.
         unsafe {
             std::ptr::write_volatile(self.record_ptr(slot, write_pos), record);
             for (i, chunk) in payload.chunks(RECORD_SIZE).enumerate() {
@@ -705,7 +712,8 @@ impl Shm {
         if read_pos == write_pos {
             return None;
         }
-        // SAFETY: read_pos < write_pos, so the record was published.
+        // SAFETY: slot_header() above checked the slot; read_pos <
+        // write_pos, so the record was published.
         Some(unsafe { std::ptr::read_volatile(self.record_ptr(slot, read_pos)) })
     }
 
@@ -718,8 +726,9 @@ impl Shm {
         let mut payload = Vec::with_capacity(record.ext as usize * RECORD_SIZE);
         for i in 0..record.ext as u64 {
             let mut chunk = [0u8; RECORD_SIZE];
-            // SAFETY: the producer publishes a record and its continuations
-            // with one store of write_pos, so these are published too.
+            // SAFETY: slot_header() above checked the slot; the producer
+            // publishes a record and its continuations with one store of
+            // write_pos, so these are published too.
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     self.record_ptr(slot, read_pos + 1 + i) as *const u8,

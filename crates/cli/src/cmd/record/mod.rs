@@ -18,7 +18,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -190,13 +191,6 @@ fn parse_linger(text: &str) -> Result<f64, String> {
     }
 }
 
-/// The last forwarded-signal number the recorder received, 0 for none.
-static PENDING_SIGNAL: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn remember_signal(signal: libc::c_int) {
-    PENDING_SIGNAL.store(signal, Ordering::Relaxed);
-}
-
 /// The shared-memory file, removed when recording ends.
 struct ShmFile {
     path: PathBuf,
@@ -232,24 +226,16 @@ impl ShmFile {
         file.set_len(len as u64)
             .with_context(|| format!("sizing {} to {len} bytes", path.display()))?;
         // SAFETY: a fresh shared mapping of a file we just created and sized;
-        // no Rust reference aliases it.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            let err = std::io::Error::last_os_error();
-            return Err(err).with_context(|| format!("mapping {}", path.display()));
-        }
+        // nothing truncates it while the recorder runs.
+        let mut mapping = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file) }
+            .with_context(|| format!("mapping {}", path.display()))?;
+        let base = mapping.as_mut_ptr();
+        // The rings are read through `base` until the recorder exits: the
+        // mapping is never unmapped.
+        std::mem::forget(mapping);
         // SAFETY: `base` maps `len` zeroed bytes that stay mapped for the rest
         // of the process (never unmapped), and nothing else uses them yet.
-        let shm = unsafe { Shm::init(base as *mut u8, len, config, path.as_os_str().as_bytes()) }
+        let shm = unsafe { Shm::init(base, len, config, path.as_os_str().as_bytes()) }
             .map_err(|err| anyhow::anyhow!("{err}"))?;
         let inherited = Some(follow::Inherited::open(&path)?);
         // ShmFile's own Drop removes it from now on.
@@ -370,12 +356,16 @@ impl Sink {
     }
 }
 
-fn install_signal_forwarding() {
+/// Catches the signals the recorder forwards: the returned number is the
+/// last one received, 0 for none. The handlers are reset to the default in
+/// exec'd children.
+fn install_signal_forwarding() -> Result<Arc<AtomicUsize>> {
+    let pending = Arc::new(AtomicUsize::new(0));
     for signal in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: remember_signal only stores to an atomic, which is
-        // async-signal-safe; the handler is reset to default in exec'd children.
-        unsafe { libc::signal(signal, remember_signal as *const () as libc::sighandler_t) };
+        signal_hook::flag::register_usize(signal, Arc::clone(&pending), signal as usize)
+            .with_context(|| format!("catching signal {signal}"))?;
     }
+    Ok(pending)
 }
 
 impl Cmd {
@@ -480,7 +470,7 @@ impl Cmd {
         };
         // From now on only traced processes hold the shared lock.
         shm_file.inherited = None;
-        install_signal_forwarding();
+        let pending_signal = install_signal_forwarding()?;
         let linger = Duration::try_from_secs_f64(self.linger).unwrap_or(Duration::MAX);
         let mut ended: Option<(ExitStatus, Instant)> = None;
 
@@ -509,7 +499,7 @@ impl Cmd {
                 // Runtimes stop logging and waiting at once (Shm::push).
                 shm_file.shm.stop(StopReason::WriteFailed);
             }
-            let signal = PENDING_SIGNAL.swap(0, Ordering::Relaxed);
+            let signal = pending_signal.swap(0, Ordering::Relaxed) as libc::c_int;
             // SIGINT and SIGQUIT from a terminal reach the whole process
             // group, PROGRAM included; forwarding them would deliver twice.
             // Once PROGRAM is reaped its pid may be reused: no forwarding.

@@ -1,306 +1,43 @@
-//! Runtime state: configuration from the environment, the shared-memory
-//! file, and arming and disarming of traced mappings.
+//! Arming and disarming: the logic of the `mmap`, `munmap`, `mprotect` and
+//! `mremap` interposers. A shared mapping of a traced file gets an alias
+//! and a `PROT_NONE` program range, entered in the range table; later
+//! calls split, re-protect, move or forget traced ranges with their
+//! aliases.
 //!
 //! # Safety
 //!
 //! This module maps, unmaps and re-protects memory on the program's behalf
-//! (the program's traced ranges and the runtime's aliases) and maps the
-//! shared-memory file; those calls are `unsafe` because they can pull memory
-//! out from under other code. Each names the range it owns.
+//! (the program's traced ranges and the runtime's aliases); those calls
+//! are `unsafe` because they can pull memory out from under other code.
+//! Each names the range it owns.
 
 use core::ffi::c_int;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use mmiotrace_shm::{ENV_SHM_PATH, MAX_PAYLOAD, PushResult, Record, Shm, StopReason, kind};
+use mmiotrace_shm::{Record, kind};
 
 use crate::msg::Msg;
 use crate::ranges::{self, Range};
-use crate::sys::{self, Errno, SignalsBlocked};
-use crate::{glob, signals, single_step, threads};
+use crate::state::{self, MutationLock};
+use crate::sys::{self, Errno};
+use crate::{config, context, displaced, glob, init, log, signals, vfio};
 
 const PAGE: u64 = 4096;
 
-const UNINIT: u8 = 0;
-const LOADING: u8 = 1;
-const ENABLED: u8 = 2;
-const DISABLED: u8 = 3;
-
-static STATE: AtomicU8 = AtomicU8::new(UNINIT);
-static LOADING_TID: AtomicU32 = AtomicU32::new(0);
-static SHM: OnceLock<Shm> = OnceLock::new();
-
-const PATTERN_BYTES: usize = 4096;
-/// `MMIOTRACE_TRACE`, copied once; atomics make the static safe to share.
-static PATTERNS: [AtomicU8; PATTERN_BYTES] = [const { AtomicU8::new(0) }; PATTERN_BYTES];
-static PATTERNS_LEN: AtomicUsize = AtomicUsize::new(0);
-
 static HANDLERS_READY: AtomicBool = AtomicBool::new(false);
-/// `MMIOTRACE_NO_FOLLOW` was set: only the recorder's own child is traced.
-static NO_FOLLOW: AtomicBool = AtomicBool::new(false);
-/// A child forked under `--no-follow`: armed ranges keep working (their
-/// pages stay `PROT_NONE`, so every access still needs the handler), but
-/// nothing is logged and new mappings are not armed.
-static MUTED: AtomicBool = AtomicBool::new(false);
-static MUTATION_LOCK: AtomicBool = AtomicBool::new(false);
 static WARNED_PRIVATE: AtomicBool = AtomicBool::new(false);
 
-/// The shared-memory file, once the runtime is enabled.
-pub fn shm() -> Option<Shm> {
-    SHM.get().copied()
-}
-
-/// Whether tracing is on, without loading the configuration: the cheap
-/// test of the system-call interposers (nothing is traced before it is on).
-pub fn tracing_active() -> bool {
-    STATE.load(Ordering::Acquire) == ENABLED
-}
-
-/// Whether this process runs armed ranges without logging (see [`MUTED`]).
-pub fn muted() -> bool {
-    MUTED.load(Ordering::Relaxed)
-}
-
-/// Runs when the runtime is loaded, before the program's `main`: resolves
-/// the real libc functions that the runtime shadows, creates the signal
-/// mask view, and under `--no-follow` turns the runtime off in every
-/// process but the recorder's own child (a process that child spawned has
-/// another parent; the child's own `exec`s keep its pid and parent).
-extern "C" fn on_load() {
-    crate::syscalls::resolve_all();
-    threads::init_mask_view();
-    if !followed() {
-        let _ = STATE.compare_exchange(UNINIT, DISABLED, Ordering::AcqRel, Ordering::Relaxed);
-    }
-}
-
-/// False under `--no-follow` in a process whose parent is not the recorder.
-fn followed() -> bool {
-    let Some(recorder) = getenv(b"MMIOTRACE_NO_FOLLOW\0") else {
-        return true;
-    };
-    NO_FOLLOW.store(true, Ordering::Relaxed);
-    // SAFETY: getppid has no arguments and cannot fail.
-    let parent = unsafe { libc::syscall(libc::SYS_getppid) } as u64;
-    parse_decimal(recorder) == Some(parent)
-}
-
-#[used]
-#[unsafe(link_section = ".init_array")]
-static ON_LOAD: extern "C" fn() = on_load;
-
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        digits
-            .iter()
-            .fold(0u64, |n, &digit| n * 10 + u64::from(digit - b'0')),
-    )
-}
-
-/// Whether tracing is on: loads the configuration at the first call. With
-/// `MMIOTRACE_SHM` unset the runtime is a pure pass-through.
-pub fn enabled() -> bool {
-    loop {
-        match STATE.load(Ordering::Acquire) {
-            ENABLED => return true,
-            DISABLED => return false,
-            UNINIT => {
-                if STATE
-                    .compare_exchange(UNINIT, LOADING, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    LOADING_TID.store(sys::gettid(), Ordering::Relaxed);
-                    let state = if load_config() { ENABLED } else { DISABLED };
-                    // SYNC POINT: pairs with the Acquire loads above: SHM,
-                    // PATTERNS and the thread key are set before this.
-                    STATE.store(state, Ordering::Release);
-                    return state == ENABLED;
-                }
-            }
-            _ => {
-                // Loading calls into libc (pthread_atfork, getenv); an mmap
-                // made by those on this same thread passes through.
-                if LOADING_TID.load(Ordering::Relaxed) == sys::gettid() {
-                    return false;
-                }
-                sys::yield_now();
-            }
-        }
-    }
-}
-
-fn getenv(name: &[u8]) -> Option<&'static [u8]> {
-    // SAFETY: `name` is NUL-terminated; getenv returns a pointer into the
-    // environment, which the program does not modify while loading libraries.
-    let value = unsafe { libc::getenv(name.as_ptr() as *const libc::c_char) };
-    if value.is_null() {
-        return None;
-    }
-    // SAFETY: getenv returns a NUL-terminated string.
-    Some(unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes())
-}
-
-fn shm_path_from_env() -> Option<&'static [u8]> {
-    let mut name = [0u8; 64];
-    let env_name = ENV_SHM_PATH.as_bytes();
-    name.get_mut(..env_name.len())?.copy_from_slice(env_name);
-    getenv(&name)
-}
-
-/// Whether this process is (or is about to be) traced: decides whether the
-/// signal-mask interposers keep SIGSEGV and SIGTRAP deliverable. Never
-/// loads the configuration (it may run inside a signal handler).
-pub fn tracing_requested() -> bool {
-    match STATE.load(Ordering::Acquire) {
-        ENABLED => true,
-        DISABLED => false,
-        _ => shm_path_from_env().is_some(),
-    }
-}
-
-fn load_config() -> bool {
-    let Some(path) = shm_path_from_env() else {
-        return false;
-    };
-    // Another library's constructor may map a file before on_load() runs.
-    if !followed() {
-        return false;
-    }
-    let shm = match open_shm_inherited().map_or_else(|| open_shm(path), Ok) {
-        Ok(shm) => shm,
-        Err(what) => {
-            Msg::new()
-                .text("tracing is OFF: cannot use the shared-memory file ")
-                .bytes(path)
-                .text(": ")
-                .text(what)
-                .emit();
-            return false;
-        }
-    };
-    if let Some(patterns) = getenv(b"MMIOTRACE_TRACE\0") {
-        let len = patterns.len().min(PATTERN_BYTES);
-        for (slot, &byte) in PATTERNS.iter().zip(patterns.iter()) {
-            slot.store(byte, Ordering::Relaxed);
-        }
-        PATTERNS_LEN.store(len, Ordering::Relaxed);
-        if patterns.len() > PATTERN_BYTES {
-            Msg::new()
-                .text("MMIOTRACE_TRACE is longer than 4096 bytes; the rest is ignored")
-                .emit();
-        }
-    }
-    threads::init();
-    threads::forget_replaced_image(&shm);
-    single_step::init();
-    let _ = SHM.set(shm);
-    true
-}
-
-/// Maps the shared-memory file through the descriptor the recorder left
-/// open for us (`MMIOTRACE_SHM_FD`). It works where the path does not: in a
-/// mount namespace that hides /dev/shm, or after a chroot. The descriptor
-/// stays open so that programs this one execs can use it too.
-fn open_shm_inherited() -> Option<Shm> {
-    let digits = getenv(b"MMIOTRACE_SHM_FD\0")?;
-    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let fd = digits
-        .iter()
-        .fold(0i32, |fd, &digit| fd * 10 + i32::from(digit - b'0'));
-    map_shm(fd).ok()
-}
-
-fn open_shm(path: &[u8]) -> Result<Shm, &'static str> {
-    let mut buf = [0u8; 4096];
-    let with_nul = buf.get_mut(..path.len() + 1).ok_or("path too long")?;
-    if let Some(dst) = with_nul.get_mut(..path.len()) {
-        dst.copy_from_slice(path);
-    }
-    let fd = sys::open(with_nul, libc::O_RDWR | libc::O_CLOEXEC).map_err(|_| "cannot open it")?;
-    // The recorder keeps recording while any open file description of the
-    // file holds a shared lock (see docs/ARCHITECTURE.md); the mapping keeps
-    // this one, and so its lock, alive after the close below.
-    // SAFETY: flock has no memory effects.
-    unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH) };
-    let shm = map_shm(fd);
-    sys::close(fd);
-    shm
-}
-
-fn map_shm(fd: i32) -> Result<Shm, &'static str> {
-    let len = sys::file_size(fd).map_err(|_| "cannot size it");
-    let mapped = len.and_then(|len| {
-        // SAFETY: a fresh mapping at an address the kernel picks.
-        unsafe {
-            sys::mmap(
-                0,
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        }
-        .map(|base| (base, len as usize))
-        .map_err(|_| "cannot map it")
-    });
-    let (base, len) = mapped?;
-    // SAFETY: base..base+len is a shared read-write mapping of the file that
-    // the runtime never unmaps.
-    unsafe { Shm::from_raw(base as *mut u8, len) }.map_err(|err| match err {
-        mmiotrace_shm::ShmError::BadVersion(_) => {
-            "layout version differs (runtime and recorder from different builds)"
-        }
-        mmiotrace_shm::ShmError::BadMagic => "not an mmiotrace shared-memory file",
-        _ => "bad header",
-    })
-}
-
-/// Decoder warm-up and handler installation, once, at the first traced
-/// mapping (DESIGN §4).
+/// What the handlers need, made once, at the first traced mapping and
+/// outside any handler: the decoder's tables, the code cells and scratch
+/// buffers of displaced execution, then the handlers themselves.
 fn ensure_handlers() {
     if HANDLERS_READY.load(Ordering::Acquire) {
         return;
     }
-    signals::warm_up_decoder();
+    context::warm_up_decoder();
+    displaced::prepare();
     signals::install();
     HANDLERS_READY.store(true, Ordering::Release);
-}
-
-struct MutationLock {
-    _signals: SignalsBlocked,
-}
-
-impl MutationLock {
-    fn take() -> MutationLock {
-        let signals = SignalsBlocked::new();
-        while MUTATION_LOCK
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            sys::yield_now();
-        }
-        MutationLock { _signals: signals }
-    }
-}
-
-impl Drop for MutationLock {
-    fn drop(&mut self) {
-        MUTATION_LOCK.store(false, Ordering::Release);
-    }
-}
-
-/// Called in the child after fork: only the forking thread exists.
-pub fn after_fork_in_child() {
-    MUTATION_LOCK.store(false, Ordering::Release);
-    if NO_FOLLOW.load(Ordering::Relaxed) {
-        MUTED.store(true, Ordering::Relaxed);
-    }
 }
 
 fn is_traced_path(path: &[u8]) -> bool {
@@ -310,32 +47,13 @@ fn is_traced_path(path: &[u8]) -> bool {
     {
         return true;
     }
-    let len = PATTERNS_LEN.load(Ordering::Relaxed).min(PATTERN_BYTES);
-    let mut buf = [0u8; PATTERN_BYTES];
-    for (dst, src) in buf.iter_mut().zip(PATTERNS.iter()).take(len) {
-        *dst = src.load(Ordering::Relaxed);
-    }
-    buf.get(..len)
-        .unwrap_or(&[])
+    let mut buf = [0u8; config::VALUE_BYTES];
+    let Some((patterns, _)) = config::trace_patterns(&mut buf) else {
+        return false;
+    };
+    patterns
         .split(|&b| b == b'\n')
         .any(|pattern| !pattern.is_empty() && glob::matches(pattern, path))
-}
-
-/// The real path of `fd` (`readlink /proc/self/fd/N`) into `buf`.
-pub(crate) fn fd_path(fd: c_int, buf: &mut [u8; 4096]) -> Option<usize> {
-    let mut link = [0u8; 32];
-    let prefix = b"/proc/self/fd/";
-    let mut len = 0;
-    for &b in prefix {
-        *link.get_mut(len)? = b;
-        len += 1;
-    }
-    let mut digits = [0u8; 20];
-    for &b in sys::decimal(u64::from(fd as u32), &mut digits) {
-        *link.get_mut(len)? = b;
-        len += 1;
-    }
-    sys::readlink(link.get(..len + 1)?, buf).ok()
 }
 
 fn round_up(len: u64) -> u64 {
@@ -345,67 +63,6 @@ fn round_up(len: u64) -> u64 {
 fn overlaps_traced(lo: u64, hi: u64) -> bool {
     let mut found = [(0usize, Range::EMPTY); ranges::CAPACITY];
     ranges::overlapping(lo, hi, &mut found) != 0
-}
-
-/// Logs `record` (and its payload) to `slot`'s ring: every push of the
-/// runtime goes through here. Async-signal-safe.
-pub fn push(shm: &Shm, slot: usize, record: Record, payload: &[u8]) {
-    if let PushResult::Stopped(reason) = shm.push(slot, record, payload) {
-        tracing_stopped(shm, reason);
-    }
-}
-
-/// Nobody drains the rings any more. If the recorder did not say so
-/// itself, the first runtime to notice tells the user, in one line for the
-/// whole recording, and removes the shared-memory file that the recorder
-/// left behind. The program goes on untraced: its accesses are still
-/// performed, but no longer logged. Async-signal-safe.
-pub fn tracing_stopped(shm: &Shm, reason: StopReason) {
-    let why = match reason {
-        // The recorder warned when it stopped waiting for this process.
-        StopReason::Finished => return,
-        StopReason::WriteFailed => "the recorder cannot write the trace (it says why)",
-        StopReason::RecorderGone => {
-            "the recorder is gone (killed, or it ended before the program did)"
-        }
-    };
-    if !shm.take_stop_notice() {
-        return;
-    }
-    if reason == StopReason::RecorderGone {
-        let path = shm.path();
-        let mut with_nul = [0u8; mmiotrace_shm::MAX_SHM_PATH + 1];
-        if !path.is_empty()
-            && let Some(dst) = with_nul.get_mut(..path.len())
-        {
-            dst.copy_from_slice(path);
-            let _ = sys::unlink(with_nul.get(..path.len() + 1).unwrap_or(&[]));
-        }
-    }
-    Msg::new()
-        .text("tracing stopped: ")
-        .text(why)
-        .text("; the program goes on untraced")
-        .emit();
-}
-
-pub(crate) fn push_outside_handler(record: Record, payload: &[u8]) {
-    let Some(shm) = shm().filter(|_| !muted()) else {
-        return;
-    };
-    let _blocked = SignalsBlocked::new();
-    let me = threads::me(&shm);
-    let payload = payload.get(..payload.len().min(MAX_PAYLOAD)).unwrap_or(&[]);
-    push(
-        &shm,
-        me.slot,
-        Record {
-            tid: me.tid,
-            pid: me.pid,
-            ..record
-        },
-        payload,
-    );
 }
 
 /// The `mmap` interposer's logic.
@@ -423,16 +80,16 @@ pub unsafe fn mmap(
 ) -> Result<usize, Errno> {
     let fixed = flags & libc::MAP_FIXED != 0;
     let file_backed = flags & libc::MAP_ANONYMOUS == 0 && fd >= 0;
-    if !file_backed || !enabled() || muted() {
+    if !file_backed || !init::enabled() || state::muted() {
         // SAFETY: the caller's contract.
         let mapped = unsafe { sys::mmap(addr, len, prot, flags, fd, offset) }?;
-        if fixed && STATE.load(Ordering::Acquire) == ENABLED {
+        if fixed && state::tracing_active() {
             forget_replaced(mapped, len);
         }
         return Ok(mapped);
     }
     let mut path = [0u8; 4096];
-    let path_len = fd_path(fd, &mut path).unwrap_or(0);
+    let path_len = sys::fd_path(fd, &mut path).unwrap_or(0);
     let path = path.get(..path_len).unwrap_or(&[]);
     let map_type = flags & 0x0f;
     let shared = map_type == libc::MAP_SHARED || map_type == libc::MAP_SHARED_VALIDATE;
@@ -462,7 +119,7 @@ pub unsafe fn mmap(
     ensure_handlers();
     // A VFIO device fd's mapping is named by its device and region.
     let mut vfio_path = [0u8; 4096];
-    let path = match crate::vfio::describe(fd, offset as u64, &mut vfio_path) {
+    let path = match vfio::describe(fd, offset as u64, &mut vfio_path) {
         Some(len) => vfio_path.get(..len).unwrap_or(path),
         None => path,
     };
@@ -474,7 +131,7 @@ pub unsafe fn mmap(
 
 /// Makes `start..start+len`, just mapped from `fd`, a traced range.
 fn arm(start: usize, len: usize, prot: c_int, fd: c_int, offset: i64, path: &[u8], fixed: bool) {
-    let Some(shm) = shm() else { return };
+    let Some(shm) = state::shm() else { return };
     // SAFETY: a new mapping at an address the kernel picks; only the
     // runtime will know it.
     let alias = match unsafe { sys::mmap(0, len, prot, libc::MAP_SHARED, fd, offset) } {
@@ -535,7 +192,7 @@ fn arm(start: usize, len: usize, prot: c_int, fd: c_int, offset: i64, path: &[u8
         let _ = unsafe { sys::munmap(alias, len) };
         return;
     }
-    push_outside_handler(
+    log::push_outside_handler(
         Record {
             kind: kind::MAP,
             map_id,
@@ -626,7 +283,7 @@ fn forget_locked(lo: u64, len: u64, unmap_program: bool) -> Result<(), Errno> {
         let _ = unsafe { sys::munmap(range.alias as usize, range.len as usize) };
         ranges::free(index);
         if !ranges::map_id_live(range.map_id) {
-            push_outside_handler(
+            log::push_outside_handler(
                 Record {
                     kind: kind::UNMAP,
                     map_id: range.map_id,
@@ -649,7 +306,7 @@ pub unsafe fn munmap(addr: usize, len: usize) -> Result<(), Errno> {
         addr as u64,
         (addr as u64).saturating_add(round_up(len as u64)),
     );
-    if STATE.load(Ordering::Acquire) != ENABLED || !overlaps_traced(lo, hi) {
+    if !state::tracing_active() || !overlaps_traced(lo, hi) {
         // SAFETY: the caller's contract.
         return unsafe { sys::munmap(addr, len) };
     }
@@ -668,7 +325,7 @@ pub unsafe fn mprotect(addr: usize, len: usize, prot: c_int) -> Result<(), Errno
         addr as u64,
         (addr as u64).saturating_add(round_up(len as u64)),
     );
-    if STATE.load(Ordering::Acquire) != ENABLED || !overlaps_traced(lo, hi) {
+    if !state::tracing_active() || !overlaps_traced(lo, hi) {
         // SAFETY: the caller's contract.
         return unsafe { sys::mprotect(addr, len, prot) };
     }
@@ -713,10 +370,10 @@ pub unsafe fn mremap(
         old as u64,
         (old as u64).saturating_add(round_up(old_len as u64).max(PAGE)),
     );
-    if STATE.load(Ordering::Acquire) != ENABLED || !overlaps_traced(lo, hi) {
+    if !state::tracing_active() || !overlaps_traced(lo, hi) {
         // SAFETY: the caller's contract.
         let moved = unsafe { sys::mremap(old, old_len, new_len, flags, new_addr) }?;
-        if flags & libc::MREMAP_FIXED != 0 && STATE.load(Ordering::Acquire) == ENABLED {
+        if flags & libc::MREMAP_FIXED != 0 && state::tracing_active() {
             forget_replaced(moved, new_len);
         }
         return Ok(moved);
@@ -779,7 +436,7 @@ pub unsafe fn mremap(
             let covered_before = whole.map_offset + whole.len;
             let covered_now = whole.map_offset + new_len as u64;
             if moved as u64 != whole.start || covered_now > covered_before {
-                push_outside_handler(
+                log::push_outside_handler(
                     Record {
                         kind: kind::REMAP,
                         map_id: whole.map_id,
@@ -832,21 +489,4 @@ fn whole_mapping(lo: u64, hi: u64, old_len: usize, flags: c_int) -> Option<Range
         whole.len += piece.len;
     }
     (whole.start == lo && whole.end() == hi).then_some(whole)
-}
-
-/// Pushes a MARK record with `text`, cut visibly to
-/// [`mmiotrace_shm::MAX_MARK_LEN`] bytes if it is longer.
-pub fn mark(text: &[u8]) {
-    if !enabled() {
-        return;
-    }
-    let mut clipped = [0u8; mmiotrace_shm::MAX_MARK_LEN];
-    let len = mmiotrace_shm::clip_mark(text, text.len() as u64, &mut clipped);
-    push_outside_handler(
-        Record {
-            kind: kind::MARK,
-            ..Record::default()
-        },
-        clipped.get(..len).unwrap_or(&[]),
-    );
 }

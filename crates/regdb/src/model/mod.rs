@@ -6,6 +6,10 @@ use std::sync::Arc;
 
 use crate::error::SourcePos;
 
+mod overlaps;
+
+pub(crate) use overlaps::check_overlaps;
+
 /// Index of a register in [`Database::regs`].
 pub type RegId = u32;
 /// Index of an enumeration in [`Database::enums`].
