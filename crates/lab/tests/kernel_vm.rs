@@ -131,9 +131,10 @@ fn device_log(path: &Path) -> Vec<QemuAccess> {
             }
             QemuEvent::Access(access) => {
                 let inside = [(E1000, 0), (NVME, 0)].iter().any(|(dev, n)| {
-                    bars.get(&((*dev).to_owned(), *n)).is_some_and(|(start, len)| {
-                        access.addr >= *start && access.addr < start + len
-                    })
+                    bars.get(&((*dev).to_owned(), *n))
+                        .is_some_and(|(start, len)| {
+                            access.addr >= *start && access.addr < start + len
+                        })
                 });
                 if inside {
                     accesses.push(access);
@@ -216,12 +217,12 @@ fn the_trace_has_every_access_the_devices_saw_vcpu_by_vcpu() {
             );
         }
     }
-    assert!(boot.trace.anomalies.is_empty(), "{:?}", boot.trace.anomalies);
     assert!(
-        boot.summary.contains("lost events: 0"),
-        "{}",
-        boot.summary
+        boot.trace.anomalies.is_empty(),
+        "{:?}",
+        boot.trace.anomalies
     );
+    assert!(boot.summary.contains("lost events: 0"), "{}", boot.summary);
     eprintln!(
         "mmiotrace vm: {} e1000 and NVMe accesses on vCPUs {:?} equal QEMU's log",
         traced.len(),
@@ -234,7 +235,11 @@ fn all_four_vcpus_read_the_statistics_and_every_access_has_its_pc() {
     let boot = boot();
     let stats = boot.trace.parts.get("stats").expect("the stats part");
     let vcpus: BTreeSet<u32> = stats.iter().map(|a| a.pid).collect();
-    assert_eq!(vcpus, BTreeSet::from([0, 1, 2, 3]), "vCPUs in the stats part");
+    assert_eq!(
+        vcpus,
+        BTreeSet::from([0, 1, 2, 3]),
+        "vCPUs in the stats part"
+    );
     let without_pc: Vec<&Access> = ["probe1", "stats", "probe2", "nvme"]
         .iter()
         .flat_map(|part| boot.trace.parts.get(*part).expect("part"))
@@ -283,7 +288,14 @@ fn decode_names_the_e1000_registers_and_the_functions_that_touch_them() {
     let regs = regs.to_str().expect("UTF-8 path");
     let (decoded, _) = mmiotrace(
         boot,
-        &["decode", "vm.trace", "--regs", regs, "--symbols", "kallsyms"],
+        &[
+            "decode",
+            "vm.trace",
+            "--regs",
+            regs,
+            "--symbols",
+            "kallsyms",
+        ],
     );
     let e1000: Vec<&str> = decoded
         .lines()
@@ -298,7 +310,11 @@ fn decode_names_the_e1000_registers_and_the_functions_that_touch_them() {
         .collect();
     assert!(unnamed.is_empty(), "unnamed e1000 registers: {unnamed:?}");
     let in_e1000 = e1000.iter().filter(|l| l.ends_with(" [e1000]")).count();
-    assert_eq!(in_e1000, e1000.len(), "every e1000 access is the e1000 module's");
+    assert_eq!(
+        in_e1000,
+        e1000.len(),
+        "every e1000 access is the e1000 module's"
+    );
     assert!(
         decoded.contains(" STATUS => ") && decoded.contains("@ e1000_"),
         "{}",

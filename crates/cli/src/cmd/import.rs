@@ -75,7 +75,7 @@ impl Cmd {
         let (input, name) = open_input(&cmd.input)?;
         let mut reader = QemuLogReader::new(BufReader::with_capacity(1 << 20, input), name);
         let (mut writer, out_name, out_file) = trace_writer(&cmd.output, cmd.to)?;
-        let mut converter = Converter::new(cmd.devices, cmd.port_io);
+        let mut converter = Converter::new(cmd.devices, cmd.port_io, false);
         let mut write = |event: &mmiotrace_trace::Event| -> anyhow::Result<()> {
             writer
                 .write_event(event)

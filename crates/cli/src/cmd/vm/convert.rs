@@ -159,6 +159,9 @@ pub struct Converter {
     /// Placed BARs by (function, BAR number).
     placed: BTreeMap<((u8, u8, u8), u8), Placed>,
     vcpus: HashMap<i32, Vcpu>,
+    /// Whether the log has the plugin's lines: until the first one, an
+    /// access is written at once (with pc 0) instead of waiting for one.
+    pairing: bool,
     next_map_id: u32,
     next_seq: u64,
     pub counts: Counts,
@@ -166,11 +169,14 @@ pub struct Converter {
 
 impl Converter {
     /// `filters` empty: every PCI function. `port_io`: write the accesses
-    /// to port BARs too.
-    pub fn new(filters: Vec<DeviceFilter>, port_io: bool) -> Converter {
+    /// to port BARs too. `plugin`: the log will have the plugin's lines
+    /// (`mmiotrace vm` loaded it); otherwise accesses wait for their pc
+    /// only once the log has shown a plugin line.
+    pub fn new(filters: Vec<DeviceFilter>, port_io: bool, plugin: bool) -> Converter {
         Converter {
             filters,
             port_io,
+            pairing: plugin,
             start_us: None,
             last_us: 0,
             functions: BTreeMap::new(),
@@ -231,8 +237,12 @@ impl Converter {
             }
             QemuEvent::Bar(bar) => self.bar(bar, out),
             QemuEvent::Access(access) => self.access(access, out),
-            QemuEvent::MemPc(line) => self.mem_pc(&line, out),
+            QemuEvent::MemPc(line) => {
+                self.pairing = true;
+                self.mem_pc(&line, out)
+            }
             QemuEvent::PortPc { cpu, pc } => {
+                self.pairing = true;
                 let cpu = i32::try_from(cpu).unwrap_or(i32::MAX);
                 self.flush(cpu, None, out)?;
                 self.vcpus.entry(cpu).or_default().port_pc = Some(pc);
@@ -438,7 +448,7 @@ impl Converter {
             let pc = self.vcpus.get(&access.cpu).and_then(|v| v.port_pc);
             return self.write_access(&access, placed.map_id, pc, out);
         }
-        if access.cpu < 0 {
+        if access.cpu < 0 || !self.pairing {
             return self.write_access(&access, placed.map_id, None, out);
         }
         let map_id = placed.map_id;
@@ -540,12 +550,12 @@ mod tests {
     use super::*;
     use mmiotrace_trace::qemu_log::QemuLogReader;
 
-    fn convert(log: &str, filters: &[&str], port_io: bool) -> (Vec<Event>, Counts) {
+    fn convert(log: &str, filters: &[&str], port_io: bool, plugin: bool) -> (Vec<Event>, Counts) {
         let filters = filters
             .iter()
             .map(|f| DeviceFilter::parse(f).expect("filter"))
             .collect();
-        let mut converter = Converter::new(filters, port_io);
+        let mut converter = Converter::new(filters, port_io, plugin);
         let mut events = Vec::new();
         let mut out = |e: &Event| -> Result<()> {
             events.push(e.clone());
@@ -601,7 +611,7 @@ mmiotrace-mem cpu 3 pc 0xffffffffc0603c75 addr unknown size 4 w
 
     #[test]
     fn bars_become_pcidev_and_map_and_accesses_get_their_pc() {
-        let (events, counts) = convert(LOG, &[], false);
+        let (events, counts) = convert(LOG, &[], false, true);
         let Event::PciDev(dev) = &events[0] else {
             panic!("expected PCIDEV first: {:?}", events[0]);
         };
@@ -654,8 +664,38 @@ mmiotrace-mem cpu 3 pc 0xffffffffc0603c75 addr unknown size 4 w
     }
 
     #[test]
+    fn without_the_plugin_accesses_keep_their_place_among_the_marks() {
+        let log: String = LOG
+            .lines()
+            .filter(|l| !l.starts_with("mmiotrace-"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let (events, counts) = convert(&log, &["e1000"], false, false);
+        let order: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Access(a) => Some(format!("{:#x}", a.phys)),
+                Event::Mark(m) => Some(m.text.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "0xfebc0008",
+                "0xfebc0000",
+                "0xfebc0004",
+                "hi",
+                "0xfebc00c0",
+                "0xfebc3818"
+            ]
+        );
+        assert_eq!(counts.with_pc, 0);
+    }
+
+    #[test]
     fn port_io_and_device_filters() {
-        let (events, _) = convert(LOG, &["e1000"], true);
+        let (events, _) = convert(LOG, &["e1000"], true, true);
         let got = accesses(&events);
         assert!(
             got.contains(&(3, 0xc004, 0x4140240, 0xffffffffc0605a49)),
@@ -670,7 +710,7 @@ mmiotrace-mem cpu 3 pc 0xffffffffc0603c75 addr unknown size 4 w
             _ => None,
         });
         assert_eq!(port_dev.expect("a PCIDEV with BAR 1").bar_start[1], 0xc001);
-        let (events, _) = convert(LOG, &["00:05.0"], false);
+        let (events, _) = convert(LOG, &["00:05.0"], false, true);
         let got = accesses(&events);
         assert_eq!(got, vec![(1, 0xfebe0014, 0x460001, 0)]);
         assert!(DeviceFilter::parse("[").is_err());

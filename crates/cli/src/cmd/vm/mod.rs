@@ -339,7 +339,7 @@ impl Cmd {
             copy: keep_log,
             failed: None,
         };
-        let mut converter = Converter::new(self.devices.clone(), self.port_io);
+        let mut converter = Converter::new(self.devices.clone(), self.port_io, plugin.is_some());
         let mut state = Writing::default();
         let mut reader = QemuLogReader::new(
             BufReader::with_capacity(1 << 20, &mut tee),
