@@ -1,5 +1,7 @@
 //! `mmiotrace export`: a trace in formats other tools read.
 
+mod chrome_json;
+mod counters;
 mod parquet;
 mod perfetto;
 mod table;
@@ -18,13 +20,19 @@ use super::regs::{RegsArgs, namer};
 
 /// Export a trace for a timeline viewer, a spreadsheet or a query engine.
 ///
-///   --to perfetto   Chrome trace-event JSON: open it in ui.perfetto.dev or
-///                   chrome://tracing. Each thread is a track with its
-///                   accesses as instants (name: direction and register;
-///                   value, width, pc, map and seq as arguments), REPEAT lines
-///                   as slices, MARK lines as global instants, MAP/UNMAP as
-///                   process instants, and a counter track of the value of
-///                   each --counter register.
+///   --to perfetto   Perfetto's native protobuf trace (about 46 bytes an
+///                   access): open it in ui.perfetto.dev. A track per
+///                   process and per thread, with the thread's accesses as
+///                   instants (name: direction and register; value, width,
+///                   map, seq and pc as arguments, the value an exact
+///                   integer), REPEAT lines as slices, MAP/UNMAP as
+///                   instants on the process's track, MARK lines (and lost
+///                   events) as instants on a "marks" track, and a counter
+///                   track of the value of each --counter register.
+///   --to chrome-json
+///                   the same as Chrome trace-event JSON, for
+///                   chrome://tracing (about 170 bytes an access; values as
+///                   hex strings, counters as JSON numbers).
 ///   --to jsonl      one JSON object per event (docs/FORMAT.md, "JSON lines"),
 ///                   with a "reg" key where a database names the register.
 ///   --to csv        one row per event, with a header row; the columns below.
@@ -50,11 +58,12 @@ use super::regs::{RegsArgs, namer};
 /// (globs: `*`, `?`) as well as addresses.
 ///
 /// Examples:
-///   mmiotrace export --to perfetto run.mtb -o run.json
-///   mmiotrace export --to perfetto --counter 0xfebf0008 run.trace -o run.json
+///   mmiotrace export --to perfetto run.mtb -o run.pftrace
+///   mmiotrace export --to perfetto --counter 0xfebf0008 run.trace -o run.pftrace
+///   mmiotrace export --to chrome-json run.mtb -o run.json
 ///   mmiotrace export --to parquet run.mtb -o run.parquet && duckdb -c "select phys, count(*) from 'run.parquet' group by 1"
 ///   mmiotrace export --to csv --regs nic.toml nic.trace -o nic.csv
-///   mmiotrace export --to perfetto --regs nic.toml --counter STATUS nic.trace -o nic.json
+///   mmiotrace export --to perfetto --regs nic.toml --counter STATUS nic.trace -o nic.pftrace
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct Cmd {
@@ -72,7 +81,7 @@ pub struct Cmd {
     #[arg(long, value_enum, value_name = "FORMAT")]
     to: ExportFormat,
 
-    /// Perfetto: a counter track of this register's value: a physical
+    /// perfetto, chrome-json: a counter track of this register's value: a physical
     /// address, or with --regs a register name (glob).
     #[arg(long, value_name = "ADDR|NAME", value_parser = parse_counter)]
     counter: Vec<Counter>,
@@ -103,8 +112,10 @@ fn parse_counter(text: &str) -> anyhow::Result<Counter> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
-    /// Chrome trace-event JSON, for ui.perfetto.dev and chrome://tracing.
+    /// Perfetto's native protobuf trace, for ui.perfetto.dev.
     Perfetto,
+    /// Chrome trace-event JSON, for chrome://tracing and ui.perfetto.dev.
+    ChromeJson,
     /// One JSON object per event.
     Jsonl,
     /// Comma-separated values with a header row.
@@ -153,6 +164,11 @@ impl Cmd {
                     ExportFormat::Perfetto => {
                         Box::new(perfetto::PerfettoExporter::new(out, name, &self.counter)?)
                     }
+                    ExportFormat::ChromeJson => Box::new(chrome_json::ChromeJsonExporter::new(
+                        out,
+                        name,
+                        &self.counter,
+                    )?),
                     ExportFormat::Csv => Box::new(table::CsvExporter::new(out, name)?),
                     _ => Box::new(JsonLines {
                         out,
