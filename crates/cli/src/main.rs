@@ -7,10 +7,19 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The version and the commit built (`--version`, and the metadata of
+/// exported files).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MMIOTRACE_GIT_COMMIT"),
+    ")"
+);
+
 /// Record every access a program makes to memory-mapped device registers,
 /// and read, convert and summarise the traces.
 #[derive(Debug, Parser)]
-#[command(name = "mmiotrace", version, about, long_about = None)]
+#[command(name = "mmiotrace", version = VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

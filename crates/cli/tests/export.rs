@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::Value as Json;
@@ -419,37 +419,209 @@ fn parquet_reads_back_with_the_parquet_crate() {
         "-o",
         path_str(&path),
     ]);
-    let reader = SerializedFileReader::new(std::fs::File::open(&path).expect("written"))
-        .expect("a parquet file");
+    let rows_of = |path: &Path| -> Vec<parquet::record::Row> {
+        let reader = SerializedFileReader::new(std::fs::File::open(path).expect("written"))
+            .expect("a parquet file");
+        reader
+            .get_row_iter(None)
+            .expect("rows")
+            .map(|r| r.expect("a row"))
+            .collect()
+    };
     let events = fixture_events("polling.txt");
+    let is_access = |e: &&mmiotrace_trace::Event| matches!(e, mmiotrace_trace::Event::Access(_));
+    let accesses = rows_of(&path);
+    assert_eq!(accesses.len(), events.iter().filter(is_access).count());
+    // Accesses: 0 time_ns, 1 seq, 2 process, 3 pid, 4 map_id, 5 phys, 6 dir,
+    // 7 width, 8 value, 9 value_hex, 10 pc, 11 reg.
+    let w2 = accesses
+        .iter()
+        .find(|r| r.get_ulong(1).ok() == Some(22))
+        .expect("the 2-byte write");
+    assert_eq!(w2.get_string(6).expect("dir"), "W");
+    assert_eq!(w2.get_ulong(0).expect("time"), 41_000);
+    assert_eq!(w2.get_ulong(5).expect("phys"), 0xfebf_0100);
+    assert_eq!(w2.get_uint(3).expect("pid"), 100);
+    assert_eq!(w2.get_ubyte(7).expect("width"), 2);
+    assert_eq!(w2.get_ulong(8).expect("value"), 0xbeef);
+    assert_eq!(w2.get_string(9).expect("hex"), "0xbeef");
+    assert_eq!(w2.get_ulong(10).expect("pc"), 0x4044);
+    assert!(w2.get_string(11).is_err(), "no register database: a null");
+
+    let others = rows_of(&dir.join("polling.events.parquet"));
     assert_eq!(
-        reader.metadata().file_metadata().num_rows(),
-        events.len() as i64
+        others.len(),
+        events.iter().filter(|e| !is_access(e)).count()
     );
-    let rows: Vec<parquet::record::Row> = reader
-        .get_row_iter(None)
-        .expect("rows")
-        .map(|r| r.expect("a row"))
-        .collect();
-    assert_eq!(rows.len(), events.len());
-    // Columns: 0 kind, 1 time_ns, 3 seq, 5 pid, 7 phys, 8 reg, 9 width, 10 value, 11 value_hex, 17 text.
-    let kinds: Vec<&str> = rows
+    // Events: 0 kind, 1 time_ns, 3 seq, 17 text.
+    let kinds: Vec<&str> = others
         .iter()
         .map(|r| r.get_string(0).expect("kind").as_str())
         .collect();
-    assert_eq!(&kinds[..4], ["VERSION", "MAP", "MAP", "MARK"]);
-    let w2 = rows
+    assert_eq!(
+        kinds,
+        ["VERSION", "MAP", "MAP", "MARK", "MARK", "MARK", "UNMAP"]
+    );
+    assert_eq!(others[3].get_string(17).expect("text"), "init start");
+    assert!(
+        others[0].get_ulong(1).is_err(),
+        "VERSION has no time: a null"
+    );
+}
+
+/// Rows of a DuckDB query, or `None` where DuckDB is missing outside CI.
+fn duckdb(sql: &str) -> Option<Vec<Vec<Json>>> {
+    let python = python_with(&["duckdb"])?;
+    let json = run_python(&python, "query_duckdb.py", &[sql]);
+    Some(serde_json::from_str(&json).expect("JSON rows"))
+}
+
+/// The "top N registers by accesses" table of `mmiotrace stats`:
+/// (phys, accesses, reads, writes) per register.
+fn stats_registers(trace: &Path) -> Vec<[u64; 4]> {
+    let out = stdout(&["stats", "--top", "100000", path_str(trace)]);
+    let mut rows: Vec<[u64; 4]> = out
+        .lines()
+        .skip_while(|l| !(l.starts_with("top ") && l.ends_with(" registers by accesses:")))
+        .skip(2)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| {
+            let cells: Vec<u64> = l
+                .split_whitespace()
+                .map(|c| {
+                    let (digits, radix) = match c.strip_prefix("0x") {
+                        Some(hex) => (hex, 16),
+                        None => (c, 10),
+                    };
+                    u64::from_str_radix(digits, radix).expect("a number")
+                })
+                .collect();
+            cells.try_into().expect("4 columns")
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// A trace of several threads and registers, with 64-bit values past 2^53.
+fn mixed_trace(dir: &Path) -> PathBuf {
+    use std::fmt::Write as _;
+    let mut text = String::from(
+        "VERSION 20070824\nMAP 0.000001 1 0xfe000000 0x7f0000000000 0x10000 0x4000 7 seq=0 proc=7\n",
+    );
+    let mut seq = 1;
+    for i in 0..600u64 {
+        let dir = if i % 3 == 0 { 'W' } else { 'R' };
+        let register = 0xfe00_0000 + 8 * (i * 7 % 37);
+        let value = i.wrapping_mul(0x0123_4567_89ab_cdef) | (1 << 63);
+        let _ = writeln!(
+            text,
+            "{dir} 8 0.{:06} 1 {register:#x} {value:#x} {:#x} {} seq={seq} proc=7",
+            10 + i,
+            0x5000 + 4 * (i % 5),
+            7 + i % 3
+        );
+        seq += 1;
+        if i % 100 == 0 {
+            let _ = writeln!(text, "MARK 0.{:06} step {i}\tseq={seq} proc=7", 10 + i);
+            seq += 1;
+        }
+    }
+    let path = dir.join("mixed.txt");
+    std::fs::write(&path, text).expect("write the trace");
+    path
+}
+
+#[test]
+fn parquet_in_duckdb_group_by_register_equals_stats_and_values_are_exact() {
+    let dir = scratch("export-duckdb");
+    let trace = mixed_trace(&dir);
+    let parquet = dir.join("mixed.parquet");
+    stdout(&[
+        "export",
+        "--to",
+        "parquet",
+        path_str(&trace),
+        "-o",
+        path_str(&parquet),
+    ]);
+    let file = path_str(&parquet);
+    let Some(rows) = duckdb(&format!(
+        "select phys, count(*), count(*) filter (where dir = 'R'), count(*) filter (where dir = 'W') \
+         from '{file}' group by phys order by phys"
+    )) else {
+        return;
+    };
+    let per_register: Vec<[u64; 4]> = rows
         .iter()
-        .find(|r| r.get_ulong(3).ok() == Some(22))
-        .expect("the 2-byte write");
-    assert_eq!(w2.get_string(0).expect("kind"), "W");
-    assert_eq!(w2.get_ulong(1).expect("time"), 41_000);
-    assert_eq!(w2.get_ulong(7).expect("phys"), 0xfebf_0100);
-    assert_eq!(w2.get_uint(5).expect("pid"), 100);
-    assert_eq!(w2.get_ulong(10).expect("value"), 0xbeef);
-    assert_eq!(w2.get_string(11).expect("hex"), "0xbeef");
-    assert_eq!(rows[3].get_string(17).expect("text"), "init start");
-    assert!(rows[0].get_ulong(1).is_err(), "VERSION has no time: a null");
+        .map(|r| {
+            let cells: Vec<u64> = r.iter().map(|c| c.as_u64().expect("an integer")).collect();
+            cells.try_into().expect("4 columns")
+        })
+        .collect();
+    assert_eq!(per_register.len(), 37);
+    assert_eq!(per_register, stats_registers(&trace));
+
+    let expected: Vec<(u64, u64)> = events(&std::fs::read(&trace).expect("trace"))
+        .iter()
+        .filter_map(|e| match e {
+            mmiotrace_trace::Event::Access(a) => Some((a.ext.seq.expect("seq"), a.value.low_u64())),
+            _ => None,
+        })
+        .collect();
+    let values: Vec<(u64, u64)> = duckdb(&format!("select seq, value from '{file}' order by seq"))
+        .expect("duckdb")
+        .iter()
+        .map(|r| (r[0].as_u64().expect("seq"), r[1].as_u64().expect("exact")))
+        .collect();
+    assert_eq!(values, expected);
+    assert!(values.iter().all(|&(_, v)| v >= 1 << 63));
+
+    // The access columns have no nulls, so pandas and others keep uint64.
+    let nullable: Vec<Json> = duckdb(&format!(
+        "select name from parquet_schema('{file}') where repetition_type <> 'REQUIRED' and num_children is null"
+    ))
+    .expect("duckdb")
+    .into_iter()
+    .map(|mut r| r.remove(0))
+    .collect();
+    assert_eq!(nullable, ["reg"]);
+
+    let metadata: std::collections::HashMap<String, String> = duckdb(&format!(
+        "select key::varchar, value::varchar from parquet_kv_metadata('{file}')"
+    ))
+    .expect("duckdb")
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].as_str().expect("key").to_string(),
+            r[1].as_str().expect("value").to_string(),
+        )
+    })
+    .collect();
+    assert_eq!(metadata["mmiotrace.table"], "accesses");
+    assert_eq!(metadata["mmiotrace.source"], path_str(&trace));
+    assert_eq!(metadata["mmiotrace.source_format"], "text");
+    assert!(
+        metadata["mmiotrace.version"].starts_with(env!("CARGO_PKG_VERSION")),
+        "{metadata:?}"
+    );
+    assert!(metadata["mmiotrace.time_base"].starts_with("nanoseconds"));
+
+    let events_file = dir.join("mixed.events.parquet");
+    let kinds = duckdb(&format!(
+        "select kind, count(*), min(text) from '{}' group by kind order by kind",
+        path_str(&events_file)
+    ))
+    .expect("duckdb");
+    assert_eq!(
+        kinds,
+        [
+            vec![Json::from("MAP"), Json::from(1), Json::Null],
+            vec![Json::from("MARK"), Json::from(6), Json::from("step 0")],
+            vec![Json::from("VERSION"), Json::from(1), Json::from("20070824")],
+        ]
+    );
 }
 
 #[test]

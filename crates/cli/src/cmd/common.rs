@@ -64,6 +64,18 @@ pub fn refuse_same_file(input: &Path, output: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses to write binary data (`what`) to standard output when it is a
+/// terminal, as gzip and zstd do: it would only garble the screen.
+pub fn refuse_binary_to_terminal(output: &Path, what: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    if output == Path::new("-") && io::stdout().is_terminal() {
+        bail!(
+            "not writing {what} to a terminal: give -o FILE, or redirect standard output (`> FILE`, `| …`)"
+        );
+    }
+    Ok(())
+}
+
 /// A file an output is written to. A regular file (new or existing) is
 /// written to a temporary file in the same directory, which
 /// [`commit`](Self::commit) renames into place once everything is

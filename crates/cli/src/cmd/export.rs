@@ -6,15 +6,16 @@ mod parquet;
 mod perfetto;
 mod table;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use mmiotrace_trace::Event;
 use mmiotrace_trace::jsonl::format_json;
+use mmiotrace_trace::{Event, Format};
 
 use super::common::{
-    OutputFile, create_output, open_trace, parse_u64, refuse_same_file, warn_if_truncated,
+    OutputFile, create_output, open_trace, parse_u64, refuse_binary_to_terminal, refuse_same_file,
+    warn_if_truncated,
 };
 use super::regs::{RegsArgs, namer};
 
@@ -36,26 +37,39 @@ use super::regs::{RegsArgs, namer};
 ///   --to jsonl      one JSON object per event (docs/FORMAT.md, "JSON lines"),
 ///                   with a "reg" key where a database names the register.
 ///   --to csv        one row per event, with a header row; the columns below.
-///   --to parquet    Apache Parquet, one row per event, for DuckDB, Spark,
-///                   DataFusion or pandas: the columns below, unsigned
-///                   integers as such, in row groups of 65536 rows.
+///   --to parquet    Apache Parquet, zstd-compressed, for DuckDB, Spark,
+///                   DataFusion or pandas, in two files: OUT holds the
+///                   accesses (R and W), one row each, every column but reg
+///                   non-null: time_ns, seq, process, pid (thread), map_id,
+///                   phys, dir (R or W), width, value, value_hex, pc, reg.
+///                   seq is the event's position in the trace (from 0) where
+///                   the trace has none (the kernel's), process the pid
+///                   where it has none; value holds the low 8 bytes of a
+///                   wider value (value_hex has all of it). OUT with
+///                   `.parquet` replaced by `.events.parquet` (run.parquet:
+///                   run.events.parquet) holds every other event, in the
+///                   columns below. Both carry key-value metadata:
+///                   mmiotrace.table, .source (IN), .source_format,
+///                   .version and .time_base. Row groups of 65536 rows.
 ///
-/// Columns of csv and parquet: kind, time_ns, end_ns (REPEAT), seq, process,
-/// pid (thread), map_id, phys, reg (register name, with --regs), width,
-/// value (empty or null above 8 bytes),
-/// value_hex, pc, count (LOST, REPEAT), len (REPEAT), size (MAP), until
-/// (REPEAT, hex), text (MARK text, MAP path, VERSION, PCIDEV device and
-/// driver, UNKNOWN opcode bytes). In csv, phys, pc and size are hex (`0x…`)
-/// and value is decimal; parquet stores all four as unsigned integers.
+/// Columns of csv (every event) and of parquet's events file: kind,
+/// time_ns, end_ns (REPEAT), seq, process, pid (thread), map_id, phys, reg
+/// (register name, with --regs), width, value (empty or null above 8
+/// bytes), value_hex, pc, count (LOST, REPEAT), len (REPEAT), size (MAP),
+/// until (REPEAT, hex), text (MARK text, MAP path, VERSION, PCIDEV device
+/// and driver, UNKNOWN opcode bytes). In csv, phys, pc and size are hex
+/// (`0x…`) and value is decimal; parquet stores all four as unsigned
+/// integers, and times in nanoseconds.
 ///
 /// Every format is written as the trace is read: memory does not grow with
-/// the trace (parquet holds one row group).
+/// the trace (parquet holds one row group per file). perfetto refuses to
+/// write to a terminal.
 ///
 /// Register names come from register databases (--regs, --device,
 /// --chipset), bound to the trace's mappings as `mmiotrace decode` binds
-/// them (see its --help). Perfetto then names accesses `R STATUS@0x8`, with
-/// the name as the "reg" argument, and --counter takes register names
-/// (globs: `*`, `?`) as well as addresses.
+/// them (see its --help). perfetto and chrome-json then name accesses
+/// `R STATUS@0x8` (chrome-json adds the name as the "reg" argument), and
+/// --counter takes register names (globs: `*`, `?`) as well as addresses.
 ///
 /// Examples:
 ///   mmiotrace export --to perfetto run.mtb -o run.pftrace
@@ -72,7 +86,7 @@ pub struct Cmd {
     input: PathBuf,
 
     /// Where to write; `-` (the default) for standard output (not for
-    /// parquet). A file is written beside OUT and renamed over it only on
+    /// parquet; for perfetto, not a terminal). A file is written beside OUT and renamed over it only on
     /// success (an error leaves the old OUT as it was); OUT may not be IN.
     #[arg(short, long, value_name = "OUT", default_value = "-")]
     output: PathBuf,
@@ -144,23 +158,40 @@ impl Cmd {
         }
         let mut namer = namer(registers.as_ref())?;
         refuse_same_file(&self.input, &self.output)?;
-        let (mut reader, _) = open_trace(&self.input, self.strict)?;
-        let (mut exporter, out_file): (Box<dyn Exporter>, OutputFile) = match self.to {
+        let (mut reader, source) = open_trace(&self.input, self.strict)?;
+        let mut out_files = Vec::new();
+        let mut exporter: Box<dyn Exporter> = match self.to {
             ExportFormat::Parquet => {
                 anyhow::ensure!(
-                    self.output != std::path::Path::new("-"),
+                    self.output != Path::new("-"),
                     "parquet needs a file: give -o OUT"
                 );
-                let (file, out_file) = OutputFile::create(&self.output)?;
-                let name = self.output.display().to_string();
-                (
-                    Box::new(parquet::ParquetExporter::new(file, name)?),
-                    out_file,
-                )
+                let events_path = events_path(&self.output);
+                refuse_same_file(&self.input, &events_path)?;
+                let (accesses, accesses_file) = OutputFile::create(&self.output)?;
+                let (events, events_file) = OutputFile::create(&events_path)?;
+                out_files.extend([accesses_file, events_file]);
+                let provenance = parquet::Provenance {
+                    source,
+                    source_format: match reader.format() {
+                        Format::Binary => "binary",
+                        // Readers detect text or binary only.
+                        Format::Text | Format::JsonLines => "text",
+                    },
+                };
+                Box::new(parquet::ParquetExporter::new(
+                    (accesses, self.output.display().to_string()),
+                    (events, events_path.display().to_string()),
+                    &provenance,
+                )?)
             }
             format => {
+                if format == ExportFormat::Perfetto {
+                    refuse_binary_to_terminal(&self.output, "a Perfetto trace")?;
+                }
                 let (out, name, out_file) = create_output(&self.output)?;
-                let exporter: Box<dyn Exporter> = match format {
+                out_files.push(out_file);
+                match format {
                     ExportFormat::Perfetto => {
                         Box::new(perfetto::PerfettoExporter::new(out, name, &self.counter)?)
                     }
@@ -175,8 +206,7 @@ impl Cmd {
                         name,
                         line: Vec::new(),
                     }),
-                };
-                (exporter, out_file)
+                }
             }
         };
         while let Some(event) = reader.read_ref()? {
@@ -185,8 +215,22 @@ impl Cmd {
         }
         warn_if_truncated(&reader);
         exporter.finish()?;
-        out_file.commit()
+        for out_file in out_files {
+            out_file.commit()?;
+        }
+        Ok(())
     }
+}
+
+/// Where parquet puts the events other than accesses: beside OUT, `.parquet`
+/// replaced by (or else followed by) `.events.parquet`.
+pub fn events_path(accesses: &Path) -> PathBuf {
+    let name = accesses
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".parquet").unwrap_or(&name);
+    accesses.with_file_name(format!("{stem}.events.parquet"))
 }
 
 /// The trace crate's JSON lines, with a "reg" key added where a database
