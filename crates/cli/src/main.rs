@@ -5,7 +5,7 @@ mod cmd;
 use std::io::ErrorKind;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// The version and the commit built (`--version`, and the metadata of
 /// exported files).
@@ -35,6 +35,13 @@ enum Command {
     Filter(cmd::filter::Cmd),
     Diff(cmd::diff::Cmd),
     Export(cmd::export::Cmd),
+    Completions(cmd::completions::Cmd),
+    ManPages(cmd::man_pages::Cmd),
+}
+
+/// The whole command line, for the completion scripts and manual pages.
+pub fn cli_command() -> clap::Command {
+    Cli::command()
 }
 
 fn main() -> ExitCode {
@@ -55,6 +62,8 @@ fn main() -> ExitCode {
         // Like diff(1): 0 same, 1 different, 2 trouble.
         Command::Diff(cmd) => return cmd::diff::exit_code(cmd.run()),
         Command::Export(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        Command::Completions(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        Command::ManPages(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

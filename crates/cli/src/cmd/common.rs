@@ -194,6 +194,9 @@ pub fn trace_writer(
         Some("mtb") => TraceFormat::Binary,
         _ => TraceFormat::Text,
     });
+    if format == TraceFormat::Binary {
+        refuse_binary_to_terminal(output, "a binary trace")?;
+    }
     let (out, name, file) = create_output(output)?;
     let writer: Box<dyn EventWrite> = match format {
         TraceFormat::Text => Box::new(TextWriter::new(out)),

@@ -6,14 +6,17 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use mmiotrace_trace::{BinaryWriter, EventWrite, JsonLinesWriter, TextWriter};
 
-use super::common::{create_output, open_trace, refuse_same_file, warn_if_truncated};
+use super::common::{
+    create_output, open_trace, refuse_binary_to_terminal, refuse_same_file, warn_if_truncated,
+};
 
 /// Convert a trace between the kernel's text format, mmiotrace's binary
 /// format and JSON lines.
 ///
 /// The input format (text or binary) is detected from the first bytes.
 /// Without --to, the output is binary when OUT ends in `.mtb`, JSON lines
-/// when it ends in `.jsonl`, and text otherwise (also on stdout).
+/// when it ends in `.jsonl`, and text otherwise (also on stdout). Binary
+/// is not written to a terminal (as gzip and zstd refuse to).
 ///
 /// A text trace whose last line is cut off (copied while still being
 /// written) is converted up to that line, with a warning; --strict makes
@@ -59,6 +62,9 @@ impl Cmd {
     pub fn run(self) -> anyhow::Result<()> {
         let format = self.to.unwrap_or_else(|| format_for_path(&self.output));
         refuse_same_file(&self.input, &self.output)?;
+        if format == OutputFormat::Binary {
+            refuse_binary_to_terminal(&self.output, "a binary trace")?;
+        }
         let (mut reader, _) = open_trace(&self.input, self.strict)?;
         let (out, out_name, out_file) = create_output(&self.output)?;
         let mut writer: Box<dyn EventWrite> = match format {

@@ -2,11 +2,13 @@
 
 pub mod collapse;
 pub mod common;
+pub mod completions;
 pub mod convert;
 pub mod decode;
 pub mod diff;
 pub mod export;
 pub mod filter;
+pub mod man_pages;
 pub mod polling;
 pub mod record;
 pub mod regs;

@@ -94,7 +94,7 @@ impl Mode {
 /// says that tracing stopped and why.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  mmiotrace record -- ./my-driver --probe\n  mmiotrace record --trace '/dev/shm/*' -o run.trace -- ./sim-test\n  mmiotrace record --format binary -o run.mtb -- busybox devmem 0xfed00000 32"
+    after_help = "Examples:\n  mmiotrace record ./my-driver --probe\n  mmiotrace record -- ./my-driver --probe\n  mmiotrace record --trace '/dev/shm/*' -o run.trace -- ./sim-test\n  mmiotrace record --format binary -o run.mtb -- busybox devmem 0xfed00000 32"
 )]
 pub struct Cmd {
     /// Where to write the trace (`-` for standard output; PROGRAM's own
@@ -171,8 +171,11 @@ pub struct Cmd {
     #[arg(long)]
     no_preload_check: bool,
 
-    /// The program to run, and its arguments.
-    #[arg(required = true, last = true, value_name = "PROGRAM")]
+    /// The program to run, and its arguments: everything from the first
+    /// argument that is not one of record's options on is PROGRAM's, as
+    /// with perf, strace and valgrind. `--` before PROGRAM works too (and
+    /// is needed when PROGRAM's name starts with `-`).
+    #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM")]
     program: Vec<OsString>,
 }
 
