@@ -7,7 +7,8 @@ use clap::{Args, ValueEnum};
 use mmiotrace_trace::{BinaryWriter, EventWrite, JsonLinesWriter, TextWriter};
 
 use super::common::{
-    create_output, open_trace, refuse_binary_to_terminal, refuse_same_file, warn_if_truncated,
+    create_output, open_trace_with_progress, refuse_binary_to_terminal, refuse_same_file,
+    warn_if_truncated,
 };
 
 /// Convert a trace between the kernel's text format, mmiotrace's binary
@@ -46,6 +47,11 @@ pub struct Cmd {
     /// Treat a cut-off last line or record as an error.
     #[arg(long)]
     strict: bool,
+
+    /// No progress bar (one is drawn on standard error while reading, when
+    /// that is a terminal).
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,7 +71,8 @@ impl Cmd {
         if format == OutputFormat::Binary {
             refuse_binary_to_terminal(&self.output, "a binary trace")?;
         }
-        let (mut reader, _) = open_trace(&self.input, self.strict)?;
+        let (mut reader, _, progress) =
+            open_trace_with_progress(&self.input, self.strict, self.quiet)?;
         let (out, out_name, out_file) = create_output(&self.output)?;
         let mut writer: Box<dyn EventWrite> = match format {
             OutputFormat::Text => Box::new(TextWriter::new(out)),
@@ -80,6 +87,7 @@ impl Cmd {
                 .write_event(event)
                 .with_context(|| format!("cannot write to {out_name}"))?;
         }
+        progress.finish_and_clear();
         warn_if_truncated(&reader);
         writer
             .flush()

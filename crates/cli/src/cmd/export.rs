@@ -14,8 +14,8 @@ use mmiotrace_trace::jsonl::format_json;
 use mmiotrace_trace::{Event, Format};
 
 use super::common::{
-    OutputFile, create_output, open_trace, parse_u64, refuse_binary_to_terminal, refuse_same_file,
-    warn_if_truncated,
+    OutputFile, create_output, open_trace_with_progress, parse_u64, refuse_binary_to_terminal,
+    refuse_same_file, warn_if_truncated,
 };
 use super::regs::{RegsArgs, namer};
 
@@ -104,6 +104,11 @@ pub struct Cmd {
     #[arg(long)]
     strict: bool,
 
+    /// No progress bar (one is drawn on standard error while reading, when
+    /// that is a terminal).
+    #[arg(short, long)]
+    quiet: bool,
+
     #[command(flatten)]
     regs: RegsArgs,
 }
@@ -158,7 +163,8 @@ impl Cmd {
         }
         let mut namer = namer(registers.as_ref())?;
         refuse_same_file(&self.input, &self.output)?;
-        let (mut reader, source) = open_trace(&self.input, self.strict)?;
+        let (mut reader, source, progress) =
+            open_trace_with_progress(&self.input, self.strict, self.quiet)?;
         let mut out_files = Vec::new();
         let mut exporter: Box<dyn Exporter> = match self.to {
             ExportFormat::Parquet => {
@@ -213,6 +219,7 @@ impl Cmd {
             let reg = namer.as_mut().and_then(|n| n.name(event));
             exporter.event(event, reg.map(|r| &**r))?;
         }
+        progress.finish_and_clear();
         warn_if_truncated(&reader);
         exporter.finish()?;
         for out_file in out_files {

@@ -10,6 +10,7 @@ pub mod export;
 pub mod filter;
 pub mod man_pages;
 pub mod polling;
+pub mod progress;
 pub mod record;
 pub mod regs;
 pub mod stats;

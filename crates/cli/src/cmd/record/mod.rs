@@ -29,6 +29,7 @@ use mmiotrace_shm::{
 };
 use mmiotrace_trace::{BinaryWriter, Event, EventWrite, TextWriter, Version};
 
+use super::progress::{LiveCounts, LiveLine};
 use drain::{Drainer, Summary};
 use marks::MarkFifo;
 
@@ -148,7 +149,9 @@ pub struct Cmd {
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SLOTS)))]
     rings: u32,
 
-    /// Do not print the summary when PROGRAM ends.
+    /// Do not print the summary when PROGRAM ends, nor the live line
+    /// (events, events/s, maps, threads, processes) that a terminal shows
+    /// while recording.
     #[arg(short, long)]
     quiet: bool,
 
@@ -497,6 +500,7 @@ impl Cmd {
             }))
             .err();
         let mut idle = Duration::from_micros(50);
+        let mut live = LiveLine::new(self.quiet);
         let status = loop {
             let mut taken = 0;
             if failure.is_none() {
@@ -507,6 +511,15 @@ impl Cmd {
                     }
                 }
                 failure = drainer.emit(false, |event| sink.write(event)).err();
+            }
+            if live.due() {
+                let summary = &drainer.summary;
+                live.update(LiveCounts {
+                    events: summary.by_kind.values().sum(),
+                    maps: summary.maps.len(),
+                    threads: summary.threads.len(),
+                    processes: summary.processes.len(),
+                });
             }
             if failure.is_some() {
                 // Runtimes stop logging and waiting at once (Shm::push).
@@ -558,6 +571,7 @@ impl Cmd {
                 idle = Duration::from_micros(50);
             }
         };
+        live.clear();
         if let Some(failure) = failure {
             // What was written stays: a trace that ends at the failure (its
             // last line or record may be cut off, which readers report).
