@@ -6,8 +6,8 @@
 //! them needs either `protoc` (not on the machines that build this) or a
 //! copy of Perfetto's `.proto` tree in the repository. Each field below
 //! carries the number and wire type that Perfetto's schema gives it; a
-//! field left out is one the exporter never writes (protobuf readers skip
-//! nothing they expect, and accept any subset). The test
+//! field left out is one the exporter never writes (every field of these
+//! proto2 messages is optional, so any subset is a valid message). The test
 //! `perfetto_reads_back_with_perfettos_own_schema` decodes our output with
 //! the `perfetto` Python package's compiled schema, so a wrong number or
 //! type fails it.
