@@ -1,7 +1,7 @@
 //! Perfetto's native trace format: a protobuf `Trace`, written one
 //! `TracePacket` at a time as the trace is read.
 //!
-//! The layout, chosen for size (about 45 bytes an access) and for what
+//! The layout, chosen for size (about 46 bytes an event on the benchmark trace) and for what
 //! ui.perfetto.dev shows:
 //!
 //! - Sequence 1 holds the track descriptors (a track per process, per
