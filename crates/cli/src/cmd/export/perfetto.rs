@@ -1,8 +1,8 @@
 //! Perfetto's native trace format: a protobuf `Trace`, written one
 //! `TracePacket` at a time as the trace is read.
 //!
-//! The layout, chosen for size (about 46 bytes an event on the benchmark trace) and for what
-//! ui.perfetto.dev shows:
+//! The layout, chosen for size (46 bytes an event on the benchmark trace,
+//! docs/BENCHMARKS.md) and for what ui.perfetto.dev shows:
 //!
 //! - Sequence 1 holds the track descriptors (a track per process, per
 //!   thread, per `--counter` register, and one for marks), the marks, the
