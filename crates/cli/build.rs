@@ -11,6 +11,31 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Sets `MMIOTRACE_GIT_COMMIT` for `--version`: the commit checked out, or
+/// `unknown` outside a git checkout (a crates.io source package). Changes
+/// not yet committed are not flagged: the build script does not rerun for
+/// every edit, so such a flag would go stale.
+fn git_commit(manifest_dir: &std::path::Path) {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(manifest_dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=MMIOTRACE_GIT_COMMIT={commit}");
+    // A commit or a checkout changes HEAD or its log.
+    for path in ["HEAD", "logs/HEAD"] {
+        if let Some(file) = git(&["rev-parse", "--path-format=absolute", "--git-path", path]) {
+            println!("cargo:rerun-if-changed={file}");
+        }
+    }
+}
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
@@ -25,6 +50,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", watched.display());
     }
     println!("cargo:rerun-if-env-changed=MMIOTRACE_RUNTIME_PREBUILT");
+    git_commit(&manifest_dir);
 
     build_qemu_plugin(&manifest_dir.join("../qemu-plugin/src/lib.rs"), &out_dir);
 

@@ -5,12 +5,21 @@ mod cmd;
 use std::io::ErrorKind;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// The version and the commit built (`--version`, and the metadata of
+/// exported files).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MMIOTRACE_GIT_COMMIT"),
+    ")"
+);
 
 /// Record every access a program makes to memory-mapped device registers,
 /// and read, convert and summarise the traces.
 #[derive(Debug, Parser)]
-#[command(name = "mmiotrace", version, about, long_about = None)]
+#[command(name = "mmiotrace", version = VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,6 +37,13 @@ enum Command {
     Export(cmd::export::Cmd),
     Vm(cmd::vm::Cmd),
     Import(cmd::import::Cmd),
+    Completions(cmd::completions::Cmd),
+    ManPages(cmd::man_pages::Cmd),
+}
+
+/// The whole command line, for the completion scripts and manual pages.
+pub fn cli_command() -> clap::Command {
+    Cli::command()
 }
 
 fn main() -> ExitCode {
@@ -55,6 +71,8 @@ fn main() -> ExitCode {
         // Like diff(1): 0 same, 1 different, 2 trouble.
         Command::Diff(cmd) => return cmd::diff::exit_code(cmd.run()),
         Command::Export(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        Command::Completions(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        Command::ManPages(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -292,6 +292,51 @@ fn exit_status_marks_and_unmap() {
     }
 }
 
+/// Like perf, strace and valgrind: PROGRAM needs no `--` before it, and
+/// options after it are PROGRAM's.
+#[test]
+fn program_without_double_dash_keeps_its_own_options() {
+    let scratch = Scratch::new("no-dashes");
+    let bar = scratch.path("exit.bar");
+    let trace = scratch.path("exit.trace");
+    let out = Command::new(MMIOTRACE)
+        .args(["record", "-q", "-o"])
+        .arg(&trace)
+        .arg("--trace")
+        .arg(scratch.glob())
+        .arg(program("exitcode"))
+        .arg(&bar)
+        .arg("7")
+        .output()
+        .expect("run mmiotrace record");
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kinds: Vec<&str> = read_trace(&trace).iter().map(Event::kind_name).collect();
+    assert_eq!(kinds, ["VERSION", "MAP", "MARK", "W", "UNMAP"]);
+
+    let out = Command::new(MMIOTRACE)
+        .args(["record", "-o"])
+        .arg(&trace)
+        .args(["echo", "-o", "out", "-q", "--help"])
+        .output()
+        .expect("run mmiotrace record");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "-o out -q --help\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("program exited with status 0"),
+        "not -q: {stderr}"
+    );
+}
+
 #[test]
 fn untraced_files_are_left_alone() {
     let scratch = Scratch::new("untraced");

@@ -332,7 +332,7 @@ fn export_carries_register_names_in_every_format() {
     let perfetto = stdout(&[
         "export",
         "--to",
-        "perfetto",
+        "chrome-json",
         trace,
         "--regs",
         map,
@@ -384,22 +384,28 @@ fn parquet_has_a_reg_column() {
         "-o",
         path_str(&path),
     ]);
-    let reader = SerializedFileReader::new(std::fs::File::open(&path).expect("written"))
-        .expect("a parquet file");
-    let rows: Vec<parquet::record::Row> = reader
-        .get_row_iter(None)
-        .expect("rows")
-        .map(|r| r.expect("a row"))
-        .collect();
-    // Column 8 is reg.
-    let named: Vec<&str> = rows
+    let rows_of = |path: &std::path::Path| -> Vec<parquet::record::Row> {
+        let reader = SerializedFileReader::new(std::fs::File::open(path).expect("written"))
+            .expect("a parquet file");
+        reader
+            .get_row_iter(None)
+            .expect("rows")
+            .map(|r| r.expect("a row"))
+            .collect()
+    };
+    // Column 11 of the accesses is reg.
+    let accesses = rows_of(&path);
+    let named: Vec<&str> = accesses
         .iter()
-        .filter_map(|r| r.get_string(8).ok().map(String::as_str))
+        .filter_map(|r| r.get_string(11).ok().map(String::as_str))
         .take(3)
         .collect();
     assert_eq!(named, ["STATUS", "IMC", "ICR"]);
+    // Column 8 of the other events is reg.
+    let events = rows_of(&dir.join("nic.events.parquet"));
+    assert_eq!(events[1].get_string(0).expect("kind"), "MAP");
     assert!(
-        rows[1].get_string(8).is_err(),
+        events[1].get_string(8).is_err(),
         "MAP has no register: a null"
     );
 }

@@ -27,6 +27,41 @@ pub fn open_input(path: &Path) -> anyhow::Result<(Box<dyn Read>, String)> {
     Ok((Box::new(file), path.display().to_string()))
 }
 
+/// Opens IN as [`open_input`] does, with a progress bar over its bytes on a
+/// terminal (not with `quiet`, nor for standard input), cleared when the
+/// returned bar is finished or dropped.
+pub fn open_input_with_progress(
+    path: &Path,
+    quiet: bool,
+) -> anyhow::Result<(Box<dyn Read>, String, indicatif::ProgressBar)> {
+    if path == Path::new("-") {
+        let (input, name) = open_input(path)?;
+        return Ok((input, name, indicatif::ProgressBar::hidden()));
+    }
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let len = file
+        .metadata()
+        .ok()
+        .filter(|meta| meta.is_file())
+        .map(|meta| meta.len());
+    let name = path.display().to_string();
+    let bar = super::progress::reading(&name, len, quiet);
+    Ok((Box::new(bar.wrap_read(file)), name, bar))
+}
+
+/// Opens a trace as [`open_trace`] does, with [`open_input_with_progress`]'s bar.
+pub fn open_trace_with_progress(
+    path: &Path,
+    strict: bool,
+    quiet: bool,
+) -> anyhow::Result<(Reader, String, indicatif::ProgressBar)> {
+    let (input, name, bar) = open_input_with_progress(path, quiet)?;
+    let options = ReadOptions::default()
+        .with_name(name.as_str())
+        .with_fatal_truncation(strict);
+    Ok((TraceReader::new(input, options)?, name, bar))
+}
+
 /// Opens a trace (`-` for standard input), text or binary.
 pub fn open_trace(path: &Path, strict: bool) -> anyhow::Result<(Reader, String)> {
     let (input, name) = open_input(path)?;
@@ -59,6 +94,18 @@ pub fn refuse_same_file(input: &Path, output: &Path) -> anyhow::Result<()> {
             "{} is the trace being read ({}): writing it would destroy it; give another -o OUT",
             output.display(),
             input.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses to write binary data (`what`) to standard output when it is a
+/// terminal, as gzip and zstd do: it would only garble the screen.
+pub fn refuse_binary_to_terminal(output: &Path, what: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    if output == Path::new("-") && io::stdout().is_terminal() {
+        bail!(
+            "not writing {what} to a terminal: give -o FILE, or redirect standard output (`> FILE`, `| …`)"
         );
     }
     Ok(())
@@ -182,6 +229,9 @@ pub fn trace_writer(
         Some("mtb") => TraceFormat::Binary,
         _ => TraceFormat::Text,
     });
+    if format == TraceFormat::Binary {
+        refuse_binary_to_terminal(output, "a binary trace")?;
+    }
     let (out, name, file) = create_output(output)?;
     let writer: Box<dyn EventWrite> = match format {
         TraceFormat::Text => Box::new(TextWriter::new(out)),

@@ -6,14 +6,18 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use mmiotrace_trace::{BinaryWriter, EventWrite, JsonLinesWriter, TextWriter};
 
-use super::common::{create_output, open_trace, refuse_same_file, warn_if_truncated};
+use super::common::{
+    create_output, open_trace_with_progress, refuse_binary_to_terminal, refuse_same_file,
+    warn_if_truncated,
+};
 
 /// Convert a trace between the kernel's text format, mmiotrace's binary
 /// format and JSON lines.
 ///
 /// The input format (text or binary) is detected from the first bytes.
 /// Without --to, the output is binary when OUT ends in `.mtb`, JSON lines
-/// when it ends in `.jsonl`, and text otherwise (also on stdout).
+/// when it ends in `.jsonl`, and text otherwise (also on stdout). Binary
+/// is not written to a terminal (as gzip and zstd refuse to).
 ///
 /// A text trace whose last line is cut off (copied while still being
 /// written) is converted up to that line, with a warning; --strict makes
@@ -43,6 +47,11 @@ pub struct Cmd {
     /// Treat a cut-off last line or record as an error.
     #[arg(long)]
     strict: bool,
+
+    /// No progress bar (one is drawn on standard error while reading, when
+    /// that is a terminal).
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,7 +68,11 @@ impl Cmd {
     pub fn run(self) -> anyhow::Result<()> {
         let format = self.to.unwrap_or_else(|| format_for_path(&self.output));
         refuse_same_file(&self.input, &self.output)?;
-        let (mut reader, _) = open_trace(&self.input, self.strict)?;
+        if format == OutputFormat::Binary {
+            refuse_binary_to_terminal(&self.output, "a binary trace")?;
+        }
+        let (mut reader, _, progress) =
+            open_trace_with_progress(&self.input, self.strict, self.quiet)?;
         let (out, out_name, out_file) = create_output(&self.output)?;
         let mut writer: Box<dyn EventWrite> = match format {
             OutputFormat::Text => Box::new(TextWriter::new(out)),
@@ -74,6 +87,7 @@ impl Cmd {
                 .write_event(event)
                 .with_context(|| format!("cannot write to {out_name}"))?;
         }
+        progress.finish_and_clear();
         warn_if_truncated(&reader);
         writer
             .flush()

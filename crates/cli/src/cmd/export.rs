@@ -1,60 +1,83 @@
 //! `mmiotrace export`: a trace in formats other tools read.
 
+mod chrome_json;
+mod counters;
 mod parquet;
 mod perfetto;
 mod table;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use mmiotrace_trace::Event;
 use mmiotrace_trace::jsonl::format_json;
+use mmiotrace_trace::{Event, Format};
 
 use super::common::{
-    OutputFile, create_output, open_trace, parse_u64, refuse_same_file, warn_if_truncated,
+    OutputFile, create_output, open_trace_with_progress, parse_u64, refuse_binary_to_terminal,
+    refuse_same_file, warn_if_truncated,
 };
 use super::regs::{RegsArgs, namer};
 
 /// Export a trace for a timeline viewer, a spreadsheet or a query engine.
 ///
-///   --to perfetto   Chrome trace-event JSON: open it in ui.perfetto.dev or
-///                   chrome://tracing. Each thread is a track with its
-///                   accesses as instants (name: direction and register;
-///                   value, width, pc, map and seq as arguments), REPEAT lines
-///                   as slices, MARK lines as global instants, MAP/UNMAP as
-///                   process instants, and a counter track of the value of
-///                   each --counter register.
+///   --to perfetto   Perfetto's native protobuf trace (about 46 bytes an
+///                   access): open it in ui.perfetto.dev. A track per
+///                   process and per thread, with the thread's accesses as
+///                   instants (name: direction and register; value, width,
+///                   map, seq and pc as arguments, the value an exact
+///                   integer), REPEAT lines as slices, MAP/UNMAP as
+///                   instants on the process's track, MARK lines (and lost
+///                   events) as instants on a "marks" track, and a counter
+///                   track of the value of each --counter register.
+///   --to chrome-json
+///                   the same as Chrome trace-event JSON, for
+///                   chrome://tracing (about 170 bytes an access; values as
+///                   hex strings, counters as JSON numbers).
 ///   --to jsonl      one JSON object per event (docs/FORMAT.md, "JSON lines"),
 ///                   with a "reg" key where a database names the register.
 ///   --to csv        one row per event, with a header row; the columns below.
-///   --to parquet    Apache Parquet, one row per event, for DuckDB, Spark,
-///                   DataFusion or pandas: the columns below, unsigned
-///                   integers as such, in row groups of 65536 rows.
+///   --to parquet    Apache Parquet, zstd-compressed, for DuckDB, Spark,
+///                   DataFusion or pandas, in two files: OUT holds the
+///                   accesses (R and W), one row each, every column but reg
+///                   non-null: time_ns, seq, process, pid (thread), map_id,
+///                   phys, dir (R or W), width, value, value_hex, pc, reg.
+///                   seq is the event's position in the trace (from 0) where
+///                   the trace has none (the kernel's), process the pid
+///                   where it has none; value holds the low 8 bytes of a
+///                   wider value (value_hex has all of it). OUT with
+///                   `.parquet` replaced by `.events.parquet` (run.parquet:
+///                   run.events.parquet) holds every other event, in the
+///                   columns below. Both carry key-value metadata:
+///                   mmiotrace.table, .source (IN), .source_format,
+///                   .version and .time_base. Row groups of 65536 rows.
 ///
-/// Columns of csv and parquet: kind, time_ns, end_ns (REPEAT), seq, process,
-/// pid (thread), map_id, phys, reg (register name, with --regs), width,
-/// value (empty or null above 8 bytes),
-/// value_hex, pc, count (LOST, REPEAT), len (REPEAT), size (MAP), until
-/// (REPEAT, hex), text (MARK text, MAP path, VERSION, PCIDEV device and
-/// driver, UNKNOWN opcode bytes). In csv, phys, pc and size are hex (`0x…`)
-/// and value is decimal; parquet stores all four as unsigned integers.
+/// Columns of csv (every event) and of parquet's events file: kind,
+/// time_ns, end_ns (REPEAT), seq, process, pid (thread), map_id, phys, reg
+/// (register name, with --regs), width, value (empty or null above 8
+/// bytes), value_hex, pc, count (LOST, REPEAT), len (REPEAT), size (MAP),
+/// until (REPEAT, hex), text (MARK text, MAP path, VERSION, PCIDEV device
+/// and driver, UNKNOWN opcode bytes). In csv, phys, pc and size are hex
+/// (`0x…`) and value is decimal; parquet stores all four as unsigned
+/// integers, and times in nanoseconds.
 ///
 /// Every format is written as the trace is read: memory does not grow with
-/// the trace (parquet holds one row group).
+/// the trace (parquet holds one row group per file). perfetto refuses to
+/// write to a terminal.
 ///
 /// Register names come from register databases (--regs, --device,
 /// --chipset), bound to the trace's mappings as `mmiotrace decode` binds
-/// them (see its --help). Perfetto then names accesses `R STATUS@0x8`, with
-/// the name as the "reg" argument, and --counter takes register names
-/// (globs: `*`, `?`) as well as addresses.
+/// them (see its --help). perfetto and chrome-json then name accesses
+/// `R STATUS@0x8` (chrome-json adds the name as the "reg" argument), and
+/// --counter takes register names (globs: `*`, `?`) as well as addresses.
 ///
 /// Examples:
-///   mmiotrace export --to perfetto run.mtb -o run.json
-///   mmiotrace export --to perfetto --counter 0xfebf0008 run.trace -o run.json
+///   mmiotrace export --to perfetto run.mtb -o run.pftrace
+///   mmiotrace export --to perfetto --counter 0xfebf0008 run.trace -o run.pftrace
+///   mmiotrace export --to chrome-json run.mtb -o run.json
 ///   mmiotrace export --to parquet run.mtb -o run.parquet && duckdb -c "select phys, count(*) from 'run.parquet' group by 1"
 ///   mmiotrace export --to csv --regs nic.toml nic.trace -o nic.csv
-///   mmiotrace export --to perfetto --regs nic.toml --counter STATUS nic.trace -o nic.json
+///   mmiotrace export --to perfetto --regs nic.toml --counter STATUS nic.trace -o nic.pftrace
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct Cmd {
@@ -63,7 +86,7 @@ pub struct Cmd {
     input: PathBuf,
 
     /// Where to write; `-` (the default) for standard output (not for
-    /// parquet). A file is written beside OUT and renamed over it only on
+    /// parquet; for perfetto, not a terminal). A file is written beside OUT and renamed over it only on
     /// success (an error leaves the old OUT as it was); OUT may not be IN.
     #[arg(short, long, value_name = "OUT", default_value = "-")]
     output: PathBuf,
@@ -72,7 +95,7 @@ pub struct Cmd {
     #[arg(long, value_enum, value_name = "FORMAT")]
     to: ExportFormat,
 
-    /// Perfetto: a counter track of this register's value: a physical
+    /// perfetto, chrome-json: a counter track of this register's value: a physical
     /// address, or with --regs a register name (glob).
     #[arg(long, value_name = "ADDR|NAME", value_parser = parse_counter)]
     counter: Vec<Counter>,
@@ -80,6 +103,11 @@ pub struct Cmd {
     /// Treat a cut-off last line or record as an error.
     #[arg(long)]
     strict: bool,
+
+    /// No progress bar (one is drawn on standard error while reading, when
+    /// that is a terminal).
+    #[arg(short, long)]
+    quiet: bool,
 
     #[command(flatten)]
     regs: RegsArgs,
@@ -103,8 +131,10 @@ fn parse_counter(text: &str) -> anyhow::Result<Counter> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
-    /// Chrome trace-event JSON, for ui.perfetto.dev and chrome://tracing.
+    /// Perfetto's native protobuf trace, for ui.perfetto.dev.
     Perfetto,
+    /// Chrome trace-event JSON, for chrome://tracing and ui.perfetto.dev.
+    ChromeJson,
     /// One JSON object per event.
     Jsonl,
     /// Comma-separated values with a header row.
@@ -133,44 +163,81 @@ impl Cmd {
         }
         let mut namer = namer(registers.as_ref())?;
         refuse_same_file(&self.input, &self.output)?;
-        let (mut reader, _) = open_trace(&self.input, self.strict)?;
-        let (mut exporter, out_file): (Box<dyn Exporter>, OutputFile) = match self.to {
+        let (mut reader, source, progress) =
+            open_trace_with_progress(&self.input, self.strict, self.quiet)?;
+        let mut out_files = Vec::new();
+        let mut exporter: Box<dyn Exporter> = match self.to {
             ExportFormat::Parquet => {
                 anyhow::ensure!(
-                    self.output != std::path::Path::new("-"),
+                    self.output != Path::new("-"),
                     "parquet needs a file: give -o OUT"
                 );
-                let (file, out_file) = OutputFile::create(&self.output)?;
-                let name = self.output.display().to_string();
-                (
-                    Box::new(parquet::ParquetExporter::new(file, name)?),
-                    out_file,
-                )
+                let events_path = events_path(&self.output);
+                refuse_same_file(&self.input, &events_path)?;
+                let (accesses, accesses_file) = OutputFile::create(&self.output)?;
+                let (events, events_file) = OutputFile::create(&events_path)?;
+                out_files.extend([accesses_file, events_file]);
+                let provenance = parquet::Provenance {
+                    source,
+                    source_format: match reader.format() {
+                        Format::Binary => "binary",
+                        // Readers detect text or binary only.
+                        Format::Text | Format::JsonLines => "text",
+                    },
+                };
+                Box::new(parquet::ParquetExporter::new(
+                    (accesses, self.output.display().to_string()),
+                    (events, events_path.display().to_string()),
+                    &provenance,
+                )?)
             }
             format => {
+                if format == ExportFormat::Perfetto {
+                    refuse_binary_to_terminal(&self.output, "a Perfetto trace")?;
+                }
                 let (out, name, out_file) = create_output(&self.output)?;
-                let exporter: Box<dyn Exporter> = match format {
+                out_files.push(out_file);
+                match format {
                     ExportFormat::Perfetto => {
                         Box::new(perfetto::PerfettoExporter::new(out, name, &self.counter)?)
                     }
+                    ExportFormat::ChromeJson => Box::new(chrome_json::ChromeJsonExporter::new(
+                        out,
+                        name,
+                        &self.counter,
+                    )?),
                     ExportFormat::Csv => Box::new(table::CsvExporter::new(out, name)?),
                     _ => Box::new(JsonLines {
                         out,
                         name,
                         line: Vec::new(),
                     }),
-                };
-                (exporter, out_file)
+                }
             }
         };
         while let Some(event) = reader.read_ref()? {
             let reg = namer.as_mut().and_then(|n| n.name(event));
             exporter.event(event, reg.map(|r| &**r))?;
         }
+        progress.finish_and_clear();
         warn_if_truncated(&reader);
         exporter.finish()?;
-        out_file.commit()
+        for out_file in out_files {
+            out_file.commit()?;
+        }
+        Ok(())
     }
+}
+
+/// Where parquet puts the events other than accesses: beside OUT, `.parquet`
+/// replaced by (or else followed by) `.events.parquet`.
+pub fn events_path(accesses: &Path) -> PathBuf {
+    let name = accesses
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".parquet").unwrap_or(&name);
+    accesses.with_file_name(format!("{stem}.events.parquet"))
 }
 
 /// The trace crate's JSON lines, with a "reg" key added where a database

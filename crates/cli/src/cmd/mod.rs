@@ -2,13 +2,16 @@
 
 pub mod collapse;
 pub mod common;
+pub mod completions;
 pub mod convert;
 pub mod decode;
 pub mod diff;
 pub mod export;
 pub mod filter;
 pub mod import;
+pub mod man_pages;
 pub mod polling;
+pub mod progress;
 pub mod record;
 pub mod regs;
 pub mod stats;

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Args;
 use mmiotrace_trace::{Direction, Event, Format, ReadOptions, Repeat, Timestamp, TraceReader};
 
-use super::common::{fmt_time, open_input, parse_time, register_label};
+use super::common::{fmt_time, open_input_with_progress, parse_time, register_label};
 use super::polling::{Folder, Options};
 use super::regs::{RegsArgs, namer};
 
@@ -67,6 +67,11 @@ pub struct Cmd {
     /// root, as for `mmiotrace vm` traces).
     #[arg(long, value_name = "FILE")]
     symbols: Option<PathBuf>,
+
+    /// No progress bar (one is drawn on standard error while reading, when
+    /// that is a terminal).
+    #[arg(short, long)]
+    quiet: bool,
 
     #[command(flatten)]
     regs: RegsArgs,
@@ -442,7 +447,7 @@ fn time(t: Timestamp) -> String {
 
 impl Cmd {
     pub fn run(self) -> anyhow::Result<()> {
-        let (input, name) = open_input(&self.input)?;
+        let (input, name, progress) = open_input_with_progress(&self.input, self.quiet)?;
         let options = ReadOptions::default()
             .with_name(name.as_str())
             .with_fatal_truncation(self.strict);
@@ -478,6 +483,7 @@ impl Cmd {
             let _ = folder.push(event, &mut offer);
         }
         let _ = folder.finish(&mut offer);
+        progress.finish_and_clear();
         stats.loops = loops;
         if let Some(t) = reader.truncation() {
             eprintln!("mmiotrace: warning: {t}");

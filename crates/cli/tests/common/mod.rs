@@ -97,3 +97,50 @@ pub fn events(bytes: &[u8]) -> Vec<Event> {
 pub fn fixture_events(name: &str) -> Vec<Event> {
     events(&std::fs::read(data(name)).expect("fixture"))
 }
+
+/// The Python that reads our exports with the tools people use (the
+/// `perfetto`, `protobuf` and `duckdb` packages): `$MMIOTRACE_PYTHON`, else
+/// `python3`. Where `modules` cannot be imported: under CI (`CI` set; .ci/run
+/// installs them) the test fails; elsewhere it is skipped, saying so.
+pub fn python_with(modules: &[&str]) -> Option<PathBuf> {
+    let python =
+        PathBuf::from(std::env::var_os("MMIOTRACE_PYTHON").unwrap_or_else(|| "python3".into()));
+    let imports = modules
+        .iter()
+        .map(|m| format!("import {m}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let works = Command::new(&python)
+        .args(["-c", &imports])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if works {
+        return Some(python);
+    }
+    let missing = format!(
+        "{} cannot import {modules:?}: run .ci/run, or set MMIOTRACE_PYTHON to a Python that has them",
+        python.display()
+    );
+    assert!(std::env::var_os("CI").is_none(), "{missing}");
+    eprintln!("skipped: {missing}");
+    None
+}
+
+/// Runs `tests/python/SCRIPT ARGS` and returns its standard output.
+pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let out = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}

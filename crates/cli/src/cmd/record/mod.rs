@@ -30,6 +30,7 @@ use mmiotrace_shm::{
 };
 use mmiotrace_trace::{BinaryWriter, Event, EventWrite, TextWriter, Version};
 
+use super::progress::{LiveCounts, LiveLine};
 use drain::{Drainer, Summary};
 use marks::MarkFifo;
 
@@ -95,7 +96,7 @@ impl Mode {
 /// says that tracing stopped and why.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  mmiotrace record -- ./my-driver --probe\n  mmiotrace record --trace '/dev/shm/*' -o run.trace -- ./sim-test\n  mmiotrace record --format binary -o run.mtb -- busybox devmem 0xfed00000 32"
+    after_help = "Examples:\n  mmiotrace record ./my-driver --probe\n  mmiotrace record -- ./my-driver --probe\n  mmiotrace record --trace '/dev/shm/*' -o run.trace -- ./sim-test\n  mmiotrace record --format binary -o run.mtb -- busybox devmem 0xfed00000 32"
 )]
 pub struct Cmd {
     /// Where to write the trace (`-` for standard output; PROGRAM's own
@@ -149,7 +150,9 @@ pub struct Cmd {
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SLOTS)))]
     rings: u32,
 
-    /// Do not print the summary when PROGRAM ends.
+    /// Do not print the summary when PROGRAM ends, nor the live line
+    /// (events, events/s, maps, threads, processes) that a terminal shows
+    /// while recording.
     #[arg(short, long)]
     quiet: bool,
 
@@ -172,8 +175,11 @@ pub struct Cmd {
     #[arg(long)]
     no_preload_check: bool,
 
-    /// The program to run, and its arguments.
-    #[arg(required = true, last = true, value_name = "PROGRAM")]
+    /// The program to run, and its arguments: everything from the first
+    /// argument that is not one of record's options on is PROGRAM's, as
+    /// with perf, strace and valgrind. `--` before PROGRAM works too (and
+    /// is needed when PROGRAM's name starts with `-`).
+    #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM")]
     program: Vec<OsString>,
 }
 
@@ -484,6 +490,7 @@ impl Cmd {
             }))
             .err();
         let mut idle = Duration::from_micros(50);
+        let mut live = LiveLine::new(self.quiet);
         let status = loop {
             let mut taken = 0;
             if failure.is_none() {
@@ -494,6 +501,15 @@ impl Cmd {
                     }
                 }
                 failure = drainer.emit(false, |event| sink.write(event)).err();
+            }
+            if live.due() {
+                let summary = &drainer.summary;
+                live.update(LiveCounts {
+                    events: summary.by_kind.values().sum(),
+                    maps: summary.maps.len(),
+                    threads: summary.threads.len(),
+                    processes: summary.processes.len(),
+                });
             }
             if failure.is_some() {
                 // Runtimes stop logging and waiting at once (Shm::push).
@@ -545,6 +561,7 @@ impl Cmd {
                 idle = Duration::from_micros(50);
             }
         };
+        live.clear();
         if let Some(failure) = failure {
             // What was written stays: a trace that ends at the failure (its
             // last line or record may be cut off, which readers report).
