@@ -1,7 +1,7 @@
 //! `mmiotrace import qemu-log LOG`: a trace from a QEMU log captured elsewhere.
 
-use std::io::BufReader;
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -31,7 +31,9 @@ enum Source {
 ///   -trace pci_update_mappings_add -trace pci_update_mappings_del
 ///   -trace pci_cfg_read -trace pci_cfg_write -msg timestamp=on -D LOG
 /// (the config-space events give PCIDEV's vendor and device IDs; without
-/// them both are ffff), or what `mmiotrace vm --keep-log` kept. Lines of
+/// them both are ffff), or what `mmiotrace vm --keep-log` kept, with the
+/// plugin's pc lines (from standard input, accesses before the first such
+/// line get pc 0). Lines of
 /// other events, and QEMU's messages, are skipped; a line of a known event
 /// that does not parse is an error naming its line and column.
 ///
@@ -75,7 +77,8 @@ impl Cmd {
         let (input, name) = open_input(&cmd.input)?;
         let mut reader = QemuLogReader::new(BufReader::with_capacity(1 << 20, input), name);
         let (mut writer, out_name, out_file) = trace_writer(&cmd.output, cmd.to)?;
-        let mut converter = Converter::new(cmd.devices, cmd.port_io, false);
+        let plugin = cmd.input != Path::new("-") && has_plugin_lines(&cmd.input)?;
+        let mut converter = Converter::new(cmd.devices, cmd.port_io, plugin);
         let mut write = |event: &mmiotrace_trace::Event| -> anyhow::Result<()> {
             writer
                 .write_event(event)
@@ -96,5 +99,27 @@ impl Cmd {
             print_counts(&mut err, &converter.counts, !has_pc, cmd.port_io);
         }
         Ok(())
+    }
+}
+
+/// Whether a log file holds the plugin's pc lines (`mmiotrace vm` wrote
+/// it with the plugin): then each access waits for its line from the start,
+/// instead of only once the first one has been seen (standard input).
+fn has_plugin_lines(path: &Path) -> anyhow::Result<bool> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if read == 0 {
+            return Ok(false);
+        }
+        if line.starts_with(b"mmiotrace-mem ") || line.starts_with(b"mmiotrace-pio ") {
+            return Ok(true);
+        }
     }
 }

@@ -27,7 +27,8 @@ use anyhow::Result;
 use globset::{Glob, GlobMatcher};
 use mmiotrace_trace::qemu_log::{QemuAccess, QemuBar, QemuConfig, QemuEvent, QemuMemPc};
 use mmiotrace_trace::{
-    Access, Direction, Event, Ext, Map, Mark, PCI_BARS, PciDev, Timestamp, Unmap, Value,
+    Access, Direction, Event, Ext, KERNEL_VERSION, Map, Mark, PCI_BARS, PciDev, Timestamp, Unmap,
+    Value, Version,
 };
 
 use crate::cmd::record::drain::mark_text;
@@ -162,6 +163,8 @@ pub struct Converter {
     /// Whether the log has the plugin's lines: until the first one, an
     /// access is written at once (with pc 0) instead of waiting for one.
     pairing: bool,
+    /// Whether `VERSION` was written.
+    started: bool,
     next_map_id: u32,
     next_seq: u64,
     pub counts: Counts,
@@ -177,6 +180,7 @@ impl Converter {
             filters,
             port_io,
             pairing: plugin,
+            started: false,
             start_us: None,
             last_us: 0,
             functions: BTreeMap::new(),
@@ -210,8 +214,20 @@ impl Converter {
     }
 
     fn emit(&mut self, event: Event, out: &mut impl FnMut(&Event) -> Result<()>) -> Result<()> {
+        self.start(out)?;
         *self.counts.by_kind.entry(event.kind_name()).or_default() += 1;
         out(&event)
+    }
+
+    /// The trace's first line, `VERSION`, once.
+    fn start(&mut self, out: &mut impl FnMut(&Event) -> Result<()>) -> Result<()> {
+        if self.started {
+            return Ok(());
+        }
+        self.started = true;
+        out(&Event::Version(Version {
+            version: KERNEL_VERSION.to_owned(),
+        }))
     }
 
     /// A MARK from outside the guest (`--mark-fifo`), at `time`.
@@ -254,6 +270,7 @@ impl Converter {
     /// The end of the log: accesses still waiting go out without a pc, a
     /// mark without its newline is kept.
     pub fn finish(&mut self, out: &mut impl FnMut(&Event) -> Result<()>) -> Result<()> {
+        self.start(out)?;
         let mut cpus: Vec<i32> = self.vcpus.keys().copied().collect();
         cpus.sort_unstable();
         for cpu in cpus {
@@ -612,16 +629,17 @@ mmiotrace-mem cpu 3 pc 0xffffffffc0603c75 addr unknown size 4 w
     #[test]
     fn bars_become_pcidev_and_map_and_accesses_get_their_pc() {
         let (events, counts) = convert(LOG, &[], false, true);
-        let Event::PciDev(dev) = &events[0] else {
-            panic!("expected PCIDEV first: {:?}", events[0]);
+        assert!(matches!(&events[0], Event::Version(v) if v.version == "20070824"));
+        let Event::PciDev(dev) = &events[1] else {
+            panic!("expected PCIDEV after VERSION: {:?}", events[1]);
         };
         assert_eq!(
             (dev.vendor, dev.device, dev.irq, dev.devfn),
             (0x8086, 0x100e, 0xb, 0x20)
         );
         assert_eq!((dev.bar_start[0], dev.bar_size[0]), (0xfebc0000, 0x20000));
-        let Event::Map(map) = &events[1] else {
-            panic!("expected MAP: {:?}", events[1]);
+        let Event::Map(map) = &events[2] else {
+            panic!("expected MAP: {:?}", events[2]);
         };
         assert_eq!(
             (map.map_id, map.phys, map.len, map.path.as_deref()),
