@@ -1,17 +1,18 @@
 //! Chrome trace-event JSON (the "JSON Array/Object Format" that
 //! ui.perfetto.dev and chrome://tracing open), written as the trace is read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
 
 use anyhow::Context as _;
+use globset::GlobSet;
 use mmiotrace_regdb::namer::register_of;
 use mmiotrace_trace::{Direction, Event, Timestamp};
 
 use super::Counter;
 use super::Exporter;
 use super::table::hex;
-use crate::cmd::common::{glob_match, register_label};
+use crate::cmd::common::{glob_set, register_label};
 
 pub struct PerfettoExporter {
     out: Box<dyn Write>,
@@ -19,9 +20,7 @@ pub struct PerfettoExporter {
     /// --counter addresses.
     counters: HashSet<u64>,
     /// --counter register name globs.
-    counter_names: Vec<String>,
-    /// Register names checked against `counter_names`, and the verdicts.
-    counter_verdicts: HashMap<Box<str>, bool>,
+    counter_names: GlobSet,
     /// Threads and processes already named.
     threads: HashSet<(u32, u32)>,
     processes: HashSet<u32>,
@@ -30,9 +29,6 @@ pub struct PerfettoExporter {
     first: bool,
     line: String,
 }
-
-/// Most register names whose --counter verdict is remembered.
-const COUNTER_CACHE_LIMIT: usize = 1 << 14;
 
 /// Trace-event time: microseconds, with the nanoseconds as decimals.
 fn ts(t: Timestamp) -> String {
@@ -52,6 +48,13 @@ impl PerfettoExporter {
     ) -> anyhow::Result<PerfettoExporter> {
         out.write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n")
             .with_context(|| format!("cannot write to {name}"))?;
+        let counter_names: Vec<_> = counters
+            .iter()
+            .filter_map(|c| match c {
+                Counter::Name(glob) => Some(glob.clone()),
+                Counter::Addr(_) => None,
+            })
+            .collect();
         Ok(PerfettoExporter {
             out,
             name,
@@ -62,14 +65,7 @@ impl PerfettoExporter {
                     Counter::Name(_) => None,
                 })
                 .collect(),
-            counter_names: counters
-                .iter()
-                .filter_map(|c| match c {
-                    Counter::Name(glob) => Some(glob.clone()),
-                    Counter::Addr(_) => None,
-                })
-                .collect(),
-            counter_verdicts: HashMap::new(),
+            counter_names: glob_set(&counter_names)?,
             threads: HashSet::new(),
             processes: HashSet::new(),
             last_time: Timestamp::ZERO,
@@ -80,25 +76,10 @@ impl PerfettoExporter {
 
     /// Whether `reg` matches a --counter name glob (its register's name, for
     /// an access inside a register).
-    fn is_named_counter(&mut self, reg: Option<&str>) -> bool {
-        let Some(reg) = reg else {
-            return false;
-        };
-        if self.counter_names.is_empty() {
-            return false;
-        }
-        if let Some(&verdict) = self.counter_verdicts.get(reg) {
-            return verdict;
-        }
-        let verdict = self
-            .counter_names
-            .iter()
-            .any(|glob| glob_match(glob, reg) || glob_match(glob, register_of(reg)));
-        if self.counter_verdicts.len() >= COUNTER_CACHE_LIMIT {
-            self.counter_verdicts.clear();
-        }
-        self.counter_verdicts.insert(reg.into(), verdict);
-        verdict
+    fn is_named_counter(&self, reg: Option<&str>) -> bool {
+        reg.is_some_and(|reg| {
+            self.counter_names.is_match(reg) || self.counter_names.is_match(register_of(reg))
+        })
     }
 
     /// Appends one trace event (a JSON object without braces' separator).
