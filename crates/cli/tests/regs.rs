@@ -120,10 +120,10 @@ fn filter_by_register_name_glob_at_its_boundaries() {
         [0xfd41_9000, 0xfd50_2000, 0xfd50_2002, 0xfd50_a000]
     );
     assert_eq!(
-        kept("PGRAPH.GPC[*"),
+        kept(r"PGRAPH.GPC\[*"),
         [0xfd50_2000, 0xfd50_2002, 0xfd50_a000]
     );
-    assert_eq!(kept("PGRAPH.GPC[1]*"), [0xfd50_a000]);
+    assert_eq!(kept(r"PGRAPH.GPC\[1\]*"), [0xfd50_a000]);
     // The 2-byte read inside INTR_TRIGGER matches its register's name, and
     // its own name with the offset.
     assert_eq!(
@@ -183,10 +183,64 @@ fn filter_by_register_name_with_a_toml_map_keeps_a_valid_trace() {
             "--device",
             &format!("/dev/shm/mmiotrace-example-nic-*={}", path_str(&map)),
             "--reg",
-            "RA[0].*",
+            r"RA\[0\].*",
         ],
     );
     assert_eq!(by_device, [0x5400, 0x5404]);
+}
+
+/// A glob's `[...]` is a character class: `EE[RC]D` is EERD and EECD
+/// (the hand-written matcher it replaced took the brackets literally and
+/// matched nothing).
+#[test]
+fn filter_reg_glob_classes_and_bad_globs() {
+    let dir = scratch("reg-classes");
+    let trace = dir.join("eeprom.txt");
+    std::fs::write(
+        &trace,
+        "\
+VERSION 20070824
+MAP 0.000001 1 0xfebc0000 0x7f0000000000 0x20000 0x0 1
+R 4 0.000002 1 0xfebc0010 0x100 0x0 1
+W 4 0.000003 1 0xfebc0014 0x1 0x0 1
+R 4 0.000004 1 0xfebc0014 0x12340011 0x0 1
+R 4 0.000005 1 0xfebc0008 0x80 0x0 1
+R 4 0.000006 1 0xfebc0018 0x0 0x0 1
+",
+    )
+    .expect("write");
+    let lab_map = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/data/e1000.toml");
+    let device = format!("map:1={}", path_str(&lab_map));
+    let kept = |glob: &str| kept_addresses(&trace, &["--device", &device, "--reg", glob]);
+    assert_eq!(kept("EE[RC]D"), [0xfebc_0010, 0xfebc_0014, 0xfebc_0014]);
+    assert_eq!(kept("EE[!R]D"), [0xfebc_0010]);
+    assert_eq!(kept("{STATUS,CTRL_EXT}"), [0xfebc_0008, 0xfebc_0018]);
+    assert_eq!(kept(r"EE\[RC\]D"), [] as [u64; 0]);
+
+    // An invalid glob is an error that names it, not a silent non-match.
+    for option in ["--reg", "--from-mark"] {
+        let err = stderr_of(&[
+            "filter",
+            path_str(&trace),
+            "--device",
+            &device,
+            option,
+            "EE[RC",
+        ]);
+        assert!(
+            err.contains("\"EE[RC\" is not a valid glob: unclosed character class"),
+            "{option}: {err}"
+        );
+    }
+    let err = stderr_of(&[
+        "export",
+        "--to",
+        "perfetto",
+        path_str(&trace),
+        "--counter",
+        "EE{R",
+    ]);
+    assert!(err.contains("\"EE{R\" is not a valid glob"), "{err}");
 }
 
 #[test]

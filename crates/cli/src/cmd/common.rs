@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context as _, bail};
 use clap::ValueEnum;
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use mmiotrace_trace::{BinaryWriter, EventWrite, ReadOptions, TextWriter, Timestamp, TraceReader};
 
 /// A trace reader over a file or standard input.
@@ -305,29 +306,28 @@ pub fn parse_range<T: Copy>(
     Ok((low, high))
 }
 
-/// `*` (any run of characters) and `?` (any one character); everything
-/// else matches itself. The whole text must match.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    // Where the last `*` was, and the text position it is tried at.
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((star_p, star_t)) = star {
-            pi = star_p + 1;
-            ti = star_t + 1;
-            star = Some((star_p, star_t + 1));
-        } else {
-            return false;
-        }
+/// A glob on register names or mark texts, in globset's dialect: `*` any
+/// run of characters, `?` any one, `[...]` one of a class (`[RC]`, `[0-3]`,
+/// `[!0]`), `{a,b}` either, and `\` takes the next character literally
+/// (`PGRAPH.GPC\[1\]*`). The whole text must match. The dialect is the one
+/// the register databases' path globs use, with the same options: `*`
+/// crosses `/` as well.
+pub fn parse_glob(text: &str) -> anyhow::Result<Glob> {
+    GlobBuilder::new(text)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+        // One message, not a chain: clap shows only the top of a chain.
+        .map_err(|err| anyhow::anyhow!("{text:?} is not a valid glob: {}", err.kind()))
+}
+
+/// The globs as one set, which matches a text that any of them matches.
+pub fn glob_set(globs: &[Glob]) -> anyhow::Result<GlobSet> {
+    let mut set = GlobSetBuilder::new();
+    for glob in globs {
+        set.add(glob.clone());
     }
-    p[pi..].iter().all(|&c| c == '*')
+    set.build().context("cannot compile the globs")
 }
 
 /// `SECS.MICROS`, as the text format writes times.
@@ -352,12 +352,26 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(glob_match("init*", "init done"));
-        assert!(glob_match("*done", "init done"));
-        assert!(glob_match("i?it*d?ne", "init done"));
-        assert!(glob_match("*", ""));
-        assert!(!glob_match("init", "init done"));
-        assert!(!glob_match("*x*", "init done"));
+        let set = |globs: &[&str]| {
+            let globs: Vec<Glob> = globs.iter().map(|g| parse_glob(g).unwrap()).collect();
+            glob_set(&globs).unwrap()
+        };
+        assert!(set(&["init*"]).is_match("init done"));
+        assert!(set(&["i?it*d?ne"]).is_match("init done"));
+        assert!(set(&["*"]).is_match(""));
+        assert!(!set(&["init"]).is_match("init done"));
+        assert!(set(&["x", "*done"]).is_match("init done"));
+        // Classes, and brackets taken literally with a backslash.
+        let classes = set(&["EE[RC]D"]);
+        assert!(classes.is_match("EERD") && classes.is_match("EECD"));
+        assert!(!classes.is_match("EEXD"));
+        let literal = set(&["GPC\\[1\\]*"]);
+        assert!(literal.is_match("GPC[1].INTR"));
+        assert!(!literal.is_match("GPC1.INTR"));
+        assert!(set(&["*.RAH"]).is_match("RA/1.RAH"));
+        assert!(set(&[]).is_empty());
+        let err = parse_glob("EE[RC").unwrap_err();
+        assert!(format!("{err:#}").starts_with("\"EE[RC\" is not a valid glob: "));
     }
 
     #[test]

@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
+use globset::Glob;
 use mmiotrace_trace::jsonl::format_json;
 use mmiotrace_trace::{Event, Format};
 
 use super::common::{
-    OutputFile, create_output, open_trace_with_progress, parse_u64, refuse_binary_to_terminal,
-    refuse_same_file, warn_if_truncated,
+    OutputFile, create_output, open_trace_with_progress, parse_glob, parse_u64,
+    refuse_binary_to_terminal, refuse_same_file, warn_if_truncated,
 };
 use super::regs::{RegsArgs, namer};
 
@@ -69,7 +70,8 @@ use super::regs::{RegsArgs, namer};
 /// --chipset), bound to the trace's mappings as `mmiotrace decode` binds
 /// them (see its --help). perfetto and chrome-json then name accesses
 /// `R STATUS@0x8` (chrome-json adds the name as the "reg" argument), and
-/// --counter takes register names (globs: `*`, `?`) as well as addresses.
+/// --counter takes register names (globs, as `mmiotrace filter --reg`
+/// takes them) as well as addresses.
 ///
 /// Examples:
 ///   mmiotrace export --to perfetto run.mtb -o run.pftrace
@@ -118,7 +120,7 @@ pub struct Cmd {
 pub enum Counter {
     Addr(u64),
     /// A name glob, for the register databases.
-    Name(String),
+    Name(Glob),
 }
 
 fn parse_counter(text: &str) -> anyhow::Result<Counter> {
@@ -126,7 +128,7 @@ fn parse_counter(text: &str) -> anyhow::Result<Counter> {
     if starts_like_a_number {
         return parse_u64(text).map(Counter::Addr);
     }
-    Ok(Counter::Name(text.to_string()))
+    parse_glob(text).map(Counter::Name)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

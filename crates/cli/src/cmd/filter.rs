@@ -1,16 +1,15 @@
 //! `mmiotrace filter`: keep or drop events by what, where, who and when.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
+use globset::{Glob, GlobMatcher, GlobSet};
 use mmiotrace_regdb::namer::register_of;
 use mmiotrace_trace::{Direction, Event, Timestamp};
 
 use super::common::{
-    TraceFormat, glob_match, open_trace, parse_range, parse_time, parse_u32, parse_u64,
+    TraceFormat, glob_set, open_trace, parse_glob, parse_range, parse_time, parse_u32, parse_u64,
     refuse_same_file, trace_writer, warn_if_truncated,
 };
 use super::regs::{RegsArgs, namer};
@@ -25,11 +24,10 @@ use super::regs::{RegsArgs, namer};
 ///   --addr RANGE              physical address: any byte of the access in
 ///                             RANGE (0xfebf0000..0xfebf0100, 0xfebf0008, ...)
 ///   --reg GLOB                register name from the databases (--regs):
-///                             `PGRAPH.GPC*`, `EERD`, `RA[?].RAH`; `*` and
-///                             `?` are wildcards, `[` and `]` match
-///                             themselves. An access inside a register
-///                             (`EERD+0x2`) matches its register's name too.
-///                             Accesses no database names match no --reg.
+///                             `PGRAPH.GPC*`, `EE[RC]D`, `RA\[?\].RAH`.
+///                             An access inside a register (`EERD+0x2`)
+///                             matches its register's name too. Accesses no
+///                             database names match no --reg.
 ///   --dir R|W                 direction
 ///   --width N                 width in bytes
 ///   --thread TID, --process PID
@@ -39,9 +37,15 @@ use super::regs::{RegsArgs, namer};
 ///   --seq RANGE               sequence numbers, e.g. 1000..2000
 ///   --from-mark GLOB [--to-mark GLOB]
 ///                             from each MARK whose text matches the first
-///                             glob (`*`, `?`) to the next that matches the
-///                             second, both marks included; without
-///                             --to-mark, to the end
+///                             glob to the next that matches the second,
+///                             both marks included; without --to-mark, to
+///                             the end
+///
+/// GLOB: `*` any run of characters, `?` any one, `[RC]` or `[0-3]` one of a
+/// class (`[!0]` any but), `{a,b}` either; the whole name or text must
+/// match. `\` takes the next character literally: register arrays are
+/// `RA\[0\].RAL`, so `RA[0].RAL` would mean `RA0.RAL`. Quote globs from
+/// the shell.
 ///
 /// VERSION, PCIDEV, MAP, UNMAP and lost-event lines are always kept (MAP and
 /// UNMAP only for the maps --map selects), so that the output still says what
@@ -87,8 +91,8 @@ pub struct Cmd {
     addr: Vec<(u64, u64)>,
 
     /// Accesses to a register whose name matches GLOB (needs --regs).
-    #[arg(long, value_name = "GLOB")]
-    reg: Vec<String>,
+    #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
+    reg: Vec<Glob>,
 
     /// Reads (R) or writes (W).
     #[arg(long, value_name = "R|W", value_parser = parse_dir)]
@@ -115,12 +119,12 @@ pub struct Cmd {
     seq: Option<(u64, u64)>,
 
     /// Start a window at each MARK whose text matches GLOB.
-    #[arg(long, value_name = "GLOB")]
-    from_mark: Option<String>,
+    #[arg(long, value_name = "GLOB", value_parser = parse_mark_glob)]
+    from_mark: Option<Box<GlobMatcher>>,
 
     /// End the window at the next MARK whose text matches GLOB.
-    #[arg(long, value_name = "GLOB", requires = "from_mark")]
-    to_mark: Option<String>,
+    #[arg(long, value_name = "GLOB", requires = "from_mark", value_parser = parse_mark_glob)]
+    to_mark: Option<Box<GlobMatcher>>,
 
     /// Treat a cut-off last line or record as an error.
     #[arg(long)]
@@ -132,33 +136,16 @@ pub struct Cmd {
     regs: Box<RegsArgs>,
 }
 
-/// Most register names whose --reg verdict is remembered.
-const REG_CACHE_LIMIT: usize = 1 << 14;
-
-/// Whether names match the --reg globs, remembered per name: the same few
-/// registers come up again and again.
-#[derive(Debug, Default)]
-struct RegMatcher {
-    globs: Vec<String>,
-    seen: HashMap<Arc<str>, bool>,
+/// Whether a register name matches the --reg globs: an access inside a
+/// register (`EERD+0x2`) matches by its register's name too.
+fn reg_matches(globs: &GlobSet, name: &str) -> bool {
+    globs.is_match(name) || globs.is_match(register_of(name))
 }
 
-impl RegMatcher {
-    fn matches(&mut self, name: &Arc<str>) -> bool {
-        if let Some(&verdict) = self.seen.get(name) {
-            return verdict;
-        }
-        let register = register_of(name);
-        let verdict = self
-            .globs
-            .iter()
-            .any(|glob| glob_match(glob, name) || glob_match(glob, register));
-        if self.seen.len() >= REG_CACHE_LIMIT {
-            self.seen.clear();
-        }
-        self.seen.insert(Arc::clone(name), verdict);
-        verdict
-    }
+/// Boxed, as `regs` is: inline, two compiled globs would make this the
+/// largest of main.rs's commands by far.
+fn parse_mark_glob(text: &str) -> anyhow::Result<Box<GlobMatcher>> {
+    parse_glob(text).map(|glob| Box::new(glob.compile_matcher()))
 }
 
 fn parse_dir(text: &str) -> anyhow::Result<Direction> {
@@ -229,13 +216,7 @@ fn target(event: &Event) -> Option<Target> {
 impl Cmd {
     /// Whether the access-like event matches every access condition;
     /// `name` is its register's name, if a database has one.
-    fn matches(
-        &self,
-        event: &Event,
-        t: &Target,
-        name: Option<&Arc<str>>,
-        regs: &mut RegMatcher,
-    ) -> bool {
+    fn matches(&self, event: &Event, t: &Target, name: Option<&str>, regs: &GlobSet) -> bool {
         let any = |list: &[u32], v: u32| list.is_empty() || list.contains(&v);
         let width_ok = self.width.is_empty()
             || (!matches!(event, Event::Unknown(_))
@@ -256,7 +237,7 @@ impl Cmd {
             && dir_ok
             && addr_ok
             && process_ok
-            && (self.reg.is_empty() || name.is_some_and(|n| regs.matches(n)))
+            && (self.reg.is_empty() || name.is_some_and(|n| reg_matches(regs, n)))
     }
 
     /// Whether the event is inside the --time and --seq windows.
@@ -281,10 +262,7 @@ impl Cmd {
         }
         // Names are looked up only for --reg.
         let mut namer = namer(registers.as_ref().filter(|_| !self.reg.is_empty()))?;
-        let mut reg_matcher = RegMatcher {
-            globs: self.reg.clone(),
-            ..RegMatcher::default()
-        };
+        let reg_globs = glob_set(&self.reg)?;
         refuse_same_file(&self.input, &self.output)?;
         let (mut reader, _) = open_trace(&self.input, self.strict)?;
         let (mut writer, out_name, out_file) = trace_writer(&self.output, self.to)?;
@@ -299,14 +277,11 @@ impl Cmd {
                 Event::Mark(m) => {
                     let mut inside = in_marks;
                     if let Some(from) = &self.from_mark {
-                        if !in_marks && glob_match(from, &m.text) {
+                        if !in_marks && from.is_match(&m.text) {
                             in_marks = true;
                             inside = true;
                         } else if in_marks
-                            && self
-                                .to_mark
-                                .as_ref()
-                                .is_some_and(|to| glob_match(to, &m.text))
+                            && self.to_mark.as_ref().is_some_and(|to| to.is_match(&m.text))
                         {
                             in_marks = false;
                         }
@@ -317,7 +292,7 @@ impl Cmd {
                     Some(t) => {
                         let selected = in_marks
                             && self.in_windows(event)
-                            && self.matches(event, &t, name, &mut reg_matcher);
+                            && self.matches(event, &t, name.map(|n| &**n), &reg_globs);
                         selected != self.drop
                     }
                     None => true,

@@ -47,7 +47,7 @@ impl ChromeJsonExporter {
         Ok(ChromeJsonExporter {
             out,
             name,
-            counters: CounterSelection::new(counters),
+            counters: CounterSelection::new(counters)?,
             threads: HashSet::new(),
             processes: HashSet::new(),
             last_time: Timestamp::ZERO,

@@ -1,62 +1,45 @@
 //! Which accesses feed a `--counter` track: by address, or by register name.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
+use globset::GlobSet;
 use mmiotrace_regdb::namer::register_of;
 
 use super::Counter;
-use crate::cmd::common::glob_match;
-
-/// Most register names whose verdict is remembered.
-const VERDICT_CACHE_LIMIT: usize = 1 << 14;
+use crate::cmd::common::glob_set;
 
 /// The `--counter` registers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CounterSelection {
     addresses: HashSet<u64>,
-    name_globs: Vec<String>,
-    /// Register names checked against `name_globs`, and the verdicts.
-    verdicts: HashMap<Box<str>, bool>,
+    names: GlobSet,
 }
 
 impl CounterSelection {
-    pub fn new(counters: &[Counter]) -> CounterSelection {
-        let mut selection = CounterSelection::default();
+    pub fn new(counters: &[Counter]) -> anyhow::Result<CounterSelection> {
+        let mut addresses = HashSet::new();
+        let mut globs = Vec::new();
         for counter in counters {
             match counter {
                 Counter::Addr(addr) => {
-                    selection.addresses.insert(*addr);
+                    addresses.insert(*addr);
                 }
-                Counter::Name(glob) => selection.name_globs.push(glob.clone()),
+                Counter::Name(glob) => globs.push(glob.clone()),
             }
         }
-        selection
+        Ok(CounterSelection {
+            addresses,
+            names: glob_set(&globs)?,
+        })
     }
 
     /// Whether an access to `phys`, named `reg` by the databases, is one.
     /// A name glob matches the register's name, or for an access inside a
     /// register (`STATUS+0x2`) the register's own name.
-    pub fn contains(&mut self, phys: u64, reg: Option<&str>) -> bool {
+    pub fn contains(&self, phys: u64, reg: Option<&str>) -> bool {
         if self.addresses.contains(&phys) {
             return true;
         }
-        let Some(reg) = reg else {
-            return false;
-        };
-        if self.name_globs.is_empty() {
-            return false;
-        }
-        if let Some(&verdict) = self.verdicts.get(reg) {
-            return verdict;
-        }
-        let verdict = self
-            .name_globs
-            .iter()
-            .any(|glob| glob_match(glob, reg) || glob_match(glob, register_of(reg)));
-        if self.verdicts.len() >= VERDICT_CACHE_LIMIT {
-            self.verdicts.clear();
-        }
-        self.verdicts.insert(reg.into(), verdict);
-        verdict
+        reg.is_some_and(|reg| self.names.is_match(reg) || self.names.is_match(register_of(reg)))
     }
 }

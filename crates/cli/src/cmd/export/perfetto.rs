@@ -170,7 +170,7 @@ impl PerfettoExporter {
                 name,
                 buf: Vec::new(),
             },
-            counters: CounterSelection::new(counters),
+            counters: CounterSelection::new(counters)?,
             next_uuid: 1,
             next_sequence: GLOBAL_SEQUENCE + 1,
             processes: HashMap::new(),

@@ -1,0 +1,231 @@
+use super::*;
+
+struct Region {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Region {
+    fn new(len: usize) -> Region {
+        // SAFETY: anonymous private mapping, no pointers passed in.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        Region {
+            ptr: ptr as *mut u8,
+            len,
+        }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what new() mapped.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
+fn small(drop_when_full: bool) -> Config {
+    Config {
+        slot_count: 4,
+        ring_records: 512,
+        drop_when_full,
+    }
+}
+
+#[test]
+fn push_pop_round_trip_with_payload() {
+    let config = small(false);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let slot = shm.claim_slot(77).expect("slot");
+    let record = Record {
+        kind: kind::MAP,
+        map_id: 3,
+        value: 4096,
+        ..Record::default()
+    };
+    let path = b"/dev/shm/some-file-with-a-name-longer-than-sixty-four-bytes-0123456789";
+    assert_eq!(shm.push(slot, record, path), PushResult::Pushed { seq: 0 });
+    assert_eq!(shm.pending(slot), 3);
+    let popped = shm.pop(slot).expect("record");
+    assert_eq!(popped.record.kind, kind::MAP);
+    assert_eq!(popped.record.ext, 2);
+    assert_eq!(payload_text(&popped.payload), path);
+    assert!(shm.pop(slot).is_none());
+}
+
+#[test]
+fn sequence_numbers_are_global() {
+    let config = small(false);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let a = shm.claim_slot(1).expect("slot");
+    let b = shm.claim_slot(2).expect("slot");
+    assert_ne!(a, b);
+    for _ in 0..3 {
+        shm.push(a, Record::default(), &[]);
+        shm.push(b, Record::default(), &[]);
+    }
+    let seqs_a: Vec<u64> = std::iter::from_fn(|| shm.pop(a))
+        .map(|p| p.record.seq)
+        .collect();
+    let seqs_b: Vec<u64> = std::iter::from_fn(|| shm.pop(b))
+        .map(|p| p.record.seq)
+        .collect();
+    assert_eq!(seqs_a, [0, 2, 4]);
+    assert_eq!(seqs_b, [1, 3, 5]);
+}
+
+#[test]
+fn drop_mode_counts_what_it_drops() {
+    let config = small(true);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let slot = shm.claim_slot(5).expect("slot");
+    for _ in 0..600 {
+        shm.push(slot, Record::default(), &[]);
+    }
+    assert_eq!(shm.pending(slot), 512);
+    assert_eq!(shm.lost(), 88);
+    assert_eq!(
+        shm.seq_issued(),
+        512,
+        "dropped events take no sequence number"
+    );
+}
+
+#[test]
+fn full_ring_waits_for_the_consumer() {
+    let config = small(false);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let slot = shm.claim_slot(9).expect("slot");
+    let producer = std::thread::spawn(move || {
+        for i in 0..5000u64 {
+            let record = Record {
+                value: i,
+                ..Record::default()
+            };
+            shm.push(slot, record, &[]);
+        }
+    });
+    // Let the producer fill the ring before consuming anything: its
+    // 513th push must then wait.
+    while shm.pending(slot) < 512 {
+        std::thread::yield_now();
+    }
+    let mut next = 0u64;
+    while next < 5000 {
+        if let Some(popped) = shm.pop(slot) {
+            assert_eq!(popped.record.value, next);
+            assert_eq!(popped.record.seq, next);
+            next += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    producer.join().expect("producer");
+    assert!(shm.full_waits() > 0);
+}
+
+#[test]
+fn a_closed_file_never_makes_a_full_ring_wait() {
+    let config = small(false);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let slot = shm.claim_slot(3).expect("slot");
+    for _ in 0..512 {
+        shm.push(slot, Record::default(), &[]);
+    }
+    shm.close();
+    assert_eq!(
+        shm.push(slot, Record::default(), &[]),
+        PushResult::Stopped(StopReason::Finished)
+    );
+    assert_eq!(shm.full_waits(), 0);
+    assert_eq!(shm.stop(StopReason::RecorderGone), StopReason::Finished);
+}
+
+#[test]
+fn the_kernel_tells_the_runtime_that_the_recorder_is_gone() {
+    let config = small(false);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let slot = shm.claim_slot(3).expect("slot");
+    assert!(!shm.recorder_gone(), "no announcement: taken as alive");
+    let liveness = RecorderLiveness::announce(shm).expect("robust futexes");
+    assert!(!shm.recorder_gone());
+    assert!(matches!(
+        shm.push(slot, Record::default(), &[]),
+        PushResult::Pushed { .. }
+    ));
+    // The thread ends: the kernel sets FUTEX_OWNER_DIED in the word.
+    drop(liveness);
+    assert!(shm.recorder_gone());
+    for _ in 0..600 {
+        assert_eq!(
+            shm.push(slot, Record::default(), &[]),
+            PushResult::Stopped(StopReason::RecorderGone),
+            "a full ring never waits for a recorder that is gone"
+        );
+    }
+    assert_eq!(shm.stop_reason(), Some(StopReason::RecorderGone));
+}
+
+#[test]
+fn geometry_limits() {
+    let config = |slot_count, ring_records| Config {
+        slot_count,
+        ring_records,
+        drop_when_full: false,
+    };
+    assert!(config(1, 512).check().is_ok());
+    assert!(config(MAX_SLOTS, MAX_RING_RECORDS).check().is_ok());
+    for bad in [
+        config(0, 512),
+        config(1, 0),
+        config(1, 511),
+        config(MAX_SLOTS + 1, 512),
+    ] {
+        assert_eq!(bad.check(), Err(ShmError::BadGeometry), "{bad:?}");
+    }
+    assert_eq!(config(1, u32::MAX).check(), Err(ShmError::BadGeometry));
+}
+
+#[test]
+fn rejects_foreign_files() {
+    let region = Region::new(8192);
+    // SAFETY: a zeroed mapping; from_raw only reads the header.
+    let result = unsafe { Shm::from_raw(region.ptr, region.len) };
+    assert_eq!(result.err(), Some(ShmError::BadMagic));
+}
+
+#[test]
+fn slots_are_reused_after_release() {
+    let config = small(false);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let slots: Vec<usize> = (1..=4)
+        .map(|tid| shm.claim_slot(tid).expect("slot"))
+        .collect();
+    assert_eq!(shm.claim_slot(99), None);
+    shm.release_slot(slots[2]);
+    assert_eq!(shm.claim_slot(99), Some(slots[2]));
+    assert_eq!(shm.slots_used(), 4);
+}
