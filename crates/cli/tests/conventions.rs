@@ -55,8 +55,10 @@ fn version_names_the_commit() {
     );
 }
 
-const COMMANDS: [&str; 10] = [
+const COMMANDS: [&str; 12] = [
     "record",
+    "vm",
+    "import",
     "convert",
     "decode",
     "stats",
