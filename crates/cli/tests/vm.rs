@@ -2,7 +2,7 @@
 //! `vm` runs a stand-in for QEMU here: a script that writes an excerpt of a
 //! real QEMU log (`data/qemu-lab.log`, from the lab) to the `-D` file it is
 //! given, and exits with a status of its own. The lab boots real QEMU
-//! (crates/lab/tests/kernel_vm.rs).
+//! (crates/lab/tests/lab/kernel_vm.rs).
 
 mod common;
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs in the lab guest under `mmiotrace vm` (crates/lab/tests/kernel_vm.rs):
+# Runs in the lab guest under `mmiotrace vm` (crates/lab/tests/lab/kernel_vm.rs):
 # kernel drivers at work on every vCPU, in parts between markers.
 #   probe1  modprobe e1000: the driver's probe, then link up
 #   stats   4 workers, one pinned to each vCPU, each running `ethtool -S`

@@ -6,43 +6,22 @@
 //! `MMIOTRACE_LAB_KERNEL_REUSE=DIR` checks an earlier boot's results.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use mmiotrace_lab::oracle::{self, DeviceLog, Trace};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use super::common;
 
 #[test]
 fn kernel_mmiotrace_with_one_cpu_equals_the_device_log() {
     let out = match std::env::var_os("MMIOTRACE_LAB_KERNEL_REUSE") {
         Some(dir) => PathBuf::from(dir),
-        None => {
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-kernel-mmiotrace");
-            let _ = fs::remove_dir_all(&out);
-            fs::create_dir_all(&out).expect("create the output folder");
-            let output = Command::new(repo().join("lab/run"))
-                .arg("--out")
-                .arg(&out)
-                .arg("--")
-                .arg("sh")
-                .arg(repo().join("crates/lab/guest/kernel-mmiotrace.sh"))
-                .arg(&out)
-                .arg(env!("CARGO_BIN_EXE_lab-driver"))
-                .current_dir(repo())
-                .output()
-                .expect("run lab/run");
-            assert!(
-                output.status.success(),
-                "lab/run failed ({}):\n{}\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-            out
-        }
+        None => common::boot(
+            "lab-kernel-mmiotrace",
+            &[],
+            "kernel-mmiotrace.sh",
+            &[env!("CARGO_BIN_EXE_lab-driver").into()],
+        ),
     };
     let cpus = fs::read_to_string(out.join("kernel.cpus")).expect("kernel.cpus");
     assert!(

@@ -5,6 +5,7 @@
 //! `MMIOTRACE_LAB_VM_REUSE=DIR` checks an earlier boot's results in DIR.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -15,32 +16,10 @@ use mmiotrace_lab::oracle::Trace;
 use mmiotrace_trace::Access;
 use mmiotrace_trace::qemu_log::{QemuAccess, QemuEvent, QemuLogReader};
 
+use super::common::{self, mmiotrace_bin, repo};
+
 const E1000: &str = "0000:00:04.0";
 const NVME: &str = "0000:00:05.0";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The `mmiotrace` binary of this build profile, built if needed.
-fn mmiotrace_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/PROFILE/deps");
-    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    build.args(["build", "-q", "-p", "mmiotrace", "--bin", "mmiotrace"]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    if let Some(target) = profile_dir.parent() {
-        build.env("CARGO_TARGET_DIR", target);
-    }
-    let status = build.current_dir(repo()).status().expect("run cargo build");
-    assert!(status.success(), "cargo build -p mmiotrace failed");
-    profile_dir.join("mmiotrace")
-}
 
 struct Boot {
     out: PathBuf,
@@ -80,39 +59,21 @@ fn boot() -> &'static Boot {
 
 fn run_guest(mmiotrace: &Path) -> PathBuf {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-kernel-vm");
-    let _ = fs::remove_dir_all(&out);
-    fs::create_dir_all(&out).expect("create the output folder");
-    let mut command = Command::new(repo().join("lab/run"));
-    command.arg("--out").arg(&out);
-    let wrap: Vec<PathBuf> = vec![
-        mmiotrace.to_owned(),
+    let wrap: Vec<OsString> = vec![
+        mmiotrace.into(),
         "vm".into(),
         "-o".into(),
-        out.join("vm.trace"),
+        out.join("vm.trace").into(),
         "--keep-log".into(),
-        out.join("qemu.log"),
+        out.join("qemu.log").into(),
         "--".into(),
     ];
-    for word in &wrap {
-        command.arg("--wrap").arg(word);
-    }
-    let output = command
-        .arg("--")
-        .arg("sh")
-        .arg(repo().join("crates/lab/guest/kernel-vm.sh"))
-        .arg(&out)
-        .arg(env!("CARGO_BIN_EXE_lab-driver"))
-        .current_dir(repo())
-        .output()
-        .expect("run lab/run");
-    assert!(
-        output.status.success(),
-        "lab/run under mmiotrace vm failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    out
+    common::boot(
+        "lab-kernel-vm",
+        &wrap,
+        "kernel-vm.sh",
+        &[env!("CARGO_BIN_EXE_lab-driver").into()],
+    )
 }
 
 /// The accesses in QEMU's log that fall in the e1000's or the NVMe's

@@ -8,8 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
+
+use super::common::{self, mmiotrace_bin, repo};
 use std::sync::OnceLock;
 
 use mmiotrace_lab::oracle::{self, DeviceLog, Trace};
@@ -23,30 +25,6 @@ const REGIONS: &[&str] = &["e1000-mmio", "nvme"];
 struct Lab {
     out: PathBuf,
     log: DeviceLog,
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The `mmiotrace` binary of this build profile, built if needed.
-fn mmiotrace_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/PROFILE/deps");
-    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    build.args(["build", "-q", "-p", "mmiotrace", "--bin", "mmiotrace"]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    if let Some(target) = profile_dir.parent() {
-        build.env("CARGO_TARGET_DIR", target);
-    }
-    let status = build.current_dir(repo()).status().expect("run cargo build");
-    assert!(status.success(), "cargo build -p mmiotrace failed");
-    profile_dir.join("mmiotrace")
 }
 
 fn lab() -> &'static Lab {
@@ -63,31 +41,13 @@ fn lab() -> &'static Lab {
 }
 
 fn boot() -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-user-drivers");
-    let _ = fs::remove_dir_all(&out);
-    fs::create_dir_all(&out).expect("create the output folder");
     let mmiotrace = mmiotrace_bin();
-    let output = Command::new(repo().join("lab/run"))
-        .arg("--out")
-        .arg(&out)
-        .arg("--")
-        .arg("sh")
-        .arg(repo().join("crates/lab/guest/user-drivers.sh"))
-        .arg(&out)
-        .arg(&mmiotrace)
-        .arg(env!("CARGO_BIN_EXE_lab-driver"))
-        .current_dir(repo())
-        .output()
-        .expect("run lab/run");
-    let console = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "lab/run failed ({}):\n{}\n{}",
-        output.status,
-        console,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    out
+    common::boot(
+        "lab-user-drivers",
+        &[],
+        "user-drivers.sh",
+        &[mmiotrace.into(), env!("CARGO_BIN_EXE_lab-driver").into()],
+    )
 }
 
 fn read(lab: &Lab, file: &str) -> String {
