@@ -659,20 +659,7 @@ fn print_summary(summary: &Summary, output: &str, status: ExitStatus) {
     if summary.maps.len() > 8 {
         let _ = writeln!(err, "    ... and {} more", summary.maps.len() - 8);
     }
-    let kinds: Vec<String> = summary
-        .by_kind
-        .iter()
-        .map(|(kind, count)| format!("{kind} {count}"))
-        .collect();
-    let _ = writeln!(
-        err,
-        "  events: {}",
-        if kinds.is_empty() {
-            "none".to_owned()
-        } else {
-            kinds.join(", ")
-        }
-    );
+    let _ = writeln!(err, "  events: {}", kinds_line(&summary.by_kind));
     let _ = writeln!(
         err,
         "  threads: {}  processes: {}",
@@ -701,4 +688,16 @@ fn print_summary(summary: &Summary, output: &str, status: ExitStatus) {
     if summary.orphans > 0 {
         let _ = writeln!(err, "  accesses to unknown maps: {}", summary.orphans);
     }
+}
+
+/// A summary's events by kind: `MAP 1, MARK 5, R 144`, or `none`.
+pub(crate) fn kinds_line(by_kind: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    if by_kind.is_empty() {
+        return "none".to_owned();
+    }
+    let kinds: Vec<String> = by_kind
+        .iter()
+        .map(|(kind, count)| format!("{kind} {count}"))
+        .collect();
+    kinds.join(", ")
 }

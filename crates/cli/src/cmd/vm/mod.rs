@@ -26,7 +26,7 @@ use mmiotrace_trace::qemu_log::QemuLogReader;
 
 use super::record::marks::MarkFifo;
 use super::record::runtime_lib::private_cache_file;
-use super::record::{Format, Sink, TraceOutput, exit_code, sink_name};
+use super::record::{Format, Sink, TraceOutput, exit_code, kinds_line, sink_name};
 use convert::{Converter, Counts, DeviceFilter, NO_VCPU};
 
 static PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libmmiotrace_qemu_plugin.so"));
@@ -478,20 +478,7 @@ pub fn print_counts(err: &mut impl Write, counts: &Counts, no_pc: bool, port_io:
             );
         }
     }
-    let kinds: Vec<String> = counts
-        .by_kind
-        .iter()
-        .map(|(kind, count)| format!("{kind} {count}"))
-        .collect();
-    let _ = writeln!(
-        err,
-        "  events: {}",
-        if kinds.is_empty() {
-            "none".to_owned()
-        } else {
-            kinds.join(", ")
-        }
-    );
+    let _ = writeln!(err, "  events: {}", kinds_line(&counts.by_kind));
     let vcpus: Vec<String> = counts
         .by_vcpu
         .iter()
