@@ -2,8 +2,6 @@
 //! error it must give (`expect: LINE:COLUMN: message`, where `{file}`
 //! stands for the file's own path). Nothing may panic.
 
-mod common;
-
 use std::path::Path;
 
 fn expectation(path: &Path) -> String {
@@ -17,7 +15,7 @@ fn expectation(path: &Path) -> String {
 
 #[test]
 fn every_bad_database_names_file_line_and_problem() {
-    let mut dir: Vec<_> = std::fs::read_dir(common::data("bad"))
+    let mut dir: Vec<_> = std::fs::read_dir(crate::common::data("bad"))
         .expect("tests/data/bad")
         .map(|e| e.expect("dir entry").path())
         .collect();

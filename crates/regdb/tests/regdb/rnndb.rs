@@ -1,9 +1,7 @@
 //! Decoding against the real envytools database (`shared/rnndb`, MIT data,
 //! read where it lies): register names and field values across chipsets.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn whole_database_loads_with_positions_on_its_known_overlaps() {

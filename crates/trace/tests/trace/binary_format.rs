@@ -3,11 +3,9 @@
 //! lossless reading of traces that mix them with general records, whole
 //! or in pieces.
 
-mod common;
-
 use std::io::Read;
 
-use common::*;
+use crate::common::*;
 use mmiotrace_trace::*;
 use proptest::prelude::*;
 
@@ -201,7 +199,7 @@ fn trace_like(micros: bool) -> impl Strategy<Value = Vec<Event>> {
                 any::<bool>(),
                 prop_oneof![4 => Just(0u32), 1 => Just(1), 1 => any::<u32>()],
                 any::<bool>(),
-                common::value(),
+                crate::common::value(),
                 any::<bool>(),
             ),
         )

@@ -1,5 +1,4 @@
 //! Proptest strategies over every event kind, shared by the test files.
-#![allow(dead_code)]
 
 use mmiotrace_trace::*;
 use proptest::prelude::*;

@@ -1,8 +1,6 @@
 //! Helpers shared by the regdb tests: where the envytools database is, and
 //! decoding a small trace to text.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 

@@ -1,9 +1,7 @@
 //! Decoding with a hand-written TOML register map: the example NIC's
 //! (tests/data/example-nic.toml, also shown in docs/REGISTERS.md).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn nic() -> mmiotrace_regdb::Database {
     mmiotrace_regdb::load(&data("example-nic.toml")).expect("example-nic.toml loads")

@@ -1,8 +1,6 @@
 //! Lossless conversion: every event kind, through every format and back.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mmiotrace_trace::*;
 use proptest::prelude::*;
 

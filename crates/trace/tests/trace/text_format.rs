@@ -1,9 +1,7 @@
 //! The text format line by line: the kernel's exact output, the extensions,
 //! the reader's leniency with real logs and its errors on garbage.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mmiotrace_trace::*;
 
 fn line(event: &Event) -> String {

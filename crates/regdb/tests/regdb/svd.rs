@@ -2,9 +2,7 @@
 //! absolute addresses, derivedFrom, register and cluster arrays, lists,
 //! enumerated values per direction, alternate registers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const TRACE: &str = "\
 MAP 0.000001 1 0x40000000 0x7f0000000000 0x100000 0x0 100 path=/dev/mem

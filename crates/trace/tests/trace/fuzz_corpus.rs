@@ -52,7 +52,7 @@ fn binary_reader_corpus() {
 /// the binary layout makes this test fail until the seeds are rewritten:
 ///
 /// ```text
-/// MMIOTRACE_WRITE_CORPUS=1 cargo test -p mmiotrace-trace --test fuzz_corpus
+/// MMIOTRACE_WRITE_CORPUS=1 cargo test -p mmiotrace-trace --test trace fuzz_corpus
 /// ```
 ///
 /// Seeds that a fuzzer found (no generated counterpart) are left alone.
@@ -72,7 +72,7 @@ fn binary_seeds_are_generated_from_the_current_format() {
     assert!(
         stale.is_empty(),
         "stale or missing binary seeds {stale:?} in {}: rewrite them with \
-         MMIOTRACE_WRITE_CORPUS=1 cargo test -p mmiotrace-trace --test fuzz_corpus",
+         MMIOTRACE_WRITE_CORPUS=1 cargo test -p mmiotrace-trace --test trace fuzz_corpus",
         dir.display()
     );
 }

@@ -1,8 +1,6 @@
 //! Damaged databases load or fail with an error; they never panic, and
 //! neither does decoding with whatever loaded.
 
-mod common;
-
 use std::sync::Arc;
 
 use mmiotrace_regdb::{Chosen, Database};
@@ -78,7 +76,7 @@ proptest! {
 
     #[test]
     fn damaged_toml(edits in proptest::collection::vec((any::<usize>(), any::<usize>(), any::<bool>()), 1..6)) {
-        let text = std::fs::read_to_string(common::data("example-nic.toml")).expect("fixture");
+        let text = std::fs::read_to_string(crate::common::data("example-nic.toml")).expect("fixture");
         let damaged = damage(&text, &edits);
         if let Ok(db) = mmiotrace_regdb::toml_map::parse(Arc::from("t.toml"), "t", &damaged) {
             exercise(&db);
@@ -87,7 +85,7 @@ proptest! {
 
     #[test]
     fn damaged_svd(edits in proptest::collection::vec((any::<usize>(), any::<usize>(), any::<bool>()), 1..6)) {
-        let text = std::fs::read_to_string(common::data("demo-mcu.svd")).expect("fixture");
+        let text = std::fs::read_to_string(crate::common::data("demo-mcu.svd")).expect("fixture");
         let damaged = damage(&text, &edits);
         if let Ok(db) = mmiotrace_regdb::svd::parse(Arc::from("t.svd"), &damaged) {
             exercise(&db);
