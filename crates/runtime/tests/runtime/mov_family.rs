@@ -2,16 +2,14 @@
 //! the registers must agree and the trace must hold exactly the expected
 //! events, with their values.
 
-mod common;
-
 use std::process::Command;
 
 use mmiotrace_shm::{kind, payload_text};
 
 #[test]
 fn mov_family_matches_plain_memory_and_is_traced_exactly() {
-    let program = common::compile("movs", &[]);
-    let dev = common::TempShmFile::new("movs-dev", 8192);
+    let program = crate::common::compile("movs", &[]);
+    let dev = crate::common::TempShmFile::new("movs-dev", 8192);
     let pattern: Vec<u8> = (0..8192u32)
         .map(|i| (i.wrapping_mul(0x9e37_79b1) >> 13) as u8)
         .collect();
@@ -19,7 +17,7 @@ fn mov_family_matches_plain_memory_and_is_traced_exactly() {
     let mut command = Command::new(&program);
     command.arg(&dev.0);
     let glob = dev.0.to_str().expect("utf8 path");
-    let run = common::record(command, &[glob], common::small_config());
+    let run = crate::common::record(command, &[glob], crate::common::small_config());
     assert!(
         run.status.success(),
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -65,6 +63,6 @@ fn mov_family_matches_plain_memory_and_is_traced_exactly() {
     assert!(expected.len() >= 53, "the program printed its expectations");
 }
 
-fn run_pid(run: &common::Run) -> u32 {
+fn run_pid(run: &crate::common::Run) -> u32 {
     run.records[0].record.pid
 }

@@ -1,15 +1,18 @@
 //! `movs`/`stos`/`lods` on traced memory are emulated with their values,
 //! the whole `rep` in one fault, forwards and backwards.
 
-mod common;
-
 use mmiotrace_shm::kind;
 
 #[test]
 fn string_instructions_are_emulated_with_values() {
-    let program = common::compile("strings", &[]);
-    let run =
-        common::record_with_device(&program, "strings-dev", 4096, &[], common::small_config());
+    let program = crate::common::compile("strings", &[]);
+    let run = crate::common::record_with_device(
+        &program,
+        "strings-dev",
+        4096,
+        &[],
+        crate::common::small_config(),
+    );
     run.assert_success();
     let expected: Vec<&str> = run
         .stdout

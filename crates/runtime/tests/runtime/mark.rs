@@ -1,8 +1,6 @@
 //! `mmiotrace_mark()` from include/mmiotrace.h puts MARK records around the
 //! accesses, and does nothing without the runtime.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -18,8 +16,14 @@ fn include_dir() -> String {
 
 #[test]
 fn marks_appear_in_order_around_the_access() {
-    let program = common::compile("mark", &["-I", &include_dir(), "-ldl"]);
-    let run = common::record_with_device(&program, "mark-dev", 4096, &[], common::small_config());
+    let program = crate::common::compile("mark", &["-I", &include_dir(), "-ldl"]);
+    let run = crate::common::record_with_device(
+        &program,
+        "mark-dev",
+        4096,
+        &[],
+        crate::common::small_config(),
+    );
     assert!(run.status.success(), "{:?}\n{}", run.status, run.stderr);
     let kinds: Vec<(u8, Vec<u8>)> = run
         .records
@@ -39,8 +43,8 @@ fn marks_appear_in_order_around_the_access() {
 
 #[test]
 fn marks_do_nothing_without_the_runtime() {
-    let program = common::compile("mark", &["-I", &include_dir(), "-ldl"]);
-    let dev = common::TempShmFile::new("mark-plain", 4096);
+    let program = crate::common::compile("mark", &["-I", &include_dir(), "-ldl"]);
+    let dev = crate::common::TempShmFile::new("mark-plain", 4096);
     let output = Command::new(&program).arg(&dev.0).output().expect("run");
     assert!(output.status.success());
     assert_eq!(String::from_utf8_lossy(&output.stdout), "ok\n");

@@ -16,43 +16,40 @@
 //!
 //! Forms the CPU lacks (AVX, AVX-512, ...) are left out, with a note.
 
-mod common;
-mod diff;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 
 use mmiotrace_shm::{Config, kind, payload_text};
 
-use diff::xstate::Layout;
+use crate::diff::xstate::Layout;
 
 /// Runs in the traced child (started by the tests below with the
 /// environment set); ignored otherwise.
 #[test]
 #[ignore = "the traced side of the differential tests, started by them"]
 fn traced_child() {
-    if std::env::var_os(diff::ENV_CHILD).is_none() {
+    if std::env::var_os(crate::diff::ENV_CHILD).is_none() {
         return;
     }
     let layout = Layout::detect();
-    let forms = diff::random::forms(&layout);
-    let set = std::env::var(diff::ENV_SET).expect("set");
+    let forms = crate::diff::random::forms(&layout);
+    let set = std::env::var(crate::diff::ENV_SET).expect("set");
     let cases = match set.as_str() {
-        "forms" => diff::hand::cases(&layout, &forms),
+        "forms" => crate::diff::hand::cases(&layout, &forms),
         "random" => {
-            let count = std::env::var(diff::ENV_COUNT)
+            let count = std::env::var(crate::diff::ENV_COUNT)
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(10_000);
-            let seed = std::env::var(diff::ENV_SEED)
+            let seed = std::env::var(crate::diff::ENV_SEED)
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1);
-            diff::random::cases(&layout, &forms, count, seed)
+            crate::diff::random::cases(&layout, &forms, count, seed)
         }
         other => panic!("unknown set {other}"),
     };
-    diff::child::main(cases, &layout);
+    crate::diff::child::main(cases, &layout);
 }
 
 struct Outcome {
@@ -62,21 +59,21 @@ struct Outcome {
 }
 
 fn run_set(set: &str, extra: &[(&str, String)]) -> Outcome {
-    let file_a = common::TempShmFile::new("diff-a", 8192);
-    let file_b = common::TempShmFile::new("diff-b", 4096);
+    let file_a = crate::common::TempShmFile::new("diff-a", 8192);
+    let file_b = crate::common::TempShmFile::new("diff-b", 4096);
     let mut command = Command::new(std::env::current_exe().expect("test binary"));
     command
         .args([
             "--exact",
-            "traced_child",
+            "differential::traced_child",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(diff::ENV_CHILD, "1")
-        .env(diff::ENV_SET, set)
-        .env(diff::ENV_FILE_A, &file_a.0)
-        .env(diff::ENV_FILE_B, &file_b.0);
+        .env(crate::diff::ENV_CHILD, "1")
+        .env(crate::diff::ENV_SET, set)
+        .env(crate::diff::ENV_FILE_A, &file_a.0)
+        .env(crate::diff::ENV_FILE_B, &file_b.0);
     for (key, value) in extra {
         command.env(key, value);
     }
@@ -89,7 +86,7 @@ fn run_set(set: &str, extra: &[(&str, String)]) -> Outcome {
         file_a.0.to_str().expect("utf8"),
         file_b.0.to_str().expect("utf8"),
     ];
-    let run = common::record(command, &globs, config);
+    let run = crate::common::record(command, &globs, config);
     let tail: String = run
         .stderr
         .lines()
@@ -177,12 +174,12 @@ fn run_set(set: &str, extra: &[(&str, String)]) -> Outcome {
                     } else {
                         popped.payload[..width].to_vec()
                     };
-                    diff::expect::event(
+                    crate::diff::expect::event(
                         record.kind == kind::WRITE,
                         if map == "A" {
-                            diff::layout::Place::A(record.offset)
+                            crate::diff::layout::Place::A(record.offset)
                         } else {
-                            diff::layout::Place::B(record.offset)
+                            crate::diff::layout::Place::B(record.offset)
                         },
                         &bytes,
                     )
@@ -252,7 +249,7 @@ fn note_missing_features() {
 #[test]
 fn every_form_and_special_case() {
     note_missing_features();
-    let forms = diff::random::forms(&Layout::detect());
+    let forms = crate::diff::random::forms(&Layout::detect());
     let [integer, legacy, vex, evex] = forms.classes.each_ref().map(Vec::len);
     println!(
         "{} instruction forms this CPU supports: {integer} general-purpose, {legacy} legacy SSE/MMX/x87, {vex} VEX, {evex} EVEX",
@@ -266,14 +263,17 @@ fn every_form_and_special_case() {
 #[test]
 fn random_cases() {
     note_missing_features();
-    let count: usize = std::env::var(diff::ENV_COUNT)
+    let count: usize = std::env::var(crate::diff::ENV_COUNT)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let seed = std::env::var(diff::ENV_SEED).unwrap_or_else(|_| "1".to_owned());
+    let seed = std::env::var(crate::diff::ENV_SEED).unwrap_or_else(|_| "1".to_owned());
     let outcome = run_set(
         "random",
-        &[(diff::ENV_COUNT, count.to_string()), (diff::ENV_SEED, seed)],
+        &[
+            (crate::diff::ENV_COUNT, count.to_string()),
+            (crate::diff::ENV_SEED, seed),
+        ],
     );
     println!("{} random cases", outcome.cases);
     check(outcome, count);

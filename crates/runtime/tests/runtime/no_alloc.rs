@@ -4,15 +4,18 @@
 //! emulated loads and stores, compares and vector moves, displaced
 //! integer and SSE instructions (with values) and the slow path.
 
-mod common;
-
 use mmiotrace_shm::kind;
 
 #[test]
 fn handlers_never_call_the_allocator() {
-    let program = common::compile("noalloc", &["-ldl"]);
-    let run =
-        common::record_with_device(&program, "noalloc-dev", 4096, &[], common::small_config());
+    let program = crate::common::compile("noalloc", &["-ldl"]);
+    let run = crate::common::record_with_device(
+        &program,
+        "noalloc-dev",
+        4096,
+        &[],
+        crate::common::small_config(),
+    );
     run.assert_success();
     let line = run
         .stdout

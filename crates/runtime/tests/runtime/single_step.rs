@@ -3,8 +3,6 @@
 //! value from the instruction's register; with several, every access still
 //! happens correctly but some go unlogged; a genuine fault still kills.
 
-mod common;
-
 use std::process::Command;
 
 use mmiotrace_shm::{kind, payload_text};
@@ -16,7 +14,7 @@ fn single_step(program: &std::path::Path) -> Command {
 }
 
 /// The MARK the runtime writes at exit: (accesses single-stepped, recursive probe hits).
-fn exit_mark(run: &common::Run) -> (u64, u64) {
+fn exit_mark(run: &crate::common::Run) -> (u64, u64) {
     let text = run
         .records
         .iter()
@@ -34,14 +32,14 @@ fn exit_mark(run: &common::Run) -> (u64, u64) {
 
 #[test]
 fn one_thread_logs_every_access_with_the_value_of_its_register() {
-    let program = common::compile("single_step", &[]);
-    let dev = common::TempShmFile::new("single-step-forms", 4096);
+    let program = crate::common::compile("single_step", &[]);
+    let dev = crate::common::TempShmFile::new("single-step-forms", 4096);
     let mut command = single_step(&program);
     command.arg(&dev.0).arg("forms");
-    let run = common::record(
+    let run = crate::common::record(
         command,
         &[dev.0.to_str().expect("utf8")],
-        common::small_config(),
+        crate::common::small_config(),
     );
     assert!(run.status.success(), "{:?}\n{}", run.status, run.stderr);
     assert_eq!(
@@ -86,14 +84,14 @@ fn one_thread_logs_every_access_with_the_value_of_its_register() {
 
 #[test]
 fn one_thread_of_many_accesses_loses_nothing() {
-    let program = common::compile("threads", &[]);
-    let dev = common::TempShmFile::new("single-step-one", 4096);
+    let program = crate::common::compile("threads", &[]);
+    let dev = crate::common::TempShmFile::new("single-step-one", 4096);
     let mut command = single_step(&program);
     command.arg(&dev.0).arg("1").arg("4000");
-    let run = common::record(
+    let run = crate::common::record(
         command,
         &[dev.0.to_str().expect("utf8")],
-        common::small_config(),
+        crate::common::small_config(),
     );
     assert!(run.status.success(), "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("BAD 0"), "{}", run.stdout);
@@ -105,17 +103,17 @@ fn one_thread_of_many_accesses_loses_nothing() {
 fn several_threads_run_correctly_but_the_log_may_miss_accesses() {
     const THREADS: u64 = 4;
     const ACCESSES: u64 = 4000;
-    let program = common::compile("threads", &[]);
-    let dev = common::TempShmFile::new("single-step-threads", 4096);
+    let program = crate::common::compile("threads", &[]);
+    let dev = crate::common::TempShmFile::new("single-step-threads", 4096);
     let mut command = single_step(&program);
     command
         .arg(&dev.0)
         .arg(THREADS.to_string())
         .arg(ACCESSES.to_string());
-    let run = common::record(
+    let run = crate::common::record(
         command,
         &[dev.0.to_str().expect("utf8")],
-        common::small_config(),
+        crate::common::small_config(),
     );
     // Every access happened, untraced or not: each read saw its own write.
     assert!(run.status.success(), "{}\n{}", run.stdout, run.stderr);
@@ -134,14 +132,14 @@ fn several_threads_run_correctly_but_the_log_may_miss_accesses() {
 #[test]
 fn a_store_to_a_read_only_traced_mapping_still_kills_with_sigsegv() {
     use std::os::unix::process::ExitStatusExt;
-    let program = common::compile("single_step", &[]);
-    let dev = common::TempShmFile::new("single-step-readonly", 4096);
+    let program = crate::common::compile("single_step", &[]);
+    let dev = crate::common::TempShmFile::new("single-step-readonly", 4096);
     let mut command = single_step(&program);
     command.arg(&dev.0).arg("readonly");
-    let run = common::record(
+    let run = crate::common::record(
         command,
         &[dev.0.to_str().expect("utf8")],
-        common::small_config(),
+        crate::common::small_config(),
     );
     assert_eq!(run.status.signal(), Some(libc::SIGSEGV), "{}", run.stderr);
     assert_eq!(run.accesses().count(), 0);

@@ -2,8 +2,6 @@
 //! once, with the right value, in each thread's order, and the global
 //! sequence numbers have no gap.
 
-mod common;
-
 use std::collections::HashMap;
 
 use mmiotrace_shm::{Config, kind};
@@ -17,13 +15,13 @@ fn value_of(t: u64, p: u64) -> u64 {
 
 #[test]
 fn eight_threads_lose_nothing_and_keep_their_order() {
-    let program = common::compile("threads", &[]);
+    let program = crate::common::compile("threads", &[]);
     let config = Config {
         slot_count: 16,
         ring_records: 16384,
         drop_when_full: false,
     };
-    let run = common::record_with_device(
+    let run = crate::common::record_with_device(
         &program,
         "threads-dev",
         4096,

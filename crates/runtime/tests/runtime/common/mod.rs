@@ -1,8 +1,6 @@
 //! Shared test harness: builds the runtime cdylib, compiles C test programs,
 //! and records a program under the runtime with a small in-test drainer.
 
-#![allow(dead_code)]
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};

@@ -1,9 +1,7 @@
 //! The differential harness: every case runs twice, on plain memory and on
 //! traced mappings at the same addresses, with the same registers; the
 //! registers, flags, vector state, memory and the trace are compared.
-//! See tests/differential.rs for the two sides (test and traced child).
-
-#![allow(dead_code)]
+//! See tests/runtime/differential.rs for the two sides (test and traced child).
 
 pub mod child;
 pub mod expect;

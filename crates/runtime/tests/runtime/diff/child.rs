@@ -1,7 +1,7 @@
 //! The traced side: runs every case on plain memory, then on the traced
 //! mappings, compares, and prints what the trace must hold.
 //!
-//! Output lines (read by tests/differential.rs):
+//! Output lines (read by tests/runtime/differential.rs):
 //! - `C <case> <name>`
 //! - `E <case> <R|W> <A|B> <width> <offset> <value>`: an expected event
 //! - `FAIL <case> <what>`: registers, flags, vector state or memory differ

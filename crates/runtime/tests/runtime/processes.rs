@@ -1,8 +1,6 @@
 //! Processes: fork gives the child its own ring slot and pid; a Rust
 //! program's stack overflow is still reported by std's handler.
 
-mod common;
-
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
@@ -11,8 +9,14 @@ use mmiotrace_shm::kind;
 
 #[test]
 fn a_forked_child_logs_with_its_own_pid_and_slot() {
-    let program = common::compile("fork", &[]);
-    let run = common::record_with_device(&program, "fork-dev", 4096, &[], common::small_config());
+    let program = crate::common::compile("fork", &[]);
+    let run = crate::common::record_with_device(
+        &program,
+        "fork-dev",
+        4096,
+        &[],
+        crate::common::small_config(),
+    );
     run.assert_success();
     let pid_of = |label: &str| -> u32 {
         run.stdout
@@ -51,13 +55,13 @@ fn a_forked_child_logs_with_its_own_pid_and_slot() {
 
 #[test]
 fn processes_that_come_and_go_do_not_use_up_the_slots() {
-    let program = common::compile("fork", &[]);
+    let program = crate::common::compile("fork", &[]);
     let config = mmiotrace_shm::Config {
         slot_count: 3,
         ring_records: 512,
         drop_when_full: false,
     };
-    let run = common::record_with_device(&program, "fork-many-dev", 4096, &["many"], config);
+    let run = crate::common::record_with_device(&program, "fork-many-dev", 4096, &["many"], config);
     assert!(run.status.success(), "{:?}\n{}", run.status, run.stderr);
     assert!(!run.stderr.contains("slot"), "{}", run.stderr);
     let values: Vec<u64> = run
@@ -80,8 +84,13 @@ fn a_rust_stack_overflow_is_still_reported_by_std() {
         .status()
         .expect("run rustc");
     assert!(status.success());
-    let run =
-        common::record_with_device(&binary, "overflow-dev", 4096, &[], common::small_config());
+    let run = crate::common::record_with_device(
+        &binary,
+        "overflow-dev",
+        4096,
+        &[],
+        crate::common::small_config(),
+    );
     assert!(
         run.stderr.contains("has overflowed its stack"),
         "{}",

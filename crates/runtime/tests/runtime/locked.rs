@@ -3,8 +3,6 @@
 //! and the trace holds every read and write, each read seeing the previous
 //! write.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 
@@ -14,8 +12,8 @@ use mmiotrace_shm::kind;
 fn locked_increments_from_four_threads_lose_nothing() {
     let threads = 4u64;
     let n = 5_000u64;
-    let program = common::compile("locked", &[]);
-    let dev = common::TempShmFile::new("locked-dev", 4096);
+    let program = crate::common::compile("locked", &[]);
+    let dev = crate::common::TempShmFile::new("locked-dev", 4096);
     let mut command = Command::new(&program);
     command
         .arg(&dev.0)
@@ -26,7 +24,7 @@ fn locked_increments_from_four_threads_lose_nothing() {
         ring_records: 1 << 16,
         drop_when_full: false,
     };
-    let run = common::record(command, &[dev.0.to_str().expect("utf8")], config);
+    let run = crate::common::record(command, &[dev.0.to_str().expect("utf8")], config);
     assert!(run.status.success(), "{:?}\n{}", run.status, run.stderr);
     let total = threads * n;
     assert_eq!(

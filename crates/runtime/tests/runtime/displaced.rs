@@ -4,24 +4,22 @@
 //! gathers) runs on the slow path and is logged as UNKNOWN, or, when no
 //! register can be rebased, is refused with a message.
 
-mod common;
-
 use std::os::unix::process::ExitStatusExt;
 
 use mmiotrace_shm::kind;
 
-fn run_displaced(mode: &str) -> common::Run {
-    let program = common::compile("displaced", &[]);
-    common::record_with_device(
+fn run_displaced(mode: &str) -> crate::common::Run {
+    let program = crate::common::compile("displaced", &[]);
+    crate::common::record_with_device(
         &program,
         "displaced-dev",
         4096,
         &[mode],
-        common::small_config(),
+        crate::common::small_config(),
     )
 }
 
-fn events(run: &common::Run) -> Vec<(u8, u8, u64, u64)> {
+fn events(run: &crate::common::Run) -> Vec<(u8, u8, u64, u64)> {
     run.accesses()
         .map(|p| {
             (

@@ -2,17 +2,20 @@
 //! munmap, mprotect, mremap (a mapping that grows or moves is described
 //! again by a REMAP record), and stop being traced under MAP_FIXED.
 
-mod common;
-
 use std::collections::HashMap;
 
 use mmiotrace_shm::kind;
 
 #[test]
 fn partial_unmap_mprotect_mremap_and_map_fixed() {
-    let program = common::compile("mapping_ops", &[]);
-    let run =
-        common::record_with_device(&program, "ops-dev", 8 * 4096, &[], common::small_config());
+    let program = crate::common::compile("mapping_ops", &[]);
+    let run = crate::common::record_with_device(
+        &program,
+        "ops-dev",
+        8 * 4096,
+        &[],
+        crate::common::small_config(),
+    );
     run.assert_success();
     assert!(run.stdout.contains("DONE"));
     let mut map_number: HashMap<u32, usize> = HashMap::new();

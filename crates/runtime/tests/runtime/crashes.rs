@@ -1,12 +1,16 @@
 //! Faults that are not the runtime's behave exactly as without it.
 
-mod common;
-
 use std::os::unix::process::ExitStatusExt;
 
-fn run_crash(mode: &str) -> common::Run {
-    let program = common::compile("crash", &[]);
-    common::record_with_device(&program, "crash-dev", 4096, &[mode], common::small_config())
+fn run_crash(mode: &str) -> crate::common::Run {
+    let program = crate::common::compile("crash", &[]);
+    crate::common::record_with_device(
+        &program,
+        "crash-dev",
+        4096,
+        &[mode],
+        crate::common::small_config(),
+    )
 }
 
 #[test]
