@@ -4,14 +4,13 @@
 //! given, and exits with a status of its own. The lab boots real QEMU
 //! (crates/lab/tests/lab/kernel_vm.rs).
 
-mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{data, mmiotrace, path_str, scratch, stderr_text, succeeded_stdout};
+use crate::common::{data, mmiotrace, path_str, scratch, stderr_text, succeeded_stdout};
 
 /// A QEMU stand-in: records its arguments, writes `log` to its -D file
 /// (unless `log` is None: it ends before opening it), exits with `status`.

@@ -1,10 +1,9 @@
 //! `mmiotrace export`, run as the real binary; every format is read back.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value as Json;
 
 fn perfetto(input: &str, args: &[&str]) -> Vec<Json> {

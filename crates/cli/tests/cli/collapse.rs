@@ -1,10 +1,9 @@
 //! `mmiotrace collapse`, run as the real binary on traces of known content.
 
-mod common;
 
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 use mmiotrace_trace::{Access, Direction, Event, Value};
 
 /// What must survive folding: every access of each thread, in order, with

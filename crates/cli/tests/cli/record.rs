@@ -1,7 +1,6 @@
 //! `mmiotrace record` tracing real processes: our test programs (C, compiled
 //! here) and unmodified third-party binaries.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mmiotrace_trace::{Access, Direction, Event, Item, ReadOptions, TraceReader};
 
-use common::programs::{Scratch, program};
+use crate::common::programs::{Scratch, program};
 
 const MMIOTRACE: &str = env!("CARGO_BIN_EXE_mmiotrace");
 

@@ -3,7 +3,6 @@
 //! Each test runs the real `mmiotrace record` on a C program from
 //! tests/programs/.
 
-mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mmiotrace_trace::{Event, Item, ReadOptions, TraceReader};
 
-use common::programs::{Scratch, program};
+use crate::common::programs::{Scratch, program};
 
 const MMIOTRACE: &str = env!("CARGO_BIN_EXE_mmiotrace");
 
@@ -679,7 +678,7 @@ fn linger_must_be_a_finite_number_of_seconds() {
 
 #[test]
 fn write_errors_on_standard_output_name_it() {
-    let trace = common::data("diff-a.txt");
+    let trace = crate::common::data("diff-a.txt");
     let trace = trace.to_str().expect("UTF-8");
     let commands: [&[&str]; 5] = [
         &["stats", trace],

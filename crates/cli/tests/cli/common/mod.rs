@@ -1,6 +1,5 @@
 //! Helpers for the tests of the analysis commands, which run the real binary.
 //! Each test file is a crate of its own and uses only some of them.
-#![allow(dead_code)]
 
 pub mod programs;
 

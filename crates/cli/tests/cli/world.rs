@@ -3,7 +3,6 @@
 //! `mmiotrace record` from a C program in tests/programs/. See
 //! docs/ARCHITECTURE.md, "How the runtime survives the world".
 
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mmiotrace_trace::{Event, Item, ReadOptions, TraceReader};
 
-use common::programs::{Scratch, compile, program};
+use crate::common::programs::{Scratch, compile, program};
 
 const MMIOTRACE: &str = env!("CARGO_BIN_EXE_mmiotrace");
 

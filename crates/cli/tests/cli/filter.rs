@@ -1,9 +1,8 @@
 //! `mmiotrace filter`, run as the real binary: what each condition keeps,
 //! at its boundaries.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use mmiotrace_trace::Event;
 
 /// The kinds and sequence numbers of what `filter ARGS polling.txt` keeps.

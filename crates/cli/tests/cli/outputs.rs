@@ -2,11 +2,10 @@
 //! reads, and an error part-way through leaves the previous output
 //! untouched and no partial file behind.
 
-mod common;
 
 use std::path::Path;
 
-use common::{mmiotrace, path_str, scratch, stderr_text};
+use crate::common::{mmiotrace, path_str, scratch, stderr_text};
 
 /// A valid text trace of `accesses` reads, then (if `broken`) a malformed
 /// line: long enough that a writer has flushed output before it fails.

@@ -1,8 +1,7 @@
 //! `mmiotrace diff`, run as the real binary on two runs of known difference.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = mmiotrace(args);

@@ -1,9 +1,8 @@
 //! The analysis parts of `mmiotrace stats`: per thread and process, hot
 //! registers by reads and writes, the timeline and the polling loops.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 fn stats(args: &[&str]) -> String {
     let input = data("polling.txt");

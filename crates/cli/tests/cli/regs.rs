@@ -2,11 +2,10 @@
 //! register databases, run as the real binary: the example NIC driver's
 //! trace with its TOML map, and a GP108 fragment with envytools' rnndb.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use mmiotrace_trace::Event;
 
 fn nic_map() -> PathBuf {

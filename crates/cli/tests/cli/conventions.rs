@@ -2,12 +2,11 @@
 //! in shells, have manual pages, keep binary off a terminal, and show
 //! progress on a terminal only.
 
-mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// Runs `mmiotrace ARGS` with a terminal as its standard input, output and
 /// error (util-linux's `script`); returns its exit status and what the

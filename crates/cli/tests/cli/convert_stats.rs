@@ -1,11 +1,10 @@
 //! `mmiotrace convert` and `mmiotrace stats`, run as the real binary.
 
-mod common;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::{data, mmiotrace, path_str, scratch, stderr_text, succeeded_stdout};
+use crate::common::{data, mmiotrace, path_str, scratch, stderr_text, succeeded_stdout};
 
 fn mmiotrace_stdin(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mmiotrace"))
