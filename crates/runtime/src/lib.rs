@@ -16,7 +16,7 @@
 //! # Layers
 //!
 //! From the bottom up. A module uses only modules of its own layer or of
-//! the layers below, and the uses form no cycle (`tests/layers.rs` checks
+//! the layers below, and the uses form no cycle (`tests/runtime/layers.rs` checks
 //! both from the `use crate::` paths):
 //!
 //! 1. `sys`, `msg`, `ranges`, `glob`, `real`, `config`, `state`: the ground.

@@ -1,6 +1,5 @@
 //! `mmiotrace collapse`, run as the real binary on traces of known content.
 
-
 use std::collections::HashMap;
 
 use crate::common::*;

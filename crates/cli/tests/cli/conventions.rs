@@ -2,7 +2,6 @@
 //! in shells, have manual pages, keep binary off a terminal, and show
 //! progress on a terminal only.
 
-
 use std::path::Path;
 use std::process::Command;
 

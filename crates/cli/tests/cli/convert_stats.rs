@@ -1,6 +1,5 @@
 //! `mmiotrace convert` and `mmiotrace stats`, run as the real binary.
 
-
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

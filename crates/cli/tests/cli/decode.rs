@@ -2,8 +2,9 @@
 //! envytools database, user-space traces with a TOML map, the kernel's
 //! rwmmio ftrace events with an SVD file, and the errors.
 
-
-use crate::common::{data, mmiotrace, nv_mmio, path_str as s, regdb_data, stderr_text, succeeded_stdout};
+use crate::common::{
+    data, mmiotrace, nv_mmio, path_str as s, regdb_data, stderr_text, succeeded_stdout,
+};
 
 #[test]
 fn kernel_log_with_rnndb_learns_the_chipset_and_names_registers() {

@@ -1,6 +1,5 @@
 //! `mmiotrace diff`, run as the real binary on two runs of known difference.
 
-
 use crate::common::*;
 
 fn run(args: &[&str]) -> (i32, String, String) {

@@ -1,6 +1,5 @@
 //! `mmiotrace export`, run as the real binary; every format is read back.
 
-
 use std::path::{Path, PathBuf};
 
 use crate::common::*;

@@ -3,7 +3,6 @@
 //! Each test runs the real `mmiotrace record` on a C program from
 //! tests/programs/.
 
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,6 @@
 //! `mmiotrace filter`, run as the real binary: what each condition keeps,
 //! at its boundaries.
 
-
 use crate::common::*;
 use mmiotrace_trace::Event;
 

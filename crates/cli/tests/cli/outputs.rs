@@ -2,7 +2,6 @@
 //! reads, and an error part-way through leaves the previous output
 //! untouched and no partial file behind.
 
-
 use std::path::Path;
 
 use crate::common::{mmiotrace, path_str, scratch, stderr_text};

@@ -1,7 +1,6 @@
 //! `mmiotrace record` tracing real processes: our test programs (C, compiled
 //! here) and unmodified third-party binaries.
 
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

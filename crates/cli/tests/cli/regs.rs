@@ -2,7 +2,6 @@
 //! register databases, run as the real binary: the example NIC driver's
 //! trace with its TOML map, and a GP108 fragment with envytools' rnndb.
 
-
 use std::path::{Path, PathBuf};
 
 use crate::common::*;

@@ -1,7 +1,6 @@
 //! The analysis parts of `mmiotrace stats`: per thread and process, hot
 //! registers by reads and writes, the timeline and the polling loops.
 
-
 use crate::common::*;
 
 fn stats(args: &[&str]) -> String {

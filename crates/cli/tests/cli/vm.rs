@@ -4,7 +4,6 @@
 //! given, and exits with a status of its own. The lab boots real QEMU
 //! (crates/lab/tests/lab/kernel_vm.rs).
 
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

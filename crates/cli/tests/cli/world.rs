@@ -3,7 +3,6 @@
 //! `mmiotrace record` from a C program in tests/programs/. See
 //! docs/ARCHITECTURE.md, "How the runtime survives the world".
 
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
