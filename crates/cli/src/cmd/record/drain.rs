@@ -156,6 +156,7 @@ impl Drainer {
                     ext: Ext {
                         seq: Some(seq),
                         process: None,
+                        hook: None,
                     },
                 })),
             }));
@@ -183,6 +184,7 @@ impl Drainer {
                 ext: Ext {
                     seq: Some(seq),
                     process: None,
+                    hook: None,
                 },
             })),
         }));
@@ -245,6 +247,7 @@ impl Drainer {
         let ext = Ext {
             seq: Some(record.seq),
             process: Some(record.pid),
+            hook: None,
         };
         self.summary.threads.insert(record.tid);
         self.summary.processes.insert(record.pid);
