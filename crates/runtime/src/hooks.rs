@@ -224,6 +224,9 @@ pub struct Hook {
     tid: u32,
     /// Set once the hook changed or marked the access.
     marked: bool,
+    /// `--model`: the plugin is the device, so what it answers is the
+    /// device's value, not a change to be marked.
+    model: bool,
 }
 
 /// What the access becomes, before it is performed.
@@ -266,6 +269,7 @@ pub fn decide(
         write,
         tid,
         marked: matches!(actor, Actor::Rule(_)),
+        model: table.model(),
     })
 }
 
@@ -298,7 +302,7 @@ impl Hook {
     pub fn mark(&self) -> Option<u32> {
         match self.actor {
             Actor::Rule(fired) => Some(fired.rule),
-            Actor::Plugin(_) => self.marked.then_some(layout::PLUGIN_RULE),
+            Actor::Plugin(_) => (self.marked && !self.model).then_some(layout::PLUGIN_RULE),
         }
     }
 

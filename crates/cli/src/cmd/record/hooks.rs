@@ -464,7 +464,12 @@ fn register(db: &Database, name: &str) -> Option<(u64, u8)> {
     let mut base = 0u64;
     let mut parts = name.split('.').peekable();
     while let Some(part) = parts.next() {
-        let node = nodes.iter().find(|n| n.name.as_deref() == Some(part))?;
+        // A register's name is its register's; a block's is its node's.
+        let node = nodes.iter().find(|n| match (&n.name, &n.kind) {
+            (Some(name), _) => &**name == part,
+            (None, NodeKind::Reg(id)) => db.regs.get(*id as usize).is_some_and(|r| &*r.name == part),
+            (None, NodeKind::Block { .. }) => false,
+        })?;
         base += node.offset * space.unit;
         match &node.kind {
             NodeKind::Reg(id) if parts.peek().is_none() => {
