@@ -522,3 +522,44 @@ fn a_sigbus_rule_kills_the_program_as_a_bus_error_would() {
     assert!(run.accesses().iter().all(|a| a.phys != STATUS), "the read was not made");
     assert!(run.stderr().contains("matched 2, acted on 2"), "{}", run.stderr());
 }
+
+#[test]
+fn filter_and_stats_select_hooked_accesses() {
+    let run = run_nic(
+        "select",
+        Some(
+            "[[rule]]\nregister = \"ICR\"\ndir = \"r\"\nafter = 1\ntimes = 1\nset = 0x1\n\n\
+             [[rule]]\nregister = \"STATUS\"\npass = true\n",
+        ),
+        &[],
+        &[],
+    );
+    assert_eq!(run.out.status.code(), Some(0), "{}", run.stderr());
+    let scratch = Scratch::new("select-files");
+    let trace = scratch.path("nic.trace");
+    std::fs::write(&trace, &run.text).expect("write the trace");
+    let trace = trace.to_str().expect("UTF-8 path");
+    let accesses = |args: &[&str]| -> Vec<String> {
+        let out = common::stdout(args);
+        out.lines()
+            .filter(|l| l.starts_with("R ") || l.starts_with("W "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let hooked = accesses(&["filter", "--hooked", trace]);
+    assert_eq!(hooked.len(), run.hooked().len());
+    assert!(hooked.iter().all(|l| l.contains(" hook=")));
+    let rule1 = accesses(&["filter", "--hook", "1", trace]);
+    assert_eq!(rule1.len(), 1, "{rule1:?}");
+    assert!(rule1[0].contains(" 0xc0 0x5 ") && rule1[0].ends_with(" hook=1 dev=0x4"), "{rule1:?}");
+    let stats = common::stdout(&["stats", "--hooked", trace]);
+    let reads = stats
+        .lines()
+        .find(|l| l.trim_start().starts_with("R "))
+        .expect("an R line");
+    assert_eq!(
+        reads.split_whitespace().nth(1),
+        Some(run.hooked().len().to_string().as_str()),
+        "{stats}"
+    );
+}
