@@ -32,7 +32,14 @@ fn example_nic() -> &'static Path {
             .and_then(Path::parent)
             .expect("target/PROFILE/deps");
         let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        build.args(["build", "-q", "-p", "mmiotrace-example-nic", "--bin", "example-nic"]);
+        build.args([
+            "build",
+            "-q",
+            "-p",
+            "mmiotrace-example-nic",
+            "--bin",
+            "example-nic",
+        ]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
@@ -40,14 +47,18 @@ fn example_nic() -> &'static Path {
             build.env("CARGO_TARGET_DIR", target);
         }
         let status = build.current_dir(repo()).status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p mmiotrace-example-nic failed");
+        assert!(
+            status.success(),
+            "cargo build -p mmiotrace-example-nic failed"
+        );
         profile_dir.join("example-nic")
     })
 }
 
 /// A shared library built from one source file, once per test binary.
 fn plugin(name: &str, build: impl FnOnce(&Path) -> Command) -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}.so", std::process::id()));
+    let out =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}.so", std::process::id()));
     if !out.exists() {
         let result = build(&out).output().expect("run the compiler");
         assert!(
@@ -64,7 +75,15 @@ fn nic_model() -> PathBuf {
     plugin("nic_model", |out| {
         let mut rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
         rustc
-            .args(["--edition", "2024", "--crate-type", "cdylib", "-C", "panic=abort", "-O"])
+            .args([
+                "--edition",
+                "2024",
+                "--crate-type",
+                "cdylib",
+                "-C",
+                "panic=abort",
+                "-O",
+            ])
             .arg(repo().join("crates/example-nic/model/nic_model.rs"))
             .arg("-o")
             .arg(out);
@@ -157,13 +176,16 @@ fn run_nic(test: &str, rules: Option<&str>, extra: &[&str], nic_args: &[&str]) -
         .output()
         .expect("run mmiotrace record");
     let text = std::fs::read_to_string(&trace).unwrap_or_default();
-    let trace = TraceReader::new(text.as_bytes(), ReadOptions::default().with_fatal_truncation(true))
-        .expect("a trace")
-        .map(|item| match item.expect("the trace parses") {
-            Item::Event(event) => event,
-            Item::Truncated(t) => panic!("{t}"),
-        })
-        .collect();
+    let trace = TraceReader::new(
+        text.as_bytes(),
+        ReadOptions::default().with_fatal_truncation(true),
+    )
+    .expect("a trace")
+    .map(|item| match item.expect("the trace parses") {
+        Item::Event(event) => event,
+        Item::Truncated(t) => panic!("{t}"),
+    })
+    .collect();
     NicRun { out, trace, text }
 }
 
@@ -194,17 +216,33 @@ fn an_eeprom_checksum_error_is_reported_and_the_driver_fails() {
     let hooked = run.hooked();
     assert_eq!(hooked.len(), 1, "{}", run.hooked_lines());
     let read = hooked[0];
-    assert_eq!((read.dir, read.phys, read.width()), (Direction::Read, EERD_DATA, 2));
+    assert_eq!(
+        (read.dir, read.phys, read.width()),
+        (Direction::Read, EERD_DATA, 2)
+    );
     // The driver saw 0x1 where the EEPROM gave 0x0.
     assert_eq!(read.value.low_u64(), 0x1);
-    assert_eq!(read.ext.hook, Some(Hooked { rule: 1, device: Some(0x0) }));
-    assert!(run.text.contains("MARK "), "the rules are named in the trace");
+    assert_eq!(
+        read.ext.hook,
+        Some(Hooked {
+            rule: 1,
+            device: Some(0x0)
+        })
+    );
+    assert!(
+        run.text.contains("MARK "),
+        "the rules are named in the trace"
+    );
     assert!(
         run.text.contains(" hook 1 bad-eeprom-word ("),
         "{}",
         &run.text[..run.text.len().min(600)]
     );
-    assert!(run.stderr().contains("matched 16, acted on 1"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("matched 16, acted on 1"),
+        "{}",
+        run.stderr()
+    );
 }
 
 #[test]
@@ -228,13 +266,19 @@ fn a_link_that_never_comes_up_times_out() {
         .into_iter()
         .filter(|a| a.phys == STATUS && a.dir == Direction::Read)
         .collect();
-    assert!(status_reads.iter().all(|a| a.ext.hook.is_some_and(|h| h.rule == 1)));
-    assert!(status_reads.iter().all(|a| a.value.low_u64() & 0x2 == 0));
-    // The device did bring the link up: the driver just never saw it.
     assert!(
         status_reads
             .iter()
-            .any(|a| a.ext.hook.and_then(|h| h.device).is_some_and(|d| d & 0x2 != 0)),
+            .all(|a| a.ext.hook.is_some_and(|h| h.rule == 1))
+    );
+    assert!(status_reads.iter().all(|a| a.value.low_u64() & 0x2 == 0));
+    // The device did bring the link up: the driver just never saw it.
+    assert!(
+        status_reads.iter().any(|a| a
+            .ext
+            .hook
+            .and_then(|h| h.device)
+            .is_some_and(|d| d & 0x2 != 0)),
         "{}",
         run.hooked_lines()
     );
@@ -245,7 +289,9 @@ fn a_device_removed_in_the_middle_of_transmission_stops_the_driver() {
     // TDT's first write sets the ring up; its second rings the doorbell.
     let run = run_nic(
         "removal",
-        Some("[[rule]]\nname = \"surprise-removal\"\nregister = \"TDT\"\ndir = \"w\"\nnth = 2\nremove = true\n"),
+        Some(
+            "[[rule]]\nname = \"surprise-removal\"\nregister = \"TDT\"\ndir = \"w\"\nnth = 2\nremove = true\n",
+        ),
         &[],
         &[],
     );
@@ -266,12 +312,27 @@ fn a_device_removed_in_the_middle_of_transmission_stops_the_driver() {
         (accesses[doorbell].dir, accesses[doorbell].phys),
         (Direction::Write, TDT)
     );
-    assert_eq!(accesses[doorbell].ext.hook, Some(Hooked { rule: 1, device: None }));
+    assert_eq!(
+        accesses[doorbell].ext.hook,
+        Some(Hooked {
+            rule: 1,
+            device: None
+        })
+    );
     // Then one read, all ones, and the driver stops: no spinning.
     let after = &accesses[doorbell + 1..];
     assert_eq!(after.len(), 1, "{}", run.hooked_lines());
-    assert_eq!((after[0].phys, after[0].value.low_u64()), (ICR, 0xffff_ffff));
-    assert_eq!(after[0].ext.hook, Some(Hooked { rule: 1, device: None }));
+    assert_eq!(
+        (after[0].phys, after[0].value.low_u64()),
+        (ICR, 0xffff_ffff)
+    );
+    assert_eq!(
+        after[0].ext.hook,
+        Some(Hooked {
+            rule: 1,
+            device: None
+        })
+    );
 }
 
 #[test]
@@ -280,13 +341,18 @@ fn an_early_tx_done_interrupt_is_not_trusted() {
     // TX wait, before the device can have sent anything.
     let run = run_nic(
         "early",
-        Some("[[rule]]\nname = \"early-txdw\"\nregister = \"ICR\"\ndir = \"r\"\nafter = 1\ntimes = 1\nset = 0x1\n"),
+        Some(
+            "[[rule]]\nname = \"early-txdw\"\nregister = \"ICR\"\ndir = \"r\"\nafter = 1\ntimes = 1\nset = 0x1\n",
+        ),
         &[],
         &[],
     );
     assert_eq!(run.out.status.code(), Some(0), "{}", run.stderr());
     let stdout = run.stdout();
-    assert!(stdout.contains("  sent         3 packets, 180 bytes"), "{stdout}");
+    assert!(
+        stdout.contains("  sent         3 packets, 180 bytes"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains(
             "  warning      the TX-done interrupt came before the device had sent 1 of them; the driver waited for each"
@@ -301,7 +367,11 @@ fn an_early_tx_done_interrupt_is_not_trusted() {
     let icr = accesses[early];
     assert_eq!(icr.phys, ICR);
     assert_eq!(icr.value.low_u64() & 1, 1, "the driver saw TXDW");
-    assert_eq!(icr.ext.hook.and_then(|h| h.device).map(|d| d & 1), Some(0), "the device had not said it");
+    assert_eq!(
+        icr.ext.hook.and_then(|h| h.device).map(|d| d & 1),
+        Some(0),
+        "the device had not said it"
+    );
     // The driver then looked at descriptor 0's DD before going on.
     assert_eq!(accesses[early + 1].phys, TX_STATUS0);
     assert_eq!(run.hooked().len(), 1);
@@ -398,15 +468,27 @@ fn hook_counts_are_exact_across_eight_threads() {
         .output()
         .expect("run mmiotrace record");
     assert!(out.status.success(), "{}", stderr_text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "nonzero0=1 nonzero8=50\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "nonzero0=1 nonzero8=50\n"
+    );
     let stderr = stderr_text(&out);
     let total = threads * iterations;
-    assert!(stderr.contains(&format!("matched {total}, acted on 1")), "{stderr}");
-    assert!(stderr.contains(&format!("matched {total}, acted on 50")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("matched {total}, acted on 1")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("matched {total}, acted on 50")),
+        "{stderr}"
+    );
     let text = std::fs::read_to_string(&trace).expect("the trace");
     assert_eq!(text.matches(" hook=1 dev=none").count(), 1);
     assert_eq!(text.matches(" hook=2 dev=0x0").count(), 50);
-    assert_eq!(text.lines().filter(|l| l.starts_with("R ")).count(), 2 * total);
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("R ")).count(),
+        2 * total
+    );
 }
 
 /// `record` with a rule file that it must refuse before PROGRAM runs.
@@ -518,9 +600,20 @@ fn a_sigbus_rule_kills_the_program_as_a_bus_error_would() {
     );
     // 128 + SIGBUS (7), as the shell reports a program killed by it.
     assert_eq!(run.out.status.code(), Some(135), "{}", run.stderr());
-    assert!(run.stderr().contains("was killed by signal 7"), "{}", run.stderr());
-    assert!(run.accesses().iter().all(|a| a.phys != STATUS), "the read was not made");
-    assert!(run.stderr().contains("matched 2, acted on 2"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("was killed by signal 7"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.accesses().iter().all(|a| a.phys != STATUS),
+        "the read was not made"
+    );
+    assert!(
+        run.stderr().contains("matched 2, acted on 2"),
+        "{}",
+        run.stderr()
+    );
 }
 
 #[test]
@@ -551,7 +644,10 @@ fn filter_and_stats_select_hooked_accesses() {
     assert!(hooked.iter().all(|l| l.contains(" hook=")));
     let rule1 = accesses(&["filter", "--hook", "1", trace]);
     assert_eq!(rule1.len(), 1, "{rule1:?}");
-    assert!(rule1[0].contains(" 0xc0 0x5 ") && rule1[0].ends_with(" hook=1 dev=0x4"), "{rule1:?}");
+    assert!(
+        rule1[0].contains(" 0xc0 0x5 ") && rule1[0].ends_with(" hook=1 dev=0x4"),
+        "{rule1:?}"
+    );
     let stats = common::stdout(&["stats", "--hooked", trace]);
     let reads = stats
         .lines()

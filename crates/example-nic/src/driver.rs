@@ -235,7 +235,10 @@ impl<'a> Driver<'a> {
     /// descriptor's DD, never reclaim it unsent. Returns how many
     /// descriptors the interrupt came early for.
     fn transmit(&self, frames: &[[u8; FRAME_LEN]]) -> anyhow::Result<u32> {
-        ensure!(frames.len() < RING_ENTRIES, "more frames than TX descriptors");
+        ensure!(
+            frames.len() < RING_ENTRIES,
+            "more frames than TX descriptors"
+        );
         for (index, frame) in frames.iter().enumerate() {
             let descriptor = TX_RING + index * DESCRIPTOR_SIZE;
             self.bar
@@ -250,9 +253,13 @@ impl<'a> Driver<'a> {
         }
         let tail = frames.len();
         self.bar.write32(TDT, tail as u32);
-        self.wait_for(ICR, "ICR", "the TX-done interrupt (ICR.TXDW)", TX_TIMEOUT, |icr| {
-            icr & ICR_TXDW != 0
-        })?;
+        self.wait_for(
+            ICR,
+            "ICR",
+            "the TX-done interrupt (ICR.TXDW)",
+            TX_TIMEOUT,
+            |icr| icr & ICR_TXDW != 0,
+        )?;
         let mut early = 0;
         for index in 0..tail {
             let status = TX_RING + index * DESCRIPTOR_SIZE + TXD_STATUS;

@@ -113,9 +113,9 @@ fn run(bar_path: &std::path::Path, with_device: bool) -> anyhow::Result<Summary>
     let bar_file = create_bar(bar_path)
         .with_context(|| format!("{}: cannot create BAR0", bar_path.display()))?;
     let device = match with_device {
-        true => Some(
-            Device::power_on(bar_file.try_clone()?).context("cannot start the device model")?,
-        ),
+        true => {
+            Some(Device::power_on(bar_file.try_clone()?).context("cannot start the device model")?)
+        }
         false => None,
     };
     let bar =

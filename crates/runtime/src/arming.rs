@@ -137,16 +137,7 @@ fn arm(start: usize, len: usize, prot: c_int, fd: c_int, offset: i64, path: &[u8
     let alias = if hooks::model() {
         // SAFETY: a new mapping at an address the kernel picks; only the
         // runtime will know it.
-        unsafe {
-            sys::mmap(
-                0,
-                len,
-                prot,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        }
+        unsafe { sys::mmap(0, len, prot, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0) }
     } else {
         // SAFETY: as above, of the program's file.
         unsafe { sys::mmap(0, len, prot, libc::MAP_SHARED, fd, offset) }

@@ -255,12 +255,14 @@ pub fn decide(
     let actor = rule(table, map_id, offset, width, write, since_start_ns)
         .map(Actor::Rule)
         .or_else(|| {
-            let plugin = PLUGIN_ACCESS.load(Ordering::Acquire);
-            // SAFETY: a non-zero value is dlsym's pointer to the plugin's
-            // mmiotrace_hook_access, whose signature the header fixes.
-            (plugin != 0).then(|| unsafe { core::mem::transmute::<usize, AccessFn>(plugin) })
-        }
-        .map(Actor::Plugin))?;
+            {
+                let plugin = PLUGIN_ACCESS.load(Ordering::Acquire);
+                // SAFETY: a non-zero value is dlsym's pointer to the plugin's
+                // mmiotrace_hook_access, whose signature the header fixes.
+                (plugin != 0).then(|| unsafe { core::mem::transmute::<usize, AccessFn>(plugin) })
+            }
+            .map(Actor::Plugin)
+        })?;
     Some(Hook {
         actor,
         map_id,

@@ -201,11 +201,7 @@ fn handle_sigsegv(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     let mut bus_error = None;
     // SAFETY: the kernel passes a valid siginfo and ucontext for SA_SIGINFO.
     let handled = unsafe {
-        handle_access_fault(
-            &*info,
-            &mut *(ctx as *mut libc::ucontext_t),
-            &mut bus_error,
-        )
+        handle_access_fault(&*info, &mut *(ctx as *mut libc::ucontext_t), &mut bus_error)
     };
     IN_HANDLER.fetch_sub(1, Ordering::Relaxed);
     // A hook's SIGBUS, sent once nothing is held, so that a handler of

@@ -208,9 +208,16 @@ impl HookTable {
 
     /// A zeroed table of the current version, on the heap (it is large).
     pub fn new_boxed() -> Box<HookTable> {
-        // SAFETY: every field of HookTable is an integer, an array of
-        // integers or an atomic integer, for all of which zero is valid.
-        let mut table: Box<HookTable> = unsafe { Box::new_zeroed().assume_init() };
+        let layout = std::alloc::Layout::new::<HookTable>();
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) } as *mut HookTable;
+        if raw.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        // SAFETY: `raw` is a fresh allocation of HookTable's layout, and
+        // every field of HookTable is an integer, an array of integers or
+        // an atomic integer, for all of which zero is valid.
+        let mut table = unsafe { Box::from_raw(raw) };
         table.magic = HOOK_MAGIC;
         table.version = HOOK_VERSION;
         table
@@ -245,7 +252,9 @@ impl HookTable {
             return Err("not an mmiotrace hook file");
         }
         if table.version != HOOK_VERSION {
-            return Err("hook file layout version differs (runtime and recorder from different builds)");
+            return Err(
+                "hook file layout version differs (runtime and recorder from different builds)",
+            );
         }
         Ok(table)
     }
@@ -411,8 +420,16 @@ mod tests {
         assert_eq!(mask, 1);
         let mut fired = Vec::new();
         for i in 0..5 {
-            assert_eq!(t.decide(mask, 1, 8, 4, true, 0), None, "writes do not match");
-            assert_eq!(t.decide(mask, 1, 12, 4, false, 0), None, "outside the range");
+            assert_eq!(
+                t.decide(mask, 1, 8, 4, true, 0),
+                None,
+                "writes do not match"
+            );
+            assert_eq!(
+                t.decide(mask, 1, 12, 4, false, 0),
+                None,
+                "outside the range"
+            );
             fired.push(t.decide(mask, 1, 8, 4, false, 0).map(|f| (i, f.value)));
         }
         assert_eq!(fired, [None, None, Some((2, 7)), None, None]);

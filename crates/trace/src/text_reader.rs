@@ -988,7 +988,9 @@ impl<'a> Cursor<'a> {
         let mut hook_key_at = (0, 0);
         loop {
             if self.i >= self.s.len() || self.rest_is_blank() {
-                return self.hook_fields(ext, device, hook_key_at).map(|ext| (ext, path));
+                return self
+                    .hook_fields(ext, device, hook_key_at)
+                    .map(|ext| (ext, path));
             }
             if self.peek() != Some(b' ') {
                 return Err(self.err(format!(

@@ -586,13 +586,32 @@ fn hooked_accesses_carry_their_rule_and_the_devices_value() {
 fn hook_fields_are_checked() {
     let base = "R 2 0.000001 1 0x10 0x1 0x0 0";
     for (fields, message) in [
-        (" hook=1", "trace.txt:1:31: a hook= field needs a dev= field (the device's value, or none)"),
-        (" dev=0x1", "trace.txt:1:31: a dev= field needs a hook= field"),
-        (" hook=1 dev=0x10000", "trace.txt:1:49: the dev= value does not fit in 2 bytes"),
-        (" hook=1 dev=nope", "trace.txt:1:42: expected \"0x\" and the dev= value, found \"n\""),
-        (" hook=x dev=none", "trace.txt:1:36: expected a decimal hook= rule number, found \"x\""),
+        (
+            " hook=1",
+            "trace.txt:1:31: a hook= field needs a dev= field (the device's value, or none)",
+        ),
+        (
+            " dev=0x1",
+            "trace.txt:1:31: a dev= field needs a hook= field",
+        ),
+        (
+            " hook=1 dev=0x10000",
+            "trace.txt:1:49: the dev= value does not fit in 2 bytes",
+        ),
+        (
+            " hook=1 dev=nope",
+            "trace.txt:1:42: expected \"0x\" and the dev= value, found \"n\"",
+        ),
+        (
+            " hook=x dev=none",
+            "trace.txt:1:36: expected a decimal hook= rule number, found \"x\"",
+        ),
     ] {
-        assert_eq!(first_error(&format!("{base}{fields}\n")), message, "{fields}");
+        assert_eq!(
+            first_error(&format!("{base}{fields}\n")),
+            message,
+            "{fields}"
+        );
     }
     assert_eq!(
         first_error("MAP 0.000001 1 0x0 0x0 0x1000 0x0 0 hook=1 dev=none\n"),

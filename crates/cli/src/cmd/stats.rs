@@ -86,8 +86,10 @@ pub struct Cmd {
 /// An access (or folded loop, or access of unknown value) that no hook
 /// marked: what `--hooked` leaves out.
 fn is_unhooked_access(event: &Event) -> bool {
-    matches!(event, Event::Access(_) | Event::Repeat(_) | Event::Unknown(_))
-        && event.ext().is_none_or(|ext| ext.hook.is_none())
+    matches!(
+        event,
+        Event::Access(_) | Event::Repeat(_) | Event::Unknown(_)
+    ) && event.ext().is_none_or(|ext| ext.hook.is_none())
 }
 
 /// Most distinct map ids to tally.

@@ -281,8 +281,7 @@ impl Drainer {
                     }
                     ext.hook = Some(Hooked {
                         rule: u32::from_le_bytes(rule),
-                        device: (record.flags & RECORD_FLAG_NO_DEVICE == 0)
-                            .then_some(record.aux),
+                        device: (record.flags & RECORD_FLAG_NO_DEVICE == 0).then_some(record.aux),
                     });
                     self.summary.hooked += 1;
                 }

@@ -215,7 +215,12 @@ impl Compiler<'_, '_> {
         }
     }
 
-    fn rule(&mut self, def: &RuleDef, span: std::ops::Range<usize>, regs: &[Database]) -> Result<()> {
+    fn rule(
+        &mut self,
+        def: &RuleDef,
+        span: std::ops::Range<usize>,
+        regs: &[Database],
+    ) -> Result<()> {
         if let Some(path) = &def.path {
             if path.get_ref().is_empty() || !self.rule.set_glob(path.get_ref().as_bytes()) {
                 return self.fail(
@@ -245,7 +250,9 @@ impl Compiler<'_, '_> {
                 other => {
                     return self.fail(
                         d.span(),
-                        format!("dir is \"r\" (or \"read\") or \"w\" (or \"write\"), not \"{other}\""),
+                        format!(
+                            "dir is \"r\" (or \"read\") or \"w\" (or \"write\"), not \"{other}\""
+                        ),
                     );
                 }
             };
@@ -279,9 +286,15 @@ impl Compiler<'_, '_> {
         }
         if let Some(range) = &def.range {
             let [start, end] = range.get_ref().as_slice() else {
-                return self.fail(range.span(), "range is [START, END]: offsets START up to, not including, END");
+                return self.fail(
+                    range.span(),
+                    "range is [START, END]: offsets START up to, not including, END",
+                );
             };
-            let (start_at, end_at) = (self.number(start, "range start")?, self.number(end, "range end")?);
+            let (start_at, end_at) = (
+                self.number(start, "range start")?,
+                self.number(end, "range end")?,
+            );
             if end_at <= start_at {
                 return self.fail(end.span(), "the range's END must be greater than its START");
             }
@@ -292,10 +305,14 @@ impl Compiler<'_, '_> {
             if regs.is_empty() {
                 return self.fail(
                     name.span(),
-                    format!("register = \"{}\" needs a register database: --regs FILE", name.get_ref()),
+                    format!(
+                        "register = \"{}\" needs a register database: --regs FILE",
+                        name.get_ref()
+                    ),
                 );
             }
-            let Some((offset, width)) = regs.iter().find_map(|db| register(db, name.get_ref())) else {
+            let Some((offset, width)) = regs.iter().find_map(|db| register(db, name.get_ref()))
+            else {
                 let names: Vec<&str> = regs.iter().map(|db| &*db.name).collect();
                 return self.fail(
                     name.span(),
@@ -335,7 +352,11 @@ impl Compiler<'_, '_> {
 
     fn action(&mut self, def: &RuleDef, span: std::ops::Range<usize>) -> Result<()> {
         let flag = |b: &Option<Spanned<bool>>| b.as_ref().map(|b| (b.span(), *b.get_ref()));
-        let bits = def.set.as_ref().or(def.clear.as_ref()).or(def.flip.as_ref());
+        let bits = def
+            .set
+            .as_ref()
+            .or(def.clear.as_ref())
+            .or(def.flip.as_ref());
         let actions = [
             ("value", def.value.as_ref().map(Spanned::span)),
             ("values", def.values.as_ref().map(Spanned::span)),
@@ -346,7 +367,9 @@ impl Compiler<'_, '_> {
             ("remove", def.remove.as_ref().map(Spanned::span)),
             ("sigbus", def.sigbus.as_ref().map(Spanned::span)),
         ];
-        let mut chosen = actions.iter().filter_map(|(name, at)| at.clone().map(|at| (*name, at)));
+        let mut chosen = actions
+            .iter()
+            .filter_map(|(name, at)| at.clone().map(|at| (*name, at)));
         let Some((first, _)) = chosen.next() else {
             return self.fail(
                 span,
@@ -354,7 +377,10 @@ impl Compiler<'_, '_> {
             );
         };
         if let Some((second, at)) = chosen.next() {
-            return self.fail(at, format!("a rule has one action; this one has {first} and {second}"));
+            return self.fail(
+                at,
+                format!("a rule has one action; this one has {first} and {second}"),
+            );
         }
         for (name, value) in [
             ("drop", flag(&def.drop)),
@@ -379,7 +405,10 @@ impl Compiler<'_, '_> {
             if *self.values_used + values.get_ref().len() > MAX_VALUES {
                 return self.fail(
                     values.span(),
-                    format!("more than {} values in all the rules' sequences", MAX_VALUES - 1),
+                    format!(
+                        "more than {} values in all the rules' sequences",
+                        MAX_VALUES - 1
+                    ),
                 );
             }
             self.rule.values_start = *self.values_used as u32;
@@ -392,7 +421,11 @@ impl Compiler<'_, '_> {
             }
         } else if bits.is_some() {
             self.rule.action = action::BITS;
-            for (field, what) in [(&def.set, "set"), (&def.clear, "clear"), (&def.flip, "flip")] {
+            for (field, what) in [
+                (&def.set, "set"),
+                (&def.clear, "clear"),
+                (&def.flip, "flip"),
+            ] {
                 if let Some(n) = field {
                     let v = self.number(n, what)?;
                     self.check_width(n.span(), v)?;
@@ -430,7 +463,10 @@ impl Compiler<'_, '_> {
     fn check_width(&self, span: std::ops::Range<usize>, value: u64) -> Result<()> {
         let width = self.rule.width;
         if (1..8).contains(&width) && value >> (8 * width) != 0 {
-            return self.fail(span, format!("{value:#x} does not fit in {width} bytes (width = {width})"));
+            return self.fail(
+                span,
+                format!("{value:#x} does not fit in {width} bytes (width = {width})"),
+            );
         }
         Ok(())
     }
@@ -447,7 +483,11 @@ fn duration(text: &str) -> std::result::Result<Duration, String> {
         "us" | "µs" => 1e-6,
         "ms" => 1e-3,
         "s" => 1.0,
-        _ => return Err(format!("\"{text}\" is not a duration (a number and ns, us, ms or s)")),
+        _ => {
+            return Err(format!(
+                "\"{text}\" is not a duration (a number and ns, us, ms or s)"
+            ));
+        }
     };
     number
         .parse::<f64>()
@@ -467,7 +507,9 @@ fn register(db: &Database, name: &str) -> Option<(u64, u8)> {
         // A register's name is its register's; a block's is its node's.
         let node = nodes.iter().find(|n| match (&n.name, &n.kind) {
             (Some(name), _) => &**name == part,
-            (None, NodeKind::Reg(id)) => db.regs.get(*id as usize).is_some_and(|r| &*r.name == part),
+            (None, NodeKind::Reg(id)) => {
+                db.regs.get(*id as usize).is_some_and(|r| &*r.name == part)
+            }
             (None, NodeKind::Block { .. }) => false,
         })?;
         base += node.offset * space.unit;
@@ -505,7 +547,10 @@ pub fn print_summary(rules: &[RuleInfo], file: &HookFile, hooked: u64) {
         eprintln!(
             "    hook {}{} ({}): matched {}, acted on {}",
             info.number,
-            info.name.as_ref().map(|n| format!(" {n}")).unwrap_or_default(),
+            info.name
+                .as_ref()
+                .map(|n| format!(" {n}"))
+                .unwrap_or_default(),
             info.at,
             rule.matched(),
             rule.fired()

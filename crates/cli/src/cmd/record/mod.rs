@@ -188,7 +188,12 @@ pub struct Cmd {
     /// A plugin (a shared library with the C ABI of
     /// include/mmiotrace_hook.h) called for every access not already
     /// taken by a --hook rule; it may change the value or drop the access.
-    #[arg(long, value_name = "LIB.so", help_heading = "Hooks", conflicts_with = "model")]
+    #[arg(
+        long,
+        value_name = "LIB.so",
+        help_heading = "Hooks",
+        conflicts_with = "model"
+    )]
     hook_lib: Option<PathBuf>,
 
     /// Like --hook-lib, but no device is behind traced mappings: the
