@@ -34,6 +34,11 @@ use crate::worker::{Job, Work};
 ///       multiple of the floor. The emulated-*/displaced-* rows time one
 ///       instruction each of the other paths: `cmp [rdi], esi`, `movdqu`
 ///       load and store, `lock add [rdi], esi`, `addps xmm0, [rdi]`.
+///   hook-miss, hook-rewrite
+///       the emulated mov loop under `record --hook`: a rule on the same
+///       mapping that matches none of the loop's accesses; a rule that
+///       flips bits of every read. Each as a ratio to the plain emulated
+///       loop run alongside it (plain, hooked, plain, hooked).
 ///   capture-alias-N, capture-single-step-N  (N = 1, 2, 4, 8)
 ///       N threads hammering one shared traced page: events logged /
 ///       accesses made. mmiotrace must log 100%; the row fails otherwise.

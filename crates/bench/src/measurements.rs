@@ -82,6 +82,16 @@ pub const MEASUREMENTS: &[Measurement] = &[
         run: emulated,
     },
     Measurement {
+        name: "hook-miss",
+        what: "mmiotrace --hook: the mov loop with a rule on the same mapping that matches none of its accesses, against `emulated` run alongside",
+        run: hook_miss,
+    },
+    Measurement {
+        name: "hook-rewrite",
+        what: "mmiotrace --hook: the mov loop with a rule that flips bits of every read, against `emulated` run alongside",
+        run: hook_rewrite,
+    },
+    Measurement {
         name: "displaced",
         what: "mmiotrace: `add dword [rdi], esi` (RMW) by displaced execution, per instruction",
         run: displaced,
@@ -305,6 +315,60 @@ fn traced_mov_loop(mode: Mode, settings: &Settings) -> anyhow::Result<Outcome> {
 
 fn emulated(settings: &Settings) -> anyhow::Result<Outcome> {
     traced_mov_loop(Mode::Alias, settings)
+}
+
+fn hook_miss(settings: &Settings) -> anyhow::Result<Outcome> {
+    hooked_mov_loop("[[rule]]\noffset = 0x800\npass = true\n", 0, settings)
+}
+
+fn hook_rewrite(settings: &Settings) -> anyhow::Result<Outcome> {
+    hooked_mov_loop(
+        "[[rule]]\noffset = 0\ndir = \"r\"\nflip = 0xff\n",
+        loop_accesses(settings) / 2,
+        settings,
+    )
+}
+
+/// The mov loop under `record --hook RULES`, and the plain `emulated`
+/// loop run just before and after it, in the same run: the ratio of the
+/// medians. The trace must hold every access, `hooked` of them marked.
+fn hooked_mov_loop(rules: &str, hooked: u64, settings: &Settings) -> anyhow::Result<Outcome> {
+    let page = PageFile::create("hook")?;
+    let rule_file = record::TempPath(page.path.with_extension("toml"));
+    std::fs::write(&rule_file.0, rules).context("writing the rule file")?;
+    let options = ["--hook".into(), rule_file.0.clone().into_os_string()];
+    let args = loop_args("mov", settings);
+    let mut plain = Vec::new();
+    let mut hook = Vec::new();
+    let expected = loop_accesses(settings);
+    // Plain, hooked, plain, hooked: drift in the machine's speed shows in both.
+    for _ in 0..2 {
+        let recording = record::record(Mode::Alias, false, &page.path, &args)?;
+        plain.extend(record::samples(&recording.stdout, settings.reps)?);
+        let recording = record::record_with(Mode::Alias, false, &page.path, &options, &args)?;
+        hook.extend(record::samples(&recording.stdout, settings.reps)?);
+        let counts = record::count(&recording.trace.0)?;
+        ensure!(
+            counts.reads + counts.writes == expected && counts.unknown == 0,
+            "the trace holds {} accesses, expected {expected}",
+            counts.accesses()
+        );
+        ensure!(
+            counts.hooked == hooked,
+            "{} accesses marked hooked, expected {hooked}",
+            counts.hooked
+        );
+    }
+    let (plain, hook) = (crate::median(&plain), crate::median(&hook));
+    Ok(Outcome::Row {
+        result: format!("{hook:.0} ns"),
+        ratio: format!("{:.3} x emulated", hook / plain),
+        detail: format!(
+            "median of {} reps x {} each; emulated alongside: {plain:.0} ns; all {expected} in the trace, {hooked} marked hook=1",
+            2 * settings.reps,
+            settings.fault_accesses
+        ),
+    })
 }
 
 fn single_step(settings: &Settings) -> anyhow::Result<Outcome> {

@@ -103,6 +103,17 @@ impl Recording {
 /// Runs `mmiotrace record --mode MODE --format text|binary --trace PAGE --
 /// mmiotrace-bench --worker PAGE ARGS…`.
 pub fn record(mode: Mode, binary: bool, page: &Path, args: &[String]) -> anyhow::Result<Recording> {
+    record_with(mode, binary, page, &[], args)
+}
+
+/// [`record`] with more options for `mmiotrace record` (`--hook FILE`).
+pub fn record_with(
+    mode: Mode,
+    binary: bool,
+    page: &Path,
+    options: &[std::ffi::OsString],
+    args: &[String],
+) -> anyhow::Result<Recording> {
     let trace = TempPath(page.with_extension(if binary { "mtb" } else { "trace" }));
     let mut command = Command::new(recorder_path()?);
     command
@@ -113,6 +124,7 @@ pub fn record(mode: Mode, binary: bool, page: &Path, args: &[String]) -> anyhow:
         .arg(&trace.0)
         .arg("--trace")
         .arg(page)
+        .args(options)
         .arg("--")
         .arg(own_executable()?)
         .arg("--worker")
@@ -160,6 +172,8 @@ pub struct Counts {
     pub reads: u64,
     pub writes: u64,
     pub unknown: u64,
+    /// Reads and writes a hook marked (`hook=`).
+    pub hooked: u64,
     /// Reads and writes by address (the traced file starts at address 0).
     pub by_address: BTreeMap<u64, u64>,
     pub marks: Vec<String>,
@@ -187,6 +201,7 @@ pub fn count(trace: &Path) -> anyhow::Result<Counts> {
                     counts.writes += 1;
                 }
                 *counts.by_address.entry(access.phys).or_default() += 1;
+                counts.hooked += u64::from(access.ext.hook.is_some());
             }
             Event::Unknown(_) => counts.unknown += 1,
             Event::Mark(mark) => counts.marks.push(mark.text.clone()),

@@ -30,6 +30,9 @@ pub struct Summary {
     pub packets_sent: u32,
     pub octets_sent: u64,
     pub interrupt_causes: u32,
+    /// TX-done interrupts (ICR.TXDW) seen before the device had set DD in
+    /// the descriptors: the driver waited for DD rather than trusting them.
+    pub early_tx_done: u32,
 }
 
 #[derive(Debug)]
@@ -87,10 +90,8 @@ impl<'a> Driver<'a> {
         })?;
 
         self.phase(c"tx");
-        let mut tail = 0;
-        for packet in 0..PACKETS {
-            tail = self.transmit(tail, &frame(&mac, packet))?;
-        }
+        let frames: Vec<_> = (0..PACKETS).map(|packet| frame(&mac, packet)).collect();
+        let early_tx_done = self.transmit(&frames)?;
         let packets_sent = self.bar.read32(GPTC);
         let octets_sent = self.bar.read64(TOTL); // TOTL and TOTH in one 64-bit load
 
@@ -109,6 +110,7 @@ impl<'a> Driver<'a> {
             packets_sent,
             octets_sent,
             interrupt_causes,
+            early_tx_done,
         })
     }
 
@@ -128,6 +130,13 @@ impl<'a> Driver<'a> {
         let start = Instant::now();
         loop {
             let value = self.bar.read32(offset);
+            // No register polled here ever reads all ones: a device that
+            // was removed (surprise removal, a dead link) reads all ones
+            // everywhere, and waiting for it would only time out.
+            ensure!(
+                value != u32::MAX,
+                "device removed: {name} reads all ones while waiting for {what}"
+            );
             if done(value) {
                 return Ok(value);
             }
@@ -218,34 +227,69 @@ impl<'a> Driver<'a> {
         self.bar.write32(TCTL, TCTL_EN | TCTL_PSP);
     }
 
-    /// Fills the descriptor at the tail, rings the doorbell and waits until
-    /// the device has sent it. Returns the new tail.
-    fn transmit(&self, tail: usize, frame: &[u8; FRAME_LEN]) -> anyhow::Result<usize> {
-        let descriptor = TX_RING + tail * DESCRIPTOR_SIZE;
-        self.bar
-            .write64(descriptor + TXD_BUFFER_ADDR, frame.as_ptr() as u64);
-        self.bar.write16(descriptor + TXD_LENGTH, FRAME_LEN as u16);
-        self.bar.write8(descriptor + TXD_LENGTH + 2, 0); // no checksum offload
-        self.bar.write8(
-            descriptor + TXD_CMD,
-            TXD_CMD_EOP | TXD_CMD_IFCS | TXD_CMD_RS,
-        );
-        self.bar.write32(descriptor + TXD_STATUS, 0); // status, css, special
-        let next = (tail + 1) % RING_ENTRIES;
-        self.bar.write32(TDT, next as u32);
-        self.wait_for(
-            TDH,
-            "TDH",
-            &format!("the device to send descriptor {tail}"),
-            TX_TIMEOUT,
-            |head| head as usize == next,
-        )?;
-        let status = self.bar.read8(descriptor + TXD_STATUS);
+    /// Fills one descriptor per frame, rings the doorbell once, waits for
+    /// the TX-done interrupt cause (ICR.TXDW), then reclaims each
+    /// descriptor once the device has set its DD bit. ICR only says that
+    /// *something* was sent: a cause seen before a descriptor is done (a
+    /// stale or early interrupt) makes the driver wait for that
+    /// descriptor's DD, never reclaim it unsent. Returns how many
+    /// descriptors the interrupt came early for.
+    fn transmit(&self, frames: &[[u8; FRAME_LEN]]) -> anyhow::Result<u32> {
         ensure!(
-            status & TXD_STATUS_DD != 0,
-            "TX descriptor {tail}: TDH moved on but DD is not set"
+            frames.len() < RING_ENTRIES,
+            "more frames than TX descriptors"
         );
-        Ok(next)
+        for (index, frame) in frames.iter().enumerate() {
+            let descriptor = TX_RING + index * DESCRIPTOR_SIZE;
+            self.bar
+                .write64(descriptor + TXD_BUFFER_ADDR, frame.as_ptr() as u64);
+            self.bar.write16(descriptor + TXD_LENGTH, FRAME_LEN as u16);
+            self.bar.write8(descriptor + TXD_LENGTH + 2, 0); // no checksum offload
+            self.bar.write8(
+                descriptor + TXD_CMD,
+                TXD_CMD_EOP | TXD_CMD_IFCS | TXD_CMD_RS,
+            );
+            self.bar.write32(descriptor + TXD_STATUS, 0); // status, css, special
+        }
+        let tail = frames.len();
+        self.bar.write32(TDT, tail as u32);
+        self.wait_for(
+            ICR,
+            "ICR",
+            "the TX-done interrupt (ICR.TXDW)",
+            TX_TIMEOUT,
+            |icr| icr & ICR_TXDW != 0,
+        )?;
+        let mut early = 0;
+        for index in 0..tail {
+            let status = TX_RING + index * DESCRIPTOR_SIZE + TXD_STATUS;
+            if self.bar.read8(status) & TXD_STATUS_DD != 0 {
+                continue;
+            }
+            early += 1;
+            let start = Instant::now();
+            loop {
+                let dd = self.bar.read8(status);
+                ensure!(
+                    dd != u8::MAX,
+                    "device removed: TX descriptor {index} reads all ones"
+                );
+                if dd & TXD_STATUS_DD != 0 {
+                    break;
+                }
+                if start.elapsed() > TX_TIMEOUT {
+                    bail!(
+                        "timed out after {TX_TIMEOUT:?} waiting for the device to send descriptor {index} (ICR said TX done, DD is not set)"
+                    );
+                }
+                std::thread::sleep(POLL_DELAY);
+            }
+        }
+        let head = self.wait_for(TDH, "TDH", "the device's TX head", TX_TIMEOUT, |head| {
+            head as usize == tail
+        })?;
+        ensure!(head as usize == tail, "TDH is {head}, expected {tail}");
+        Ok(early)
     }
 }
 

@@ -27,7 +27,7 @@ const DEFAULT_BAR: &str = "/dev/shm/mmiotrace-example-nic-bar0";
 const HELP: &str = "\
 example-nic: a small user-space driver for a simulated e1000-style NIC
 
-Usage: example-nic [--bar PATH]
+Usage: example-nic [--bar PATH] [--no-device]
 
 The program creates BAR0 as a 128 KiB file of zeros, starts a thread that
 plays the NIC (it reads and writes the file with pread/pwrite only), maps
@@ -45,6 +45,8 @@ Options:
   --bar PATH   BAR0 file to create (truncated and sized to 128 KiB).
                Default: /dev/shm/mmiotrace-example-nic-bar0, which is removed
                at exit; a file given with --bar is kept, to be inspected.
+  --no-device  Start no device thread: something else plays the NIC, such
+               as a device model loaded with `mmiotrace record --model`.
   -h, --help   Print this help.
 ";
 
@@ -56,11 +58,13 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(message) => {
-            eprintln!("example-nic: {message}\n\nUsage: example-nic [--bar PATH]   (see --help)");
+            eprintln!(
+                "example-nic: {message}\n\nUsage: example-nic [--bar PATH] [--no-device]   (see --help)"
+            );
             return ExitCode::from(2);
         }
     };
-    let result = run(&args.bar);
+    let result = run(&args.bar, args.device);
     if args.remove_bar_at_exit {
         let _ = std::fs::remove_file(&args.bar);
     }
@@ -80,35 +84,46 @@ fn main() -> ExitCode {
 struct Args {
     bar: PathBuf,
     remove_bar_at_exit: bool,
+    /// Whether to start the device thread (`--no-device` says not).
+    device: bool,
 }
 
 /// `Ok(None)` asks for the help text.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let mut bar = None;
+    let mut device = true;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(None),
+            "--no-device" => device = false,
             "--bar" => bar = Some(args.next().ok_or("--bar needs a PATH")?),
             _ if arg.starts_with("--bar=") => bar = Some(arg["--bar=".len()..].to_owned()),
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
     }
     Ok(Some(Args {
+        device,
         remove_bar_at_exit: bar.is_none(),
         bar: PathBuf::from(bar.unwrap_or_else(|| DEFAULT_BAR.to_owned())),
     }))
 }
 
-fn run(bar_path: &std::path::Path) -> anyhow::Result<Summary> {
+fn run(bar_path: &std::path::Path, with_device: bool) -> anyhow::Result<Summary> {
     let marker = Marker::lookup();
     let bar_file = create_bar(bar_path)
         .with_context(|| format!("{}: cannot create BAR0", bar_path.display()))?;
-    let device =
-        Device::power_on(bar_file.try_clone()?).context("cannot start the device model")?;
+    let device = match with_device {
+        true => {
+            Some(Device::power_on(bar_file.try_clone()?).context("cannot start the device model")?)
+        }
+        false => None,
+    };
     let bar =
         Bar::map(&bar_file, regs::BAR_SIZE).with_context(|| format!("{}", bar_path.display()));
     let summary = bar.and_then(|bar| Driver::new(&bar, marker).run());
-    device.power_off().context("device model failed")?;
+    if let Some(device) = device {
+        device.power_off().context("device model failed")?;
+    }
     summary
 }
 
@@ -152,4 +167,10 @@ fn print_summary(bar: &std::path::Path, summary: &Summary) {
             causes.join(" ")
         }
     );
+    if summary.early_tx_done > 0 {
+        println!(
+            "  warning      the TX-done interrupt came before the device had sent {} of them; the driver waited for each",
+            summary.early_tx_done
+        );
+    }
 }

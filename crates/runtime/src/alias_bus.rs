@@ -10,9 +10,10 @@
 use core::ffi::c_int;
 
 use iced_x86::Register;
-use mmiotrace_shm::{Record, Shm, kind};
+use mmiotrace_shm::{RECORD_FLAG_HOOKED, RECORD_FLAG_NO_DEVICE, Record, Shm, kind};
 
 use crate::emulate::{self, Bus, Refusal};
+use crate::hooks::{self, Hook, Plan};
 use crate::ranges::{self, Range};
 use crate::{access, log, state, sys, threads};
 
@@ -172,6 +173,22 @@ impl AliasBus<'_> {
                     Place::Traced(range) => (range.alias_of(at) as usize, Some(range)),
                     Place::Untraced => (at as usize, None),
                 };
+                if let Some(range) = traced
+                    && width <= 8
+                    && let Some(hook) = hooks::decide(
+                        range.map_id,
+                        range.offset_of(at),
+                        width as u8,
+                        write,
+                        || self.since_start_ns(),
+                        self.me.tid,
+                    )
+                {
+                    self.hooked(hook, &range, at, ptr, part, write)?;
+                    offset += width;
+                    done += width;
+                    continue;
+                }
                 // SAFETY: a traced part lies inside the alias of a range
                 // held for the access (pieces() split at its end), whose
                 // protection permits() checked; an untraced part is the
@@ -195,6 +212,105 @@ impl AliasBus<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl AliasBus<'_> {
+    fn since_start_ns(&self) -> u64 {
+        mmiotrace_shm::now_ns().saturating_sub(self.shm.header().clock_base_ns)
+    }
+
+    /// Performs one part (at most 8 bytes) of an access that a hook acts
+    /// on, and logs it with what the program saw and the device gave or
+    /// got (docs/HOOKS.md).
+    fn hooked(
+        &mut self,
+        mut hook: Hook,
+        range: &Range,
+        at: u64,
+        ptr: usize,
+        part: &mut [u8],
+        write: bool,
+    ) -> Result<(), Refusal> {
+        let program_value = le_u64(part);
+        let (seen, device) = match hook.before(program_value) {
+            Plan::BusError => return Err(Refusal::BusError),
+            Plan::NoDevice { read_value } => {
+                if !write {
+                    set_le(part, read_value);
+                }
+                (if write { program_value } else { read_value }, None)
+            }
+            Plan::Device { write_value } => {
+                let mut bytes = write_value.to_le_bytes();
+                let device_part = bytes.get_mut(..part.len()).ok_or(Refusal::Unsupported)?;
+                let ok = if write {
+                    // SAFETY: as in access(): the part lies inside the
+                    // alias of a range held for the access.
+                    unsafe { access::store(ptr, device_part) }
+                } else {
+                    // SAFETY: as above.
+                    unsafe { access::load(ptr, part) }
+                };
+                if !ok {
+                    return Err(Refusal::Unsupported);
+                }
+                if write {
+                    (program_value, Some(write_value))
+                } else {
+                    let device = le_u64(part);
+                    let seen = hook.after_read(device);
+                    set_le(part, seen);
+                    (seen, Some(device))
+                }
+            }
+        };
+        if state::muted() {
+            return Ok(());
+        }
+        let kind = if write { kind::WRITE } else { kind::READ };
+        match hook.mark() {
+            Some(rule) => {
+                let record = Record {
+                    kind,
+                    width: part.len() as u8,
+                    flags: RECORD_FLAG_HOOKED
+                        | if device.is_none() {
+                            RECORD_FLAG_NO_DEVICE
+                        } else {
+                            0
+                        },
+                    map_id: range.map_id,
+                    offset: range.offset_of(at),
+                    value: seen,
+                    pc: self.pc,
+                    tid: self.me.tid,
+                    pid: self.me.pid,
+                    aux: device.unwrap_or(0),
+                    ..Record::default()
+                };
+                log::push(self.shm, self.me.slot, record, &rule.to_le_bytes());
+            }
+            None => self.log(kind, range, at, part),
+        }
+        Ok(())
+    }
+}
+
+/// The little-endian value of up to 8 bytes.
+fn le_u64(bytes: &[u8]) -> u64 {
+    let mut low = [0u8; 8];
+    let n = bytes.len().min(8);
+    if let (Some(dst), Some(src)) = (low.get_mut(..n), bytes.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+    u64::from_le_bytes(low)
+}
+
+/// `bytes` set to the low bytes of `value`.
+fn set_le(bytes: &mut [u8], value: u64) {
+    for (dst, src) in bytes.iter_mut().zip(value.to_le_bytes()) {
+        *dst = src;
     }
 }
 

@@ -20,7 +20,7 @@ use crate::msg::Msg;
 use crate::ranges::{self, Range};
 use crate::state::{self, MutationLock};
 use crate::sys::{self, Errno};
-use crate::{config, context, displaced, glob, init, log, signals, vfio};
+use crate::{config, context, displaced, glob, hooks, init, log, signals, vfio};
 
 const PAGE: u64 = 4096;
 
@@ -132,9 +132,17 @@ pub unsafe fn mmap(
 /// Makes `start..start+len`, just mapped from `fd`, a traced range.
 fn arm(start: usize, len: usize, prot: c_int, fd: c_int, offset: i64, path: &[u8], fixed: bool) {
     let Some(shm) = state::shm() else { return };
-    // SAFETY: a new mapping at an address the kernel picks; only the
-    // runtime will know it.
-    let alias = match unsafe { sys::mmap(0, len, prot, libc::MAP_SHARED, fd, offset) } {
+    // Under --model nothing real is behind the mapping: the alias is
+    // anonymous memory, which the plugin's passed accesses use.
+    let alias = if hooks::model() {
+        // SAFETY: a new mapping at an address the kernel picks; only the
+        // runtime will know it.
+        unsafe { sys::mmap(0, len, prot, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0) }
+    } else {
+        // SAFETY: as above, of the program's file.
+        unsafe { sys::mmap(0, len, prot, libc::MAP_SHARED, fd, offset) }
+    };
+    let alias = match alias {
         Ok(alias) => alias,
         Err(errno) => {
             Msg::new()
@@ -153,6 +161,8 @@ fn arm(start: usize, len: usize, prot: c_int, fd: c_int, offset: i64, path: &[u8
         let _ = forget_locked(start as u64, len as u64, false);
     }
     let map_id = shm.next_map_id();
+    // Before the range can fault: the hooks of its path.
+    hooks::note_map(map_id, path, offset as u64, len as u64);
     let range = Range {
         start: start as u64,
         len: round_up(len as u64),

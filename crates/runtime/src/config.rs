@@ -63,6 +63,8 @@ impl Value {
 static CAPTURED: AtomicBool = AtomicBool::new(false);
 static SHM_PATH: Value = Value::new();
 static TRACE: Value = Value::new();
+/// `MMIOTRACE_HOOKS`: the hook file of `record --hook`/`--hook-lib`/`--model`.
+static HOOKS: Value = Value::new();
 /// `MMIOTRACE_SHM_FD` when it is a descriptor number, else -1.
 static SHM_FD: AtomicI32 = AtomicI32::new(-1);
 static NO_FOLLOW: AtomicBool = AtomicBool::new(false);
@@ -84,6 +86,7 @@ pub fn capture() {
         SHM_PATH.store(getenv(&name));
     }
     TRACE.store(getenv(b"MMIOTRACE_TRACE\0"));
+    HOOKS.store(getenv(b"MMIOTRACE_HOOKS\0"));
     if let Some(digits) = getenv(b"MMIOTRACE_SHM_FD\0") {
         if !digits.is_empty() && digits.len() <= 9 && digits.iter().all(u8::is_ascii_digit) {
             let fd = digits
@@ -169,4 +172,11 @@ pub fn no_follow() -> Option<Option<u64>> {
 pub fn single_step_mode() -> bool {
     capture();
     SINGLE_STEP.load(Ordering::Relaxed)
+}
+
+/// `MMIOTRACE_HOOKS`, the hook file's path, into `out`, with its whole
+/// length.
+pub fn hooks_path(out: &mut [u8; VALUE_BYTES]) -> Option<(&[u8], usize)> {
+    capture();
+    HOOKS.load(out)
 }

@@ -12,7 +12,7 @@
 use mmiotrace_shm::Shm;
 
 use crate::msg::Msg;
-use crate::{config, ranges, real, single_step, state, sys, threads};
+use crate::{config, hooks, ranges, real, single_step, state, sys, threads};
 
 /// Runs when the runtime is loaded, before the program's `main`: copies
 /// the configuration, resolves the real libc functions that the runtime
@@ -83,6 +83,9 @@ fn load_config() -> bool {
         Msg::new()
             .text("MMIOTRACE_TRACE is longer than 4096 bytes; the rest is ignored")
             .emit();
+    }
+    if !hooks::load() {
+        return false;
     }
     threads::init();
     // SAFETY: a child handler with the C signature; no prepare/parent.

@@ -20,7 +20,7 @@
 //! both from the `use crate::` paths):
 //!
 //! 1. `sys`, `msg`, `ranges`, `glob`, `real`, `config`, `state`: the ground.
-//! 2. `threads`, `log`, `access`, `alu`, `emulate`, `xsave`, `stub`, `displaced`: threads, logging, and performing one instruction.
+//! 2. `threads`, `log`, `access`, `alu`, `emulate`, `xsave`, `stub`, `displaced`, `hooks`: threads, logging, performing one instruction, and what hooks make of an access.
 //! 3. `context`, `alias_bus`, `slow_path`, `single_step`, `signals`: the signal handlers.
 //! 4. `init`, `vfio`, `arming`, `copy`: loading the configuration, arming mappings, copying for system calls.
 //! 5. `interpose`, `io`: the exported C symbols.
@@ -56,6 +56,8 @@
 //!   buffer, for displaced execution.
 //! - `displaced`: displaced execution with values: the rewritten
 //!   instruction run on the program's registers inside the handler.
+//! - `hooks`: the rules of `record --hook` and the plugin of `--hook-lib`
+//!   and `--model`: what they make of one access (docs/HOOKS.md).
 //! - `context`: the interrupted thread's registers, instruction and
 //!   signal mask in the handler's `ucontext_t`.
 //! - `alias_bus`: the emulator's accesses performed on the alias and
@@ -100,6 +102,8 @@ pub mod alu;
 #[allow(unsafe_code)]
 mod displaced;
 pub mod emulate;
+#[allow(unsafe_code)]
+mod hooks;
 mod log;
 pub mod stub;
 #[allow(unsafe_code)]

@@ -198,9 +198,17 @@ extern "C" fn on_sigsegv(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_voi
 fn handle_sigsegv(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     let saved_errno = sys::get_errno();
     IN_HANDLER.fetch_add(1, Ordering::Relaxed);
+    let mut bus_error = None;
     // SAFETY: the kernel passes a valid siginfo and ucontext for SA_SIGINFO.
-    let handled = unsafe { handle_access_fault(&*info, &mut *(ctx as *mut libc::ucontext_t)) };
+    let handled = unsafe {
+        handle_access_fault(&*info, &mut *(ctx as *mut libc::ucontext_t), &mut bus_error)
+    };
     IN_HANDLER.fetch_sub(1, Ordering::Relaxed);
+    // A hook's SIGBUS, sent once nothing is held, so that a handler of
+    // the program that never returns (siglongjmp) leaves nothing behind.
+    if let Some(addr) = bus_error {
+        sys::raise_bus_error(addr);
+    }
     if !handled {
         // SAFETY: forwards the kernel's own arguments.
         unsafe { chain(&PREV_SEGV, sig, info, ctx) };
@@ -244,7 +252,11 @@ fn stop_on_small_altstack() {
 
 /// Emulates a fault on a traced range, runs it displaced with values, or
 /// starts its slow path; `false` if it is not ours.
-fn handle_access_fault(info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -> bool {
+fn handle_access_fault(
+    info: &libc::siginfo_t,
+    uc: &mut libc::ucontext_t,
+    bus_error: &mut Option<u64>,
+) -> bool {
     if info.si_code != SEGV_ACCERR {
         return false;
     }
@@ -296,6 +308,10 @@ fn handle_access_fault(info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -> boo
             slow_path::begin(&shm, &fetched, &mut regs, uc, fault_addr)
         }
         Err(Refusal::Protection) => false,
+        Err(Refusal::BusError) => {
+            *bus_error = Some(fault_addr);
+            true
+        }
         Err(refusal) => {
             context::refuse(refusal, pc, fault_addr);
             false

@@ -256,6 +256,32 @@ pub fn raise_in_thread(sig: c_int) {
     unsafe { libc::syscall(libc::SYS_tgkill, getpid() as c_int, gettid() as c_int, sig) };
 }
 
+/// Sends the calling thread SIGBUS as the kernel does for a bus error at
+/// `addr` (`si_code` `BUS_ADRERR`, `si_addr` `addr`), so that a handler
+/// that reads `si_addr` sees the address. A process may send itself any
+/// `si_code` with `rt_tgsigqueueinfo`.
+pub fn raise_bus_error(addr: u64) {
+    // siginfo_t is 128 bytes: si_signo, si_errno, si_code (ints), then the
+    // union, whose first member for SIGBUS is si_addr (at offset 16).
+    let mut info = [0u64; 16];
+    info[0] = libc::SIGBUS as u32 as u64;
+    info[1] = BUS_ADRERR as u64;
+    info[2] = addr;
+    // SAFETY: `info` is a valid 128-byte siginfo_t for the call's duration.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            getpid() as c_int,
+            gettid() as c_int,
+            libc::SIGBUS,
+            info.as_ptr(),
+        )
+    };
+}
+
+/// `si_code` of a bus error at a nonexistent physical address.
+const BUS_ADRERR: c_int = 2;
+
 /// Sleeps `micros` microseconds.
 pub fn sleep_micros(micros: u64) {
     let ts = libc::timespec {

@@ -29,6 +29,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub mod glob;
+pub mod hooks;
 mod liveness;
 mod mark;
 
@@ -87,6 +88,13 @@ pub mod kind {
 
 /// `Record::flags`: the access was made by displaced or slow-path execution.
 pub const RECORD_FLAG_SLOW_PATH: u8 = 1;
+/// `Record::flags`: a hook changed or marked the access (docs/HOOKS.md):
+/// `value` is what the program saw or wrote, `aux` what the device gave or
+/// got, and a 4-byte payload holds the rule number (0 for the plugin).
+pub const RECORD_FLAG_HOOKED: u8 = 2;
+/// `Record::flags`, with [`RECORD_FLAG_HOOKED`]: the device was not
+/// accessed (a dropped write, a read the hook answered); `aux` is 0.
+pub const RECORD_FLAG_NO_DEVICE: u8 = 4;
 
 /// One ring entry. Plain data: a producer fills it, then publishes it with
 /// the `Release` store of `SlotHeader::write_pos`.

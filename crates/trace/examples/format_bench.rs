@@ -113,6 +113,7 @@ fn generate(path: &Path, size: u64) -> std::io::Result<u64> {
             ext: Ext {
                 seq: Some(seq),
                 process: Some(3120),
+                hook: None,
             },
             path: Some(format!("/sys/bus/pci/devices/0000:00:0{id}.0/resource0")),
         }))?;
@@ -132,6 +133,7 @@ fn generate(path: &Path, size: u64) -> std::io::Result<u64> {
                     ext: Ext {
                         seq: Some(seq),
                         process: Some(3120),
+                        hook: None,
                     },
                 })
             } else {
@@ -163,6 +165,7 @@ fn generate(path: &Path, size: u64) -> std::io::Result<u64> {
                     ext: Ext {
                         seq: Some(seq),
                         process: Some(3120),
+                        hook: None,
                     },
                 })
             };

@@ -181,12 +181,29 @@ pub struct Ext {
     /// Process id of the thread that made the access (the kernel `pid` field
     /// carries the thread id in mmiotrace's traces).
     pub process: Option<u32>,
+    /// A hook of `mmiotrace record --hook` changed or marked this access
+    /// (accesses only; docs/HOOKS.md).
+    pub hook: Option<Hooked>,
 }
 
 impl Ext {
     pub fn is_empty(&self) -> bool {
-        self.seq.is_none() && self.process.is_none()
+        self.seq.is_none() && self.process.is_none() && self.hook.is_none()
     }
+}
+
+/// What a hook did to an access: the text format's `hook=RULE dev=VALUE`.
+/// The access's own value is what the program saw (a read) or wrote (a
+/// write); `device` is what the device gave or got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hooked {
+    /// The rule's number, from 1 in the rule file's order; 0 for the
+    /// plugin of `--hook-lib` or `--model`.
+    pub rule: u32,
+    /// The value the device gave (a read) or got (a write), at the
+    /// access's width; `None` when the device was not accessed (a dropped
+    /// write, a read the hook answered, a removed device, a model).
+    pub device: Option<u64>,
 }
 
 /// `VERSION 20070824`.
@@ -270,6 +287,7 @@ impl Access {
         ext: Ext {
             seq: None,
             process: None,
+            hook: None,
         },
     };
 }

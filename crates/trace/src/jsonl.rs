@@ -112,6 +112,16 @@ impl<'a> Obj<'a> {
         if let Some(process) = ext.process {
             self.num("process", process.into());
         }
+        if let Some(hook) = ext.hook {
+            self.num("hook", hook.rule.into());
+            match hook.device {
+                Some(value) => self.hex("device", value),
+                None => {
+                    self.key("device");
+                    self.out.extend_from_slice(b"null");
+                }
+            }
+        }
     }
     fn end(self) {
         self.out.extend_from_slice(b"}\n");

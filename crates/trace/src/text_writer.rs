@@ -317,6 +317,17 @@ fn push_ext(out: &mut Vec<u8>, ext: &Ext) {
         out.extend_from_slice(b" proc=");
         push_dec(out, process.into());
     }
+    if let Some(hook) = ext.hook {
+        out.extend_from_slice(b" hook=");
+        push_dec(out, hook.rule.into());
+        match hook.device {
+            Some(value) => {
+                out.extend_from_slice(b" dev=0x");
+                push_hex(out, value);
+            }
+            None => out.extend_from_slice(b" dev=none"),
+        }
+    }
 }
 
 /// The token list after the tab of an extended MARK line: `seq=N proc=N`.

@@ -102,6 +102,16 @@ pub struct Cmd {
     #[arg(long, value_name = "N", value_parser = parse_u32)]
     width: Vec<u32>,
 
+    /// Accesses that a hook of `record --hook`, `--hook-lib` changed or
+    /// marked (`hook=` in the trace).
+    #[arg(long)]
+    hooked: bool,
+
+    /// Accesses that rule N of the hook file changed or marked (0: the
+    /// plugin of --hook-lib).
+    #[arg(long = "hook", value_name = "N", value_parser = parse_u32)]
+    hook: Vec<u32>,
+
     /// Accesses by this thread id (the pid field).
     #[arg(long, value_name = "TID", value_parser = parse_u32)]
     thread: Vec<u32>,
@@ -231,12 +241,16 @@ impl Cmd {
         let process = event.ext().and_then(|x| x.process);
         let process_ok =
             self.process.is_empty() || process.is_some_and(|p| self.process.contains(&p));
+        let hook = event.ext().and_then(|x| x.hook);
+        let hook_ok = (!self.hooked || hook.is_some())
+            && (self.hook.is_empty() || hook.is_some_and(|h| self.hook.contains(&h.rule)));
         any(&self.map, t.map_id)
             && any(&self.thread, t.pid)
             && width_ok
             && dir_ok
             && addr_ok
             && process_ok
+            && hook_ok
             && (self.reg.is_empty() || name.is_some_and(|n| reg_matches(regs, n)))
     }
 

@@ -346,6 +346,7 @@ impl Folder {
             ext: Ext {
                 seq: run.first_seq,
                 process: key.0,
+                hook: None,
             },
         };
         *self.slot(run.summary_at) = Slot::Ready(Event::Repeat(Box::new(summary)));

@@ -73,8 +73,23 @@ pub struct Cmd {
     #[arg(short, long)]
     quiet: bool,
 
+    /// Count only the accesses that a hook of `record --hook`,
+    /// `--hook-lib` changed or marked (`hook=` in the trace); other
+    /// accesses are left out of every table.
+    #[arg(long)]
+    hooked: bool,
+
     #[command(flatten)]
     regs: RegsArgs,
+}
+
+/// An access (or folded loop, or access of unknown value) that no hook
+/// marked: what `--hooked` leaves out.
+fn is_unhooked_access(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Access(_) | Event::Repeat(_) | Event::Unknown(_)
+    ) && event.ext().is_none_or(|ext| ext.hook.is_none())
 }
 
 /// Most distinct map ids to tally.
@@ -475,6 +490,9 @@ impl Cmd {
             Ok::<(), std::convert::Infallible>(())
         };
         while let Some(event) = reader.read_ref()? {
+            if self.hooked && is_unhooked_access(event) {
+                continue;
+            }
             let name = namer.as_mut().and_then(|n| n.name(event));
             stats.add(event, self.max_registers, name);
             if symbols.is_some() {

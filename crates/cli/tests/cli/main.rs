@@ -12,6 +12,7 @@ mod diff;
 mod export;
 mod failures;
 mod filter;
+mod hooks;
 mod outputs;
 mod record;
 mod regs;

@@ -111,6 +111,9 @@ pub enum Refusal {
     RipRelative,
     /// The instruction bytes could not be decoded.
     Undecodable,
+    /// A hook (`sigbus` rule) answers the access with SIGBUS: nothing is
+    /// performed and the instruction does not complete.
+    BusError,
 }
 
 impl Refusal {
@@ -120,6 +123,7 @@ impl Refusal {
             Refusal::OutsideRange => "the access crosses the end of the traced mapping",
             Refusal::Protection => "the mapping's protection forbids this access",
             Refusal::Segment => "FS/GS segment base unavailable",
+            Refusal::BusError => "a hook answered the access with SIGBUS",
             Refusal::Unsupported => "instruction not supported",
             Refusal::RegisterConflict => {
                 "the instruction also uses its address register as data, so it cannot be rebased"

@@ -51,6 +51,10 @@ const FLAG_SEQ: u8 = 1 << 3;
 const FLAG_PROCESS: u8 = 1 << 2;
 /// MAP: a path follows.
 const FLAG_PATH: u8 = 1;
+/// R, W: a hook's fields follow (`Ext::hook`): rule `varint`, then `u8` 1
+/// and the device's value `varint`, or `u8` 0 when the device was not
+/// accessed.
+const FLAG_HOOK: u8 = 1;
 /// META subkinds, in bits 3..0.
 const META_VERSION: u8 = 0;
 const META_PCIDEV: u8 = 1;

@@ -59,6 +59,7 @@ fn decode_short(
     a.ext = Ext {
         seq: has_seq.then_some(st.seq),
         process: (word & PROCESS_BIT != 0).then_some(st.process),
+        hook: None,
     };
     SHORT_HEAD_LEN + usize::from(width)
 }
@@ -223,7 +224,7 @@ fn decode_general_access(
     tag: u8,
     a: &mut Access,
 ) -> DecodeResult<()> {
-    if tag & !(FLAG_SEQ | FLAG_PROCESS) & 0x0f != 0 {
+    if tag & !(FLAG_SEQ | FLAG_PROCESS | FLAG_HOOK) & 0x0f != 0 {
         return d.invalid(0, format!("reserved bits set in tag {tag:#04x}"));
     }
     let width_at = d.pos;
@@ -252,6 +253,26 @@ fn decode_general_access(
     }
     (a.pc, a.pid) = s.get_pc_pid(d)?;
     a.ext = s.get_ext(d, tag)?;
+    if tag & FLAG_HOOK != 0 {
+        let rule = d.varint_u32("hook rule")?;
+        let present_at = d.pos;
+        let device = match d.byte()? {
+            0 => None,
+            1 => {
+                let value_at = d.pos;
+                let value = d.varint()?;
+                if width < 8 && value >> (8 * u32::from(width)) != 0 {
+                    return d.invalid(
+                        value_at,
+                        format!("the device's value does not fit in {width} bytes"),
+                    );
+                }
+                Some(value)
+            }
+            other => return d.invalid(present_at, format!("invalid hook device flag {other}")),
+        };
+        a.ext.hook = Some(Hooked { rule, device });
+    }
     Ok(())
 }
 

@@ -219,7 +219,7 @@ impl DeltaState {
     /// The packed word of a short access record for `a`, if it fits one.
     #[inline]
     fn short_word(&self, a: &Access, slot: &MapSlot) -> Option<u64> {
-        if a.value.is_wide() || slot.map_id != a.map_id {
+        if a.value.is_wide() || slot.map_id != a.map_id || a.ext.hook.is_some() {
             return None;
         }
         let time = a.time.nanos.wrapping_sub(self.time);
@@ -275,7 +275,8 @@ fn encode_event(event: &Event, st: &mut DeltaState, slots: &mut MapSlots, out: &
                     Direction::Read => KIND_READ,
                     Direction::Write => KIND_WRITE,
                 };
-                out.push(kind << KIND_SHIFT | ext_flags(&a.ext));
+                let hook_flag = if a.ext.hook.is_some() { FLAG_HOOK } else { 0 };
+                out.push(kind << KIND_SHIFT | ext_flags(&a.ext) | hook_flag);
                 out.push(log2_width);
                 st.put_time(out, a.time);
                 put_varint(out, a.map_id.into());
@@ -287,6 +288,16 @@ fn encode_event(event: &Event, st: &mut DeltaState, slots: &mut MapSlots, out: &
                 }
                 st.put_pc_pid(out, a.pc, a.pid);
                 st.put_ext(out, &a.ext);
+                if let Some(hook) = a.ext.hook {
+                    put_varint(out, hook.rule.into());
+                    match hook.device {
+                        Some(value) => {
+                            out.push(1);
+                            put_varint(out, value);
+                        }
+                        None => out.push(0),
+                    }
+                }
             }
             *slot = MapSlot {
                 map_id: a.map_id,

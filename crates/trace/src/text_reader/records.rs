@@ -46,6 +46,12 @@ impl Cursor<'_> {
         a.pc = self.field_0x("pc")?;
         a.pid = self.field_dec_u32("pid")?;
         (a.ext, _) = self.ext_tokens(false)?;
+        if let Some(device) = a.ext.hook.and_then(|hook| hook.device) {
+            let width = a.value.width();
+            if width < 8 && device >> (8 * u32::from(width)) != 0 {
+                return Err(self.err(format!("the dev= value does not fit in {width} bytes")));
+            }
+        }
         Ok(())
     }
 
@@ -378,9 +384,14 @@ impl Cursor<'_> {
     pub(super) fn ext_tokens(&mut self, allow_path: bool) -> LineResult<(Ext, Option<String>)> {
         let mut ext = Ext::default();
         let mut path = None;
+        // `dev=`: `Some(None)` for `dev=none`; and where the keys were.
+        let mut device: Option<Option<u64>> = None;
+        let mut hook_key_at = (0, 0);
         loop {
             if self.i >= self.s.len() || self.rest_is_blank() {
-                return Ok((ext, path));
+                return self
+                    .hook_fields(ext, device, hook_key_at)
+                    .map(|ext| (ext, path));
             }
             if self.peek() != Some(b' ') {
                 return Err(self.err(format!(
@@ -405,6 +416,8 @@ impl Cursor<'_> {
                 b"seq" => ext.seq.is_some(),
                 b"proc" => ext.process.is_some(),
                 b"path" if allow_path => path.is_some(),
+                b"hook" if !allow_path => ext.hook.is_some(),
+                b"dev" if !allow_path => device.is_some(),
                 _ => {
                     return Err(self.err_at(
                         key_start,
@@ -424,6 +437,15 @@ impl Cursor<'_> {
             match key {
                 b"seq" => ext.seq = Some(self.dec_u64("seq= value")?),
                 b"proc" => ext.process = Some(self.dec_u32("proc= value")?),
+                b"hook" => {
+                    hook_key_at.0 = key_start;
+                    let rule = self.dec_u32("hook= rule number")?;
+                    ext.hook = Some(crate::Hooked { rule, device: None });
+                }
+                b"dev" => {
+                    hook_key_at.1 = key_start;
+                    device = Some(self.device_value()?);
+                }
                 _ => {
                     let start = self.i;
                     while self.peek().is_some_and(|b| b != b' ' && b != b'\t') {
@@ -445,6 +467,40 @@ impl Cursor<'_> {
                 }
             }
         }
+    }
+}
+
+impl Cursor<'_> {
+    /// `dev=`'s value: `0xHEX` or `none`.
+    fn device_value(&mut self) -> LineResult<Option<u64>> {
+        if self.s.get(self.i..self.i + 4) == Some(b"none") {
+            self.i += 4;
+            self.end_of_field("dev= value")?;
+            return Ok(None);
+        }
+        self.expect_0x("dev= value")?;
+        self.hex_digits("dev= value", true).map(Some)
+    }
+
+    /// `hook=` and `dev=` come together.
+    fn hook_fields(
+        &self,
+        mut ext: Ext,
+        device: Option<Option<u64>>,
+        (hook_at, dev_at): (usize, usize),
+    ) -> LineResult<Ext> {
+        match (&mut ext.hook, device) {
+            (Some(hook), Some(device)) => hook.device = device,
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(self.err_at(
+                    hook_at,
+                    "a hook= field needs a dev= field (the device's value, or none)",
+                ));
+            }
+            (None, Some(_)) => return Err(self.err_at(dev_at, "a dev= field needs a hook= field")),
+        }
+        Ok(ext)
     }
 }
 

@@ -21,6 +21,7 @@ fn access(dir: Direction, nanos: u64, map_id: u32, phys: u64, value: Value) -> A
         ext: Ext {
             seq: Some(7),
             process: Some(3120),
+            hook: None,
         },
     }
 }
@@ -248,6 +249,7 @@ fn trace_like(micros: bool) -> impl Strategy<Value = Vec<Event>> {
                     ext: Ext {
                         seq: has_seq.then_some(seq),
                         process: has_process.then_some(process),
+                        hook: None,
                     },
                 }));
             }

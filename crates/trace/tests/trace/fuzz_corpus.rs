@@ -151,6 +151,7 @@ fn generated_binary_seeds() -> Vec<(String, Vec<u8>)> {
             ext: Ext {
                 seq: Some(if i < 12 { i } else { i + 5 }),
                 process: Some(3120),
+                hook: None,
             },
         }));
     }

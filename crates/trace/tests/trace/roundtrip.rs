@@ -98,6 +98,7 @@ fn every_width_round_trips_in_both_formats() {
             ext: Ext {
                 seq: Some(9),
                 process: Some(4240),
+                hook: None,
             },
         });
         let events = vec![event];
@@ -125,6 +126,7 @@ fn binary_trace_is_smaller_than_text() {
                 ext: Ext {
                     seq: Some(i),
                     process: Some(3120),
+                    hook: None,
                 },
             })
         })

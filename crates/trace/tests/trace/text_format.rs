@@ -164,6 +164,7 @@ fn extension_lines() {
     a.ext = Ext {
         seq: Some(17),
         process: Some(4240),
+        hook: None,
     };
     assert_eq!(
         line(&Event::Access(a.clone())),
@@ -187,6 +188,7 @@ fn extension_lines() {
         ext: Ext {
             seq: Some(0),
             process: None,
+            hook: None,
         },
         path: Some("/tmp/my bar%1\n".into()),
     });
@@ -200,6 +202,7 @@ fn extension_lines() {
         ext: Ext {
             seq: Some(99),
             process: Some(1),
+            hook: None,
         },
     });
     assert_eq!(line(&lost), "MARK 0.000000 Lost 3 events.\tseq=99 proc=1\n");
@@ -525,6 +528,7 @@ fn repeat_lines_read_and_write_back_exactly() {
             ext: Ext {
                 seq: Some(12),
                 process: Some(6),
+                hook: None,
             },
         }))
     );
@@ -538,4 +542,77 @@ fn repeat_lines_read_and_write_back_exactly() {
     // Keys may come in any order when read.
     let reordered = "REPEAT R 4 0.000111 1 0xfebf0008 0x0 0x4000 7 end=0.002300 len=2 count=999 until=0x80000000 proc=6 seq=12\n";
     assert_eq!(parse(reordered.as_bytes())[0], events[0]);
+}
+
+#[test]
+fn hooked_accesses_carry_their_rule_and_the_devices_value() {
+    let mut read = access(Direction::Read, 2, 0x1234);
+    read.ext.seq = Some(7);
+    read.ext.hook = Some(Hooked {
+        rule: 2,
+        device: Some(0x1235),
+    });
+    let mut write = access(Direction::Write, 4, 0x1);
+    write.ext.hook = Some(Hooked {
+        rule: 0,
+        device: None,
+    });
+    let text = format!(
+        "{}{}",
+        line(&Event::Access(read.clone())),
+        line(&Event::Access(write.clone()))
+    );
+    assert_eq!(
+        text,
+        "R 2 12.000345 1 0xfebf0010 0x1234 0x0 0 seq=7 hook=2 dev=0x1235\n\
+         W 4 12.000345 1 0xfebf0010 0x1 0x0 0 hook=0 dev=none\n"
+    );
+    let back: Vec<Event> = read_text(&text)
+        .into_iter()
+        .map(|item| match item.expect("reads back") {
+            Item::Event(event) => event,
+            other => panic!("not an event: {other:?}"),
+        })
+        .collect();
+    assert_eq!(back, [Event::Access(read), Event::Access(write)]);
+    // The kernel's fields come first, so a reader that takes the leading
+    // fields (demmio's sscanf) sees the value the program saw.
+    assert!(text.starts_with("R 2 12.000345 1 0xfebf0010 0x1234 0x0 0 "));
+}
+
+#[test]
+fn hook_fields_are_checked() {
+    let base = "R 2 0.000001 1 0x10 0x1 0x0 0";
+    for (fields, message) in [
+        (
+            " hook=1",
+            "trace.txt:1:31: a hook= field needs a dev= field (the device's value, or none)",
+        ),
+        (
+            " dev=0x1",
+            "trace.txt:1:31: a dev= field needs a hook= field",
+        ),
+        (
+            " hook=1 dev=0x10000",
+            "trace.txt:1:49: the dev= value does not fit in 2 bytes",
+        ),
+        (
+            " hook=1 dev=nope",
+            "trace.txt:1:42: expected \"0x\" and the dev= value, found \"n\"",
+        ),
+        (
+            " hook=x dev=none",
+            "trace.txt:1:36: expected a decimal hook= rule number, found \"x\"",
+        ),
+    ] {
+        assert_eq!(
+            first_error(&format!("{base}{fields}\n")),
+            message,
+            "{fields}"
+        );
+    }
+    assert_eq!(
+        first_error("MAP 0.000001 1 0x0 0x0 0x1000 0x0 0 hook=1 dev=none\n"),
+        "trace.txt:1:37: unknown extension field \"hook=\" on this line"
+    );
 }

@@ -13,9 +13,12 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mmiotrace_shm::{MAX_MARK_LEN, Popped, Record, Shm, clip_mark, kind, payload_text};
+use mmiotrace_shm::{
+    MAX_MARK_LEN, Popped, RECORD_FLAG_HOOKED, RECORD_FLAG_NO_DEVICE, Record, Shm, clip_mark, kind,
+    payload_text,
+};
 use mmiotrace_trace::{
-    Access, Direction, Event, Ext, Lost, Map, Mark, Timestamp, Unknown, Unmap, Value,
+    Access, Direction, Event, Ext, Hooked, Lost, Map, Mark, Timestamp, Unknown, Unmap, Value,
 };
 
 use super::devices::{self, Backing};
@@ -99,6 +102,8 @@ pub struct Summary {
     pub orphans: u64,
     /// Threads that had to wait for a free ring slot (`--rings`).
     pub slot_waits: u64,
+    /// Accesses a hook changed or marked.
+    pub hooked: u64,
 }
 
 #[derive(Debug)]
@@ -156,6 +161,7 @@ impl Drainer {
                     ext: Ext {
                         seq: Some(seq),
                         process: None,
+                        hook: None,
                     },
                 })),
             }));
@@ -183,6 +189,7 @@ impl Drainer {
                 ext: Ext {
                     seq: Some(seq),
                     process: None,
+                    hook: None,
                 },
             })),
         }));
@@ -245,6 +252,7 @@ impl Drainer {
         let ext = Ext {
             seq: Some(record.seq),
             process: Some(record.pid),
+            hook: None,
         };
         self.summary.threads.insert(record.tid);
         self.summary.processes.insert(record.pid);
@@ -265,6 +273,18 @@ impl Drainer {
                         record.seq
                     );
                 };
+                let mut ext = ext;
+                if record.flags & RECORD_FLAG_HOOKED != 0 {
+                    let mut rule = [0u8; 4];
+                    if let Some(bytes) = popped.payload.get(..4) {
+                        rule.copy_from_slice(bytes);
+                    }
+                    ext.hook = Some(Hooked {
+                        rule: u32::from_le_bytes(rule),
+                        device: (record.flags & RECORD_FLAG_NO_DEVICE == 0).then_some(record.aux),
+                    });
+                    self.summary.hooked += 1;
+                }
                 Event::Access(Access {
                     dir: if record.kind == kind::READ {
                         Direction::Read

@@ -4,6 +4,7 @@
 mod devices;
 pub(crate) mod drain;
 mod follow;
+mod hooks;
 pub(crate) mod marks;
 mod patterns;
 mod preflight;
@@ -174,6 +175,37 @@ pub struct Cmd {
     /// children should be traced). Without it, record refuses such a program.
     #[arg(long)]
     no_preload_check: bool,
+
+    /// Change what the program sees: the rules in FILE (TOML, see
+    /// docs/HOOKS.md) return fixed values or sequences, set, clear or flip
+    /// bits, drop or replace writes, delay accesses, make a device vanish
+    /// (reads all ones) or send SIGBUS. Hooked accesses are marked in the
+    /// trace (`hook=RULE dev=VALUE`). A bad rule is an error naming
+    /// FILE:LINE:COL before PROGRAM starts.
+    #[arg(long, value_name = "FILE", help_heading = "Hooks")]
+    hook: Option<PathBuf>,
+
+    /// A plugin (a shared library with the C ABI of
+    /// include/mmiotrace_hook.h) called for every access not already
+    /// taken by a --hook rule; it may change the value or drop the access.
+    #[arg(
+        long,
+        value_name = "LIB.so",
+        help_heading = "Hooks",
+        conflicts_with = "model"
+    )]
+    hook_lib: Option<PathBuf>,
+
+    /// Like --hook-lib, but no device is behind traced mappings: the
+    /// plugin is the device model. What it passes goes to anonymous memory,
+    /// not to the mapped file.
+    #[arg(long, value_name = "LIB.so", help_heading = "Hooks")]
+    model: Option<PathBuf>,
+
+    /// A register database (.toml, .svd, rules-ng-ng .xml) whose names
+    /// rules may use (`register = "STATUS"`). Repeatable.
+    #[arg(long = "regs", value_name = "FILE", help_heading = "Hooks")]
+    regs: Vec<PathBuf>,
 
     /// The program to run, and its arguments: everything from the first
     /// argument that is not one of record's options on is PROGRAM's, as
@@ -393,6 +425,21 @@ impl Cmd {
         if !self.no_preload_check {
             preflight::check(&self.program[0])?;
         }
+        let regs = self
+            .regs
+            .iter()
+            .map(|path| mmiotrace_regdb::load(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let hooks = hooks::load(
+            self.hook.as_deref(),
+            self.hook_lib.as_deref(),
+            self.model.as_deref(),
+            &regs,
+        )?;
+        let hook_file = match &hooks {
+            Some(hooks) => Some(hooks::HookFile::create(&hooks.table)?),
+            None => None,
+        };
         let output = TraceOutput::open(&self.output)?;
         let mut shm_file = ShmFile::create(&config)?;
         // The runtimes learn from the kernel when this process ends, however
@@ -447,6 +494,9 @@ impl Cmd {
         if self.no_follow {
             command.env(ENV_NO_FOLLOW, std::process::id().to_string());
         }
+        if let Some(hook_file) = &hook_file {
+            command.env(mmiotrace_shm::hooks::ENV_HOOKS, &hook_file.path);
+        }
         // SAFETY: the closure only calls signal(2), which is
         // async-signal-safe, between fork and exec.
         unsafe {
@@ -482,6 +532,9 @@ impl Cmd {
 
         let mut sink = output.start(self.format)?;
         let mut drainer = Drainer::new(shm_file.shm);
+        for text in hooks.iter().flat_map(|hooks| hooks::describe(&hooks.rules)) {
+            drainer.add_mark(text);
+        }
         // The first error writing the trace: from then on nothing is drained
         // (the runtimes stop logging), and the recorder only waits for PROGRAM.
         let mut failure = sink
@@ -605,6 +658,9 @@ impl Cmd {
         }
         if !self.quiet {
             print_summary(&drainer.summary, &sink_name(&self.output), status);
+            if let (Some(hooks), Some(file)) = (&hooks, &hook_file) {
+                hooks::print_summary(&hooks.rules, file, drainer.summary.hooked);
+            }
             if self.mode == Mode::SingleStep {
                 eprintln!(
                     "  mode: single-step, the kernel's design (comparison only): accesses made by other threads while a page was disarmed are NOT in the trace"

@@ -210,6 +210,7 @@ impl Converter {
         Ext {
             seq: Some(seq),
             process: None,
+            hook: None,
         }
     }
 

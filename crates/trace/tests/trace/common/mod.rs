@@ -26,7 +26,11 @@ pub fn ext() -> impl Strategy<Value = Ext> {
         proptest::option::of(prop_oneof![any::<u64>(), 0u64..1000]),
         proptest::option::of(any::<u32>()),
     )
-        .prop_map(|(seq, process)| Ext { seq, process })
+        .prop_map(|(seq, process)| Ext {
+            seq,
+            process,
+            hook: None,
+        })
 }
 
 pub fn value() -> impl Strategy<Value = Value> {
@@ -143,24 +147,41 @@ pub fn event(time: BoxedStrategy<Timestamp>) -> impl Strategy<Value = Event> {
             value(),
             address(),
             any::<u32>(),
-            ext()
+            ext(),
+            proptest::option::of((0u32..70, proptest::option::of(any::<u64>()))),
         )
-            .prop_map(|(read, time, map_id, phys, value, pc, pid, ext)| {
-                Event::Access(Access {
-                    dir: if read {
-                        Direction::Read
-                    } else {
-                        Direction::Write
-                    },
-                    time,
-                    map_id,
-                    phys,
-                    value,
-                    pc,
-                    pid,
-                    ext,
-                })
-            }),
+            .prop_map(
+                |(read, time, map_id, phys, value, pc, pid, mut ext, hook)| {
+                    // A hook's device value has the access's width, and only
+                    // accesses of up to 8 bytes are hooked.
+                    ext.hook = hook
+                        .filter(|_| !value.is_wide())
+                        .map(|(rule, device)| Hooked {
+                            rule,
+                            device: device.map(|d| {
+                                if value.width() == 8 {
+                                    d
+                                } else {
+                                    d & ((1u64 << (8 * u32::from(value.width()))) - 1)
+                                }
+                            }),
+                        });
+                    Event::Access(Access {
+                        dir: if read {
+                            Direction::Read
+                        } else {
+                            Direction::Write
+                        },
+                        time,
+                        map_id,
+                        phys,
+                        value,
+                        pc,
+                        pid,
+                        ext,
+                    })
+                }
+            ),
         (
             time.clone(),
             any::<u32>(),
