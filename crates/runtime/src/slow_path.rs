@@ -169,9 +169,7 @@ fn warn_once(pc: u64, fetched: &Fetched) {
     for &byte in fetched.bytes.iter().take(fetched.insn.len()) {
         msg.text(" ").hex(u64::from(byte));
     }
-    // The wording predates the name "slow path"; tests/runtime/displaced.rs looks
-    // for "runs displaced", so it stays until a change of output is wanted.
-    msg.text(") is not emulated: it runs displaced on the alias and is logged as UNKNOWN")
+    msg.text(") is not emulated: it runs on the slow path (single-stepped on the alias) and is logged as UNKNOWN")
         .emit();
 }
 

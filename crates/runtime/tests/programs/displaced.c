@@ -1,4 +1,5 @@
-/* Instructions the emulator does not know run displaced on the alias.
+/* Instructions the emulator does not know: displaced execution with values
+ * (cmps, cmpxchg, xchg) or, when not even that can, the slow path (gather).
  * Usage: displaced FILE MODE
  *   cmps    : repe cmpsb, traced vs plain, equal for 6 bytes then different
  *   cmpxchg : lock cmpxchg succeeding then failing

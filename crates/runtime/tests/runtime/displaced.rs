@@ -101,7 +101,11 @@ fn a_gather_runs_on_the_slow_path_as_unknown() {
         .filter(|p| p.record.kind == kind::UNKNOWN)
         .count();
     assert_eq!(unknown, 1);
-    assert!(run.stderr.contains("runs displaced"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("runs on the slow path"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
