@@ -7,7 +7,9 @@
 //!
 //! This module maps a file and runs inline assembly on the mapping. The
 //! mapping is owned by [`SharedPage`] and unmapped on drop; the loop only
-//! touches its first four bytes.
+//! touches its first four bytes. The buffer rows' [`SharedBuffer`] maps a
+//! whole file and touches it through raw pointers and `memcpy`, inside
+//! its length.
 
 use std::arch::asm;
 use std::fs::File;
@@ -217,6 +219,97 @@ impl Drop for SharedPage {
     }
 }
 
+/// A whole file mapped `MAP_SHARED` read/write and populated: the buffer
+/// rows' stand-in for a GPU buffer (a command buffer, a texture) that a
+/// driver maps from the device. Populating it keeps first-touch page
+/// faults out of the untraced loops, which then time the accesses alone.
+#[derive(Debug)]
+pub struct SharedBuffer {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+impl SharedBuffer {
+    pub fn map(file: &File) -> anyhow::Result<Self> {
+        let len = usize::try_from(file.metadata()?.len()).context("buffer file too large")?;
+        anyhow::ensure!(len > 0, "the buffer file is empty");
+        // SAFETY: a new mapping at an address the kernel chooses (no
+        // MAP_FIXED), so nothing existing is replaced; the fd is open.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mmap of the benchmark buffer");
+        }
+        let base = NonNull::new(addr.cast()).context("mmap returned null")?;
+        Ok(Self { base, len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Stores `count` consecutive 4-byte words from the start, word i
+    /// getting `i + add`: a command buffer being filled, one volatile
+    /// `mov` per word (the compiler may neither merge nor vectorise them).
+    pub fn store32_pass(&self, count: usize, add: u32) {
+        assert!(count * 4 <= self.len, "{count} words do not fit the buffer");
+        let words = self.base.as_ptr().cast::<u32>();
+        for i in 0..count {
+            // SAFETY: word i lies inside the live mapping owned by `self`
+            // (asserted above) and is 4-byte aligned (the mapping is
+            // page-aligned); no Rust reference into the mapping exists.
+            unsafe { words.add(i).write_volatile((i as u32).wrapping_add(add)) };
+        }
+    }
+
+    /// Loads `count` consecutive 8-byte words from the start, one volatile
+    /// `mov` each, and returns their wrapping sum.
+    pub fn load64_pass(&self, count: usize) -> u64 {
+        assert!(count * 8 <= self.len, "{count} words do not fit the buffer");
+        let words = self.base.as_ptr().cast::<u64>();
+        (0..count).fold(0u64, |sum, i| {
+            // SAFETY: as in store32_pass, for 8 aligned bytes.
+            sum.wrapping_add(unsafe { words.add(i).read_volatile() })
+        })
+    }
+
+    /// Copies `source` to the start of the buffer with glibc's `memcpy`,
+    /// an unmodified library routine: whatever instructions it picks for
+    /// this size and CPU (vector or non-temporal stores, `rep movsb`).
+    pub fn memcpy_from(&self, source: &[u8]) {
+        assert!(
+            source.len() <= self.len,
+            "the source is larger than the buffer"
+        );
+        // SAFETY: the destination is the live mapping owned by `self`,
+        // at least `source.len()` bytes long (asserted above); a private
+        // heap slice cannot overlap it.
+        unsafe {
+            libc::memcpy(
+                self.base.as_ptr().cast(),
+                source.as_ptr().cast(),
+                source.len(),
+            )
+        };
+    }
+}
+
+impl Drop for SharedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made in `map`; no pointer into it
+        // outlives `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
 /// A one-page file for the benchmark to map, removed on drop.
 #[derive(Debug)]
 pub struct PageFile {
@@ -242,6 +335,16 @@ impl PageFile {
             .with_context(|| format!("{}: cannot create", path.display()))?;
         file.set_len(PAGE_SIZE as u64)?;
         Ok(Self { path, file })
+    }
+
+    /// A file holding `contents` (written, so that its blocks exist and
+    /// sit in the page cache before anything maps it).
+    pub fn with_contents(label: &str, contents: &[u8]) -> anyhow::Result<Self> {
+        let page = Self::create(label)?;
+        page.file.set_len(0)?;
+        std::io::Write::write_all(&mut &page.file, contents)
+            .with_context(|| format!("{}: cannot write", page.path.display()))?;
+        Ok(page)
     }
 }
 

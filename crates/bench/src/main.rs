@@ -8,6 +8,7 @@ mod access;
 mod floor;
 mod measurements;
 mod record;
+mod syscall;
 mod worker;
 
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::measurements::{FLOOR, MEASUREMENTS, Outcome, Settings};
+use crate::measurements::{FLOOR, MEASUREMENTS, Outcome, SYSCALL, Settings};
 use crate::worker::{Job, Work};
 
 /// Measure mmiotrace against the kernel's design and print one table.
@@ -94,6 +95,14 @@ struct Cli {
     #[arg(long, default_value_t = 2_000_000, value_name = "N")]
     burst_events: u64,
 
+    /// Accesses per pass of the buffer-store32 and buffer-load64 loops.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    buffer_accesses: u32,
+
+    /// MiB the buffer-memcpy loops copy.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    buffer_mib: u32,
+
     /// Size of the trace format_bench generates (e.g. 100M, 1G).
     #[arg(long, default_value = "100M", value_name = "SIZE")]
     parse_size: String,
@@ -158,6 +167,8 @@ fn main() -> ExitCode {
         startup_runs: usize::from(cli.startup_runs),
         burst_events: cli.burst_events,
         parse_size: cli.parse_size.clone(),
+        buffer_accesses: cli.buffer_accesses,
+        buffer_mib: cli.buffer_mib,
     };
     // A row's own name selects that row; anything else selects the rows
     // whose names start with it and a dash (`capture`, `capture-alias`).
@@ -195,10 +206,16 @@ fn main() -> ExitCode {
         eprintln!("mmiotrace-bench: measuring {}", measurement.name);
         rows.push((measurement, (measurement.run)(&settings)));
     }
-    let floor = rows.iter().find_map(|(m, outcome)| match outcome {
-        Ok(Outcome::PerAccess { samples, .. }) if m.name == FLOOR => Some(median(samples)),
-        _ => None,
-    });
+    let per_access_median = |name: &str| {
+        rows.iter().find_map(|(m, outcome)| match outcome {
+            Ok(Outcome::PerAccess { samples, .. }) if m.name == name => Some(median(samples)),
+            _ => None,
+        })
+    };
+    let floor = per_access_median(FLOOR);
+    let getpid = per_access_median(SYSCALL);
+    let getpid_text =
+        |ns: f64| getpid.map(|getpid| format!("{} x getpid", ratio_text(ns / getpid)));
 
     let mut table = vec![[
         "row".to_owned(),
@@ -214,16 +231,44 @@ fn main() -> ExitCode {
                 let (min, max) = samples
                     .iter()
                     .fold((f64::MAX, f64::MIN), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+                let ratios: Vec<String> = floor
+                    .map(|floor| format!("{} x floor", ratio_text(median / floor)))
+                    .into_iter()
+                    .chain(getpid_text(median))
+                    .collect();
                 (
                     format!("{} ns", ns_text(median)),
-                    floor.map_or(String::new(), |floor| {
-                        format!("{} x floor", ratio_text(median / floor))
-                    }),
+                    ratios.join(", "),
                     format!(
                         "median; min {}, max {}; {detail}",
                         ns_text(min),
                         ns_text(max)
                     ),
+                )
+            }
+            Ok(Outcome::Versus {
+                ns,
+                baseline_ns,
+                baseline,
+                accesses,
+                detail,
+            }) => {
+                let per_access = if *accesses == 0 {
+                    String::new()
+                } else {
+                    let (ns, baseline_ns) = (ns / *accesses as f64, baseline_ns / *accesses as f64);
+                    let multiple =
+                        getpid_text(ns).map_or(String::new(), |text| format!(" = {text}"));
+                    format!(
+                        "per access {} ns{multiple} vs {} ns; ",
+                        ns_text(ns),
+                        ns_text(baseline_ns)
+                    )
+                };
+                (
+                    format!("{} vs {}", duration_text(*ns), duration_text(*baseline_ns)),
+                    format!("{} x {baseline}", ratio_text(ns / baseline_ns)),
+                    format!("{per_access}{detail}"),
                 )
             }
             Ok(Outcome::Row {
@@ -311,6 +356,17 @@ fn ns_text(ns: f64) -> String {
         format!("{ns:.0}")
     } else {
         format!("{ns:.2}")
+    }
+}
+
+/// A loop's wall time, in the unit that keeps three digits or so.
+fn duration_text(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.2} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.1} ms", ns / 1e6)
+    } else {
+        format!("{:.1} us", ns / 1e3)
     }
 }
 

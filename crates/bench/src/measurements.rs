@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
-use crate::access::{PageFile, SharedPage};
+use std::os::unix::fs::FileExt;
+
+use crate::access::{PAGE_SIZE, PageFile, SharedPage};
 use crate::floor::{SkipFaults, StepFaults};
 use crate::record::{self, Mode, Recording};
 
@@ -34,6 +36,10 @@ pub struct Settings {
     pub burst_events: u64,
     /// `--size` for the format benchmark.
     pub parse_size: String,
+    /// Accesses per pass of the buffer-store32 and buffer-load64 loops.
+    pub buffer_accesses: u32,
+    /// MiB the buffer-memcpy rows copy.
+    pub buffer_mib: u32,
 }
 
 #[derive(Debug)]
@@ -49,6 +55,18 @@ pub enum Outcome {
     /// Nanoseconds per access, one sample per repetition; the table adds
     /// the median's ratio to the floor's.
     PerAccess { samples: Vec<f64>, detail: String },
+    /// One loop timed two ways in the same run, whole loop each, in ns:
+    /// `ns` traced (or under valgrind) against `baseline_ns` untraced over
+    /// `accesses` accesses; the table adds ns per access and, when the
+    /// syscall row ran, the access as a multiple of a system call.
+    Versus {
+        ns: f64,
+        baseline_ns: f64,
+        /// What `ns` is a multiple of: "untraced", "bare".
+        baseline: &'static str,
+        accesses: u64,
+        detail: String,
+    },
     /// A row already formatted.
     Row {
         result: String,
@@ -59,6 +77,8 @@ pub enum Outcome {
 
 /// The row every per-access row is compared with.
 pub const FLOOR: &str = "floor";
+/// The system call every per-access row is also expressed in.
+pub const SYSCALL: &str = "syscall";
 
 pub const MEASUREMENTS: &[Measurement] = &[
     Measurement {
@@ -75,6 +95,11 @@ pub const MEASUREMENTS: &[Measurement] = &[
         name: "floor-step",
         what: "two-exception floor: the SIGSEGV handler moves rdi to a scratch page and sets TF, the SIGTRAP handler moves it back",
         run: floor_step,
+    },
+    Measurement {
+        name: SYSCALL,
+        what: "a system call: `syscall(SYS_getpid)` (glibc cannot cache it), ns per call; issue 16's yardstick for a patched access (≤ 0.2x getpid)",
+        run: syscall,
     },
     Measurement {
         name: "emulated",
@@ -172,6 +197,36 @@ pub const MEASUREMENTS: &[Measurement] = &[
         run: compute_valgrind,
     },
     Measurement {
+        name: "buffer-store32",
+        what: "GPU-buffer loop: sequential 4-byte stores filling a traced mapping (a command buffer), traced / untraced",
+        run: buffer_traced::<STORE32>,
+    },
+    Measurement {
+        name: "buffer-load64",
+        what: "GPU-buffer loop: sequential 8-byte loads from a traced mapping, traced / untraced",
+        run: buffer_traced::<LOAD64>,
+    },
+    Measurement {
+        name: "buffer-memcpy",
+        what: "GPU-buffer loop: glibc `memcpy` into a traced mapping (an unmodified library routine), traced / untraced",
+        run: buffer_traced::<MEMCPY>,
+    },
+    Measurement {
+        name: "buffer-store32-valgrind",
+        what: "the buffer-store32 loop under `valgrind --tool=none` / bare (the JIT cost valgrind-mmt puts on all code)",
+        run: buffer_valgrind::<STORE32>,
+    },
+    Measurement {
+        name: "buffer-load64-valgrind",
+        what: "the buffer-load64 loop under `valgrind --tool=none` / bare",
+        run: buffer_valgrind::<LOAD64>,
+    },
+    Measurement {
+        name: "buffer-memcpy-valgrind",
+        what: "the buffer-memcpy loop under `valgrind --tool=none` / bare",
+        run: buffer_valgrind::<MEMCPY>,
+    },
+    Measurement {
         name: "startup",
         what: "whole program: map one register, read it, exit",
         run: startup,
@@ -259,6 +314,19 @@ fn floor_step(settings: &Settings) -> anyhow::Result<Outcome> {
         settings.reps,
         settings.fault_accesses,
         "",
+    ))
+}
+
+fn syscall(settings: &Settings) -> anyhow::Result<Outcome> {
+    // time_reps counts two per iteration: two calls per iteration.
+    let samples = time_reps(settings.reps, settings.fault_accesses, |n| {
+        crate::syscall::getpid_loop(2 * n)
+    });
+    Ok(per_access(
+        samples,
+        settings.reps,
+        settings.fault_accesses,
+        " calls",
     ))
 }
 
@@ -595,19 +663,24 @@ fn compute(settings: &Settings) -> anyhow::Result<Outcome> {
     })
 }
 
-/// The compute-heavy program bare and under `valgrind --tool=none`, if
-/// valgrind is installed.
-fn compute_valgrind(settings: &Settings) -> anyhow::Result<Outcome> {
+/// Why a valgrind row is skipped: `None` when valgrind runs.
+fn valgrind_missing() -> Option<Outcome> {
     let installed = std::process::Command::new("valgrind")
         .arg("--version")
         .output()
         .is_ok_and(|output| output.status.success());
-    if !installed {
-        return Ok(Outcome::Row {
-            result: "skipped".into(),
-            ratio: String::new(),
-            detail: "valgrind is not installed".into(),
-        });
+    (!installed).then(|| Outcome::Row {
+        result: "skipped".into(),
+        ratio: String::new(),
+        detail: "valgrind is not installed".into(),
+    })
+}
+
+/// The compute-heavy program bare and under `valgrind --tool=none`, if
+/// valgrind is installed.
+fn compute_valgrind(settings: &Settings) -> anyhow::Result<Outcome> {
+    if let Some(skipped) = valgrind_missing() {
+        return Ok(skipped);
     }
     let page = PageFile::create("valgrind")?;
     let args = compute_args(settings);
@@ -637,6 +710,243 @@ fn compute_valgrind(settings: &Settings) -> anyhow::Result<Outcome> {
         detail: format!(
             "whole process, best of {} runs each, alternating",
             settings.program_runs
+        ),
+    })
+}
+
+/// The loops of the buffer rows (const parameters of their functions).
+const STORE32: u8 = 0;
+const LOAD64: u8 = 1;
+const MEMCPY: u8 = 2;
+
+/// What one buffer loop needs: its worker, its file, its counts.
+#[derive(Debug)]
+struct BufferLoop {
+    work: &'static str,
+    /// The file the loop's buffer maps, whole.
+    contents: Vec<u8>,
+    /// Accesses per pass (bytes for memcpy, whose access count is glibc's choice).
+    per_pass: u64,
+}
+
+impl BufferLoop {
+    fn new(kind: u8, settings: &Settings) -> Self {
+        let accesses = u64::from(settings.buffer_accesses);
+        let page_up = |len: u64| len.div_ceil(PAGE_SIZE as u64) as usize * PAGE_SIZE;
+        match kind {
+            STORE32 => Self {
+                work: "buffer-store32",
+                contents: vec![0; page_up(4 * accesses)],
+                per_pass: accesses,
+            },
+            LOAD64 => {
+                let mut contents = vec![0; page_up(8 * accesses)];
+                for (i, word) in contents.chunks_exact_mut(8).enumerate() {
+                    word.copy_from_slice(&crate::worker::load64_pattern(i as u64).to_le_bytes());
+                }
+                Self {
+                    work: "buffer-load64",
+                    contents,
+                    per_pass: accesses,
+                }
+            }
+            _ => Self {
+                work: "buffer-memcpy",
+                contents: vec![0; (settings.buffer_mib as usize) << 20],
+                per_pass: u64::from(settings.buffer_mib) << 20,
+            },
+        }
+    }
+
+    fn args(&self, passes: usize, settings: &Settings) -> Vec<String> {
+        vec![
+            "--work".into(),
+            self.work.into(),
+            "--reps".into(),
+            passes.to_string(),
+            "--accesses".into(),
+            settings.buffer_accesses.to_string(),
+            "--mib".into(),
+            settings.buffer_mib.to_string(),
+        ]
+    }
+
+    /// The file, with its first contents again: what each run must change.
+    fn reset(&self, page: &PageFile) -> anyhow::Result<()> {
+        page.file
+            .write_all_at(&self.contents, 0)
+            .with_context(|| format!("{}: cannot reset", page.path.display()))
+    }
+
+    /// The size in the row's detail: "1000000 stores", "64 MiB".
+    fn size_text(&self, settings: &Settings) -> String {
+        match self.work {
+            "buffer-store32" => format!("{} 4-byte stores", self.per_pass),
+            "buffer-load64" => format!("{} 8-byte loads", self.per_pass),
+            _ => format!("{} MiB (--buffer-mib)", settings.buffer_mib),
+        }
+    }
+}
+
+/// The pass times a buffer worker printed, in ns.
+fn pass_samples(stdout: &str, passes: usize) -> anyhow::Result<Vec<f64>> {
+    let samples: Vec<f64> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix(crate::worker::PASS_PREFIX))
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("the buffer worker printed a malformed pass time")?;
+    ensure!(
+        samples.len() == passes,
+        "the buffer worker printed {} pass times, expected {passes}",
+        samples.len()
+    );
+    Ok(samples)
+}
+
+/// The buffer loop untraced (median of `--reps` passes, the buffer
+/// populated beforehand), in ns per pass.
+fn buffer_untraced(
+    buffer: &BufferLoop,
+    page: &PageFile,
+    settings: &Settings,
+) -> anyhow::Result<f64> {
+    buffer.reset(page)?;
+    let (output, _) = record::run_timed(&mut record::worker(
+        &page.path,
+        &buffer.args(settings.reps, settings),
+    )?)?;
+    let samples = pass_samples(&String::from_utf8_lossy(&output.stdout), settings.reps)?;
+    Ok(crate::median(&samples))
+}
+
+/// A GPU-buffer loop in a worker, untraced and under `mmiotrace record`:
+/// the loop's own wall time, traced ÷ untraced. Traced, it runs one pass
+/// (each access is a fault: a million of them take seconds); untraced,
+/// the median of `--reps`. The trace must hold every access, and the file
+/// what the loop stored.
+fn buffer_traced<const KIND: u8>(settings: &Settings) -> anyhow::Result<Outcome> {
+    let buffer = BufferLoop::new(KIND, settings);
+    let page = PageFile::with_contents(buffer.work, &buffer.contents)?;
+    let untraced = buffer_untraced(&buffer, &page, settings)?;
+    buffer.reset(&page)?;
+    let recording = record::record(Mode::Alias, true, &page.path, &buffer.args(1, settings))?;
+    let traced = pass_samples(&recording.stdout, 1)?[0];
+    let len = buffer.contents.len() as u64;
+    let counts = record::coverage(&recording.trace.0, len)?;
+    ensure!(
+        counts.unknown == 0 && counts.outside == 0,
+        "the trace holds {} UNKNOWN accesses and {} outside the buffer",
+        counts.unknown,
+        counts.outside
+    );
+    let (events, checked) = match KIND {
+        STORE32 => {
+            ensure!(
+                counts.reads == 0
+                    && counts.writes == buffer.per_pass
+                    && counts.written_bytes == 4 * buffer.per_pass
+                    && counts.touched == 4 * buffer.per_pass,
+                "{} stores made, but the trace holds {} reads and {} writes ({} bytes, {} distinct)",
+                buffer.per_pass,
+                counts.reads,
+                counts.writes,
+                counts.written_bytes,
+                counts.touched
+            );
+            (
+                counts.writes,
+                "every store in the trace, each word in the file",
+            )
+        }
+        LOAD64 => {
+            ensure!(
+                counts.writes == 0
+                    && counts.reads == buffer.per_pass
+                    && counts.read_bytes == 8 * buffer.per_pass
+                    && counts.touched == 8 * buffer.per_pass,
+                "{} loads made, but the trace holds {} reads ({} bytes, {} distinct) and {} writes",
+                buffer.per_pass,
+                counts.reads,
+                counts.read_bytes,
+                counts.touched,
+                counts.writes
+            );
+            (counts.reads, "every load in the trace, their sum right")
+        }
+        _ => {
+            ensure!(
+                counts.reads == 0 && counts.touched == buffer.per_pass,
+                "{} bytes copied, but the trace holds {} reads, and writes to {} distinct bytes",
+                buffer.per_pass,
+                counts.reads,
+                counts.touched
+            );
+            (
+                counts.writes,
+                "every byte written in the trace, the file equal to the source",
+            )
+        }
+    };
+    let widths = match KIND {
+        MEMCPY => format!(
+            " ({} writes of {:.1} bytes on average: glibc's choice)",
+            counts.writes,
+            counts.written_bytes as f64 / counts.writes.max(1) as f64
+        ),
+        _ => String::new(),
+    };
+    Ok(Outcome::Versus {
+        ns: traced,
+        baseline_ns: untraced,
+        baseline: "untraced",
+        accesses: events,
+        detail: format!(
+            "{}{widths}; traced: 1 pass, untraced: median of {} passes (buffer populated); {checked}; program waited {}x on a full ring",
+            buffer.size_text(settings),
+            settings.reps,
+            recording.ring_full_waits()?
+        ),
+    })
+}
+
+/// A GPU-buffer loop bare and under `valgrind --tool=none`: median of
+/// `--reps` passes in one process each (valgrind translates the loop in
+/// the first pass; the median shows the translated code's speed).
+fn buffer_valgrind<const KIND: u8>(settings: &Settings) -> anyhow::Result<Outcome> {
+    if let Some(skipped) = valgrind_missing() {
+        return Ok(skipped);
+    }
+    let buffer = BufferLoop::new(KIND, settings);
+    let page = PageFile::with_contents(buffer.work, &buffer.contents)?;
+    let bare = buffer_untraced(&buffer, &page, settings)?;
+    buffer.reset(&page)?;
+    let mut command = std::process::Command::new("valgrind");
+    command
+        .args(["--tool=none", "-q"])
+        .arg(record::own_executable()?)
+        .arg("--worker")
+        .arg(&page.path)
+        .args(buffer.args(settings.reps, settings));
+    let (output, _) = record::run_timed(&mut command)?;
+    let samples = pass_samples(&String::from_utf8_lossy(&output.stdout), settings.reps)?;
+    let first = samples[0];
+    let valgrind = crate::median(&samples);
+    // The worker checked the file (or the loads' sum) itself.
+    let accesses = match KIND {
+        MEMCPY => 0,
+        _ => buffer.per_pass,
+    };
+    Ok(Outcome::Versus {
+        ns: valgrind,
+        baseline_ns: bare,
+        baseline: "bare",
+        accesses,
+        detail: format!(
+            "{}; median of {} passes each (first pass under valgrind, with translation: {:.1} ms); results checked by the worker",
+            buffer.size_text(settings),
+            settings.reps,
+            first / 1e6
         ),
     })
 }

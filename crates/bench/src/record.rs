@@ -172,6 +172,9 @@ pub struct Counts {
     pub reads: u64,
     pub writes: u64,
     pub unknown: u64,
+    /// Bytes the reads and the writes moved (their widths, summed).
+    pub read_bytes: u64,
+    pub written_bytes: u64,
     /// Reads and writes a hook marked (`hook=`).
     pub hooked: u64,
     /// Reads and writes by address (the traced file starts at address 0).
@@ -195,10 +198,13 @@ pub fn count(trace: &Path) -> anyhow::Result<Counts> {
     while let Some(event) = reader.read_ref()? {
         match event {
             Event::Access(access) => {
+                let width = u64::from(access.width());
                 if access.dir == Direction::Read {
                     counts.reads += 1;
+                    counts.read_bytes += width;
                 } else {
                     counts.writes += 1;
+                    counts.written_bytes += width;
                 }
                 *counts.by_address.entry(access.phys).or_default() += 1;
                 counts.hooked += u64::from(access.ext.hook.is_some());
@@ -212,6 +218,61 @@ pub fn count(trace: &Path) -> anyhow::Result<Counts> {
         bail!("{}: {truncation}", trace.display());
     }
     Ok(counts)
+}
+
+/// What a trace of a buffer loop holds: [`Counts`] without the per-address
+/// map (a 64 MiB `memcpy` can log 64 M one-byte writes), and how many
+/// distinct bytes of the buffer's first `len` the accesses touched.
+#[derive(Debug, Default, Clone)]
+pub struct Coverage {
+    pub reads: u64,
+    pub writes: u64,
+    pub unknown: u64,
+    pub read_bytes: u64,
+    pub written_bytes: u64,
+    /// Distinct bytes of `0..len` that some read or write touched.
+    pub touched: u64,
+    /// Accesses (or parts of them) outside `0..len`.
+    pub outside: u64,
+}
+
+/// Reads a trace of a buffer loop: counts, bytes, and a bitmap of the
+/// bytes of `0..len` touched (the traced file starts at address 0).
+pub fn coverage(trace: &Path, len: u64) -> anyhow::Result<Coverage> {
+    let file = std::fs::File::open(trace)
+        .with_context(|| format!("{}: cannot open the trace", trace.display()))?;
+    let options = ReadOptions::default().with_name(trace.display().to_string());
+    let mut reader = TraceReader::new(std::io::BufReader::new(file), options)?;
+    let mut bitmap = vec![0u64; len.div_ceil(64) as usize];
+    let mut coverage = Coverage::default();
+    while let Some(event) = reader.read_ref()? {
+        match event {
+            Event::Access(access) => {
+                let width = u64::from(access.width());
+                if access.dir == Direction::Read {
+                    coverage.reads += 1;
+                    coverage.read_bytes += width;
+                } else {
+                    coverage.writes += 1;
+                    coverage.written_bytes += width;
+                }
+                for byte in access.phys..access.phys.saturating_add(width) {
+                    if byte >= len {
+                        coverage.outside += 1;
+                        break;
+                    }
+                    bitmap[(byte / 64) as usize] |= 1 << (byte % 64);
+                }
+            }
+            Event::Unknown(_) => coverage.unknown += 1,
+            _ => {}
+        }
+    }
+    if let Some(truncation) = reader.truncation() {
+        bail!("{}: {truncation}", trace.display());
+    }
+    coverage.touched = bitmap.iter().map(|word| u64::from(word.count_ones())).sum();
+    Ok(coverage)
 }
 
 /// A file removed on drop.

@@ -8,17 +8,20 @@
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::Instant;
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use clap::ValueEnum;
 
-use crate::access::{InsnLoop, PAGE_SIZE, SharedPage};
+use crate::access::{InsnLoop, PAGE_SIZE, SharedBuffer, SharedPage};
 use crate::measurements::{WARMUP_ITERATIONS, time_reps};
 
 /// What a worker prints for each timed repetition.
 pub const SAMPLE_PREFIX: &str = "ns_per_access ";
 /// What a worker prints for the accesses (or events) it made.
 pub const MADE_PREFIX: &str = "made ";
+/// What a buffer worker prints for each timed pass over its buffer.
+pub const PASS_PREFIX: &str = "pass_ns ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Work {
@@ -44,6 +47,15 @@ pub enum Work {
     Startup,
     /// `--events` 4-byte stores as fast as possible, 1024 per `rep stosd`.
     Burst,
+    /// `--reps` timed passes of `--accesses` sequential 4-byte stores over
+    /// the whole mapped file (a command buffer being filled).
+    BufferStore32,
+    /// `--reps` timed passes of `--accesses` sequential 8-byte loads; the
+    /// file holds [`load64_pattern`].
+    BufferLoad64,
+    /// `--reps` timed glibc `memcpy`s of `--mib` MiB of generated data
+    /// into the mapped file.
+    BufferMemcpy,
 }
 
 /// The worker's parameters (hidden options of the bench).
@@ -70,6 +82,15 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
         .write(true)
         .open(path)
         .with_context(|| format!("{}: cannot open", path.display()))?;
+    if matches!(
+        job.work,
+        Work::BufferStore32 | Work::BufferLoad64 | Work::BufferMemcpy
+    ) {
+        // The buffer is the whole file: no page of it is mapped twice.
+        let out = buffer_passes(path, &file, job)?;
+        std::io::stdout().lock().write_all(out.as_bytes())?;
+        return Ok(());
+    }
     let page = SharedPage::map(&file)?;
     let mut out = String::new();
     let iterations = (job.fault_accesses / 2).max(1);
@@ -186,9 +207,101 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
             }
             out.push_str(&format!("{MADE_PREFIX}{}\n", fills * per_fill));
         }
+        Work::BufferStore32 | Work::BufferLoad64 | Work::BufferMemcpy => {
+            bail!("the buffer works map the whole file, not one page (see buffer_passes)")
+        }
     }
     std::io::stdout().lock().write_all(out.as_bytes())?;
     Ok(())
+}
+
+/// Word `i` of the buffer-load64 file: distinct, so that a load from the
+/// wrong place would change the sum.
+pub fn load64_pattern(i: u64) -> u64 {
+    i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i << 7)
+}
+
+/// The buffer works: `--reps` passes over the whole-file mapping, each
+/// timed (CLOCK_MONOTONIC) on its own; then what reached the file (or
+/// what the loads returned) is checked against what the loop did.
+fn buffer_passes(path: &Path, file: &std::fs::File, job: &Job) -> anyhow::Result<String> {
+    let buffer = SharedBuffer::map(file)?;
+    let reps = job.reps.max(1);
+    let mut out = String::new();
+    let mut timed = |pass: &mut dyn FnMut(usize)| {
+        for rep in 0..reps {
+            let start = Instant::now();
+            pass(rep);
+            out.push_str(&format!("{PASS_PREFIX}{}\n", start.elapsed().as_nanos()));
+        }
+    };
+    let accesses = job.accesses as usize;
+    let made = match job.work {
+        Work::BufferStore32 => {
+            timed(&mut |rep| buffer.store32_pass(accesses, rep as u32));
+            drop(buffer);
+            let mut contents = vec![0u8; 4 * accesses];
+            file.read_exact_at(&mut contents, 0)?;
+            let last = reps as u32 - 1;
+            if let Some((i, word)) = contents
+                .chunks_exact(4)
+                .map(|word| u32::from_le_bytes(word.try_into().expect("4 bytes")))
+                .enumerate()
+                .find(|&(i, word)| word != (i as u32).wrapping_add(last))
+            {
+                bail!(
+                    "{}: word {i} holds {word}, the last pass stored {}",
+                    path.display(),
+                    (i as u32).wrapping_add(last)
+                );
+            }
+            accesses * reps
+        }
+        Work::BufferLoad64 => {
+            let expected =
+                (0..accesses as u64).fold(0u64, |sum, i| sum.wrapping_add(load64_pattern(i)));
+            let mut sums = Vec::with_capacity(reps);
+            timed(&mut |_| sums.push(buffer.load64_pass(accesses)));
+            ensure!(
+                sums.iter().all(|&sum| sum == expected),
+                "{}: the loads summed to {sums:x?}, the file's words to {expected:#x}",
+                path.display()
+            );
+            accesses * reps
+        }
+        _ => {
+            let len = usize::try_from(job.mib)? << 20;
+            ensure!(
+                len <= buffer.len(),
+                "{}: {} MiB do not fit the {}-byte file",
+                path.display(),
+                job.mib,
+                buffer.len()
+            );
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            let source: Vec<u8> = (0..len / 8)
+                .flat_map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state.to_le_bytes()
+                })
+                .collect();
+            timed(&mut |_| buffer.memcpy_from(&source));
+            drop(buffer);
+            let mut contents = vec![0u8; len];
+            file.read_exact_at(&mut contents, 0)?;
+            if let Some(offset) = contents.iter().zip(&source).position(|(a, b)| a != b) {
+                bail!(
+                    "{}: byte {offset:#x} differs from the copied data",
+                    path.display()
+                );
+            }
+            len * reps
+        }
+    };
+    out.push_str(&format!("{MADE_PREFIX}{made}\n"));
+    Ok(out)
 }
 
 fn read_word(file: &std::fs::File, word: u64) -> anyhow::Result<u32> {
