@@ -35,6 +35,11 @@ use crate::worker::{Job, Work};
 ///       multiple of the floor. The emulated-*/displaced-* rows time one
 ///       instruction each of the other paths: `cmp [rdi], esi`, `movdqu`
 ///       load and store, `lock add [rdi], esi`, `addps xmm0, [rdi]`.
+///   syscall
+///       ns per `syscall(SYS_getpid)` (glibc cannot cache it), median of
+///       --reps x --fault-accesses calls: one kernel entry and exit. When it runs, every per-access row (and each
+///       buffer row's per-access time) is also shown as a multiple of it:
+///       issue 16's target for a patched access is <= 0.2x getpid.
 ///   hook-miss, hook-rewrite
 ///       the emulated mov loop under `record --hook`: a rule on the same
 ///       mapping that matches none of the loop's accesses; a rule that
@@ -48,6 +53,18 @@ use crate::worker::{Job, Work};
 ///       data, a doorbell write every 64 KiB): traced / untraced wall time
 ///       of the whole process; and under `valgrind --tool=none` if
 ///       installed.
+///   buffer-store32, buffer-load64, buffer-memcpy  (group: buffer)
+///       GPU-buffer loops on a traced mapping of a whole file: 1M
+///       (--buffer-accesses) sequential 4-byte stores; 1M 8-byte loads;
+///       glibc's memcpy of 64 MiB (--buffer-mib) into it. The loop's own
+///       wall time under `mmiotrace record` (one pass) / untraced (median
+///       of --reps passes), with ns per access; the trace must hold every
+///       access (every byte, for memcpy) and the file what was stored.
+///       About 30 s in all, 20 s of it the memcpy, at the defaults.
+///   buffer-store32-valgrind, buffer-load64-valgrind, buffer-memcpy-valgrind
+///       the same loops under `valgrind --tool=none` / bare, median of
+///       --reps passes each: the cost a JIT such as valgrind-mmt's puts on
+///       all code, MMIO or not. Skipped if valgrind is not installed.
 ///   startup
 ///       a program that maps one register and exits: the whole
 ///       `mmiotrace record` run / the bare program.
@@ -62,7 +79,8 @@ use crate::worker::{Job, Work};
 #[derive(Debug, Parser)]
 #[command(name = "mmiotrace-bench", version, verbatim_doc_comment)]
 struct Cli {
-    /// Repetitions of each per-access loop.
+    /// Repetitions of each per-access loop (and passes of the untraced
+    /// and valgrind buffer loops).
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u16).range(1..))]
     reps: u16,
 
@@ -95,11 +113,14 @@ struct Cli {
     #[arg(long, default_value_t = 2_000_000, value_name = "N")]
     burst_events: u64,
 
-    /// Accesses per pass of the buffer-store32 and buffer-load64 loops.
+    /// Accesses per pass of the buffer-store32 and buffer-load64 loops
+    /// (and their valgrind rows).
     #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     buffer_accesses: u32,
 
-    /// MiB the buffer-memcpy loops copy.
+    /// MiB the buffer-memcpy loops copy. glibc copies this size with
+    /// `rep movsb` here, which the runtime logs byte by byte: 64 MiB take
+    /// about 20 s traced, bound by the recorder.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     buffer_mib: u32,
 

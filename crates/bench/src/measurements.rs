@@ -5,12 +5,11 @@
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
+use std::os::unix::fs::FileExt;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-
-use std::os::unix::fs::FileExt;
 
 use crate::access::{PAGE_SIZE, PageFile, SharedPage};
 use crate::floor::{SkipFaults, StepFaults};
@@ -722,6 +721,7 @@ const MEMCPY: u8 = 2;
 /// What one buffer loop needs: its worker, its file, its counts.
 #[derive(Debug)]
 struct BufferLoop {
+    kind: u8,
     work: &'static str,
     /// The file the loop's buffer maps, whole.
     contents: Vec<u8>,
@@ -735,6 +735,7 @@ impl BufferLoop {
         let page_up = |len: u64| len.div_ceil(PAGE_SIZE as u64) as usize * PAGE_SIZE;
         match kind {
             STORE32 => Self {
+                kind,
                 work: "buffer-store32",
                 contents: vec![0; page_up(4 * accesses)],
                 per_pass: accesses,
@@ -745,12 +746,14 @@ impl BufferLoop {
                     word.copy_from_slice(&crate::worker::load64_pattern(i as u64).to_le_bytes());
                 }
                 Self {
+                    kind,
                     work: "buffer-load64",
                     contents,
                     per_pass: accesses,
                 }
             }
             _ => Self {
+                kind,
                 work: "buffer-memcpy",
                 contents: vec![0; (settings.buffer_mib as usize) << 20],
                 per_pass: u64::from(settings.buffer_mib) << 20,
@@ -780,9 +783,9 @@ impl BufferLoop {
 
     /// The size in the row's detail: "1000000 stores", "64 MiB".
     fn size_text(&self, settings: &Settings) -> String {
-        match self.work {
-            "buffer-store32" => format!("{} 4-byte stores", self.per_pass),
-            "buffer-load64" => format!("{} 8-byte loads", self.per_pass),
+        match self.kind {
+            STORE32 => format!("{} 4-byte stores", self.per_pass),
+            LOAD64 => format!("{} 8-byte loads", self.per_pass),
             _ => format!("{} MiB (--buffer-mib)", settings.buffer_mib),
         }
     }

@@ -172,9 +172,6 @@ pub struct Counts {
     pub reads: u64,
     pub writes: u64,
     pub unknown: u64,
-    /// Bytes the reads and the writes moved (their widths, summed).
-    pub read_bytes: u64,
-    pub written_bytes: u64,
     /// Reads and writes a hook marked (`hook=`).
     pub hooked: u64,
     /// Reads and writes by address (the traced file starts at address 0).
@@ -198,13 +195,10 @@ pub fn count(trace: &Path) -> anyhow::Result<Counts> {
     while let Some(event) = reader.read_ref()? {
         match event {
             Event::Access(access) => {
-                let width = u64::from(access.width());
                 if access.dir == Direction::Read {
                     counts.reads += 1;
-                    counts.read_bytes += width;
                 } else {
                     counts.writes += 1;
-                    counts.written_bytes += width;
                 }
                 *counts.by_address.entry(access.phys).or_default() += 1;
                 counts.hooked += u64::from(access.ext.hook.is_some());

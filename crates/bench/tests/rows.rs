@@ -84,7 +84,10 @@ fn an_unknown_row_is_an_error_that_lists_the_rows() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("no row named \"nonesuch\"") && stderr.contains("capture-single-step-8"),
+        stderr.contains("no row named \"nonesuch\"")
+            && stderr.contains("capture-single-step-8")
+            && stderr.contains("syscall")
+            && stderr.contains("buffer-memcpy-valgrind"),
         "{stderr}"
     );
 }
@@ -240,4 +243,203 @@ fn traced_rows_run_or_say_why_not() {
             "{stdout}"
         );
     }
+}
+
+#[test]
+fn the_syscall_row_is_the_getpid_yardstick_of_the_per_access_rows() {
+    let output = bench(&[
+        "--only",
+        "floor",
+        "--only",
+        "syscall",
+        "--reps",
+        "3",
+        "--fault-accesses",
+        "2000",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows = table(&stdout);
+    let names: Vec<&str> = rows.iter().map(|row| row[0].as_str()).collect();
+    assert_eq!(names, ["floor", "syscall"], "{stdout}");
+    assert!(
+        rows[1][2].ends_with(", 1.000 x getpid"),
+        "getpid is its own yardstick: {stdout}"
+    );
+    let getpids = rows[0][2]
+        .strip_prefix("1.000 x floor, ")
+        .and_then(|rest| rest.strip_suffix(" x getpid"))
+        .and_then(|n| n.parse::<f64>().ok())
+        .expect("the floor as a multiple of getpid");
+    assert!(
+        getpids > 1.0,
+        "a fault with a signal costs more than a system call: {stdout}"
+    );
+    assert!(rows[1][3].contains("3 reps x 2000 calls"), "{stdout}");
+}
+
+/// Runs a worker untraced on a fresh file holding `contents`; returns its
+/// stdout and the file's contents afterwards.
+fn buffer_worker(tag: &str, contents: &[u8], args: &[&str]) -> (Output, Vec<u8>) {
+    let path = std::env::temp_dir().join(format!(
+        "mmiotrace-bench-test-{}-{tag}.buffer",
+        std::process::id()
+    ));
+    std::fs::write(&path, contents).expect("create the buffer file");
+    let mut all = vec!["--worker", path.to_str().expect("UTF-8 path")];
+    all.extend_from_slice(args);
+    let output = bench(&all);
+    let after = std::fs::read(&path).expect("read the buffer file");
+    let _ = std::fs::remove_file(&path);
+    (output, after)
+}
+
+fn pass_times(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter(|line| {
+            line.strip_prefix("pass_ns ")
+                .is_some_and(|ns| ns.parse::<u64>().is_ok())
+        })
+        .count()
+}
+
+#[test]
+fn worker_buffer_store32_fills_the_whole_buffer_each_pass() {
+    let (output, contents) = buffer_worker(
+        "store32",
+        &[0xff; 8192],
+        &[
+            "--work",
+            "buffer-store32",
+            "--reps",
+            "3",
+            "--accesses",
+            "2048",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(pass_times(&stdout), 3, "{stdout}");
+    assert!(stdout.contains("made 6144\n"), "3 passes of 2048: {stdout}");
+    for i in 0..2048 {
+        assert_eq!(word(&contents, i), i as u32 + 2, "word {i}, last pass 2");
+    }
+}
+
+#[test]
+fn worker_buffer_load64_checks_the_sum_of_what_it_loaded() {
+    // The pattern the bench writes (worker::load64_pattern).
+    let pattern = |i: u64| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i << 7);
+    let mut contents: Vec<u8> = (0..512u64).flat_map(|i| pattern(i).to_le_bytes()).collect();
+    let args = [
+        "--work",
+        "buffer-load64",
+        "--reps",
+        "2",
+        "--accesses",
+        "512",
+    ];
+    let (output, _) = buffer_worker("load64", &contents, &args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(pass_times(&stdout), 2, "{stdout}");
+    assert!(stdout.contains("made 1024\n"), "{stdout}");
+    // One word changed: the sum no longer matches, and the worker says so.
+    contents[8 * 300] ^= 1;
+    let (output, _) = buffer_worker("load64-bad", &contents, &args);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("the loads summed to"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn worker_buffer_memcpy_copies_its_source_into_the_file() {
+    let args = ["--work", "buffer-memcpy", "--reps", "2", "--mib", "1"];
+    let (output, contents) = buffer_worker("memcpy", &vec![0; 1 << 20], &args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(pass_times(&stdout), 2, "{stdout}");
+    assert!(stdout.contains("made 2097152\n"), "{stdout}");
+    assert!(
+        contents.iter().filter(|&&byte| byte == 0).count() < 1 << 14,
+        "the generated data replaced the zeros"
+    );
+    // A buffer too small for --mib is an error, not a write past its end.
+    let (output, _) = buffer_worker("memcpy-small", &[0; 4096], &args);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("1 MiB do not fit the 4096-byte file"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn buffer_rows_run_or_say_why_not() {
+    let output = bench(&[
+        "--only",
+        "buffer",
+        "--reps",
+        "2",
+        "--buffer-accesses",
+        "3000",
+        "--buffer-mib",
+        "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let rows = table(&stdout);
+    let names: Vec<&str> = rows.iter().map(|row| row[0].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "buffer-store32",
+            "buffer-load64",
+            "buffer-memcpy",
+            "buffer-store32-valgrind",
+            "buffer-load64-valgrind",
+            "buffer-memcpy-valgrind"
+        ],
+        "{stdout}"
+    );
+    for row in &rows[3..] {
+        assert!(
+            row[1] == "skipped" && row[3].ends_with("valgrind is not installed")
+                || row[2].ends_with(" x bare") && row[3].contains("median of 2 passes each"),
+            "{stdout}"
+        );
+    }
+    if !recorder_built() {
+        assert_eq!(output.status.code(), Some(1), "{stdout}");
+        assert!(
+            stdout.contains("mmiotrace not found: build the whole workspace"),
+            "{stdout}"
+        );
+        return;
+    }
+    assert!(output.status.success(), "{stdout}");
+    let checks = [
+        "3000 4-byte stores",
+        "3000 8-byte loads",
+        "1 MiB (--buffer-mib)",
+    ];
+    for (row, check) in rows.iter().zip(checks) {
+        assert!(row[2].ends_with(" x untraced"), "{stdout}");
+        assert!(row[1].contains(" vs "), "{stdout}");
+        assert!(
+            row[3].contains(check) && row[3].contains("in the trace"),
+            "{stdout}"
+        );
+    }
+    assert!(
+        rows[2][3].contains("every byte written in the trace"),
+        "{stdout}"
+    );
 }
