@@ -97,7 +97,7 @@ pub const MEASUREMENTS: &[Measurement] = &[
     },
     Measurement {
         name: SYSCALL,
-        what: "a system call: `syscall(SYS_getpid)` (glibc cannot cache it), ns per call; issue 16's yardstick for a patched access (≤ 0.2x getpid)",
+        what: "a system call: `syscall(SYS_getpid)` (glibc cannot cache it), ns per call; issue 16's yardstick for a patched access (<= 0.2x getpid)",
         run: syscall,
     },
     Measurement {
