@@ -44,7 +44,13 @@ pub enum Work {
     Startup,
     /// `--events` 4-byte stores as fast as possible, 1024 per `rep stosd`.
     Burst,
+    /// `--events` write records pushed straight into a ring (no fault):
+    /// the recorder's drain alone sets the pace (see `flood`).
+    Flood,
 }
+
+/// What the flood worker prints: its own events/s, waits included.
+pub const FLOOD_PREFIX: &str = "producer ";
 
 /// The worker's parameters (hidden options of the bench).
 #[derive(Debug, Clone)]
@@ -185,6 +191,12 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
                 page.fill(fill as u32);
             }
             out.push_str(&format!("{MADE_PREFIX}{}\n", fills * per_fill));
+        }
+        Work::Flood => {
+            let (made, secs, waits) = crate::flood::flood(path, job.events)?;
+            out.push_str(&format!(
+                "{MADE_PREFIX}{made}\n{FLOOD_PREFIX}{secs} {waits}\n"
+            ));
         }
     }
     std::io::stdout().lock().write_all(out.as_bytes())?;

@@ -7,9 +7,14 @@
 //! hole fills, or until the program is gone, or until it has stayed open for
 //! [`HOLE_TIMEOUT`] (a thread stopped mid-log); a record that arrives after its
 //! hole was given up is still written, late, never dropped.
+//!
+//! The merge is per ring, not per record: records are taken from each ring
+//! in batches into that ring's queue, and the queue whose first record has
+//! the lowest number writes every record below the lowest first number of
+//! the other queues in one run. With one thread logging, a whole batch is
+//! one run: no per-event heap operation.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -27,7 +32,7 @@ use super::devices::{self, Backing};
 const HOLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Most records taken from one ring per poll, so one busy thread cannot starve the rest.
-const POLL_BATCH: usize = 8192;
+const POLL_BATCH: usize = 1024;
 
 /// MARK text as the trace holds it: valid UTF-8 (each invalid byte a
 /// U+FFFD) and at most [`MAX_MARK_LEN`] bytes (see [`clip_mark`]).
@@ -46,33 +51,49 @@ pub fn mark_text_of(head: &str, more: u64) -> String {
     String::from_utf8_lossy(&clipped[..len]).into_owned()
 }
 
-#[derive(Debug)]
-enum Item {
-    Ring(Popped),
-    Made(Event),
+/// Records taken from one ring and not yet written, in the ring's order,
+/// which is sequence order (one producer per ring, which stamps and
+/// publishes each record before its next).
+#[derive(Debug, Default)]
+struct RingQueue {
+    records: Vec<Popped>,
+    /// Records before this index are written.
+    head: usize,
 }
 
-#[derive(Debug)]
-struct Pending {
-    seq: u64,
-    item: Item,
+impl RingQueue {
+    fn first_seq(&self) -> Option<u64> {
+        self.records.get(self.head).map(|popped| popped.record.seq)
+    }
+
+    fn take_first(&mut self) -> Option<Popped> {
+        let popped = self.records.get_mut(self.head)?;
+        let taken = Popped {
+            record: popped.record,
+            payload: std::mem::take(&mut popped.payload),
+        };
+        self.head += 1;
+        if self.head == self.records.len() {
+            self.records.clear();
+            self.head = 0;
+        }
+        Some(taken)
+    }
+
+    /// Room for another batch without moving what is written.
+    fn compact(&mut self) {
+        if self.head > 0 && self.head * 2 >= self.records.len() {
+            self.records.drain(..self.head);
+            self.head = 0;
+        }
+    }
 }
 
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        self.seq == other.seq
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.seq.cmp(&other.seq)
-    }
+/// Where the next run of events comes from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Ring(usize),
+    Made,
 }
 
 /// One traced mapping, as the summary shows it.
@@ -109,44 +130,70 @@ pub struct Summary {
 #[derive(Debug)]
 pub struct Drainer {
     shm: Shm,
-    heap: BinaryHeap<Reverse<Pending>>,
+    /// One per ring slot.
+    rings: Vec<RingQueue>,
+    /// Events the recorder made itself (markers, lost-event counts), in
+    /// sequence order: each takes its number when it is made.
+    made: VecDeque<(u64, Event)>,
     next_seq: u64,
     hole_since: Option<Instant>,
     backings: BTreeMap<u32, Backing>,
     pci_written: HashSet<PathBuf>,
     lost_seen: u64,
-    pub summary: Summary,
+    /// Events written, by kind, until [`Drainer::summary`] adds them up:
+    /// a few kinds, so a short list beats a map lookup per event.
+    kinds: Vec<(&'static str, u64)>,
+    /// The thread and process of the last record, already in the summary.
+    last_thread: Option<(u32, u32)>,
+    /// The last map id looked up, and its physical address.
+    last_map: Option<(u32, u64)>,
+    summary: Summary,
 }
 
 impl Drainer {
     pub fn new(shm: Shm) -> Drainer {
         Drainer {
             shm,
-            heap: BinaryHeap::new(),
+            rings: Vec::new(),
+            made: VecDeque::new(),
             next_seq: 0,
             hole_since: None,
             backings: BTreeMap::new(),
             pci_written: HashSet::new(),
             lost_seen: 0,
+            kinds: Vec::new(),
+            last_thread: None,
+            last_map: None,
             summary: Summary::default(),
         }
     }
 
-    /// Moves published records from the rings into the reorder heap. Returns
+    /// What was recorded so far.
+    pub fn summary(&mut self) -> &mut Summary {
+        for (kind, count) in self.kinds.iter_mut() {
+            *self.summary.by_kind.entry(*kind).or_default() += std::mem::take(count);
+        }
+        &mut self.summary
+    }
+
+    fn count_kind(&mut self, kind: &'static str) {
+        match self.kinds.iter_mut().find(|(known, _)| *known == kind) {
+            Some((_, count)) => *count += 1,
+            None => self.kinds.push((kind, 1)),
+        }
+    }
+
+    /// Takes published records from the rings into their queues. Returns
     /// how many it took.
     pub fn poll(&mut self) -> usize {
         let mut taken = 0;
-        for slot in 0..self.shm.slots_used() {
-            for _ in 0..POLL_BATCH {
-                let Some(popped) = self.shm.pop(slot) else {
-                    break;
-                };
-                self.heap.push(Reverse(Pending {
-                    seq: popped.record.seq,
-                    item: Item::Ring(popped),
-                }));
-                taken += 1;
-            }
+        let slots = self.shm.slots_used();
+        if self.rings.len() < slots {
+            self.rings.resize_with(slots, RingQueue::default);
+        }
+        for (slot, queue) in self.rings.iter_mut().enumerate() {
+            queue.compact();
+            taken += self.shm.pop_batch(slot, POLL_BATCH, &mut queue.records);
         }
         let lost = self.shm.lost();
         if lost > self.lost_seen {
@@ -154,17 +201,17 @@ impl Drainer {
             self.lost_seen = lost;
             self.summary.lost += count;
             let seq = self.shm.take_seq();
-            self.heap.push(Reverse(Pending {
+            self.made.push_back((
                 seq,
-                item: Item::Made(Event::Lost(Lost {
+                Event::Lost(Lost {
                     count,
                     ext: Ext {
                         seq: Some(seq),
                         process: None,
                         hook: None,
                     },
-                })),
-            }));
+                }),
+            ));
         }
         self.summary.ring_full_waits = self.shm.full_waits();
         taken
@@ -181,9 +228,9 @@ impl Drainer {
         let time = Timestamp::from_nanos(
             mmiotrace_shm::now_ns().saturating_sub(self.shm.header().clock_base_ns),
         );
-        self.heap.push(Reverse(Pending {
+        self.made.push_back((
             seq,
-            item: Item::Made(Event::Mark(Mark {
+            Event::Mark(Mark {
                 time,
                 text,
                 ext: Ext {
@@ -191,8 +238,8 @@ impl Drainer {
                     process: None,
                     hook: None,
                 },
-            })),
-        }));
+            }),
+        ));
     }
 
     /// Passes every event that is due to `write`, in sequence order. With
@@ -202,39 +249,83 @@ impl Drainer {
         finished: bool,
         mut write: impl FnMut(&Event) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        while let Some(Reverse(top)) = self.heap.peek() {
-            let seq = top.seq;
-            if seq > self.next_seq {
-                let since = *self.hole_since.get_or_insert_with(Instant::now);
-                if !finished && since.elapsed() < HOLE_TIMEOUT {
-                    break;
+        loop {
+            // The source with the lowest first number, and the lowest first
+            // number of all the others: the source writes up to that.
+            let mut lowest: Option<(u64, Source)> = None;
+            let mut others = u64::MAX;
+            let firsts = self
+                .rings
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, queue)| Some((queue.first_seq()?, Source::Ring(slot))))
+                .chain(self.made.front().map(|(seq, _)| (*seq, Source::Made)));
+            for (seq, source) in firsts {
+                match lowest {
+                    Some((low, _)) if low <= seq => others = others.min(seq),
+                    _ => {
+                        if let Some((low, _)) = lowest {
+                            others = others.min(low);
+                        }
+                        lowest = Some((seq, source));
+                    }
                 }
-                self.summary.seq_gaps += seq - self.next_seq;
-                self.next_seq = seq;
             }
-            self.hole_since = None;
-            let Some(Reverse(pending)) = self.heap.pop() else {
-                break;
+            let Some((_, source)) = lowest else {
+                return Ok(());
             };
-            if seq < self.next_seq {
-                self.summary.late += 1;
-            } else {
-                self.next_seq = seq + 1;
-            }
-            match pending.item {
-                Item::Made(event) => {
-                    *self.summary.by_kind.entry(event.kind_name()).or_default() += 1;
-                    write(&event)?;
+            loop {
+                let seq = match source {
+                    Source::Ring(slot) => self.rings[slot].first_seq(),
+                    Source::Made => self.made.front().map(|(seq, _)| *seq),
+                };
+                let Some(seq) = seq.filter(|&seq| seq <= others) else {
+                    break;
+                };
+                if seq > self.next_seq {
+                    let since = *self.hole_since.get_or_insert_with(Instant::now);
+                    if !finished && since.elapsed() < HOLE_TIMEOUT {
+                        return Ok(());
+                    }
+                    self.summary.seq_gaps += seq - self.next_seq;
+                    self.next_seq = seq;
                 }
-                Item::Ring(popped) => self.convert(popped, &mut write)?,
+                self.hole_since = None;
+                if seq < self.next_seq {
+                    self.summary.late += 1;
+                } else {
+                    self.next_seq = seq + 1;
+                }
+                match source {
+                    Source::Ring(slot) => {
+                        let Some(popped) = self.rings[slot].take_first() else {
+                            break;
+                        };
+                        self.convert(popped, &mut write)?;
+                    }
+                    Source::Made => {
+                        let Some((_, event)) = self.made.pop_front() else {
+                            break;
+                        };
+                        self.count_kind(event.kind_name());
+                        write(&event)?;
+                    }
+                }
             }
         }
-        Ok(())
     }
 
     fn phys(&mut self, record: &Record) -> u64 {
+        if let Some((map_id, phys)) = self.last_map
+            && map_id == record.map_id
+        {
+            return phys.wrapping_add(record.offset);
+        }
         match self.summary.maps.get(&record.map_id) {
-            Some(map) => map.phys.wrapping_add(record.offset),
+            Some(map) => {
+                self.last_map = Some((record.map_id, map.phys));
+                map.phys.wrapping_add(record.offset)
+            }
             None => {
                 self.summary.orphans += 1;
                 record.offset
@@ -254,8 +345,11 @@ impl Drainer {
             process: Some(record.pid),
             hook: None,
         };
-        self.summary.threads.insert(record.tid);
-        self.summary.processes.insert(record.pid);
+        if self.last_thread != Some((record.tid, record.pid)) {
+            self.summary.threads.insert(record.tid);
+            self.summary.processes.insert(record.pid);
+            self.last_thread = Some((record.tid, record.pid));
+        }
         let event = match record.kind {
             kind::READ | kind::WRITE => {
                 let value = if record.width as usize <= 8 {
@@ -320,11 +414,12 @@ impl Drainer {
                     && self.pci_written.insert(device_dir.clone())
                     && let Some(dev) = devices::pci_device(&device_dir)
                 {
-                    *self.summary.by_kind.entry("PCIDEV").or_default() += 1;
+                    self.count_kind("PCIDEV");
                     write(&Event::PciDev(dev))?;
                 }
                 let phys = devices::phys_address(&backing, record.offset);
                 self.backings.insert(record.map_id, backing);
+                self.last_map = None;
                 self.summary.maps.insert(
                     record.map_id,
                     MapInfo {
@@ -394,7 +489,7 @@ impl Drainer {
                 record.seq
             ),
         };
-        *self.summary.by_kind.entry(event.kind_name()).or_default() += 1;
+        self.count_kind(event.kind_name());
         write(&event)
     }
 }

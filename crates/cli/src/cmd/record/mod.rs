@@ -556,7 +556,7 @@ impl Cmd {
                 failure = drainer.emit(false, |event| sink.write(event)).err();
             }
             if live.due() {
-                let summary = &drainer.summary;
+                let summary = drainer.summary();
                 live.update(LiveCounts {
                     events: summary.by_kind.values().sum(),
                     maps: summary.maps.len(),
@@ -633,14 +633,14 @@ impl Cmd {
             }
         }
         drainer.emit(true, |event| sink.write(event))?;
-        drainer.summary.slot_waits = shm_file.shm.slot_waits();
+        drainer.summary().slot_waits = shm_file.shm.slot_waits();
         sink.finish()?;
         if let Some(marks) = &marks {
             marks.remove_if_created();
         }
         for pattern in &patterns {
             if !drainer
-                .summary
+                .summary()
                 .maps
                 .values()
                 .any(|map| pattern.matches(&map.path))
@@ -657,9 +657,9 @@ impl Cmd {
             }
         }
         if !self.quiet {
-            print_summary(&drainer.summary, &sink_name(&self.output), status);
+            print_summary(drainer.summary(), &sink_name(&self.output), status);
             if let (Some(hooks), Some(file)) = (&hooks, &hook_file) {
-                hooks::print_summary(&hooks.rules, file, drainer.summary.hooked);
+                hooks::print_summary(&hooks.rules, file, drainer.summary().hooked);
             }
             if self.mode == Mode::SingleStep {
                 eprintln!(
