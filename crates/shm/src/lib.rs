@@ -760,14 +760,24 @@ impl Shm {
         Some(Popped { record, payload })
     }
 
-    /// Consumes up to `max` published records of `slot`'s ring (a record
-    /// and its continuations count as one), appending them to `out`, and
-    /// returns how many it took. Only the recorder calls this.
+    /// Hands the published records of `slot`'s ring to `each`, in order,
+    /// each with its payload (copied into `payload`, which is reused), and
+    /// consumes those `each` accepts: it stops at the first record for
+    /// which `each` returns false (which stays in the ring), after `max`
+    /// records (a record and its continuations count as one), or when none
+    /// is left. Returns how many it consumed. Only the recorder calls this.
     ///
-    /// Unlike [`Shm::pop`], it reads the producer's position once and
-    /// gives the entries back with one store at the end, so the producer's
-    /// cache line of `read_pos` changes once per batch, not once per record.
-    pub fn pop_batch(&self, slot: usize, max: usize, out: &mut Vec<Popped>) -> usize {
+    /// It reads the producer's position once and gives the entries back
+    /// with one store at the end, so the producer's cache line of
+    /// `read_pos` changes once per call, not once per record, and the
+    /// records are read in place, not copied out first.
+    pub fn consume(
+        &self,
+        slot: usize,
+        max: usize,
+        payload: &mut Vec<u8>,
+        mut each: impl FnMut(&Record, &[u8]) -> bool,
+    ) -> usize {
         let slot_header = self.slot_header(slot);
         let start = slot_header.read_pos.0.load(Ordering::Relaxed);
         // SYNC POINT: pairs with the Release store of write_pos in push():
@@ -786,21 +796,20 @@ impl Shm {
                 // than read past what was published.
                 break;
             }
-            let mut payload = Vec::new();
-            if ext > 0 {
-                payload.reserve_exact(ext as usize * RECORD_SIZE);
-                for i in 0..ext {
-                    // SAFETY: as above; the continuations were published
-                    // with the record (checked against write_pos above).
-                    let chunk = unsafe {
-                        std::ptr::read_volatile(
-                            self.record_ptr(slot, read_pos + 1 + i) as *const [u8; RECORD_SIZE]
-                        )
-                    };
-                    payload.extend_from_slice(&chunk);
-                }
+            payload.clear();
+            for i in 0..ext {
+                // SAFETY: as above; the continuations were published with
+                // the record (checked against write_pos above).
+                let chunk = unsafe {
+                    std::ptr::read_volatile(
+                        self.record_ptr(slot, read_pos + 1 + i) as *const [u8; RECORD_SIZE]
+                    )
+                };
+                payload.extend_from_slice(&chunk);
             }
-            out.push(Popped { record, payload });
+            if !each(&record, payload) {
+                break;
+            }
             read_pos += 1 + ext;
             taken += 1;
         }
@@ -811,6 +820,19 @@ impl Shm {
             slot_header.read_pos.0.store(read_pos, Ordering::Release);
         }
         taken
+    }
+
+    /// Consumes up to `max` published records of `slot`'s ring, appending
+    /// them to `out` (see [`Shm::consume`]), and returns how many it took.
+    pub fn pop_batch(&self, slot: usize, max: usize, out: &mut Vec<Popped>) -> usize {
+        let mut payload = Vec::new();
+        self.consume(slot, max, &mut payload, |record, payload| {
+            out.push(Popped {
+                record: *record,
+                payload: payload.to_vec(),
+            });
+            true
+        })
     }
 
     /// Records published but not yet consumed in `slot`.

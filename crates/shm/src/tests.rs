@@ -275,3 +275,38 @@ fn pop_batch_takes_records_with_payloads_in_order_and_frees_the_ring() {
     }
     assert_eq!(shm.pop_batch(slot, 64, &mut popped), 0);
 }
+
+#[test]
+fn consume_stops_at_the_first_record_refused_and_leaves_it() {
+    let config = small(false);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let slot = shm.claim_slot(8).expect("slot");
+    for i in 0..10u64 {
+        let record = Record {
+            value: i,
+            ..Record::default()
+        };
+        shm.push(slot, record, if i == 3 { b"mark" } else { b"" });
+    }
+    let mut payload = Vec::new();
+    let mut seen = Vec::new();
+    let taken = shm.consume(slot, usize::MAX, &mut payload, |record, payload| {
+        if record.value == 5 {
+            return false;
+        }
+        seen.push((record.value, payload_text(payload).to_vec()));
+        true
+    });
+    assert_eq!(taken, 5);
+    assert_eq!(seen[3], (3, b"mark".to_vec()));
+    assert!(
+        seen.iter()
+            .filter(|(v, _)| *v != 3)
+            .all(|(_, p)| p.is_empty())
+    );
+    // Left: records 5 to 9 (the continuation of 3 went with it).
+    assert_eq!(shm.pending(slot), 5);
+    assert_eq!(shm.pop(slot).expect("record 5 stayed").record.value, 5);
+}

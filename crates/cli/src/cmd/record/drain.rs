@@ -34,6 +34,11 @@ const HOLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most records taken from one ring per poll, so one busy thread cannot starve the rest.
 const POLL_BATCH: usize = 1024;
 
+/// Most events one [`Drainer::pump`] writes, so that the recorder's loop
+/// still looks at the program, signals and markers while a fast program
+/// logs (65,536 events take a few milliseconds).
+const PUMP_LIMIT: usize = 1 << 16;
+
 /// MARK text as the trace holds it: valid UTF-8 (each invalid byte a
 /// U+FFFD) and at most [`MAX_MARK_LEN`] bytes (see [`clip_mark`]).
 pub fn mark_text(bytes: &[u8]) -> String {
@@ -147,7 +152,20 @@ pub struct Drainer {
     last_thread: Option<(u32, u32)>,
     /// The last map id looked up, and its physical address.
     last_map: Option<(u32, u64)>,
+    /// The payload of the record being read in place, reused.
+    payload: Vec<u8>,
     summary: Summary,
+}
+
+/// What one [`Drainer::merge`] did.
+#[derive(Debug, Default)]
+struct Merged {
+    /// Records read in place from the rings.
+    from_rings: usize,
+    /// It stopped at a hole that is still open.
+    held: bool,
+    /// Writing failed.
+    failed: Option<anyhow::Error>,
 }
 
 impl Drainer {
@@ -164,6 +182,7 @@ impl Drainer {
             kinds: Vec::new(),
             last_thread: None,
             last_map: None,
+            payload: Vec::new(),
             summary: Summary::default(),
         }
     }
@@ -195,6 +214,13 @@ impl Drainer {
             queue.compact();
             taken += self.shm.pop_batch(slot, POLL_BATCH, &mut queue.records);
         }
+        self.note_lost();
+        taken
+    }
+
+    /// Turns events dropped since the last call (`--drop`) into a lost-event
+    /// record, and takes the count of waits on a full ring.
+    fn note_lost(&mut self) {
         let lost = self.shm.lost();
         if lost > self.lost_seen {
             let count = lost - self.lost_seen;
@@ -214,7 +240,6 @@ impl Drainer {
             ));
         }
         self.summary.ring_full_waits = self.shm.full_waits();
-        taken
     }
 
     /// Adds a marker that came from outside the program (the mark FIFO).
@@ -242,6 +267,24 @@ impl Drainer {
         ));
     }
 
+    /// What the recorder's loop calls while the program runs: writes the
+    /// events that are due (at most [`PUMP_LIMIT`]), reading records in
+    /// place in the rings. Records after a hole are taken out of the rings
+    /// into their queues, so that no producer waits while the hole is open.
+    /// Returns how many records it took from the rings.
+    pub fn pump(
+        &mut self,
+        mut write: impl FnMut(&Event) -> anyhow::Result<()>,
+    ) -> anyhow::Result<usize> {
+        self.note_lost();
+        let merged = self.merge(false, PUMP_LIMIT, &mut write)?;
+        let mut taken = merged.from_rings;
+        if merged.held {
+            taken += self.poll();
+        }
+        Ok(taken)
+    }
+
     /// Passes every event that is due to `write`, in sequence order. With
     /// `finished`, the program is gone and holes will never fill.
     pub fn emit(
@@ -249,7 +292,48 @@ impl Drainer {
         finished: bool,
         mut write: impl FnMut(&Event) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        loop {
+        self.merge(finished, usize::MAX, &mut write).map(|_| ())
+    }
+
+    /// Whether the record numbered `seq` is due now; if so, counts it.
+    fn admit(&mut self, seq: u64, finished: bool) -> bool {
+        if seq > self.next_seq {
+            let since = *self.hole_since.get_or_insert_with(Instant::now);
+            if !finished && since.elapsed() < HOLE_TIMEOUT {
+                return false;
+            }
+            self.summary.seq_gaps += seq - self.next_seq;
+            self.next_seq = seq;
+        }
+        self.hole_since = None;
+        if seq < self.next_seq {
+            self.summary.late += 1;
+        } else {
+            self.next_seq = seq + 1;
+        }
+        true
+    }
+
+    /// Writes due events, at most `limit`, from the queues, the rings
+    /// (read in place) and the recorder's own events, in sequence order.
+    fn merge(
+        &mut self,
+        finished: bool,
+        limit: usize,
+        write: &mut impl FnMut(&Event) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Merged> {
+        let shm = self.shm;
+        let slots = shm.slots_used();
+        if self.rings.len() < slots {
+            self.rings.resize_with(slots, RingQueue::default);
+        }
+        let mut merged = Merged::default();
+        let mut written = 0;
+        let mut payload = std::mem::take(&mut self.payload);
+        let result = loop {
+            if written >= limit {
+                break Ok(());
+            }
             // The source with the lowest first number, and the lowest first
             // number of all the others: the source writes up to that.
             let mut lowest: Option<(u64, Source)> = None;
@@ -258,7 +342,12 @@ impl Drainer {
                 .rings
                 .iter()
                 .enumerate()
-                .filter_map(|(slot, queue)| Some((queue.first_seq()?, Source::Ring(slot))))
+                .filter_map(|(slot, queue)| {
+                    let first = queue
+                        .first_seq()
+                        .or_else(|| shm.peek(slot).map(|record| record.seq))?;
+                    Some((first, Source::Ring(slot)))
+                })
                 .chain(self.made.front().map(|(seq, _)| (*seq, Source::Made)));
             for (seq, source) in firsts {
                 match lowest {
@@ -272,47 +361,78 @@ impl Drainer {
                 }
             }
             let Some((_, source)) = lowest else {
-                return Ok(());
+                break Ok(());
             };
-            loop {
-                let seq = match source {
-                    Source::Ring(slot) => self.rings[slot].first_seq(),
-                    Source::Made => self.made.front().map(|(seq, _)| *seq),
-                };
-                let Some(seq) = seq.filter(|&seq| seq <= others) else {
-                    break;
-                };
-                if seq > self.next_seq {
-                    let since = *self.hole_since.get_or_insert_with(Instant::now);
-                    if !finished && since.elapsed() < HOLE_TIMEOUT {
-                        return Ok(());
-                    }
-                    self.summary.seq_gaps += seq - self.next_seq;
-                    self.next_seq = seq;
-                }
-                self.hole_since = None;
-                if seq < self.next_seq {
-                    self.summary.late += 1;
-                } else {
-                    self.next_seq = seq + 1;
-                }
-                match source {
-                    Source::Ring(slot) => {
-                        let Some(popped) = self.rings[slot].take_first() else {
+            match source {
+                Source::Made => {
+                    while let Some(&(seq, _)) = self.made.front()
+                        && seq <= others
+                        && written < limit
+                    {
+                        if !self.admit(seq, finished) {
+                            merged.held = true;
                             break;
-                        };
-                        self.convert(popped, &mut write)?;
-                    }
-                    Source::Made => {
+                        }
                         let Some((_, event)) = self.made.pop_front() else {
                             break;
                         };
                         self.count_kind(event.kind_name());
-                        write(&event)?;
+                        written += 1;
+                        if let Err(err) = write(&event) {
+                            merged.failed = Some(err);
+                            break;
+                        }
                     }
                 }
+                Source::Ring(slot) if self.rings[slot].first_seq().is_some() => {
+                    while let Some(seq) = self.rings[slot].first_seq()
+                        && seq <= others
+                        && written < limit
+                    {
+                        if !self.admit(seq, finished) {
+                            merged.held = true;
+                            break;
+                        }
+                        let Some(popped) = self.rings[slot].take_first() else {
+                            break;
+                        };
+                        written += 1;
+                        if let Err(err) = self.convert(&popped.record, &popped.payload, write) {
+                            merged.failed = Some(err);
+                            break;
+                        }
+                    }
+                }
+                Source::Ring(slot) => {
+                    let taken =
+                        shm.consume(slot, limit - written, &mut payload, |record, payload| {
+                            if record.seq > others {
+                                return false;
+                            }
+                            if !self.admit(record.seq, finished) {
+                                merged.held = true;
+                                return false;
+                            }
+                            if let Err(err) = self.convert(record, payload, write) {
+                                // Nothing is drained after a failure.
+                                merged.failed = Some(err);
+                                return false;
+                            }
+                            true
+                        });
+                    written += taken;
+                    merged.from_rings += taken;
+                }
             }
+            if merged.held || merged.failed.is_some() {
+                break Ok(());
+            }
+        };
+        self.payload = payload;
+        if let Some(err) = merged.failed.take() {
+            return Err(err);
         }
+        result.map(|()| merged)
     }
 
     fn phys(&mut self, record: &Record) -> u64 {
@@ -335,10 +455,10 @@ impl Drainer {
 
     fn convert(
         &mut self,
-        popped: Popped,
+        record: &Record,
+        payload: &[u8],
         write: &mut impl FnMut(&Event) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let record = popped.record;
         let time = Timestamp::from_nanos(record.time_ns);
         let ext = Ext {
             seq: Some(record.seq),
@@ -355,8 +475,7 @@ impl Drainer {
                 let value = if record.width as usize <= 8 {
                     Value::from_u64(record.width, record.value)
                 } else {
-                    popped
-                        .payload
+                    payload
                         .get(..record.width as usize)
                         .and_then(Value::from_le_bytes)
                 };
@@ -370,7 +489,7 @@ impl Drainer {
                 let mut ext = ext;
                 if record.flags & RECORD_FLAG_HOOKED != 0 {
                     let mut rule = [0u8; 4];
-                    if let Some(bytes) = popped.payload.get(..4) {
+                    if let Some(bytes) = payload.get(..4) {
                         rule.copy_from_slice(bytes);
                     }
                     ext.hook = Some(Hooked {
@@ -387,7 +506,7 @@ impl Drainer {
                     },
                     time,
                     map_id: record.map_id,
-                    phys: self.phys(&record),
+                    phys: self.phys(record),
                     value,
                     pc: record.pc,
                     pid: record.tid,
@@ -399,7 +518,7 @@ impl Drainer {
                 Event::Unknown(Unknown {
                     time,
                     map_id: record.map_id,
-                    phys: self.phys(&record),
+                    phys: self.phys(record),
                     opcode: [bytes[0], bytes[1], bytes[2]],
                     pc: record.pc,
                     pid: record.tid,
@@ -407,7 +526,7 @@ impl Drainer {
                 })
             }
             kind::MAP => {
-                let path = String::from_utf8_lossy(payload_text(&popped.payload)).into_owned();
+                let path = String::from_utf8_lossy(payload_text(payload)).into_owned();
                 let backing = devices::classify(&path);
                 if let Some(device_dir) = backing.pci_device_dir()
                     && let Ok(device_dir) = std::fs::canonicalize(&device_dir)
@@ -481,7 +600,7 @@ impl Drainer {
             }
             kind::MARK => Event::Mark(Mark {
                 time,
-                text: mark_text(payload_text(&popped.payload)),
+                text: mark_text(payload_text(payload)),
                 ext,
             }),
             other => anyhow::bail!(

@@ -547,13 +547,15 @@ impl Cmd {
         let status = loop {
             let mut taken = 0;
             if failure.is_none() {
-                taken = drainer.poll();
                 if let Some(marks) = &marks {
                     while let Some(text) = marks.try_next() {
                         drainer.add_mark(text);
                     }
                 }
-                failure = drainer.emit(false, |event| sink.write(event)).err();
+                match drainer.pump(|event| sink.write(event)) {
+                    Ok(pumped) => taken = pumped,
+                    Err(err) => failure = Some(err),
+                }
             }
             if live.due() {
                 let summary = drainer.summary();
