@@ -154,6 +154,8 @@ pub struct Drainer {
     last_map: Option<(u32, u64)>,
     /// The payload of the record being read in place, reused.
     payload: Vec<u8>,
+    /// The event of a plain access, reused (see [`Drainer::convert`]).
+    access: Event,
     summary: Summary,
 }
 
@@ -183,6 +185,16 @@ impl Drainer {
             last_thread: None,
             last_map: None,
             payload: Vec::new(),
+            access: Event::Access(Access {
+                dir: Direction::Read,
+                time: Timestamp::from_nanos(0),
+                map_id: 0,
+                phys: 0,
+                value: Value::from_u64(8, 0).expect("8 bytes is a valid width"),
+                pc: 0,
+                pid: 0,
+                ext: Ext::default(),
+            }),
             summary: Summary::default(),
         }
     }
@@ -196,7 +208,12 @@ impl Drainer {
     }
 
     fn count_kind(&mut self, kind: &'static str) {
-        match self.kinds.iter_mut().find(|(known, _)| *known == kind) {
+        // The names are literals: the same pointer, nearly always.
+        match self
+            .kinds
+            .iter_mut()
+            .find(|(known, _)| std::ptr::eq(*known, kind) || *known == kind)
+        {
             Some((_, count)) => *count += 1,
             None => self.kinds.push((kind, 1)),
         }
@@ -469,6 +486,34 @@ impl Drainer {
             self.summary.threads.insert(record.tid);
             self.summary.processes.insert(record.pid);
             self.last_thread = Some((record.tid, record.pid));
+        }
+        if matches!(record.kind, kind::READ | kind::WRITE)
+            && record.flags & RECORD_FLAG_HOOKED == 0
+            && let Some(value) = Value::from_u64(record.width, record.value)
+        {
+            // Most records: a plain access of up to 8 bytes, written from
+            // the reused event rather than a new one (an `Event` is some 150
+            // bytes, and building and moving one per access showed up).
+            let phys = self.phys(record);
+            if let Event::Access(access) = &mut self.access {
+                *access = Access {
+                    dir: if record.kind == kind::READ {
+                        Direction::Read
+                    } else {
+                        Direction::Write
+                    },
+                    time,
+                    map_id: record.map_id,
+                    phys,
+                    value,
+                    pc: record.pc,
+                    pid: record.tid,
+                    ext,
+                };
+                let kind = self.access.kind_name();
+                self.count_kind(kind);
+                return write(&self.access);
+            }
         }
         let event = match record.kind {
             kind::READ | kind::WRITE => {
