@@ -109,7 +109,10 @@ mod tests {
             assert_eq!(fmt(|o| push_dec(o, v)), format!("{v}"));
             assert_eq!(fmt(|o| push_hex(o, v)), format!("{v:x}"));
             assert_eq!(fmt(|o| push_hex_padded(o, v, 16)), format!("{v:016x}"));
-            assert_eq!(fmt(|o| push_hex_padded(o, v, 4)), format!("{:04x}", v & 0xffff));
+            assert_eq!(
+                fmt(|o| push_hex_padded(o, v, 4)),
+                format!("{:04x}", v & 0xffff)
+            );
             // After what is already there, which stays.
             let mut out = b"x=".to_vec();
             push_dec(&mut out, v);
