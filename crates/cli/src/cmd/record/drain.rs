@@ -657,3 +657,134 @@ impl Drainer {
         write(&event)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mmiotrace_shm::Config;
+
+    /// A fresh shared-memory layout in anonymous memory, leaked: the
+    /// `Shm` must stay mapped for the rest of the test process.
+    fn shm(slots: u32) -> Shm {
+        let config = Config {
+            slot_count: slots,
+            ring_records: 512,
+            drop_when_full: false,
+        };
+        let len = config.total_size();
+        let mut mapping = memmap2::MmapMut::map_anon(len).expect("anonymous mapping");
+        let base = mapping.as_mut_ptr();
+        std::mem::forget(mapping);
+        // SAFETY: `base` maps `len` zeroed, page-aligned bytes that are
+        // never unmapped (forgotten above) and nothing else uses.
+        unsafe { Shm::init(base, len, &config, b"") }.expect("init")
+    }
+
+    fn write(value: u64) -> Record {
+        Record {
+            kind: kind::WRITE,
+            width: 4,
+            value,
+            ..Record::default()
+        }
+    }
+
+    /// The values of the accesses written, with their sequence numbers.
+    fn drained(drainer: &mut Drainer, finished: bool) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut collect = |event: &Event| {
+            if let Event::Access(access) = event {
+                out.push((access.ext.seq.expect("seq"), access.value.low_u64()));
+            }
+            Ok(())
+        };
+        drainer.pump(&mut collect).expect("pump");
+        drainer.emit(finished, &mut collect).expect("emit");
+        out
+    }
+
+    #[test]
+    fn interleaved_rings_are_merged_in_sequence_order() {
+        let shm = shm(4);
+        let slots: Vec<usize> = (1..=3)
+            .map(|tid| shm.claim_slot(tid).expect("slot"))
+            .collect();
+        // Runs of different lengths from each ring, so that the merge
+        // switches rings after one record and after several.
+        let mut value = 0;
+        for round in 0..40 {
+            for (i, &slot) in slots.iter().enumerate() {
+                for _ in 0..(round + i) % 4 {
+                    shm.push(slot, write(value), &[]);
+                    value += 1;
+                }
+            }
+        }
+        let mut drainer = Drainer::new(shm);
+        let events = drained(&mut drainer, false);
+        assert_eq!(events.len() as u64, value);
+        for (i, (seq, value)) in events.iter().enumerate() {
+            assert_eq!((*seq, *value), (i as u64, i as u64));
+        }
+        let summary = drainer.summary();
+        assert_eq!(summary.by_kind.get("W"), Some(&value));
+        assert_eq!(summary.threads.len(), 1, "every record says tid 0");
+        assert_eq!((summary.seq_gaps, summary.late), (0, 0));
+    }
+
+    #[test]
+    fn a_hole_holds_back_what_follows_without_leaving_it_in_the_ring() {
+        let shm = shm(2);
+        let (a, b) = (
+            shm.claim_slot(1).expect("slot"),
+            shm.claim_slot(2).expect("slot"),
+        );
+        shm.push(a, write(0), &[]);
+        // A number taken and never published: a thread stopped mid-log.
+        let hole = shm.take_seq();
+        for value in 2..300 {
+            shm.push(if value % 3 == 0 { a } else { b }, write(value), &[]);
+        }
+        let mut drainer = Drainer::new(shm);
+        assert_eq!(drained(&mut drainer, false), [(0, 0)]);
+        // What is behind the hole left the rings: their producers can go on.
+        assert_eq!(shm.pending(a) + shm.pending(b), 0);
+        for value in 300..310 {
+            shm.push(b, write(value), &[]);
+        }
+        assert!(drained(&mut drainer, false).is_empty(), "still held back");
+        // The program is gone: the hole is given up, everything follows in order.
+        let rest = drained(&mut drainer, true);
+        let expected: Vec<(u64, u64)> = (2..310).map(|v| (v, v)).collect();
+        assert_eq!(rest, expected);
+        assert_eq!(hole, 1);
+        let summary = drainer.summary();
+        assert_eq!((summary.seq_gaps, summary.late), (1, 0));
+    }
+
+    #[test]
+    fn recorder_marks_take_their_place_among_the_rings_records() {
+        let shm = shm(1);
+        let slot = shm.claim_slot(1).expect("slot");
+        let mut drainer = Drainer::new(shm);
+        shm.push(slot, write(0), &[]);
+        drainer.add_mark("between".to_owned());
+        shm.push(slot, write(2), &[]);
+        let mut kinds = Vec::new();
+        drainer
+            .pump(|event| {
+                kinds.push((event.kind_name(), event_seq(event)));
+                Ok(())
+            })
+            .expect("pump");
+        assert_eq!(kinds, [("W", Some(0)), ("MARK", Some(1)), ("W", Some(2))]);
+    }
+
+    fn event_seq(event: &Event) -> Option<u64> {
+        match event {
+            Event::Access(access) => access.ext.seq,
+            Event::Mark(mark) => mark.ext.seq,
+            _ => None,
+        }
+    }
+}
