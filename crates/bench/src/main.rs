@@ -5,6 +5,7 @@
 compile_error!("mmiotrace-bench measures x86-64 faults and runs only on x86-64");
 
 mod access;
+mod flood;
 mod floor;
 mod measurements;
 mod record;
@@ -71,6 +72,11 @@ use crate::worker::{Job, Work};
 ///   recorder-text, recorder-binary
 ///       events per second drained into a trace, and how often the program
 ///       waited on a full ring.
+///   recorder-drain-text, recorder-drain-binary
+///       the drain alone: a synthetic producer pushes write records
+///       straight into a ring (no fault), far faster than the fault path;
+///       events per second over the whole run, the producer's own rate,
+///       and how often it waited on a full ring.
 ///   parse-text, parse-binary
 ///       the trace crate's format_bench (target/release/examples).
 ///
@@ -123,6 +129,10 @@ struct Cli {
     /// about 20 s traced, bound by the recorder.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     buffer_mib: u32,
+
+    /// Events the recorder-drain rows' synthetic producer pushes.
+    #[arg(long, default_value_t = 10_000_000, value_name = "N")]
+    drain_events: u64,
 
     /// Size of the trace format_bench generates (e.g. 100M, 1G).
     #[arg(long, default_value = "100M", value_name = "SIZE")]
@@ -187,6 +197,7 @@ fn main() -> ExitCode {
         program_runs: usize::from(cli.program_runs),
         startup_runs: usize::from(cli.startup_runs),
         burst_events: cli.burst_events,
+        drain_events: cli.drain_events,
         parse_size: cli.parse_size.clone(),
         buffer_accesses: cli.buffer_accesses,
         buffer_mib: cli.buffer_mib,

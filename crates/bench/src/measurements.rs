@@ -33,6 +33,8 @@ pub struct Settings {
     pub startup_runs: usize,
     /// Events the recorder rows drain.
     pub burst_events: u64,
+    /// Events the recorder-drain rows' synthetic producer pushes.
+    pub drain_events: u64,
     /// `--size` for the format benchmark.
     pub parse_size: String,
     /// Accesses per pass of the buffer-store32 and buffer-load64 loops.
@@ -239,6 +241,16 @@ pub const MEASUREMENTS: &[Measurement] = &[
         name: "recorder-binary",
         what: "recorder drain to a binary trace",
         run: recorder::<true>,
+    },
+    Measurement {
+        name: "recorder-drain-text",
+        what: "the drain alone to a text trace (a producer pushing records straight into a ring)",
+        run: recorder_drain::<false>,
+    },
+    Measurement {
+        name: "recorder-drain-binary",
+        what: "the drain alone to a binary trace",
+        run: recorder_drain::<true>,
     },
     Measurement {
         name: "parse-text",
@@ -1018,6 +1030,57 @@ fn recorder<const BINARY: bool>(settings: &Settings) -> anyhow::Result<Outcome> 
             settings.burst_events.div_ceil(1024) * 1024,
             size as f64 / f64::from(1 << 20),
             settings.program_runs,
+            waits.join("/")
+        ),
+    })
+}
+
+/// Events drained per second from a synthetic producer that pushes write
+/// records straight into a ring with `Shm::push` (no fault, see
+/// `flood`), recorded whole: the drain alone sets the pace.
+fn recorder_drain<const BINARY: bool>(settings: &Settings) -> anyhow::Result<Outcome> {
+    let page = PageFile::create("drain")?;
+    let args = [
+        "--work".to_owned(),
+        "flood".to_owned(),
+        "--events".to_owned(),
+        settings.drain_events.to_string(),
+    ];
+    let mut rates = Vec::new();
+    let mut producer_rates = Vec::new();
+    let mut waits = Vec::new();
+    let mut size = 0;
+    for _ in 0..settings.program_runs {
+        let recording: Recording = record::record(Mode::Alias, BINARY, &page.path, &args)?;
+        let made = recording.made()?;
+        let counts = record::count(&recording.trace.0)?;
+        ensure!(
+            counts.writes == made,
+            "the trace holds {} writes, the producer pushed {made}",
+            counts.writes
+        );
+        let (secs, producer_waits) = recording
+            .stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(crate::worker::FLOOD_PREFIX))
+            .and_then(|rest| rest.split_once(' '))
+            .and_then(|(secs, waits)| Some((secs.parse::<f64>().ok()?, waits.parse::<u64>().ok()?)))
+            .context("the flood worker did not say how long it took")?;
+        size = std::fs::metadata(&recording.trace.0)?.len();
+        rates.push(made as f64 / recording.wall.as_secs_f64());
+        producer_rates.push(made as f64 / secs);
+        waits.push(producer_waits.to_string());
+    }
+    let best = |rates: &[f64]| rates.iter().copied().fold(0.0, f64::max);
+    Ok(Outcome::Row {
+        result: format!("{:.2} M events/s", best(&rates) / 1e6),
+        ratio: String::new(),
+        detail: format!(
+            "{} events ({:.1} MiB) over the whole `mmiotrace record` run, best of {} runs; the producer's own rate {:.2} M events/s; producer waited on a full ring: {} times",
+            settings.drain_events,
+            size as f64 / f64::from(1 << 20),
+            settings.program_runs,
+            best(&producer_rates) / 1e6,
             waits.join("/")
         ),
     })

@@ -56,7 +56,13 @@ pub enum Work {
     /// `--reps` timed glibc `memcpy`s of `--mib` MiB of generated data
     /// into the mapped file.
     BufferMemcpy,
+    /// `--events` write records pushed straight into a ring (no fault):
+    /// the recorder's drain alone sets the pace (see `flood`).
+    Flood,
 }
+
+/// What the flood worker prints: its own events/s, waits included.
+pub const FLOOD_PREFIX: &str = "producer ";
 
 /// The worker's parameters (hidden options of the bench).
 #[derive(Debug, Clone)]
@@ -209,6 +215,12 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
         }
         Work::BufferStore32 | Work::BufferLoad64 | Work::BufferMemcpy => {
             bail!("the buffer works map the whole file, not one page (see buffer_passes)")
+        }
+        Work::Flood => {
+            let (made, secs, waits) = crate::flood::flood(path, job.events)?;
+            out.push_str(&format!(
+                "{MADE_PREFIX}{made}\n{FLOOD_PREFIX}{secs} {waits}\n"
+            ));
         }
     }
     std::io::stdout().lock().write_all(out.as_bytes())?;

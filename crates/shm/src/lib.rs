@@ -760,6 +760,81 @@ impl Shm {
         Some(Popped { record, payload })
     }
 
+    /// Hands the published records of `slot`'s ring to `each`, in order,
+    /// each with its payload (copied into `payload`, which is reused), and
+    /// consumes those `each` accepts: it stops at the first record for
+    /// which `each` returns false (which stays in the ring), after `max`
+    /// records (a record and its continuations count as one), or when none
+    /// is left. Returns how many it consumed. Only the recorder calls this.
+    ///
+    /// It reads the producer's position once and gives the entries back
+    /// with one store at the end, so the producer's cache line of
+    /// `read_pos` changes once per call, not once per record, and the
+    /// records are read in place, not copied out first.
+    pub fn consume(
+        &self,
+        slot: usize,
+        max: usize,
+        payload: &mut Vec<u8>,
+        mut each: impl FnMut(&Record, &[u8]) -> bool,
+    ) -> usize {
+        let slot_header = self.slot_header(slot);
+        let start = slot_header.read_pos.0.load(Ordering::Relaxed);
+        // SYNC POINT: pairs with the Release store of write_pos in push():
+        // every record before it is published.
+        let write_pos = slot_header.write_pos.0.load(Ordering::Acquire);
+        let mut read_pos = start;
+        let mut taken = 0;
+        while taken < max && read_pos < write_pos {
+            // SAFETY: slot_header() above checked the slot; read_pos <
+            // write_pos, so the record was published.
+            let record = unsafe { std::ptr::read_volatile(self.record_ptr(slot, read_pos)) };
+            let ext = u64::from(record.ext);
+            if read_pos + 1 + ext > write_pos {
+                // Cannot happen (a record and its continuations are
+                // published together); leave it for a later call rather
+                // than read past what was published.
+                break;
+            }
+            payload.clear();
+            for i in 0..ext {
+                // SAFETY: as above; the continuations were published with
+                // the record (checked against write_pos above).
+                let chunk = unsafe {
+                    std::ptr::read_volatile(
+                        self.record_ptr(slot, read_pos + 1 + i) as *const [u8; RECORD_SIZE]
+                    )
+                };
+                payload.extend_from_slice(&chunk);
+            }
+            if !each(&record, payload) {
+                break;
+            }
+            read_pos += 1 + ext;
+            taken += 1;
+        }
+        if read_pos != start {
+            // SYNC POINT: pairs with the Acquire load of read_pos in push():
+            // the copies above are done before the producer may overwrite
+            // these entries.
+            slot_header.read_pos.0.store(read_pos, Ordering::Release);
+        }
+        taken
+    }
+
+    /// Consumes up to `max` published records of `slot`'s ring, appending
+    /// them to `out` (see [`Shm::consume`]), and returns how many it took.
+    pub fn pop_batch(&self, slot: usize, max: usize, out: &mut Vec<Popped>) -> usize {
+        let mut payload = Vec::new();
+        self.consume(slot, max, &mut payload, |record, payload| {
+            out.push(Popped {
+                record: *record,
+                payload: payload.to_vec(),
+            });
+            true
+        })
+    }
+
     /// Records published but not yet consumed in `slot`.
     pub fn pending(&self, slot: usize) -> u64 {
         let slot_header = self.slot_header(slot);

@@ -229,3 +229,84 @@ fn slots_are_reused_after_release() {
     assert_eq!(shm.claim_slot(99), Some(slots[2]));
     assert_eq!(shm.slots_used(), 4);
 }
+
+#[test]
+fn pop_batch_takes_records_with_payloads_in_order_and_frees_the_ring() {
+    let config = small(false);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let slot = shm.claim_slot(7).expect("slot");
+    let path = b"/dev/mem, a path longer than one record so that it takes two continuations";
+    let producer = std::thread::spawn(move || {
+        for i in 0..5000u64 {
+            let record = Record {
+                value: i,
+                ..Record::default()
+            };
+            // Every 100th record carries a payload (3 entries in all).
+            let payload: &[u8] = if i % 100 == 0 { path } else { &[] };
+            shm.push(slot, record, payload);
+        }
+    });
+    let mut popped = Vec::new();
+    let mut calls = 0;
+    while popped.len() < 5000 {
+        let before = popped.len();
+        let taken = shm.pop_batch(slot, 64, &mut popped);
+        assert_eq!(taken, popped.len() - before);
+        assert!(taken <= 64);
+        calls += 1;
+        if taken == 0 {
+            std::thread::yield_now();
+        }
+    }
+    producer.join().expect("producer");
+    assert!(calls > 1);
+    assert_eq!(shm.pending(slot), 0);
+    for (i, p) in popped.iter().enumerate() {
+        assert_eq!(p.record.value, i as u64);
+        assert_eq!(p.record.seq, i as u64);
+        if i % 100 == 0 {
+            assert_eq!(payload_text(&p.payload), path);
+        } else {
+            assert!(p.payload.is_empty());
+        }
+    }
+    assert_eq!(shm.pop_batch(slot, 64, &mut popped), 0);
+}
+
+#[test]
+fn consume_stops_at_the_first_record_refused_and_leaves_it() {
+    let config = small(false);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let slot = shm.claim_slot(8).expect("slot");
+    for i in 0..10u64 {
+        let record = Record {
+            value: i,
+            ..Record::default()
+        };
+        shm.push(slot, record, if i == 3 { b"mark" } else { b"" });
+    }
+    let mut payload = Vec::new();
+    let mut seen = Vec::new();
+    let taken = shm.consume(slot, usize::MAX, &mut payload, |record, payload| {
+        if record.value == 5 {
+            return false;
+        }
+        seen.push((record.value, payload_text(payload).to_vec()));
+        true
+    });
+    assert_eq!(taken, 5);
+    assert_eq!(seen[3], (3, b"mark".to_vec()));
+    assert!(
+        seen.iter()
+            .filter(|(v, _)| *v != 3)
+            .all(|(_, p)| p.is_empty())
+    );
+    // Left: records 5 to 9 (the continuation of 3 went with it).
+    assert_eq!(shm.pending(slot), 5);
+    assert_eq!(shm.pop(slot).expect("record 5 stayed").record.value, 5);
+}

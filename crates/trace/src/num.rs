@@ -4,19 +4,20 @@
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends `v` in decimal.
+///
+/// Each of these appends a fixed number of bytes and then truncates: a
+/// fixed-size copy is a few stores, where appending a slice of varying
+/// length calls `memcpy`, and a text trace line holds some ten numbers.
 #[inline]
 pub(crate) fn push_dec(out: &mut Vec<u8>, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
+    let digits = v.checked_ilog10().map_or(1, |log| log as usize + 1);
+    let start = out.len();
+    out.extend_from_slice(&[b'0'; 20]);
+    for slot in out[start..start + digits].iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
         v /= 10;
-        if v == 0 {
-            break;
-        }
     }
-    out.extend_from_slice(&digits[i..]);
+    out.truncate(start + digits);
 }
 
 /// Appends `v` in decimal, zero-padded to exactly 6 digits (`v` < 1,000,000).
@@ -46,13 +47,14 @@ pub(crate) fn push_hex(out: &mut Vec<u8>, v: u64) {
 /// Appends the low `digits` nibbles of `v` in lowercase hex (`%0Nx`), no `0x`.
 #[inline]
 pub(crate) fn push_hex_padded(out: &mut Vec<u8>, v: u64, digits: usize) {
-    let mut buf = [b'0'; 16];
     let digits = digits.min(16);
-    for (i, slot) in buf[..digits].iter_mut().enumerate() {
+    let start = out.len();
+    out.extend_from_slice(&[b'0'; 16]);
+    for (i, slot) in out[start..start + digits].iter_mut().enumerate() {
         let shift = 4 * (digits - 1 - i);
         *slot = HEX_DIGITS[((v >> shift) & 0xf) as usize];
     }
-    out.extend_from_slice(&buf[..digits]);
+    out.truncate(start + digits);
 }
 
 /// Appends one byte as two lowercase hex digits.
@@ -95,12 +97,26 @@ mod tests {
             255,
             4096,
             0xfebf0010,
+            99,
+            100,
+            999_999_999,
+            1_000_000_000,
+            9_999_999_999_999_999_999,
+            10_000_000_000_000_000_000,
             u64::MAX,
             1 << 63,
         ] {
             assert_eq!(fmt(|o| push_dec(o, v)), format!("{v}"));
             assert_eq!(fmt(|o| push_hex(o, v)), format!("{v:x}"));
             assert_eq!(fmt(|o| push_hex_padded(o, v, 16)), format!("{v:016x}"));
+            assert_eq!(
+                fmt(|o| push_hex_padded(o, v, 4)),
+                format!("{:04x}", v & 0xffff)
+            );
+            // After what is already there, which stays.
+            let mut out = b"x=".to_vec();
+            push_dec(&mut out, v);
+            assert_eq!(out, format!("x={v}").as_bytes());
         }
         for v in [0u64, 1, 345, 999_999] {
             assert_eq!(fmt(|o| push_dec6(o, v)), format!("{v:06}"));

@@ -264,7 +264,11 @@ fn encode_event(event: &Event, st: &mut DeltaState, slots: &mut MapSlots, out: &
                 let slot_index = (a.map_id as usize % MAP_SLOTS) as u8;
                 out.push(SHORT_ACCESS | write | log2_width << SHORT_WIDTH_SHIFT | slot_index);
                 out.extend_from_slice(&word.to_le_bytes());
-                out.extend_from_slice(a.value.as_le_bytes());
+                // Eight bytes and a truncate, not a copy of varying length
+                // (a call to memcpy): the value is at most 8 bytes here.
+                let end = out.len() + usize::from(a.value.width());
+                out.extend_from_slice(&a.value.low_u64().to_le_bytes());
+                out.truncate(end);
                 st.time = a.time.nanos;
                 st.phys = a.phys;
                 st.pc = a.pc;

@@ -7,9 +7,14 @@
 //! hole fills, or until the program is gone, or until it has stayed open for
 //! [`HOLE_TIMEOUT`] (a thread stopped mid-log); a record that arrives after its
 //! hole was given up is still written, late, never dropped.
+//!
+//! The merge is per ring, not per record: records are taken from each ring
+//! in batches into that ring's queue, and the queue whose first record has
+//! the lowest number writes every record below the lowest first number of
+//! the other queues in one run. With one thread logging, a whole batch is
+//! one run: no per-event heap operation.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -27,7 +32,12 @@ use super::devices::{self, Backing};
 const HOLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Most records taken from one ring per poll, so one busy thread cannot starve the rest.
-const POLL_BATCH: usize = 8192;
+const POLL_BATCH: usize = 1024;
+
+/// Most events one [`Drainer::pump`] writes, so that the recorder's loop
+/// still looks at the program, signals and markers while a fast program
+/// logs (65,536 events take a few milliseconds).
+const PUMP_LIMIT: usize = 1 << 16;
 
 /// MARK text as the trace holds it: valid UTF-8 (each invalid byte a
 /// U+FFFD) and at most [`MAX_MARK_LEN`] bytes (see [`clip_mark`]).
@@ -46,33 +56,49 @@ pub fn mark_text_of(head: &str, more: u64) -> String {
     String::from_utf8_lossy(&clipped[..len]).into_owned()
 }
 
-#[derive(Debug)]
-enum Item {
-    Ring(Popped),
-    Made(Event),
+/// Records taken from one ring and not yet written, in the ring's order,
+/// which is sequence order (one producer per ring, which stamps and
+/// publishes each record before its next).
+#[derive(Debug, Default)]
+struct RingQueue {
+    records: Vec<Popped>,
+    /// Records before this index are written.
+    head: usize,
 }
 
-#[derive(Debug)]
-struct Pending {
-    seq: u64,
-    item: Item,
+impl RingQueue {
+    fn first_seq(&self) -> Option<u64> {
+        self.records.get(self.head).map(|popped| popped.record.seq)
+    }
+
+    fn take_first(&mut self) -> Option<Popped> {
+        let popped = self.records.get_mut(self.head)?;
+        let taken = Popped {
+            record: popped.record,
+            payload: std::mem::take(&mut popped.payload),
+        };
+        self.head += 1;
+        if self.head == self.records.len() {
+            self.records.clear();
+            self.head = 0;
+        }
+        Some(taken)
+    }
+
+    /// Room for another batch without moving what is written.
+    fn compact(&mut self) {
+        if self.head > 0 && self.head * 2 >= self.records.len() {
+            self.records.drain(..self.head);
+            self.head = 0;
+        }
+    }
 }
 
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        self.seq == other.seq
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.seq.cmp(&other.seq)
-    }
+/// Where the next run of events comes from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Ring(usize),
+    Made,
 }
 
 /// One traced mapping, as the summary shows it.
@@ -109,65 +135,128 @@ pub struct Summary {
 #[derive(Debug)]
 pub struct Drainer {
     shm: Shm,
-    heap: BinaryHeap<Reverse<Pending>>,
+    /// One per ring slot.
+    rings: Vec<RingQueue>,
+    /// Events the recorder made itself (markers, lost-event counts), in
+    /// sequence order: each takes its number when it is made.
+    made: VecDeque<(u64, Event)>,
     next_seq: u64,
     hole_since: Option<Instant>,
     backings: BTreeMap<u32, Backing>,
     pci_written: HashSet<PathBuf>,
     lost_seen: u64,
-    pub summary: Summary,
+    /// Events written, by kind, until [`Drainer::summary`] adds them up:
+    /// a few kinds, so a short list beats a map lookup per event.
+    kinds: Vec<(&'static str, u64)>,
+    /// The thread and process of the last record, already in the summary.
+    last_thread: Option<(u32, u32)>,
+    /// The last map id looked up, and its physical address.
+    last_map: Option<(u32, u64)>,
+    /// The payload of the record being read in place, reused.
+    payload: Vec<u8>,
+    /// The event of a plain access, reused (see [`Drainer::convert`]).
+    access: Event,
+    summary: Summary,
+}
+
+/// What one [`Drainer::merge`] did.
+#[derive(Debug, Default)]
+struct Merged {
+    /// Records read in place from the rings.
+    from_rings: usize,
+    /// It stopped at a hole that is still open.
+    held: bool,
+    /// Writing failed.
+    failed: Option<anyhow::Error>,
 }
 
 impl Drainer {
     pub fn new(shm: Shm) -> Drainer {
         Drainer {
             shm,
-            heap: BinaryHeap::new(),
+            rings: Vec::new(),
+            made: VecDeque::new(),
             next_seq: 0,
             hole_since: None,
             backings: BTreeMap::new(),
             pci_written: HashSet::new(),
             lost_seen: 0,
+            kinds: Vec::new(),
+            last_thread: None,
+            last_map: None,
+            payload: Vec::new(),
+            access: Event::Access(Access {
+                dir: Direction::Read,
+                time: Timestamp::from_nanos(0),
+                map_id: 0,
+                phys: 0,
+                value: Value::from_u64(8, 0).expect("8 bytes is a valid width"),
+                pc: 0,
+                pid: 0,
+                ext: Ext::default(),
+            }),
             summary: Summary::default(),
         }
     }
 
-    /// Moves published records from the rings into the reorder heap. Returns
+    /// What was recorded so far.
+    pub fn summary(&mut self) -> &mut Summary {
+        for (kind, count) in self.kinds.iter_mut() {
+            *self.summary.by_kind.entry(*kind).or_default() += std::mem::take(count);
+        }
+        &mut self.summary
+    }
+
+    fn count_kind(&mut self, kind: &'static str) {
+        // The names are literals: the same pointer, nearly always.
+        match self
+            .kinds
+            .iter_mut()
+            .find(|(known, _)| std::ptr::eq(*known, kind) || *known == kind)
+        {
+            Some((_, count)) => *count += 1,
+            None => self.kinds.push((kind, 1)),
+        }
+    }
+
+    /// Takes published records from the rings into their queues. Returns
     /// how many it took.
     pub fn poll(&mut self) -> usize {
         let mut taken = 0;
-        for slot in 0..self.shm.slots_used() {
-            for _ in 0..POLL_BATCH {
-                let Some(popped) = self.shm.pop(slot) else {
-                    break;
-                };
-                self.heap.push(Reverse(Pending {
-                    seq: popped.record.seq,
-                    item: Item::Ring(popped),
-                }));
-                taken += 1;
-            }
+        let slots = self.shm.slots_used();
+        if self.rings.len() < slots {
+            self.rings.resize_with(slots, RingQueue::default);
         }
+        for (slot, queue) in self.rings.iter_mut().enumerate() {
+            queue.compact();
+            taken += self.shm.pop_batch(slot, POLL_BATCH, &mut queue.records);
+        }
+        self.note_lost();
+        taken
+    }
+
+    /// Turns events dropped since the last call (`--drop`) into a lost-event
+    /// record, and takes the count of waits on a full ring.
+    fn note_lost(&mut self) {
         let lost = self.shm.lost();
         if lost > self.lost_seen {
             let count = lost - self.lost_seen;
             self.lost_seen = lost;
             self.summary.lost += count;
             let seq = self.shm.take_seq();
-            self.heap.push(Reverse(Pending {
+            self.made.push_back((
                 seq,
-                item: Item::Made(Event::Lost(Lost {
+                Event::Lost(Lost {
                     count,
                     ext: Ext {
                         seq: Some(seq),
                         process: None,
                         hook: None,
                     },
-                })),
-            }));
+                }),
+            ));
         }
         self.summary.ring_full_waits = self.shm.full_waits();
-        taken
     }
 
     /// Adds a marker that came from outside the program (the mark FIFO).
@@ -181,9 +270,9 @@ impl Drainer {
         let time = Timestamp::from_nanos(
             mmiotrace_shm::now_ns().saturating_sub(self.shm.header().clock_base_ns),
         );
-        self.heap.push(Reverse(Pending {
+        self.made.push_back((
             seq,
-            item: Item::Made(Event::Mark(Mark {
+            Event::Mark(Mark {
                 time,
                 text,
                 ext: Ext {
@@ -191,8 +280,26 @@ impl Drainer {
                     process: None,
                     hook: None,
                 },
-            })),
-        }));
+            }),
+        ));
+    }
+
+    /// What the recorder's loop calls while the program runs: writes the
+    /// events that are due (at most [`PUMP_LIMIT`]), reading records in
+    /// place in the rings. Records after a hole are taken out of the rings
+    /// into their queues, so that no producer waits while the hole is open.
+    /// Returns how many records it took from the rings.
+    pub fn pump(
+        &mut self,
+        mut write: impl FnMut(&Event) -> anyhow::Result<()>,
+    ) -> anyhow::Result<usize> {
+        self.note_lost();
+        let merged = self.merge(false, PUMP_LIMIT, &mut write)?;
+        let mut taken = merged.from_rings;
+        if merged.held {
+            taken += self.poll();
+        }
+        Ok(taken)
     }
 
     /// Passes every event that is due to `write`, in sequence order. With
@@ -202,39 +309,160 @@ impl Drainer {
         finished: bool,
         mut write: impl FnMut(&Event) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        while let Some(Reverse(top)) = self.heap.peek() {
-            let seq = top.seq;
-            if seq > self.next_seq {
-                let since = *self.hole_since.get_or_insert_with(Instant::now);
-                if !finished && since.elapsed() < HOLE_TIMEOUT {
-                    break;
-                }
-                self.summary.seq_gaps += seq - self.next_seq;
-                self.next_seq = seq;
+        self.merge(finished, usize::MAX, &mut write).map(|_| ())
+    }
+
+    /// Whether the record numbered `seq` is due now; if so, counts it.
+    fn admit(&mut self, seq: u64, finished: bool) -> bool {
+        if seq > self.next_seq {
+            let since = *self.hole_since.get_or_insert_with(Instant::now);
+            if !finished && since.elapsed() < HOLE_TIMEOUT {
+                return false;
             }
-            self.hole_since = None;
-            let Some(Reverse(pending)) = self.heap.pop() else {
-                break;
-            };
-            if seq < self.next_seq {
-                self.summary.late += 1;
-            } else {
-                self.next_seq = seq + 1;
-            }
-            match pending.item {
-                Item::Made(event) => {
-                    *self.summary.by_kind.entry(event.kind_name()).or_default() += 1;
-                    write(&event)?;
-                }
-                Item::Ring(popped) => self.convert(popped, &mut write)?,
-            }
+            self.summary.seq_gaps += seq - self.next_seq;
+            self.next_seq = seq;
         }
-        Ok(())
+        self.hole_since = None;
+        if seq < self.next_seq {
+            self.summary.late += 1;
+        } else {
+            self.next_seq = seq + 1;
+        }
+        true
+    }
+
+    /// Writes due events, at most `limit`, from the queues, the rings
+    /// (read in place) and the recorder's own events, in sequence order.
+    fn merge(
+        &mut self,
+        finished: bool,
+        limit: usize,
+        write: &mut impl FnMut(&Event) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Merged> {
+        let shm = self.shm;
+        let slots = shm.slots_used();
+        if self.rings.len() < slots {
+            self.rings.resize_with(slots, RingQueue::default);
+        }
+        let mut merged = Merged::default();
+        let mut written = 0;
+        let mut payload = std::mem::take(&mut self.payload);
+        let result = loop {
+            if written >= limit {
+                break Ok(());
+            }
+            // The source with the lowest first number, and the lowest first
+            // number of all the others: the source writes up to that.
+            let mut lowest: Option<(u64, Source)> = None;
+            let mut others = u64::MAX;
+            let firsts = self
+                .rings
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, queue)| {
+                    let first = queue
+                        .first_seq()
+                        .or_else(|| shm.peek(slot).map(|record| record.seq))?;
+                    Some((first, Source::Ring(slot)))
+                })
+                .chain(self.made.front().map(|(seq, _)| (*seq, Source::Made)));
+            for (seq, source) in firsts {
+                match lowest {
+                    Some((low, _)) if low <= seq => others = others.min(seq),
+                    _ => {
+                        if let Some((low, _)) = lowest {
+                            others = others.min(low);
+                        }
+                        lowest = Some((seq, source));
+                    }
+                }
+            }
+            let Some((_, source)) = lowest else {
+                break Ok(());
+            };
+            match source {
+                Source::Made => {
+                    while let Some(&(seq, _)) = self.made.front()
+                        && seq <= others
+                        && written < limit
+                    {
+                        if !self.admit(seq, finished) {
+                            merged.held = true;
+                            break;
+                        }
+                        let Some((_, event)) = self.made.pop_front() else {
+                            break;
+                        };
+                        self.count_kind(event.kind_name());
+                        written += 1;
+                        if let Err(err) = write(&event) {
+                            merged.failed = Some(err);
+                            break;
+                        }
+                    }
+                }
+                Source::Ring(slot) if self.rings[slot].first_seq().is_some() => {
+                    while let Some(seq) = self.rings[slot].first_seq()
+                        && seq <= others
+                        && written < limit
+                    {
+                        if !self.admit(seq, finished) {
+                            merged.held = true;
+                            break;
+                        }
+                        let Some(popped) = self.rings[slot].take_first() else {
+                            break;
+                        };
+                        written += 1;
+                        if let Err(err) = self.convert(&popped.record, &popped.payload, write) {
+                            merged.failed = Some(err);
+                            break;
+                        }
+                    }
+                }
+                Source::Ring(slot) => {
+                    let taken =
+                        shm.consume(slot, limit - written, &mut payload, |record, payload| {
+                            if record.seq > others {
+                                return false;
+                            }
+                            if !self.admit(record.seq, finished) {
+                                merged.held = true;
+                                return false;
+                            }
+                            if let Err(err) = self.convert(record, payload, write) {
+                                // Nothing is drained after a failure.
+                                merged.failed = Some(err);
+                                return false;
+                            }
+                            true
+                        });
+                    written += taken;
+                    merged.from_rings += taken;
+                }
+            }
+            if merged.held || merged.failed.is_some() {
+                break Ok(());
+            }
+        };
+        self.payload = payload;
+        if let Some(err) = merged.failed.take() {
+            return Err(err);
+        }
+        result.map(|()| merged)
     }
 
     fn phys(&mut self, record: &Record) -> u64 {
+        if let Some((map_id, phys)) = self.last_map
+            && map_id == record.map_id
+        {
+            return phys.wrapping_add(record.offset);
+        }
         match self.summary.maps.get(&record.map_id) {
-            Some(map) => map.phys.wrapping_add(record.offset),
+            Some(map) => {
+                self.last_map = Some((record.map_id, map.phys));
+                map.phys.wrapping_add(record.offset)
+            }
             None => {
                 self.summary.orphans += 1;
                 record.offset
@@ -244,25 +472,55 @@ impl Drainer {
 
     fn convert(
         &mut self,
-        popped: Popped,
+        record: &Record,
+        payload: &[u8],
         write: &mut impl FnMut(&Event) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let record = popped.record;
         let time = Timestamp::from_nanos(record.time_ns);
         let ext = Ext {
             seq: Some(record.seq),
             process: Some(record.pid),
             hook: None,
         };
-        self.summary.threads.insert(record.tid);
-        self.summary.processes.insert(record.pid);
+        if self.last_thread != Some((record.tid, record.pid)) {
+            self.summary.threads.insert(record.tid);
+            self.summary.processes.insert(record.pid);
+            self.last_thread = Some((record.tid, record.pid));
+        }
+        if matches!(record.kind, kind::READ | kind::WRITE)
+            && record.flags & RECORD_FLAG_HOOKED == 0
+            && let Some(value) = Value::from_u64(record.width, record.value)
+        {
+            // Most records: a plain access of up to 8 bytes, written from
+            // the reused event rather than a new one (an `Event` is some 150
+            // bytes, and building and moving one per access showed up).
+            let phys = self.phys(record);
+            if let Event::Access(access) = &mut self.access {
+                *access = Access {
+                    dir: if record.kind == kind::READ {
+                        Direction::Read
+                    } else {
+                        Direction::Write
+                    },
+                    time,
+                    map_id: record.map_id,
+                    phys,
+                    value,
+                    pc: record.pc,
+                    pid: record.tid,
+                    ext,
+                };
+                let kind = self.access.kind_name();
+                self.count_kind(kind);
+                return write(&self.access);
+            }
+        }
         let event = match record.kind {
             kind::READ | kind::WRITE => {
                 let value = if record.width as usize <= 8 {
                     Value::from_u64(record.width, record.value)
                 } else {
-                    popped
-                        .payload
+                    payload
                         .get(..record.width as usize)
                         .and_then(Value::from_le_bytes)
                 };
@@ -276,7 +534,7 @@ impl Drainer {
                 let mut ext = ext;
                 if record.flags & RECORD_FLAG_HOOKED != 0 {
                     let mut rule = [0u8; 4];
-                    if let Some(bytes) = popped.payload.get(..4) {
+                    if let Some(bytes) = payload.get(..4) {
                         rule.copy_from_slice(bytes);
                     }
                     ext.hook = Some(Hooked {
@@ -293,7 +551,7 @@ impl Drainer {
                     },
                     time,
                     map_id: record.map_id,
-                    phys: self.phys(&record),
+                    phys: self.phys(record),
                     value,
                     pc: record.pc,
                     pid: record.tid,
@@ -305,7 +563,7 @@ impl Drainer {
                 Event::Unknown(Unknown {
                     time,
                     map_id: record.map_id,
-                    phys: self.phys(&record),
+                    phys: self.phys(record),
                     opcode: [bytes[0], bytes[1], bytes[2]],
                     pc: record.pc,
                     pid: record.tid,
@@ -313,18 +571,19 @@ impl Drainer {
                 })
             }
             kind::MAP => {
-                let path = String::from_utf8_lossy(payload_text(&popped.payload)).into_owned();
+                let path = String::from_utf8_lossy(payload_text(payload)).into_owned();
                 let backing = devices::classify(&path);
                 if let Some(device_dir) = backing.pci_device_dir()
                     && let Ok(device_dir) = std::fs::canonicalize(&device_dir)
                     && self.pci_written.insert(device_dir.clone())
                     && let Some(dev) = devices::pci_device(&device_dir)
                 {
-                    *self.summary.by_kind.entry("PCIDEV").or_default() += 1;
+                    self.count_kind("PCIDEV");
                     write(&Event::PciDev(dev))?;
                 }
                 let phys = devices::phys_address(&backing, record.offset);
                 self.backings.insert(record.map_id, backing);
+                self.last_map = None;
                 self.summary.maps.insert(
                     record.map_id,
                     MapInfo {
@@ -386,7 +645,7 @@ impl Drainer {
             }
             kind::MARK => Event::Mark(Mark {
                 time,
-                text: mark_text(payload_text(&popped.payload)),
+                text: mark_text(payload_text(payload)),
                 ext,
             }),
             other => anyhow::bail!(
@@ -394,7 +653,138 @@ impl Drainer {
                 record.seq
             ),
         };
-        *self.summary.by_kind.entry(event.kind_name()).or_default() += 1;
+        self.count_kind(event.kind_name());
         write(&event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mmiotrace_shm::Config;
+
+    /// A fresh shared-memory layout in anonymous memory, leaked: the
+    /// `Shm` must stay mapped for the rest of the test process.
+    fn shm(slots: u32) -> Shm {
+        let config = Config {
+            slot_count: slots,
+            ring_records: 512,
+            drop_when_full: false,
+        };
+        let len = config.total_size();
+        let mut mapping = memmap2::MmapMut::map_anon(len).expect("anonymous mapping");
+        let base = mapping.as_mut_ptr();
+        std::mem::forget(mapping);
+        // SAFETY: `base` maps `len` zeroed, page-aligned bytes that are
+        // never unmapped (forgotten above) and nothing else uses.
+        unsafe { Shm::init(base, len, &config, b"") }.expect("init")
+    }
+
+    fn write(value: u64) -> Record {
+        Record {
+            kind: kind::WRITE,
+            width: 4,
+            value,
+            ..Record::default()
+        }
+    }
+
+    /// The values of the accesses written, with their sequence numbers.
+    fn drained(drainer: &mut Drainer, finished: bool) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut collect = |event: &Event| {
+            if let Event::Access(access) = event {
+                out.push((access.ext.seq.expect("seq"), access.value.low_u64()));
+            }
+            Ok(())
+        };
+        drainer.pump(&mut collect).expect("pump");
+        drainer.emit(finished, &mut collect).expect("emit");
+        out
+    }
+
+    #[test]
+    fn interleaved_rings_are_merged_in_sequence_order() {
+        let shm = shm(4);
+        let slots: Vec<usize> = (1..=3)
+            .map(|tid| shm.claim_slot(tid).expect("slot"))
+            .collect();
+        // Runs of different lengths from each ring, so that the merge
+        // switches rings after one record and after several.
+        let mut value = 0;
+        for round in 0..40 {
+            for (i, &slot) in slots.iter().enumerate() {
+                for _ in 0..(round + i) % 4 {
+                    shm.push(slot, write(value), &[]);
+                    value += 1;
+                }
+            }
+        }
+        let mut drainer = Drainer::new(shm);
+        let events = drained(&mut drainer, false);
+        assert_eq!(events.len() as u64, value);
+        for (i, (seq, value)) in events.iter().enumerate() {
+            assert_eq!((*seq, *value), (i as u64, i as u64));
+        }
+        let summary = drainer.summary();
+        assert_eq!(summary.by_kind.get("W"), Some(&value));
+        assert_eq!(summary.threads.len(), 1, "every record says tid 0");
+        assert_eq!((summary.seq_gaps, summary.late), (0, 0));
+    }
+
+    #[test]
+    fn a_hole_holds_back_what_follows_without_leaving_it_in_the_ring() {
+        let shm = shm(2);
+        let (a, b) = (
+            shm.claim_slot(1).expect("slot"),
+            shm.claim_slot(2).expect("slot"),
+        );
+        shm.push(a, write(0), &[]);
+        // A number taken and never published: a thread stopped mid-log.
+        let hole = shm.take_seq();
+        for value in 2..300 {
+            shm.push(if value % 3 == 0 { a } else { b }, write(value), &[]);
+        }
+        let mut drainer = Drainer::new(shm);
+        assert_eq!(drained(&mut drainer, false), [(0, 0)]);
+        // What is behind the hole left the rings: their producers can go on.
+        assert_eq!(shm.pending(a) + shm.pending(b), 0);
+        for value in 300..310 {
+            shm.push(b, write(value), &[]);
+        }
+        assert!(drained(&mut drainer, false).is_empty(), "still held back");
+        // The program is gone: the hole is given up, everything follows in order.
+        let rest = drained(&mut drainer, true);
+        let expected: Vec<(u64, u64)> = (2..310).map(|v| (v, v)).collect();
+        assert_eq!(rest, expected);
+        assert_eq!(hole, 1);
+        let summary = drainer.summary();
+        assert_eq!((summary.seq_gaps, summary.late), (1, 0));
+    }
+
+    #[test]
+    fn recorder_marks_take_their_place_among_the_rings_records() {
+        let shm = shm(1);
+        let slot = shm.claim_slot(1).expect("slot");
+        let mut drainer = Drainer::new(shm);
+        shm.push(slot, write(0), &[]);
+        drainer.add_mark("between".to_owned());
+        shm.push(slot, write(2), &[]);
+        let mut kinds = Vec::new();
+        drainer
+            .pump(|event| {
+                kinds.push((event.kind_name(), event_seq(event)));
+                Ok(())
+            })
+            .expect("pump");
+        assert_eq!(kinds, [("W", Some(0)), ("MARK", Some(1)), ("W", Some(2))]);
+    }
+
+    fn event_seq(event: &Event) -> Option<u64> {
+        match event {
+            Event::Access(access) => access.ext.seq,
+            Event::Mark(mark) => mark.ext.seq,
+            _ => None,
+        }
     }
 }

@@ -547,16 +547,18 @@ impl Cmd {
         let status = loop {
             let mut taken = 0;
             if failure.is_none() {
-                taken = drainer.poll();
                 if let Some(marks) = &marks {
                     while let Some(text) = marks.try_next() {
                         drainer.add_mark(text);
                     }
                 }
-                failure = drainer.emit(false, |event| sink.write(event)).err();
+                match drainer.pump(|event| sink.write(event)) {
+                    Ok(pumped) => taken = pumped,
+                    Err(err) => failure = Some(err),
+                }
             }
             if live.due() {
-                let summary = &drainer.summary;
+                let summary = drainer.summary();
                 live.update(LiveCounts {
                     events: summary.by_kind.values().sum(),
                     maps: summary.maps.len(),
@@ -633,14 +635,14 @@ impl Cmd {
             }
         }
         drainer.emit(true, |event| sink.write(event))?;
-        drainer.summary.slot_waits = shm_file.shm.slot_waits();
+        drainer.summary().slot_waits = shm_file.shm.slot_waits();
         sink.finish()?;
         if let Some(marks) = &marks {
             marks.remove_if_created();
         }
         for pattern in &patterns {
             if !drainer
-                .summary
+                .summary()
                 .maps
                 .values()
                 .any(|map| pattern.matches(&map.path))
@@ -657,9 +659,9 @@ impl Cmd {
             }
         }
         if !self.quiet {
-            print_summary(&drainer.summary, &sink_name(&self.output), status);
+            print_summary(drainer.summary(), &sink_name(&self.output), status);
             if let (Some(hooks), Some(file)) = (&hooks, &hook_file) {
-                hooks::print_summary(&hooks.rules, file, drainer.summary.hooked);
+                hooks::print_summary(&hooks.rules, file, drainer.summary().hooked);
             }
             if self.mode == Mode::SingleStep {
                 eprintln!(

@@ -1,0 +1,96 @@
+//! `--work flood`: a synthetic producer that pushes access records straight
+//! into a ring of the recorder's shared-memory file with `Shm::push`, the
+//! runtime's own producer call, without faulting. It logs far faster than
+//! the fault path can, so the recorder's drain alone sets the pace: the
+//! `recorder-drain-*` rows.
+//!
+//! # Safety
+//!
+//! This module maps the shared-memory file whose path `mmiotrace record`
+//! passes in `MMIOTRACE_SHM`, and hands the mapping to `Shm::from_raw`. The
+//! mapping is never unmapped (the process exits right after).
+
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use anyhow::{Context, bail, ensure};
+use mmiotrace_shm::{ENV_SHM_PATH, PushResult, Record, Shm, kind};
+
+/// Pushes a `MAP` of `page` and then `events` 4-byte writes to it, the
+/// values counting up; returns the events pushed and the seconds taken
+/// (the producer's own time, waits on a full ring included).
+pub fn flood(page: &std::path::Path, events: u64) -> anyhow::Result<(u64, f64, u64)> {
+    let path = std::env::var_os(ENV_SHM_PATH)
+        .context("--work flood runs under `mmiotrace record` (no MMIOTRACE_SHM)")?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.to_string_lossy()))?;
+    let len = file.metadata()?.len() as usize;
+    // SAFETY: a new shared mapping at an address the kernel chooses (no
+    // MAP_FIXED), so nothing existing is replaced; the fd is open.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error()).context("mmap of the shared-memory file");
+    }
+    // SAFETY: `base..base+len` maps the whole file read/write, shared, and
+    // is never unmapped.
+    let shm = unsafe { Shm::from_raw(base.cast(), len) }.map_err(|err| anyhow::anyhow!("{err}"))?;
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() } as u32;
+    let pid = std::process::id();
+    let slot = shm.claim_slot(tid).context("no free ring slot")?;
+    let map_id = shm.next_map_id();
+    let canonical = std::fs::canonicalize(page)?;
+    let map = Record {
+        kind: kind::MAP,
+        width: 0,
+        map_id,
+        tid,
+        pid,
+        offset: 0,
+        value: 4096,
+        pc: 0,
+        aux: 0x7f00_0000_0000,
+        ..Record::default()
+    };
+    let mut path_bytes = canonical.as_os_str().as_encoded_bytes().to_vec();
+    path_bytes.push(0);
+    ensure!(
+        matches!(shm.push(slot, map, &path_bytes), PushResult::Pushed { .. }),
+        "the recorder took no MAP record"
+    );
+    let full_waits_before = shm.full_waits();
+    let start = Instant::now();
+    for i in 0..events {
+        let record = Record {
+            kind: kind::WRITE,
+            width: 4,
+            map_id,
+            tid,
+            pid,
+            offset: (i % 1024) * 4,
+            value: i & 0xffff_ffff,
+            pc: 0x40_1000 + (i % 4) * 2,
+            ..Record::default()
+        };
+        match shm.push(slot, record, &[]) {
+            PushResult::Pushed { .. } => {}
+            other => bail!("push {i} of {events}: {other:?}"),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let waits = shm.full_waits() - full_waits_before;
+    shm.release_slot(slot);
+    Ok((events, secs, waits))
+}
