@@ -71,6 +71,14 @@ static NO_FOLLOW: AtomicBool = AtomicBool::new(false);
 /// `MMIOTRACE_NO_FOLLOW`'s recorder pid; `u64::MAX` when it is not a number.
 static RECORDER_PID: AtomicU64 = AtomicU64::new(u64::MAX);
 static SINGLE_STEP: AtomicBool = AtomicBool::new(false);
+/// `MMIOTRACE_PATCH`: `on` patches hot access sites, `off` never does;
+/// unset means [`PATCH_BY_DEFAULT`].
+static PATCH: AtomicU8 = AtomicU8::new(PATCH_UNSET);
+const PATCH_UNSET: u8 = 0;
+const PATCH_ON: u8 = 1;
+const PATCH_OFF: u8 = 2;
+/// Whether sites are patched when `MMIOTRACE_PATCH` is unset.
+pub const PATCH_BY_DEFAULT: bool = false;
 
 /// Copies the environment, once. Called while libraries load: from the
 /// runtime's constructor, or before it from the first call that needs the
@@ -100,6 +108,11 @@ pub fn capture() {
         if let Some(pid) = parse_decimal(recorder) {
             RECORDER_PID.store(pid, Ordering::Relaxed);
         }
+    }
+    match getenv(b"MMIOTRACE_PATCH\0") {
+        Some(b"on") => PATCH.store(PATCH_ON, Ordering::Relaxed),
+        Some(b"off") => PATCH.store(PATCH_OFF, Ordering::Relaxed),
+        _ => {}
     }
     if getenv(b"MMIOTRACE_MODE\0") == Some(b"single-step") {
         SINGLE_STEP.store(true, Ordering::Relaxed);
@@ -172,6 +185,16 @@ pub fn no_follow() -> Option<Option<u64>> {
 pub fn single_step_mode() -> bool {
     capture();
     SINGLE_STEP.load(Ordering::Relaxed)
+}
+
+/// Whether hot access sites are patched (`MMIOTRACE_PATCH`).
+pub fn patch_enabled() -> bool {
+    capture();
+    match PATCH.load(Ordering::Relaxed) {
+        PATCH_ON => true,
+        PATCH_OFF => false,
+        _ => PATCH_BY_DEFAULT,
+    }
 }
 
 /// `MMIOTRACE_HOOKS`, the hook file's path, into `out`, with its whole

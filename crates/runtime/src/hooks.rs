@@ -78,6 +78,11 @@ fn table() -> Option<&'static HookTable> {
     Some(unsafe { &*(addr as *const HookTable) })
 }
 
+/// Whether a hook file is loaded (rules, a plugin or a model).
+pub fn active() -> bool {
+    table().is_some()
+}
+
 /// Whether `--model` is on: traced mappings get anonymous memory as
 /// their alias, and the plugin answers for the device.
 pub fn model() -> bool {

@@ -12,7 +12,7 @@
 use mmiotrace_shm::Shm;
 
 use crate::msg::Msg;
-use crate::{config, hooks, ranges, real, single_step, state, sys, threads};
+use crate::{config, hooks, log, patch, ranges, real, single_step, state, sys, threads};
 
 /// Runs when the runtime is loaded, before the program's `main`: copies
 /// the configuration, resolves the real libc functions that the runtime
@@ -96,6 +96,9 @@ fn load_config() -> bool {
     threads::forget_replaced_image(&shm);
     // After the slot release above, so that its exit handler runs first.
     single_step::init();
+    patch::init();
+    // SAFETY: as above.
+    unsafe { libc::atexit(patch::report_at_exit) };
     state::set_shm(shm);
     true
 }
@@ -105,6 +108,8 @@ extern "C" fn after_fork_in_child() {
     threads::after_fork_in_child();
     ranges::forget_holds_after_fork();
     state::after_fork_in_child();
+    log::after_fork_in_child();
+    patch::after_fork_in_child();
 }
 
 /// Maps the shared-memory file through the descriptor the recorder left

@@ -21,13 +21,16 @@
 //!
 //! 1. `sys`, `msg`, `ranges`, `glob`, `real`, `config`, `state`: the ground.
 //! 2. `threads`, `log`, `access`, `alu`, `emulate`, `xsave`, `stub`, `displaced`, `hooks`: threads, logging, performing one instruction, and what hooks make of an access.
-//! 3. `context`, `alias_bus`, `slow_path`, `single_step`, `signals`: the signal handlers.
-//! 4. `init`, `vfio`, `arming`, `copy`: loading the configuration, arming mappings, copying for system calls.
-//! 5. `interpose`, `io`: the exported C symbols.
+//! 3. `context`, `alias_bus`, `slow_path`, `single_step`: what the signal handlers do.
+//! 4. `patch`: patched access sites, their trampolines and the code patching protocol.
+//! 5. `signals`: the signal handlers.
+//! 6. `init`, `vfio`, `arming`, `copy`: loading the configuration, arming mappings, copying for system calls.
+//! 7. `interpose`, `io`: the exported C symbols.
 //!
 //! `init` sits below `arming` because the first traced `mmap` is what
-//! loads the configuration. The planned patcher of hot access sites will be
-//! a layer of its own.
+//! loads the configuration. The patcher sits between what the handlers do
+//! and the handlers: the SIGSEGV handler counts faults per site and patches
+//! hot ones, and the trampolines reuse the emulator and the alias bus.
 //!
 //! # Modules
 //!
@@ -66,6 +69,8 @@
 //!   (the SIGSEGV handler starts it, the SIGTRAP handler finishes it).
 //! - `single_step`: the kernel's disarm/single-step/re-arm design, a
 //!   comparison mode only (`MMIOTRACE_MODE=single-step`).
+//! - `patch`: hot access sites rewritten to jump to trampolines that
+//!   perform and log the access with no exception.
 //! - `signals`: the SIGSEGV/SIGTRAP handlers and the program's own
 //!   dispositions for those signals.
 //! - `init`: the constructor, the configuration loaded at the first traced
@@ -117,12 +122,18 @@ mod alias_bus;
 #[allow(unsafe_code)]
 mod context;
 #[allow(unsafe_code)]
-mod signals;
-#[allow(unsafe_code)]
 mod single_step;
 mod slow_path;
 
 // Layer 4.
+#[allow(unsafe_code)]
+mod patch;
+
+// Layer 5.
+#[allow(unsafe_code)]
+mod signals;
+
+// Layer 6.
 #[allow(unsafe_code)]
 mod arming;
 #[allow(unsafe_code)]
@@ -132,7 +143,7 @@ mod init;
 #[allow(unsafe_code)]
 mod vfio;
 
-// Layer 5.
+// Layer 7.
 #[allow(unsafe_code)]
 mod interpose;
 #[allow(unsafe_code)]

@@ -2,16 +2,53 @@
 //! which already know their thread's slot, or from [`push_outside_handler`]
 //! (mappings, marks, copies made for system calls).
 
+use std::sync::atomic::{AtomicBool, Ordering, compiler_fence};
+
 use mmiotrace_shm::{MAX_PAYLOAD, PushResult, Record, Shm, kind};
 
 use crate::state;
 use crate::sys::SignalsBlocked;
 use crate::threads;
 
-/// Logs `record` (and its payload) to `slot`'s ring. Async-signal-safe.
+/// Per ring slot: a push into it is under way. Only the slot's owner
+/// thread, and the signal handlers that interrupt it, read or write it.
+static PUSHING: [AtomicBool; state::MAX_SLOTS] =
+    [const { AtomicBool::new(false) }; state::MAX_SLOTS];
+
+/// Logs `record` (and its payload) to `slot`'s ring. Async-signal-safe and
+/// re-entrant: a patched site's trampoline pushes with signals deliverable,
+/// so a signal handler that makes a traced access may interrupt a push into
+/// the same ring. That nested push goes into a ring slot borrowed for it
+/// (the ring is single-producer), then given back; the recorder merges the
+/// rings by sequence number.
 pub fn push(shm: &Shm, slot: usize, record: Record, payload: &[u8]) {
-    if let PushResult::Stopped(reason) = shm.push(slot, record, payload) {
+    let Some(pushing) = PUSHING.get(slot) else {
+        return;
+    };
+    // Same thread: a handler that interrupts between the load and the
+    // store runs its whole push first (the fences keep the compiler from
+    // moving the ring's writes outside the flag).
+    if pushing.load(Ordering::Relaxed) {
+        let borrowed = threads::borrow_slot(shm, record.tid);
+        push(shm, borrowed, record, payload);
+        shm.release_slot(borrowed);
+        return;
+    }
+    pushing.store(true, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    let result = shm.push(slot, record, payload);
+    compiler_fence(Ordering::SeqCst);
+    pushing.store(false, Ordering::Relaxed);
+    if let PushResult::Stopped(reason) = result {
         state::tracing_stopped(shm, reason);
+    }
+}
+
+/// The fork child handler: pushes that other threads of the parent had
+/// under way are not the child's.
+pub fn after_fork_in_child() {
+    for flag in PUSHING.iter() {
+        flag.store(false, Ordering::Relaxed);
     }
 }
 

@@ -45,6 +45,26 @@ impl Entry {
 }
 
 static TABLE: [Entry; CAPACITY] = [const { Entry::new() }; CAPACITY];
+/// The lowest start and highest end of every range ever live, read by the
+/// patched sites' trampolines (`patch`) as one quick test before the
+/// table: an address outside is not traced. Only ever widened.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Bounds {
+    lo: AtomicU64,
+    hi: AtomicU64,
+}
+
+static BOUNDS: Bounds = Bounds {
+    lo: AtomicU64::new(u64::MAX),
+    hi: AtomicU64::new(0),
+};
+
+/// Where [`Bounds`] lie: the trampolines compare with `lo` and `hi + 8`.
+pub fn bounds_address() -> usize {
+    &BOUNDS as *const Bounds as usize
+}
+
 /// One past the highest index ever used, so lookups scan only that far.
 static HIGH_WATER: AtomicU32 = AtomicU32::new(0);
 
@@ -232,6 +252,10 @@ pub fn insert(range: Range) -> Result<usize, TableFull> {
         entry.prot.store(range.prot, Ordering::Relaxed);
         entry.map_offset.store(range.map_offset, Ordering::Relaxed);
         HIGH_WATER.fetch_max(index as u32 + 1, Ordering::Release);
+        // Before the entry is live: a trampoline that finds the address
+        // outside the bounds never reaches the table.
+        BOUNDS.lo.fetch_min(range.start, Ordering::SeqCst);
+        BOUNDS.hi.fetch_max(range.end(), Ordering::SeqCst);
         // SYNC POINT: pairs with the Acquire/SeqCst state loads in lookup():
         // the fields above are visible before the entry is.
         entry.state.store(LIVE, Ordering::SeqCst);

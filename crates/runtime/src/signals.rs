@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use crate::alias_bus::AliasBus;
 use crate::context::{self, kernel_set, kernel_set_mut};
 use crate::emulate::{self, Refusal};
-use crate::{displaced, ranges, single_step, slow_path, state, sys, threads, xsave};
+use crate::{displaced, patch, ranges, single_step, slow_path, state, sys, threads, xsave};
 
 unsafe extern "C" {
     /// glibc's public alias of the real `sigaction`; the runtime exports
@@ -39,6 +39,9 @@ unsafe extern "C" {
 #[allow(non_upper_case_globals)]
 pub static mmiotrace_runtime_in_handler: AtomicU32 = AtomicU32::new(0);
 use mmiotrace_runtime_in_handler as IN_HANDLER;
+
+/// `si_code` of the SIGTRAP of an `int3`.
+const SI_KERNEL: c_int = 0x80;
 
 /// `si_code` of a SIGSEGV on a mapped page whose protection forbids the access.
 const SEGV_ACCERR: c_int = 2;
@@ -210,6 +213,14 @@ fn handle_sigsegv(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
         sys::raise_bus_error(addr);
     }
     if !handled {
+        // A genuine fault of a patched site's instruction, run by its
+        // trampoline: the program sees it at the site, as unpatched.
+        // SAFETY: the kernel passes a valid ucontext for SA_SIGINFO.
+        let uc = unsafe { &mut *(ctx as *mut libc::ucontext_t) };
+        let rip = &mut uc.uc_mcontext.gregs[libc::REG_RIP as usize];
+        if let Some(site) = patch::site_of_copy(*rip as u64) {
+            *rip = site as i64;
+        }
         // SAFETY: forwards the kernel's own arguments.
         unsafe { chain(&PREV_SEGV, sig, info, ctx) };
     }
@@ -272,8 +283,10 @@ fn handle_access_fault(
         return single_step::on_fault(fault_addr, held, &shm, uc);
     }
     let mut regs = context::read_regs(uc);
-    let pc = regs.rip;
-    let Some(fetched) = context::fetch(pc) else {
+    // A patched site's instruction, run by its trampoline (the address
+    // was traced after all): logged and counted at the site.
+    let pc = patch::site_of_copy(regs.rip).unwrap_or(regs.rip);
+    let Some(fetched) = context::fetch(regs.rip) else {
         context::refuse(Refusal::Undecodable, pc, fault_addr);
         return false;
     };
@@ -301,6 +314,9 @@ fn handle_access_fault(
     match outcome {
         Ok(()) => {
             context::write_regs(uc, &regs);
+            drop(held);
+            let bytes = fetched.bytes.get(..fetched.insn.len()).unwrap_or(&[]);
+            patch::note_fault(pc, &fetched.insn, bytes);
             true
         }
         Err(Refusal::Unsupported) => {
@@ -324,6 +340,13 @@ extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_voi
     IN_HANDLER.fetch_add(1, Ordering::Relaxed);
     // SAFETY: the kernel passes a valid ucontext for SA_SIGINFO.
     let uc = unsafe { &mut *(ctx as *mut libc::ucontext_t) };
+    // SAFETY: the kernel's siginfo.
+    let from_int3 = unsafe { (*info).si_code } == SI_KERNEL;
+    if from_int3 && patch::on_int3(uc) {
+        IN_HANDLER.fetch_sub(1, Ordering::Relaxed);
+        sys::set_errno(saved_errno);
+        return;
+    }
     let finished = single_step::on_trap(uc).or_else(|| slow_path::finish(uc));
     IN_HANDLER.fetch_sub(1, Ordering::Relaxed);
     // Not ours, or the program was single-stepping itself: its handler

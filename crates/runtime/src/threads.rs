@@ -222,6 +222,25 @@ pub fn me(shm: &Shm) -> Me {
     }
 }
 
+/// The calling thread's slot and ids if it has claimed a slot already
+/// (a patched site's trampoline never claims one: it runs with signals
+/// deliverable, and a claim is not re-entrant).
+pub fn me_if_claimed(shm: &Shm) -> Option<Me> {
+    let slot = my_slot(shm)?;
+    Some(Me {
+        slot,
+        tid: shm.slot_owner(slot),
+        pid: PID.load(Ordering::Relaxed),
+    })
+}
+
+/// A slot for one push that interrupted a push of the calling thread
+/// (`log::push`); the caller gives it back with `Shm::release_slot`.
+/// Waits (sleeping) while every slot is taken.
+pub fn borrow_slot(shm: &Shm, tid: u32) -> usize {
+    claim(shm, tid, shm.slot_count().min(MAX_SLOTS))
+}
+
 /// The slot of the calling thread if it has one (the SIGTRAP handler must
 /// not claim one).
 pub fn my_slot(shm: &Shm) -> Option<usize> {

@@ -14,6 +14,7 @@ mod mapping_ops;
 mod mark;
 mod mov_family;
 mod no_alloc;
+mod patched;
 mod processes;
 mod single_step;
 mod strings;

@@ -1,0 +1,878 @@
+//! Patched access sites: after [`PATCH_AFTER`] faults at one instruction,
+//! the instruction is replaced by a `jmp rel32` to a per-site trampoline
+//! that performs the access on the alias and logs it with no exception
+//! (docs/ARCHITECTURE.md, "Patched sites").
+//!
+//! # Safety
+//!
+//! This module writes machine code: it generates trampolines in pages it
+//! maps, and rewrites the program's own code with the cross-modifying-code
+//! protocol of the kernel's `text_poke_bp` (int3 on the first byte, every
+//! thread serialised with `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)`,
+//! the tail written, serialised, the head written, serialised). The
+//! trampolines call [`mmiotrace_patched_access`] with a pointer to the
+//! registers they saved on the program's stack.
+//!
+//! Which sites are patched: a `mov`, `movzx`, `movsx`, `movsxd`, `cmp` or
+//! `test` with one explicit memory operand of 1 to 8 bytes, addressed by
+//! 64-bit general registers and a displacement (no RIP-relative, stack or
+//! segment-relative operand), of 5 bytes or more, in a code page mapped
+//! read-execute and not writable. Everything else stays on the fault path,
+//! counted per site in the summary with the reason.
+
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
+
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+
+use crate::alias_bus::AliasBus;
+use crate::emulate::{self, Regs};
+use crate::msg::Msg;
+use crate::{config, hooks, log, ranges, single_step, state, sys, threads};
+
+/// Faults at one site before it is patched: a site that runs a handful of
+/// times is not worth the five system calls of patching it (about 20 µs),
+/// one that runs in a loop pays them back after a few dozen accesses.
+pub const PATCH_AFTER: u32 = 4;
+
+/// Sites the runtime keeps count of.
+const SITES: usize = 4096;
+/// Bytes of one trampoline.
+const TRAMPOLINE: usize = 768;
+/// Bytes of one trampoline chunk (a mapping shared by many trampolines).
+const CHUNK: usize = 1 << 20;
+const CHUNKS: usize = 64;
+
+const NEW: u8 = 0;
+const PATCHING: u8 = 1;
+const PATCHED: u8 = 2;
+/// The site stays on the fault path; `Site::why` says why.
+const REFUSED: u8 = 3;
+
+/// Why a site stays on the fault path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Why {
+    TooShort = 1,
+    Form = 2,
+    Operand = 3,
+    CodePage = 4,
+    NoTrampoline = 5,
+    Protect = 6,
+}
+
+impl Why {
+    fn describe(code: u8) -> &'static [u8] {
+        match code {
+            1 => b"not patchable (too short: under 5 bytes)",
+            2 => b"not patchable (instruction not patched yet)",
+            3 => b"not patchable (RIP-, stack- or segment-relative operand)",
+            4 => b"not patchable (code page not read-execute only)",
+            5 => b"not patchable (no trampoline space within 2 GiB)",
+            6 => b"not patchable (mprotect of the code page failed)",
+            _ => b"fault path",
+        }
+    }
+}
+
+struct Site {
+    pc: AtomicU64,
+    state: AtomicU8,
+    why: AtomicU8,
+    len: AtomicU8,
+    faults: AtomicU32,
+    /// The trampoline's copy of the original instruction.
+    orig: AtomicU64,
+    /// Written once, by the patching thread, before `state` becomes
+    /// `PATCHING` (Release); read by the trampolines after that.
+    insn: UnsafeCell<MaybeUninit<Instruction>>,
+}
+
+// SAFETY: `insn` is written only while the site is NEW, by the thread that
+// holds PATCH_LOCK, and read only once the site is PATCHING or PATCHED
+// (see Site::insn).
+unsafe impl Sync for Site {}
+
+impl Site {
+    const fn new() -> Site {
+        Site {
+            pc: AtomicU64::new(0),
+            state: AtomicU8::new(NEW),
+            why: AtomicU8::new(0),
+            len: AtomicU8::new(0),
+            faults: AtomicU32::new(0),
+            orig: AtomicU64::new(0),
+            insn: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+}
+
+static TABLE: [Site; SITES] = [const { Site::new() }; SITES];
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static PATCH_LOCK: AtomicBool = AtomicBool::new(false);
+/// Trampoline chunks: base addresses, and bytes used in each.
+static CHUNK_BASE: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNKS];
+static CHUNK_USED: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNKS];
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: i64 = 32;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: i64 = 64;
+
+/// Turns patching on, unless `--no-patch`, `--mode single-step` or a
+/// kernel without `membarrier`'s core serialisation say otherwise. Called
+/// once, when the configuration loads.
+pub fn init() {
+    if !config::patch_enabled() || config::single_step_mode() {
+        return;
+    }
+    if !register_membarrier() {
+        Msg::new()
+            .text("patching is off: membarrier(SYNC_CORE) is not available")
+            .emit();
+        return;
+    }
+    ENABLED.store(true, Ordering::Release);
+}
+
+fn register_membarrier() -> bool {
+    // SAFETY: membarrier has no memory arguments.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
+            0,
+        ) == 0
+    }
+}
+
+/// Serialises every thread of the process (each runs a core-serialising
+/// instruction before it returns to user space).
+fn sync_cores() -> bool {
+    // SAFETY: membarrier has no memory arguments.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
+            0,
+        ) == 0
+    }
+}
+
+/// The fork child handler: the lock may have been held by another thread
+/// of the parent. A site that thread was patching keeps its int3 in the
+/// child, which sends it to the fault path for good ([`on_int3`]).
+pub fn after_fork_in_child() {
+    PATCH_LOCK.store(false, Ordering::Release);
+    if ENABLED.load(Ordering::Acquire) && !register_membarrier() {
+        ENABLED.store(false, Ordering::Release);
+    }
+}
+
+fn find(pc: u64, insert: bool) -> Option<&'static Site> {
+    let start = (pc.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize;
+    for probe in 0..64 {
+        let site = TABLE.get((start + probe) % SITES)?;
+        let key = site.pc.load(Ordering::Acquire);
+        if key == pc {
+            return Some(site);
+        }
+        if key == 0 {
+            if !insert {
+                return None;
+            }
+            match site
+                .pc
+                .compare_exchange(0, pc, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(site),
+                Err(other) if other == pc => return Some(site),
+                Err(_) => continue,
+            }
+        }
+    }
+    None
+}
+
+/// The site whose trampoline copy of the original instruction starts at
+/// `rip`, if any: faults there are the site's.
+pub fn site_of_copy(rip: u64) -> Option<u64> {
+    if !in_chunks(rip) {
+        return None;
+    }
+    TABLE.iter().find_map(|site| {
+        let state = site.state.load(Ordering::Acquire);
+        ((state == PATCHING || state == PATCHED) && site.orig.load(Ordering::Relaxed) == rip)
+            .then(|| site.pc.load(Ordering::Relaxed))
+    })
+}
+
+fn in_chunks(addr: u64) -> bool {
+    CHUNK_BASE.iter().any(|base| {
+        let base = base.load(Ordering::Acquire) as u64;
+        base != 0 && addr.wrapping_sub(base) < CHUNK as u64
+    })
+}
+
+/// The SIGTRAP of a thread that ran into a site's int3 while it was being
+/// patched (or, in a forked child, for good): it goes on at the
+/// trampoline's copy of the original instruction, whose access faults
+/// into the fault path. `true` if the trap was such a one.
+pub fn on_int3(uc: &mut libc::ucontext_t) -> bool {
+    let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+    let Some(site) = find(rip.wrapping_sub(1), false) else {
+        return false;
+    };
+    let state = site.state.load(Ordering::Acquire);
+    if state != PATCHING && state != PATCHED {
+        return false;
+    }
+    uc.uc_mcontext.gregs[libc::REG_RIP as usize] = site.orig.load(Ordering::Relaxed) as i64;
+    true
+}
+
+/// Counts a fault at `pc` that the fault path handled (`copy`: at a
+/// trampoline's copy of the site's instruction) and patches the site once
+/// it has faulted [`PATCH_AFTER`] times. Called by the SIGSEGV handler.
+pub fn note_fault(pc: u64, insn: &Instruction, bytes: &[u8]) {
+    let Some(site) = find(pc, true) else {
+        return;
+    };
+    let faults = site.faults.fetch_add(1, Ordering::Relaxed) + 1;
+    if faults < PATCH_AFTER
+        || !ENABLED.load(Ordering::Acquire)
+        || site.state.load(Ordering::Acquire) != NEW
+        || single_step::enabled()
+    {
+        return;
+    }
+    if let Err(why) = patchable(insn) {
+        site.why.store(why as u8, Ordering::Relaxed);
+        site.state.store(REFUSED, Ordering::Release);
+        return;
+    }
+    // Another thread patching: this site is tried again at its next fault.
+    if PATCH_LOCK.swap(true, Ordering::Acquire) {
+        return;
+    }
+    if site.state.load(Ordering::Acquire) == NEW {
+        if let Err(why) = patch(site, pc, insn, bytes) {
+            site.why.store(why as u8, Ordering::Relaxed);
+            site.state.store(REFUSED, Ordering::Release);
+        }
+    }
+    // SYNC POINT: pairs with the Acquire swap above.
+    PATCH_LOCK.store(false, Ordering::Release);
+}
+
+/// Whether the trampoline can perform `insn`: one access it knows, made
+/// with an address it can compute.
+fn patchable(insn: &Instruction) -> Result<(), Why> {
+    if insn.len() < 5 {
+        return Err(Why::TooShort);
+    }
+    let form = matches!(
+        insn.mnemonic(),
+        Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd
+    ) || matches!(insn.mnemonic(), Mnemonic::Cmp | Mnemonic::Test);
+    if !form || insn.has_lock_prefix() || insn.has_rep_prefix() || insn.has_repne_prefix() {
+        return Err(Why::Form);
+    }
+    let memory = (0..insn.op_count())
+        .filter(|&i| insn.op_kind(i) == OpKind::Memory)
+        .count();
+    let width = insn.memory_size().size();
+    if memory != 1 || !matches!(width, 1 | 2 | 4 | 8) {
+        return Err(Why::Form);
+    }
+    // The other operand: a general register (not AH..DH, whose encoding
+    // the trampoline's register block does not change) or an immediate.
+    for i in 0..insn.op_count() {
+        match insn.op_kind(i) {
+            OpKind::Memory => {}
+            OpKind::Register => {
+                let reg = insn.op_register(i);
+                if emulate::gpr_index(reg.full_register()).is_none()
+                    || matches!(
+                        reg,
+                        Register::AH | Register::BH | Register::CH | Register::DH
+                    )
+                    || reg.full_register() == Register::RSP
+                {
+                    return Err(Why::Form);
+                }
+            }
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64 => {}
+            _ => return Err(Why::Form),
+        }
+    }
+    let base = insn.memory_base();
+    let index = insn.memory_index();
+    let gpr64 = |reg: Register| reg == Register::None || reg.is_gpr64();
+    if !gpr64(base)
+        || !gpr64(index)
+        || base == Register::RSP
+        || insn.segment_prefix() != Register::None
+        || insn.is_ip_rel_memory_operand()
+        || i32::try_from(insn.memory_displacement64() as i64).is_err()
+    {
+        return Err(Why::Operand);
+    }
+    Ok(())
+}
+
+/// Writes the trampoline and patches the site. Caller holds PATCH_LOCK.
+fn patch(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) -> Result<(), Why> {
+    let len = insn.len();
+    let original = bytes.get(..len).ok_or(Why::Form)?;
+    let end = pc + len as u64;
+    let code_pages = (pc & !4095, ((end - 1) | 4095) + 1);
+    if !code_is_read_execute_only(code_pages.0, code_pages.1) {
+        return Err(Why::CodePage);
+    }
+    let index = TABLE
+        .iter()
+        .position(|s| core::ptr::eq(s, site))
+        .ok_or(Why::Form)?;
+    let (chunk, at) = trampoline_space(pc, end).ok_or(Why::NoTrampoline)?;
+    let mut code = Asm::new(at as u64);
+    let orig = emit_trampoline(&mut code, insn, index, original, end).ok_or(Why::Form)?;
+    // SAFETY: `insn` is written before the site is published (Release
+    // store of PATCHING below); no trampoline reads it before that.
+    unsafe { (*site.insn.get()).write(*insn) };
+    site.len.store(len as u8, Ordering::Relaxed);
+    site.orig.store(orig, Ordering::Relaxed);
+    write_trampoline(chunk, at, code.bytes()).ok_or(Why::NoTrampoline)?;
+    CHUNK_USED[chunk].fetch_add(TRAMPOLINE, Ordering::Relaxed);
+    site.state.store(PATCHING, Ordering::Release);
+
+    // The site: int3, sync, tail, sync, head, sync (text_poke_bp).
+    let rel = (at as i64) - (pc as i64 + 5);
+    let mut new = [0xccu8; 16];
+    new[0] = 0xe9;
+    new[1..5].copy_from_slice(&(rel as i32).to_le_bytes());
+    let span = (code_pages.1 - code_pages.0) as usize;
+    let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+    // SAFETY: the site's pages are mapped (it was just executed) and
+    // read-execute only (checked above); making them writable too keeps
+    // every other thread running.
+    if unsafe { sys::mprotect(code_pages.0 as usize, span, rwx) }.is_err() {
+        return Err(Why::Protect);
+    }
+    let site_ptr = pc as *mut u8;
+    // SAFETY: pc..end is the site's instruction, writable now; no thread
+    // executes its tail bytes once the int3 is in place and seen.
+    unsafe {
+        core::ptr::write_volatile(site_ptr, 0xcc);
+        sync_cores();
+        for (i, byte) in new.iter().enumerate().take(len).skip(1) {
+            core::ptr::write_volatile(site_ptr.add(i), *byte);
+        }
+        sync_cores();
+        core::ptr::write_volatile(site_ptr, 0xe9);
+        sync_cores();
+    }
+    // SAFETY: as above; the pages get back the protection they had.
+    let restored = unsafe {
+        sys::mprotect(
+            code_pages.0 as usize,
+            span,
+            libc::PROT_READ | libc::PROT_EXEC,
+        )
+    };
+    if restored.is_err() {
+        Msg::new()
+            .text("a patched code page stays writable: mprotect failed")
+            .emit();
+    }
+    site.state.store(PATCHED, Ordering::Release);
+    Ok(())
+}
+
+/// Whether `lo..hi` lies in mappings that are readable, executable, not
+/// writable and private, from /proc/self/maps (read with a stack buffer:
+/// this runs in the signal handler).
+fn code_is_read_execute_only(lo: u64, hi: u64) -> bool {
+    let Ok(fd) = sys::open(b"/proc/self/maps\0", libc::O_RDONLY | libc::O_CLOEXEC) else {
+        return false;
+    };
+    let mut buf = [0u8; 4096];
+    let mut parser = MapsParser::default();
+    let mut covered = lo;
+    loop {
+        // SAFETY: `buf` is a valid writable buffer of its length (a raw
+        // read: the runtime's own `read` interposer is not wanted here).
+        let n = unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        for &byte in buf.iter().take(n as usize) {
+            if let Some((start, end, perms)) = parser.feed(byte) {
+                if start <= covered && covered < end {
+                    if perms != *b"r-xp" {
+                        sys::close(fd);
+                        return false;
+                    }
+                    covered = end;
+                    if covered >= hi {
+                        break;
+                    }
+                }
+            }
+        }
+        if covered >= hi {
+            break;
+        }
+    }
+    sys::close(fd);
+    covered >= hi
+}
+
+/// A byte-at-a-time reader of /proc/self/maps lines: start, end, perms.
+#[derive(Default)]
+struct MapsParser {
+    field: u8,
+    start: u64,
+    end: u64,
+    perms: [u8; 4],
+    perm_len: usize,
+}
+
+impl MapsParser {
+    fn feed(&mut self, byte: u8) -> Option<(u64, u64, [u8; 4])> {
+        if byte == b'\n' {
+            let line = (self.start, self.end, self.perms);
+            let complete = self.field >= 2 && self.perm_len == 4;
+            *self = MapsParser::default();
+            return complete.then_some(line);
+        }
+        let hex = (byte as char).to_digit(16).map(u64::from);
+        match (self.field, byte) {
+            (0, b'-') => self.field = 1,
+            (0, _) => self.start = (self.start << 4) | hex.unwrap_or(0),
+            (1, b' ') => self.field = 2,
+            (1, _) => self.end = (self.end << 4) | hex.unwrap_or(0),
+            (2, b' ') => self.field = 3,
+            (2, _) => {
+                if let Some(slot) = self.perms.get_mut(self.perm_len) {
+                    *slot = byte;
+                    self.perm_len += 1;
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+/// A free trampoline slot within reach (±2 GiB) of the whole site:
+/// (chunk index, address).
+fn trampoline_space(pc: u64, end: u64) -> Option<(usize, usize)> {
+    let reach = |base: u64| {
+        let far = base + CHUNK as u64;
+        let limit = (1u64 << 31) - 2 * CHUNK as u64;
+        pc.abs_diff(base) < limit && end.abs_diff(far) < limit && pc.abs_diff(far) < limit
+    };
+    for (i, base) in CHUNK_BASE.iter().enumerate() {
+        let base = base.load(Ordering::Acquire);
+        if base == 0 {
+            continue;
+        }
+        let used = CHUNK_USED[i].load(Ordering::Relaxed);
+        if reach(base as u64) && used + TRAMPOLINE <= CHUNK {
+            return Some((i, base + used));
+        }
+    }
+    let free = CHUNK_BASE
+        .iter()
+        .position(|base| base.load(Ordering::Acquire) == 0)?;
+    // Hints below and above the site, nearest first.
+    for step in 1..16u64 {
+        for hint in [
+            (pc & !0xffff).wrapping_sub(step * (64 << 20)),
+            (pc & !0xffff).wrapping_add(step * (64 << 20)),
+        ] {
+            // SAFETY: a fresh private mapping; the hint is only a hint.
+            let got = unsafe {
+                sys::mmap(
+                    hint as usize,
+                    CHUNK,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            let Ok(base) = got else {
+                continue;
+            };
+            if reach(base as u64) {
+                CHUNK_USED[free].store(0, Ordering::Relaxed);
+                CHUNK_BASE[free].store(base, Ordering::Release);
+                return Some((free, base));
+            }
+            // SAFETY: the mapping just made, not used.
+            let _ = unsafe { sys::munmap(base, CHUNK) };
+        }
+    }
+    None
+}
+
+/// Copies a trampoline into its chunk (made writable meanwhile; other
+/// trampolines in it keep running).
+fn write_trampoline(chunk: usize, at: usize, code: &[u8]) -> Option<()> {
+    if code.len() > TRAMPOLINE {
+        return None;
+    }
+    let base = CHUNK_BASE[chunk].load(Ordering::Acquire);
+    let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+    // SAFETY: base..base+CHUNK is a chunk this module mapped; at..at+len
+    // lies in its unused part, which no thread executes.
+    unsafe {
+        sys::mprotect(base, CHUNK, rwx).ok()?;
+        core::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len());
+        sys::mprotect(base, CHUNK, libc::PROT_READ | libc::PROT_EXEC).ok()?;
+    }
+    Some(())
+}
+
+/// Machine code for one trampoline, at a known address.
+struct Asm {
+    at: u64,
+    buf: [u8; TRAMPOLINE],
+    len: usize,
+}
+
+impl Asm {
+    fn new(at: u64) -> Asm {
+        Asm {
+            at,
+            buf: [0; TRAMPOLINE],
+            len: 0,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
+
+    fn here(&self) -> u64 {
+        self.at + self.len as u64
+    }
+
+    fn emit(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if let Some(slot) = self.buf.get_mut(self.len) {
+                *slot = b;
+            }
+            self.len += 1;
+        }
+    }
+
+    fn push(&mut self, reg: u8) {
+        if reg >= 8 {
+            self.emit(&[0x41]);
+        }
+        self.emit(&[0x50 + (reg & 7)]);
+    }
+
+    fn pop(&mut self, reg: u8) {
+        if reg >= 8 {
+            self.emit(&[0x41]);
+        }
+        self.emit(&[0x58 + (reg & 7)]);
+    }
+
+    fn mov_imm64(&mut self, reg: u8, value: u64) {
+        self.emit(&[0x48 | (reg >> 3), 0xb8 + (reg & 7)]);
+        self.emit(&value.to_le_bytes());
+    }
+
+    /// `lea rsp, [rsp + delta]` (flags untouched).
+    fn lea_rsp(&mut self, delta: i32) {
+        self.emit(&[0x48, 0x8d, 0xa4, 0x24]);
+        self.emit(&delta.to_le_bytes());
+    }
+
+    /// `jmp rel32` to `target`, `None` out of reach.
+    fn jmp(&mut self, target: u64) -> Option<()> {
+        let rel = i32::try_from(target as i64 - (self.here() as i64 + 5)).ok()?;
+        self.emit(&[0xe9]);
+        self.emit(&rel.to_le_bytes());
+        Some(())
+    }
+
+    /// A `jcc rel32` (`cc` the low nibble of the 0F 8x opcode) whose target
+    /// is filled in by [`Asm::bind`]; returns where its rel32 is.
+    fn jcc_forward(&mut self, cc: u8) -> usize {
+        self.emit(&[0x0f, 0x80 | cc, 0, 0, 0, 0]);
+        self.len - 4
+    }
+
+    fn bind(&mut self, rel_at: usize) {
+        let rel = (self.len as i64 - (rel_at as i64 + 4)) as i32;
+        for (i, b) in rel.to_le_bytes().iter().enumerate() {
+            if let Some(slot) = self.buf.get_mut(rel_at + i) {
+                *slot = *b;
+            }
+        }
+    }
+
+    /// `movaps [rsp + 16*i], xmm_i` (`store`) or the reverse.
+    fn movaps_rsp(&mut self, xmm: u8, store: bool) {
+        if xmm >= 8 {
+            self.emit(&[0x44]);
+        }
+        self.emit(&[
+            0x0f,
+            if store { 0x29 } else { 0x28 },
+            0x84 | ((xmm & 7) << 3),
+            0x24,
+        ]);
+        self.emit(&(i32::from(xmm) * 16).to_le_bytes());
+    }
+
+    /// The saved registers back from the block on the stack, the flags,
+    /// and the stack pointer above the red zone.
+    fn restore(&mut self) {
+        for reg in 0..16u8 {
+            if reg == 4 {
+                self.lea_rsp(8);
+            } else {
+                self.pop(reg);
+            }
+        }
+        self.lea_rsp(8);
+        self.emit(&[0x9d]);
+        self.lea_rsp(128);
+    }
+}
+
+/// `lea rax, [the instruction's memory operand]`.
+fn emit_lea_rax(code: &mut Asm, insn: &Instruction) -> Option<()> {
+    let number = |reg: Register| emulate::gpr_index(reg).map(|n| n as u8);
+    let base = insn.memory_base();
+    let index = insn.memory_index();
+    let scale = match insn.memory_index_scale() {
+        1 => 0u8,
+        2 => 1,
+        4 => 2,
+        8 => 3,
+        _ => return None,
+    };
+    let index_bits = if index == Register::None {
+        4
+    } else {
+        number(index)?
+    };
+    let disp = i32::try_from(insn.memory_displacement64() as i64).ok()?;
+    let (modrm, base_bits) = if base == Register::None {
+        (0x04, 5)
+    } else {
+        (0x84, number(base)?)
+    };
+    let rex = 0x48 | ((index_bits >> 3) << 1) | (base_bits >> 3);
+    let sib = (scale << 6) | ((index_bits & 7) << 3) | (base_bits & 7);
+    code.emit(&[rex, 0x8d, modrm, sib]);
+    code.emit(&disp.to_le_bytes());
+    Some(())
+}
+
+/// The trampoline of one site (returns the address of its copy of the
+/// original instruction):
+///
+/// 1. step over the red zone, save RFLAGS, an empty RIP slot and the 16
+///    general registers: an `emulate::Regs` on the stack;
+/// 2. the operand's address in RAX; outside the bounds of every traced
+///    range: go to 5;
+/// 3. call [`mmiotrace_patched_access`] on a 16-byte aligned stack with
+///    XMM0-15 saved (the only vector state the Rust code may use);
+/// 4. performed: restore everything but what the access changed, jump
+///    back after the site;
+/// 5. not performed (untraced, or the fault path's business): restore
+///    everything, run the copy of the original instruction (which faults
+///    into the fault path when its address is traced), jump back.
+fn emit_trampoline(
+    code: &mut Asm,
+    insn: &Instruction,
+    index: usize,
+    original: &[u8],
+    back: u64,
+) -> Option<u64> {
+    code.lea_rsp(-128);
+    code.emit(&[0x9c]);
+    code.lea_rsp(-8);
+    for reg in (0..16u8).rev() {
+        code.push(reg);
+    }
+    emit_lea_rax(code, insn)?;
+    code.mov_imm64(1, ranges::bounds_address() as u64);
+    // cmp rax, [rcx]; jb untraced
+    code.emit(&[0x48, 0x3b, 0x01]);
+    let below = code.jcc_forward(0x2);
+    // cmp rax, [rcx+8]; jae untraced
+    code.emit(&[0x48, 0x3b, 0x41, 0x08]);
+    let above = code.jcc_forward(0x3);
+    // rdi = &Regs, rsi = site, rdx = address; rbx keeps the block.
+    code.emit(&[0x48, 0x89, 0xe7]);
+    code.mov_imm64(6, index as u64);
+    code.emit(&[0x48, 0x89, 0xc2]);
+    code.emit(&[0x48, 0x89, 0xe3]);
+    code.emit(&[0x48, 0x83, 0xe4, 0xf0]);
+    code.lea_rsp(-256);
+    for xmm in 0..16 {
+        code.movaps_rsp(xmm, true);
+    }
+    code.mov_imm64(0, mmiotrace_patched_access as *const () as u64);
+    code.emit(&[0xff, 0xd0]);
+    for xmm in 0..16 {
+        code.movaps_rsp(xmm, false);
+    }
+    code.emit(&[0x48, 0x89, 0xdc]);
+    // test rax, rax; jnz untraced
+    code.emit(&[0x48, 0x85, 0xc0]);
+    let fallback = code.jcc_forward(0x5);
+    code.restore();
+    code.jmp(back)?;
+    code.bind(below);
+    code.bind(above);
+    code.bind(fallback);
+    code.restore();
+    let orig = code.here();
+    code.emit(original);
+    code.jmp(back)?;
+    (code.len <= TRAMPOLINE).then_some(orig)
+}
+
+/// The trampolines' entry: performs the site's access on the alias and
+/// logs it. Returns 0 when done, 1 when the trampoline is to run the
+/// original instruction instead: the address is not traced (it runs
+/// natively), or this is the fault path's business (it faults into it):
+/// a thread without a ring slot yet, hooks, a protection that forbids the
+/// access, an access that leaves its range, or tracing stopped.
+///
+/// # Safety
+///
+/// Called only by the trampolines, with `regs` pointing at the register
+/// block they saved.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mmiotrace_patched_access(regs: *mut Regs, index: usize, addr: u64) -> u64 {
+    const DONE: u64 = 0;
+    const FALLBACK: u64 = 1;
+    let Some(site) = TABLE.get(index) else {
+        return FALLBACK;
+    };
+    let Some(shm) = state::shm() else {
+        return FALLBACK;
+    };
+    if hooks::active() {
+        return FALLBACK;
+    }
+    let Some(me) = threads::me_if_claimed(&shm) else {
+        return FALLBACK;
+    };
+    let Some(held) = ranges::lookup(addr) else {
+        return FALLBACK;
+    };
+    // SAFETY: the site is PATCHING or PATCHED, since a trampoline runs:
+    // insn was written before (see Site::insn).
+    let insn = unsafe { (*site.insn.get()).assume_init_ref() };
+    let width = insn.memory_size().size() as u64;
+    let write = insn.mnemonic() == Mnemonic::Mov && insn.op0_kind() == OpKind::Memory;
+    let allowed = if write {
+        libc::PROT_WRITE as u32
+    } else {
+        libc::PROT_READ as u32
+    };
+    if !held.range.contains(addr, width) || held.range.prot & allowed == 0 {
+        return FALLBACK;
+    }
+    // SAFETY: the trampoline's block, live until it returns.
+    let block = unsafe { &mut *regs };
+    let mut copy = *block;
+    copy.gpr[4] = regs as u64 + core::mem::size_of::<Regs>() as u64 + 128;
+    let pc = site.pc.load(Ordering::Relaxed);
+    copy.rip = pc;
+    let mut bus = AliasBus::new(held.range, &shm, me, pc);
+    if emulate::emulate(insn, &mut copy, &mut bus).is_err() {
+        return FALLBACK;
+    }
+    copy.gpr[4] = block.gpr[4];
+    copy.rip = block.rip;
+    *block = copy;
+    DONE
+}
+
+/// One MARK per site the fault path met often enough to be considered,
+/// at exit: patched, or why not, with its faults.
+pub extern "C" fn report_at_exit() {
+    if state::shm().is_none() {
+        return;
+    }
+    for site in TABLE.iter() {
+        let pc = site.pc.load(Ordering::Acquire);
+        let faults = site.faults.load(Ordering::Relaxed);
+        if pc == 0 || faults < PATCH_AFTER {
+            continue;
+        }
+        let state = site.state.load(Ordering::Acquire);
+        let what: &[u8] = match state {
+            PATCHED => b"patched",
+            PATCHING => b"patching (int3: fault path)",
+            REFUSED => Why::describe(site.why.load(Ordering::Relaxed)),
+            _ => b"fault path",
+        };
+        let mut text = Msg::new();
+        text.text("patch: site ")
+            .hex(pc)
+            .text(": ")
+            .bytes(what)
+            .text(", ")
+            .dec(u64::from(faults))
+            .text(" faults");
+        log::mark(text.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines_are_parsed_across_any_split() {
+        let text =
+            b"55d0c0a00000-55d0c0a02000 r-xp 00000000 08:01 42 /bin/x\n7f00-7f10 rw-p 0 0 0\n";
+        let mut parser = MapsParser::default();
+        let lines: Vec<_> = text.iter().filter_map(|&b| parser.feed(b)).collect();
+        assert_eq!(
+            lines,
+            vec![
+                (0x55d0c0a00000, 0x55d0c0a02000, *b"r-xp"),
+                (0x7f00, 0x7f10, *b"rw-p")
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod maps_tests {
+    #[test]
+    fn this_code_is_read_execute_only_and_the_stack_is_not() {
+        let pc = this_code_is_read_execute_only_and_the_stack_is_not as *const () as u64;
+        assert!(super::code_is_read_execute_only(
+            pc & !4095,
+            (pc & !4095) + 4096
+        ));
+        let local = 0u64;
+        let sp = &local as *const u64 as u64;
+        assert!(!super::code_is_read_execute_only(
+            sp & !4095,
+            (sp & !4095) + 4096
+        ));
+    }
+}

@@ -1,0 +1,156 @@
+//! Patched access sites (docs/ARCHITECTURE.md, "Patched sites"): every
+//! site of `tests/programs/patch.c` runs often enough to be patched, on
+//! plain memory and on a traced mapping; registers, flags and the exact
+//! trace must be those of the fault path, and the sites' report must show
+//! that the accesses after the first few made no exception.
+
+use std::process::Command;
+
+use mmiotrace_shm::{kind, payload_text};
+
+const PATCH_AFTER: usize = 4;
+
+fn run(mode: &str, patch: &str) -> crate::common::Run {
+    let program = crate::common::compile("patch", &[]);
+    let dev = crate::common::TempShmFile::new(&format!("patch-{mode}-{patch}"), 4096);
+    let mut command = Command::new(&program);
+    command.arg(&dev.0).arg(mode).env("MMIOTRACE_PATCH", patch);
+    let glob = dev.0.to_str().expect("utf8 path").to_owned();
+    let mut config = crate::common::small_config();
+    config.ring_records = 1 << 16;
+    let run = crate::common::record(command, &[&glob], config);
+    assert!(
+        run.status.success() && !run.stdout.contains("FAIL"),
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(run.lost, 0);
+    run
+}
+
+/// The sites' report (MARK records): (pc, what, faults).
+fn sites(run: &crate::common::Run) -> Vec<(u64, String, usize)> {
+    run.records
+        .iter()
+        .filter(|p| p.record.kind == kind::MARK)
+        .filter_map(|p| {
+            let text = String::from_utf8_lossy(payload_text(&p.payload)).into_owned();
+            let rest = text.strip_prefix("mmiotrace: patch: site 0x")?;
+            let (pc, rest) = rest.split_once(": ")?;
+            let (what, faults) = rest.rsplit_once(", ")?;
+            let faults = faults.strip_suffix(" faults")?.parse().ok()?;
+            Some((u64::from_str_radix(pc, 16).ok()?, what.to_owned(), faults))
+        })
+        .collect()
+}
+
+fn events(run: &crate::common::Run) -> Vec<String> {
+    run.accesses()
+        .map(|p| {
+            let r = &p.record;
+            let dir = if r.kind == kind::READ { 'R' } else { 'W' };
+            format!("{dir} {} {:x} {:x}", r.width, r.offset, r.value)
+        })
+        .collect()
+}
+
+#[test]
+fn every_patched_form_matches_the_fault_path_exactly() {
+    let patched = run("sites", "on");
+    let expected: Vec<String> = patched
+        .stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("E "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(events(&patched), expected, "stderr:\n{}", patched.stderr);
+    let report = sites(&patched);
+    // 16 instruction sites of 5 bytes or more, the shared site, r12-based.
+    let done: Vec<_> = report.iter().filter(|s| s.1 == "patched").collect();
+    assert_eq!(done.len(), 17, "{report:?}");
+    // Patched after its first faults: the other 16 accesses made none.
+    assert!(done.iter().all(|s| s.2 == PATCH_AFTER), "{report:?}");
+    let short: Vec<_> = report
+        .iter()
+        .filter(|s| s.1.contains("too short"))
+        .collect();
+    assert_eq!(short.len(), 1, "{report:?}");
+    assert_eq!(short[0].2, 20, "the short site faults every time");
+    // Every access of a site is logged with its pc.
+    let pcs: std::collections::BTreeSet<u64> = report.iter().map(|s| s.0).collect();
+    assert!(patched.accesses().all(|p| pcs.contains(&p.record.pc)));
+
+    // The same program with patching off: the same trace, every access a fault.
+    let unpatched = run("sites", "off");
+    assert_eq!(events(&unpatched), expected);
+    let report = sites(&unpatched);
+    assert_eq!(report.len(), 18, "{report:?}");
+    assert!(report.iter().all(|s| s.2 == 20), "{report:?}");
+}
+
+#[test]
+fn eight_threads_run_a_site_while_it_is_patched() {
+    let run = run("threads", "on");
+    let mut per_thread: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
+    for p in run.accesses() {
+        assert_eq!(p.record.kind, kind::WRITE);
+        assert_eq!(p.record.offset, (p.record.value >> 24) * 64);
+        per_thread
+            .entry(p.record.tid)
+            .or_default()
+            .push(p.record.value);
+    }
+    assert_eq!(per_thread.len(), 8);
+    for values in per_thread.values() {
+        let id = values[0] >> 24;
+        let want: Vec<u64> = (0..4000).map(|i| id << 24 | i).collect();
+        assert_eq!(values, &want, "thread {id}: every store once, in order");
+    }
+    let report = sites(&run);
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert_eq!(report[0].1, "patched");
+    // Faults before the patch and while it was written; then none.
+    assert!(report[0].2 < 8 * 4000 / 10, "{report:?}");
+}
+
+#[test]
+fn a_forked_child_keeps_the_patched_site_and_logs_as_itself() {
+    let run = run("fork", "on");
+    let values: Vec<(u32, u64, u64)> = run
+        .accesses()
+        .map(|p| (p.record.pid, p.record.offset, p.record.value))
+        .collect();
+    assert_eq!(values.len(), 30);
+    let parent = values[0].0;
+    let child: Vec<_> = values.iter().filter(|v| v.0 != parent).collect();
+    let want_child: Vec<(u64, u64)> = (0..10).map(|i| (4, 0x200 + i)).collect();
+    assert_eq!(
+        child.iter().map(|v| (v.1, v.2)).collect::<Vec<_>>(),
+        want_child
+    );
+    let want_parent: Vec<(u64, u64)> = (0..10)
+        .map(|i| (0, 0x100 + i))
+        .chain((0..10).map(|i| (8, 0x300 + i)))
+        .collect();
+    assert_eq!(
+        values
+            .iter()
+            .filter(|v| v.0 == parent)
+            .map(|v| (v.1, v.2))
+            .collect::<Vec<_>>(),
+        want_parent
+    );
+    // Parent and child each report the site: patched, with no fault
+    // after the first ones in the parent, and one in the child: its first
+    // access, whose thread has no ring slot yet (a trampoline never claims
+    // one), takes the fault path.
+    let mut report: Vec<usize> = sites(&run)
+        .iter()
+        .filter(|s| s.1 == "patched")
+        .map(|s| s.2)
+        .collect();
+    report.sort();
+    assert_eq!(report, [PATCH_AFTER, PATCH_AFTER + 1]);
+}
