@@ -101,6 +101,24 @@ impl SharedPage {
         }
     }
 
+    /// [`SharedPage::access_loop`] with 6-byte encodings (a 32-bit
+    /// displacement, so that `record --patch` can patch both sites).
+    pub fn access_loop_long(&self, iterations: u32) {
+        let below = (self.base.as_ptr() as usize).wrapping_sub(0x100);
+        for i in 0..iterations {
+            // SAFETY: `below + 0x100` is the first word of the live mapping
+            // owned by `self`; the asm reads 4 aligned bytes there and
+            // clobbers only eax.
+            unsafe {
+                asm!("mov eax, dword ptr [rdi + 0x100]", in("rdi") below, out("eax") _, options(nostack, preserves_flags));
+            }
+            // SAFETY: as above; it writes 4 aligned bytes there.
+            unsafe {
+                asm!("mov dword ptr [rdi + 0x100], esi", in("rdi") below, in("esi") i, options(nostack, preserves_flags));
+            }
+        }
+    }
+
     /// Runs `iterations` load+store pairs on word `word` of the page (a
     /// register of its own per thread in the capture rows), each a single
     /// `mov` as in [`SharedPage::access_loop`].

@@ -108,6 +108,11 @@ pub const MEASUREMENTS: &[Measurement] = &[
         run: emulated,
     },
     Measurement {
+        name: "patched",
+        what: "mmiotrace record --patch: the mov loop with 6-byte encodings, both sites patched after 4 faults (a trampoline, no exception)",
+        run: patched,
+    },
+    Measurement {
         name: "hook-miss",
         what: "mmiotrace --hook: the mov loop with a rule on the same mapping that matches none of its accesses, against `emulated` run alongside",
         run: hook_miss,
@@ -394,6 +399,37 @@ fn traced_mov_loop(mode: Mode, settings: &Settings) -> anyhow::Result<Outcome> {
 
 fn emulated(settings: &Settings) -> anyhow::Result<Outcome> {
     traced_mov_loop(Mode::Alias, settings)
+}
+
+/// The mov loop with sites long enough to patch, under `record --patch`.
+fn patched(settings: &Settings) -> anyhow::Result<Outcome> {
+    let page = PageFile::create("patched")?;
+    let options = ["--patch".into()];
+    let recording = record::record_with(
+        Mode::Alias,
+        false,
+        &page.path,
+        &options,
+        &loop_args("mov-long", settings),
+    )?;
+    let samples = record::samples(&recording.stdout, settings.reps)?;
+    let counts = record::count(&recording.trace.0)?;
+    let expected = loop_accesses(settings);
+    ensure!(
+        counts.reads + counts.writes == expected && counts.unknown == 0,
+        "the trace holds {} accesses, expected {expected}",
+        counts.accesses()
+    );
+    let extra = format!(
+        "; all {expected} in the trace; program waited {}x on a full ring",
+        recording.ring_full_waits()?
+    );
+    Ok(per_access(
+        samples,
+        settings.reps,
+        settings.fault_accesses,
+        &extra,
+    ))
 }
 
 fn hook_miss(settings: &Settings) -> anyhow::Result<Outcome> {

@@ -27,6 +27,10 @@ pub const PASS_PREFIX: &str = "pass_ns ";
 pub enum Work {
     /// The per-access loop: `mov eax, [rdi]` + `mov [rdi], esi`, timed.
     Mov,
+    /// The per-access loop with 6-byte encodings (a 32-bit displacement):
+    /// `mov eax, [rdi+0x100]` + `mov [rdi+0x100], esi`, timed; patched
+    /// under `record --patch`.
+    MovLong,
     /// `add dword [rdi], esi` in a loop, timed (displaced execution).
     Add,
     /// `cmp dword [rdi], esi` in a loop, timed (emulated compare).
@@ -101,8 +105,15 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
     let mut out = String::new();
     let iterations = (job.fault_accesses / 2).max(1);
     match job.work {
-        Work::Mov => {
-            let samples = time_reps(job.reps, job.fault_accesses, |n| page.access_loop(n));
+        Work::Mov | Work::MovLong => {
+            let long = job.work == Work::MovLong;
+            let samples = time_reps(job.reps, job.fault_accesses, |n| {
+                if long {
+                    page.access_loop_long(n)
+                } else {
+                    page.access_loop(n)
+                }
+            });
             drop(page);
             let expected = iterations - 1;
             let stored = read_word(&file, 0)?;

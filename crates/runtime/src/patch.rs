@@ -213,6 +213,24 @@ fn in_chunks(addr: u64) -> bool {
     })
 }
 
+/// Where the instruction of `pc` is to be read from: a site being patched
+/// or patched has other bytes at `pc` now (a thread that faulted on it
+/// before the int3 went in reads them in its handler), and its original
+/// instruction in its trampoline. The state is read before the bytes: a
+/// thread that sees a site unpatched reads the original bytes (the patcher
+/// publishes the state before it writes the int3, and x86 does not reorder
+/// two loads, nor two stores).
+pub fn code_of(pc: u64) -> u64 {
+    let Some(site) = find(pc, false) else {
+        return pc;
+    };
+    // SYNC POINT: pairs with the Release store of PATCHING in patch().
+    match site.state.load(Ordering::Acquire) {
+        PATCHING | PATCHED => site.orig.load(Ordering::Relaxed),
+        _ => pc,
+    }
+}
+
 /// The SIGTRAP of a thread that ran into a site's int3 while it was being
 /// patched (or, in a forked child, for good): it goes on at the
 /// trampoline's copy of the original instruction, whose access faults
@@ -811,7 +829,7 @@ pub unsafe extern "C" fn mmiotrace_patched_access(regs: *mut Regs, index: usize,
 /// One MARK per site the fault path met often enough to be considered,
 /// at exit: patched, or why not, with its faults.
 pub extern "C" fn report_at_exit() {
-    if state::shm().is_none() {
+    if state::shm().is_none() || !ENABLED.load(Ordering::Acquire) {
         return;
     }
     for site in TABLE.iter() {

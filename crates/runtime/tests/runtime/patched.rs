@@ -82,12 +82,10 @@ fn every_patched_form_matches_the_fault_path_exactly() {
     let pcs: std::collections::BTreeSet<u64> = report.iter().map(|s| s.0).collect();
     assert!(patched.accesses().all(|p| pcs.contains(&p.record.pc)));
 
-    // The same program with patching off: the same trace, every access a fault.
+    // The same program with patching off: the same trace, and no report.
     let unpatched = run("sites", "off");
     assert_eq!(events(&unpatched), expected);
-    let report = sites(&unpatched);
-    assert_eq!(report.len(), 18, "{report:?}");
-    assert!(report.iter().all(|s| s.2 == 20), "{report:?}");
+    assert_eq!(sites(&unpatched), []);
 }
 
 #[test]
@@ -110,9 +108,9 @@ fn eight_threads_run_a_site_while_it_is_patched() {
     }
     let report = sites(&run);
     assert_eq!(report.len(), 1, "{report:?}");
+    // Patched while the threads ran (how many faults came first depends
+    // on the scheduler, so it is not checked).
     assert_eq!(report[0].1, "patched");
-    // Faults before the patch and while it was written; then none.
-    assert!(report[0].2 < 8 * 4000 / 10, "{report:?}");
 }
 
 #[test]

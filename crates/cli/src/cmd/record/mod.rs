@@ -44,6 +44,8 @@ const ENV_NO_FOLLOW: &str = "MMIOTRACE_NO_FOLLOW";
 
 /// Environment variable with the `--mode` (`alias` or `single-step`).
 const ENV_MODE: &str = "MMIOTRACE_MODE";
+/// Environment variable of `--patch`/`--no-patch` (`on` or `off`).
+const ENV_PATCH: &str = "MMIOTRACE_PATCH";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -118,6 +120,20 @@ pub struct Cmd {
     /// loses accesses in multi-threaded programs and is not for real use.
     #[arg(long, value_enum, default_value_t = Mode::Alias)]
     mode: Mode,
+
+    /// Patch hot access sites: after 4 faults at one instruction (a `mov`,
+    /// `movzx`/`movsx`, `cmp` or `test` of 5 bytes or more), rewrite it in
+    /// the program's code (made private to this process) to jump to a
+    /// trampoline that performs and logs the access with no exception
+    /// (docs/ARCHITECTURE.md, "Patched sites"). Off by default for now.
+    /// Never in `--mode single-step`.
+    #[arg(long, conflicts_with = "no_patch")]
+    patch: bool,
+
+    /// Never patch the program's code (JIT or self-checksumming code):
+    /// every traced access takes one exception. The default for now.
+    #[arg(long)]
+    no_patch: bool,
 
     /// Also trace mappings of files whose real path matches GLOB (repeatable),
     /// e.g. --trace '/dev/shm/*'. A relative GLOB is taken from the working
@@ -491,6 +507,10 @@ impl Cmd {
                     .join("\n"),
             )
             .env(ENV_MODE, self.mode.env_value());
+        if self.patch || self.no_patch {
+            let on = self.patch && self.mode != Mode::SingleStep;
+            command.env(ENV_PATCH, if on { "on" } else { "off" });
+        }
         if self.no_follow {
             command.env(ENV_NO_FOLLOW, std::process::id().to_string());
         }
