@@ -20,7 +20,7 @@ use crate::msg::Msg;
 use crate::ranges::{self, Range};
 use crate::state::{self, MutationLock};
 use crate::sys::{self, Errno};
-use crate::{config, context, displaced, glob, hooks, init, log, signals, vfio};
+use crate::{config, context, displaced, glob, hooks, init, log, patch, signals, vfio};
 
 const PAGE: u64 = 4096;
 
@@ -79,6 +79,9 @@ pub unsafe fn mmap(
     offset: i64,
 ) -> Result<usize, Errno> {
     let fixed = flags & libc::MAP_FIXED != 0;
+    if fixed {
+        patch::forget_code(addr as u64, (addr as u64).saturating_add(round_up(len as u64)));
+    }
     let file_backed = flags & libc::MAP_ANONYMOUS == 0 && fd >= 0;
     if !file_backed || !init::enabled() || state::muted() {
         // SAFETY: the caller's contract.
@@ -316,6 +319,7 @@ pub unsafe fn munmap(addr: usize, len: usize) -> Result<(), Errno> {
         addr as u64,
         (addr as u64).saturating_add(round_up(len as u64)),
     );
+    patch::forget_code(lo, hi);
     if !state::tracing_active() || !overlaps_traced(lo, hi) {
         // SAFETY: the caller's contract.
         return unsafe { sys::munmap(addr, len) };
@@ -335,6 +339,10 @@ pub unsafe fn mprotect(addr: usize, len: usize, prot: c_int) -> Result<(), Errno
         addr as u64,
         (addr as u64).saturating_add(round_up(len as u64)),
     );
+    // Writable code may change under a patched site.
+    if prot & libc::PROT_WRITE != 0 {
+        patch::forget_code(lo, hi);
+    }
     if !state::tracing_active() || !overlaps_traced(lo, hi) {
         // SAFETY: the caller's contract.
         return unsafe { sys::mprotect(addr, len, prot) };
@@ -380,6 +388,11 @@ pub unsafe fn mremap(
         old as u64,
         (old as u64).saturating_add(round_up(old_len as u64).max(PAGE)),
     );
+    patch::forget_code(lo, hi);
+    if flags & libc::MREMAP_FIXED != 0 {
+        let to = new_addr as u64;
+        patch::forget_code(to, to.saturating_add(round_up(new_len as u64)));
+    }
     if !state::tracing_active() || !overlaps_traced(lo, hi) {
         // SAFETY: the caller's contract.
         let moved = unsafe { sys::mremap(old, old_len, new_len, flags, new_addr) }?;

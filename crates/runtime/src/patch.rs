@@ -21,15 +21,12 @@
 //! counted per site in the summary with the reason.
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::cell::UnsafeCell;
-use std::mem::MaybeUninit;
-
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 use crate::alias_bus::AliasBus;
 use crate::emulate::{self, Regs};
 use crate::msg::Msg;
-use crate::{config, hooks, log, ranges, single_step, state, sys, threads};
+use crate::{config, hooks, log, ranges, single_step, state, sys, threads, xsave};
 
 /// Faults at one site before it is patched: a site that runs a handful of
 /// times is not worth the five system calls of patching it (about 20 µs),
@@ -38,8 +35,11 @@ pub const PATCH_AFTER: u32 = 4;
 
 /// Sites the runtime keeps count of.
 const SITES: usize = 4096;
-/// Bytes of one trampoline.
+/// Bytes of one trampoline: its code, then its [`Record`] at
+/// [`RECORD_AT`].
 const TRAMPOLINE: usize = 768;
+/// Where a trampoline's record starts in it (16-byte aligned).
+const RECORD_AT: usize = (TRAMPOLINE - core::mem::size_of::<Record>()) & !15;
 /// Bytes of one trampoline chunk (a mapping shared by many trampolines).
 const CHUNK: usize = 1 << 20;
 const CHUNKS: usize = 64;
@@ -84,15 +84,22 @@ struct Site {
     faults: AtomicU32,
     /// The trampoline's copy of the original instruction.
     orig: AtomicU64,
-    /// Written once, by the patching thread, before `state` becomes
-    /// `PATCHING` (Release); read by the trampolines after that.
-    insn: UnsafeCell<MaybeUninit<Instruction>>,
 }
 
-// SAFETY: `insn` is written only while the site is NEW, by the thread that
-// holds PATCH_LOCK, and read only once the site is PATCHING or PATCHED
-// (see Site::insn).
-unsafe impl Sync for Site {}
+/// What a trampoline's entry needs to know about its site, written with
+/// the trampoline's code into its chunk and never changed after: a
+/// trampoline keeps working, for a thread that is inside it, after its
+/// site has been forgotten ([`forget_code`]) and patched again with
+/// another trampoline.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+pub struct Record {
+    /// The site's address.
+    pc: u64,
+    /// The address of the trampoline's copy of the original instruction.
+    orig: u64,
+    insn: Instruction,
+}
 
 impl Site {
     const fn new() -> Site {
@@ -103,7 +110,6 @@ impl Site {
             len: AtomicU8::new(0),
             faults: AtomicU32::new(0),
             orig: AtomicU64::new(0),
-            insn: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
 }
@@ -196,20 +202,28 @@ fn find(pc: u64, insert: bool) -> Option<&'static Site> {
 /// The site whose trampoline copy of the original instruction starts at
 /// `rip`, if any: faults there are the site's.
 pub fn site_of_copy(rip: u64) -> Option<u64> {
-    if !in_chunks(rip) {
-        return None;
-    }
-    TABLE.iter().find_map(|site| {
-        let state = site.state.load(Ordering::Acquire);
-        ((state == PATCHING || state == PATCHED) && site.orig.load(Ordering::Relaxed) == rip)
-            .then(|| site.pc.load(Ordering::Relaxed))
-    })
+    record_of_copy(rip).map(|record| record.pc)
 }
 
-fn in_chunks(addr: u64) -> bool {
-    CHUNK_BASE.iter().any(|base| {
+/// The record of the trampoline whose copy of the original instruction
+/// starts at `rip`.
+fn record_of_copy(rip: u64) -> Option<&'static Record> {
+    CHUNK_BASE.iter().zip(&CHUNK_USED).find_map(|(base, used)| {
         let base = base.load(Ordering::Acquire) as u64;
-        base != 0 && addr.wrapping_sub(base) < CHUNK as u64
+        let offset = rip.wrapping_sub(base);
+        if base == 0 || offset >= CHUNK as u64 {
+            return None;
+        }
+        let slot = offset - offset % TRAMPOLINE as u64;
+        // SYNC POINT: pairs with the Release fetch_add in patch(), after
+        // the trampoline and its record were written.
+        if slot + TRAMPOLINE as u64 > used.load(Ordering::Acquire) as u64 {
+            return None;
+        }
+        // SAFETY: a written trampoline slot of a chunk this module mapped
+        // (readable, never unmapped, its record never changed).
+        let record = unsafe { &*((base + slot) as usize as *const Record).byte_add(RECORD_AT) };
+        (record.orig == rip).then_some(record)
     })
 }
 
@@ -277,6 +291,41 @@ pub fn note_fault(pc: u64, insn: &Instruction, bytes: &[u8]) {
             site.why.store(why as u8, Ordering::Relaxed);
             site.state.store(REFUSED, Ordering::Release);
         }
+    }
+    // SYNC POINT: pairs with the Acquire swap above.
+    PATCH_LOCK.store(false, Ordering::Release);
+}
+
+/// Forgets the sites in `lo..hi`, whose code the program is about to
+/// change: made writable, unmapped, mapped over or moved (the `mprotect`,
+/// `munmap`, `mmap` and `mremap` interposers call this first). Each goes
+/// back to new, with no faults counted: whatever instruction is there next
+/// is counted, and patched, afresh. A trampoline of a forgotten site stays
+/// as it was, with its record, for a thread that still runs it (its
+/// site's `jmp` stays too unless the program writes over it).
+pub fn forget_code(lo: u64, hi: u64) {
+    if !ENABLED.load(Ordering::Acquire) {
+        return;
+    }
+    // Not called in a signal handler of the runtime; the lock's holder
+    // patches with every asynchronous signal blocked, so never waits on
+    // this thread.
+    while PATCH_LOCK.swap(true, Ordering::Acquire) {
+        sys::yield_now();
+    }
+    // An instruction that starts up to 14 bytes below `lo` reaches into it.
+    let from = lo.saturating_sub(14);
+    for site in TABLE.iter() {
+        let pc = site.pc.load(Ordering::Acquire);
+        if pc == 0 || pc < from || pc >= hi {
+            continue;
+        }
+        site.orig.store(0, Ordering::Relaxed);
+        site.why.store(0, Ordering::Relaxed);
+        site.faults.store(0, Ordering::Relaxed);
+        // SYNC POINT: pairs with the Acquire loads of `state` in code_of()
+        // and note_fault().
+        site.state.store(NEW, Ordering::Release);
     }
     // SYNC POINT: pairs with the Acquire swap above.
     PATCH_LOCK.store(false, Ordering::Release);
@@ -353,20 +402,20 @@ fn patch(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) -> Result<(), W
     if !code_is_read_execute_only(code_pages.0, code_pages.1) {
         return Err(Why::CodePage);
     }
-    let index = TABLE
-        .iter()
-        .position(|s| core::ptr::eq(s, site))
-        .ok_or(Why::Form)?;
     let (chunk, at) = trampoline_space(pc, end).ok_or(Why::NoTrampoline)?;
     let mut code = Asm::new(at as u64);
-    let orig = emit_trampoline(&mut code, insn, index, original, end).ok_or(Why::Form)?;
-    // SAFETY: `insn` is written before the site is published (Release
-    // store of PATCHING below); no trampoline reads it before that.
-    unsafe { (*site.insn.get()).write(*insn) };
+    let record_at = (at + RECORD_AT) as u64;
+    let orig = emit_trampoline(&mut code, insn, record_at, original, end).ok_or(Why::Form)?;
+    let record = Record {
+        pc,
+        orig,
+        insn: *insn,
+    };
     site.len.store(len as u8, Ordering::Relaxed);
     site.orig.store(orig, Ordering::Relaxed);
-    write_trampoline(chunk, at, code.bytes()).ok_or(Why::NoTrampoline)?;
-    CHUNK_USED[chunk].fetch_add(TRAMPOLINE, Ordering::Relaxed);
+    write_trampoline(chunk, at, code.bytes(), &record).ok_or(Why::NoTrampoline)?;
+    // SYNC POINT: pairs with the Acquire load in record_of_copy().
+    CHUNK_USED[chunk].fetch_add(TRAMPOLINE, Ordering::Release);
     site.state.store(PATCHING, Ordering::Release);
 
     // The site: int3, sync, tail, sync, head, sync (text_poke_bp).
@@ -543,8 +592,8 @@ fn trampoline_space(pc: u64, end: u64) -> Option<(usize, usize)> {
 
 /// Copies a trampoline into its chunk (made writable meanwhile; other
 /// trampolines in it keep running).
-fn write_trampoline(chunk: usize, at: usize, code: &[u8]) -> Option<()> {
-    if code.len() > TRAMPOLINE {
+fn write_trampoline(chunk: usize, at: usize, code: &[u8], record: &Record) -> Option<()> {
+    if code.len() > RECORD_AT {
         return None;
     }
     let base = CHUNK_BASE[chunk].load(Ordering::Acquire);
@@ -554,6 +603,7 @@ fn write_trampoline(chunk: usize, at: usize, code: &[u8]) -> Option<()> {
     unsafe {
         sys::mprotect(base, CHUNK, rwx).ok()?;
         core::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len());
+        core::ptr::write((at + RECORD_AT) as *mut Record, *record);
         sys::mprotect(base, CHUNK, libc::PROT_READ | libc::PROT_EXEC).ok()?;
     }
     Some(())
@@ -641,18 +691,13 @@ impl Asm {
         }
     }
 
-    /// `movaps [rsp + 16*i], xmm_i` (`store`) or the reverse.
-    fn movaps_rsp(&mut self, xmm: u8, store: bool) {
-        if xmm >= 8 {
-            self.emit(&[0x44]);
-        }
-        self.emit(&[
-            0x0f,
-            if store { 0x29 } else { 0x28 },
-            0x84 | ((xmm & 7) << 3),
-            0x24,
-        ]);
-        self.emit(&(i32::from(xmm) * 16).to_le_bytes());
+    /// `mov eax, mask_lo; mov edx, mask_hi`: the component mask of
+    /// XSAVE, XSAVEC and XRSTOR.
+    fn xsave_mask(&mut self, mask: u64) {
+        self.emit(&[0xb8]);
+        self.emit(&(mask as u32).to_le_bytes());
+        self.emit(&[0xba]);
+        self.emit(&((mask >> 32) as u32).to_le_bytes());
     }
 
     /// The saved registers back from the block on the stack, the flags,
@@ -718,7 +763,7 @@ fn emit_lea_rax(code: &mut Asm, insn: &Instruction) -> Option<()> {
 fn emit_trampoline(
     code: &mut Asm,
     insn: &Instruction,
-    index: usize,
+    record: u64,
     original: &[u8],
     back: u64,
 ) -> Option<u64> {
@@ -736,24 +781,38 @@ fn emit_trampoline(
     // cmp rax, [rcx+8]; jae untraced
     code.emit(&[0x48, 0x3b, 0x41, 0x08]);
     let above = code.jcc_forward(0x3);
-    // rdi = &Regs, rsi = site, rdx = address; rbx keeps the block.
-    code.emit(&[0x48, 0x89, 0xe7]);
-    code.mov_imm64(6, index as u64);
-    code.emit(&[0x48, 0x89, 0xc2]);
+    // rbx keeps the block, r12 the address (both saved in it).
     code.emit(&[0x48, 0x89, 0xe3]);
-    code.emit(&[0x48, 0x83, 0xe4, 0xf0]);
-    code.lea_rsp(-256);
-    for xmm in 0..16 {
-        code.movaps_rsp(xmm, true);
+    code.emit(&[0x49, 0x89, 0xc4]);
+    // The vector state, saved with XSAVE(C) in a 64-byte aligned area
+    // whose header is zeroed first (XRSTOR faults on stale header bytes).
+    let (mask, area, compacted) = xsave::scratch_area()?;
+    code.emit(&[0x48, 0x83, 0xe4, 0xc0]);
+    code.lea_rsp(-i32::try_from(area).ok()?);
+    for qword in 0..8i32 {
+        code.emit(&[0x48, 0xc7, 0x84, 0x24]);
+        code.emit(&(512 + 8 * qword).to_le_bytes());
+        code.emit(&0i32.to_le_bytes());
     }
+    code.xsave_mask(mask);
+    if compacted {
+        code.emit(&[0x48, 0x0f, 0xc7, 0x24, 0x24]);
+    } else {
+        code.emit(&[0x48, 0x0f, 0xae, 0x24, 0x24]);
+    }
+    // rdi = &Regs, rsi = &Record, rdx = address.
+    code.emit(&[0x48, 0x89, 0xdf]);
+    code.mov_imm64(6, record);
+    code.emit(&[0x4c, 0x89, 0xe2]);
     code.mov_imm64(0, mmiotrace_patched_access as *const () as u64);
     code.emit(&[0xff, 0xd0]);
-    for xmm in 0..16 {
-        code.movaps_rsp(xmm, false);
-    }
+    // r12 = the entry's answer; the vector state back (xrstor64 [rsp]).
+    code.emit(&[0x49, 0x89, 0xc4]);
+    code.xsave_mask(mask);
+    code.emit(&[0x48, 0x0f, 0xae, 0x2c, 0x24]);
     code.emit(&[0x48, 0x89, 0xdc]);
-    // test rax, rax; jnz untraced
-    code.emit(&[0x48, 0x85, 0xc0]);
+    // test r12, r12; jnz untraced
+    code.emit(&[0x4d, 0x85, 0xe4]);
     let fallback = code.jcc_forward(0x5);
     code.restore();
     code.jmp(back)?;
@@ -764,7 +823,7 @@ fn emit_trampoline(
     let orig = code.here();
     code.emit(original);
     code.jmp(back)?;
-    (code.len <= TRAMPOLINE).then_some(orig)
+    (code.len <= RECORD_AT).then_some(orig)
 }
 
 /// The trampolines' entry: performs the site's access on the alias and
@@ -777,14 +836,18 @@ fn emit_trampoline(
 /// # Safety
 ///
 /// Called only by the trampolines, with `regs` pointing at the register
-/// block they saved.
+/// block they saved and `record` at their own record.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn mmiotrace_patched_access(regs: *mut Regs, index: usize, addr: u64) -> u64 {
+pub unsafe extern "C" fn mmiotrace_patched_access(
+    regs: *mut Regs,
+    record: *const Record,
+    addr: u64,
+) -> u64 {
     const DONE: u64 = 0;
     const FALLBACK: u64 = 1;
-    let Some(site) = TABLE.get(index) else {
-        return FALLBACK;
-    };
+    // SAFETY: the trampoline's record, written before its code could run
+    // and never changed.
+    let record = unsafe { &*record };
     let Some(shm) = state::shm() else {
         return FALLBACK;
     };
@@ -797,9 +860,7 @@ pub unsafe extern "C" fn mmiotrace_patched_access(regs: *mut Regs, index: usize,
     let Some(held) = ranges::lookup(addr) else {
         return FALLBACK;
     };
-    // SAFETY: the site is PATCHING or PATCHED, since a trampoline runs:
-    // insn was written before (see Site::insn).
-    let insn = unsafe { (*site.insn.get()).assume_init_ref() };
+    let insn = &record.insn;
     let width = insn.memory_size().size() as u64;
     let write = insn.mnemonic() == Mnemonic::Mov && insn.op0_kind() == OpKind::Memory;
     let allowed = if write {
@@ -814,7 +875,7 @@ pub unsafe extern "C" fn mmiotrace_patched_access(regs: *mut Regs, index: usize,
     let block = unsafe { &mut *regs };
     let mut copy = *block;
     copy.gpr[4] = regs as u64 + core::mem::size_of::<Regs>() as u64 + 128;
-    let pc = site.pc.load(Ordering::Relaxed);
+    let pc = record.pc;
     copy.rip = pc;
     let mut bus = AliasBus::new(held.range, &shm, me, pc);
     if emulate::emulate(insn, &mut copy, &mut bus).is_err() {

@@ -22,7 +22,7 @@
 //! module reads and writes it through raw pointers, within the size the
 //! kernel recorded, and executes CPUID, hence `unsafe`.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use iced_x86::Register;
 
@@ -61,6 +61,8 @@ const HI16_ZMM: u32 = 7;
 static LAYOUT: [AtomicU32; 8] = [const { AtomicU32::new(0) }; 8];
 /// XCR0, or 0 when the OS has not enabled XSAVE.
 static XCR0: AtomicU64 = AtomicU64::new(0);
+/// Whether the CPU has XSAVEC (CPUID leaf 0xD, sub-leaf 1, EAX bit 1).
+static XSAVEC: AtomicBool = AtomicBool::new(false);
 
 /// Reads the layout from CPUID (never on the signal path: CPUID traps to
 /// the hypervisor in a VM).
@@ -78,7 +80,34 @@ pub fn detect() {
         let sub = core::arch::x86_64::__cpuid_count(0xd, component as u32);
         slot.store((sub.ebx << 16) | (sub.eax & 0xffff), Ordering::Relaxed);
     }
+    XSAVEC.store(
+        core::arch::x86_64::__cpuid_count(0xd, 1).eax & 0b10 != 0,
+        Ordering::Relaxed,
+    );
     XCR0.store(xcr0, Ordering::Relaxed);
+}
+
+/// The vector state Rust code and the C library it calls may change:
+/// x87, SSE (with MXCSR), AVX, the AVX-512 opmask and upper registers
+/// (glibc's `memcpy` and `memset` use YMM16-31 and the opmasks where the
+/// CPU has AVX-512, and end AVX2 code with `vzeroupper`).
+const SCRATCH_STATE: u64 = 0b1110_0111;
+
+/// How a patched site's trampoline saves the vector state around Rust
+/// code: the XSAVE component mask, the bytes of the area (a multiple of
+/// 64), and whether to use XSAVEC (else XSAVE); `None` without XSAVE.
+pub fn scratch_area() -> Option<(u64, usize, bool)> {
+    let xcr0 = XCR0.load(Ordering::Relaxed);
+    if xcr0 & 0b11 != 0b11 {
+        return None;
+    }
+    let mask = xcr0 & SCRATCH_STATE;
+    let end = (2..8u32)
+        .filter(|c| mask & (1 << c) != 0)
+        .filter_map(layout)
+        .map(|(offset, size)| offset + size)
+        .fold(576, usize::max);
+    Some((mask, (end + 63) & !63, XSAVEC.load(Ordering::Relaxed)))
 }
 
 fn layout(component: u32) -> Option<(usize, usize)> {

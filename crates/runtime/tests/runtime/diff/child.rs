@@ -4,8 +4,17 @@
 //! Output lines (read by tests/runtime/differential.rs):
 //! - `C <case> <name>`
 //! - `E <case> <R|W> <A|B> <width> <offset> <value>`: an expected event
-//! - `FAIL <case> <what>`: registers, flags, vector state or memory differ
+//! - `FAIL <case> <what>`: registers, flags, vector state or memory
+//!   differ, or (patched) a site is patched that must not be, or not
+//!   patched that must be
+//! - `P <case> <sites>`: (patched) how many of its sites are patched
 //! - `DONE <cases>`
+//!
+//! Patched (`MMIOTRACE_DIFF_RUNS` set, the runtime with `MMIOTRACE_PATCH=on`):
+//! only the cases with a patchable instruction; the code page is made
+//! read-execute once a case is written to it, and the traced side runs `runs` times from the same start (the runtime patches a
+//! site at its 4th fault, so runs 5 and on take its trampoline), each run
+//! compared with the plain one and each logging the case's events again.
 
 use std::ffi::{CString, c_char};
 use std::fs::File;
@@ -13,14 +22,14 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-use iced_x86::{Decoder, DecoderOptions, InstructionInfoFactory};
+use iced_x86::{Decoder, DecoderOptions, Instruction, InstructionInfoFactory};
 
 use super::expect;
 use super::layout::*;
 use super::machine::{self, CpuState};
 use super::rng::Rng;
 use super::xstate::Layout;
-use super::{Case, ENV_FILE_A, ENV_FILE_B, ENV_ONLY};
+use super::{Case, ENV_FILE_A, ENV_FILE_B, ENV_ONLY, ENV_RUNS};
 
 /// Cases per batch: the traced files are mapped once per batch.
 const BATCH: usize = 256;
@@ -83,10 +92,104 @@ fn read_memory(addr: u64, len: usize) -> Vec<u8> {
     out
 }
 
-fn load_case(case: &Case) {
+fn load_case(case: &Case, patched: bool) {
     let mut code = case.code.clone();
     code.extend_from_slice(&machine::epilogue());
+    if patched {
+        protect_code(libc::PROT_READ | libc::PROT_WRITE);
+    }
     machine::load_code(&code);
+    // The runtime patches only code that is read-execute, not writable
+    // (it takes writable code for a JIT's).
+    if patched {
+        protect_code(libc::PROT_READ | libc::PROT_EXEC);
+    }
+}
+
+fn protect_code(prot: i32) {
+    // SAFETY: the harness's own code mapping (layout::CODE), which no case
+    // is running while it changes.
+    let done = unsafe { libc::mprotect(CODE as *mut libc::c_void, CODE_LEN, prot) };
+    assert_eq!(done, 0, "mprotect: {}", std::io::Error::last_os_error());
+}
+
+/// Whether the runtime must patch `insn` when its access faults often
+/// enough (docs/ARCHITECTURE.md, "Patched sites", written out once more):
+/// `mov`, `movzx`, `movsx`, `movsxd`, `cmp` or `test` of 5 bytes or more,
+/// with one memory operand of 1, 2, 4 or 8 bytes addressed by 64-bit
+/// registers (not RSP) and a 32-bit displacement, no prefix that changes
+/// it, the other operand a general register (not AH..DH or RSP) or an
+/// immediate.
+fn must_patch(insn: &Instruction) -> bool {
+    use iced_x86::{Mnemonic, OpKind, Register};
+    let form = matches!(
+        insn.mnemonic(),
+        Mnemonic::Mov
+            | Mnemonic::Movzx
+            | Mnemonic::Movsx
+            | Mnemonic::Movsxd
+            | Mnemonic::Cmp
+            | Mnemonic::Test
+    ) && !insn.has_lock_prefix()
+        && !insn.has_rep_prefix()
+        && !insn.has_repne_prefix();
+    let operands: Vec<OpKind> = (0..insn.op_count()).map(|i| insn.op_kind(i)).collect();
+    let one_memory = operands.iter().filter(|&&k| k == OpKind::Memory).count() == 1;
+    let others = (0..insn.op_count()).all(|i| match insn.op_kind(i) {
+        OpKind::Memory => true,
+        OpKind::Register => {
+            let reg = insn.op_register(i);
+            reg.is_gpr()
+                && reg.full_register() != Register::RSP
+                && !matches!(
+                    reg,
+                    Register::AH | Register::BH | Register::CH | Register::DH
+                )
+        }
+        OpKind::Immediate8
+        | OpKind::Immediate16
+        | OpKind::Immediate32
+        | OpKind::Immediate8to16
+        | OpKind::Immediate8to32
+        | OpKind::Immediate8to64
+        | OpKind::Immediate32to64 => true,
+        _ => false,
+    });
+    let gpr64 = |reg: Register| reg == Register::None || reg.is_gpr64();
+    let addressing = gpr64(insn.memory_base())
+        && gpr64(insn.memory_index())
+        && insn.memory_base() != Register::RSP
+        && insn.segment_prefix() == Register::None
+        && !insn.is_ip_rel_memory_operand()
+        && i32::try_from(insn.memory_displacement64() as i64).is_ok();
+    insn.len() >= 5
+        && form
+        && one_memory
+        && others
+        && addressing
+        && matches!(insn.memory_size().size(), 1 | 2 | 4 | 8)
+}
+
+/// (sites the runtime must have patched, sites it did patch): after the
+/// last run, a patched site starts with the `jmp rel32` (0xe9) that no
+/// case's own code holds. A site must be patched when it is patchable
+/// and its access touches a traced mapping (it faulted on every run).
+fn patched_sites(case: &Case, layout: &Layout, state: &CpuState) -> Vec<(u64, bool, bool)> {
+    let mut info = InstructionInfoFactory::new();
+    let decoder = Decoder::with_ip(64, &case.code, CODE, DecoderOptions::NONE);
+    decoder
+        .into_iter()
+        .map(|insn| {
+            let traced = expect::derive(&insn, &case.gpr, layout, &state.area, &mut info)
+                .iter()
+                .any(|a| {
+                    (a.addr..a.addr + a.len as u64)
+                        .any(|byte| place(byte) != Place::Untraced)
+                });
+            let now = read_memory(insn.ip(), 1)[0];
+            (insn.ip(), must_patch(&insn) && traced, now == 0xe9)
+        })
+        .collect()
 }
 
 fn changes(initial: &[u8], last: &[u8]) -> Vec<(u32, u8)> {
@@ -121,6 +224,11 @@ pub fn accesses(case: &Case, layout: &Layout, state: &CpuState) -> Vec<super::Ac
 
 pub fn main(cases: Vec<Case>, layout: &Layout) {
     let only: Option<usize> = std::env::var(ENV_ONLY).ok().and_then(|v| v.parse().ok());
+    let runs: usize = std::env::var(ENV_RUNS)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let patched = runs > 1;
     let path_a = std::env::var(ENV_FILE_A).expect("file A");
     let path_b = std::env::var(ENV_FILE_B).expect("file B");
     let file_a = File::options()
@@ -153,8 +261,16 @@ pub fn main(cases: Vec<Case>, layout: &Layout) {
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
+    // Patched, only the cases with an instruction the runtime patches:
+    // the others run as they do unpatched.
     let selected: Vec<usize> = (0..cases.len())
         .filter(|&i| only.is_none_or(|o| o == i))
+        .filter(|&i| {
+            !patched
+                || Decoder::with_ip(64, &cases[i].code, CODE, DecoderOptions::NONE)
+                    .into_iter()
+                    .any(|insn| must_patch(&insn))
+        })
         .collect();
     // libtest has written "test traced_child ... " without a newline.
     writeln!(out).expect("stdout");
@@ -175,18 +291,22 @@ pub fn main(cases: Vec<Case>, layout: &Layout) {
             let planned = accesses(case, layout, &state);
             write_memory(WINDOW, &window);
             write_memory(STACK_FILL_LO, &stack);
-            load_case(case);
+            load_case(case, patched);
             if verbose {
                 eprintln!("plain {i} {}", case.name);
             }
             machine::run(&mut state);
             let last = read_memory(WINDOW, WINDOW_LEN);
+            let mut events = Vec::new();
             for access in &planned {
                 let source = if access.write { &last } else { &window };
-                for event in expect::events(access, max_chunk, |addr, len| {
+                events.extend(expect::events(access, max_chunk, |addr, len| {
                     let at = (addr - WINDOW) as usize;
                     source[at..at + len].to_vec()
-                }) {
+                }));
+            }
+            for _ in 0..runs {
+                for event in &events {
                     writeln!(out, "E {i} {event}").expect("stdout");
                 }
             }
@@ -203,6 +323,10 @@ pub fn main(cases: Vec<Case>, layout: &Layout) {
         map_fixed(B_START, B_LEN, rw, libc::MAP_SHARED, file_b.as_raw_fd());
         for (&i, reference) in batch.iter().zip(&references) {
             let case = &cases[i];
+            load_case(case, patched);
+            let text = CString::new(format!("case {i}")).expect("no NUL");
+            mark(text.as_ptr());
+            for run in 0..runs {
             let window = initial_window(case);
             let stack = initial_stack(case);
             let mut state = initial_state(case, layout);
@@ -214,11 +338,8 @@ pub fn main(cases: Vec<Case>, layout: &Layout) {
                 .write_all_at(&window[PAGE as usize + A_LEN..], 0)
                 .expect("write B");
             write_memory(STACK_FILL_LO, &stack);
-            load_case(case);
-            let text = CString::new(format!("case {i}")).expect("no NUL");
-            mark(text.as_ptr());
             if verbose {
-                eprintln!("traced {i} {}", case.name);
+                eprintln!("traced {i} run {run} {}", case.name);
             }
             machine::run(&mut state);
             let mut last = read_memory(WINDOW, PAGE as usize);
@@ -231,7 +352,7 @@ pub fn main(cases: Vec<Case>, layout: &Layout) {
                 .expect("read B");
             let mut fail = |what: String| {
                 failures += 1;
-                writeln!(out, "FAIL {i} {what}").expect("stdout");
+                writeln!(out, "FAIL {i} run {run}: {what}").expect("stdout");
             };
             for r in 0..16 {
                 if state.gpr[r] != reference.gpr[r] {
@@ -276,6 +397,23 @@ pub fn main(cases: Vec<Case>, layout: &Layout) {
             let stack_now = read_memory(STACK_CHECK_LO, (STACK_CHECK_HI - STACK_CHECK_LO) as usize);
             if stack_now != reference.stack {
                 fail("stack memory".to_owned());
+            }
+            }
+            if patched {
+                let state = initial_state(case, layout);
+                let sites = patched_sites(case, layout, &state);
+                for &(pc, must, done) in &sites {
+                    if must != done {
+                        failures += 1;
+                        writeln!(
+                            out,
+                            "FAIL {i} site {pc:#x}: must be patched {must}, patched {done}"
+                        )
+                        .expect("stdout");
+                    }
+                }
+                let done = sites.iter().filter(|s| s.2).count();
+                writeln!(out, "P {i} {done}").expect("stdout");
             }
         }
     }

@@ -66,3 +66,5 @@ pub const ENV_FILE_B: &str = "MMIOTRACE_DIFF_FILE_B";
 pub const ENV_COUNT: &str = "MMIOTRACE_DIFF_CASES";
 pub const ENV_SEED: &str = "MMIOTRACE_DIFF_SEED";
 pub const ENV_ONLY: &str = "MMIOTRACE_DIFF_ONLY";
+/// Runs of the traced side of each case (patched mode when over 1).
+pub const ENV_RUNS: &str = "MMIOTRACE_DIFF_RUNS";
