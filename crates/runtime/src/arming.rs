@@ -80,7 +80,10 @@ pub unsafe fn mmap(
 ) -> Result<usize, Errno> {
     let fixed = flags & libc::MAP_FIXED != 0;
     if fixed {
-        patch::forget_code(addr as u64, (addr as u64).saturating_add(round_up(len as u64)));
+        patch::forget_code(
+            addr as u64,
+            (addr as u64).saturating_add(round_up(len as u64)),
+        );
     }
     let file_backed = flags & libc::MAP_ANONYMOUS == 0 && fd >= 0;
     if !file_backed || !init::enabled() || state::muted() {

@@ -15,13 +15,22 @@ use crate::common::programs::{Scratch, compile, program};
 const MMIOTRACE: &str = env!("CARGO_BIN_EXE_mmiotrace");
 
 fn record_command(trace: &Path, extra: &[&str], argv: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
+    record_command_quiet(true, trace, extra, argv)
+}
+
+/// `record`, with its summary on stderr unless `quiet` (`-q`).
+fn record_command_quiet(
+    quiet: bool,
+    trace: &Path,
+    extra: &[&str],
+    argv: &[&dyn AsRef<std::ffi::OsStr>],
+) -> Command {
     let mut cmd = Command::new(MMIOTRACE);
-    cmd.arg("record")
-        .arg("-q")
-        .arg("-o")
-        .arg(trace)
-        .args(extra)
-        .arg("--");
+    cmd.arg("record");
+    if quiet {
+        cmd.arg("-q");
+    }
+    cmd.arg("-o").arg(trace).args(extra).arg("--");
     for arg in argv {
         cmd.arg(arg);
     }
@@ -911,23 +920,62 @@ fn soak_size() -> (u64, u64) {
 
 #[test]
 fn soak_threads_forks_execs_and_spawns_lose_nothing() {
+    soak("soak", &program("soak"), &[]);
+}
+
+/// The soak with every store a patchable site and `--patch`: the workers'
+/// store is patched while 16 threads run it, forks inherit it, execs and
+/// spawns patch their own; the same trace, and the summary says so.
+#[test]
+fn soak_patched_threads_forks_execs_and_spawns_lose_nothing() {
+    let out = soak(
+        "soak-patched",
+        &compile("soak-patchable", "soak", &["-DSOAK_PATCHABLE"]),
+        &["--patch"],
+    );
+    let stderr = text(&out.stderr);
+    let totals = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("  patch: "))
+        .unwrap_or_else(|| panic!("no patch summary:\n{stderr}"));
+    let patched: u64 = totals
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count of patched sites");
+    // The workers' site and the churn's, in the parent at least.
+    assert!(patched >= 2, "{stderr}");
+    assert!(!totals.contains("not patchable"), "{stderr}");
+}
+
+/// Runs the soak program under `record` with `extra` options and its
+/// summary, and checks the trace.
+fn soak(name: &str, program: &Path, extra: &[&str]) -> Output {
     const UNIT: u64 = 50;
     let (workers, per_worker) = soak_size();
-    let scratch = Scratch::new("soak");
+    let scratch = Scratch::new(name);
     let bar = scratch.bar("dev", 4096);
     let trace = scratch.path("t.mtb");
-    let out = record_within(
-        Duration::from_secs(300),
+    let glob = scratch.glob();
+    let mut args = vec!["--trace", &glob, "--format", "binary"];
+    args.extend_from_slice(extra);
+    let child = record_command_quiet(
+        false,
         &trace,
-        &["--trace", &scratch.glob(), "--format", "binary"],
+        &args,
         &[
-            &program("soak"),
+            &program,
             &bar,
             &workers.to_string(),
             &per_worker.to_string(),
             &UNIT.to_string(),
         ],
-    );
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("run mmiotrace record");
+    let out = wait_within(child, Duration::from_secs(300));
     assert_success(&out);
     let rounds = u64::from(stdout_value(&out, "rounds"));
     assert!(rounds > 0);
@@ -977,4 +1025,5 @@ fn soak_threads_forks_execs_and_spawns_lose_nothing() {
         events.iter().filter(|e| e.kind == "MAP").count() as u64,
         1 + 2 * rounds
     );
+    out
 }

@@ -23,17 +23,31 @@ static long per_worker, unit;
 static atomic_int workers_left;
 static const char *self, *path;
 
+/*
+ * Built with -DSOAK_PATCHABLE, every store is a 7-byte `mov [reg+disp32],
+ * reg` that the runtime can patch (`record --patch`); otherwise whatever the
+ * compiler makes of dev[i] = v (often too short to patch).
+ */
+static inline void store(long index, uint64_t value)
+{
+#ifdef SOAK_PATCHABLE
+	__asm__ volatile("movq %1, 0x400(%0)" : : "r"(dev + index - 0x80), "r"(value) : "memory");
+#else
+	dev[index] = value;
+#endif
+}
+
 static void write_unit(long offset, uint64_t kind, uint64_t round)
 {
 	for (long k = 0; k < unit; k++)
-		dev[offset / 8] = kind << 60 | round << 20 | (uint64_t)k;
+		store(offset / 8, kind << 60 | round << 20 | (uint64_t)k);
 }
 
 static void *worker(void *arg)
 {
 	uint64_t w = (uint64_t)(uintptr_t)arg;
 	for (long k = 0; k < per_worker; k++)
-		dev[w] = w << 32 | (uint64_t)k;
+		store((long)w, w << 32 | (uint64_t)k);
 	atomic_fetch_sub(&workers_left, 1);
 	return NULL;
 }

@@ -130,6 +130,8 @@ pub struct Summary {
     pub slot_waits: u64,
     /// Accesses a hook changed or marked.
     pub hooked: u64,
+    /// The runtime's per-site reports of patched sites (`--patch`).
+    pub patch_sites: Vec<super::patch_sites::PatchSite>,
 }
 
 #[derive(Debug)]
@@ -643,11 +645,13 @@ impl Drainer {
                     ext,
                 })
             }
-            kind::MARK => Event::Mark(Mark {
-                time,
-                text: mark_text(payload_text(payload)),
-                ext,
-            }),
+            kind::MARK => {
+                let text = mark_text(payload_text(payload));
+                if let Some(site) = super::patch_sites::parse(record.pid, &text) {
+                    self.summary.patch_sites.push(site);
+                }
+                Event::Mark(Mark { time, text, ext })
+            }
             other => anyhow::bail!(
                 "runtime sent a record of unknown kind {other} (seq {}); are the runtime and recorder from the same build?",
                 record.seq

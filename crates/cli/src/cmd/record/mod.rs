@@ -6,6 +6,7 @@ pub(crate) mod drain;
 mod follow;
 mod hooks;
 pub(crate) mod marks;
+pub(crate) mod patch_sites;
 mod patterns;
 mod preflight;
 pub(crate) mod runtime_lib;
@@ -765,6 +766,9 @@ fn print_summary(summary: &Summary, output: &str, status: ExitStatus) {
     }
     if summary.orphans > 0 {
         let _ = writeln!(err, "  accesses to unknown maps: {}", summary.orphans);
+    }
+    for line in patch_sites::lines(&summary.patch_sites) {
+        let _ = writeln!(err, "{line}");
     }
 }
 

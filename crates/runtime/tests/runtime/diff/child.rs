@@ -183,8 +183,7 @@ fn patched_sites(case: &Case, layout: &Layout, state: &CpuState) -> Vec<(u64, bo
             let traced = expect::derive(&insn, &case.gpr, layout, &state.area, &mut info)
                 .iter()
                 .any(|a| {
-                    (a.addr..a.addr + a.len as u64)
-                        .any(|byte| place(byte) != Place::Untraced)
+                    (a.addr..a.addr + a.len as u64).any(|byte| place(byte) != Place::Untraced)
                 });
             let now = read_memory(insn.ip(), 1)[0];
             (insn.ip(), must_patch(&insn) && traced, now == 0xe9)
@@ -327,77 +326,78 @@ pub fn main(cases: Vec<Case>, layout: &Layout) {
             let text = CString::new(format!("case {i}")).expect("no NUL");
             mark(text.as_ptr());
             for run in 0..runs {
-            let window = initial_window(case);
-            let stack = initial_stack(case);
-            let mut state = initial_state(case, layout);
-            write_memory(WINDOW, &window[..PAGE as usize]);
-            file_a
-                .write_all_at(&window[PAGE as usize..PAGE as usize + A_LEN], 0)
-                .expect("write A");
-            file_b
-                .write_all_at(&window[PAGE as usize + A_LEN..], 0)
-                .expect("write B");
-            write_memory(STACK_FILL_LO, &stack);
-            if verbose {
-                eprintln!("traced {i} run {run} {}", case.name);
-            }
-            machine::run(&mut state);
-            let mut last = read_memory(WINDOW, PAGE as usize);
-            last.resize(WINDOW_LEN, 0);
-            file_a
-                .read_exact_at(&mut last[PAGE as usize..PAGE as usize + A_LEN], 0)
-                .expect("read A");
-            file_b
-                .read_exact_at(&mut last[PAGE as usize + A_LEN..], 0)
-                .expect("read B");
-            let mut fail = |what: String| {
-                failures += 1;
-                writeln!(out, "FAIL {i} run {run}: {what}").expect("stdout");
-            };
-            for r in 0..16 {
-                if state.gpr[r] != reference.gpr[r] {
+                let window = initial_window(case);
+                let stack = initial_stack(case);
+                let mut state = initial_state(case, layout);
+                write_memory(WINDOW, &window[..PAGE as usize]);
+                file_a
+                    .write_all_at(&window[PAGE as usize..PAGE as usize + A_LEN], 0)
+                    .expect("write A");
+                file_b
+                    .write_all_at(&window[PAGE as usize + A_LEN..], 0)
+                    .expect("write B");
+                write_memory(STACK_FILL_LO, &stack);
+                if verbose {
+                    eprintln!("traced {i} run {run} {}", case.name);
+                }
+                machine::run(&mut state);
+                let mut last = read_memory(WINDOW, PAGE as usize);
+                last.resize(WINDOW_LEN, 0);
+                file_a
+                    .read_exact_at(&mut last[PAGE as usize..PAGE as usize + A_LEN], 0)
+                    .expect("read A");
+                file_b
+                    .read_exact_at(&mut last[PAGE as usize + A_LEN..], 0)
+                    .expect("read B");
+                let mut fail = |what: String| {
+                    failures += 1;
+                    writeln!(out, "FAIL {i} run {run}: {what}").expect("stdout");
+                };
+                for r in 0..16 {
+                    if state.gpr[r] != reference.gpr[r] {
+                        fail(format!(
+                            "gpr {r}: plain {:#x} traced {:#x}",
+                            reference.gpr[r], state.gpr[r]
+                        ));
+                    }
+                }
+                if state.rflags & FLAGS != reference.rflags & FLAGS {
                     fail(format!(
-                        "gpr {r}: plain {:#x} traced {:#x}",
-                        reference.gpr[r], state.gpr[r]
+                        "rflags: plain {:#x} traced {:#x}",
+                        reference.rflags & FLAGS,
+                        state.rflags & FLAGS
                     ));
                 }
-            }
-            if state.rflags & FLAGS != reference.rflags & FLAGS {
-                fail(format!(
-                    "rflags: plain {:#x} traced {:#x}",
-                    reference.rflags & FLAGS,
-                    state.rflags & FLAGS
-                ));
-            }
-            let dump = layout.dump(&state.area);
-            if let Some(at) = (0..dump.len()).find(|&k| dump[k] != reference.dump[k]) {
-                fail(format!(
-                    "{}: plain {:02x} traced {:02x}",
-                    layout.describe(at),
-                    reference.dump[at],
-                    dump[at]
-                ));
-            }
-            let changed = changes(&window, &last);
-            if changed != reference.changed {
-                let first = changed
-                    .iter()
-                    .zip(&reference.changed)
-                    .find(|(a, b)| a != b)
-                    .map(|(a, b)| format!("traced {a:x?} plain {b:x?}"))
-                    .unwrap_or_else(|| {
-                        format!(
-                            "{} bytes changed traced, {} plain",
-                            changed.len(),
-                            reference.changed.len()
-                        )
-                    });
-                fail(format!("memory (window offset, byte): {first}"));
-            }
-            let stack_now = read_memory(STACK_CHECK_LO, (STACK_CHECK_HI - STACK_CHECK_LO) as usize);
-            if stack_now != reference.stack {
-                fail("stack memory".to_owned());
-            }
+                let dump = layout.dump(&state.area);
+                if let Some(at) = (0..dump.len()).find(|&k| dump[k] != reference.dump[k]) {
+                    fail(format!(
+                        "{}: plain {:02x} traced {:02x}",
+                        layout.describe(at),
+                        reference.dump[at],
+                        dump[at]
+                    ));
+                }
+                let changed = changes(&window, &last);
+                if changed != reference.changed {
+                    let first = changed
+                        .iter()
+                        .zip(&reference.changed)
+                        .find(|(a, b)| a != b)
+                        .map(|(a, b)| format!("traced {a:x?} plain {b:x?}"))
+                        .unwrap_or_else(|| {
+                            format!(
+                                "{} bytes changed traced, {} plain",
+                                changed.len(),
+                                reference.changed.len()
+                            )
+                        });
+                    fail(format!("memory (window offset, byte): {first}"));
+                }
+                let stack_now =
+                    read_memory(STACK_CHECK_LO, (STACK_CHECK_HI - STACK_CHECK_LO) as usize);
+                if stack_now != reference.stack {
+                    fail("stack memory".to_owned());
+                }
             }
             if patched {
                 let state = initial_state(case, layout);
