@@ -265,34 +265,60 @@ pub fn on_int3(uc: &mut libc::ucontext_t) -> bool {
 /// Counts a fault at `pc` that the fault path handled (`copy`: at a
 /// trampoline's copy of the site's instruction) and patches the site once
 /// it has faulted [`PATCH_AFTER`] times. Called by the SIGSEGV handler.
+///
+/// A thread that faults at a site being patched by another thread (or
+/// waiting to be: the lock is taken by the patch of another site, or by
+/// [`forget_code`]) waits for the lock before it returns: had it gone
+/// back to the program, it would fault at the site again and again
+/// until the patcher, perhaps not even running on a 2-core machine, was
+/// done. So each thread faults at a site at most once after its
+/// [`PATCH_AFTER`]th fault (docs/ARCHITECTURE.md, "Patched sites").
 pub fn note_fault(pc: u64, insn: &Instruction, bytes: &[u8]) {
     let Some(site) = find(pc, true) else {
         return;
     };
     let faults = site.faults.fetch_add(1, Ordering::Relaxed) + 1;
+    let state = site.state.load(Ordering::Acquire);
     if faults < PATCH_AFTER
         || !ENABLED.load(Ordering::Acquire)
-        || site.state.load(Ordering::Acquire) != NEW
+        || !matches!(state, NEW | PATCHING)
         || single_step::enabled()
     {
         return;
     }
-    if let Err(why) = patchable(insn) {
-        site.why.store(why as u8, Ordering::Relaxed);
-        site.state.store(REFUSED, Ordering::Release);
-        return;
+    if state == NEW {
+        if let Err(why) = patchable(insn) {
+            site.why.store(why as u8, Ordering::Relaxed);
+            site.state.store(REFUSED, Ordering::Release);
+            return;
+        }
     }
-    // Another thread patching: this site is tried again at its next fault.
-    if PATCH_LOCK.swap(true, Ordering::Acquire) {
-        return;
-    }
+    // PATCHING: the patcher holds the lock until the site is patched
+    // (in a forked child, where no thread will finish it, the lock is
+    // free and the site stays on the fault path).
+    lock();
     if site.state.load(Ordering::Acquire) == NEW {
         if let Err(why) = patch(site, pc, insn, bytes) {
             site.why.store(why as u8, Ordering::Relaxed);
             site.state.store(REFUSED, Ordering::Release);
         }
     }
-    // SYNC POINT: pairs with the Acquire swap above.
+    unlock();
+}
+
+/// Takes [`PATCH_LOCK`], yielding while another thread holds it. Its
+/// holders (a patcher in the SIGSEGV handler, [`forget_code`]) run with
+/// every asynchronous signal blocked, wait on nothing and make no traced
+/// access, so the holder is never the waiting thread itself, nor waits
+/// for it.
+fn lock() {
+    while PATCH_LOCK.swap(true, Ordering::Acquire) {
+        sys::yield_now();
+    }
+}
+
+fn unlock() {
+    // SYNC POINT: pairs with the Acquire swap in lock().
     PATCH_LOCK.store(false, Ordering::Release);
 }
 
@@ -307,12 +333,12 @@ pub fn forget_code(lo: u64, hi: u64) {
     if !ENABLED.load(Ordering::Acquire) {
         return;
     }
-    // Not called in a signal handler of the runtime; the lock's holder
-    // patches with every asynchronous signal blocked, so never waits on
-    // this thread.
-    while PATCH_LOCK.swap(true, Ordering::Acquire) {
-        sys::yield_now();
-    }
+    // Not called in a signal handler of the runtime. The asynchronous
+    // signals stay blocked while the lock is held: a handler of the
+    // program that made a traced access here would wait in note_fault()
+    // for the lock this thread holds.
+    let _blocked = sys::SignalsBlocked::new();
+    lock();
     // An instruction that starts up to 14 bytes below `lo` reaches into it.
     let from = lo.saturating_sub(14);
     for site in TABLE.iter() {
@@ -327,8 +353,7 @@ pub fn forget_code(lo: u64, hi: u64) {
         // and note_fault().
         site.state.store(NEW, Ordering::Release);
     }
-    // SYNC POINT: pairs with the Acquire swap above.
-    PATCH_LOCK.store(false, Ordering::Release);
+    unlock();
 }
 
 /// Whether the trampoline can perform `insn`: one access it knows, made
