@@ -132,6 +132,8 @@ struct Ev {
     seq: u64,
     /// A MAP's length.
     len: u64,
+    /// A MARK's text.
+    text: String,
 }
 
 fn read_trace(path: &Path) -> Vec<Ev> {
@@ -157,6 +159,7 @@ fn read_trace(path: &Path) -> Vec<Ev> {
             process: ext.process.unwrap_or(0),
             seq: ext.seq.unwrap_or(u64::MAX),
             len: 0,
+            text: String::new(),
         };
         events.push(match &event {
             Event::Access(a) => Ev {
@@ -181,6 +184,10 @@ fn read_trace(path: &Path) -> Vec<Ev> {
             },
             Event::Unmap(u) => Ev {
                 map: u.map_id,
+                ..base
+            },
+            Event::Mark(m) => Ev {
+                text: m.text.clone(),
                 ..base
             },
             _ => base,
@@ -928,7 +935,7 @@ fn soak_threads_forks_execs_and_spawns_lose_nothing() {
 /// spawns patch their own; the same trace, and the summary says so.
 #[test]
 fn soak_patched_threads_forks_execs_and_spawns_lose_nothing() {
-    let out = soak(
+    let (out, events) = soak(
         "soak-patched",
         &compile("soak-patchable", "soak", &["-DSOAK_PATCHABLE"]),
         &["--patch"],
@@ -946,11 +953,46 @@ fn soak_patched_threads_forks_execs_and_spawns_lose_nothing() {
     // The workers' site and the churn's, in the parent at least.
     assert!(patched >= 2, "{stderr}");
     assert!(!totals.contains("not patchable"), "{stderr}");
+
+    // Each process's report of its sites (MARKs): a patched site faults
+    // PATCH_AFTER - 1 times unpatched, then at most once more per thread
+    // that ran it (the patch's trigger, or a fault while another thread
+    // patched it, which waits for the patch to end, or its first run of
+    // the trampoline with no ring slot yet). The soak's forked children
+    // (the only ones whose counts start with their parent's) exit with
+    // _exit, and report nothing.
+    const PATCH_AFTER: usize = 4;
+    let mut checked = 0;
+    for mark in events.iter().filter(|e| e.kind == "MARK") {
+        let Some(site) = mark.text.split("patch: site 0x").nth(1) else {
+            continue;
+        };
+        let (pc, rest) = site.split_once(": ").expect("a site's pc");
+        let pc = u64::from_str_radix(pc, 16).expect("a hex pc");
+        let (what, faults) = rest.rsplit_once(", ").expect("a site's faults");
+        let faults: usize = faults
+            .strip_suffix(" faults")
+            .and_then(|n| n.parse().ok())
+            .expect("a count of faults");
+        assert_eq!(what, "patched", "{}", mark.text);
+        let threads: BTreeSet<u32> = writes(&events)
+            .filter(|e| e.process == mark.process && e.pc == pc)
+            .map(|e| e.tid)
+            .collect();
+        assert!(
+            faults <= PATCH_AFTER - 1 + threads.len(),
+            "{}: {} threads ran it\n{stderr}",
+            mark.text,
+            threads.len()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "{stderr}");
 }
 
 /// Runs the soak program under `record` with `extra` options and its
-/// summary, and checks the trace.
-fn soak(name: &str, program: &Path, extra: &[&str]) -> Output {
+/// summary and trace, and checks the trace.
+fn soak(name: &str, program: &Path, extra: &[&str]) -> (Output, Vec<Ev>) {
     const UNIT: u64 = 50;
     let (workers, per_worker) = soak_size();
     let scratch = Scratch::new(name);
@@ -1025,5 +1067,5 @@ fn soak(name: &str, program: &Path, extra: &[&str]) -> Output {
         events.iter().filter(|e| e.kind == "MAP").count() as u64,
         1 + 2 * rounds
     );
-    out
+    (out, events)
 }
