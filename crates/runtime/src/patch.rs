@@ -293,6 +293,17 @@ pub fn note_fault(pc: u64, insn: &Instruction, bytes: &[u8]) {
             return;
         }
     }
+    patch_under_lock(site, pc, insn, bytes);
+}
+
+/// The patching part of [`note_fault`], out of line: it needs several KiB
+/// of stack, and the SIGSEGV handler runs on whatever stack the program
+/// gave it (a Rust thread's small alternate signal stack, say), where every
+/// fault's frame must stay small. Inlined, its frame was set up on every
+/// fault, patching on or off, and overflowed such a stack in the lab guest.
+#[cold]
+#[inline(never)]
+fn patch_under_lock(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) {
     // PATCHING: the patcher holds the lock until the site is patched
     // (in a forked child, where no thread will finish it, the lock is
     // free and the site stays on the fault path).
@@ -419,6 +430,7 @@ fn patchable(insn: &Instruction) -> Result<(), Why> {
 }
 
 /// Writes the trampoline and patches the site. Caller holds PATCH_LOCK.
+#[inline(never)]
 fn patch(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) -> Result<(), Why> {
     let len = insn.len();
     let original = bytes.get(..len).ok_or(Why::Form)?;
