@@ -1030,36 +1030,61 @@ fn startup(settings: &Settings) -> anyhow::Result<Outcome> {
     })
 }
 
-/// Events drained per second: a program that logs as fast as the runtime
-/// can (1024 events per fault), recorded whole; the program waits when
-/// its ring is full, so the recorder sets the pace.
-fn recorder<const BINARY: bool>(settings: &Settings) -> anyhow::Result<Outcome> {
-    let page = PageFile::create("recorder")?;
+/// `--program-runs` whole `mmiotrace record` runs of the worker doing
+/// `work` with `--events events`, each trace checked to hold every write
+/// the worker made. Returns each run's events per second over the whole
+/// run, what `each` made of each run, and the last trace's size.
+fn recorded_runs<T>(
+    settings: &Settings,
+    binary: bool,
+    work: &str,
+    events: u64,
+    each: impl Fn(&Recording) -> anyhow::Result<T>,
+) -> anyhow::Result<(Vec<f64>, Vec<T>, u64)> {
+    let page = PageFile::create(work)?;
     let args = [
         "--work".to_owned(),
-        "burst".to_owned(),
+        work.to_owned(),
         "--events".to_owned(),
-        settings.burst_events.to_string(),
+        events.to_string(),
     ];
     let mut rates = Vec::new();
-    let mut waits = Vec::new();
+    let mut extra = Vec::new();
     let mut size = 0;
     for _ in 0..settings.program_runs {
-        let recording: Recording = record::record(Mode::Alias, BINARY, &page.path, &args)?;
+        let recording: Recording = record::record(Mode::Alias, binary, &page.path, &args)?;
         let made = recording.made()?;
         let counts = record::count(&recording.trace.0)?;
         ensure!(
             counts.writes == made,
-            "the trace holds {} writes, the program made {made}",
+            "the trace holds {} writes, the worker made {made}",
             counts.writes
         );
         size = std::fs::metadata(&recording.trace.0)?.len();
         rates.push(made as f64 / recording.wall.as_secs_f64());
-        waits.push(recording.ring_full_waits()?.to_string());
+        extra.push(each(&recording)?);
     }
-    let fastest = rates.iter().copied().fold(0.0, f64::max);
+    Ok((rates, extra, size))
+}
+
+/// The highest of some rates.
+fn fastest(rates: &[f64]) -> f64 {
+    rates.iter().copied().fold(0.0, f64::max)
+}
+
+/// Events drained per second: a program that logs as fast as the runtime
+/// can (1024 events per fault), recorded whole; the program waits when
+/// its ring is full, so the recorder sets the pace.
+fn recorder<const BINARY: bool>(settings: &Settings) -> anyhow::Result<Outcome> {
+    let (rates, waits, size) = recorded_runs(
+        settings,
+        BINARY,
+        "burst",
+        settings.burst_events,
+        |recording| Ok(recording.ring_full_waits()?.to_string()),
+    )?;
     Ok(Outcome::Row {
-        result: format!("{:.2} M events/s", fastest / 1e6),
+        result: format!("{:.2} M events/s", fastest(&rates) / 1e6),
         ratio: String::new(),
         detail: format!(
             "{} events ({:.1} MiB) over the whole `mmiotrace record` run, best of {} runs; program waited on a full ring: {} times",
@@ -1075,48 +1100,35 @@ fn recorder<const BINARY: bool>(settings: &Settings) -> anyhow::Result<Outcome> 
 /// records straight into a ring with `Shm::push` (no fault, see
 /// `flood`), recorded whole: the drain alone sets the pace.
 fn recorder_drain<const BINARY: bool>(settings: &Settings) -> anyhow::Result<Outcome> {
-    let page = PageFile::create("drain")?;
-    let args = [
-        "--work".to_owned(),
-        "flood".to_owned(),
-        "--events".to_owned(),
-        settings.drain_events.to_string(),
-    ];
-    let mut rates = Vec::new();
-    let mut producer_rates = Vec::new();
-    let mut waits = Vec::new();
-    let mut size = 0;
-    for _ in 0..settings.program_runs {
-        let recording: Recording = record::record(Mode::Alias, BINARY, &page.path, &args)?;
-        let made = recording.made()?;
-        let counts = record::count(&recording.trace.0)?;
-        ensure!(
-            counts.writes == made,
-            "the trace holds {} writes, the producer pushed {made}",
-            counts.writes
-        );
-        let (secs, producer_waits) = recording
-            .stdout
-            .lines()
-            .find_map(|line| line.strip_prefix(crate::worker::FLOOD_PREFIX))
-            .and_then(|rest| rest.split_once(' '))
-            .and_then(|(secs, waits)| Some((secs.parse::<f64>().ok()?, waits.parse::<u64>().ok()?)))
-            .context("the flood worker did not say how long it took")?;
-        size = std::fs::metadata(&recording.trace.0)?.len();
-        rates.push(made as f64 / recording.wall.as_secs_f64());
-        producer_rates.push(made as f64 / secs);
-        waits.push(producer_waits.to_string());
-    }
-    let best = |rates: &[f64]| rates.iter().copied().fold(0.0, f64::max);
+    let (rates, producer, size) = recorded_runs(
+        settings,
+        BINARY,
+        "flood",
+        settings.drain_events,
+        |recording| {
+            let made = recording.made()?;
+            let (secs, waits) = recording
+                .stdout
+                .lines()
+                .find_map(|line| line.strip_prefix(crate::worker::FLOOD_PREFIX))
+                .and_then(|rest| rest.split_once(' '))
+                .and_then(|(secs, waits)| {
+                    Some((secs.parse::<f64>().ok()?, waits.parse::<u64>().ok()?))
+                })
+                .context("the flood worker did not say how long it took")?;
+            Ok((made as f64 / secs, waits.to_string()))
+        },
+    )?;
+    let (producer_rates, waits): (Vec<f64>, Vec<String>) = producer.into_iter().unzip();
     Ok(Outcome::Row {
-        result: format!("{:.2} M events/s", best(&rates) / 1e6),
+        result: format!("{:.2} M events/s", fastest(&rates) / 1e6),
         ratio: String::new(),
         detail: format!(
             "{} events ({:.1} MiB) over the whole `mmiotrace record` run, best of {} runs; the producer's own rate {:.2} M events/s; producer waited on a full ring: {} times",
             settings.drain_events,
             size as f64 / f64::from(1 << 20),
             settings.program_runs,
-            best(&producer_rates) / 1e6,
+            fastest(&producer_rates) / 1e6,
             waits.join("/")
         ),
     })
