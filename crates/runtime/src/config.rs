@@ -71,12 +71,15 @@ static NO_FOLLOW: AtomicBool = AtomicBool::new(false);
 /// `MMIOTRACE_NO_FOLLOW`'s recorder pid; `u64::MAX` when it is not a number.
 static RECORDER_PID: AtomicU64 = AtomicU64::new(u64::MAX);
 static SINGLE_STEP: AtomicBool = AtomicBool::new(false);
-/// `MMIOTRACE_PATCH`: `on` patches hot access sites, `off` never does;
-/// unset means [`PATCH_BY_DEFAULT`].
+/// `MMIOTRACE_PATCH`: `on` patches hot access sites, `off` never does,
+/// `general` patches them without the trampolines' fast path (every
+/// patched access goes through the general path: for comparison and
+/// debugging); unset means [`PATCH_BY_DEFAULT`].
 static PATCH: AtomicU8 = AtomicU8::new(PATCH_UNSET);
 const PATCH_UNSET: u8 = 0;
 const PATCH_ON: u8 = 1;
 const PATCH_OFF: u8 = 2;
+const PATCH_GENERAL: u8 = 3;
 /// Whether sites are patched when `MMIOTRACE_PATCH` is unset.
 pub const PATCH_BY_DEFAULT: bool = false;
 
@@ -112,6 +115,7 @@ pub fn capture() {
     match getenv(b"MMIOTRACE_PATCH\0") {
         Some(b"on") => PATCH.store(PATCH_ON, Ordering::Relaxed),
         Some(b"off") => PATCH.store(PATCH_OFF, Ordering::Relaxed),
+        Some(b"general") => PATCH.store(PATCH_GENERAL, Ordering::Relaxed),
         _ => {}
     }
     if getenv(b"MMIOTRACE_MODE\0") == Some(b"single-step") {
@@ -191,10 +195,16 @@ pub fn single_step_mode() -> bool {
 pub fn patch_enabled() -> bool {
     capture();
     match PATCH.load(Ordering::Relaxed) {
-        PATCH_ON => true,
+        PATCH_ON | PATCH_GENERAL => true,
         PATCH_OFF => false,
         _ => PATCH_BY_DEFAULT,
     }
+}
+
+/// Whether patched sites get the fast path (not `MMIOTRACE_PATCH=general`).
+pub fn patch_fast_enabled() -> bool {
+    capture();
+    PATCH.load(Ordering::Relaxed) != PATCH_GENERAL
 }
 
 /// `MMIOTRACE_HOOKS`, the hook file's path, into `out`, with its whole

@@ -12,7 +12,7 @@
 use mmiotrace_shm::Shm;
 
 use crate::msg::Msg;
-use crate::{config, hooks, log, patch, ranges, real, single_step, state, sys, threads};
+use crate::{config, hooks, patch, ranges, real, single_step, state, sys, threads, tls};
 
 /// Runs when the runtime is loaded, before the program's `main`: copies
 /// the configuration, resolves the real libc functions that the runtime
@@ -108,7 +108,7 @@ extern "C" fn after_fork_in_child() {
     threads::after_fork_in_child();
     ranges::forget_holds_after_fork();
     state::after_fork_in_child();
-    log::after_fork_in_child();
+    tls::after_fork_in_child();
     patch::after_fork_in_child();
 }
 

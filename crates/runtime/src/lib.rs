@@ -19,7 +19,7 @@
 //! the layers below, and the uses form no cycle (`tests/runtime/layers.rs` checks
 //! both from the `use crate::` paths):
 //!
-//! 1. `sys`, `msg`, `ranges`, `glob`, `real`, `config`, `state`: the ground.
+//! 1. `sys`, `msg`, `ranges`, `glob`, `real`, `config`, `state`, `tls`: the ground.
 //! 2. `threads`, `log`, `access`, `alu`, `emulate`, `xsave`, `stub`, `displaced`, `hooks`: threads, logging, performing one instruction, and what hooks make of an access.
 //! 3. `context`, `alias_bus`, `slow_path`, `single_step`: what the signal handlers do.
 //! 4. `patch`: patched access sites, their trampolines and the code patching protocol.
@@ -45,6 +45,8 @@
 //!   same way): the `MMIOTRACE_TRACE` path patterns.
 //! - `real`: the libc functions the runtime shadows, found with `dlsym`.
 //! - `config`: the recorder's environment variables, copied at load.
+//! - `tls`: the per-thread block (initial-exec TLS) and per-slot blocks
+//!   that the patched sites' fast path reads from machine code.
 //! - `state`: whether tracing is on, the shared-memory file, the muted and
 //!   no-follow flags, the lock that serialises range changes.
 //! - `threads`: per-thread ring slots, the signal-mask view, and the
@@ -98,6 +100,8 @@ mod config;
 #[allow(unsafe_code)]
 mod real;
 mod state;
+#[allow(unsafe_code)]
+mod tls;
 
 // Layer 2.
 #[allow(unsafe_code)]

@@ -2,18 +2,13 @@
 //! which already know their thread's slot, or from [`push_outside_handler`]
 //! (mappings, marks, copies made for system calls).
 
-use std::sync::atomic::{AtomicBool, Ordering, compiler_fence};
+use std::sync::atomic::{Ordering, compiler_fence};
 
 use mmiotrace_shm::{MAX_PAYLOAD, PushResult, Record, Shm, kind};
 
 use crate::state;
 use crate::sys::SignalsBlocked;
-use crate::threads;
-
-/// Per ring slot: a push into it is under way. Only the slot's owner
-/// thread, and the signal handlers that interrupt it, read or write it.
-static PUSHING: [AtomicBool; state::MAX_SLOTS] =
-    [const { AtomicBool::new(false) }; state::MAX_SLOTS];
+use crate::{threads, tls};
 
 /// Logs `record` (and its payload) to `slot`'s ring. Async-signal-safe and
 /// re-entrant: a patched site's trampoline pushes with signals deliverable,
@@ -22,7 +17,10 @@ static PUSHING: [AtomicBool; state::MAX_SLOTS] =
 /// (the ring is single-producer), then given back; the recorder merges the
 /// rings by sequence number.
 pub fn push(shm: &Shm, slot: usize, record: Record, payload: &[u8]) {
-    let Some(pushing) = PUSHING.get(slot) else {
+    // The flag of a push under way into the slot (`tls::SlotBlock`): only
+    // the slot's owner thread, and the signal handlers that interrupt it,
+    // set it; a patched site's fast path sets it too.
+    let Some(pushing) = tls::pushing(slot) else {
         return;
     };
     // Same thread: a handler that interrupts between the load and the
@@ -41,14 +39,6 @@ pub fn push(shm: &Shm, slot: usize, record: Record, payload: &[u8]) {
     pushing.store(false, Ordering::Relaxed);
     if let PushResult::Stopped(reason) = result {
         state::tracing_stopped(shm, reason);
-    }
-}
-
-/// The fork child handler: pushes that other threads of the parent had
-/// under way are not the child's.
-pub fn after_fork_in_child() {
-    for flag in PUSHING.iter() {
-        flag.store(false, Ordering::Relaxed);
     }
 }
 

@@ -16,7 +16,9 @@ const FILLING: u32 = 1;
 const LIVE: u32 = 2;
 const RETIRED: u32 = 3;
 
-#[repr(align(64))]
+/// `repr(C)`: the patched sites' fast path reads these fields from machine
+/// code, at the offsets of [`entry_at`].
+#[repr(C, align(64))]
 #[derive(Debug)]
 struct Entry {
     state: AtomicU32,
@@ -45,6 +47,30 @@ impl Entry {
 }
 
 static TABLE: [Entry; CAPACITY] = [const { Entry::new() }; CAPACITY];
+
+/// Offsets in a table entry, for the fast path, which reads a live entry
+/// without holding it: it relies on [`retire`] waiting for it instead
+/// (`tls::wait_for_fast_paths`).
+pub mod entry_at {
+    use super::Entry;
+    pub const STATE: i32 = core::mem::offset_of!(Entry, state) as i32;
+    pub const MAP_ID: i32 = core::mem::offset_of!(Entry, map_id) as i32;
+    pub const PROT: i32 = core::mem::offset_of!(Entry, prot) as i32;
+    pub const START: i32 = core::mem::offset_of!(Entry, start) as i32;
+    pub const LEN: i32 = core::mem::offset_of!(Entry, len) as i32;
+    pub const ALIAS: i32 = core::mem::offset_of!(Entry, alias) as i32;
+    pub const MAP_OFFSET: i32 = core::mem::offset_of!(Entry, map_offset) as i32;
+    /// The value of `state` of a live entry.
+    pub const LIVE: u32 = super::LIVE;
+}
+
+/// The address of entry `index` (for the fast path's cache of the entry
+/// a site used last).
+pub fn entry_address(index: usize) -> u64 {
+    TABLE
+        .get(index)
+        .map_or(0, |entry| entry as *const Entry as u64)
+}
 /// The lowest start and highest end of every range ever live, read by the
 /// patched sites' trampolines (`patch`) as one quick test before the
 /// table: an address outside is not traced. Only ever widened.
@@ -141,6 +167,11 @@ pub struct Held {
 }
 
 impl Held {
+    /// The entry's index in the table.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     /// Keeps the hold past this value's life (until [`release_index`]):
     /// the slow path and the single-step mode use the alias after the
     /// handler returns.
@@ -279,6 +310,7 @@ pub fn retire(index: usize) {
     };
     // SYNC POINT: pairs with the SeqCst inflight increment in lookup().
     entry.state.store(RETIRED, Ordering::SeqCst);
+    crate::tls::wait_for_fast_paths();
     let mut spins = 0u32;
     while entry.inflight.load(Ordering::SeqCst) != 0 {
         spins += 1;

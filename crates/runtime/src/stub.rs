@@ -76,15 +76,47 @@ pub fn renamed(reg: Register, number: u8) -> Option<Register> {
     Register::values().find(|&r| r as u32 == index)
 }
 
+/// Where the rewritten memory operand points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// `[rip + disp32]` at this address, the copy placed at `ip`.
+    RipRelative { ip: u64, target: u64 },
+    /// `fs:[disp32]`: this offset from the thread pointer.
+    Fs { offset: i32 },
+}
+
 /// Rewrites `insn` (decoded from `original`) as [`Rewrite`] says; `None`
 /// when the encoding is not one this module handles.
 pub fn rewrite(original: &[u8], insn: &Instruction, how: &Rewrite) -> Option<Rewritten> {
+    let place = Place::RipRelative {
+        ip: how.ip,
+        target: how.target,
+    };
+    encode(original, insn, how.reg_field, place)
+}
+
+/// Rewrites `insn` (decoded from `original`) with its memory operand at
+/// `fs:[offset]`: the patched sites' fast path runs a load this way on a
+/// per-thread copy of the value (`tls`).
+pub fn rewrite_fs(original: &[u8], insn: &Instruction, offset: i32) -> Option<Rewritten> {
+    encode(original, insn, None, Place::Fs { offset })
+}
+
+fn encode(
+    original: &[u8],
+    insn: &Instruction,
+    reg_field: Option<u8>,
+    place: Place,
+) -> Option<Rewritten> {
     let len = insn.len();
     let bytes = original.get(..len)?;
     let mut out = Out {
         bytes: [0; 16],
         len: 0,
     };
+    if let Place::Fs { .. } = place {
+        out.push(0x64)?;
+    }
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         match b {
@@ -166,21 +198,38 @@ pub fn rewrite(original: &[u8], insn: &Instruction, how: &Rewrite) -> Option<Rew
     }
     i += displacement;
     let trailing = bytes.get(i..)?;
-    let reg = match how.reg_field {
+    let reg = match reg_field {
         Some(number) if number < 8 => number,
         Some(_) => return None,
         None => (modrm >> 3) & 7,
     };
-    out.push((reg << 3) | 0b101)?;
-    let disp_at = out.len;
+    let disp_at = match place {
+        Place::RipRelative { .. } => {
+            out.push((reg << 3) | 0b101)?;
+            out.len
+        }
+        Place::Fs { .. } => {
+            // mod 00, rm 100, SIB: no index, no base: [disp32].
+            out.extend(&[(reg << 3) | 0b100, 0x25])?;
+            out.len
+        }
+    };
     out.extend(&[0; 4])?;
     out.extend(trailing)?;
     if out.len > 15 {
         return None;
     }
-    let end = how.ip.wrapping_add(out.len as u64);
-    let disp = how.target.wrapping_sub(end) as i64;
-    let disp = i32::try_from(disp).ok()?;
+    let (disp, ip, expected) = match place {
+        Place::RipRelative { ip, target } => {
+            let end = ip.wrapping_add(out.len as u64);
+            (
+                i32::try_from(target.wrapping_sub(end) as i64).ok()?,
+                ip,
+                target,
+            )
+        }
+        Place::Fs { offset } => (offset, 0, offset as i64 as u64),
+    };
     out.bytes
         .get_mut(disp_at..disp_at + 4)?
         .copy_from_slice(&disp.to_le_bytes());
@@ -188,16 +237,24 @@ pub fn rewrite(original: &[u8], insn: &Instruction, how: &Rewrite) -> Option<Rew
         bytes: out.bytes,
         len: out.len,
     };
-    verify(insn, &rewritten, how).then_some(rewritten)
+    let fs = matches!(place, Place::Fs { .. });
+    verify(insn, &rewritten, ip, expected, fs, reg_field).then_some(rewritten)
 }
 
 /// Whether `rewritten` decodes as `insn` with only the memory operand
 /// (and the renamed register) changed.
-fn verify(insn: &Instruction, rewritten: &Rewritten, how: &Rewrite) -> bool {
+fn verify(
+    insn: &Instruction,
+    rewritten: &Rewritten,
+    ip: u64,
+    target: u64,
+    fs: bool,
+    reg_field: Option<u8>,
+) -> bool {
     let Some(bytes) = rewritten.bytes.get(..rewritten.len) else {
         return false;
     };
-    let Ok(mut decoder) = Decoder::try_with_ip(64, bytes, how.ip, DecoderOptions::NONE) else {
+    let Ok(mut decoder) = Decoder::try_with_ip(64, bytes, ip, DecoderOptions::NONE) else {
         return false;
     };
     let mut copy = Instruction::default();
@@ -213,9 +270,10 @@ fn verify(insn: &Instruction, rewritten: &Rewritten, how: &Rewrite) -> bool {
         || copy.has_lock_prefix() != insn.has_lock_prefix()
         || copy.has_rep_prefix() != insn.has_rep_prefix()
         || copy.has_repne_prefix() != insn.has_repne_prefix()
-        || copy.memory_base() != Register::RIP
+        || copy.memory_base() != if fs { Register::None } else { Register::RIP }
         || copy.memory_index() != Register::None
-        || copy.memory_displacement64() != how.target
+        || (fs && copy.segment_prefix() != Register::FS)
+        || copy.memory_displacement64() != target
     {
         return false;
     }
@@ -231,7 +289,7 @@ fn verify(insn: &Instruction, rewritten: &Rewritten, how: &Rewrite) -> bool {
                 let original = insn.op_register(op);
                 let now = copy.op_register(op);
                 let stack_pointer = |reg: Register| reg.full_register() == Register::RSP;
-                match how.reg_field {
+                match reg_field {
                     Some(number) if stack_pointer(original) => {
                         renamed(original, number) == Some(now)
                     }
@@ -318,6 +376,40 @@ mod tests {
         );
         // fld tbyte [rdi]
         check(&[0xdb, 0x2f], None, "fld st,tbyte ptr [700000012340h]");
+    }
+
+    fn check_fs(bytes: &[u8], offset: i32, expected: &str) {
+        let insn = Decoder::with_ip(64, bytes, 0x40_0000, DecoderOptions::NONE).decode();
+        let out = rewrite_fs(bytes, &insn, offset).unwrap_or_else(|| panic!("rewrite {insn:?}"));
+        let copy = Decoder::with_ip(64, &out.bytes[..out.len], IP, DecoderOptions::NONE).decode();
+        let mut text = String::new();
+        IntelFormatter::new().format(&copy, &mut text);
+        assert_eq!(text, expected, "{insn:?}");
+    }
+
+    #[test]
+    fn memory_operands_become_thread_relative() {
+        // mov eax, [rbx+0x100]
+        check_fs(
+            &[0x8b, 0x83, 0, 1, 0, 0],
+            -0x80,
+            "mov eax,fs:[0FFFFFFFFFFFFFF80h]",
+        );
+        // movzx r9d, word [r12+rcx*2+8]
+        check_fs(
+            &[0x45, 0x0f, 0xb7, 0x4c, 0x4c, 0x08],
+            0x40,
+            "movzx r9d,word ptr fs:[40h]",
+        );
+        // cmp dword [rdi+0x10], 0x12345678: the immediate follows
+        check_fs(
+            &[0x81, 0x7f, 0x10, 0x78, 0x56, 0x34, 0x12],
+            -0x1000,
+            "cmp dword ptr fs:[0FFFFFFFFFFFFF000h],12345678h",
+        );
+        // A DS override (a branch hint byte; ignored in 64-bit mode) stays
+        // and does not override FS.
+        check_fs(&[0x3e, 0x8b, 0x03], 8, "mov eax,fs:[8]");
     }
 
     #[test]

@@ -292,6 +292,35 @@ pub fn sleep_micros(micros: u64) {
     unsafe { libc::syscall(libc::SYS_nanosleep, &ts as *const libc::timespec, 0usize) };
 }
 
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: i64 = 32;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: i64 = 64;
+
+/// Registers the process for [`membarrier_sync_core`]; `false` if the
+/// kernel cannot.
+pub fn register_membarrier_sync_core() -> bool {
+    // SAFETY: membarrier has no memory arguments.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
+            0,
+        ) == 0
+    }
+}
+
+/// Makes every running thread of the process run a full memory barrier
+/// and a core-serialising instruction before it goes on in user space.
+pub fn membarrier_sync_core() -> bool {
+    // SAFETY: membarrier has no memory arguments.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
+            0,
+        ) == 0
+    }
+}
+
 /// Gives up the CPU.
 pub fn yield_now() {
     // SAFETY: sched_yield has no arguments or memory effects.

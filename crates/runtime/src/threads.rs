@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use mmiotrace_shm::Shm;
 
 use crate::state::{self, MAX_SLOTS};
-use crate::{msg, ranges, sys};
+use crate::{msg, ranges, sys, tls};
 
 const KEY_NONE: u8 = 0;
 const KEY_DIRECT: u8 = 1;
@@ -155,6 +155,7 @@ pub extern "C" fn release_at_exit() {
             // SAFETY: key index < 32: no allocation.
             unsafe { libc::pthread_setspecific(KEY.load(Ordering::Relaxed), sys::NULL) };
         }
+        tls::clear();
         forget_pending(slot);
         shm.release_slot(slot);
     }
@@ -176,6 +177,7 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
     let slot = (value as usize).wrapping_sub(1);
     if let Some(shm) = state::shm() {
         if slot < shm.slot_count() {
+            tls::clear();
             forget_pending(slot);
             shm.release_slot(slot);
         }

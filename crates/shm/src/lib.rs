@@ -186,6 +186,32 @@ pub struct SlotHeader {
 const SLOT_HEADER_SIZE: usize = std::mem::size_of::<SlotHeader>();
 const _: () = assert!(SLOT_HEADER_SIZE == 192);
 
+/// The addresses of one ring and of the shared counters ([`Shm::raw_layout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawLayout {
+    /// The file header: `seq` at [`RawLayout::SEQ`], the stop reason at
+    /// [`RawLayout::STOPPED`], the recorder's liveness word at
+    /// [`RawLayout::RECORDER_ALIVE`].
+    pub header: u64,
+    /// The slot header: `write_pos` at [`RawLayout::WRITE_POS`],
+    /// `read_pos` at [`RawLayout::READ_POS`].
+    pub slot_header: u64,
+    /// The first of the ring's records.
+    pub records: u64,
+    /// Records in the ring (a power of two).
+    pub ring_records: u64,
+}
+
+impl RawLayout {
+    pub const SEQ: usize = core::mem::offset_of!(Header, seq);
+    pub const STOPPED: usize = core::mem::offset_of!(Header, stopped);
+    pub const RECORDER_ALIVE: usize = core::mem::offset_of!(Header, recorder_alive);
+    pub const WRITE_POS: usize = core::mem::offset_of!(SlotHeader, write_pos);
+    pub const READ_POS: usize = core::mem::offset_of!(SlotHeader, read_pos);
+    /// The bit of the liveness word that says the recorder is gone.
+    pub const RECORDER_GONE: u32 = FUTEX_OWNER_DIED;
+}
+
 /// Sizes chosen by the recorder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
@@ -502,6 +528,23 @@ impl Shm {
     /// Sequence numbers handed out so far.
     pub fn seq_issued(&self) -> u64 {
         self.header().seq.0.load(Ordering::Acquire)
+    }
+
+    /// Where `slot`'s ring and the counters a push touches lie in this
+    /// process's mapping, for a producer that pushes without calling
+    /// [`Shm::push`] (the runtime's patched sites, written in machine
+    /// code). Such a producer must do what `push` does: the same space
+    /// check, a `seq` from the shared counter, the record written before
+    /// `write_pos` is stored, and no push while the file is stopped or the
+    /// recorder gone (it leaves those cases to `push`).
+    pub fn raw_layout(&self, slot: usize) -> RawLayout {
+        let slot_header = self.slot_header(slot) as *const SlotHeader as u64;
+        RawLayout {
+            header: self.base as u64,
+            slot_header,
+            records: slot_header + SLOT_HEADER_SIZE as u64,
+            ring_records: self.ring_records as u64,
+        }
     }
 
     /// Events dropped because a ring was full in drop mode.

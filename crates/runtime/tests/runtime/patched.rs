@@ -8,6 +8,9 @@ use std::process::Command;
 
 use mmiotrace_shm::{kind, payload_text};
 
+/// `mmiotrace_shm::RECORD_FLAG_TSC`.
+const RECORD_FLAG_TSC: u8 = 8;
+
 const PATCH_AFTER: usize = 4;
 
 fn run(mode: &str, patch: &str) -> crate::common::Run {
@@ -50,9 +53,23 @@ fn events(run: &crate::common::Run) -> Vec<String> {
     run.accesses()
         .map(|p| {
             let r = &p.record;
+            // Every field the fast path writes, but the time's encoding.
+            assert_eq!(
+                (r.map_id, r.flags & !RECORD_FLAG_TSC, r.ext, r.aux, r.tid),
+                (1, 0, 0, 0, r.pid),
+                "{r:?}"
+            );
             let dir = if r.kind == kind::READ { 'R' } else { 'W' };
             format!("{dir} {} {:x} {:x}", r.width, r.offset, r.value)
         })
+        .collect()
+}
+
+/// The accesses the trampolines' fast path logged (with the raw TSC).
+fn fast_path_records(run: &crate::common::Run) -> Vec<&mmiotrace_shm::Record> {
+    run.accesses()
+        .map(|p| &p.record)
+        .filter(|r| r.flags & RECORD_FLAG_TSC != 0)
         .collect()
 }
 
@@ -81,6 +98,19 @@ fn every_patched_form_matches_the_fault_path_exactly() {
     // Every access of a site is logged with its pc.
     let pcs: std::collections::BTreeSet<u64> = report.iter().map(|s| s.0).collect();
     assert!(patched.accesses().all(|p| pcs.contains(&p.record.pc)));
+
+    // The fast path logged most of them: each site's first run of its
+    // trampoline takes the general path (it learns the site's range).
+    let fast = fast_path_records(&patched);
+    assert!(fast.len() >= 17 * 14, "{} by the fast path", fast.len());
+    // Their raw TSC times grow with their sequence numbers.
+    assert!(fast.windows(2).all(|w| w[0].time_ns <= w[1].time_ns));
+
+    // Patched without the fast path: the same trace, none of it fast.
+    let general = run("sites", "general");
+    assert_eq!(events(&general), expected);
+    assert_eq!(fast_path_records(&general).len(), 0);
+    assert_eq!(sites(&general).len(), report.len());
 
     // The same program with patching off: the same trace, and no report.
     let unpatched = run("sites", "off");

@@ -23,10 +23,15 @@
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
+mod asm;
+mod fast;
+
+use asm::Asm;
+
 use crate::alias_bus::AliasBus;
 use crate::emulate::{self, Regs};
 use crate::msg::Msg;
-use crate::{config, hooks, log, ranges, single_step, state, sys, threads, xsave};
+use crate::{config, hooks, log, ranges, single_step, state, sys, threads, tls, xsave};
 
 /// Faults at one site before it is patched: a site that runs a handful of
 /// times is not worth the five system calls of patching it (about 20 µs),
@@ -37,7 +42,7 @@ pub const PATCH_AFTER: u32 = 4;
 const SITES: usize = 4096;
 /// Bytes of one trampoline: its code, then its [`Record`] at
 /// [`RECORD_AT`].
-const TRAMPOLINE: usize = 768;
+const TRAMPOLINE: usize = 2048;
 /// Where a trampoline's record starts in it (16-byte aligned).
 const RECORD_AT: usize = (TRAMPOLINE - core::mem::size_of::<Record>()) & !15;
 /// Bytes of one trampoline chunk (a mapping shared by many trampolines).
@@ -84,6 +89,9 @@ struct Site {
     faults: AtomicU32,
     /// The trampoline's copy of the original instruction.
     orig: AtomicU64,
+    /// The address of the range table entry the site's access used last:
+    /// the fast path tries it first (`ranges::entry_address`; 0: none).
+    range: AtomicU64,
 }
 
 /// What a trampoline's entry needs to know about its site, written with
@@ -98,6 +106,8 @@ pub struct Record {
     pc: u64,
     /// The address of the trampoline's copy of the original instruction.
     orig: u64,
+    /// The address of the site's cached range entry (`Site::range`).
+    cache: u64,
     insn: Instruction,
 }
 
@@ -110,19 +120,21 @@ impl Site {
             len: AtomicU8::new(0),
             faults: AtomicU32::new(0),
             orig: AtomicU64::new(0),
+            range: AtomicU64::new(0),
         }
     }
 }
 
 static TABLE: [Site; SITES] = [const { Site::new() }; SITES];
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Trampolines get a fast path (the `fast` module): the thread block is
+/// reachable through `fs:`, the CPU has LAHF/SAHF in 64-bit mode and a
+/// TSC that ticks at a constant rate on every CPU.
+static FAST: AtomicBool = AtomicBool::new(false);
 static PATCH_LOCK: AtomicBool = AtomicBool::new(false);
 /// Trampoline chunks: base addresses, and bytes used in each.
 static CHUNK_BASE: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNKS];
 static CHUNK_USED: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNKS];
-
-const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: i64 = 32;
-const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: i64 = 64;
 
 /// Turns patching on, unless `--no-patch`, `--mode single-step` or a
 /// kernel without `membarrier`'s core serialisation say otherwise. Called
@@ -138,30 +150,93 @@ pub fn init() {
         return;
     }
     ENABLED.store(true, Ordering::Release);
+    let fast = config::patch_fast_enabled()
+        && tls::offset().is_some()
+        && lahf_in_long_mode()
+        && tsc_is_constant();
+    FAST.store(fast, Ordering::Release);
+}
+
+/// CPUID.80000001H:ECX.LAHF-SAHF.
+fn lahf_in_long_mode() -> bool {
+    let extended = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    extended >= 0x8000_0001 && core::arch::x86_64::__cpuid(0x8000_0001).ecx & 1 != 0
+}
+
+/// Whether the TSC ticks at one constant rate on every CPU, in every
+/// power state: the kernel's `constant_tsc` and `nonstop_tsc` flags in
+/// /proc/cpuinfo (read with a stack buffer), or CPUID's invariant TSC.
+fn tsc_is_constant() -> bool {
+    let extended = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    if extended >= 0x8000_0007 && core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0 {
+        return true;
+    }
+    let Ok(fd) = sys::open(b"/proc/cpuinfo\0", libc::O_RDONLY | libc::O_CLOEXEC) else {
+        return false;
+    };
+    let mut constant = WordFinder::new(b" constant_tsc");
+    let mut nonstop = WordFinder::new(b" nonstop_tsc");
+    let mut buf = [0u8; 4096];
+    let mut lines = 0;
+    // The first CPU's flags line is enough: every CPU has the same.
+    'read: loop {
+        // SAFETY: `buf` is a valid writable buffer of its length.
+        let n = unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        for &byte in buf.iter().take(n as usize) {
+            constant.feed(byte);
+            nonstop.feed(byte);
+            if byte == b'\n' {
+                lines += 1;
+                if lines > 64 || (constant.found && nonstop.found) {
+                    break 'read;
+                }
+            }
+        }
+    }
+    sys::close(fd);
+    constant.found && nonstop.found
+}
+
+/// Finds a word (followed by a space or a line end) in a byte stream.
+struct WordFinder {
+    word: &'static [u8],
+    matched: usize,
+    found: bool,
+}
+
+impl WordFinder {
+    fn new(word: &'static [u8]) -> WordFinder {
+        WordFinder {
+            word,
+            matched: 0,
+            found: false,
+        }
+    }
+
+    fn feed(&mut self, byte: u8) {
+        if self.matched == self.word.len() {
+            self.found |= byte == b' ' || byte == b'\n';
+            self.matched = 0;
+        }
+        if self.word.get(self.matched) == Some(&byte) {
+            self.matched += 1;
+        } else {
+            self.matched = usize::from(self.word.first() == Some(&byte));
+        }
+    }
 }
 
 fn register_membarrier() -> bool {
-    // SAFETY: membarrier has no memory arguments.
-    unsafe {
-        libc::syscall(
-            libc::SYS_membarrier,
-            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
-            0,
-        ) == 0
-    }
+    sys::register_membarrier_sync_core()
 }
 
 /// Serialises every thread of the process (each runs a core-serialising
 /// instruction before it returns to user space).
 fn sync_cores() -> bool {
-    // SAFETY: membarrier has no memory arguments.
-    unsafe {
-        libc::syscall(
-            libc::SYS_membarrier,
-            MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
-            0,
-        ) == 0
-    }
+    sys::membarrier_sync_core()
 }
 
 /// The fork child handler: the lock may have been held by another thread
@@ -358,6 +433,7 @@ pub fn forget_code(lo: u64, hi: u64) {
             continue;
         }
         site.orig.store(0, Ordering::Relaxed);
+        site.range.store(0, Ordering::Relaxed);
         site.why.store(0, Ordering::Relaxed);
         site.faults.store(0, Ordering::Relaxed);
         // SYNC POINT: pairs with the Acquire loads of `state` in code_of()
@@ -365,6 +441,11 @@ pub fn forget_code(lo: u64, hi: u64) {
         site.state.store(NEW, Ordering::Release);
     }
     unlock();
+}
+
+/// Whether new trampolines get a fast path: it logs with no hook to ask.
+fn fast_path_wanted() -> bool {
+    FAST.load(Ordering::Acquire) && !hooks::active()
 }
 
 /// Whether the trampoline can perform `insn`: one access it knows, made
@@ -442,10 +523,26 @@ fn patch(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) -> Result<(), W
     let (chunk, at) = trampoline_space(pc, end).ok_or(Why::NoTrampoline)?;
     let mut code = Asm::new(at as u64);
     let record_at = (at + RECORD_AT) as u64;
-    let orig = emit_trampoline(&mut code, insn, record_at, original, end).ok_or(Why::Form)?;
+    let cache = &site.range as *const AtomicU64 as u64;
+    site.range.store(0, Ordering::Relaxed);
+    let fast = fast_path_wanted().then(|| {
+        let mut copy = [0u8; 16];
+        if let Some(dst) = copy.get_mut(..len) {
+            dst.copy_from_slice(original);
+        }
+        fast::SiteInfo {
+            pc,
+            original: copy,
+            cache,
+            thread_block: tls::offset().unwrap_or(0),
+        }
+    });
+    let orig = emit_trampoline(&mut code, insn, fast.as_ref(), record_at, original, end)
+        .ok_or(Why::Form)?;
     let record = Record {
         pc,
         orig,
+        cache,
         insn: *insn,
     };
     site.len.store(len as u8, Ordering::Relaxed);
@@ -646,115 +743,8 @@ fn write_trampoline(chunk: usize, at: usize, code: &[u8], record: &Record) -> Op
     Some(())
 }
 
-/// Machine code for one trampoline, at a known address.
-struct Asm {
-    at: u64,
-    buf: [u8; TRAMPOLINE],
-    len: usize,
-}
-
-impl Asm {
-    fn new(at: u64) -> Asm {
-        Asm {
-            at,
-            buf: [0; TRAMPOLINE],
-            len: 0,
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or(&[])
-    }
-
-    fn here(&self) -> u64 {
-        self.at + self.len as u64
-    }
-
-    fn emit(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if let Some(slot) = self.buf.get_mut(self.len) {
-                *slot = b;
-            }
-            self.len += 1;
-        }
-    }
-
-    fn push(&mut self, reg: u8) {
-        if reg >= 8 {
-            self.emit(&[0x41]);
-        }
-        self.emit(&[0x50 + (reg & 7)]);
-    }
-
-    fn pop(&mut self, reg: u8) {
-        if reg >= 8 {
-            self.emit(&[0x41]);
-        }
-        self.emit(&[0x58 + (reg & 7)]);
-    }
-
-    fn mov_imm64(&mut self, reg: u8, value: u64) {
-        self.emit(&[0x48 | (reg >> 3), 0xb8 + (reg & 7)]);
-        self.emit(&value.to_le_bytes());
-    }
-
-    /// `lea rsp, [rsp + delta]` (flags untouched).
-    fn lea_rsp(&mut self, delta: i32) {
-        self.emit(&[0x48, 0x8d, 0xa4, 0x24]);
-        self.emit(&delta.to_le_bytes());
-    }
-
-    /// `jmp rel32` to `target`, `None` out of reach.
-    fn jmp(&mut self, target: u64) -> Option<()> {
-        let rel = i32::try_from(target as i64 - (self.here() as i64 + 5)).ok()?;
-        self.emit(&[0xe9]);
-        self.emit(&rel.to_le_bytes());
-        Some(())
-    }
-
-    /// A `jcc rel32` (`cc` the low nibble of the 0F 8x opcode) whose target
-    /// is filled in by [`Asm::bind`]; returns where its rel32 is.
-    fn jcc_forward(&mut self, cc: u8) -> usize {
-        self.emit(&[0x0f, 0x80 | cc, 0, 0, 0, 0]);
-        self.len - 4
-    }
-
-    fn bind(&mut self, rel_at: usize) {
-        let rel = (self.len as i64 - (rel_at as i64 + 4)) as i32;
-        for (i, b) in rel.to_le_bytes().iter().enumerate() {
-            if let Some(slot) = self.buf.get_mut(rel_at + i) {
-                *slot = *b;
-            }
-        }
-    }
-
-    /// `mov eax, mask_lo; mov edx, mask_hi`: the component mask of
-    /// XSAVE, XSAVEC and XRSTOR.
-    fn xsave_mask(&mut self, mask: u64) {
-        self.emit(&[0xb8]);
-        self.emit(&(mask as u32).to_le_bytes());
-        self.emit(&[0xba]);
-        self.emit(&((mask >> 32) as u32).to_le_bytes());
-    }
-
-    /// The saved registers back from the block on the stack, the flags,
-    /// and the stack pointer above the red zone.
-    fn restore(&mut self) {
-        for reg in 0..16u8 {
-            if reg == 4 {
-                self.lea_rsp(8);
-            } else {
-                self.pop(reg);
-            }
-        }
-        self.lea_rsp(8);
-        self.emit(&[0x9d]);
-        self.lea_rsp(128);
-    }
-}
-
-/// `lea rax, [the instruction's memory operand]`.
-fn emit_lea_rax(code: &mut Asm, insn: &Instruction) -> Option<()> {
+/// `lea dst, [the instruction's memory operand]` (`dst` a register number).
+fn emit_lea(code: &mut Asm, insn: &Instruction, dst: u8) -> Option<()> {
     let number = |reg: Register| emulate::gpr_index(reg).map(|n| n as u8);
     let base = insn.memory_base();
     let index = insn.memory_index();
@@ -776,9 +766,9 @@ fn emit_lea_rax(code: &mut Asm, insn: &Instruction) -> Option<()> {
     } else {
         (0x84, number(base)?)
     };
-    let rex = 0x48 | ((index_bits >> 3) << 1) | (base_bits >> 3);
+    let rex = 0x48 | ((dst >> 3) << 2) | ((index_bits >> 3) << 1) | (base_bits >> 3);
     let sib = (scale << 6) | ((index_bits & 7) << 3) | (base_bits & 7);
-    code.emit(&[rex, 0x8d, modrm, sib]);
+    code.emit(&[rex, 0x8d, modrm | ((dst & 7) << 3), sib]);
     code.emit(&disp.to_le_bytes());
     Some(())
 }
@@ -800,17 +790,28 @@ fn emit_lea_rax(code: &mut Asm, insn: &Instruction) -> Option<()> {
 fn emit_trampoline(
     code: &mut Asm,
     insn: &Instruction,
+    fast: Option<&fast::SiteInfo>,
     record: u64,
     original: &[u8],
     back: u64,
 ) -> Option<u64> {
+    if let Some(site) = fast {
+        match fast::emit(code, insn, site, back) {
+            Some(exits) => {
+                fast::emit_exits(code, &exits, site.thread_block);
+                tls::fast_paths_exist();
+            }
+            // A form the fast path does not handle: the general path only.
+            None => code.len = 0,
+        }
+    }
     code.lea_rsp(-128);
     code.emit(&[0x9c]);
     code.lea_rsp(-8);
     for reg in (0..16u8).rev() {
         code.push(reg);
     }
-    emit_lea_rax(code, insn)?;
+    emit_lea(code, insn, 0)?;
     code.mov_imm64(1, ranges::bounds_address() as u64);
     // cmp rax, [rcx]; jb untraced
     code.emit(&[0x48, 0x3b, 0x01]);
@@ -894,9 +895,17 @@ pub unsafe extern "C" fn mmiotrace_patched_access(
     let Some(me) = threads::me_if_claimed(&shm) else {
         return FALLBACK;
     };
+    // The fast path of this thread, and of this site, for next time.
+    if FAST.load(Ordering::Relaxed) && !tls::set_up() && !state::muted() {
+        tls::set_up_for(&shm, me.slot, me.tid, me.pid);
+    }
     let Some(held) = ranges::lookup(addr) else {
         return FALLBACK;
     };
+    // SAFETY: `cache` is the address of the `range` field of a site in
+    // TABLE, a static.
+    let cache = unsafe { &*(record.cache as *const AtomicU64) };
+    cache.store(ranges::entry_address(held.index()), Ordering::Relaxed);
     let insn = &record.insn;
     let width = insn.memory_size().size() as u64;
     let write = insn.mnemonic() == Mnemonic::Mov && insn.op0_kind() == OpKind::Memory;

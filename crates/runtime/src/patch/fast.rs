@@ -1,0 +1,420 @@
+//! The fast path of a trampoline: one load or store on the alias, logged
+//! straight into the thread's ring, in machine code with no call, no
+//! vector state and no system call (docs/ARCHITECTURE.md, "Patched
+//! sites"). Anything it does not handle it leaves, with every register
+//! and flag as it found them, to the trampoline's general path.
+//!
+//! In order:
+//!
+//! 1. step over the red zone; save RAX, RCX, RDX, RSI, RDI and R8-R11;
+//!    the operand's address in R8 (a store's value in R9) while every
+//!    other register still holds the program's value; the arithmetic
+//!    flags in R11 (`lahf`, `seto`: far cheaper than `pushf`/`popf`);
+//! 2. the thread's slot block from its thread block (`fs:`), none yet, or
+//!    a fast path or push of this thread under way (a signal handler
+//!    interrupted it): general path;
+//! 3. the thread block's and the slot's busy flags set; the site's cached
+//!    range entry: live, holding the whole access, permitting it; the
+//!    file not stopped, the recorder not gone, room in the ring;
+//!    otherwise general path;
+//! 4. the access on the alias, with one `mov` of its width; a load's
+//!    value into the thread block's value;
+//! 5. the record written (the time is the raw TSC, `RECORD_FLAG_TSC`,
+//!    which the recorder converts), `seq` taken from the shared counter,
+//!    `write_pos` stored: published; the slot's flag cleared;
+//! 6. flags and registers back; a load runs the site's instruction with
+//!    its memory operand rewritten to the value in the thread block
+//!    (so `movzx`, `cmp`, `test` behave exactly as they do), and clears
+//!    the thread block's flag; back after the site.
+
+use iced_x86::{Instruction, Mnemonic, OpKind};
+use mmiotrace_shm::{RawLayout, Record, kind};
+
+use super::asm::{Asm, Mem, Size};
+use crate::ranges::entry_at;
+use crate::tls::{slot_at, thread_at};
+use crate::{emulate, stub};
+
+const RAX: u8 = 0;
+const RCX: u8 = 1;
+const RDX: u8 = 2;
+const RSI: u8 = 6;
+const RDI: u8 = 7;
+const R8: u8 = 8;
+const R9: u8 = 9;
+const R10: u8 = 10;
+const R11: u8 = 11;
+
+/// The registers the fast path uses, in the order it pushes them.
+const SCRATCH: [u8; 9] = [RAX, RCX, RDX, RSI, RDI, R8, R9, R10, R11];
+
+/// The time field holds the raw TSC (`mmiotrace_shm::RECORD_FLAG_TSC`).
+pub const RECORD_FLAG_TSC: u8 = 8;
+
+/// Offsets in a ring record.
+mod record_at {
+    use super::Record;
+    pub const SEQ: i32 = core::mem::offset_of!(Record, seq) as i32;
+    pub const TIME: i32 = core::mem::offset_of!(Record, time_ns) as i32;
+    pub const TID: i32 = core::mem::offset_of!(Record, tid) as i32;
+    pub const OFFSET: i32 = core::mem::offset_of!(Record, offset) as i32;
+    pub const VALUE: i32 = core::mem::offset_of!(Record, value) as i32;
+    pub const PC: i32 = core::mem::offset_of!(Record, pc) as i32;
+    pub const AUX: i32 = core::mem::offset_of!(Record, aux) as i32;
+}
+const _: () = assert!(core::mem::offset_of!(Record, kind) == 0);
+const _: () = assert!(core::mem::offset_of!(Record, width) == 1);
+const _: () = assert!(core::mem::offset_of!(Record, ext) == 2);
+const _: () = assert!(core::mem::offset_of!(Record, flags) == 3);
+const _: () = assert!(core::mem::offset_of!(Record, map_id) == 4);
+const _: () = assert!(core::mem::offset_of!(Record, pid) == record_at::TID as usize + 4);
+const _: () = assert!(core::mem::size_of::<Record>() == 64);
+
+/// Where the stack slot of scratch register `reg` is, after the pushes.
+fn saved_at(reg: u8) -> Option<i32> {
+    let pushed = SCRATCH.iter().position(|&r| r == reg)?;
+    Some(8 * (SCRATCH.len() - 1 - pushed) as i32)
+}
+
+/// What the fast path needs to know beyond the instruction.
+pub struct SiteInfo {
+    /// The site's address.
+    pub pc: u64,
+    /// The original instruction's bytes.
+    pub original: [u8; 16],
+    /// The address of the site's cached range entry (`Site::range`).
+    pub cache: u64,
+    /// The thread block's offset from the thread pointer.
+    pub thread_block: i32,
+}
+
+/// Labels of the ways out to the general path: the `jcc`s to bind there.
+pub struct Exits {
+    /// Before any flag was set.
+    pub before_flags: [usize; 4],
+    pub before_flags_len: usize,
+    /// After both busy flags were set.
+    pub after_flags: [usize; 12],
+    pub after_flags_len: usize,
+}
+
+impl Exits {
+    fn new() -> Exits {
+        Exits {
+            before_flags: [0; 4],
+            before_flags_len: 0,
+            after_flags: [0; 12],
+            after_flags_len: 0,
+        }
+    }
+
+    fn early(&mut self, at: usize) -> Option<()> {
+        *self.before_flags.get_mut(self.before_flags_len)? = at;
+        self.before_flags_len += 1;
+        Some(())
+    }
+
+    fn late(&mut self, at: usize) -> Option<()> {
+        *self.after_flags.get_mut(self.after_flags_len)? = at;
+        self.after_flags_len += 1;
+        Some(())
+    }
+}
+
+/// How the access is made.
+enum Access {
+    /// The memory operand is read; the instruction, rewritten, runs after.
+    Load(stub::Rewritten),
+    /// `mov [mem], reg`: the register (its number).
+    StoreRegister(u8),
+    /// `mov [mem], imm`: the value, cut to the width.
+    StoreImmediate(u64),
+}
+
+fn access_of(insn: &Instruction, site: &SiteInfo) -> Option<Access> {
+    let store = insn.mnemonic() == Mnemonic::Mov && insn.op0_kind() == OpKind::Memory;
+    if !store {
+        let rewritten =
+            stub::rewrite_fs(&site.original, insn, site.thread_block + thread_at::VALUE)?;
+        return Some(Access::Load(rewritten));
+    }
+    let width = insn.memory_size().size();
+    let mask = if width >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * width)) - 1
+    };
+    match insn.op1_kind() {
+        OpKind::Register => {
+            let number = emulate::gpr_index(insn.op1_register().full_register())?;
+            Some(Access::StoreRegister(u8::try_from(number).ok()?))
+        }
+        OpKind::Immediate8
+        | OpKind::Immediate16
+        | OpKind::Immediate32
+        | OpKind::Immediate32to64 => Some(Access::StoreImmediate(insn.immediate(1) & mask)),
+        _ => None,
+    }
+}
+
+/// Emits the fast path of `insn` (a site `patchable()` accepted), which
+/// jumps back to `back` when done; returns the exits to the general path,
+/// which the caller binds ([`emit_exits`]). `None` for a form it does not
+/// handle (nothing emitted that matters: the caller starts over).
+pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> Option<Exits> {
+    let width = insn.memory_size().size();
+    let size = Size::of_width(width)?;
+    let access = access_of(insn, site)?;
+    let mut exits = Exits::new();
+    let thread = |at: i32| Mem::Fs(site.thread_block + at);
+
+    // 1. Registers, the address, a store's value, the flags.
+    code.lea_rsp(-128);
+    for &reg in SCRATCH.iter() {
+        code.push(reg);
+    }
+    super::emit_lea(code, insn, R8)?;
+    match access {
+        Access::StoreRegister(reg) => match saved_at(reg) {
+            Some(at) => code.load64(R9, Mem::Base(4, at)),
+            None => code.mov_reg(R9, reg),
+        },
+        Access::StoreImmediate(value) => code.mov_imm64(R9, value),
+        Access::Load(_) => {}
+    }
+    code.emit(&[0x9f, 0x0f, 0x90, 0xc0]); // lahf; seto al
+    code.emit(&[0x44, 0x0f, 0xb7, 0xd8]); // movzx r11d, ax
+
+    // 2. The slot block; no fast path or push of this thread under way.
+    code.load64(RDI, thread(thread_at::SLOT_BLOCK));
+    code.test_self(RDI);
+    exits.early(code.jcc_forward(0x4))?; // jz
+    code.cmp_byte_imm(thread(thread_at::BUSY), 0);
+    exits.early(code.jcc_forward(0x5))?; // jnz
+    code.cmp_byte_imm(Mem::Base(RDI, slot_at::PUSHING), 0);
+    exits.early(code.jcc_forward(0x5))?;
+
+    // 3. Flags set; the range, the file, the ring.
+    code.store_byte_imm(thread(thread_at::BUSY), 1);
+    code.store_byte_imm(Mem::Base(RDI, slot_at::PUSHING), 1);
+    code.mov_imm64(RSI, site.cache);
+    code.load64(RSI, Mem::Base(RSI, 0));
+    code.test_self(RSI);
+    exits.late(code.jcc_forward(0x4))?;
+    code.cmp_dword_imm(Mem::Base(RSI, entry_at::STATE), entry_at::LIVE);
+    exits.late(code.jcc_forward(0x5))?;
+    // rcx = address - start: below len, and len - rcx >= width.
+    code.mov_reg(RCX, R8);
+    code.alu_load(0x2b, RCX, Mem::Base(RSI, entry_at::START));
+    code.alu_load(0x3b, RCX, Mem::Base(RSI, entry_at::LEN));
+    exits.late(code.jcc_forward(0x3))?; // jae
+    code.lea(RDX, RCX, width as i32);
+    code.alu_load(0x3b, RDX, Mem::Base(RSI, entry_at::LEN));
+    exits.late(code.jcc_forward(0x7))?; // ja
+    let needed = if matches!(access, Access::Load(_)) {
+        libc::PROT_READ
+    } else {
+        libc::PROT_WRITE
+    };
+    code.test_dword_imm(Mem::Base(RSI, entry_at::PROT), needed as u32);
+    exits.late(code.jcc_forward(0x4))?;
+    code.load64(RDX, Mem::Base(RDI, slot_at::HEADER));
+    code.cmp_dword_imm(Mem::Base(RDX, RawLayout::STOPPED as i32), 0);
+    exits.late(code.jcc_forward(0x5))?;
+    code.test_dword_imm(
+        Mem::Base(RDX, RawLayout::RECORDER_ALIVE as i32),
+        RawLayout::RECORDER_GONE,
+    );
+    exits.late(code.jcc_forward(0x5))?;
+    // rax = write_pos; full when write_pos - read_pos >= ring_records,
+    // with the read_pos seen last, and then with the ring's own.
+    code.load64(R10, Mem::Base(RDI, slot_at::SLOT_HEADER));
+    code.load64(RAX, Mem::Base(R10, RawLayout::WRITE_POS as i32));
+    code.mov_reg(RDX, RAX);
+    code.alu_load(0x2b, RDX, Mem::Base(RDI, slot_at::READ_POS_SEEN));
+    code.alu_load(0x3b, RDX, Mem::Base(RDI, slot_at::RING_RECORDS));
+    let room = code.jcc_forward(0x2); // jb
+    code.load64(RDX, Mem::Base(R10, RawLayout::READ_POS as i32));
+    code.store64(Mem::Base(RDI, slot_at::READ_POS_SEEN), RDX);
+    // rdx = write_pos - read_pos
+    code.op_reg(Size::Quad, false, &[0xf7], 3, RDX); // neg rdx
+    code.op_reg(Size::Quad, false, &[0x01], RAX, RDX); // add rdx, rax
+    code.alu_load(0x3b, RDX, Mem::Base(RDI, slot_at::RING_RECORDS));
+    exits.late(code.jcc_forward(0x3))?;
+    code.bind(room);
+
+    // 4. The access: rdx = the alias address; r9 = the value.
+    code.load64(RDX, Mem::Base(RSI, entry_at::ALIAS));
+    code.op_reg(Size::Quad, false, &[0x01], RCX, RDX); // add rdx, rcx
+    match access {
+        Access::Load(_) => {
+            code.load_zero_extended(size, R9, Mem::Base(RDX, 0));
+            code.store64(thread(thread_at::VALUE), R9);
+        }
+        Access::StoreRegister(_) | Access::StoreImmediate(_) => {
+            code.store_sized(size, Mem::Base(RDX, 0), R9);
+            code.zero_extend(size, R9);
+        }
+    }
+
+    // 5. The record at ring index (write_pos & mask), published.
+    code.mov_reg(RDX, RAX);
+    code.alu_load(0x23, RDX, Mem::Base(RDI, slot_at::MASK));
+    code.shl(RDX, 6);
+    code.alu_load(0x03, RDX, Mem::Base(RDI, slot_at::RECORDS));
+    code.store64(Mem::Base(RDX, record_at::VALUE), R9);
+    code.load64(R9, Mem::Base(RDI, slot_at::TID_PID));
+    code.store64(Mem::Base(RDX, record_at::TID), R9);
+    code.alu_load(0x03, RCX, Mem::Base(RSI, entry_at::MAP_OFFSET));
+    code.store64(Mem::Base(RDX, record_at::OFFSET), RCX);
+    // kind, width, ext 0, flags; map_id above them.
+    let record_kind = if matches!(access, Access::Load(_)) {
+        kind::READ
+    } else {
+        kind::WRITE
+    };
+    let first = u32::from(record_kind) | ((width as u32) << 8) | (u32::from(RECORD_FLAG_TSC) << 24);
+    code.op_mem(
+        Size::Dword,
+        false,
+        &[0x8b],
+        RCX,
+        Mem::Base(RSI, entry_at::MAP_ID),
+    );
+    code.shl(RCX, 32);
+    code.or_imm(RCX, first as i32);
+    code.store64(Mem::Base(RDX, 0), RCX);
+    code.mov_imm64(RCX, site.pc);
+    code.store64(Mem::Base(RDX, record_at::PC), RCX);
+    code.store64_imm(Mem::Base(RDX, record_at::AUX), 0);
+    code.load64(RSI, Mem::Base(RDI, slot_at::HEADER));
+    code.emit(&[0xb9, 1, 0, 0, 0]); // mov ecx, 1
+    code.lock_xadd(Mem::Base(RSI, RawLayout::SEQ as i32), RCX);
+    code.store64(Mem::Base(RDX, record_at::SEQ), RCX);
+    code.mov_reg(R9, RAX);
+    code.mov_reg(RCX, RDX);
+    code.emit(&[0x0f, 0x31]); // rdtsc
+    code.shl(RDX, 32);
+    code.op_reg(Size::Quad, false, &[0x09], RDX, RAX); // or rax, rdx
+    code.store64(Mem::Base(RCX, record_at::TIME), RAX);
+    code.inc(R9);
+    // SYNC POINT: pairs with the Acquire load of write_pos in Shm::peek()
+    // (a plain store is a release store on x86).
+    code.store64(Mem::Base(R10, RawLayout::WRITE_POS as i32), R9);
+    code.store_byte_imm(Mem::Base(RDI, slot_at::PUSHING), 0);
+
+    // 6. Back to the program's state; a load's instruction; back.
+    let load = match access {
+        Access::Load(rewritten) => Some(rewritten),
+        _ => None,
+    };
+    if load.is_none() {
+        code.store_byte_imm(thread(thread_at::BUSY), 0);
+    }
+    restore(code);
+    if let Some(rewritten) = load {
+        code.emit(rewritten.bytes.get(..rewritten.len)?);
+        code.store_byte_imm(thread(thread_at::BUSY), 0);
+    }
+    code.jmp(back)?;
+    Some(exits)
+}
+
+/// The flags from R11, the scratch registers, the stack pointer.
+fn restore(code: &mut Asm) {
+    code.emit(&[0x44, 0x89, 0xd8]); // mov eax, r11d
+    code.emit(&[0x04, 0x7f]); // add al, 0x7f: OF back
+    code.emit(&[0x9e]); // sahf
+    for &reg in SCRATCH.iter().rev() {
+        code.pop(reg);
+    }
+    code.lea_rsp(128);
+}
+
+/// The ways out of the fast path, bound here: the flags cleared that were
+/// set, everything restored; the general path follows.
+pub fn emit_exits(code: &mut Asm, exits: &Exits, thread_block: i32) {
+    for &at in exits.after_flags.iter().take(exits.after_flags_len) {
+        code.bind(at);
+    }
+    code.store_byte_imm(Mem::Base(RDI, slot_at::PUSHING), 0);
+    code.store_byte_imm(Mem::Fs(thread_block + thread_at::BUSY), 0);
+    for &at in exits.before_flags.iter().take(exits.before_flags_len) {
+        code.bind(at);
+    }
+    restore(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+
+    const AT: u64 = 0x7000_0000_0000;
+
+    /// The fast path and exits of the instruction `bytes`, disassembled.
+    fn listing(bytes: &[u8]) -> (Vec<String>, usize) {
+        let insn = Decoder::with_ip(64, bytes, AT - 0x1000, DecoderOptions::NONE).decode();
+        let mut original = [0u8; 16];
+        original[..bytes.len()].copy_from_slice(bytes);
+        let site = SiteInfo {
+            pc: AT - 0x1000,
+            original,
+            cache: 0x1234_5678,
+            thread_block: -0x100,
+        };
+        let mut code = Asm::new(AT);
+        let exits = emit(&mut code, &insn, &site, AT - 0x1000 + bytes.len() as u64).expect("emit");
+        emit_exits(&mut code, &exits, site.thread_block);
+        let mut decoder = Decoder::with_ip(64, code.bytes(), AT, DecoderOptions::NONE);
+        let mut lines = Vec::new();
+        let mut formatter = IntelFormatter::new();
+        for insn in decoder.iter() {
+            assert!(!insn.is_invalid(), "invalid encoding at {:#x}", insn.ip());
+            let mut text = String::new();
+            formatter.format(&insn, &mut text);
+            lines.push(text);
+        }
+        (lines, code.len)
+    }
+
+    #[test]
+    fn a_load_decodes_as_written_and_fits_the_trampoline() {
+        // mov eax, [rbx+0x100]
+        let (lines, len) = listing(&[0x8b, 0x83, 0, 1, 0, 0]);
+        let text = lines.join("\n");
+        for expected in [
+            "lea r8,[rbx+100h]",
+            "lahf",
+            "seto al",
+            "movzx r11d,ax",
+            "mov rdi,fs:[0FFFFFFFFFFFFFF48h]",
+            "cmp byte ptr fs:[0FFFFFFFFFFFFFF40h],0",
+            "mov byte ptr [rdi],1",
+            "mov r9d,[rdx]",
+            "mov fs:[0FFFFFFFFFFFFFF00h],r9",
+            "lock xadd [rsi+",
+            "rdtsc",
+            "sahf",
+            "mov eax,fs:[0FFFFFFFFFFFFFF00h]",
+        ] {
+            assert!(text.contains(expected), "no `{expected}` in\n{text}");
+        }
+        assert!(len + 400 < super::super::RECORD_AT, "{len} bytes");
+    }
+
+    #[test]
+    fn a_store_of_a_scratch_register_takes_its_saved_value() {
+        // mov [rbx+0x100], sil: rsi is saved at rsp+40
+        let (lines, _) = listing(&[0x40, 0x88, 0xb3, 0, 1, 0, 0]);
+        let text = lines.join("\n");
+        assert!(text.contains("mov r9,[rsp+28h]"), "{text}");
+        assert!(text.contains("mov [rdx],r9b"), "{text}");
+        assert!(text.contains("movzx r9d,r9b"), "{text}");
+        // mov qword [rcx+8], -2: the immediate, sign-extended
+        let (lines, _) = listing(&[0x48, 0xc7, 0x41, 0x08, 0xfe, 0xff, 0xff, 0xff]);
+        let text = lines.join("\n");
+        assert!(text.contains("mov r9,0FFFFFFFFFFFFFFFEh"), "{text}");
+        assert!(text.contains("mov [rdx],r9\n"), "{text}");
+    }
+}
