@@ -65,6 +65,7 @@ enum Why {
     CodePage = 4,
     NoTrampoline = 5,
     Protect = 6,
+    NoStack = 7,
 }
 
 impl Why {
@@ -76,6 +77,7 @@ impl Why {
             4 => b"not patchable (code page not read-execute only)",
             5 => b"not patchable (no trampoline space within 2 GiB)",
             6 => b"not patchable (mprotect of the code page failed)",
+            7 => b"not patchable (no stack to patch on)",
             _ => b"fault path",
         }
     }
@@ -146,6 +148,12 @@ pub fn init() {
     if !register_membarrier() {
         Msg::new()
             .text("patching is off: membarrier(SYNC_CORE) is not available")
+            .emit();
+        return;
+    }
+    if !map_patch_stack() {
+        Msg::new()
+            .text("patching is off: no memory for its stack")
             .emit();
         return;
     }
@@ -384,12 +392,97 @@ fn patch_under_lock(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) {
     // free and the site stays on the fault path).
     lock();
     if site.state.load(Ordering::Acquire) == NEW {
-        if let Err(why) = patch(site, pc, insn, bytes) {
+        let mut job = PatchJob {
+            site,
+            pc,
+            insn,
+            bytes,
+            result: Err(Why::NoStack),
+        };
+        run_on_patch_stack(&mut job);
+        if let Err(why) = job.result {
             site.why.store(why as u8, Ordering::Relaxed);
             site.state.store(REFUSED, Ordering::Release);
         }
     }
     unlock();
+}
+
+/// Bytes of the stack [`patch`] runs on.
+const PATCH_STACK: usize = 64 << 10;
+/// The stack's lowest address (a guard page below it), 0 until [`init`].
+static PATCH_STACK_BASE: AtomicUsize = AtomicUsize::new(0);
+
+/// One call of [`patch`], and its result.
+struct PatchJob<'a> {
+    site: &'a Site,
+    pc: u64,
+    insn: &'a Instruction,
+    bytes: &'a [u8],
+    result: Result<(), Why>,
+}
+
+/// Maps the stack [`patch`] runs on: the SIGSEGV handler that patches
+/// may run on whatever stack the program gave it, a small alternate
+/// signal stack included, and patching needs several KiB. One stack does
+/// for every thread: only the holder of [`PATCH_LOCK`] uses it.
+fn map_patch_stack() -> bool {
+    if PATCH_STACK_BASE.load(Ordering::Acquire) != 0 {
+        return true;
+    }
+    // SAFETY: a fresh private mapping, never unmapped.
+    let mapped = unsafe {
+        sys::mmap(
+            0,
+            PATCH_STACK + 4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    let Ok(base) = mapped else {
+        return false;
+    };
+    // SAFETY: the lowest page of the mapping just made: the guard.
+    if unsafe { sys::mprotect(base, 4096, libc::PROT_NONE) }.is_err() {
+        return false;
+    }
+    PATCH_STACK_BASE.store(base + 4096, Ordering::Release);
+    true
+}
+
+/// Runs `job` on the patch stack. Caller holds [`PATCH_LOCK`].
+fn run_on_patch_stack(job: &mut PatchJob<'_>) {
+    extern "C" fn entry(job: *mut PatchJob<'_>) {
+        // SAFETY: the caller's job, alive until run_on_patch_stack returns.
+        let job = unsafe { &mut *job };
+        job.result = patch(job.site, job.pc, job.insn, job.bytes);
+    }
+    let base = PATCH_STACK_BASE.load(Ordering::Acquire);
+    if base == 0 {
+        return;
+    }
+    let top = base + PATCH_STACK;
+    // SAFETY: `top` is the 16-byte aligned end of the patch stack, which
+    // only the holder of PATCH_LOCK uses; the old stack pointer is kept on
+    // the new stack (pushed twice, which keeps the call 16-byte aligned)
+    // and reloaded after the call; `entry` follows the C ABI, whose
+    // clobbers are declared.
+    unsafe {
+        core::arch::asm!(
+            "mov rax, rsp",
+            "mov rsp, rsi",
+            "push rax",
+            "push rax",
+            "call rdx",
+            "pop rsp",
+            in("rsi") top,
+            in("rdx") entry as extern "C" fn(*mut PatchJob<'_>),
+            in("rdi") job as *mut PatchJob<'_>,
+            clobber_abi("C"),
+        );
+    }
 }
 
 /// Takes [`PATCH_LOCK`], yielding while another thread holds it. Its

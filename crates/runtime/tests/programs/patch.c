@@ -1,6 +1,6 @@
 /* Patched access sites (docs/ARCHITECTURE.md, "Patched sites").
  *
- * Usage: patch FILE sites|threads|fork  (FILE is traced).
+ * Usage: patch FILE sites|threads|fork|altstack  (FILE is traced).
  *
  * sites: every site below runs ITER times, first on REF (plain memory),
  * then on DEV (the traced mapping of FILE), with the same registers and
@@ -13,7 +13,10 @@
  * threads: 8 threads store through one shared site (patched while they
  * run), 4,000 stores each of (thread << 24 | i), to their own offsets.
  *
- * fork: the site is patched in the parent, then a child runs it too. */
+ * fork: the site is patched in the parent, then a child runs it too.
+ *
+ * altstack: a small alternate signal stack (the signal frame and 5 KiB), on which the
+ * runtime's SIGSEGV handler runs and patches the site. */
 #define _GNU_SOURCE
 #include <inttypes.h>
 #include <pthread.h>
@@ -22,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -168,6 +172,52 @@ static void forked(void) {
     for (uint32_t i = 0; i < 10; i++) shared_store(dev + 8, 0x300 + i);
 }
 
+static uint8_t *probe_top;
+static size_t probe_used;
+
+static void probe(int sig) {
+    uint8_t here;
+    (void)sig;
+    probe_used = (size_t)(probe_top - &here);
+}
+
+/* The bytes a signal frame and a small handler take on this machine. */
+static size_t signal_frame(void) {
+    static uint8_t stack[64 << 10] __attribute__((aligned(64)));
+    stack_t ss = {.ss_sp = stack, .ss_size = sizeof stack, .ss_flags = 0};
+    struct sigaction sa = {.sa_handler = probe, .sa_flags = SA_ONSTACK};
+    probe_top = stack + sizeof stack;
+    sigaltstack(&ss, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    raise(SIGUSR1);
+    ss.ss_flags = SS_DISABLE;
+    sigaltstack(&ss, NULL);
+    return probe_used;
+}
+
+static void small_altstack(void) {
+    /* The signal frame, and a little over 4 KiB: room for the handler's
+     * access (about 3.2 KiB), not for patching. */
+    size_t size = signal_frame() + 4400;
+    /* A guard page right below it: an overflow faults. */
+    size_t pages = (size + 4095) / 4096;
+    uint8_t *guard = mmap(NULL, (pages + 1) * 4096, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (guard == MAP_FAILED || mprotect(guard, 4096, PROT_NONE) != 0) {
+        printf("FAIL stack mapping\n");
+        failures++;
+        return;
+    }
+    uint8_t *top = guard + (pages + 1) * 4096;
+    stack_t ss = {.ss_sp = top - size, .ss_size = size, .ss_flags = 0};
+    if (sigaltstack(&ss, NULL) != 0) {
+        printf("FAIL sigaltstack\n");
+        failures++;
+        return;
+    }
+    for (uint32_t i = 0; i < 20; i++) shared_store(dev + 12, 0x400 + i);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) return 2;
     int fd = open(argv[1], O_RDWR);
@@ -181,6 +231,8 @@ int main(int argc, char **argv) {
         threads();
     else if (!strcmp(argv[2], "fork"))
         forked();
+    else if (!strcmp(argv[2], "altstack"))
+        small_altstack();
     else
         return 2;
     fflush(stdout);

@@ -187,3 +187,15 @@ fn a_forked_child_keeps_the_patched_site_and_logs_as_itself() {
     report.sort();
     assert_eq!(report, [PATCH_AFTER, PATCH_AFTER + 1]);
 }
+
+#[test]
+fn a_site_is_patched_from_a_handler_on_a_small_alternate_stack() {
+    // Patching needs more stack than 12 KiB less a signal frame: it runs
+    // on a stack of its own.
+    let run = run("altstack", "on");
+    let values: Vec<u64> = run.accesses().map(|p| p.record.value).collect();
+    assert_eq!(values, (0..20).map(|i| 0x400 + i).collect::<Vec<u64>>());
+    let report = sites(&run);
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert_eq!(report[0].1, "patched", "{report:?}");
+}
