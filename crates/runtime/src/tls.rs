@@ -96,6 +96,12 @@ pub struct ThreadBlock {
     pub busy: u8,
     /// The thread's [`SlotBlock`], 0 until the slow path sets it up.
     pub slot_block: u64,
+    /// A read-modify-write's store, kept between the fast path's two
+    /// halves (around the site's instruction): the alias address, the
+    /// record's offset, and its first 8 bytes (kind, width, flags, map id).
+    pub rmw_alias: u64,
+    pub rmw_offset: u64,
+    pub rmw_first: u64,
 }
 
 /// Offsets in [`ThreadBlock`].
@@ -104,6 +110,9 @@ pub mod thread_at {
     pub const VALUE: i32 = core::mem::offset_of!(ThreadBlock, value) as i32;
     pub const BUSY: i32 = core::mem::offset_of!(ThreadBlock, busy) as i32;
     pub const SLOT_BLOCK: i32 = core::mem::offset_of!(ThreadBlock, slot_block) as i32;
+    pub const RMW_ALIAS: i32 = core::mem::offset_of!(ThreadBlock, rmw_alias) as i32;
+    pub const RMW_OFFSET: i32 = core::mem::offset_of!(ThreadBlock, rmw_offset) as i32;
+    pub const RMW_FIRST: i32 = core::mem::offset_of!(ThreadBlock, rmw_first) as i32;
 }
 
 const BLOCK_SIZE: usize = core::mem::size_of::<ThreadBlock>();

@@ -26,6 +26,13 @@
 //!    its memory operand rewritten to the value in the thread block
 //!    (so `movzx`, `cmp`, `test` behave exactly as they do), and clears
 //!    the thread block's flag; back after the site.
+//!
+//! A read-modify-write (`add [mem], reg`, `inc [mem]`, ...) is a load
+//! whose instruction, run on the thread block's value, is followed by a
+//! second half: the value stored to the alias with one `mov` of its
+//! width and logged, the flags the instruction set kept. The device sees
+//! a read and then a write, as on the fault path (which runs such an
+//! instruction displaced, on a copy of the value).
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
 use mmiotrace_shm::{RawLayout, Record, kind};
@@ -125,6 +132,8 @@ impl Exits {
 enum Access {
     /// The memory operand is read; the instruction, rewritten, runs after.
     Load(stub::Rewritten),
+    /// Read, then written: the instruction, rewritten, runs between.
+    ReadModifyWrite(stub::Rewritten),
     /// `mov [mem], reg`: the register (its number).
     StoreRegister(u8),
     /// `mov [mem], imm`: the value, cut to the width.
@@ -136,7 +145,11 @@ fn access_of(insn: &Instruction, site: &SiteInfo) -> Option<Access> {
     if !store {
         let rewritten =
             stub::rewrite_fs(&site.original, insn, site.thread_block + thread_at::VALUE)?;
-        return Some(Access::Load(rewritten));
+        return Some(if super::read_modify_write(insn) {
+            Access::ReadModifyWrite(rewritten)
+        } else {
+            Access::Load(rewritten)
+        });
     }
     let width = insn.memory_size().size();
     let mask = if width >= 8 {
@@ -180,7 +193,7 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
             None => code.mov_reg(R9, reg),
         },
         Access::StoreImmediate(value) => code.mov_imm64(R9, value),
-        Access::Load(_) => {}
+        Access::Load(_) | Access::ReadModifyWrite(_) => {}
     }
     code.emit(&[0x9f, 0x0f, 0x90, 0xc0]); // lahf; seto al
     code.emit(&[0x44, 0x0f, 0xb7, 0xd8]); // movzx r11d, ax
@@ -211,13 +224,23 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     code.lea(RDX, RCX, width as i32);
     code.alu_load(0x3b, RDX, Mem::Base(RSI, entry_at::LEN));
     exits.late(code.jcc_forward(0x7))?; // ja
-    let needed = if matches!(access, Access::Load(_)) {
-        libc::PROT_READ
-    } else {
-        libc::PROT_WRITE
+    // The protection allows the access: every bit of `needed` in it.
+    let needed = match access {
+        Access::Load(_) => libc::PROT_READ,
+        Access::ReadModifyWrite(_) => libc::PROT_READ | libc::PROT_WRITE,
+        Access::StoreRegister(_) | Access::StoreImmediate(_) => libc::PROT_WRITE,
     };
-    code.test_dword_imm(Mem::Base(RSI, entry_at::PROT), needed as u32);
-    exits.late(code.jcc_forward(0x4))?;
+    code.op_mem(
+        Size::Dword,
+        false,
+        &[0x8b],
+        RDX,
+        Mem::Base(RSI, entry_at::PROT),
+    );
+    code.op_reg(Size::Dword, false, &[0xf7], 2, RDX); // not edx
+    code.op_reg(Size::Dword, false, &[0xf7], 0, RDX); // test edx, needed
+    code.emit(&(needed as u32).to_le_bytes());
+    exits.late(code.jcc_forward(0x5))?;
     code.load64(RDX, Mem::Base(RDI, slot_at::HEADER));
     code.cmp_dword_imm(Mem::Base(RDX, RawLayout::STOPPED as i32), 0);
     exits.late(code.jcc_forward(0x5))?;
@@ -227,18 +250,22 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     );
     exits.late(code.jcc_forward(0x5))?;
     // rax = write_pos; full when write_pos - read_pos >= ring_records,
-    // with the read_pos seen last, and then with the ring's own.
+    // with the read_pos seen last, and then with the ring's own. A
+    // read-modify-write needs room for two records.
+    let rmw = matches!(access, Access::ReadModifyWrite(_));
+    let more = i32::from(rmw);
     code.load64(R10, Mem::Base(RDI, slot_at::SLOT_HEADER));
     code.load64(RAX, Mem::Base(R10, RawLayout::WRITE_POS as i32));
     code.mov_reg(RDX, RAX);
     code.alu_load(0x2b, RDX, Mem::Base(RDI, slot_at::READ_POS_SEEN));
+    code.lea(RDX, RDX, more);
     code.alu_load(0x3b, RDX, Mem::Base(RDI, slot_at::RING_RECORDS));
     let room = code.jcc_forward(0x2); // jb
     code.load64(RDX, Mem::Base(R10, RawLayout::READ_POS as i32));
     code.store64(Mem::Base(RDI, slot_at::READ_POS_SEEN), RDX);
-    // rdx = write_pos - read_pos
     code.op_reg(Size::Quad, false, &[0xf7], 3, RDX); // neg rdx
     code.op_reg(Size::Quad, false, &[0x01], RAX, RDX); // add rdx, rax
+    code.lea(RDX, RDX, more);
     code.alu_load(0x3b, RDX, Mem::Base(RDI, slot_at::RING_RECORDS));
     exits.late(code.jcc_forward(0x3))?;
     code.bind(room);
@@ -247,9 +274,12 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     code.load64(RDX, Mem::Base(RSI, entry_at::ALIAS));
     code.op_reg(Size::Quad, false, &[0x01], RCX, RDX); // add rdx, rcx
     match access {
-        Access::Load(_) => {
+        Access::Load(_) | Access::ReadModifyWrite(_) => {
             code.load_zero_extended(size, R9, Mem::Base(RDX, 0));
             code.store64(thread(thread_at::VALUE), R9);
+            if rmw {
+                code.store64(thread(thread_at::RMW_ALIAS), RDX);
+            }
         }
         Access::StoreRegister(_) | Access::StoreImmediate(_) => {
             code.store_sized(size, Mem::Base(RDX, 0), R9);
@@ -258,20 +288,19 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     }
 
     // 5. The record at ring index (write_pos & mask), published.
-    code.mov_reg(RDX, RAX);
-    code.alu_load(0x23, RDX, Mem::Base(RDI, slot_at::MASK));
-    code.shl(RDX, 6);
-    code.alu_load(0x03, RDX, Mem::Base(RDI, slot_at::RECORDS));
+    record_at_write_pos(code);
     code.store64(Mem::Base(RDX, record_at::VALUE), R9);
     code.load64(R9, Mem::Base(RDI, slot_at::TID_PID));
     code.store64(Mem::Base(RDX, record_at::TID), R9);
     code.alu_load(0x03, RCX, Mem::Base(RSI, entry_at::MAP_OFFSET));
     code.store64(Mem::Base(RDX, record_at::OFFSET), RCX);
+    if rmw {
+        code.store64(thread(thread_at::RMW_OFFSET), RCX);
+    }
     // kind, width, ext 0, flags; map_id above them.
-    let record_kind = if matches!(access, Access::Load(_)) {
-        kind::READ
-    } else {
-        kind::WRITE
+    let record_kind = match access {
+        Access::Load(_) | Access::ReadModifyWrite(_) => kind::READ,
+        Access::StoreRegister(_) | Access::StoreImmediate(_) => kind::WRITE,
     };
     let first = u32::from(record_kind) | ((width as u32) << 8) | (u32::from(RECORD_FLAG_TSC) << 24);
     code.op_mem(
@@ -284,7 +313,54 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     code.shl(RCX, 32);
     code.or_imm(RCX, first as i32);
     code.store64(Mem::Base(RDX, 0), RCX);
-    code.mov_imm64(RCX, site.pc);
+    if rmw {
+        // The store's record: WRITE where READ is.
+        code.op_reg(Size::Quad, false, &[0x83], 6, RCX); // xor rcx, imm8
+        code.emit(&[kind::READ ^ kind::WRITE]);
+        code.store64(thread(thread_at::RMW_FIRST), RCX);
+    }
+    publish(code, site.pc);
+    if rmw {
+        // Set again until the store: the alias stays mapped meanwhile.
+        code.store_byte_imm(Mem::Base(RDI, slot_at::PUSHING), 1);
+    }
+
+    // 6. Back to the program's state; a load's instruction (and a
+    // read-modify-write's store); back.
+    match access {
+        Access::Load(rewritten) => {
+            restore(code);
+            code.emit(rewritten.bytes.get(..rewritten.len)?);
+            code.store_byte_imm(thread(thread_at::BUSY), 0);
+        }
+        Access::ReadModifyWrite(rewritten) => {
+            restore(code);
+            code.emit(rewritten.bytes.get(..rewritten.len)?);
+            emit_store_half(code, size, site);
+        }
+        Access::StoreRegister(_) | Access::StoreImmediate(_) => {
+            code.store_byte_imm(thread(thread_at::BUSY), 0);
+            restore(code);
+        }
+    }
+    code.jmp(back)?;
+    Some(exits)
+}
+
+/// RDX = the record at `write_pos` (RAX): `records + (write_pos & mask) * 64`.
+fn record_at_write_pos(code: &mut Asm) {
+    code.mov_reg(RDX, RAX);
+    code.alu_load(0x23, RDX, Mem::Base(RDI, slot_at::MASK));
+    code.shl(RDX, 6);
+    code.alu_load(0x03, RDX, Mem::Base(RDI, slot_at::RECORDS));
+}
+
+/// The rest of a push whose record at RDX has its value, tid, pid, offset
+/// and first 8 bytes: pc, aux, `seq`, the time; `write_pos` (RAX, in the
+/// slot header at R10) published; the slot's flag cleared. Uses RCX, RSI
+/// and R9.
+fn publish(code: &mut Asm, pc: u64) {
+    code.mov_imm64(RCX, pc);
     code.store64(Mem::Base(RDX, record_at::PC), RCX);
     code.store64_imm(Mem::Base(RDX, record_at::AUX), 0);
     code.load64(RSI, Mem::Base(RDI, slot_at::HEADER));
@@ -302,22 +378,37 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     // (a plain store is a release store on x86).
     code.store64(Mem::Base(R10, RawLayout::WRITE_POS as i32), R9);
     code.store_byte_imm(Mem::Base(RDI, slot_at::PUSHING), 0);
+}
 
-    // 6. Back to the program's state; a load's instruction; back.
-    let load = match access {
-        Access::Load(rewritten) => Some(rewritten),
-        _ => None,
-    };
-    if load.is_none() {
-        code.store_byte_imm(thread(thread_at::BUSY), 0);
+/// The second half of a read-modify-write, after its instruction ran on
+/// the thread block's value: that value stored to the alias and logged
+/// (the ring had room for both records, and the slot's flag stayed set),
+/// the flags the instruction left kept.
+fn emit_store_half(code: &mut Asm, size: Size, site: &SiteInfo) {
+    let thread = |at: i32| Mem::Fs(site.thread_block + at);
+    code.lea_rsp(-128);
+    for &reg in SCRATCH.iter() {
+        code.push(reg);
     }
+    code.emit(&[0x9f, 0x0f, 0x90, 0xc0]); // lahf; seto al
+    code.emit(&[0x44, 0x0f, 0xb7, 0xd8]); // movzx r11d, ax
+    code.load64(RDI, thread(thread_at::SLOT_BLOCK));
+    code.load_zero_extended(size, R9, thread(thread_at::VALUE));
+    code.load64(RDX, thread(thread_at::RMW_ALIAS));
+    code.store_sized(size, Mem::Base(RDX, 0), R9);
+    code.load64(R10, Mem::Base(RDI, slot_at::SLOT_HEADER));
+    code.load64(RAX, Mem::Base(R10, RawLayout::WRITE_POS as i32));
+    record_at_write_pos(code);
+    code.store64(Mem::Base(RDX, record_at::VALUE), R9);
+    code.load64(R9, Mem::Base(RDI, slot_at::TID_PID));
+    code.store64(Mem::Base(RDX, record_at::TID), R9);
+    code.load64(RCX, thread(thread_at::RMW_OFFSET));
+    code.store64(Mem::Base(RDX, record_at::OFFSET), RCX);
+    code.load64(RCX, thread(thread_at::RMW_FIRST));
+    code.store64(Mem::Base(RDX, 0), RCX);
+    publish(code, site.pc);
+    code.store_byte_imm(thread(thread_at::BUSY), 0);
     restore(code);
-    if let Some(rewritten) = load {
-        code.emit(rewritten.bytes.get(..rewritten.len)?);
-        code.store_byte_imm(thread(thread_at::BUSY), 0);
-    }
-    code.jmp(back)?;
-    Some(exits)
 }
 
 /// The flags from R11, the scratch registers, the stack pointer.

@@ -536,6 +536,28 @@ pub fn forget_code(lo: u64, hi: u64) {
     unlock();
 }
 
+/// Whether `insn` is an ALU read-modify-write of its memory operand
+/// (`add`, `sub`, `and`, `or`, `xor`, `adc`, `sbb` to memory, `inc`,
+/// `dec`, `neg`, `not` of memory).
+fn read_modify_write(insn: &Instruction) -> bool {
+    let two = matches!(
+        insn.mnemonic(),
+        Mnemonic::Add
+            | Mnemonic::Sub
+            | Mnemonic::And
+            | Mnemonic::Or
+            | Mnemonic::Xor
+            | Mnemonic::Adc
+            | Mnemonic::Sbb
+    );
+    let one = matches!(
+        insn.mnemonic(),
+        Mnemonic::Inc | Mnemonic::Dec | Mnemonic::Neg | Mnemonic::Not
+    );
+    insn.op0_kind() == OpKind::Memory
+        && ((two && insn.op_count() == 2) || (one && insn.op_count() == 1))
+}
+
 /// Whether new trampolines get a fast path: it logs with no hook to ask.
 fn fast_path_wanted() -> bool {
     FAST.load(Ordering::Acquire) && !hooks::active()
@@ -550,7 +572,10 @@ fn patchable(insn: &Instruction) -> Result<(), Why> {
     let form = matches!(
         insn.mnemonic(),
         Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd
-    ) || matches!(insn.mnemonic(), Mnemonic::Cmp | Mnemonic::Test);
+    ) || matches!(insn.mnemonic(), Mnemonic::Cmp | Mnemonic::Test)
+        // Only the fast path performs these; the general path would send
+        // each one to the fault path.
+        || (read_modify_write(insn) && fast_path_wanted());
     if !form || insn.has_lock_prefix() || insn.has_rep_prefix() || insn.has_repne_prefix() {
         return Err(Why::Form);
     }

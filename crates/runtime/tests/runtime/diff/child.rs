@@ -113,16 +113,42 @@ fn protect_code(prot: i32) {
     assert_eq!(done, 0, "mprotect: {}", std::io::Error::last_os_error());
 }
 
+/// Whether the trampolines get their fast path here: a TSC at a constant
+/// rate (/proc/cpuinfo) and LAHF in 64-bit mode (docs/ARCHITECTURE.md).
+fn fast_path() -> bool {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = cpuinfo
+        .lines()
+        .find(|line| line.starts_with("flags"))
+        .unwrap_or_default();
+    let has = |flag: &str| flags.split_whitespace().any(|f| f == flag);
+    has("constant_tsc") && has("nonstop_tsc") && has("lahf_lm")
+}
+
 /// Whether the runtime must patch `insn` when its access faults often
 /// enough (docs/ARCHITECTURE.md, "Patched sites", written out once more):
-/// `mov`, `movzx`, `movsx`, `movsxd`, `cmp` or `test` of 5 bytes or more,
+/// `mov`, `movzx`, `movsx`, `movsxd`, `cmp` or `test` of 5 bytes or more
+/// (with the fast path, also the read-modify-writes `add`, `sub`, `and`,
+/// `or`, `xor`, `adc`, `sbb` to memory, `inc`, `dec`, `neg`, `not`),
 /// with one memory operand of 1, 2, 4 or 8 bytes addressed by 64-bit
 /// registers (not RSP) and a 32-bit displacement, no prefix that changes
 /// it, the other operand a general register (not AH..DH or RSP) or an
 /// immediate.
 fn must_patch(insn: &Instruction) -> bool {
     use iced_x86::{Mnemonic, OpKind, Register};
-    let form = matches!(
+    let read_modify_write = insn.op0_kind() == OpKind::Memory
+        && match insn.mnemonic() {
+            Mnemonic::Add
+            | Mnemonic::Sub
+            | Mnemonic::And
+            | Mnemonic::Or
+            | Mnemonic::Xor
+            | Mnemonic::Adc
+            | Mnemonic::Sbb => insn.op_count() == 2,
+            Mnemonic::Inc | Mnemonic::Dec | Mnemonic::Neg | Mnemonic::Not => insn.op_count() == 1,
+            _ => false,
+        };
+    let form = (matches!(
         insn.mnemonic(),
         Mnemonic::Mov
             | Mnemonic::Movzx
@@ -130,7 +156,8 @@ fn must_patch(insn: &Instruction) -> bool {
             | Mnemonic::Movsxd
             | Mnemonic::Cmp
             | Mnemonic::Test
-    ) && !insn.has_lock_prefix()
+    ) || (read_modify_write && fast_path()))
+        && !insn.has_lock_prefix()
         && !insn.has_rep_prefix()
         && !insn.has_repne_prefix();
     let operands: Vec<OpKind> = (0..insn.op_count()).map(|i| insn.op_kind(i)).collect();
