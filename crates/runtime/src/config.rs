@@ -81,7 +81,7 @@ const PATCH_ON: u8 = 1;
 const PATCH_OFF: u8 = 2;
 const PATCH_GENERAL: u8 = 3;
 /// Whether sites are patched when `MMIOTRACE_PATCH` is unset.
-pub const PATCH_BY_DEFAULT: bool = false;
+pub const PATCH_BY_DEFAULT: bool = true;
 
 /// Copies the environment, once. Called while libraries load: from the
 /// runtime's constructor, or before it from the first call that needs the

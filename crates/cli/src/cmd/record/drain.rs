@@ -152,6 +152,10 @@ pub struct Drainer {
     kinds: Vec<(&'static str, u64)>,
     /// The thread and process of the last record, already in the summary.
     last_thread: Option<(u32, u32)>,
+    /// Records read but not written (the patched sites' reports): the
+    /// sequence numbers written are the runtime's less these, so that
+    /// the trace's stay gap-free.
+    hidden: u64,
     /// The last map id looked up, and its physical address.
     last_map: Option<(u32, u64)>,
     /// The payload of the record being read in place, reused.
@@ -185,6 +189,7 @@ impl Drainer {
             lost_seen: 0,
             kinds: Vec::new(),
             last_thread: None,
+            hidden: 0,
             last_map: None,
             payload: Vec::new(),
             access: Event::Access(Access {
@@ -480,7 +485,7 @@ impl Drainer {
     ) -> anyhow::Result<()> {
         let time = Timestamp::from_nanos(record.time_ns);
         let ext = Ext {
-            seq: Some(record.seq),
+            seq: Some(record.seq - self.hidden),
             process: Some(record.pid),
             hook: None,
         };
@@ -647,8 +652,13 @@ impl Drainer {
             }
             kind::MARK => {
                 let text = mark_text(payload_text(payload));
+                // A patched site's report is for the summary: it says
+                // nothing about the device, and would differ between two
+                // traces of the same run (patching on or off).
                 if let Some(site) = super::patch_sites::parse(record.pid, &text) {
                     self.summary.patch_sites.push(site);
+                    self.hidden += 1;
+                    return Ok(());
                 }
                 Event::Mark(Mark { time, text, ext })
             }

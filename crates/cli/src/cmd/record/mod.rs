@@ -122,17 +122,18 @@ pub struct Cmd {
     #[arg(long, value_enum, default_value_t = Mode::Alias)]
     mode: Mode,
 
-    /// Patch hot access sites: after 4 faults at one instruction (a `mov`,
-    /// `movzx`/`movsx`, `cmp` or `test` of 5 bytes or more), rewrite it in
-    /// the program's code (made private to this process) to jump to a
-    /// trampoline that performs and logs the access with no exception
-    /// (docs/ARCHITECTURE.md, "Patched sites"). Off by default for now.
-    /// Never in `--mode single-step`.
+    /// Patch hot access sites (the default): after 4 faults at one
+    /// instruction (a `mov`, `movzx`/`movsx`, `cmp`, `test` or ALU
+    /// read-modify-write of 5 bytes or more), rewrite it in the program's
+    /// code (made private to this process) to jump to a trampoline that
+    /// performs and logs the access with no exception (docs/ARCHITECTURE.md,
+    /// "Patched sites"). Never in `--mode single-step`.
     #[arg(long, conflicts_with = "no_patch")]
     patch: bool,
 
-    /// Never patch the program's code (JIT or self-checksumming code):
-    /// every traced access takes one exception. The default for now.
+    /// Never patch the program's code (JIT or self-checksumming code, or
+    /// to debug the program with breakpoints on its device accesses):
+    /// every traced access takes one exception.
     #[arg(long)]
     no_patch: bool,
 
