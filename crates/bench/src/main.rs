@@ -102,8 +102,9 @@ const VALGRIND_MMT_ENV: &str = "MMIOTRACE_BENCH_VALGRIND_MMT";
 ///       file (`--tool=mmt --mmt-trace-file=FILE`), median of --reps
 ///       passes / bare, with ns per access to set against the patched
 ///       rows; its log (the binary trace) must hold every access with its
-///       offset and value. Skipped without --valgrind-mmt (or
-///       MMIOTRACE_BENCH_VALGRIND_MMT).
+///       offset and value (the memcpy row's log takes about 600 MiB in
+///       the temporary directory at the defaults, removed after). Skipped
+///       without --valgrind-mmt (or MMIOTRACE_BENCH_VALGRIND_MMT).
 ///   startup
 ///       a program that maps one register and exits: the whole
 ///       `mmiotrace record` run / the bare program.
