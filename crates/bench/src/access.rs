@@ -25,6 +25,21 @@ pub const ACCESS_INSN_LEN: usize = 2;
 
 pub const PAGE_SIZE: usize = 4096;
 
+/// The store of [`SharedBuffer::store32_pass_long`]: a macro, so that the
+/// encoding test assembles the very same text.
+macro_rules! buffer_store32_long_insn {
+    () => {
+        "mov dword ptr [rdi + 0x100], eax"
+    };
+}
+
+/// The load of [`SharedBuffer::load64_pass_long`].
+macro_rules! buffer_load64_long_insn {
+    () => {
+        "mov rdx, qword ptr [rdi + 0x100]"
+    };
+}
+
 /// The instruction of [`SharedPage::insn_loop`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsnLoop {
@@ -299,6 +314,69 @@ impl SharedBuffer {
         })
     }
 
+    /// [`SharedBuffer::store32_pass`] as one loop of assembly whose store,
+    /// `mov dword ptr [rdi + 0x100], eax` (`89 87 00 01 00 00`), has a
+    /// 32-bit displacement: 6 bytes, long enough for `record --patch`
+    /// (the compiled loop's stores are 3 to 5 bytes). One store site.
+    pub fn store32_pass_long(&self, count: usize, add: u32) {
+        assert!(count * 4 <= self.len, "{count} words do not fit the buffer");
+        if count == 0 {
+            return;
+        }
+        let below = (self.base.as_ptr() as usize).wrapping_sub(0x100);
+        // SAFETY: `below + 0x100` is the start of the live mapping owned
+        // by `self`; the loop stores `count` consecutive aligned words
+        // from there, all inside it (asserted above; count > 0, so `dec`
+        // reaches 0). No Rust reference into the mapping exists; the asm
+        // clobbers only the registers it declares and the flags.
+        unsafe {
+            asm!(
+                "2:",
+                buffer_store32_long_insn!(),
+                "inc eax",
+                "add rdi, 4",
+                "dec rcx",
+                "jnz 2b",
+                inout("rdi") below => _,
+                inout("rcx") count => _,
+                inout("eax") add => _,
+                options(nostack),
+            );
+        }
+    }
+
+    /// [`SharedBuffer::load64_pass`] as one loop of assembly whose load,
+    /// `mov rdx, qword ptr [rdi + 0x100]` (`48 8b 97 00 01 00 00`), has a
+    /// 32-bit displacement: 7 bytes, patchable (the compiled loop folds
+    /// its loads into `add r15, [r14 + rax*8 + disp8]`, which patching
+    /// does not handle). One load site.
+    pub fn load64_pass_long(&self, count: usize) -> u64 {
+        assert!(count * 8 <= self.len, "{count} words do not fit the buffer");
+        if count == 0 {
+            return 0;
+        }
+        let below = (self.base.as_ptr() as usize).wrapping_sub(0x100);
+        let sum: u64;
+        // SAFETY: as in store32_pass_long: `count` aligned 8-byte loads
+        // from the start of the live mapping, all inside it.
+        unsafe {
+            asm!(
+                "2:",
+                buffer_load64_long_insn!(),
+                "add rax, rdx",
+                "add rdi, 8",
+                "dec rcx",
+                "jnz 2b",
+                inout("rdi") below => _,
+                inout("rcx") count => _,
+                inout("rax") 0u64 => sum,
+                out("rdx") _,
+                options(nostack, readonly),
+            );
+        }
+        sum
+    }
+
     /// Copies `source` to the start of the buffer with glibc's `memcpy`,
     /// an unmodified library routine: whatever instructions it picks for
     /// this size and CPU (vector or non-temporal stores, `rep movsb`).
@@ -413,5 +491,71 @@ mod tests {
         assert_eq!(load, [0x8b, 0x07]);
         assert_eq!(store, [0x89, 0x37]);
         assert_eq!(load.len(), ACCESS_INSN_LEN);
+    }
+
+    /// The buffer loops' patchable encodings: `record --patch` patches
+    /// sites of 5 bytes or more with a displacement and no RIP or stack
+    /// base.
+    #[test]
+    fn buffer_long_encodings_are_patchable() {
+        let (store, store_end, load, load_end): (*const u8, *const u8, *const u8, *const u8);
+        // SAFETY: only computes addresses of code; the movs are jumped over
+        // and never run.
+        unsafe {
+            asm!(
+                "lea {store}, [rip + 2f]",
+                "lea {store_end}, [rip + 3f]",
+                "lea {load}, [rip + 3f]",
+                "lea {load_end}, [rip + 4f]",
+                "jmp 4f",
+                "2:",
+                buffer_store32_long_insn!(),
+                "3:",
+                buffer_load64_long_insn!(),
+                "4:",
+                store = out(reg) store,
+                store_end = out(reg) store_end,
+                load = out(reg) load,
+                load_end = out(reg) load_end,
+                options(nostack),
+            );
+        }
+        // SAFETY: both ranges lie in this function's code, which is mapped
+        // readable.
+        let (store, load) = unsafe {
+            (
+                std::slice::from_raw_parts(store, store_end.offset_from(store) as usize),
+                std::slice::from_raw_parts(load, load_end.offset_from(load) as usize),
+            )
+        };
+        assert_eq!(store, [0x89, 0x87, 0x00, 0x01, 0x00, 0x00]);
+        assert_eq!(load, [0x48, 0x8b, 0x97, 0x00, 0x01, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn buffer_long_loops_store_and_load_every_word() {
+        let file =
+            PageFile::with_contents("long-loops", &[0xff; 2 * PAGE_SIZE]).expect("a buffer file");
+        let buffer = SharedBuffer::map(&file.file).expect("the buffer mapped");
+        buffer.store32_pass_long(1000, 7);
+        buffer.store32_pass_long(0, 1);
+        drop(buffer);
+        let contents = std::fs::read(&file.path).expect("the buffer file read");
+        for (i, word) in contents.chunks_exact(4).enumerate() {
+            let word = u32::from_le_bytes(word.try_into().expect("4 bytes"));
+            let expected = if i < 1000 { i as u32 + 7 } else { u32::MAX };
+            assert_eq!(word, expected, "word {i}");
+        }
+        let buffer = SharedBuffer::map(&file.file).expect("the buffer mapped");
+        // 1000 words of i + 7, then 24 of 0xffff_ffff, as 512 8-byte loads.
+        let low_and_high = |i: u64| {
+            let word = |j: u64| if j < 1000 { j + 7 } else { u64::from(u32::MAX) };
+            word(2 * i) | word(2 * i + 1) << 32
+        };
+        assert_eq!(
+            buffer.load64_pass_long(512),
+            (0..512).fold(0u64, |acc, i| acc.wrapping_add(low_and_high(i)))
+        );
+        assert_eq!(buffer.load64_pass_long(0), 0);
     }
 }

@@ -8,6 +8,7 @@ mod access;
 mod flood;
 mod floor;
 mod measurements;
+mod mmt;
 mod record;
 mod syscall;
 mod worker;
@@ -20,9 +21,13 @@ use clap::Parser;
 use crate::measurements::{FLOOR, MEASUREMENTS, Outcome, SYSCALL, Settings};
 use crate::worker::{Job, Work};
 
+/// Where --valgrind-mmt comes from when it is not given.
+const VALGRIND_MMT_ENV: &str = "MMIOTRACE_BENCH_VALGRIND_MMT";
+
 /// Measure mmiotrace against the kernel's design and print one table.
 ///
-/// Rows (select with --only NAME, or a group such as `capture`):
+/// Rows (select with --only NAME, or a group: `capture` selects the rows
+/// named capture-*, `mmt` those named *-mmt):
 ///   plain, floor, floor-step, emulated, displaced, single-step,
 ///   emulated-cmp, emulated-vector, displaced-locked, displaced-sse
 ///       ns per access of a 4-byte load + 4-byte store loop on one page of
@@ -38,9 +43,22 @@ use crate::worker::{Job, Work};
 ///       load and store, `lock add [rdi], esi`, `addps xmm0, [rdi]`.
 ///   syscall
 ///       ns per `syscall(SYS_getpid)` (glibc cannot cache it), median of
-///       --reps x --fault-accesses calls: one kernel entry and exit. When it runs, every per-access row (and each
-///       buffer row's per-access time) is also shown as a multiple of it:
-///       issue 16's target for a patched access is <= 0.2x getpid.
+///       --reps x --fault-accesses calls: one kernel entry and exit. When
+///       it runs, every per-access row (and each buffer row's per-access
+///       time) is also shown as a multiple of it: issue 16's target for a
+///       patched access is <= 0.2x getpid.
+///   patched, patched-general
+///       the mov loop with 6-byte encodings (`mov eax, [rdi+0x100]`,
+///       `mov [rdi+0x100], esi`) under `record --patch`: each site is
+///       patched after 4 faults, and then jumps to a trampoline that logs
+///       the access with no exception, in machine code (the fast path);
+///       and the same with MMIOTRACE_PATCH=general in the program's
+///       environment instead of --patch (which would set it to `on`):
+///       trampolines without the fast path, each access a call into the
+///       runtime. With `emulated` (the fault path) and `syscall` in the
+///       same run: fast path vs general path vs exception vs getpid. The
+///       trace must hold every access and the recorder report the sites
+///       patched.
 ///   hook-miss, hook-rewrite
 ///       the emulated mov loop under `record --hook`: a rule on the same
 ///       mapping that matches none of the loop's accesses; a rule that
@@ -54,18 +72,39 @@ use crate::worker::{Job, Work};
 ///       data, a doorbell write every 64 KiB): traced / untraced wall time
 ///       of the whole process; and under `valgrind --tool=none` if
 ///       installed.
-///   buffer-store32, buffer-load64, buffer-memcpy  (group: buffer)
+///   buffer-store32, buffer-load64, buffer-memcpy  (group: buffer, with
+///   all the buffer-* rows below)
 ///       GPU-buffer loops on a traced mapping of a whole file: 1M
 ///       (--buffer-accesses) sequential 4-byte stores; 1M 8-byte loads;
 ///       glibc's memcpy of 64 MiB (--buffer-mib) into it. The loop's own
 ///       wall time under `mmiotrace record` (one pass) / untraced (median
 ///       of --reps passes), with ns per access; the trace must hold every
-///       access (every byte, for memcpy) and the file what was stored.
-///       About 30 s in all, 20 s of it the memcpy, at the defaults.
+///       access with its offset and value (every byte, for memcpy) and
+///       the file what was stored. About 30 s in all, 20 s of it the
+///       memcpy, at the defaults.
+///   buffer-store32-patched, buffer-load64-patched, buffer-memcpy-patched
+///       the same loops under `mmiotrace record --patch`. The store and
+///       load loops are one asm loop each here, whose access has a 32-bit
+///       displacement (`mov [rdi+0x100], eax`, 6 bytes; `mov rdx,
+///       [rdi+0x100]`, 7 bytes), as patching needs 5 bytes or more (the
+///       compiled loops' are 3 to 5 bytes, the loads folded into `add`):
+///       patched after 4 faults, so traced too they run the median of
+///       --reps passes. glibc's memcpy (`rep movsb`, vector moves) is not
+///       patched: one pass on the fault path, as buffer-memcpy (another
+///       15 to 20 s). The rows show the recorder's patched-sites totals.
 ///   buffer-store32-valgrind, buffer-load64-valgrind, buffer-memcpy-valgrind
 ///       the same loops under `valgrind --tool=none` / bare, median of
 ///       --reps passes each: the cost a JIT such as valgrind-mmt's puts on
 ///       all code, MMIO or not. Skipped if valgrind is not installed.
+///   buffer-store32-mmt, buffer-load64-mmt, buffer-memcpy-mmt  (group: mmt)
+///       the same loops under valgrind-mmt (envytools' valgrind, the
+///       tracer of nouveau's reverse engineering) tracing the buffer's
+///       file (`--tool=mmt --mmt-trace-file=FILE`), median of --reps
+///       passes / bare, with ns per access to set against the patched
+///       rows; its log (the binary trace) must hold every access with its
+///       offset and value (the memcpy row's log takes about 600 MiB in
+///       the temporary directory at the defaults, removed after). Skipped
+///       without --valgrind-mmt (or MMIOTRACE_BENCH_VALGRIND_MMT).
 ///   startup
 ///       a program that maps one register and exits: the whole
 ///       `mmiotrace record` run / the bare program.
@@ -85,8 +124,8 @@ use crate::worker::{Job, Work};
 #[derive(Debug, Parser)]
 #[command(name = "mmiotrace-bench", version, verbatim_doc_comment)]
 struct Cli {
-    /// Repetitions of each per-access loop (and passes of the untraced
-    /// and valgrind buffer loops).
+    /// Repetitions of each per-access loop (and passes of the untraced,
+    /// patched, valgrind and valgrind-mmt buffer loops).
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u16).range(1..))]
     reps: u16,
 
@@ -139,9 +178,15 @@ struct Cli {
     parse_size: String,
 
     /// Run only this row, or if no row has this name, the rows whose names
-    /// start with NAME- (repeatable).
+    /// start with NAME- or end with -NAME (repeatable).
     #[arg(long, value_name = "NAME")]
     only: Vec<String>,
+
+    /// valgrind-mmt's `valgrind` (envytools' fork, built with its `mmt`
+    /// tool), for the buffer-*-mmt rows [default: $MMIOTRACE_BENCH_VALGRIND_MMT;
+    /// without either, the rows are skipped].
+    #[arg(long, value_name = "PATH")]
+    valgrind_mmt: Option<PathBuf>,
 
     /// Internal: be the worker program of a row, on this page file.
     #[arg(long, value_name = "PAGE", hide = true)]
@@ -201,13 +246,19 @@ fn main() -> ExitCode {
         parse_size: cli.parse_size.clone(),
         buffer_accesses: cli.buffer_accesses,
         buffer_mib: cli.buffer_mib,
+        valgrind_mmt: cli.valgrind_mmt.clone().or_else(|| {
+            std::env::var_os(VALGRIND_MMT_ENV)
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from)
+        }),
     };
     // A row's own name selects that row; anything else selects the rows
-    // whose names start with it and a dash (`capture`, `capture-alias`).
+    // whose names start with it and a dash (`capture`, `capture-alias`),
+    // or end with a dash and it (`mmt`, `valgrind`).
     let picks = |only: &str, name: &str| {
         name == only
             || (!MEASUREMENTS.iter().any(|m| m.name == only)
-                && name.starts_with(&format!("{only}-")))
+                && (name.starts_with(&format!("{only}-")) || name.ends_with(&format!("-{only}"))))
     };
     if let Some(unknown) = cli
         .only

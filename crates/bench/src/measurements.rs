@@ -4,8 +4,10 @@
 
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,8 @@ use anyhow::{Context, bail, ensure};
 
 use crate::access::{PAGE_SIZE, PageFile, SharedPage};
 use crate::floor::{SkipFaults, StepFaults};
-use crate::record::{self, Mode, Recording};
+use crate::record::{self, Coverage, Mode, Recording};
+use mmiotrace_trace::Direction;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -41,6 +44,8 @@ pub struct Settings {
     pub buffer_accesses: u32,
     /// MiB the buffer-memcpy rows copy.
     pub buffer_mib: u32,
+    /// valgrind-mmt's `valgrind`, for the `buffer-*-mmt` rows.
+    pub valgrind_mmt: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -109,8 +114,13 @@ pub const MEASUREMENTS: &[Measurement] = &[
     },
     Measurement {
         name: "patched",
-        what: "mmiotrace record --patch: the mov loop with 6-byte encodings, both sites patched after 4 faults (a trampoline, no exception)",
+        what: "mmiotrace record --patch: the mov loop with 6-byte encodings, each site patched after 4 faults (a trampoline with its fast path in machine code, no exception)",
         run: patched,
+    },
+    Measurement {
+        name: "patched-general",
+        what: "the same loop patched, trampolines without the fast path (MMIOTRACE_PATCH=general: each access through the general path, a call into the runtime)",
+        run: patched_general,
     },
     Measurement {
         name: "hook-miss",
@@ -205,17 +215,32 @@ pub const MEASUREMENTS: &[Measurement] = &[
     Measurement {
         name: "buffer-store32",
         what: "GPU-buffer loop: sequential 4-byte stores filling a traced mapping (a command buffer), traced / untraced",
-        run: buffer_traced::<STORE32>,
+        run: buffer_traced::<STORE32, false>,
     },
     Measurement {
         name: "buffer-load64",
         what: "GPU-buffer loop: sequential 8-byte loads from a traced mapping, traced / untraced",
-        run: buffer_traced::<LOAD64>,
+        run: buffer_traced::<LOAD64, false>,
     },
     Measurement {
         name: "buffer-memcpy",
         what: "GPU-buffer loop: glibc `memcpy` into a traced mapping (an unmodified library routine), traced / untraced",
-        run: buffer_traced::<MEMCPY>,
+        run: buffer_traced::<MEMCPY, false>,
+    },
+    Measurement {
+        name: "buffer-store32-patched",
+        what: "the buffer-store32 loop under `mmiotrace record --patch`, traced / untraced, its store `mov [rdi+0x100], eax` (6 bytes: patched after 4 faults)",
+        run: buffer_traced::<STORE32, true>,
+    },
+    Measurement {
+        name: "buffer-load64-patched",
+        what: "the buffer-load64 loop under `mmiotrace record --patch`, traced / untraced, its load `mov rdx, [rdi+0x100]` (7 bytes: patched after 4 faults)",
+        run: buffer_traced::<LOAD64, true>,
+    },
+    Measurement {
+        name: "buffer-memcpy-patched",
+        what: "the buffer-memcpy loop under `mmiotrace record --patch`, traced / untraced: glibc's copy instructions are not patched (the fault path)",
+        run: buffer_traced::<MEMCPY, true>,
     },
     Measurement {
         name: "buffer-store32-valgrind",
@@ -231,6 +256,21 @@ pub const MEASUREMENTS: &[Measurement] = &[
         name: "buffer-memcpy-valgrind",
         what: "the buffer-memcpy loop under `valgrind --tool=none` / bare",
         run: buffer_valgrind::<MEMCPY>,
+    },
+    Measurement {
+        name: "buffer-store32-mmt",
+        what: "the buffer-store32 loop under valgrind-mmt (`--tool=mmt`, tracing the buffer's file: nouveau's tracer) / bare",
+        run: buffer_mmt::<STORE32>,
+    },
+    Measurement {
+        name: "buffer-load64-mmt",
+        what: "the buffer-load64 loop under valgrind-mmt / bare",
+        run: buffer_mmt::<LOAD64>,
+    },
+    Measurement {
+        name: "buffer-memcpy-mmt",
+        what: "the buffer-memcpy loop under valgrind-mmt / bare",
+        run: buffer_mmt::<MEMCPY>,
     },
     Measurement {
         name: "startup",
@@ -401,15 +441,40 @@ fn emulated(settings: &Settings) -> anyhow::Result<Outcome> {
     traced_mov_loop(Mode::Alias, settings)
 }
 
-/// The mov loop with sites long enough to patch, under `record --patch`.
+/// The mov loop with sites long enough to patch, under `record --patch`:
+/// patched sites with the trampolines' fast path.
 fn patched(settings: &Settings) -> anyhow::Result<Outcome> {
-    let page = PageFile::create("patched")?;
-    let options = ["--patch".into()];
+    patched_mov_loop(false, settings)
+}
+
+/// The same, with the trampolines' general path only.
+fn patched_general(settings: &Settings) -> anyhow::Result<Outcome> {
+    patched_mov_loop(true, settings)
+}
+
+/// The mov loop with sites long enough to patch (`mov-long`), patched,
+/// with the trampolines' fast path or (`general`) without it. The trace
+/// must hold every access, and the recorder must report patched sites.
+fn patched_mov_loop(general: bool, settings: &Settings) -> anyhow::Result<Outcome> {
+    let page = PageFile::create(if general {
+        "patched-general"
+    } else {
+        "patched"
+    })?;
+    // `record --patch` sets MMIOTRACE_PATCH=on in the program's
+    // environment, over any value there: the general path is asked for
+    // without `--patch`, in the environment that record passes through.
+    let (options, env): (Vec<OsString>, &[(&str, &str)]) = if general {
+        (Vec::new(), &[("MMIOTRACE_PATCH", "general")])
+    } else {
+        (vec!["--patch".into()], &[])
+    };
     let recording = record::record_with(
         Mode::Alias,
         false,
         &page.path,
         &options,
+        env,
         &loop_args("mov-long", settings),
     )?;
     let samples = record::samples(&recording.stdout, settings.reps)?;
@@ -420,8 +485,9 @@ fn patched(settings: &Settings) -> anyhow::Result<Outcome> {
         "the trace holds {} accesses, expected {expected}",
         counts.accesses()
     );
+    let summary = patch_summary(&recording)?;
     let extra = format!(
-        "; all {expected} in the trace; program waited {}x on a full ring",
+        "; all {expected} in the trace; {summary}; program waited {}x on a full ring",
         recording.ring_full_waits()?
     );
     Ok(per_access(
@@ -430,6 +496,19 @@ fn patched(settings: &Settings) -> anyhow::Result<Outcome> {
         settings.fault_accesses,
         &extra,
     ))
+}
+
+/// The recorder's patched-sites totals ("patch: 2 sites patched"); an
+/// error when no site was patched, for a row that times patched sites.
+fn patch_summary(recording: &Recording) -> anyhow::Result<String> {
+    let summary = recording
+        .patch_summary()
+        .unwrap_or("patch: no site reached 4 faults");
+    ensure!(
+        recording.patched_sites()? > 0,
+        "the loop's sites were not patched ({summary})"
+    );
+    Ok(summary.to_owned())
 }
 
 fn hook_miss(settings: &Settings) -> anyhow::Result<Outcome> {
@@ -460,7 +539,7 @@ fn hooked_mov_loop(rules: &str, hooked: u64, settings: &Settings) -> anyhow::Res
     for _ in 0..2 {
         let recording = record::record(Mode::Alias, false, &page.path, &args)?;
         plain.extend(record::samples(&recording.stdout, settings.reps)?);
-        let recording = record::record_with(Mode::Alias, false, &page.path, &options, &args)?;
+        let recording = record::record_with(Mode::Alias, false, &page.path, &options, &[], &args)?;
         hook.extend(record::samples(&recording.stdout, settings.reps)?);
         let counts = record::count(&recording.trace.0)?;
         ensure!(
@@ -778,13 +857,20 @@ struct BufferLoop {
 }
 
 impl BufferLoop {
-    fn new(kind: u8, settings: &Settings) -> Self {
+    /// The loop of `kind`; `patchable`: the store and load loops' variant
+    /// whose access `record --patch` can patch (a 6- or 7-byte `mov`,
+    /// the `-long` works), so that the other rows keep the compiled loop.
+    fn new(kind: u8, patchable: bool, settings: &Settings) -> Self {
         let accesses = u64::from(settings.buffer_accesses);
         let page_up = |len: u64| len.div_ceil(PAGE_SIZE as u64) as usize * PAGE_SIZE;
         match kind {
             STORE32 => Self {
                 kind,
-                work: "buffer-store32",
+                work: if patchable {
+                    "buffer-store32-long"
+                } else {
+                    "buffer-store32"
+                },
                 contents: vec![0; page_up(4 * accesses)],
                 per_pass: accesses,
             },
@@ -795,7 +881,11 @@ impl BufferLoop {
                 }
                 Self {
                     kind,
-                    work: "buffer-load64",
+                    work: if patchable {
+                        "buffer-load64-long"
+                    } else {
+                        "buffer-load64"
+                    },
                     contents,
                     per_pass: accesses,
                 }
@@ -837,6 +927,111 @@ impl BufferLoop {
             _ => format!("{} MiB (--buffer-mib)", settings.buffer_mib),
         }
     }
+
+    /// Whether an access is one the loop makes, asked of each access in
+    /// the order the loop made them: pass p of store32 stores i + p to
+    /// word i, word after word; load64 loads words of the buffer, word i
+    /// holding `load64_pattern(i)`; memcpy only stores (its file is
+    /// checked by the worker).
+    fn expectation(&self) -> impl FnMut(Direction, u64, u64) -> bool + use<> {
+        let (kind, per_pass) = (self.kind, self.per_pass.max(1));
+        let mut stores = 0u64;
+        move |dir, offset, value| match (kind, dir) {
+            (STORE32, Direction::Write) => {
+                let (pass, i) = (stores / per_pass, stores % per_pass);
+                stores += 1;
+                offset == 4 * i && value == u64::from(i.wrapping_add(pass) as u32)
+            }
+            (LOAD64, Direction::Read) => {
+                offset % 8 == 0
+                    && offset / 8 < per_pass
+                    && value == crate::worker::load64_pattern(offset / 8)
+            }
+            (MEMCPY, Direction::Write) => true,
+            _ => false,
+        }
+    }
+
+    /// Checks the accesses of `passes` passes, as `source` (a trace,
+    /// valgrind-mmt's log) holds them: every access there, each where and
+    /// with the value the loop made it. Returns what the row says it
+    /// checked, and the accesses per pass.
+    fn check(&self, passes: u64, counts: &Coverage, source: &str) -> anyhow::Result<(String, u64)> {
+        ensure!(
+            counts.unknown == 0 && counts.outside == 0,
+            "{source} holds {} UNKNOWN accesses and {} outside the buffer",
+            counts.unknown,
+            counts.outside
+        );
+        let made = passes * self.per_pass;
+        match self.kind {
+            STORE32 => {
+                ensure!(
+                    counts.reads == 0
+                        && counts.writes == made
+                        && counts.written_bytes == 4 * made
+                        && counts.touched == 4 * self.per_pass
+                        && counts.unexpected == 0,
+                    "{made} stores made, but {source} holds {} reads and {} writes ({} bytes, {} distinct, {} not a store the loop made)",
+                    counts.reads,
+                    counts.writes,
+                    counts.written_bytes,
+                    counts.touched,
+                    counts.unexpected
+                );
+                Ok((
+                    format!(
+                        "every store in {source} with its offset and value, each word in the file"
+                    ),
+                    counts.writes / passes,
+                ))
+            }
+            LOAD64 => {
+                ensure!(
+                    counts.writes == 0
+                        && counts.reads == made
+                        && counts.read_bytes == 8 * made
+                        && counts.touched == 8 * self.per_pass
+                        && counts.unexpected == 0,
+                    "{made} loads made, but {source} holds {} reads ({} bytes, {} distinct, {} not a load the loop made) and {} writes",
+                    counts.reads,
+                    counts.read_bytes,
+                    counts.touched,
+                    counts.unexpected,
+                    counts.writes
+                );
+                Ok((
+                    format!("every load in {source} with its offset and value, their sum right"),
+                    counts.reads / passes,
+                ))
+            }
+            _ => {
+                ensure!(
+                    counts.reads == 0 && counts.touched == self.per_pass,
+                    "{} bytes copied, but {source} holds {} reads, and writes to {} distinct bytes",
+                    self.per_pass,
+                    counts.reads,
+                    counts.touched
+                );
+                Ok((
+                    format!("every byte written in {source}, the file equal to the source"),
+                    counts.writes / passes,
+                ))
+            }
+        }
+    }
+
+    /// For memcpy: how glibc's copy split into accesses.
+    fn widths_text(&self, counts: &Coverage, passes: u64) -> String {
+        match self.kind {
+            MEMCPY => format!(
+                " ({} writes of {:.1} bytes on average per pass: glibc's choice)",
+                counts.writes / passes,
+                counts.written_bytes as f64 / counts.writes.max(1) as f64
+            ),
+            _ => String::new(),
+        }
+    }
 }
 
 /// The pass times a buffer worker printed, in ns.
@@ -871,90 +1066,75 @@ fn buffer_untraced(
     Ok(crate::median(&samples))
 }
 
-/// A GPU-buffer loop in a worker, untraced and under `mmiotrace record`:
-/// the loop's own wall time, traced ÷ untraced. Traced, it runs one pass
-/// (each access is a fault: a million of them take seconds); untraced,
-/// the median of `--reps`. The trace must hold every access, and the file
-/// what the loop stored.
-fn buffer_traced<const KIND: u8>(settings: &Settings) -> anyhow::Result<Outcome> {
-    let buffer = BufferLoop::new(KIND, settings);
+/// A GPU-buffer loop in a worker, untraced and under `mmiotrace record`
+/// (with `--patch` if `PATCHED`): the loop's own wall time, traced ÷
+/// untraced. Untraced, the median of `--reps` passes. Traced, one pass
+/// where each access is a fault (a million of them take seconds), and the
+/// median of `--reps` where they are patched (the store and load loops
+/// under `--patch`: a pass takes milliseconds). The trace must hold every
+/// access, where and with the value the loop made it, and the file what
+/// the loop stored.
+fn buffer_traced<const KIND: u8, const PATCHED: bool>(
+    settings: &Settings,
+) -> anyhow::Result<Outcome> {
+    let buffer = BufferLoop::new(KIND, PATCHED, settings);
     let page = PageFile::with_contents(buffer.work, &buffer.contents)?;
     let untraced = buffer_untraced(&buffer, &page, settings)?;
     buffer.reset(&page)?;
-    let recording = record::record(Mode::Alias, true, &page.path, &buffer.args(1, settings))?;
-    let traced = pass_samples(&recording.stdout, 1)?[0];
-    let len = buffer.contents.len() as u64;
-    let counts = record::coverage(&recording.trace.0, len)?;
-    ensure!(
-        counts.unknown == 0 && counts.outside == 0,
-        "the trace holds {} UNKNOWN accesses and {} outside the buffer",
-        counts.unknown,
-        counts.outside
-    );
-    let (events, checked) = match KIND {
-        STORE32 => {
-            ensure!(
-                counts.reads == 0
-                    && counts.writes == buffer.per_pass
-                    && counts.written_bytes == 4 * buffer.per_pass
-                    && counts.touched == 4 * buffer.per_pass,
-                "{} stores made, but the trace holds {} reads and {} writes ({} bytes, {} distinct)",
-                buffer.per_pass,
-                counts.reads,
-                counts.writes,
-                counts.written_bytes,
-                counts.touched
-            );
-            (
-                counts.writes,
-                "every store in the trace, each word in the file",
-            )
-        }
-        LOAD64 => {
-            ensure!(
-                counts.writes == 0
-                    && counts.reads == buffer.per_pass
-                    && counts.read_bytes == 8 * buffer.per_pass
-                    && counts.touched == 8 * buffer.per_pass,
-                "{} loads made, but the trace holds {} reads ({} bytes, {} distinct) and {} writes",
-                buffer.per_pass,
-                counts.reads,
-                counts.read_bytes,
-                counts.touched,
-                counts.writes
-            );
-            (counts.reads, "every load in the trace, their sum right")
-        }
-        _ => {
-            ensure!(
-                counts.reads == 0 && counts.touched == buffer.per_pass,
-                "{} bytes copied, but the trace holds {} reads, and writes to {} distinct bytes",
-                buffer.per_pass,
-                counts.reads,
-                counts.touched
-            );
-            (
-                counts.writes,
-                "every byte written in the trace, the file equal to the source",
-            )
-        }
+    let passes = if PATCHED && KIND != MEMCPY {
+        settings.reps
+    } else {
+        1
     };
-    let widths = match KIND {
-        MEMCPY => format!(
-            " ({} writes of {:.1} bytes on average: glibc's choice)",
-            counts.writes,
-            counts.written_bytes as f64 / counts.writes.max(1) as f64
-        ),
-        _ => String::new(),
+    let options: Vec<OsString> = if PATCHED {
+        vec!["--patch".into()]
+    } else {
+        Vec::new()
+    };
+    let recording = record::record_with(
+        Mode::Alias,
+        true,
+        &page.path,
+        &options,
+        &[],
+        &buffer.args(passes, settings),
+    )?;
+    let samples = pass_samples(&recording.stdout, passes)?;
+    let traced = crate::median(&samples);
+    let len = buffer.contents.len() as u64;
+    let counts = record::coverage(&recording.trace.0, len, buffer.expectation())?;
+    let (checked, per_pass) = buffer.check(passes as u64, &counts, "the trace")?;
+    let timed = if passes == 1 {
+        "traced: 1 pass".to_owned()
+    } else {
+        format!(
+            "traced: median of {passes} passes (the first, with the faults before patching: {:.1} ms)",
+            samples[0] / 1e6
+        )
+    };
+    let patch = if !PATCHED {
+        String::new()
+    } else if KIND == MEMCPY {
+        // glibc's copy is no instruction that patching handles: the
+        // summary says why it stayed on the fault path.
+        format!(
+            "; {}",
+            recording
+                .patch_summary()
+                .unwrap_or("patch: no site reached 4 faults")
+        )
+    } else {
+        format!("; {}", patch_summary(&recording)?)
     };
     Ok(Outcome::Versus {
         ns: traced,
         baseline_ns: untraced,
         baseline: "untraced",
-        accesses: events,
+        accesses: per_pass,
         detail: format!(
-            "{}{widths}; traced: 1 pass, untraced: median of {} passes (buffer populated); {checked}; program waited {}x on a full ring",
+            "{}{}; {timed}, untraced: median of {} passes (buffer populated); {checked}{patch}; program waited {}x on a full ring",
             buffer.size_text(settings),
+            buffer.widths_text(&counts, passes as u64),
             settings.reps,
             recording.ring_full_waits()?
         ),
@@ -968,7 +1148,7 @@ fn buffer_valgrind<const KIND: u8>(settings: &Settings) -> anyhow::Result<Outcom
     if let Some(skipped) = valgrind_missing() {
         return Ok(skipped);
     }
-    let buffer = BufferLoop::new(KIND, settings);
+    let buffer = BufferLoop::new(KIND, false, settings);
     let page = PageFile::with_contents(buffer.work, &buffer.contents)?;
     let bare = buffer_untraced(&buffer, &page, settings)?;
     buffer.reset(&page)?;
@@ -998,6 +1178,82 @@ fn buffer_valgrind<const KIND: u8>(settings: &Settings) -> anyhow::Result<Outcom
             buffer.size_text(settings),
             settings.reps,
             first / 1e6
+        ),
+    })
+}
+
+/// A GPU-buffer loop bare and under valgrind-mmt tracing the buffer's
+/// file (`--tool=mmt --mmt-trace-file=FILE`, its binary trace in the
+/// `--log-file`): median of `--reps` passes in one process each, as the
+/// valgrind rows. valgrind-mmt's log must hold every access, where and
+/// with the value the loop made it, as mmiotrace's trace must.
+fn buffer_mmt<const KIND: u8>(settings: &Settings) -> anyhow::Result<Outcome> {
+    let Some(valgrind_mmt) = &settings.valgrind_mmt else {
+        return Ok(Outcome::Row {
+            result: "skipped".into(),
+            ratio: String::new(),
+            detail: "no valgrind-mmt: --valgrind-mmt PATH or MMIOTRACE_BENCH_VALGRIND_MMT names its valgrind".into(),
+        });
+    };
+    let buffer = BufferLoop::new(KIND, false, settings);
+    let page = PageFile::with_contents(buffer.work, &buffer.contents)?;
+    let bare = buffer_untraced(&buffer, &page, settings)?;
+    buffer.reset(&page)?;
+    let log = record::TempPath(page.path.with_extension("mmt"));
+    // valgrind-mmt traces the mappings of a file opened by this very path.
+    let mut trace_file = OsString::from("--mmt-trace-file=");
+    trace_file.push(&page.path);
+    let mut log_file = OsString::from("--log-file=");
+    log_file.push(&log.0);
+    let mut command = std::process::Command::new(valgrind_mmt);
+    command
+        .args(["-q", "--tool=mmt"])
+        .arg(trace_file)
+        .arg(log_file)
+        .arg(record::own_executable()?)
+        .arg("--worker")
+        .arg(&page.path)
+        .args(buffer.args(settings.reps, settings));
+    let (output, _) = record::run_timed(&mut command).context("valgrind-mmt failed")?;
+    let samples = pass_samples(&String::from_utf8_lossy(&output.stdout), settings.reps)?;
+    let first = samples[0];
+    let traced = crate::median(&samples);
+
+    let len = buffer.contents.len() as u64;
+    let mut counts = Coverage::new(len);
+    let mut expected = buffer.expectation();
+    let file = std::fs::File::open(&log.0)
+        .with_context(|| format!("{}: cannot open valgrind-mmt's log", log.0.display()))?;
+    let log_bytes = file.metadata()?.len();
+    let mmt_log = crate::mmt::read(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        &log.0.display().to_string(),
+        |access| {
+            let ok = expected(access.dir, access.offset, access.low_u64());
+            counts.add(access.dir, access.offset, access.value.len() as u64, ok);
+        },
+    )?;
+    ensure!(
+        !mmt_log.regions.is_empty(),
+        "valgrind-mmt traced no mapping of {} (is {} valgrind-mmt's valgrind?)",
+        page.path.display(),
+        valgrind_mmt.display()
+    );
+    let counts = counts.finish();
+    let passes = settings.reps as u64;
+    let (checked, per_pass) = buffer.check(passes, &counts, "valgrind-mmt's log")?;
+    Ok(Outcome::Versus {
+        ns: traced,
+        baseline_ns: bare,
+        baseline: "bare",
+        accesses: per_pass,
+        detail: format!(
+            "{}{}; median of {} passes each (first pass under valgrind-mmt, with translation: {:.1} ms); {checked}; log: {:.1} MiB",
+            buffer.size_text(settings),
+            buffer.widths_text(&counts, passes),
+            settings.reps,
+            first / 1e6,
+            log_bytes as f64 / f64::from(1 << 20)
         ),
     })
 }

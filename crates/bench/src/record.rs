@@ -98,20 +98,45 @@ impl Recording {
     pub fn made(&self) -> anyhow::Result<u64> {
         made(&self.stdout)
     }
+
+    /// The totals line of the recorder's patched-sites summary, as it
+    /// printed it ("patch: 2 sites patched, 1 not patchable (…)"); `None`
+    /// when no site reached the faults that make it a candidate.
+    pub fn patch_summary(&self) -> Option<&str> {
+        self.stderr
+            .lines()
+            .map(str::trim)
+            .find(|line| line.starts_with("patch: "))
+    }
+
+    /// Sites the runtime patched, from [`Recording::patch_summary`].
+    pub fn patched_sites(&self) -> anyhow::Result<u64> {
+        let Some(summary) = self.patch_summary() else {
+            return Ok(0);
+        };
+        summary
+            .strip_prefix("patch: ")
+            .and_then(|rest| rest.split_once(" sites patched"))
+            .and_then(|(n, _)| n.parse().ok())
+            .with_context(|| format!("malformed patch summary {summary:?}"))
+    }
 }
 
 /// Runs `mmiotrace record --mode MODE --format text|binary --trace PAGE --
 /// mmiotrace-bench --worker PAGE ARGS…`.
 pub fn record(mode: Mode, binary: bool, page: &Path, args: &[String]) -> anyhow::Result<Recording> {
-    record_with(mode, binary, page, &[], args)
+    record_with(mode, binary, page, &[], &[], args)
 }
 
-/// [`record`] with more options for `mmiotrace record` (`--hook FILE`).
+/// [`record`] with more options for `mmiotrace record` (`--hook FILE`,
+/// `--patch`) and variables added to its environment, which it passes
+/// on to the program (`MMIOTRACE_PATCH=general`).
 pub fn record_with(
     mode: Mode,
     binary: bool,
     page: &Path,
     options: &[std::ffi::OsString],
+    env: &[(&str, &str)],
     args: &[String],
 ) -> anyhow::Result<Recording> {
     let trace = TempPath(page.with_extension(if binary { "mtb" } else { "trace" }));
@@ -129,7 +154,8 @@ pub fn record_with(
         .arg(own_executable()?)
         .arg("--worker")
         .arg(page)
-        .args(args);
+        .args(args)
+        .envs(env.iter().copied());
     let (output, wall) = run_timed(&mut command).context("`mmiotrace record` failed")?;
     Ok(Recording {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -215,9 +241,11 @@ pub fn count(trace: &Path) -> anyhow::Result<Counts> {
 }
 
 /// What a trace of a buffer loop holds: [`Counts`] without the per-address
-/// map (a 64 MiB `memcpy` can log 64 M one-byte writes), and how many
-/// distinct bytes of the buffer's first `len` the accesses touched.
-#[derive(Debug, Default, Clone)]
+/// map (a 64 MiB `memcpy` can log 64 M one-byte writes), how many
+/// distinct bytes of the buffer's first `len` the accesses touched, and
+/// how many accesses the loop's expectation refused. Filled from a
+/// mmiotrace trace by [`coverage`], or from valgrind-mmt's log.
+#[derive(Debug, Clone)]
 pub struct Coverage {
     pub reads: u64,
     pub writes: u64,
@@ -228,35 +256,80 @@ pub struct Coverage {
     pub touched: u64,
     /// Accesses (or parts of them) outside `0..len`.
     pub outside: u64,
+    /// Accesses at an offset or with a value the loop does not make.
+    pub unexpected: u64,
+    /// The buffer's length.
+    len: u64,
+    /// The bytes of `0..len` touched, one bit each.
+    bitmap: Vec<u64>,
 }
 
-/// Reads a trace of a buffer loop: counts, bytes, and a bitmap of the
-/// bytes of `0..len` touched (the traced file starts at address 0).
-pub fn coverage(trace: &Path, len: u64) -> anyhow::Result<Coverage> {
+impl Coverage {
+    pub fn new(len: u64) -> Self {
+        Self {
+            reads: 0,
+            writes: 0,
+            unknown: 0,
+            read_bytes: 0,
+            written_bytes: 0,
+            touched: 0,
+            outside: 0,
+            unexpected: 0,
+            len,
+            bitmap: vec![0; len.div_ceil(64) as usize],
+        }
+    }
+
+    /// Counts one access of `width` bytes at `offset` into the buffer;
+    /// `expected` says whether the loop makes it.
+    pub fn add(&mut self, dir: Direction, offset: u64, width: u64, expected: bool) {
+        if dir == Direction::Read {
+            self.reads += 1;
+            self.read_bytes += width;
+        } else {
+            self.writes += 1;
+            self.written_bytes += width;
+        }
+        self.unexpected += u64::from(!expected);
+        for byte in offset..offset.saturating_add(width) {
+            if byte >= self.len {
+                self.outside += 1;
+                break;
+            }
+            self.bitmap[(byte / 64) as usize] |= 1 << (byte % 64);
+        }
+    }
+
+    /// Counts the touched bytes, once all accesses are in.
+    pub fn finish(mut self) -> Self {
+        self.touched = self
+            .bitmap
+            .iter()
+            .map(|word| u64::from(word.count_ones()))
+            .sum();
+        self
+    }
+}
+
+/// Reads a trace of a buffer loop (the traced file starts at address 0
+/// and is `len` bytes long): counts, bytes, touched
+/// bytes, and what `expected(dir, offset, value)` refused, asked of each
+/// access in the trace's order.
+pub fn coverage(
+    trace: &Path,
+    len: u64,
+    mut expected: impl FnMut(Direction, u64, u64) -> bool,
+) -> anyhow::Result<Coverage> {
     let file = std::fs::File::open(trace)
         .with_context(|| format!("{}: cannot open the trace", trace.display()))?;
     let options = ReadOptions::default().with_name(trace.display().to_string());
     let mut reader = TraceReader::new(std::io::BufReader::new(file), options)?;
-    let mut bitmap = vec![0u64; len.div_ceil(64) as usize];
-    let mut coverage = Coverage::default();
+    let mut coverage = Coverage::new(len);
     while let Some(event) = reader.read_ref()? {
         match event {
             Event::Access(access) => {
-                let width = u64::from(access.width());
-                if access.dir == Direction::Read {
-                    coverage.reads += 1;
-                    coverage.read_bytes += width;
-                } else {
-                    coverage.writes += 1;
-                    coverage.written_bytes += width;
-                }
-                for byte in access.phys..access.phys.saturating_add(width) {
-                    if byte >= len {
-                        coverage.outside += 1;
-                        break;
-                    }
-                    bitmap[(byte / 64) as usize] |= 1 << (byte % 64);
-                }
+                let ok = expected(access.dir, access.phys, access.value.low_u64());
+                coverage.add(access.dir, access.phys, u64::from(access.width()), ok);
             }
             Event::Unknown(_) => coverage.unknown += 1,
             _ => {}
@@ -265,8 +338,7 @@ pub fn coverage(trace: &Path, len: u64) -> anyhow::Result<Coverage> {
     if let Some(truncation) = reader.truncation() {
         bail!("{}: {truncation}", trace.display());
     }
-    coverage.touched = bitmap.iter().map(|word| u64::from(word.count_ones())).sum();
-    Ok(coverage)
+    Ok(coverage.finish())
 }
 
 /// A file removed on drop.

@@ -60,6 +60,13 @@ pub enum Work {
     /// `--reps` timed glibc `memcpy`s of `--mib` MiB of generated data
     /// into the mapped file.
     BufferMemcpy,
+    /// [`Work::BufferStore32`] with a store that `record --patch` can
+    /// patch: `mov dword ptr [rdi + 0x100], eax`, 6 bytes (see
+    /// `SharedBuffer::store32_pass_long`).
+    BufferStore32Long,
+    /// [`Work::BufferLoad64`] with a patchable load:
+    /// `mov rdx, qword ptr [rdi + 0x100]`, 7 bytes.
+    BufferLoad64Long,
     /// `--events` write records pushed straight into a ring (no fault):
     /// the recorder's drain alone sets the pace (see `flood`).
     Flood,
@@ -94,7 +101,11 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
         .with_context(|| format!("{}: cannot open", path.display()))?;
     if matches!(
         job.work,
-        Work::BufferStore32 | Work::BufferLoad64 | Work::BufferMemcpy
+        Work::BufferStore32
+            | Work::BufferLoad64
+            | Work::BufferMemcpy
+            | Work::BufferStore32Long
+            | Work::BufferLoad64Long
     ) {
         // The buffer is the whole file: no page of it is mapped twice.
         let out = buffer_passes(path, &file, job)?;
@@ -224,7 +235,11 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
             }
             out.push_str(&format!("{MADE_PREFIX}{}\n", fills * per_fill));
         }
-        Work::BufferStore32 | Work::BufferLoad64 | Work::BufferMemcpy => {
+        Work::BufferStore32
+        | Work::BufferLoad64
+        | Work::BufferMemcpy
+        | Work::BufferStore32Long
+        | Work::BufferLoad64Long => {
             bail!("the buffer works map the whole file, not one page (see buffer_passes)")
         }
         Work::Flood => {
@@ -260,8 +275,12 @@ fn buffer_passes(path: &Path, file: &std::fs::File, job: &Job) -> anyhow::Result
     };
     let accesses = job.accesses as usize;
     let made = match job.work {
-        Work::BufferStore32 => {
-            timed(&mut |rep| buffer.store32_pass(accesses, rep as u32));
+        Work::BufferStore32 | Work::BufferStore32Long => {
+            if job.work == Work::BufferStore32Long {
+                timed(&mut |rep| buffer.store32_pass_long(accesses, rep as u32));
+            } else {
+                timed(&mut |rep| buffer.store32_pass(accesses, rep as u32));
+            }
             drop(buffer);
             let mut contents = vec![0u8; 4 * accesses];
             file.read_exact_at(&mut contents, 0)?;
@@ -280,11 +299,15 @@ fn buffer_passes(path: &Path, file: &std::fs::File, job: &Job) -> anyhow::Result
             }
             accesses * reps
         }
-        Work::BufferLoad64 => {
+        Work::BufferLoad64 | Work::BufferLoad64Long => {
             let expected =
                 (0..accesses as u64).fold(0u64, |sum, i| sum.wrapping_add(load64_pattern(i)));
             let mut sums = Vec::with_capacity(reps);
-            timed(&mut |_| sums.push(buffer.load64_pass(accesses)));
+            if job.work == Work::BufferLoad64Long {
+                timed(&mut |_| sums.push(buffer.load64_pass_long(accesses)));
+            } else {
+                timed(&mut |_| sums.push(buffer.load64_pass(accesses)));
+            }
             ensure!(
                 sums.iter().all(|&sum| sum == expected),
                 "{}: the loads summed to {sums:x?}, the file's words to {expected:#x}",

@@ -12,6 +12,19 @@ fn bench(args: &[&str]) -> Output {
         .expect("mmiotrace-bench should start")
 }
 
+/// The variable that names valgrind-mmt's valgrind when --valgrind-mmt
+/// does not.
+const VALGRIND_MMT_ENV: &str = "MMIOTRACE_BENCH_VALGRIND_MMT";
+
+/// [`bench`] with no valgrind-mmt named in the environment.
+fn bench_without_mmt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mmiotrace-bench"))
+        .args(args)
+        .env_remove(VALGRIND_MMT_ENV)
+        .output()
+        .expect("mmiotrace-bench should start")
+}
+
 fn recorder_built() -> bool {
     Path::new(env!("CARGO_BIN_EXE_mmiotrace-bench"))
         .with_file_name("mmiotrace")
@@ -87,7 +100,10 @@ fn an_unknown_row_is_an_error_that_lists_the_rows() {
         stderr.contains("no row named \"nonesuch\"")
             && stderr.contains("capture-single-step-8")
             && stderr.contains("syscall")
-            && stderr.contains("buffer-memcpy-valgrind"),
+            && stderr.contains("buffer-memcpy-valgrind")
+            && stderr.contains("patched-general")
+            && stderr.contains("buffer-load64-patched")
+            && stderr.contains("buffer-store32-mmt"),
         "{stderr}"
     );
 }
@@ -383,8 +399,54 @@ fn worker_buffer_memcpy_copies_its_source_into_the_file() {
 }
 
 #[test]
+fn worker_buffer_long_loops_store_and_load_like_the_compiled_ones() {
+    let (output, contents) = buffer_worker(
+        "store32-long",
+        &[0xff; 8192],
+        &[
+            "--work",
+            "buffer-store32-long",
+            "--reps",
+            "3",
+            "--accesses",
+            "2000",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(pass_times(&stdout), 3, "{stdout}");
+    assert!(stdout.contains("made 6000\n"), "3 passes of 2000: {stdout}");
+    for i in 0..2000 {
+        assert_eq!(word(&contents, i), i as u32 + 2, "word {i}, last pass 2");
+    }
+    assert_eq!(word(&contents, 2000), u32::MAX, "past the last store");
+
+    let pattern = |i: u64| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i << 7);
+    let mut contents: Vec<u8> = (0..512u64).flat_map(|i| pattern(i).to_le_bytes()).collect();
+    let args = [
+        "--work",
+        "buffer-load64-long",
+        "--reps",
+        "2",
+        "--accesses",
+        "512",
+    ];
+    let (output, _) = buffer_worker("load64-long", &contents, &args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("made 1024\n"), "{stdout}");
+    contents[8 * 511 + 7] ^= 0x80;
+    let (output, _) = buffer_worker("load64-long-bad", &contents, &args);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("the loads summed to"),
+        "the last word loaded too: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
 fn buffer_rows_run_or_say_why_not() {
-    let output = bench(&[
+    let output = bench_without_mmt(&[
         "--only",
         "buffer",
         "--reps",
@@ -403,16 +465,29 @@ fn buffer_rows_run_or_say_why_not() {
             "buffer-store32",
             "buffer-load64",
             "buffer-memcpy",
+            "buffer-store32-patched",
+            "buffer-load64-patched",
+            "buffer-memcpy-patched",
             "buffer-store32-valgrind",
             "buffer-load64-valgrind",
-            "buffer-memcpy-valgrind"
+            "buffer-memcpy-valgrind",
+            "buffer-store32-mmt",
+            "buffer-load64-mmt",
+            "buffer-memcpy-mmt"
         ],
         "{stdout}"
     );
-    for row in &rows[3..] {
+    for row in &rows[6..9] {
         assert!(
             row[1] == "skipped" && row[3].ends_with("valgrind is not installed")
                 || row[2].ends_with(" x bare") && row[3].contains("median of 2 passes each"),
+            "{stdout}"
+        );
+    }
+    for row in &rows[9..] {
+        assert_eq!(row[1], "skipped", "{stdout}");
+        assert!(
+            row[3].ends_with("no valgrind-mmt: --valgrind-mmt PATH or MMIOTRACE_BENCH_VALGRIND_MMT names its valgrind"),
             "{stdout}"
         );
     }
@@ -430,7 +505,7 @@ fn buffer_rows_run_or_say_why_not() {
         "3000 8-byte loads",
         "1 MiB (--buffer-mib)",
     ];
-    for (row, check) in rows.iter().zip(checks) {
+    for (row, check) in rows[..6].iter().zip(checks.iter().cycle()) {
         assert!(row[2].ends_with(" x untraced"), "{stdout}");
         assert!(row[1].contains(" vs "), "{stdout}");
         assert!(
@@ -438,8 +513,115 @@ fn buffer_rows_run_or_say_why_not() {
             "{stdout}"
         );
     }
+    for row in [&rows[0], &rows[1], &rows[3], &rows[4]] {
+        assert!(row[3].contains("with its offset and value"), "{stdout}");
+    }
     assert!(
-        rows[2][3].contains("every byte written in the trace"),
+        rows[2][3].contains("every byte written in the trace")
+            && rows[5][3].contains("every byte written in the trace"),
         "{stdout}"
     );
+    // Patched, the store and load loops run every pass traced; memcpy
+    // stays on the fault path, one pass.
+    for row in &rows[3..5] {
+        assert!(
+            row[3].contains("traced: median of 2 passes")
+                && row[3].contains("patch: 1 sites patched"),
+            "{stdout}"
+        );
+    }
+    assert!(
+        rows[5][3].contains("traced: 1 pass") && rows[5][3].contains("; patch: "),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn patched_rows_run_or_say_why_not() {
+    let output = bench(&[
+        "--only",
+        "patched",
+        "--only",
+        "patched-general",
+        "--reps",
+        "2",
+        "--fault-accesses",
+        "2000",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let rows = table(&stdout);
+    let names: Vec<&str> = rows.iter().map(|row| row[0].as_str()).collect();
+    assert_eq!(names, ["patched", "patched-general"], "{stdout}");
+    if !recorder_built() {
+        assert_eq!(output.status.code(), Some(1), "{stdout}");
+        return;
+    }
+    assert!(output.status.success(), "{stdout}");
+    for row in &rows {
+        assert!(
+            row[1].ends_with(" ns")
+                && row[3].contains("all 6000 in the trace")
+                && row[3].contains(" sites patched"),
+            "{stdout}"
+        );
+    }
+    assert!(rows[1][3].contains("MMIOTRACE_PATCH=general"), "{stdout}");
+}
+
+#[test]
+fn mmt_is_a_group_and_its_rows_say_why_they_are_skipped() {
+    let output = bench_without_mmt(&["--only", "mmt"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let rows = table(&stdout);
+    let names: Vec<&str> = rows.iter().map(|row| row[0].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "buffer-store32-mmt",
+            "buffer-load64-mmt",
+            "buffer-memcpy-mmt"
+        ],
+        "{stdout}"
+    );
+    assert!(rows.iter().all(|row| row[1] == "skipped"), "{stdout}");
+}
+
+/// Runs where valgrind-mmt is named (MMIOTRACE_BENCH_VALGRIND_MMT), as on
+/// the project's VM; elsewhere there is nothing to run.
+#[test]
+fn mmt_rows_check_valgrind_mmts_log_when_it_is_there() {
+    let Some(valgrind_mmt) = std::env::var_os(VALGRIND_MMT_ENV) else {
+        eprintln!("{VALGRIND_MMT_ENV} is not set: the mmt rows are not run");
+        return;
+    };
+    let output = bench_without_mmt(&[
+        "--only",
+        "mmt",
+        "--valgrind-mmt",
+        valgrind_mmt.to_str().expect("a UTF-8 path"),
+        "--reps",
+        "2",
+        "--buffer-accesses",
+        "3000",
+        "--buffer-mib",
+        "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows = table(&stdout);
+    for row in &rows {
+        assert!(
+            row[2].ends_with(" x bare")
+                && row[3].contains("per access ")
+                && row[3].contains("in valgrind-mmt's log"),
+            "{stdout}"
+        );
+    }
+    assert!(rows[0][3].contains("every store in valgrind-mmt's log with its offset and value"));
+    assert!(rows[1][3].contains("every load in valgrind-mmt's log with its offset and value"));
 }
