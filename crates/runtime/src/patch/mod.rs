@@ -142,7 +142,9 @@ static CHUNK_USED: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNK
 /// kernel without `membarrier`'s core serialisation say otherwise. Called
 /// once, when the configuration loads.
 pub fn init() {
-    if !config::patch_enabled() || config::single_step_mode() {
+    // With hooks every access asks them, on the fault path: a trampoline
+    // would only add its cost to each.
+    if !config::patch_enabled() || config::single_step_mode() || hooks::active() {
         return;
     }
     if !register_membarrier() {
