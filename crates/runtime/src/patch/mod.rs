@@ -25,6 +25,7 @@ use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 mod asm;
 mod fast;
+mod pun;
 
 use asm::Asm;
 
@@ -47,7 +48,8 @@ const TRAMPOLINE: usize = 2048;
 const RECORD_AT: usize = (TRAMPOLINE - core::mem::size_of::<Record>()) & !15;
 /// Bytes of one trampoline chunk (a mapping shared by many trampolines).
 const CHUNK: usize = 1 << 20;
-const CHUNKS: usize = 64;
+/// Chunks: the shared ones, and one per punned site (the `pun` module).
+const CHUNKS: usize = 512;
 
 const NEW: u8 = 0;
 const PATCHING: u8 = 1;
@@ -66,18 +68,20 @@ enum Why {
     NoTrampoline = 5,
     Protect = 6,
     NoStack = 7,
+    Locked = 8,
 }
 
 impl Why {
     fn describe(code: u8) -> &'static [u8] {
         match code {
-            1 => b"not patchable (too short: under 5 bytes)",
+            1 => b"not patchable (too short: under 5 bytes, and no trampoline where its jump can reach)",
             2 => b"not patchable (instruction not patched yet)",
             3 => b"not patchable (RIP-, stack- or segment-relative operand)",
             4 => b"not patchable (code page not read-execute only)",
             5 => b"not patchable (no trampoline space within 2 GiB)",
             6 => b"not patchable (mprotect of the code page failed)",
             7 => b"not patchable (no stack to patch on)",
+            8 => b"not patchable (its bytes are part of another patched site's jump)",
             _ => b"fault path",
         }
     }
@@ -137,6 +141,13 @@ static PATCH_LOCK: AtomicBool = AtomicBool::new(false);
 /// Trampoline chunks: base addresses, and bytes used in each.
 static CHUNK_BASE: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNKS];
 static CHUNK_USED: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNKS];
+/// Bytes of trampolines a chunk holds from its base: [`CHUNK`], or one
+/// [`TRAMPOLINE`] for a punned site's.
+static CHUNK_CAP: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNKS];
+/// The mapping a chunk lies in (a punned site's trampoline need not start
+/// on a page): its start and length.
+static CHUNK_MAP: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNKS];
+static CHUNK_MAP_LEN: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNKS];
 
 /// Turns patching on, unless `--no-patch`, `--mode single-step` or a
 /// kernel without `membarrier`'s core serialisation say otherwise. Called
@@ -293,23 +304,27 @@ pub fn site_of_copy(rip: u64) -> Option<u64> {
 /// The record of the trampoline whose copy of the original instruction
 /// starts at `rip`.
 fn record_of_copy(rip: u64) -> Option<&'static Record> {
-    CHUNK_BASE.iter().zip(&CHUNK_USED).find_map(|(base, used)| {
-        let base = base.load(Ordering::Acquire) as u64;
-        let offset = rip.wrapping_sub(base);
-        if base == 0 || offset >= CHUNK as u64 {
-            return None;
-        }
-        let slot = offset - offset % TRAMPOLINE as u64;
-        // SYNC POINT: pairs with the Release fetch_add in patch(), after
-        // the trampoline and its record were written.
-        if slot + TRAMPOLINE as u64 > used.load(Ordering::Acquire) as u64 {
-            return None;
-        }
-        // SAFETY: a written trampoline slot of a chunk this module mapped
-        // (readable, never unmapped, its record never changed).
-        let record = unsafe { &*((base + slot) as usize as *const Record).byte_add(RECORD_AT) };
-        (record.orig == rip).then_some(record)
-    })
+    CHUNK_BASE
+        .iter()
+        .zip(&CHUNK_USED)
+        .zip(&CHUNK_CAP)
+        .find_map(|((base, used), cap)| {
+            let base = base.load(Ordering::Acquire) as u64;
+            let offset = rip.wrapping_sub(base);
+            if base == 0 || offset >= cap.load(Ordering::Relaxed) as u64 {
+                return None;
+            }
+            let slot = offset - offset % TRAMPOLINE as u64;
+            // SYNC POINT: pairs with the Release fetch_add in patch(), after
+            // the trampoline and its record were written.
+            if slot + TRAMPOLINE as u64 > used.load(Ordering::Acquire) as u64 {
+                return None;
+            }
+            // SAFETY: a written trampoline slot of a chunk this module mapped
+            // (readable, never unmapped, its record never changed).
+            let record = unsafe { &*((base + slot) as usize as *const Record).byte_add(RECORD_AT) };
+            (record.orig == rip).then_some(record)
+        })
 }
 
 /// Where the instruction of `pc` is to be read from: a site being patched
@@ -522,6 +537,7 @@ pub fn forget_code(lo: u64, hi: u64) {
     lock();
     // An instruction that starts up to 14 bytes below `lo` reaches into it.
     let from = lo.saturating_sub(14);
+    pun::unlock(from, hi);
     for site in TABLE.iter() {
         let pc = site.pc.load(Ordering::Acquire);
         if pc == 0 || pc < from || pc >= hi {
@@ -568,7 +584,7 @@ fn fast_path_wanted() -> bool {
 /// Whether the trampoline can perform `insn`: one access it knows, made
 /// with an address it can compute.
 fn patchable(insn: &Instruction) -> Result<(), Why> {
-    if insn.len() < 5 {
+    if insn.len() < 2 {
         return Err(Why::TooShort);
     }
     let form = matches!(
@@ -636,11 +652,21 @@ fn patch(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) -> Result<(), W
     let len = insn.len();
     let original = bytes.get(..len).ok_or(Why::Form)?;
     let end = pc + len as u64;
+    // The `jmp rel32` reads 5 bytes: a shorter site's jump ends in the
+    // instructions after it, whose bytes stay as they are (punning).
+    let jump_end = end.max(pc + 5);
     let code_pages = (pc & !4095, ((end - 1) | 4095) + 1);
-    if !code_is_read_execute_only(code_pages.0, code_pages.1) {
+    if !code_is_read_execute_only(pc & !4095, ((jump_end - 1) | 4095) + 1) {
         return Err(Why::CodePage);
     }
-    let (chunk, at) = trampoline_space(pc, end).ok_or(Why::NoTrampoline)?;
+    if pun::locked(pc, end) {
+        return Err(Why::Locked);
+    }
+    let (chunk, at) = if len >= 5 {
+        trampoline_space(pc, end).ok_or(Why::NoTrampoline)?
+    } else {
+        pun::space(pc, len).ok_or(Why::TooShort)?
+    };
     let mut code = Asm::new(at as u64);
     let record_at = (at + RECORD_AT) as u64;
     let cache = &site.range as *const AtomicU64 as u64;
@@ -677,6 +703,14 @@ fn patch(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) -> Result<(), W
     let mut new = [0xccu8; 16];
     new[0] = 0xe9;
     new[1..5].copy_from_slice(&(rel as i32).to_le_bytes());
+    // A punned jump's displacement must end in the bytes already there.
+    for (i, byte) in new.iter().enumerate().take(5).skip(len) {
+        // SAFETY: pc..pc+5 lies in read-execute code (checked above).
+        let there = unsafe { core::ptr::read_volatile((pc + i as u64) as *const u8) };
+        if there != *byte {
+            return Err(Why::TooShort);
+        }
+    }
     let span = (code_pages.1 - code_pages.0) as usize;
     let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
     // SAFETY: the site's pages are mapped (it was just executed) and
@@ -710,6 +744,9 @@ fn patch(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) -> Result<(), W
         Msg::new()
             .text("a patched code page stays writable: mprotect failed")
             .emit();
+    }
+    if len < 5 {
+        pun::lock(end, pc + 5);
     }
     site.state.store(PATCHED, Ordering::Release);
     Ok(())
@@ -805,13 +842,12 @@ fn trampoline_space(pc: u64, end: u64) -> Option<(usize, usize)> {
             continue;
         }
         let used = CHUNK_USED[i].load(Ordering::Relaxed);
-        if reach(base as u64) && used + TRAMPOLINE <= CHUNK {
+        let shared = CHUNK_CAP[i].load(Ordering::Relaxed) == CHUNK;
+        if shared && reach(base as u64) && used + TRAMPOLINE <= CHUNK {
             return Some((i, base + used));
         }
     }
-    let free = CHUNK_BASE
-        .iter()
-        .position(|base| base.load(Ordering::Acquire) == 0)?;
+    let free = free_chunk()?;
     // Hints below and above the site, nearest first.
     for step in 1..16u64 {
         for hint in [
@@ -833,8 +869,7 @@ fn trampoline_space(pc: u64, end: u64) -> Option<(usize, usize)> {
                 continue;
             };
             if reach(base as u64) {
-                CHUNK_USED[free].store(0, Ordering::Relaxed);
-                CHUNK_BASE[free].store(base, Ordering::Release);
+                publish_chunk(free, base, CHUNK, base, CHUNK);
                 return Some((free, base));
             }
             // SAFETY: the mapping just made, not used.
@@ -844,21 +879,41 @@ fn trampoline_space(pc: u64, end: u64) -> Option<(usize, usize)> {
     None
 }
 
+/// Makes chunk `index` known: trampolines from `base`, `cap` bytes of
+/// them, in the mapping `map..map + map_len`.
+fn publish_chunk(index: usize, base: usize, cap: usize, map: usize, map_len: usize) {
+    CHUNK_USED[index].store(0, Ordering::Relaxed);
+    CHUNK_CAP[index].store(cap, Ordering::Relaxed);
+    CHUNK_MAP[index].store(map, Ordering::Relaxed);
+    CHUNK_MAP_LEN[index].store(map_len, Ordering::Relaxed);
+    // SYNC POINT: pairs with the Acquire loads of the base in
+    // record_of_copy() and trampoline_space(): the fields above first.
+    CHUNK_BASE[index].store(base, Ordering::Release);
+}
+
+/// A chunk index never used yet.
+fn free_chunk() -> Option<usize> {
+    CHUNK_BASE
+        .iter()
+        .position(|base| base.load(Ordering::Acquire) == 0)
+}
+
 /// Copies a trampoline into its chunk (made writable meanwhile; other
 /// trampolines in it keep running).
 fn write_trampoline(chunk: usize, at: usize, code: &[u8], record: &Record) -> Option<()> {
     if code.len() > RECORD_AT {
         return None;
     }
-    let base = CHUNK_BASE[chunk].load(Ordering::Acquire);
+    let map = CHUNK_MAP[chunk].load(Ordering::Relaxed);
+    let map_len = CHUNK_MAP_LEN[chunk].load(Ordering::Relaxed);
     let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
-    // SAFETY: base..base+CHUNK is a chunk this module mapped; at..at+len
-    // lies in its unused part, which no thread executes.
+    // SAFETY: map..map+map_len is a chunk's mapping, made by this module;
+    // at..at+len lies in its unused part, which no thread executes.
     unsafe {
-        sys::mprotect(base, CHUNK, rwx).ok()?;
+        sys::mprotect(map, map_len, rwx).ok()?;
         core::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len());
         core::ptr::write((at + RECORD_AT) as *mut Record, *record);
-        sys::mprotect(base, CHUNK, libc::PROT_READ | libc::PROT_EXEC).ok()?;
+        sys::mprotect(map, map_len, libc::PROT_READ | libc::PROT_EXEC).ok()?;
     }
     Some(())
 }

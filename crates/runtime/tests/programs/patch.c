@@ -6,7 +6,8 @@
  * then on DEV (the traced mapping of FILE), with the same registers and
  * flags; results must agree. Each site is one instruction of 5 bytes or
  * more (a 32-bit displacement is forced), so it is patched after a few
- * faults, except SHORT (2 bytes). The program prints the events the trace
+ * faults, except the three short ones (2 to 4 bytes), which only
+ * punning can patch. The program prints the events the trace
  * must hold, in order:  E R|W <width> <offset> <value>  (hex), and FAIL
  * lines for any difference.
  *
@@ -109,6 +110,8 @@ static void sites(void) {
         STORE("st32 imm", "%{disp32%} movl $0x5a5a1234, 0(%[p])", 4, 0x60, 0x5a5a1234);
         STORE("st64 imm", "%{disp32%} movq $-2, 0(%[p])", 8, 0x68, (uint64_t)-2);
         STORE("short", "movl %k[v], (%[p])", 4, 0x70, x >> 3);
+        STORE("short16", "movw %w[v], (%[p])", 2, 0x7c, x >> 7);
+        LOAD("short load", "movq (%[p]), %[r]", 8, 0x48, ref_le(0x48, 8));
         LOAD("ld8", "%{disp32%} movb 0(%[p]), %b[r]", 1, 0x10, ref_le(0x10, 1));
         LOAD("ld16", "%{disp32%} movw 0(%[p]), %w[r]", 2, 0x22, ref_le(0x22, 2));
         LOAD("ld32", "%{disp32%} movl 0(%[p]), %k[r]", 4, 0x34, ref_le(0x34, 4));

@@ -84,17 +84,24 @@ fn every_patched_form_matches_the_fault_path_exactly() {
         .collect();
     assert_eq!(events(&patched), expected, "stderr:\n{}", patched.stderr);
     let report = sites(&patched);
-    // 16 instruction sites of 5 bytes or more, the shared site, r12-based.
+    // 16 instruction sites of 5 bytes or more, the shared site, r12-based,
+    // and 3 short ones (2 to 4 bytes), patched by punning where a
+    // trampoline can be mapped in reach of their jump: always for 3 and 4
+    // bytes here (a 64 KiB or 16 MiB window far from anything mapped), not
+    // always for 2 (256 bytes).
+    assert_eq!(report.len(), 20, "{report:?}");
     let done: Vec<_> = report.iter().filter(|s| s.1 == "patched").collect();
-    assert_eq!(done.len(), 17, "{report:?}");
+    assert!(done.len() >= 19, "{report:?}");
     // Patched after its first faults: the other 16 accesses made none.
     assert!(done.iter().all(|s| s.2 == PATCH_AFTER), "{report:?}");
-    let short: Vec<_> = report
-        .iter()
-        .filter(|s| s.1.contains("too short"))
-        .collect();
-    assert_eq!(short.len(), 1, "{report:?}");
-    assert_eq!(short[0].2, 20, "the short site faults every time");
+    // A short site with no trampoline in reach faults every time.
+    assert!(
+        report
+            .iter()
+            .filter(|s| s.1 != "patched")
+            .all(|s| s.1.contains("too short") && s.2 == 20),
+        "{report:?}"
+    );
     // Every access of a site is logged with its pc.
     let pcs: std::collections::BTreeSet<u64> = report.iter().map(|s| s.0).collect();
     assert!(patched.accesses().all(|p| pcs.contains(&p.record.pc)));
@@ -102,7 +109,7 @@ fn every_patched_form_matches_the_fault_path_exactly() {
     // The fast path logged most of them: each site's first run of its
     // trampoline takes the general path (it learns the site's range).
     let fast = fast_path_records(&patched);
-    assert!(fast.len() >= 17 * 14, "{} by the fast path", fast.len());
+    assert!(fast.len() >= 19 * 14, "{} by the fast path", fast.len());
     // Their raw TSC times grow with their sequence numbers.
     assert!(fast.windows(2).all(|w| w[0].time_ns <= w[1].time_ns));
 
