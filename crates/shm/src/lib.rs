@@ -24,7 +24,8 @@
 //! This crate reads and writes a memory region that other processes share.
 //! The unsafe code is confined to turning the base address into references to
 //! `#[repr(C)]` structures at checked offsets, and to copying records in and
-//! out of the rings; the atomic positions order those copies.
+//! out of the rings; the atomic positions order those copies. (The one
+//! other `unsafe` is the `rdtsc` intrinsic, in `tsc`.)
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -32,9 +33,11 @@ pub mod glob;
 pub mod hooks;
 mod liveness;
 mod mark;
+mod tsc;
 
 pub use liveness::RecorderLiveness;
 pub use mark::{MAX_MARK_LEN, clip_mark};
+pub use tsc::{TSC_CLOCK_HISTORY, TscClock, TscPair, read_tsc, tsc_is_usable};
 
 /// First bytes of the file.
 pub const MAGIC: [u8; 8] = *b"MMIOSHM\0";
@@ -95,6 +98,13 @@ pub const RECORD_FLAG_HOOKED: u8 = 2;
 /// `Record::flags`, with [`RECORD_FLAG_HOOKED`]: the device was not
 /// accessed (a dropped write, a read the hook answered); `aux` is 0.
 pub const RECORD_FLAG_NO_DEVICE: u8 = 4;
+/// `Record::flags`: `time_ns` holds the raw TSC ([`read_tsc`], `rdtsc`) of
+/// the event instead of nanoseconds since `Header::clock_base_ns`
+/// ([`Shm::push`] keeps it as it is). The recorder converts it (see
+/// [`TscClock`]) and clears the flag, so no trace file ever holds this
+/// flag. Producers set it only where [`tsc_is_usable`]; never on other
+/// architectures than x86_64.
+pub const RECORD_FLAG_TSC: u8 = 8;
 
 /// One ring entry. Plain data: a producer fills it, then publishes it with
 /// the `Release` store of `SlotHeader::write_pos`.
@@ -110,7 +120,8 @@ pub struct Record {
     pub map_id: u32,
     /// Global sequence number, assigned by [`Shm::push`].
     pub seq: u64,
-    /// Nanoseconds since `Header::clock_base_ns`, taken by [`Shm::push`].
+    /// Nanoseconds since `Header::clock_base_ns`, taken by [`Shm::push`];
+    /// with [`RECORD_FLAG_TSC`], the producer's raw TSC reading instead.
     pub time_ns: u64,
     pub tid: u32,
     pub pid: u32,
@@ -693,7 +704,10 @@ impl Shm {
     }
 
     /// Appends `record` (and `payload` in continuation records) to `slot`'s
-    /// ring, stamping it with the next global sequence number and the time.
+    /// ring, stamping it with the next global sequence number and the time:
+    /// `CLOCK_MONOTONIC` since the clock base, unless the record carries
+    /// [`RECORD_FLAG_TSC`], whose `time_ns` (the caller's TSC reading) is
+    /// kept as it is.
     ///
     /// Only the slot's owner may call this. It never allocates or locks;
     /// when the ring is full it waits for the recorder (sleeping in short
@@ -737,7 +751,9 @@ impl Shm {
         }
         record.ext = ext as u8;
         record.seq = self.header().seq.0.fetch_add(1, Ordering::Relaxed);
-        record.time_ns = monotonic_ns().saturating_sub(self.header().clock_base_ns);
+        if record.flags & RECORD_FLAG_TSC == 0 {
+            record.time_ns = monotonic_ns().saturating_sub(self.header().clock_base_ns);
+        }
         // SAFETY: slot_header() above checked the slot; positions
         // write_pos..write_pos+needed are free (checked against read_pos
         // above) and only this thread writes them.

@@ -310,3 +310,37 @@ fn consume_stops_at_the_first_record_refused_and_leaves_it() {
     assert_eq!(shm.pending(slot), 5);
     assert_eq!(shm.pop(slot).expect("record 5 stayed").record.value, 5);
 }
+
+#[test]
+fn push_keeps_the_tsc_of_a_record_flagged_with_it() {
+    let config = small(false);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let slot = shm.claim_slot(5).expect("slot");
+    let stamped = Record {
+        kind: kind::WRITE,
+        width: 4,
+        flags: RECORD_FLAG_TSC,
+        time_ns: 0x1234_5678_9abc,
+        ..Record::default()
+    };
+    shm.push(slot, stamped, &[]);
+    // Without the flag, the caller's time_ns is replaced by the clock.
+    shm.push(
+        slot,
+        Record {
+            flags: 0,
+            ..stamped
+        },
+        &[],
+    );
+    let tsc = shm.pop(slot).expect("first").record;
+    assert_eq!(
+        (tsc.flags, tsc.time_ns),
+        (RECORD_FLAG_TSC, 0x1234_5678_9abc)
+    );
+    let plain = shm.pop(slot).expect("second").record;
+    assert_ne!(plain.time_ns, 0x1234_5678_9abc);
+    assert!(plain.time_ns < 60_000_000_000, "nanoseconds since the base");
+}
