@@ -406,3 +406,62 @@ fn lines_written_to_the_mark_fifo_become_marks() {
         "the FIFO record created is removed at the end"
     );
 }
+
+/// A patched site's fast path stamps its records with the raw TSC
+/// (`RECORD_FLAG_TSC`); the recorder converts them: the trace's times are
+/// nanoseconds since the start, in order, within the run, and a pause in
+/// the program is a pause in the trace. (Unconverted, the first store
+/// after the patch would be hours into the run.)
+#[test]
+fn tsc_stamped_accesses_of_patched_sites_have_the_times_of_the_run() {
+    const COUNT: u64 = 2000;
+    const PAUSE: Duration = Duration::from_millis(30);
+    let scratch = Scratch::new("paced");
+    let bar = scratch.path("paced.bar");
+    let trace = scratch.path("paced.trace");
+    let started = Instant::now();
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob(), "--patch"],
+        &[
+            &program("paced"),
+            &bar,
+            &COUNT.to_string(),
+            &PAUSE.as_millis().to_string(),
+        ],
+    );
+    let run = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    if mmiotrace_shm::tsc_is_usable() {
+        // The runtime takes the fast path only where the TSC is usable.
+        assert!(stderr.contains("  patch: 1 sites patched"), "{stderr}");
+    }
+    let events = read_trace(&trace);
+    let times: Vec<u64> = accesses(&events)
+        .iter()
+        .enumerate()
+        .map(|(i, access)| {
+            assert_eq!(
+                (access.dir, access.value.low_u64()),
+                (Direction::Write, i as u64)
+            );
+            access.time.nanos
+        })
+        .collect();
+    assert_eq!(times.len() as u64, 2 * COUNT);
+    assert!(
+        times.windows(2).all(|pair| pair[0] <= pair[1]),
+        "times go back: {times:?}"
+    );
+    let last = times[times.len() - 1];
+    assert!(
+        last < run.as_nanos() as u64,
+        "the last store at {last} ns, in a run of {run:?}"
+    );
+    let gap = times[COUNT as usize] - times[COUNT as usize - 1];
+    assert!(
+        gap >= PAUSE.as_nanos() as u64 && gap < run.as_nanos() as u64,
+        "the pause is {gap} ns in the trace: {stderr}"
+    );
+}

@@ -13,14 +13,21 @@
 //! the lowest number writes every record below the lowest first number of
 //! the other queues in one run. With one thread logging, a whole batch is
 //! one run: no per-event heap operation.
+//!
+//! A record stamped with the raw TSC (`RECORD_FLAG_TSC`) gets its time in
+//! nanoseconds here, before it becomes an event: the drainer keeps pairs of
+//! (TSC, `CLOCK_MONOTONIC`) readings, one taken when it is made (before the
+//! program starts) and one per drain pass at most every
+//! [`CALIBRATION_INTERVAL`], and interpolates between them ([`TscClock`]).
+//! Events carry no record flags, so no trace holds that one.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mmiotrace_shm::{
-    MAX_MARK_LEN, Popped, RECORD_FLAG_HOOKED, RECORD_FLAG_NO_DEVICE, Record, Shm, clip_mark, kind,
-    payload_text,
+    MAX_MARK_LEN, Popped, RECORD_FLAG_HOOKED, RECORD_FLAG_NO_DEVICE, RECORD_FLAG_TSC, Record, Shm,
+    TscClock, clip_mark, kind, payload_text,
 };
 use mmiotrace_trace::{
     Access, Direction, Event, Ext, Hooked, Lost, Map, Mark, Timestamp, Unknown, Unmap, Value,
@@ -38,6 +45,13 @@ const POLL_BATCH: usize = 1024;
 /// still looks at the program, signals and markers while a fast program
 /// logs (65,536 events take a few milliseconds).
 const PUMP_LIMIT: usize = 1 << 16;
+
+/// Least time between two calibration pairs of the TSC clock: at 1 ms,
+/// extrapolating past the newest pair by a drain pass or two stays within
+/// a few nanoseconds of interpolating, and the bounded history
+/// ([`mmiotrace_shm::TSC_CLOCK_HISTORY`] pairs) covers seconds, more than
+/// a record waits behind a hole ([`HOLE_TIMEOUT`]).
+const CALIBRATION_INTERVAL: Duration = Duration::from_millis(1);
 
 /// MARK text as the trace holds it: valid UTF-8 (each invalid byte a
 /// U+FFFD) and at most [`MAX_MARK_LEN`] bytes (see [`clip_mark`]).
@@ -162,6 +176,8 @@ pub struct Drainer {
     payload: Vec<u8>,
     /// The event of a plain access, reused (see [`Drainer::convert`]).
     access: Event,
+    /// Converts the times of records stamped with the TSC.
+    clock: TscClock,
     summary: Summary,
 }
 
@@ -177,7 +193,11 @@ struct Merged {
 }
 
 impl Drainer {
+    /// A drainer of `shm`'s rings. Make it before the program starts: it
+    /// takes the first calibration pair of the TSC clock.
     pub fn new(shm: Shm) -> Drainer {
+        let mut clock = TscClock::new(shm.header().clock_base_ns);
+        clock.calibrate(0);
         Drainer {
             shm,
             rings: Vec::new(),
@@ -202,8 +222,33 @@ impl Drainer {
                 pid: 0,
                 ext: Ext::default(),
             }),
+            clock,
             summary: Summary::default(),
         }
+    }
+
+    /// Takes a calibration pair of the TSC clock if the last one is
+    /// [`CALIBRATION_INTERVAL`] old.
+    fn calibrate(&mut self) {
+        self.clock
+            .calibrate(CALIBRATION_INTERVAL.as_nanos() as u64);
+    }
+
+    /// The time of `record` in nanoseconds since the clock base: its
+    /// `time_ns`, converted if it holds a TSC reading.
+    #[inline]
+    fn time_of(&mut self, record: &Record) -> Timestamp {
+        Timestamp::from_nanos(if record.flags & RECORD_FLAG_TSC != 0 {
+            if !self.clock.can_convert() {
+                // A TSC stamp within the first interval (the program
+                // takes longer than that to start, as a rule): a second
+                // pair now, however close to the first.
+                self.clock.calibrate(0);
+            }
+            self.clock.to_ns(record.time_ns)
+        } else {
+            record.time_ns
+        })
     }
 
     /// What was recorded so far.
@@ -300,6 +345,7 @@ impl Drainer {
         &mut self,
         mut write: impl FnMut(&Event) -> anyhow::Result<()>,
     ) -> anyhow::Result<usize> {
+        self.calibrate();
         self.note_lost();
         let merged = self.merge(false, PUMP_LIMIT, &mut write)?;
         let mut taken = merged.from_rings;
@@ -316,6 +362,7 @@ impl Drainer {
         finished: bool,
         mut write: impl FnMut(&Event) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
+        self.calibrate();
         self.merge(finished, usize::MAX, &mut write).map(|_| ())
     }
 
@@ -483,7 +530,9 @@ impl Drainer {
         payload: &[u8],
         write: &mut impl FnMut(&Event) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let time = Timestamp::from_nanos(record.time_ns);
+        // A TSC reading becomes nanoseconds here; the flag stays behind
+        // with the record (an event has no record flags).
+        let time = self.time_of(record);
         let ext = Ext {
             seq: Some(record.seq - self.hidden),
             process: Some(record.pid),
@@ -794,6 +843,62 @@ mod tests {
         assert_eq!(kinds, [("W", Some(0)), ("MARK", Some(1)), ("W", Some(2))]);
     }
 
+    /// A record the runtime's fast path stamped with the raw TSC ends up
+    /// in the trace in nanoseconds, like the plain record pushed right
+    /// after it; one pushed after a pause is that much later.
+    #[test]
+    fn tsc_stamps_become_nanoseconds_in_the_trace() {
+        use mmiotrace_shm::{RECORD_FLAG_TSC, read_tsc, tsc_is_usable};
+        use mmiotrace_trace::{BinaryWriter, ReadOptions, TraceReader};
+
+        if !tsc_is_usable() {
+            eprintln!("skipped: this machine's TSC is not usable");
+            return;
+        }
+        let shm = shm(1);
+        let slot = shm.claim_slot(1).expect("slot");
+        let mut drainer = Drainer::new(shm);
+        let tsc_stamped = |value| Record {
+            flags: RECORD_FLAG_TSC,
+            time_ns: read_tsc(),
+            ..write(value)
+        };
+        shm.push(slot, tsc_stamped(0), &[]);
+        shm.push(slot, write(1), &[]);
+        let pause = Duration::from_millis(20);
+        std::thread::sleep(pause);
+        shm.push(slot, tsc_stamped(2), &[]);
+        shm.push(slot, write(3), &[]);
+        let mut writer = BinaryWriter::new(Vec::new()).expect("a Vec");
+        let mut write_event = |event: &Event| Ok(writer.write_event(event)?);
+        drainer.pump(&mut write_event).expect("pump");
+        drainer.emit(true, &mut write_event).expect("emit");
+        let trace = writer.finish().expect("a Vec");
+
+        let mut reader = TraceReader::new(&trace[..], ReadOptions::default()).expect("a trace");
+        let mut times = Vec::new();
+        while let Some(event) = reader.read_ref().expect("a valid trace") {
+            if let Event::Access(access) = event {
+                assert_eq!(access.ext.hook, None, "{access:?}");
+                times.push(access.time.nanos);
+            }
+        }
+        let [stamped, plain, stamped_later, plain_later] = times[..] else {
+            panic!("four accesses expected: {times:?}");
+        };
+        let close = 2_000_000;
+        assert!(stamped <= plain && plain - stamped < close, "{times:?}");
+        assert!(
+            stamped_later <= plain_later && plain_later - stamped_later < close,
+            "{times:?}"
+        );
+        let apart = stamped_later - stamped;
+        assert!(
+            apart >= pause.as_nanos() as u64 && apart < pause.as_nanos() as u64 + close,
+            "{times:?}"
+        );
+    }
+
     fn event_seq(event: &Event) -> Option<u64> {
         match event {
             Event::Access(access) => access.ext.seq,
@@ -802,3 +907,4 @@ mod tests {
         }
     }
 }
+

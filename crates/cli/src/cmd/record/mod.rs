@@ -537,6 +537,9 @@ impl Cmd {
                 .context("duplicating standard error for the program")?;
             command.stdout(Stdio::from(stderr));
         }
+        // Made before PROGRAM starts: it takes the first calibration pair
+        // of the clock that converts TSC stamps.
+        let mut drainer = Drainer::new(shm_file.shm);
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(err) => {
@@ -553,7 +556,6 @@ impl Cmd {
         let mut ended: Option<(ExitStatus, Instant)> = None;
 
         let mut sink = output.start(self.format)?;
-        let mut drainer = Drainer::new(shm_file.shm);
         for text in hooks.iter().flat_map(|hooks| hooks::describe(&hooks.rules)) {
             drainer.add_mark(text);
         }
