@@ -10,7 +10,7 @@
 //! `wc -l`, parsing the text, converting it to binary, parsing the binary.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -173,7 +173,7 @@ fn generate(path: &Path, size: u64) -> std::io::Result<u64> {
             seq += 1;
             events += 1;
         }
-        w.get_mut().flush()?;
+        w.flush()?;
         written = w.get_ref().get_ref().metadata()?.len();
     }
     w.finish()?;

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod binary;
+mod blocks;
 pub mod error;
 pub mod event;
 #[doc(hidden)]

@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 
 use crate::EventWrite;
+use crate::blocks::Blocks;
 use crate::event::*;
 use crate::num::{push_dec, push_dec6, push_hex, push_hex_byte, push_hex_padded};
 
@@ -12,9 +13,11 @@ pub const KERNEL_VERSION: &str = "20070824";
 
 /// Writes events as text lines, one per event.
 ///
-/// Each event is formatted into a reused line buffer and handed to the
-/// underlying writer with one `write_all`: wrap a `File` in a `BufWriter`.
-/// Call [`finish`](Self::finish) (or [`flush`](Self::flush)) at the end.
+/// Lines are formatted into a buffer of the writer's own, which goes to
+/// the underlying writer in blocks of 64 KiB: a `File` needs no
+/// `BufWriter`. Call [`finish`](Self::finish) (or [`flush`](Self::flush))
+/// at the end; dropping the writer writes what is pending too, ignoring
+/// errors.
 ///
 /// ```
 /// use mmiotrace_trace::{Event, TextWriter, Version};
@@ -24,15 +27,13 @@ pub const KERNEL_VERSION: &str = "20070824";
 /// ```
 #[derive(Debug)]
 pub struct TextWriter<W: Write> {
-    out: W,
-    line: Vec<u8>,
+    out: Blocks<W>,
 }
 
 impl<W: Write> TextWriter<W> {
     pub fn new(out: W) -> Self {
         TextWriter {
-            out,
-            line: Vec::with_capacity(256),
+            out: Blocks::new(out),
         }
     }
 
@@ -41,34 +42,40 @@ impl<W: Write> TextWriter<W> {
     /// contains whitespace, a driver name that contains whitespace).
     #[inline]
     pub fn write_event(&mut self, event: &Event) -> io::Result<()> {
-        self.line.clear();
-        format_event(event, &mut self.line)
-            .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
-        self.out.write_all(&self.line)
+        let pending = self.out.pending();
+        let start = pending.len();
+        if let Err(why) = format_event(event, pending) {
+            pending.truncate(start);
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        }
+        self.out.done()
     }
 
-    /// Flushes the underlying writer.
+    /// Writes what is pending and flushes the underlying writer.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 
     /// Flushes and returns the underlying writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.out.flush()?;
-        Ok(self.out)
+    pub fn finish(self) -> io::Result<W> {
+        self.out.finish()
     }
 
-    /// The underlying writer, not flushed.
-    pub fn into_inner(self) -> W {
-        self.out
+    /// The underlying writer, with what is pending written to it but not
+    /// flushed.
+    pub fn into_inner(self) -> io::Result<W> {
+        self.out.into_inner()
     }
 
+    /// The underlying writer. The last lines may still be pending in this
+    /// writer: [`flush`](Self::flush) first.
     pub fn get_ref(&self) -> &W {
-        &self.out
+        self.out.get_ref()
     }
 
+    /// The underlying writer (see [`get_ref`](Self::get_ref)).
     pub fn get_mut(&mut self) -> &mut W {
-        &mut self.out
+        self.out.get_mut()
     }
 }
 

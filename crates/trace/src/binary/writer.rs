@@ -3,14 +3,16 @@
 use std::io::{self, Write};
 
 use crate::EventWrite;
+use crate::blocks::Blocks;
 
 use super::*;
 
 /// Writes events in the binary format.
 ///
-/// Each event is encoded into a reused buffer and handed to the underlying
-/// writer with one `write_all`: wrap a `File` in a `BufWriter`. Call
-/// [`finish`](Self::finish) (or [`flush`](Self::flush)) at the end.
+/// Events are encoded into a buffer of the writer's own, which goes to the
+/// underlying writer in blocks of 64 KiB: a `File` needs no `BufWriter`.
+/// Call [`finish`](Self::finish) (or [`flush`](Self::flush)) at the end;
+/// dropping the writer writes what is pending too, ignoring errors.
 ///
 /// ```
 /// use mmiotrace_trace::{BinaryWriter, Event, Lost, Ext};
@@ -21,8 +23,7 @@ use super::*;
 /// ```
 #[derive(Debug)]
 pub struct BinaryWriter<W: Write> {
-    out: W,
-    record: Vec<u8>,
+    out: Blocks<W>,
     state: DeltaState,
     slots: MapSlots,
 }
@@ -35,8 +36,7 @@ impl<W: Write> BinaryWriter<W> {
         header[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.write_all(&header)?;
         Ok(BinaryWriter {
-            out,
-            record: Vec::with_capacity(256),
+            out: Blocks::new(out),
             state: DeltaState::START,
             slots: MapSlots::new(),
         })
@@ -65,33 +65,35 @@ impl<W: Write> BinaryWriter<W> {
             // The reader rejects what the text format cannot carry.
             return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         }
-        self.record.clear();
-        encode_event(event, &mut self.state, &mut self.slots, &mut self.record);
-        self.out.write_all(&self.record)
+        encode_event(event, &mut self.state, &mut self.slots, self.out.pending());
+        self.out.done()
     }
 
-    /// Flushes the underlying writer.
+    /// Writes what is pending and flushes the underlying writer.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 
     /// Flushes and returns the underlying writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.out.flush()?;
-        Ok(self.out)
+    pub fn finish(self) -> io::Result<W> {
+        self.out.finish()
     }
 
-    /// The underlying writer, not flushed.
-    pub fn into_inner(self) -> W {
-        self.out
+    /// The underlying writer, with what is pending written to it but not
+    /// flushed.
+    pub fn into_inner(self) -> io::Result<W> {
+        self.out.into_inner()
     }
 
+    /// The underlying writer. The last events may still be pending in this
+    /// writer: [`flush`](Self::flush) first.
     pub fn get_ref(&self) -> &W {
-        &self.out
+        self.out.get_ref()
     }
 
+    /// The underlying writer (see [`get_ref`](Self::get_ref)).
     pub fn get_mut(&mut self) -> &mut W {
-        &mut self.out
+        self.out.get_mut()
     }
 }
 

@@ -13,7 +13,7 @@ pub(crate) mod runtime_lib;
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -379,7 +379,7 @@ impl TraceOutput {
                 Box::new(file)
             }
         };
-        let out = BufWriter::with_capacity(1 << 20, out);
+        // The writers collect their output in blocks of their own.
         let writer: Box<dyn EventWrite> = match format {
             Format::Text => Box::new(TextWriter::new(out)),
             Format::Binary => Box::new(
