@@ -36,6 +36,10 @@ use super::progress::{LiveCounts, LiveLine};
 use drain::{Drainer, Summary};
 use marks::MarkFifo;
 
+/// How long the recorder's loop lets records pile up after a pump that
+/// found only a few (see the loop in [`Cmd::run`]).
+const PILE_UP: Duration = Duration::from_micros(50);
+
 /// Environment variable with the extra `--trace` globs, one per line.
 const ENV_TRACE_GLOBS: &str = "MMIOTRACE_TRACE";
 
@@ -567,6 +571,9 @@ impl Cmd {
             }))
             .err();
         let mut idle = Duration::from_micros(50);
+        // A pump that took fewer records than this is close behind the
+        // producers: the loop lets records pile up before the next.
+        let few_records = shm_file.shm.ring_records() / 8;
         let mut live = LiveLine::new(self.quiet);
         let status = loop {
             let mut taken = 0;
@@ -638,6 +645,21 @@ impl Cmd {
                 idle = (idle * 2).min(Duration::from_millis(2));
             } else {
                 idle = Duration::from_micros(50);
+                if taken < few_records {
+                    // Draining right behind a producer costs both sides
+                    // dearly when they run on different cores: each record's
+                    // cache line (and write_pos's) moves between the cores
+                    // while the producer is still writing next to it, and
+                    // the producer's stores stall on lines the recorder's
+                    // prefetchers took. Letting records pile up for a moment
+                    // (about 0.1 ms, timer slack included; a default ring
+                    // holds 0.5 ms of 30 M events/s) makes the recorder read
+                    // lines the producer is done with, in long runs: half
+                    // the recorder's CPU per event and twice the producer's
+                    // rate on the 2-core VM (docs/BENCHMARKS.md, "Recorder
+                    // throughput").
+                    std::thread::sleep(PILE_UP);
+                }
             }
         };
         live.clear();
