@@ -2,7 +2,10 @@
 //! into a ring of the recorder's shared-memory file with `Shm::push`, the
 //! runtime's own producer call, without faulting. It logs far faster than
 //! the fault path can, so the recorder's drain alone sets the pace: the
-//! `recorder-drain-*` rows.
+//! `recorder-drain-*` rows. `--work flood-tsc` stamps each record with the
+//! raw TSC (`RECORD_FLAG_TSC`) instead of letting `Shm::push` read
+//! `CLOCK_MONOTONIC`, as a patched site's fast path will: the recorder then
+//! converts the times (`recorder-drain-tsc-*` rows).
 //!
 //! # Safety
 //!
@@ -14,12 +17,13 @@ use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
-use mmiotrace_shm::{ENV_SHM_PATH, PushResult, Record, Shm, kind};
+use mmiotrace_shm::{ENV_SHM_PATH, PushResult, RECORD_FLAG_TSC, Record, Shm, kind, read_tsc};
 
 /// Pushes a `MAP` of `page` and then `events` 4-byte writes to it, the
-/// values counting up; returns the events pushed and the seconds taken
-/// (the producer's own time, waits on a full ring included).
-pub fn flood(page: &std::path::Path, events: u64) -> anyhow::Result<(u64, f64, u64)> {
+/// values counting up, each stamped with the TSC if `tsc`; returns the
+/// events pushed and the seconds taken (the producer's own time, waits on a
+/// full ring included).
+pub fn flood(page: &std::path::Path, events: u64, tsc: bool) -> anyhow::Result<(u64, f64, u64)> {
     let path = std::env::var_os(ENV_SHM_PATH)
         .context("--work flood runs under `mmiotrace record` (no MMIOTRACE_SHM)")?;
     let file = std::fs::OpenOptions::new()
@@ -72,10 +76,14 @@ pub fn flood(page: &std::path::Path, events: u64) -> anyhow::Result<(u64, f64, u
     );
     let full_waits_before = shm.full_waits();
     let start = Instant::now();
+    let flags = if tsc { RECORD_FLAG_TSC } else { 0 };
     for i in 0..events {
         let record = Record {
             kind: kind::WRITE,
             width: 4,
+            flags,
+            // Shm::push replaces it unless the flag says it is the TSC.
+            time_ns: if tsc { read_tsc() } else { 0 },
             map_id,
             tid,
             pid,

@@ -116,6 +116,10 @@ const VALGRIND_MMT_ENV: &str = "MMIOTRACE_BENCH_VALGRIND_MMT";
 ///       straight into a ring (no fault), far faster than the fault path;
 ///       events per second over the whole run, the producer's own rate,
 ///       and how often it waited on a full ring.
+///   recorder-drain-tsc-text, recorder-drain-tsc-binary
+///       the same, each record stamped with the raw TSC as a patched
+///       site's fast path will (no clock_gettime per event); the recorder
+///       converts the times. Skipped where the TSC is not usable.
 ///   parse-text, parse-binary
 ///       the trace crate's format_bench (target/release/examples).
 ///

@@ -298,6 +298,16 @@ pub const MEASUREMENTS: &[Measurement] = &[
         run: recorder_drain::<true>,
     },
     Measurement {
+        name: "recorder-drain-tsc-text",
+        what: "the drain alone to a text trace, each record stamped with the raw TSC (a patched site's fast path), converted by the recorder",
+        run: recorder_drain_tsc::<false>,
+    },
+    Measurement {
+        name: "recorder-drain-tsc-binary",
+        what: "the drain alone to a binary trace, records stamped with the TSC",
+        run: recorder_drain_tsc::<true>,
+    },
+    Measurement {
         name: "parse-text",
         what: "format_bench: read a text trace (every field decoded)",
         run: parse_text,
@@ -1316,6 +1326,13 @@ fn recorded_runs<T>(
             "the trace holds {} writes, the worker made {made}",
             counts.writes
         );
+        // A TSC stamp the recorder did not convert reads as hours.
+        ensure!(
+            u128::from(counts.latest) < recording.wall.as_nanos(),
+            "the trace has a write at {} ns, in a run of {:?}",
+            counts.latest,
+            recording.wall
+        );
         size = std::fs::metadata(&recording.trace.0)?.len();
         rates.push(made as f64 / recording.wall.as_secs_f64());
         extra.push(each(&recording)?);
@@ -1356,12 +1373,27 @@ fn recorder<const BINARY: bool>(settings: &Settings) -> anyhow::Result<Outcome> 
 /// records straight into a ring with `Shm::push` (no fault, see
 /// `flood`), recorded whole: the drain alone sets the pace.
 fn recorder_drain<const BINARY: bool>(settings: &Settings) -> anyhow::Result<Outcome> {
-    let (rates, producer, size) = recorded_runs(
-        settings,
-        BINARY,
-        "flood",
-        settings.drain_events,
-        |recording| {
+    flood_rates(settings, BINARY, "flood")
+}
+
+/// [`recorder_drain`] with each record stamped with the raw TSC, as a
+/// patched site's fast path will (no `clock_gettime` per event); the
+/// recorder converts the times.
+fn recorder_drain_tsc<const BINARY: bool>(settings: &Settings) -> anyhow::Result<Outcome> {
+    if !mmiotrace_shm::tsc_is_usable() {
+        return Ok(Outcome::Row {
+            result: "skipped".into(),
+            ratio: String::new(),
+            detail: "the TSC is not usable here (no constant_tsc and nonstop_tsc in /proc/cpuinfo)"
+                .into(),
+        });
+    }
+    flood_rates(settings, BINARY, "flood-tsc")
+}
+
+fn flood_rates(settings: &Settings, binary: bool, work: &str) -> anyhow::Result<Outcome> {
+    let (rates, producer, size) =
+        recorded_runs(settings, binary, work, settings.drain_events, |recording| {
             let made = recording.made()?;
             let (secs, waits) = recording
                 .stdout
@@ -1373,8 +1405,7 @@ fn recorder_drain<const BINARY: bool>(settings: &Settings) -> anyhow::Result<Out
                 })
                 .context("the flood worker did not say how long it took")?;
             Ok((made as f64 / secs, waits.to_string()))
-        },
-    )?;
+        })?;
     let (producer_rates, waits): (Vec<f64>, Vec<String>) = producer.into_iter().unzip();
     Ok(Outcome::Row {
         result: format!("{:.2} M events/s", fastest(&rates) / 1e6),

@@ -205,6 +205,8 @@ pub struct Counts {
     /// Reads and writes by address (the traced file starts at address 0).
     pub by_address: BTreeMap<u64, u64>,
     pub marks: Vec<String>,
+    /// The latest time of a read or write, in ns since the recording began.
+    pub latest: u64,
 }
 
 impl Counts {
@@ -230,6 +232,7 @@ pub fn count(trace: &Path) -> anyhow::Result<Counts> {
                 }
                 *counts.by_address.entry(access.phys).or_default() += 1;
                 counts.hooked += u64::from(access.ext.hook.is_some());
+                counts.latest = counts.latest.max(access.time.nanos);
             }
             Event::Unknown(_) => counts.unknown += 1,
             Event::Mark(mark) => counts.marks.push(mark.text.clone()),

@@ -70,6 +70,9 @@ pub enum Work {
     /// `--events` write records pushed straight into a ring (no fault):
     /// the recorder's drain alone sets the pace (see `flood`).
     Flood,
+    /// The same, each record stamped with the raw TSC (`RECORD_FLAG_TSC`),
+    /// which the recorder converts.
+    FloodTsc,
 }
 
 /// What the flood worker prints: its own events/s, waits included.
@@ -242,8 +245,9 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
         | Work::BufferLoad64Long => {
             bail!("the buffer works map the whole file, not one page (see buffer_passes)")
         }
-        Work::Flood => {
-            let (made, secs, waits) = crate::flood::flood(path, job.events)?;
+        Work::Flood | Work::FloodTsc => {
+            let tsc = job.work == Work::FloodTsc;
+            let (made, secs, waits) = crate::flood::flood(path, job.events, tsc)?;
             out.push_str(&format!(
                 "{MADE_PREFIX}{made}\n{FLOOD_PREFIX}{secs} {waits}\n"
             ));

@@ -625,3 +625,40 @@ fn mmt_rows_check_valgrind_mmts_log_when_it_is_there() {
     assert!(rows[0][3].contains("every store in valgrind-mmt's log with its offset and value"));
     assert!(rows[1][3].contains("every load in valgrind-mmt's log with its offset and value"));
 }
+
+#[test]
+fn recorder_drain_rows_read_every_event_back_with_either_clock() {
+    let output = bench(&[
+        "--only",
+        "recorder-drain",
+        "--drain-events",
+        "20000",
+        "--program-runs",
+        "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let rows = table(&stdout);
+    let names: Vec<&str> = rows.iter().map(|row| row[0].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "recorder-drain-text",
+            "recorder-drain-binary",
+            "recorder-drain-tsc-text",
+            "recorder-drain-tsc-binary"
+        ],
+        "{stdout}"
+    );
+    if !recorder_built() {
+        assert_eq!(output.status.code(), Some(1), "{stdout}");
+        return;
+    }
+    assert!(output.status.success(), "{stdout}");
+    for row in &rows {
+        assert!(
+            row[1].ends_with(" M events/s") && row[3].contains("20000 events")
+                || row[0].contains("-tsc-") && row[1] == "skipped",
+            "{stdout}"
+        );
+    }
+}
