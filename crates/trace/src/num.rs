@@ -48,13 +48,30 @@ pub(crate) fn push_hex(out: &mut Vec<u8>, v: u64) {
 #[inline]
 pub(crate) fn push_hex_padded(out: &mut Vec<u8>, v: u64, digits: usize) {
     let digits = digits.min(16);
-    let start = out.len();
-    out.extend_from_slice(&[b'0'; 16]);
-    for (i, slot) in out[start..start + digits].iter_mut().enumerate() {
-        let shift = 4 * (digits - 1 - i);
-        *slot = HEX_DIGITS[((v >> shift) & 0xf) as usize];
+    if digits == 0 {
+        return;
     }
+    // The wanted nibbles first: all 16 are formatted, the rest cut off.
+    let start = out.len();
+    out.extend_from_slice(&hex16(v << (4 * (16 - digits))));
     out.truncate(start + digits);
+}
+
+/// The 16 nibbles of `v` in lowercase hex, the most significant first,
+/// without a loop or a table: each nibble spread into a byte of its own,
+/// then turned into its digit in all bytes at once.
+#[inline]
+fn hex16(v: u64) -> [u8; 16] {
+    const ONES: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
+    let mut x = u128::from(v);
+    x = (x | x << 32) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
+    x = (x | x << 16) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
+    x = (x | x << 8) & 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
+    x = (x | x << 4) & (ONES * 0x0f);
+    // Byte k holds nibble k. 10..=15 carry into bit 4 when 6 is added.
+    let letters = ((x + ONES * 6) >> 4) & ONES;
+    let digits = x + ONES * u128::from(b'0') + letters * u128::from(b'a' - b'0' - 10);
+    digits.swap_bytes().to_le_bytes()
 }
 
 /// Appends one byte as two lowercase hex digits.
@@ -122,5 +139,24 @@ mod tests {
             assert_eq!(fmt(|o| push_dec6(o, v)), format!("{v:06}"));
         }
         assert_eq!(fmt(|o| push_hex_byte(o, 0x0f)), "0f");
+    }
+
+    #[test]
+    fn hex_matches_printf_at_every_length() {
+        let mut v = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..10_000u32 {
+            v ^= v << 13;
+            v ^= v >> 7;
+            v ^= v << 17;
+            // Every number of digits, and digits 0-9 and a-f in each place.
+            let n = v >> (i % 64);
+            assert_eq!(fmt(|o| push_hex(o, n)), format!("{n:x}"));
+            let digits = (i % 17) as usize;
+            let padded = format!("{n:016x}");
+            assert_eq!(
+                fmt(|o| push_hex_padded(o, n, digits)),
+                padded[16 - digits..]
+            );
+        }
     }
 }
