@@ -13,6 +13,7 @@ pub struct Timestamp {
 impl Timestamp {
     pub const ZERO: Timestamp = Timestamp { nanos: 0 };
 
+    #[inline]
     pub fn from_nanos(nanos: u64) -> Self {
         Timestamp { nanos }
     }
@@ -25,10 +26,12 @@ impl Timestamp {
         }
     }
 
+    #[inline]
     pub fn secs(self) -> u64 {
         self.nanos / 1_000_000_000
     }
 
+    #[inline]
     pub fn subsec_micros(self) -> u64 {
         (self.nanos % 1_000_000_000) / 1000
     }
@@ -139,16 +142,19 @@ impl Value {
         true
     }
 
+    #[inline]
     pub fn width(&self) -> u8 {
         self.width
     }
 
     /// Little-endian bytes, exactly `width` of them.
+    #[inline]
     pub fn as_le_bytes(&self) -> &[u8] {
         &self.bytes[..self.width as usize]
     }
 
     /// The low 8 bytes as an integer (the whole value for widths up to 8).
+    #[inline]
     pub fn low_u64(&self) -> u64 {
         let mut low = [0u8; 8];
         low.copy_from_slice(&self.bytes[..8]);
@@ -156,6 +162,7 @@ impl Value {
     }
 
     /// True for widths above 8 bytes, which the kernel format cannot express.
+    #[inline]
     pub fn is_wide(&self) -> bool {
         self.width > 8
     }

@@ -49,6 +49,11 @@ impl<W: Write> BinaryWriter<W> {
     /// REPEAT of no access.
     #[inline]
     pub fn write_event(&mut self, event: &Event) -> io::Result<()> {
+        if let Event::Access(a) = event {
+            // Most records, and they carry no string to check.
+            encode_access(a, &mut self.state, &mut self.slots, self.out.pending());
+            return self.out.done();
+        }
         if let Some(what) = overlong_string(event) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -251,65 +256,76 @@ impl DeltaState {
     }
 }
 
+/// Appends the record of an access: a short one when it fits (see
+/// [`DeltaState::short_word`]), else the general one.
+#[inline]
+fn encode_access(a: &Access, st: &mut DeltaState, slots: &mut MapSlots, out: &mut Vec<u8>) {
+    let slot = slots.of(a.map_id);
+    let log2_width = a.value.width().trailing_zeros() as u8;
+    if let Some(word) = st.short_word(a, slot) {
+        let write = if a.dir == Direction::Write {
+            SHORT_WRITE
+        } else {
+            0
+        };
+        let slot_index = (a.map_id as usize % MAP_SLOTS) as u8;
+        out.push(SHORT_ACCESS | write | log2_width << SHORT_WIDTH_SHIFT | slot_index);
+        out.extend_from_slice(&word.to_le_bytes());
+        // Eight bytes and a truncate, not a copy of varying length
+        // (a call to memcpy): the value is at most 8 bytes here.
+        let end = out.len() + usize::from(a.value.width());
+        out.extend_from_slice(&a.value.low_u64().to_le_bytes());
+        out.truncate(end);
+        st.time = a.time.nanos;
+        st.phys = a.phys;
+        st.pc = a.pc;
+        st.pid = a.pid;
+        st.seq = a.ext.seq.unwrap_or(st.seq);
+    } else {
+        encode_long_access(a, log2_width, st, out);
+    }
+    *slot = MapSlot {
+        map_id: a.map_id,
+        phys: a.phys,
+    };
+}
+
+/// The general record of an access, for one that fits no short record.
+#[inline(never)]
+fn encode_long_access(a: &Access, log2_width: u8, st: &mut DeltaState, out: &mut Vec<u8>) {
+    let kind = match a.dir {
+        Direction::Read => KIND_READ,
+        Direction::Write => KIND_WRITE,
+    };
+    let hook_flag = if a.ext.hook.is_some() { FLAG_HOOK } else { 0 };
+    out.push(kind << KIND_SHIFT | ext_flags(&a.ext) | hook_flag);
+    out.push(log2_width);
+    st.put_time(out, a.time);
+    put_varint(out, a.map_id.into());
+    st.put_phys(out, a.phys);
+    if a.value.is_wide() {
+        out.extend_from_slice(a.value.as_le_bytes());
+    } else {
+        put_varint(out, a.value.low_u64());
+    }
+    st.put_pc_pid(out, a.pc, a.pid);
+    st.put_ext(out, &a.ext);
+    if let Some(hook) = a.ext.hook {
+        put_varint(out, hook.rule.into());
+        match hook.device {
+            Some(value) => {
+                out.push(1);
+                put_varint(out, value);
+            }
+            None => out.push(0),
+        }
+    }
+}
+
 /// Appends the record of `event` to `out`. Strings must fit (see [`overlong_string`]).
 fn encode_event(event: &Event, st: &mut DeltaState, slots: &mut MapSlots, out: &mut Vec<u8>) {
     match event {
-        Event::Access(a) => {
-            let slot = slots.of(a.map_id);
-            let log2_width = a.value.width().trailing_zeros() as u8;
-            if let Some(word) = st.short_word(a, slot) {
-                let write = if a.dir == Direction::Write {
-                    SHORT_WRITE
-                } else {
-                    0
-                };
-                let slot_index = (a.map_id as usize % MAP_SLOTS) as u8;
-                out.push(SHORT_ACCESS | write | log2_width << SHORT_WIDTH_SHIFT | slot_index);
-                out.extend_from_slice(&word.to_le_bytes());
-                // Eight bytes and a truncate, not a copy of varying length
-                // (a call to memcpy): the value is at most 8 bytes here.
-                let end = out.len() + usize::from(a.value.width());
-                out.extend_from_slice(&a.value.low_u64().to_le_bytes());
-                out.truncate(end);
-                st.time = a.time.nanos;
-                st.phys = a.phys;
-                st.pc = a.pc;
-                st.pid = a.pid;
-                st.seq = a.ext.seq.unwrap_or(st.seq);
-            } else {
-                let kind = match a.dir {
-                    Direction::Read => KIND_READ,
-                    Direction::Write => KIND_WRITE,
-                };
-                let hook_flag = if a.ext.hook.is_some() { FLAG_HOOK } else { 0 };
-                out.push(kind << KIND_SHIFT | ext_flags(&a.ext) | hook_flag);
-                out.push(log2_width);
-                st.put_time(out, a.time);
-                put_varint(out, a.map_id.into());
-                st.put_phys(out, a.phys);
-                if a.value.is_wide() {
-                    out.extend_from_slice(a.value.as_le_bytes());
-                } else {
-                    put_varint(out, a.value.low_u64());
-                }
-                st.put_pc_pid(out, a.pc, a.pid);
-                st.put_ext(out, &a.ext);
-                if let Some(hook) = a.ext.hook {
-                    put_varint(out, hook.rule.into());
-                    match hook.device {
-                        Some(value) => {
-                            out.push(1);
-                            put_varint(out, value);
-                        }
-                        None => out.push(0),
-                    }
-                }
-            }
-            *slot = MapSlot {
-                map_id: a.map_id,
-                phys: a.phys,
-            };
-        }
+        Event::Access(a) => encode_access(a, st, slots, out),
         Event::Map(m) => {
             let path_flag = if m.path.is_some() { FLAG_PATH } else { 0 };
             out.push(KIND_MAP << KIND_SHIFT | ext_flags(&m.ext) | path_flag);

@@ -164,6 +164,9 @@ pub struct Drainer {
     /// Events written, by kind, until [`Drainer::summary`] adds them up:
     /// a few kinds, so a short list beats a map lookup per event.
     kinds: Vec<(&'static str, u64)>,
+    /// Plain reads and writes written (the most events by far), until
+    /// [`Drainer::summary`] adds them to `R` and `W`.
+    plain: [u64; 2],
     /// The thread and process of the last record, already in the summary.
     last_thread: Option<(u32, u32)>,
     /// Records read but not written (the patched sites' reports): the
@@ -208,6 +211,7 @@ impl Drainer {
             pci_written: HashSet::new(),
             lost_seen: 0,
             kinds: Vec::new(),
+            plain: [0; 2],
             last_thread: None,
             hidden: 0,
             last_map: None,
@@ -230,8 +234,7 @@ impl Drainer {
     /// Takes a calibration pair of the TSC clock if the last one is
     /// [`CALIBRATION_INTERVAL`] old.
     fn calibrate(&mut self) {
-        self.clock
-            .calibrate(CALIBRATION_INTERVAL.as_nanos() as u64);
+        self.clock.calibrate(CALIBRATION_INTERVAL.as_nanos() as u64);
     }
 
     /// The time of `record` in nanoseconds since the clock base: its
@@ -255,6 +258,11 @@ impl Drainer {
     pub fn summary(&mut self) -> &mut Summary {
         for (kind, count) in self.kinds.iter_mut() {
             *self.summary.by_kind.entry(*kind).or_default() += std::mem::take(count);
+        }
+        for (kind, count) in ["R", "W"].into_iter().zip(&mut self.plain) {
+            if *count > 0 {
+                *self.summary.by_kind.entry(kind).or_default() += std::mem::take(count);
+            }
         }
         &mut self.summary
     }
@@ -551,12 +559,13 @@ impl Drainer {
             // the reused event rather than a new one (an `Event` is some 150
             // bytes, and building and moving one per access showed up).
             let phys = self.phys(record);
+            let write_access = record.kind == kind::WRITE;
             if let Event::Access(access) = &mut self.access {
                 *access = Access {
-                    dir: if record.kind == kind::READ {
-                        Direction::Read
-                    } else {
+                    dir: if write_access {
                         Direction::Write
+                    } else {
+                        Direction::Read
                     },
                     time,
                     map_id: record.map_id,
@@ -566,8 +575,7 @@ impl Drainer {
                     pid: record.tid,
                     ext,
                 };
-                let kind = self.access.kind_name();
-                self.count_kind(kind);
+                self.plain[usize::from(write_access)] += 1;
                 return write(&self.access);
             }
         }
@@ -908,3 +916,84 @@ mod tests {
     }
 }
 
+#[cfg(test)]
+mod throughput {
+    //! `cargo test --release -p mmiotrace --bin mmiotrace throughput --
+    //! --ignored --nocapture`: the drain's own CPU per event on one core,
+    //! its ring in the cache (no producer on another core), into a sink.
+    use super::*;
+    use mmiotrace_shm::{Config, RECORD_FLAG_TSC, read_tsc};
+    use mmiotrace_trace::{BinaryWriter, EventWrite, TextWriter};
+
+    fn run(binary: bool, tsc: bool) -> f64 {
+        let config = Config {
+            slot_count: 1,
+            ring_records: 1 << 14,
+            drop_when_full: false,
+        };
+        let len = config.total_size();
+        let mut mapping = memmap2::MmapMut::map_anon(len).expect("anonymous mapping");
+        let base = mapping.as_mut_ptr();
+        std::mem::forget(mapping);
+        // SAFETY: as in tests::shm.
+        let shm = unsafe { Shm::init(base, len, &config, b"") }.expect("init");
+        let slot = shm.claim_slot(1).expect("slot");
+        let mut drainer = Drainer::new(shm);
+        let mut writer: Box<dyn EventWrite> = if binary {
+            Box::new(BinaryWriter::new(std::io::sink()).expect("sink"))
+        } else {
+            Box::new(TextWriter::new(std::io::sink()))
+        };
+        let per_round = 1 << 13;
+        let mut draining = Duration::ZERO;
+        let mut events = 0u64;
+        for round in 0..1000u64 {
+            for i in 0..per_round {
+                let record = Record {
+                    kind: kind::WRITE,
+                    width: 4,
+                    flags: if tsc { RECORD_FLAG_TSC } else { 0 },
+                    time_ns: if tsc { read_tsc() } else { 0 },
+                    map_id: 1,
+                    tid: 4321,
+                    pid: 4321,
+                    offset: (i % 1024) * 4,
+                    value: (round * per_round + i) & 0xffff_ffff,
+                    pc: 0x40_1000 + (i % 4) * 2,
+                    ..Record::default()
+                };
+                shm.push(slot, record, &[]);
+            }
+            let start = Instant::now();
+            let mut written = 0;
+            let taken = drainer
+                .pump(|event| {
+                    written += 1;
+                    Ok(writer.write_event(event)?)
+                })
+                .expect("pump");
+            draining += start.elapsed();
+            assert_eq!((taken, written), (per_round as usize, per_round));
+            events += per_round;
+        }
+        draining.as_secs_f64() * 1e9 / events as f64
+    }
+
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn throughput() {
+        // THROUGHPUT=binary or text: that format only.
+        let only = std::env::var("THROUGHPUT").unwrap_or_default();
+        for (binary, tsc) in [(true, false), (true, true), (false, false), (false, true)] {
+            if !only.is_empty() && only != if binary { "binary" } else { "text" } {
+                continue;
+            }
+            let best = (0..3).map(|_| run(binary, tsc)).fold(f64::MAX, f64::min);
+            eprintln!(
+                "{} {}: {best:.1} ns/event",
+                if binary { "binary" } else { "text" },
+                if tsc { "tsc" } else { "monotonic" },
+            );
+        }
+    }
+}
