@@ -14,16 +14,24 @@
 //! mapping is never unmapped (the process exits right after).
 
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use mmiotrace_shm::{ENV_SHM_PATH, PushResult, RECORD_FLAG_TSC, Record, Shm, kind, read_tsc};
+use mmiotrace_shm::{
+    ENV_SHM_PATH, PushResult, RECORD_FLAG_TSC, Record, Shm, TscPair, kind, read_tsc, tsc_is_usable,
+};
 
 /// Pushes a `MAP` of `page` and then `events` 4-byte writes to it, the
-/// values counting up, each stamped with the TSC if `tsc`; returns the
+/// values counting up, each stamped with the TSC if `tsc`, one every
+/// `pace_ns` nanoseconds if that is not 0 (paced by the TSC); returns the
 /// events pushed and the seconds taken (the producer's own time, waits on a
 /// full ring included).
-pub fn flood(page: &std::path::Path, events: u64, tsc: bool) -> anyhow::Result<(u64, f64, u64)> {
+pub fn flood(
+    page: &std::path::Path,
+    events: u64,
+    tsc: bool,
+    pace_ns: u64,
+) -> anyhow::Result<(u64, f64, u64)> {
     let path = std::env::var_os(ENV_SHM_PATH)
         .context("--work flood runs under `mmiotrace record` (no MMIOTRACE_SHM)")?;
     let file = std::fs::OpenOptions::new()
@@ -74,10 +82,31 @@ pub fn flood(page: &std::path::Path, events: u64, tsc: bool) -> anyhow::Result<(
         matches!(shm.push(slot, map, &path_bytes), PushResult::Pushed { .. }),
         "the recorder took no MAP record"
     );
+    // TSC ticks per event, in 48.16 fixed point.
+    let pace = if pace_ns > 0 {
+        ensure!(
+            tsc_is_usable(),
+            "pacing needs a usable TSC (constant_tsc and nonstop_tsc)"
+        );
+        let (first, since) = (TscPair::now(), Instant::now());
+        std::thread::sleep(Duration::from_millis(20));
+        let last = TscPair::now();
+        let ticks_per_ns = (last.tsc - first.tsc) as f64 / since.elapsed().as_nanos() as f64;
+        (ticks_per_ns * pace_ns as f64 * 65536.0) as u64
+    } else {
+        0
+    };
     let full_waits_before = shm.full_waits();
     let start = Instant::now();
+    let start_tsc = read_tsc();
     let flags = if tsc { RECORD_FLAG_TSC } else { 0 };
     for i in 0..events {
+        if pace != 0 {
+            let due = start_tsc + ((u128::from(i) * u128::from(pace)) >> 16) as u64;
+            while read_tsc() < due {
+                std::hint::spin_loop();
+            }
+        }
         let record = Record {
             kind: kind::WRITE,
             width: 4,

@@ -308,6 +308,11 @@ pub const MEASUREMENTS: &[Measurement] = &[
         run: recorder_drain_tsc::<true>,
     },
     Measurement {
+        name: "recorder-drain-tsc-paced",
+        what: "the drain alone to a binary trace, records stamped with the TSC, the producer paced at a patched program's rate",
+        run: recorder_drain_tsc_paced,
+    },
+    Measurement {
         name: "parse-text",
         what: "format_bench: read a text trace (every field decoded)",
         run: parse_text,
@@ -1305,15 +1310,17 @@ fn recorded_runs<T>(
     binary: bool,
     work: &str,
     events: u64,
+    more: &[String],
     each: impl Fn(&Recording) -> anyhow::Result<T>,
 ) -> anyhow::Result<(Vec<f64>, Vec<T>, u64)> {
     let page = PageFile::create(work)?;
-    let args = [
+    let mut args = vec![
         "--work".to_owned(),
         work.to_owned(),
         "--events".to_owned(),
         events.to_string(),
     ];
+    args.extend_from_slice(more);
     let mut rates = Vec::new();
     let mut extra = Vec::new();
     let mut size = 0;
@@ -1354,6 +1361,7 @@ fn recorder<const BINARY: bool>(settings: &Settings) -> anyhow::Result<Outcome> 
         BINARY,
         "burst",
         settings.burst_events,
+        &[],
         |recording| Ok(recording.ring_full_waits()?.to_string()),
     )?;
     Ok(Outcome::Row {
@@ -1380,20 +1388,70 @@ fn recorder_drain<const BINARY: bool>(settings: &Settings) -> anyhow::Result<Out
 /// patched site's fast path will (no `clock_gettime` per event); the
 /// recorder converts the times.
 fn recorder_drain_tsc<const BINARY: bool>(settings: &Settings) -> anyhow::Result<Outcome> {
-    if !mmiotrace_shm::tsc_is_usable() {
-        return Ok(Outcome::Row {
-            result: "skipped".into(),
-            ratio: String::new(),
-            detail: "the TSC is not usable here (no constant_tsc and nonstop_tsc in /proc/cpuinfo)"
-                .into(),
-        });
+    if let Some(skipped) = tsc_unusable() {
+        return Ok(skipped);
     }
     flood_rates(settings, BINARY, "flood-tsc")
 }
 
-fn flood_rates(settings: &Settings, binary: bool, work: &str) -> anyhow::Result<Outcome> {
-    let (rates, producer, size) =
-        recorded_runs(settings, binary, work, settings.drain_events, |recording| {
+/// Nanoseconds between two events of the paced producer: 30.3 M events/s,
+/// the rate of a program whose patched accesses cost about 30 ns.
+const PACE_NS: u64 = 33;
+
+/// [`recorder_drain_tsc`] to binary with the producer paced at one event
+/// per [`PACE_NS`]: a recorder that keeps up never makes it wait.
+fn recorder_drain_tsc_paced(settings: &Settings) -> anyhow::Result<Outcome> {
+    if let Some(skipped) = tsc_unusable() {
+        return Ok(skipped);
+    }
+    let pace = ["--pace-ns".to_owned(), PACE_NS.to_string()];
+    let runs = flood_runs(settings, true, "flood-tsc", &pace)?;
+    Ok(Outcome::Row {
+        result: format!("{:.2} M events/s", fastest(&runs.producer_rates) / 1e6),
+        ratio: String::new(),
+        detail: format!(
+            "the producer's own rate, paced at one event per {PACE_NS} ns ({:.1} M events/s); {} events, best of {} runs; producer waited on a full ring: {} times",
+            1e3 / PACE_NS as f64,
+            settings.drain_events,
+            settings.program_runs,
+            runs.waits.join("/")
+        ),
+    })
+}
+
+/// The row of a TSC row where the TSC is not usable.
+fn tsc_unusable() -> Option<Outcome> {
+    (!mmiotrace_shm::tsc_is_usable()).then(|| Outcome::Row {
+        result: "skipped".into(),
+        ratio: String::new(),
+        detail: "the TSC is not usable here (no constant_tsc and nonstop_tsc in /proc/cpuinfo)"
+            .into(),
+    })
+}
+
+/// What the flood rows measured: per run, events per second over the
+/// whole run, the producer's own rate and its waits on a full ring; and
+/// the size of the last trace.
+struct FloodRuns {
+    rates: Vec<f64>,
+    producer_rates: Vec<f64>,
+    waits: Vec<String>,
+    size: u64,
+}
+
+fn flood_runs(
+    settings: &Settings,
+    binary: bool,
+    work: &str,
+    more: &[String],
+) -> anyhow::Result<FloodRuns> {
+    let (rates, producer, size) = recorded_runs(
+        settings,
+        binary,
+        work,
+        settings.drain_events,
+        more,
+        |recording| {
             let made = recording.made()?;
             let (secs, waits) = recording
                 .stdout
@@ -1405,18 +1463,29 @@ fn flood_rates(settings: &Settings, binary: bool, work: &str) -> anyhow::Result<
                 })
                 .context("the flood worker did not say how long it took")?;
             Ok((made as f64 / secs, waits.to_string()))
-        })?;
-    let (producer_rates, waits): (Vec<f64>, Vec<String>) = producer.into_iter().unzip();
+        },
+    )?;
+    let (producer_rates, waits) = producer.into_iter().unzip();
+    Ok(FloodRuns {
+        rates,
+        producer_rates,
+        waits,
+        size,
+    })
+}
+
+fn flood_rates(settings: &Settings, binary: bool, work: &str) -> anyhow::Result<Outcome> {
+    let runs = flood_runs(settings, binary, work, &[])?;
     Ok(Outcome::Row {
-        result: format!("{:.2} M events/s", fastest(&rates) / 1e6),
+        result: format!("{:.2} M events/s", fastest(&runs.rates) / 1e6),
         ratio: String::new(),
         detail: format!(
             "{} events ({:.1} MiB) over the whole `mmiotrace record` run, best of {} runs; the producer's own rate {:.2} M events/s; producer waited on a full ring: {} times",
             settings.drain_events,
-            size as f64 / f64::from(1 << 20),
+            runs.size as f64 / f64::from(1 << 20),
             settings.program_runs,
-            fastest(&producer_rates) / 1e6,
-            waits.join("/")
+            fastest(&runs.producer_rates) / 1e6,
+            runs.waits.join("/")
         ),
     })
 }

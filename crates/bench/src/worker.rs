@@ -88,6 +88,8 @@ pub struct Job {
     pub accesses: u32,
     pub mib: u32,
     pub events: u64,
+    /// Nanoseconds between two events of the flood workers, 0 for none.
+    pub pace_ns: u64,
 }
 
 /// Words between the registers of two threads of the `threads` work.
@@ -247,7 +249,7 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
         }
         Work::Flood | Work::FloodTsc => {
             let tsc = job.work == Work::FloodTsc;
-            let (made, secs, waits) = crate::flood::flood(path, job.events, tsc)?;
+            let (made, secs, waits) = crate::flood::flood(path, job.events, tsc, job.pace_ns)?;
             out.push_str(&format!(
                 "{MADE_PREFIX}{made}\n{FLOOD_PREFIX}{secs} {waits}\n"
             ));

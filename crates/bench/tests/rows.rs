@@ -645,7 +645,8 @@ fn recorder_drain_rows_read_every_event_back_with_either_clock() {
             "recorder-drain-text",
             "recorder-drain-binary",
             "recorder-drain-tsc-text",
-            "recorder-drain-tsc-binary"
+            "recorder-drain-tsc-binary",
+            "recorder-drain-tsc-paced"
         ],
         "{stdout}"
     );
