@@ -40,6 +40,10 @@ use marks::MarkFifo;
 /// found only a few (see the loop in [`Cmd::run`]).
 const PILE_UP: Duration = Duration::from_micros(50);
 
+/// The recorder's longest idle sleep, per record a ring holds (see the
+/// loop in [`Cmd::run`]).
+const IDLE_PER_RECORD: Duration = Duration::from_nanos(15);
+
 /// Environment variable with the extra `--trace` globs, one per line.
 const ENV_TRACE_GLOBS: &str = "MMIOTRACE_TRACE";
 
@@ -571,6 +575,13 @@ impl Cmd {
             }))
             .err();
         let mut idle = Duration::from_micros(50);
+        // The longest idle sleep: a program that starts logging at 30 M
+        // events/s while the recorder sleeps must not fill its ring before
+        // the recorder looks again (a quarter of a millisecond for a
+        // default ring, which holds half a millisecond of that; 2 ms for
+        // rings of 131,072 records and more).
+        let idle_max = (IDLE_PER_RECORD * shm_file.shm.ring_records() as u32)
+            .clamp(Duration::from_micros(50), Duration::from_millis(2));
         // A pump that took fewer records than this is close behind the
         // producers: the loop lets records pile up before the next.
         let few_records = shm_file.shm.ring_records() / 8;
@@ -642,7 +653,7 @@ impl Cmd {
             }
             if taken == 0 {
                 std::thread::sleep(idle);
-                idle = (idle * 2).min(Duration::from_millis(2));
+                idle = (idle * 2).min(idle_max);
             } else {
                 idle = Duration::from_micros(50);
                 if taken < few_records {
