@@ -35,7 +35,7 @@
 //! instruction displaced, on a copy of the value).
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
-use mmiotrace_shm::{RawLayout, Record, kind};
+use mmiotrace_shm::{RECORD_FLAG_TSC, RawLayout, Record, kind};
 
 use super::asm::{Asm, Mem, Size};
 use crate::ranges::entry_at;
@@ -54,9 +54,6 @@ const R11: u8 = 11;
 
 /// The registers the fast path uses, in the order it pushes them.
 const SCRATCH: [u8; 9] = [RAX, RCX, RDX, RSI, RDI, R8, R9, R10, R11];
-
-/// The time field holds the raw TSC (`mmiotrace_shm::RECORD_FLAG_TSC`).
-pub const RECORD_FLAG_TSC: u8 = 8;
 
 /// Offsets in a ring record.
 mod record_at {
