@@ -576,6 +576,25 @@ fn read_modify_write(insn: &Instruction) -> bool {
         && ((two && insn.op_count() == 2) || (one && insn.op_count() == 1))
 }
 
+/// Whether `insn` is an ALU operation on a register and its memory operand
+/// (`add`, `sub`, `and`, `or`, `xor`, `adc`, `sbb`, two-operand `imul`,
+/// the register the destination): a load, for the fast path.
+fn alu_load(insn: &Instruction) -> bool {
+    matches!(
+        insn.mnemonic(),
+        Mnemonic::Add
+            | Mnemonic::Sub
+            | Mnemonic::And
+            | Mnemonic::Or
+            | Mnemonic::Xor
+            | Mnemonic::Adc
+            | Mnemonic::Sbb
+            | Mnemonic::Imul
+    ) && insn.op_count() == 2
+        && insn.op0_kind() == OpKind::Register
+        && insn.op1_kind() == OpKind::Memory
+}
+
 /// Whether new trampolines get a fast path: it logs with no hook to ask.
 fn fast_path_wanted() -> bool {
     FAST.load(Ordering::Acquire) && !hooks::active()
@@ -593,7 +612,7 @@ fn patchable(insn: &Instruction) -> Result<(), Why> {
     ) || matches!(insn.mnemonic(), Mnemonic::Cmp | Mnemonic::Test)
         // Only the fast path performs these; the general path would send
         // each one to the fault path.
-        || (read_modify_write(insn) && fast_path_wanted());
+        || ((read_modify_write(insn) || alu_load(insn)) && fast_path_wanted());
     if !form || insn.has_lock_prefix() || insn.has_rep_prefix() || insn.has_repne_prefix() {
         return Err(Why::Form);
     }

@@ -130,7 +130,8 @@ fn fast_path() -> bool {
 /// written out once more): `mov`, `movzx`, `movsx`, `movsxd`, `cmp` or
 /// `test` (with the fast path, also the read-modify-writes `add`, `sub`,
 /// `and`, `or`, `xor`, `adc`, `sbb` to memory, `inc`, `dec`, `neg`,
-/// `not`), with one memory operand of 1, 2, 4 or 8 bytes addressed by
+/// `not`, and those and two-operand `imul` from memory to a register),
+/// with one memory operand of 1, 2, 4 or 8 bytes addressed by
 /// 64-bit registers (not RSP) and a 32-bit displacement, no prefix that
 /// changes it, the other operand a general register (not AH..DH or RSP)
 /// or an immediate: it must when the instruction has 5 bytes or more, it
@@ -149,6 +150,19 @@ fn patch_rule(insn: &Instruction) -> (bool, bool) {
             Mnemonic::Inc | Mnemonic::Dec | Mnemonic::Neg | Mnemonic::Not => insn.op_count() == 1,
             _ => false,
         };
+    let alu_load = matches!(
+        insn.mnemonic(),
+        Mnemonic::Add
+            | Mnemonic::Sub
+            | Mnemonic::And
+            | Mnemonic::Or
+            | Mnemonic::Xor
+            | Mnemonic::Adc
+            | Mnemonic::Sbb
+            | Mnemonic::Imul
+    ) && insn.op_count() == 2
+        && insn.op0_kind() == OpKind::Register
+        && insn.op1_kind() == OpKind::Memory;
     let form = (matches!(
         insn.mnemonic(),
         Mnemonic::Mov
@@ -157,7 +171,7 @@ fn patch_rule(insn: &Instruction) -> (bool, bool) {
             | Mnemonic::Movsxd
             | Mnemonic::Cmp
             | Mnemonic::Test
-    ) || (read_modify_write && fast_path()))
+    ) || ((read_modify_write || alu_load) && fast_path()))
         && !insn.has_lock_prefix()
         && !insn.has_rep_prefix()
         && !insn.has_repne_prefix();
