@@ -77,21 +77,20 @@ const VALGRIND_MMT_ENV: &str = "MMIOTRACE_BENCH_VALGRIND_MMT";
 ///       GPU-buffer loops on a traced mapping of a whole file: 1M
 ///       (--buffer-accesses) sequential 4-byte stores; 1M 8-byte loads;
 ///       glibc's memcpy of 64 MiB (--buffer-mib) into it. The loop's own
-///       wall time under `mmiotrace record` (one pass) / untraced (median
+///       wall time under `mmiotrace record --no-patch` (one pass) / untraced (median
 ///       of --reps passes), with ns per access; the trace must hold every
 ///       access with its offset and value (every byte, for memcpy) and
 ///       the file what was stored. About 30 s in all, 20 s of it the
 ///       memcpy, at the defaults.
 ///   buffer-store32-patched, buffer-load64-patched, buffer-memcpy-patched
-///       the same loops under `mmiotrace record --patch`. The store and
-///       load loops are one asm loop each here, whose access has a 32-bit
-///       displacement (`mov [rdi+0x100], eax`, 6 bytes; `mov rdx,
-///       [rdi+0x100]`, 7 bytes), as patching needs 5 bytes or more (the
-///       compiled loops' are 3 to 5 bytes, the loads folded into `add`):
-///       patched after 4 faults, so traced too they run the median of
-///       --reps passes. glibc's memcpy (`rep movsb`, vector moves) is not
-///       patched: one pass on the fault path, as buffer-memcpy (another
-///       15 to 20 s). The rows show the recorder's patched-sites totals.
+///       the same compiled loops under `mmiotrace record --patch` (the
+///       default; the rows above use --no-patch): their unrolled 4- and
+///       5-byte stores and `add reg, [mem]` loads are patched after their
+///       first faults (the short ones by punning), so traced too they run
+///       the median of --reps passes. glibc's memcpy (`rep movsb`, vector
+///       moves) is not patched: one pass on the fault path, as
+///       buffer-memcpy (another 15 to 20 s). The rows show the
+///       recorder's patched-sites totals.
 ///   buffer-store32-valgrind, buffer-load64-valgrind, buffer-memcpy-valgrind
 ///       the same loops under `valgrind --tool=none` / bare, median of
 ///       --reps passes each: the cost a JIT such as valgrind-mmt's puts on

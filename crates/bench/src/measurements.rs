@@ -229,12 +229,12 @@ pub const MEASUREMENTS: &[Measurement] = &[
     },
     Measurement {
         name: "buffer-store32-patched",
-        what: "the buffer-store32 loop under `mmiotrace record --patch`, traced / untraced, its store `mov [rdi+0x100], eax` (6 bytes: patched after 4 faults)",
+        what: "the buffer-store32 loop under `mmiotrace record --patch` (the default), traced / untraced: the compiled loop's stores (4 and 5 bytes, unrolled) patched after their first faults",
         run: buffer_traced::<STORE32, true>,
     },
     Measurement {
         name: "buffer-load64-patched",
-        what: "the buffer-load64 loop under `mmiotrace record --patch`, traced / untraced, its load `mov rdx, [rdi+0x100]` (7 bytes: patched after 4 faults)",
+        what: "the buffer-load64 loop under `mmiotrace record --patch` (the default), traced / untraced: the compiled loop's `add reg, [mem]` loads (4 and 5 bytes, unrolled) patched after their first faults",
         run: buffer_traced::<LOAD64, true>,
     },
     Measurement {
@@ -872,20 +872,17 @@ struct BufferLoop {
 }
 
 impl BufferLoop {
-    /// The loop of `kind`; `patchable`: the store and load loops' variant
-    /// whose access `record --patch` can patch (a 6- or 7-byte `mov`,
-    /// the `-long` works), so that the other rows keep the compiled loop.
-    fn new(kind: u8, patchable: bool, settings: &Settings) -> Self {
+    /// The loop of `kind`. The patched rows run the same compiled loops:
+    /// their 4- and 5-byte accesses are patched (the short ones by
+    /// punning). The worker keeps its `-long` works (one 6- or 7-byte
+    /// `mov`) for comparison by hand.
+    fn new(kind: u8, settings: &Settings) -> Self {
         let accesses = u64::from(settings.buffer_accesses);
         let page_up = |len: u64| len.div_ceil(PAGE_SIZE as u64) as usize * PAGE_SIZE;
         match kind {
             STORE32 => Self {
                 kind,
-                work: if patchable {
-                    "buffer-store32-long"
-                } else {
-                    "buffer-store32"
-                },
+                work: "buffer-store32",
                 contents: vec![0; page_up(4 * accesses)],
                 per_pass: accesses,
             },
@@ -896,11 +893,7 @@ impl BufferLoop {
                 }
                 Self {
                     kind,
-                    work: if patchable {
-                        "buffer-load64-long"
-                    } else {
-                        "buffer-load64"
-                    },
+                    work: "buffer-load64",
                     contents,
                     per_pass: accesses,
                 }
@@ -1092,7 +1085,7 @@ fn buffer_untraced(
 fn buffer_traced<const KIND: u8, const PATCHED: bool>(
     settings: &Settings,
 ) -> anyhow::Result<Outcome> {
-    let buffer = BufferLoop::new(KIND, PATCHED, settings);
+    let buffer = BufferLoop::new(KIND, settings);
     let page = PageFile::with_contents(buffer.work, &buffer.contents)?;
     let untraced = buffer_untraced(&buffer, &page, settings)?;
     buffer.reset(&page)?;
@@ -1104,7 +1097,7 @@ fn buffer_traced<const KIND: u8, const PATCHED: bool>(
     let options: Vec<OsString> = if PATCHED {
         vec!["--patch".into()]
     } else {
-        Vec::new()
+        vec!["--no-patch".into()]
     };
     let recording = record::record_with(
         Mode::Alias,
@@ -1163,7 +1156,7 @@ fn buffer_valgrind<const KIND: u8>(settings: &Settings) -> anyhow::Result<Outcom
     if let Some(skipped) = valgrind_missing() {
         return Ok(skipped);
     }
-    let buffer = BufferLoop::new(KIND, false, settings);
+    let buffer = BufferLoop::new(KIND, settings);
     let page = PageFile::with_contents(buffer.work, &buffer.contents)?;
     let bare = buffer_untraced(&buffer, &page, settings)?;
     buffer.reset(&page)?;
@@ -1210,7 +1203,7 @@ fn buffer_mmt<const KIND: u8>(settings: &Settings) -> anyhow::Result<Outcome> {
             detail: "no valgrind-mmt: --valgrind-mmt PATH or MMIOTRACE_BENCH_VALGRIND_MMT names its valgrind".into(),
         });
     };
-    let buffer = BufferLoop::new(KIND, false, settings);
+    let buffer = BufferLoop::new(KIND, settings);
     let page = PageFile::with_contents(buffer.work, &buffer.contents)?;
     let bare = buffer_untraced(&buffer, &page, settings)?;
     buffer.reset(&page)?;

@@ -39,6 +39,10 @@ use crate::{config, hooks, log, ranges, single_step, state, sys, threads, tls, x
 /// one that runs in a loop pays them back after a few dozen accesses.
 pub const PATCH_AFTER: u32 = 4;
 
+/// Faults a short site waits, past [`PATCH_AFTER`], for the hot site right
+/// after it to be patched first (see `patch`).
+const DEFER_FAULTS: u32 = 32;
+
 /// Sites the runtime keeps count of.
 const SITES: usize = 4096;
 /// Bytes of one trampoline: its code, then its [`Record`] at
@@ -69,6 +73,8 @@ enum Why {
     Protect = 6,
     NoStack = 7,
     Locked = 8,
+    /// Not patched yet: see [`DEFER_FAULTS`] (the site stays new).
+    Deferred = 9,
 }
 
 impl Why {
@@ -417,9 +423,12 @@ fn patch_under_lock(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) {
             result: Err(Why::NoStack),
         };
         run_on_patch_stack(&mut job);
-        if let Err(why) = job.result {
-            site.why.store(why as u8, Ordering::Relaxed);
-            site.state.store(REFUSED, Ordering::Release);
+        match job.result {
+            Ok(()) | Err(Why::Deferred) => {}
+            Err(why) => {
+                site.why.store(why as u8, Ordering::Relaxed);
+                site.state.store(REFUSED, Ordering::Release);
+            }
         }
     }
     unlock();
@@ -671,6 +680,18 @@ fn patch(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) -> Result<(), W
     let len = insn.len();
     let original = bytes.get(..len).ok_or(Why::Form)?;
     let end = pc + len as u64;
+    // A short site whose jump would borrow the first byte of a hot site
+    // right after it, not patched yet, waits for that one (a while): the
+    // borrowed byte could never become that site's jump. Patched first,
+    // the other site's jump leaves a byte this one can borrow.
+    if len < 5
+        && site.faults.load(Ordering::Relaxed) < PATCH_AFTER + DEFER_FAULTS
+        && find(end, false).is_some_and(|next| {
+            next.state.load(Ordering::Acquire) == NEW && next.faults.load(Ordering::Relaxed) > 0
+        })
+    {
+        return Err(Why::Deferred);
+    }
     // The `jmp rel32` reads 5 bytes: a shorter site's jump ends in the
     // instructions after it, whose bytes stay as they are (punning).
     let jump_end = end.max(pc + 5);

@@ -1,6 +1,6 @@
 /* Patched access sites (docs/ARCHITECTURE.md, "Patched sites").
  *
- * Usage: patch FILE sites|threads|fork|altstack  (FILE is traced).
+ * Usage: patch FILE sites|threads|fork|altstack|neighbours  (FILE is traced).
  *
  * sites: every site below runs ITER times, first on REF (plain memory),
  * then on DEV (the traced mapping of FILE), with the same registers and
@@ -17,7 +17,9 @@
  * fork: the site is patched in the parent, then a child runs it too.
  *
  * altstack: a small alternate signal stack (the signal frame and 5 KiB), on which the
- * runtime's SIGSEGV handler runs and patches the site. */
+ * runtime's SIGSEGV handler runs and patches the site.
+ *
+ * neighbours: a short site right before a long one, both hot. */
 #define _GNU_SOURCE
 #include <inttypes.h>
 #include <pthread.h>
@@ -175,6 +177,12 @@ static void forked(void) {
     for (uint32_t i = 0; i < 10; i++) shared_store(dev + 8, 0x300 + i);
 }
 
+/* Two hot sites back to back: a short one whose punned jump borrows the
+ * first byte of the long one after it. */
+__attribute__((noinline)) static void neighbours(uint8_t *p, uint32_t v) {
+    asm volatile("movl %k1, 8(%0)\n\t%{disp32%} movl %k1, 0x10(%0)" : : "r"(p), "r"(v) : "memory");
+}
+
 static uint8_t *probe_top;
 static size_t probe_used;
 
@@ -236,6 +244,8 @@ int main(int argc, char **argv) {
         forked();
     else if (!strcmp(argv[2], "altstack"))
         small_altstack();
+    else if (!strcmp(argv[2], "neighbours"))
+        for (uint32_t i = 0; i < 20; i++) neighbours(dev, 0x500 + i);
     else
         return 2;
     fflush(stdout);

@@ -206,3 +206,21 @@ fn a_site_is_patched_from_a_handler_on_a_small_alternate_stack() {
     assert_eq!(report.len(), 1, "{report:?}");
     assert_eq!(report[0].1, "patched", "{report:?}");
 }
+
+#[test]
+fn a_short_site_before_a_hot_one_waits_so_that_both_are_patched() {
+    // Patched first, the short site's jump would borrow the long one's
+    // first byte, which could then never become its jump.
+    let run = run("neighbours", "on");
+    let values: Vec<(u64, u64)> = run
+        .accesses()
+        .map(|p| (p.record.offset, p.record.value))
+        .collect();
+    let want: Vec<(u64, u64)> = (0..20)
+        .flat_map(|i| [(8, 0x500 + i), (0x10, 0x500 + i)])
+        .collect();
+    assert_eq!(values, want);
+    let report = sites(&run);
+    assert_eq!(report.len(), 2, "{report:?}");
+    assert!(report.iter().all(|s| s.1 == "patched"), "{report:?}");
+}
