@@ -347,33 +347,32 @@ fn worker_buffer_store32_fills_the_whole_buffer_each_pass() {
     }
 }
 
-#[test]
-fn worker_buffer_load64_checks_the_sum_of_what_it_loaded() {
+/// The load loop `work` over 512 words of the bench's pattern, 2 passes:
+/// it loads them all, and a changed word (the byte at `flipped`) makes the
+/// sum it checks wrong, which it says.
+fn load64_loads_every_word_and_checks_their_sum(work: &str, flipped: usize) {
     // The pattern the bench writes (worker::load64_pattern).
     let pattern = |i: u64| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i << 7);
     let mut contents: Vec<u8> = (0..512u64).flat_map(|i| pattern(i).to_le_bytes()).collect();
-    let args = [
-        "--work",
-        "buffer-load64",
-        "--reps",
-        "2",
-        "--accesses",
-        "512",
-    ];
-    let (output, _) = buffer_worker("load64", &contents, &args);
+    let args = ["--work", work, "--reps", "2", "--accesses", "512"];
+    let (output, _) = buffer_worker(work, &contents, &args);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert_eq!(pass_times(&stdout), 2, "{stdout}");
     assert!(stdout.contains("made 1024\n"), "{stdout}");
-    // One word changed: the sum no longer matches, and the worker says so.
-    contents[8 * 300] ^= 1;
-    let (output, _) = buffer_worker("load64-bad", &contents, &args);
+    contents[flipped] ^= 0x80;
+    let (output, _) = buffer_worker(&format!("{work}-bad"), &contents, &args);
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("the loads summed to"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn worker_buffer_load64_checks_the_sum_of_what_it_loaded() {
+    load64_loads_every_word_and_checks_their_sum("buffer-load64", 8 * 300);
 }
 
 #[test]
@@ -421,27 +420,8 @@ fn worker_buffer_long_loops_store_and_load_like_the_compiled_ones() {
     }
     assert_eq!(word(&contents, 2000), u32::MAX, "past the last store");
 
-    let pattern = |i: u64| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i << 7);
-    let mut contents: Vec<u8> = (0..512u64).flat_map(|i| pattern(i).to_le_bytes()).collect();
-    let args = [
-        "--work",
-        "buffer-load64-long",
-        "--reps",
-        "2",
-        "--accesses",
-        "512",
-    ];
-    let (output, _) = buffer_worker("load64-long", &contents, &args);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
-    assert!(stdout.contains("made 1024\n"), "{stdout}");
-    contents[8 * 511 + 7] ^= 0x80;
-    let (output, _) = buffer_worker("load64-long-bad", &contents, &args);
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("the loads summed to"),
-        "the last word loaded too: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    // The last word loaded too.
+    load64_loads_every_word_and_checks_their_sum("buffer-load64-long", 8 * 511 + 7);
 }
 
 #[test]
