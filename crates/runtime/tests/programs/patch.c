@@ -1,6 +1,6 @@
 /* Patched access sites (docs/ARCHITECTURE.md, "Patched sites").
  *
- * Usage: patch FILE sites|threads|fork|altstack|neighbours  (FILE is traced).
+ * Usage: patch FILE sites|threads|fork|altstack|neighbours|genuine  (FILE is traced).
  *
  * sites: every site below runs ITER times, first on REF (plain memory),
  * then on DEV (the traced mapping of FILE), with the same registers and
@@ -19,7 +19,9 @@
  * altstack: a small alternate signal stack (the signal frame and 5 KiB), on which the
  * runtime's SIGSEGV handler runs and patches the site.
  *
- * neighbours: a short site right before a long one, both hot. */
+ * neighbours: a short site right before a long one, both hot.
+ *
+ * genuine: a real segfault at a site, before and after it is patched. */
 #define _GNU_SOURCE
 #include <inttypes.h>
 #include <pthread.h>
@@ -28,7 +30,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <setjmp.h>
 #include <signal.h>
+#include <ucontext.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -183,6 +187,46 @@ __attribute__((noinline)) static void neighbours(uint8_t *p, uint32_t v) {
     asm volatile("movl %k1, 8(%0)\n\t%{disp32%} movl %k1, 0x10(%0)" : : "r"(p), "r"(v) : "memory");
 }
 
+static sigjmp_buf genuine_env;
+static volatile uint64_t genuine_rip, genuine_addr;
+
+static void on_genuine_fault(int sig, siginfo_t *info, void *ctx) {
+    (void)sig;
+    genuine_rip = (uint64_t)((ucontext_t *)ctx)->uc_mcontext.gregs[REG_RIP];
+    genuine_addr = (uint64_t)info->si_addr;
+    siglongjmp(genuine_env, 1);
+}
+
+/* A fault at the shared site on an unmapped page: its pc and address as
+ * the program's handler sees them. */
+static void genuine_fault(uint8_t *unmapped, uint64_t *rip, uint64_t *addr) {
+    if (sigsetjmp(genuine_env, 1) == 0) {
+        shared_store(unmapped, 1);
+        printf("FAIL no fault\n");
+        failures++;
+    }
+    *rip = genuine_rip;
+    *addr = genuine_addr;
+}
+
+/* genuine: a real segfault at a site, before and after it is patched,
+ * reaches the program's own handler with the same pc and address. */
+static void genuine(void) {
+    struct sigaction sa = {.sa_sigaction = on_genuine_fault, .sa_flags = SA_SIGINFO};
+    sigaction(SIGSEGV, &sa, NULL);
+    uint8_t *hole = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint64_t rip0, addr0, rip1, addr1;
+    genuine_fault(hole + 64, &rip0, &addr0);
+    for (uint32_t i = 0; i < 10; i++) shared_store(dev + 16, 0x600 + i);
+    genuine_fault(hole + 64, &rip1, &addr1);
+    if (rip0 != rip1 || addr0 != addr1 || addr0 != (uint64_t)(hole + 64)) {
+        printf("FAIL genuine fault: before %" PRIx64 " at %" PRIx64 ", after %" PRIx64 " at %" PRIx64 "\n",
+               rip0, addr0, rip1, addr1);
+        failures++;
+    }
+    printf("genuine fault at pc %" PRIx64 "\n", rip1);
+}
+
 static uint8_t *probe_top;
 static size_t probe_used;
 
@@ -244,6 +288,8 @@ int main(int argc, char **argv) {
         forked();
     else if (!strcmp(argv[2], "altstack"))
         small_altstack();
+    else if (!strcmp(argv[2], "genuine"))
+        genuine();
     else if (!strcmp(argv[2], "neighbours"))
         for (uint32_t i = 0; i < 20; i++) neighbours(dev, 0x500 + i);
     else

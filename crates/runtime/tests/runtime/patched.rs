@@ -224,3 +224,20 @@ fn a_short_site_before_a_hot_one_waits_so_that_both_are_patched() {
     assert_eq!(report.len(), 2, "{report:?}");
     assert!(report.iter().all(|s| s.1 == "patched"), "{report:?}");
 }
+
+#[test]
+fn a_genuine_fault_at_a_patched_site_reaches_the_programs_handler_as_unpatched() {
+    // The program's SIGSEGV handler sees the same pc and address before
+    // the site is patched and after (the program checks, and fails).
+    let run = run("genuine", "on");
+    let report = sites(&run);
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert_eq!(report[0].1, "patched", "{report:?}");
+    let pc = report[0].0;
+    assert!(
+        run.stdout
+            .contains(&format!("genuine fault at pc {pc:x}\n")),
+        "{}",
+        run.stdout
+    );
+}
