@@ -1,6 +1,7 @@
 /* Patched access sites (docs/ARCHITECTURE.md, "Patched sites").
  *
- * Usage: patch FILE sites|threads|fork|altstack|neighbours|genuine  (FILE is traced).
+ * Usage: patch FILE sites|threads|fork|altstack|neighbours|genuine|remap
+ * (FILE is traced).
  *
  * sites: every site below runs ITER times, first on REF (plain memory),
  * then on DEV (the traced mapping of FILE), with the same registers and
@@ -21,7 +22,9 @@
  *
  * neighbours: a short site right before a long one, both hot.
  *
- * genuine: a real segfault at a site, before and after it is patched. */
+ * genuine: a real segfault at a site, before and after it is patched.
+ *
+ * remap: stores through a patched site while the mapping is replaced. */
 #define _GNU_SOURCE
 #include <inttypes.h>
 #include <pthread.h>
@@ -227,6 +230,52 @@ static void genuine(void) {
     printf("genuine fault at pc %" PRIx64 "\n", rip1);
 }
 
+/* remap: 4 threads store through one patched site while the main thread
+ * maps the file again and unmaps the old mapping, 100 times (a
+ * read-write lock keeps each store on a live mapping). */
+static pthread_rwlock_t remap_lock = PTHREAD_RWLOCK_INITIALIZER;
+static uint8_t *volatile remap_dev;
+static int remap_fd;
+
+static volatile int remap_done;
+
+static void *remap_worker(void *arg) {
+    int id = ((struct worker *)arg)->id;
+    for (uint32_t i = 0; !remap_done && i < 0xffffff; i++) {
+        pthread_rwlock_rdlock(&remap_lock);
+        shared_store(remap_dev + 64 * id, (uint32_t)id << 24 | i);
+        pthread_rwlock_unlock(&remap_lock);
+        if (i >= 8) usleep(20); /* a few stores per mapping, once patched */
+    }
+    return NULL;
+}
+
+static void remap(void) {
+    remap_dev = dev;
+    pthread_t t[4];
+    struct worker w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i].id = i;
+        pthread_create(&t[i], NULL, remap_worker, &w[i]);
+    }
+    for (int round = 0; round < 100; round++) {
+        uint8_t *next = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, remap_fd, 0);
+        if (next == MAP_FAILED) {
+            printf("FAIL mmap\n");
+            failures++;
+            break;
+        }
+        pthread_rwlock_wrlock(&remap_lock);
+        uint8_t *old = remap_dev;
+        remap_dev = next;
+        munmap(old, 4096);
+        pthread_rwlock_unlock(&remap_lock);
+        usleep(100);
+    }
+    remap_done = 1;
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+}
+
 static uint8_t *probe_top;
 static size_t probe_used;
 
@@ -277,6 +326,7 @@ int main(int argc, char **argv) {
     if (argc != 3) return 2;
     int fd = open(argv[1], O_RDWR);
     if (fd < 0) return 2;
+    remap_fd = fd;
     dev = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (dev == MAP_FAILED) return 2;
     memset(ref, 0, sizeof ref);
@@ -288,6 +338,8 @@ int main(int argc, char **argv) {
         forked();
     else if (!strcmp(argv[2], "altstack"))
         small_altstack();
+    else if (!strcmp(argv[2], "remap"))
+        remap();
     else if (!strcmp(argv[2], "genuine"))
         genuine();
     else if (!strcmp(argv[2], "neighbours"))

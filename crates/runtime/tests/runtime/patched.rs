@@ -241,3 +241,33 @@ fn a_genuine_fault_at_a_patched_site_reaches_the_programs_handler_as_unpatched()
         run.stdout
     );
 }
+
+#[test]
+fn stores_through_a_patched_site_while_the_mapping_is_replaced_100_times() {
+    // Each mapping is a new range (and may take a freed table entry);
+    // a site's cached entry must never send a store to an old alias.
+    let run = run("remap", "on");
+    let mut per_thread: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+    let mut maps = std::collections::BTreeSet::new();
+    for p in run.accesses() {
+        let r = &p.record;
+        assert_eq!(r.kind, kind::WRITE);
+        assert_eq!(r.offset, (r.value >> 24) * 64, "{r:?}");
+        maps.insert(r.map_id);
+        per_thread
+            .entry(r.value >> 24)
+            .or_default()
+            .push(r.value & 0xff_ffff);
+    }
+    assert_eq!(per_thread.len(), 4);
+    for (id, values) in &per_thread {
+        let want: Vec<u64> = (0..values.len() as u64).collect();
+        assert!(values == &want, "thread {id}: every store once, in order");
+    }
+    // Stores to most of the 101 mappings.
+    assert!(maps.len() > 50, "{} mappings stored to", maps.len());
+    let report = sites(&run);
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert_eq!(report[0].1, "patched", "{report:?}");
+    assert!(!fast_path_records(&run).is_empty());
+}
