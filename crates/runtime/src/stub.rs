@@ -83,6 +83,8 @@ enum Place {
     RipRelative { ip: u64, target: u64 },
     /// `fs:[disp32]`: this offset from the thread pointer.
     Fs { offset: i32 },
+    /// `[rdx]`.
+    Rdx,
 }
 
 /// Rewrites `insn` (decoded from `original`) as [`Rewrite`] says; `None`
@@ -100,6 +102,13 @@ pub fn rewrite(original: &[u8], insn: &Instruction, how: &Rewrite) -> Option<Rew
 /// per-thread copy of the value (`tls`).
 pub fn rewrite_fs(original: &[u8], insn: &Instruction, offset: i32) -> Option<Rewritten> {
     encode(original, insn, None, Place::Fs { offset })
+}
+
+/// Rewrites `insn` (decoded from `original`) with its memory operand at
+/// `[rdx]`: the fast path's vector moves make their device access this
+/// way, with the alias address in RDX.
+pub fn rewrite_rdx(original: &[u8], insn: &Instruction) -> Option<Rewritten> {
+    encode(original, insn, None, Place::Rdx)
 }
 
 fn encode(
@@ -213,8 +222,15 @@ fn encode(
             out.extend(&[(reg << 3) | 0b100, 0x25])?;
             out.len
         }
+        Place::Rdx => {
+            // mod 00, rm 010: [rdx], no displacement.
+            out.push((reg << 3) | 0b010)?;
+            out.len
+        }
     };
-    out.extend(&[0; 4])?;
+    if place != Place::Rdx {
+        out.extend(&[0; 4])?;
+    }
     out.extend(trailing)?;
     if out.len > 15 {
         return None;
@@ -229,16 +245,24 @@ fn encode(
             )
         }
         Place::Fs { offset } => (offset, 0, offset as i64 as u64),
+        Place::Rdx => (0, 0, 0),
     };
-    out.bytes
-        .get_mut(disp_at..disp_at + 4)?
-        .copy_from_slice(&disp.to_le_bytes());
+    if place != Place::Rdx {
+        out.bytes
+            .get_mut(disp_at..disp_at + 4)?
+            .copy_from_slice(&disp.to_le_bytes());
+    }
     let rewritten = Rewritten {
         bytes: out.bytes,
         len: out.len,
     };
+    let base = match place {
+        Place::RipRelative { .. } => Register::RIP,
+        Place::Fs { .. } => Register::None,
+        Place::Rdx => Register::RDX,
+    };
     let fs = matches!(place, Place::Fs { .. });
-    verify(insn, &rewritten, ip, expected, fs, reg_field).then_some(rewritten)
+    verify(insn, &rewritten, ip, expected, base, fs, reg_field).then_some(rewritten)
 }
 
 /// Whether `rewritten` decodes as `insn` with only the memory operand
@@ -248,6 +272,7 @@ fn verify(
     rewritten: &Rewritten,
     ip: u64,
     target: u64,
+    base: Register,
     fs: bool,
     reg_field: Option<u8>,
 ) -> bool {
@@ -270,7 +295,7 @@ fn verify(
         || copy.has_lock_prefix() != insn.has_lock_prefix()
         || copy.has_rep_prefix() != insn.has_rep_prefix()
         || copy.has_repne_prefix() != insn.has_repne_prefix()
-        || copy.memory_base() != if fs { Register::None } else { Register::RIP }
+        || copy.memory_base() != base
         || copy.memory_index() != Register::None
         || (fs && copy.segment_prefix() != Register::FS)
         || copy.memory_displacement64() != target
@@ -410,6 +435,26 @@ mod tests {
         // A DS override (a branch hint byte; ignored in 64-bit mode) stays
         // and does not override FS.
         check_fs(&[0x3e, 0x8b, 0x03], 8, "mov eax,fs:[8]");
+    }
+
+    #[test]
+    fn vector_moves_can_address_rdx() {
+        // movdqu xmm9, [r12+rcx*4+0x40] -> movdqu xmm9, [rdx]
+        let bytes = [0xf3, 0x45, 0x0f, 0x6f, 0x4c, 0x8c, 0x40];
+        let insn = Decoder::new(64, &bytes, DecoderOptions::NONE).decode();
+        let out = rewrite_rdx(&bytes, &insn).expect("rewrite");
+        let copy = Decoder::new(64, &out.bytes[..out.len], DecoderOptions::NONE).decode();
+        let mut text = String::new();
+        IntelFormatter::new().format(&copy, &mut text);
+        assert_eq!(text, "movdqu xmm9,[rdx]");
+        // vmovups [r9+8], ymm3 (VEX3) -> vmovups [rdx], ymm3
+        let bytes = [0xc4, 0xc1, 0x7c, 0x11, 0x59, 0x08];
+        let insn = Decoder::new(64, &bytes, DecoderOptions::NONE).decode();
+        let out = rewrite_rdx(&bytes, &insn).expect("rewrite");
+        let copy = Decoder::new(64, &out.bytes[..out.len], DecoderOptions::NONE).decode();
+        let mut text = String::new();
+        IntelFormatter::new().format(&copy, &mut text);
+        assert_eq!(text, "vmovups [rdx],ymm3");
     }
 
     #[test]

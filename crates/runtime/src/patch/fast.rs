@@ -34,7 +34,7 @@
 //! a read and then a write, as on the fault path (which runs such an
 //! instruction displaced, on a copy of the value).
 
-use iced_x86::{Instruction, Mnemonic, OpKind};
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 use mmiotrace_shm::{RECORD_FLAG_TSC, RawLayout, Record, kind};
 
 use super::asm::{Asm, Mem, Size};
@@ -131,6 +131,20 @@ enum Access {
     Load(stub::Rewritten),
     /// Read, then written: the instruction, rewritten, runs between.
     ReadModifyWrite(stub::Rewritten),
+    /// A vector load: the instruction on `[rdx]` (the alias), then its
+    /// register stored to the thread block's value for the record.
+    VectorLoad {
+        on_alias: stub::Rewritten,
+        register_out: stub::Rewritten,
+        aligned: bool,
+    },
+    /// A vector store: the instruction on `[rdx]`, then on the thread
+    /// block's value for the record.
+    VectorStore {
+        on_alias: stub::Rewritten,
+        on_value: stub::Rewritten,
+        aligned: bool,
+    },
     /// `mov [mem], reg`: the register (its number).
     StoreRegister(u8),
     /// `mov [mem], imm`: the value, cut to the width.
@@ -138,6 +152,32 @@ enum Access {
 }
 
 fn access_of(insn: &Instruction, site: &SiteInfo) -> Option<Access> {
+    let value = site.thread_block + thread_at::VALUE;
+    if super::vector_move(insn) {
+        let on_alias = stub::rewrite_rdx(&site.original, insn)?;
+        let aligned = matches!(
+            insn.mnemonic(),
+            Mnemonic::Movaps
+                | Mnemonic::Movapd
+                | Mnemonic::Movdqa
+                | Mnemonic::Vmovaps
+                | Mnemonic::Vmovapd
+                | Mnemonic::Vmovdqa
+        );
+        return Some(if insn.op0_kind() == OpKind::Memory {
+            Access::VectorStore {
+                on_alias,
+                on_value: stub::rewrite_fs(&site.original, insn, value)?,
+                aligned,
+            }
+        } else {
+            Access::VectorLoad {
+                on_alias,
+                register_out: vector_store_fs(insn.op0_register(), value)?,
+                aligned,
+            }
+        });
+    }
     let store = insn.mnemonic() == Mnemonic::Mov && insn.op0_kind() == OpKind::Memory;
     if !store {
         let rewritten =
@@ -173,8 +213,17 @@ fn access_of(insn: &Instruction, site: &SiteInfo) -> Option<Access> {
 /// handle (nothing emitted that matters: the caller starts over).
 pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> Option<Exits> {
     let width = insn.memory_size().size();
-    let size = Size::of_width(width)?;
     let access = access_of(insn, site)?;
+    let vector = matches!(
+        access,
+        Access::VectorLoad { .. } | Access::VectorStore { .. }
+    );
+    // A general register's width (a vector move's is 16 or 32 bytes).
+    let size = if vector {
+        Size::Quad
+    } else {
+        Size::of_width(width)?
+    };
     let mut exits = Exits::new();
     let thread = |at: i32| Mem::Fs(site.thread_block + at);
 
@@ -190,7 +239,7 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
             None => code.mov_reg(R9, reg),
         },
         Access::StoreImmediate(value) => code.mov_imm64(R9, value),
-        Access::Load(_) | Access::ReadModifyWrite(_) => {}
+        _ => {}
     }
     code.emit(&[0x9f, 0x0f, 0x90, 0xc0]); // lahf; seto al
     code.emit(&[0x44, 0x0f, 0xb7, 0xd8]); // movzx r11d, ax
@@ -223,9 +272,11 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     exits.late(code.jcc_forward(0x7))?; // ja
     // The protection allows the access: every bit of `needed` in it.
     let needed = match access {
-        Access::Load(_) => libc::PROT_READ,
+        Access::Load(_) | Access::VectorLoad { .. } => libc::PROT_READ,
         Access::ReadModifyWrite(_) => libc::PROT_READ | libc::PROT_WRITE,
-        Access::StoreRegister(_) | Access::StoreImmediate(_) => libc::PROT_WRITE,
+        Access::StoreRegister(_) | Access::StoreImmediate(_) | Access::VectorStore { .. } => {
+            libc::PROT_WRITE
+        }
     };
     code.op_mem(
         Size::Dword,
@@ -238,6 +289,15 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     code.op_reg(Size::Dword, false, &[0xf7], 0, RDX); // test edx, needed
     code.emit(&(needed as u32).to_le_bytes());
     exits.late(code.jcc_forward(0x5))?;
+    // An aligned vector move on an unaligned address: the general path
+    // runs the instruction itself, which raises its #GP at the site.
+    if let Access::VectorLoad { aligned: true, .. } | Access::VectorStore { aligned: true, .. } =
+        access
+    {
+        code.op_reg(Size::Quad, false, &[0xf7], 0, R8); // test r8, width - 1
+        code.emit(&((width - 1) as u32).to_le_bytes());
+        exits.late(code.jcc_forward(0x5))?;
+    }
     code.load64(RDX, Mem::Base(RDI, slot_at::HEADER));
     code.cmp_dword_imm(Mem::Base(RDX, RawLayout::STOPPED as i32), 0);
     exits.late(code.jcc_forward(0x5))?;
@@ -250,7 +310,8 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     // with the read_pos seen last, and then with the ring's own. A
     // read-modify-write needs room for two records.
     let rmw = matches!(access, Access::ReadModifyWrite(_));
-    let more = i32::from(rmw);
+    // A vector move's record has one continuation record (its value).
+    let more = i32::from(rmw || vector);
     code.load64(R10, Mem::Base(RDI, slot_at::SLOT_HEADER));
     code.load64(RAX, Mem::Base(R10, RawLayout::WRITE_POS as i32));
     code.mov_reg(RDX, RAX);
@@ -282,6 +343,22 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
             code.store_sized(size, Mem::Base(RDX, 0), R9);
             code.zero_extend(size, R9);
         }
+        Access::VectorLoad {
+            on_alias,
+            register_out,
+            ..
+        } => {
+            code.emit(on_alias.bytes.get(..on_alias.len)?);
+            code.emit(register_out.bytes.get(..register_out.len)?);
+            code.load64(R9, thread(thread_at::VALUE));
+        }
+        Access::VectorStore {
+            on_alias, on_value, ..
+        } => {
+            code.emit(on_alias.bytes.get(..on_alias.len)?);
+            code.emit(on_value.bytes.get(..on_value.len)?);
+            code.load64(R9, thread(thread_at::VALUE));
+        }
     }
 
     // 5. The record at ring index (write_pos & mask), published.
@@ -296,10 +373,15 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     }
     // kind, width, ext 0, flags; map_id above them.
     let record_kind = match access {
-        Access::Load(_) | Access::ReadModifyWrite(_) => kind::READ,
-        Access::StoreRegister(_) | Access::StoreImmediate(_) => kind::WRITE,
+        Access::Load(_) | Access::ReadModifyWrite(_) | Access::VectorLoad { .. } => kind::READ,
+        Access::StoreRegister(_) | Access::StoreImmediate(_) | Access::VectorStore { .. } => {
+            kind::WRITE
+        }
     };
-    let first = u32::from(record_kind) | ((width as u32) << 8) | (u32::from(RECORD_FLAG_TSC) << 24);
+    let first = u32::from(record_kind)
+        | ((width as u32) << 8)
+        | (u32::from(vector) << 16)
+        | (u32::from(RECORD_FLAG_TSC) << 24);
     code.op_mem(
         Size::Dword,
         false,
@@ -316,7 +398,23 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
         code.emit(&[kind::READ ^ kind::WRITE]);
         code.store64(thread(thread_at::RMW_FIRST), RCX);
     }
-    publish(code, site.pc);
+    if vector {
+        // The value whole in the next ring record, zero past its width.
+        code.mov_reg(RSI, RAX);
+        code.inc(RSI);
+        code.alu_load(0x23, RSI, Mem::Base(RDI, slot_at::MASK));
+        code.shl(RSI, 6);
+        code.alu_load(0x03, RSI, Mem::Base(RDI, slot_at::RECORDS));
+        for qword in 0..8i32 {
+            if (qword as usize) < width / 8 {
+                code.load64(RCX, thread(thread_at::VALUE + 8 * qword));
+                code.store64(Mem::Base(RSI, 8 * qword), RCX);
+            } else {
+                code.store64_imm(Mem::Base(RSI, 8 * qword), 0);
+            }
+        }
+    }
+    publish(code, site.pc, 1 + u8::from(vector));
     if rmw {
         // Set again until the store: the alias stays mapped meanwhile.
         code.store_byte_imm(Mem::Base(RDI, slot_at::PUSHING), 1);
@@ -329,6 +427,10 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
             restore(code);
             code.emit(rewritten.bytes.get(..rewritten.len)?);
             code.store_byte_imm(thread(thread_at::BUSY), 0);
+        }
+        Access::VectorLoad { .. } | Access::VectorStore { .. } => {
+            code.store_byte_imm(thread(thread_at::BUSY), 0);
+            restore(code);
         }
         Access::ReadModifyWrite(rewritten) => {
             restore(code);
@@ -356,7 +458,7 @@ fn record_at_write_pos(code: &mut Asm) {
 /// and first 8 bytes: pc, aux, `seq`, the time; `write_pos` (RAX, in the
 /// slot header at R10) published; the slot's flag cleared. Uses RCX, RSI
 /// and R9.
-fn publish(code: &mut Asm, pc: u64) {
+fn publish(code: &mut Asm, pc: u64, records: u8) {
     code.mov_imm64(RCX, pc);
     code.store64(Mem::Base(RDX, record_at::PC), RCX);
     code.store64_imm(Mem::Base(RDX, record_at::AUX), 0);
@@ -370,7 +472,7 @@ fn publish(code: &mut Asm, pc: u64) {
     code.shl(RDX, 32);
     code.op_reg(Size::Quad, false, &[0x09], RDX, RAX); // or rax, rdx
     code.store64(Mem::Base(RCX, record_at::TIME), RAX);
-    code.inc(R9);
+    code.lea(R9, R9, i32::from(records));
     // SYNC POINT: pairs with the Acquire load of write_pos in Shm::peek()
     // (a plain store is a release store on x86).
     code.store64(Mem::Base(R10, RawLayout::WRITE_POS as i32), R9);
@@ -403,9 +505,56 @@ fn emit_store_half(code: &mut Asm, size: Size, site: &SiteInfo) {
     code.store64(Mem::Base(RDX, record_at::OFFSET), RCX);
     code.load64(RCX, thread(thread_at::RMW_FIRST));
     code.store64(Mem::Base(RDX, 0), RCX);
-    publish(code, site.pc);
+    publish(code, site.pc, 1);
     code.store_byte_imm(thread(thread_at::BUSY), 0);
     restore(code);
+}
+
+/// `movdqu fs:[offset], xmmN` or `vmovdqu fs:[offset], ymmN` (N < 16):
+/// a vector load's register, stored for its record. Checked by decoding.
+fn vector_store_fs(register: Register, offset: i32) -> Option<stub::Rewritten> {
+    let number = u8::try_from(register.number()).ok().filter(|&n| n < 16)?;
+    let mut bytes = [0u8; 16];
+    let mut len = 0;
+    let mut put = |part: &[u8]| {
+        for &byte in part {
+            if let Some(slot) = bytes.get_mut(len) {
+                *slot = byte;
+            }
+            len += 1;
+        }
+    };
+    put(&[0x64]);
+    let code = if register.is_xmm() {
+        put(&[0xf3]);
+        if number >= 8 {
+            put(&[0x44]);
+        }
+        put(&[0x0f, 0x7f]);
+        Code::Movdqu_xmmm128_xmm
+    } else if register.is_ymm() {
+        // VEX2: ~R, vvvv = 1111 (none), L = 1 (256 bits), pp = F3.
+        put(&[
+            0xc5,
+            (u8::from(number < 8) << 7) | (0b1111 << 3) | (1 << 2) | 0b10,
+            0x7f,
+        ]);
+        Code::VEX_Vmovdqu_ymmm256_ymm
+    } else {
+        return None;
+    };
+    put(&[((number & 7) << 3) | 0b100, 0x25]);
+    put(&offset.to_le_bytes());
+    let out = stub::Rewritten { bytes, len };
+    let copy = Decoder::new(64, bytes.get(..len)?, DecoderOptions::NONE).decode();
+    let right = copy.len() == len
+        && copy.code() == code
+        && copy.op1_register() == register
+        && copy.segment_prefix() == Register::FS
+        && copy.memory_base() == Register::None
+        && copy.memory_index() == Register::None
+        && copy.memory_displacement64() == offset as i64 as u64;
+    right.then_some(out)
 }
 
 /// The flags from R11, the scratch registers, the stack pointer.

@@ -604,6 +604,41 @@ fn alu_load(insn: &Instruction) -> bool {
         && insn.op1_kind() == OpKind::Memory
 }
 
+/// Whether `insn` is a plain vector move of 16 or 32 bytes between memory
+/// and XMM0-15 or YMM0-15 (`movups`, `movaps`, `movdqu`, `movdqa`, their
+/// `pd` forms and VEX forms; no mask, no AVX-512 register), and the CPU
+/// makes such an access in one instruction (`access::max_chunk`).
+fn vector_move(insn: &Instruction) -> bool {
+    let mnemonic = matches!(
+        insn.mnemonic(),
+        Mnemonic::Movups
+            | Mnemonic::Movupd
+            | Mnemonic::Movaps
+            | Mnemonic::Movapd
+            | Mnemonic::Movdqu
+            | Mnemonic::Movdqa
+            | Mnemonic::Vmovups
+            | Mnemonic::Vmovupd
+            | Mnemonic::Vmovaps
+            | Mnemonic::Vmovapd
+            | Mnemonic::Vmovdqu
+            | Mnemonic::Vmovdqa
+    );
+    let register = (0..insn.op_count())
+        .find(|&i| insn.op_kind(i) == OpKind::Register)
+        .map(|i| insn.op_register(i));
+    let plain = register.is_some_and(|reg| (reg.is_xmm() || reg.is_ymm()) && reg.number() < 16);
+    let width = insn.memory_size().size();
+    mnemonic
+        && plain
+        && insn.op_count() == 2
+        && insn.encoding() != iced_x86::EncodingKind::EVEX
+        && insn.op_mask() == Register::None
+        && !insn.is_broadcast()
+        && matches!(width, 16 | 32)
+        && width <= crate::access::max_chunk()
+}
+
 /// Whether new trampolines get a fast path: it logs with no hook to ask.
 fn fast_path_wanted() -> bool {
     FAST.load(Ordering::Acquire) && !hooks::active()
@@ -622,19 +657,25 @@ fn patchable(insn: &Instruction) -> Result<(), Why> {
         // Only the fast path performs these; the general path would send
         // each one to the fault path.
         || ((read_modify_write(insn) || alu_load(insn)) && fast_path_wanted());
-    if !form || insn.has_lock_prefix() || insn.has_rep_prefix() || insn.has_repne_prefix() {
+    let vector = vector_move(insn) && fast_path_wanted();
+    if !(form || vector)
+        || insn.has_lock_prefix()
+        || insn.has_rep_prefix()
+        || insn.has_repne_prefix()
+    {
         return Err(Why::Form);
     }
     let memory = (0..insn.op_count())
         .filter(|&i| insn.op_kind(i) == OpKind::Memory)
         .count();
     let width = insn.memory_size().size();
-    if memory != 1 || !matches!(width, 1 | 2 | 4 | 8) {
+    if memory != 1 || !(matches!(width, 1 | 2 | 4 | 8) || vector) {
         return Err(Why::Form);
     }
     // The other operand: a general register (not AH..DH, whose encoding
-    // the trampoline's register block does not change) or an immediate.
-    for i in 0..insn.op_count() {
+    // the trampoline's register block does not change) or an immediate; a
+    // vector move's, its vector register (checked by vector_move).
+    for i in (0..insn.op_count()).filter(|_| !vector) {
         match insn.op_kind(i) {
             OpKind::Memory => {}
             OpKind::Register => {

@@ -130,7 +130,8 @@ fn fast_path() -> bool {
 /// written out once more): `mov`, `movzx`, `movsx`, `movsxd`, `cmp` or
 /// `test` (with the fast path, also the read-modify-writes `add`, `sub`,
 /// `and`, `or`, `xor`, `adc`, `sbb` to memory, `inc`, `dec`, `neg`,
-/// `not`, and those and two-operand `imul` from memory to a register),
+/// `not`, and those and two-operand `imul` from memory to a register, and
+/// plain 16- and 32-byte vector moves with XMM0-15 or YMM0-15),
 /// with one memory operand of 1, 2, 4 or 8 bytes addressed by
 /// 64-bit registers (not RSP) and a 32-bit displacement, no prefix that
 /// changes it, the other operand a general register (not AH..DH or RSP)
@@ -163,6 +164,50 @@ fn patch_rule(insn: &Instruction) -> (bool, bool) {
     ) && insn.op_count() == 2
         && insn.op0_kind() == OpKind::Register
         && insn.op1_kind() == OpKind::Memory;
+    let vector_move = matches!(
+        insn.mnemonic(),
+        Mnemonic::Movups
+            | Mnemonic::Movupd
+            | Mnemonic::Movaps
+            | Mnemonic::Movapd
+            | Mnemonic::Movdqu
+            | Mnemonic::Movdqa
+            | Mnemonic::Vmovups
+            | Mnemonic::Vmovupd
+            | Mnemonic::Vmovaps
+            | Mnemonic::Vmovapd
+            | Mnemonic::Vmovdqu
+            | Mnemonic::Vmovdqa
+    ) && insn.op_count() == 2
+        && insn.encoding() != iced_x86::EncodingKind::EVEX
+        && insn.op_mask() == Register::None
+        && (0..2).any(|i| {
+            insn.op_kind(i) == OpKind::Register && {
+                let reg = insn.op_register(i);
+                (reg.is_xmm() || (reg.is_ymm() && std::arch::is_x86_feature_detected!("avx")))
+                    && reg.number() < 16
+            }
+        })
+        && matches!(insn.memory_size().size(), 16 | 32);
+    if vector_move && fast_path() {
+        // The vector register is the other operand.
+        let one_memory = (0..2)
+            .filter(|&i| insn.op_kind(i) == OpKind::Memory)
+            .count()
+            == 1;
+        let gpr64 = |reg: Register| reg == Register::None || reg.is_gpr64();
+        let addressing = gpr64(insn.memory_base())
+            && gpr64(insn.memory_index())
+            && insn.memory_base() != Register::RSP
+            && insn.segment_prefix() == Register::None
+            && !insn.is_ip_rel_memory_operand()
+            && i32::try_from(insn.memory_displacement64() as i64).is_ok()
+            && !insn.has_lock_prefix()
+            && !insn.has_rep_prefix()
+            && !insn.has_repne_prefix();
+        let may = one_memory && addressing && insn.len() >= 2;
+        return (may && insn.len() >= 5, may);
+    }
     let form = (matches!(
         insn.mnemonic(),
         Mnemonic::Mov
