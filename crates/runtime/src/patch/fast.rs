@@ -228,10 +228,7 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     let thread = |at: i32| Mem::Fs(site.thread_block + at);
 
     // 1. Registers, the address, a store's value, the flags.
-    code.lea_rsp(-128);
-    for &reg in SCRATCH.iter() {
-        code.push(reg);
-    }
+    save_registers(code);
     super::emit_lea(code, insn, R8)?;
     match access {
         Access::StoreRegister(reg) => match saved_at(reg) {
@@ -241,8 +238,7 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
         Access::StoreImmediate(value) => code.mov_imm64(R9, value),
         _ => {}
     }
-    code.emit(&[0x9f, 0x0f, 0x90, 0xc0]); // lahf; seto al
-    code.emit(&[0x44, 0x0f, 0xb7, 0xd8]); // movzx r11d, ax
+    save_flags(code);
 
     // 2. The slot block; no fast path or push of this thread under way.
     code.load64(RDI, thread(thread_at::SLOT_BLOCK));
@@ -485,12 +481,8 @@ fn publish(code: &mut Asm, pc: u64, records: u8) {
 /// the flags the instruction left kept.
 fn emit_store_half(code: &mut Asm, size: Size, site: &SiteInfo) {
     let thread = |at: i32| Mem::Fs(site.thread_block + at);
-    code.lea_rsp(-128);
-    for &reg in SCRATCH.iter() {
-        code.push(reg);
-    }
-    code.emit(&[0x9f, 0x0f, 0x90, 0xc0]); // lahf; seto al
-    code.emit(&[0x44, 0x0f, 0xb7, 0xd8]); // movzx r11d, ax
+    save_registers(code);
+    save_flags(code);
     code.load64(RDI, thread(thread_at::SLOT_BLOCK));
     code.load_zero_extended(size, R9, thread(thread_at::VALUE));
     code.load64(RDX, thread(thread_at::RMW_ALIAS));
@@ -555,6 +547,20 @@ fn vector_store_fs(register: Register, offset: i32) -> Option<stub::Rewritten> {
         && copy.memory_index() == Register::None
         && copy.memory_displacement64() == offset as i64 as u64;
     right.then_some(out)
+}
+
+/// Below the red zone, the scratch registers pushed.
+fn save_registers(code: &mut Asm) {
+    code.lea_rsp(-128);
+    for &reg in SCRATCH.iter() {
+        code.push(reg);
+    }
+}
+
+/// The arithmetic flags into R11 (`lahf`, `seto`), undone by [`restore`].
+fn save_flags(code: &mut Asm) {
+    code.emit(&[0x9f, 0x0f, 0x90, 0xc0]); // lahf; seto al
+    code.emit(&[0x44, 0x0f, 0xb7, 0xd8]); // movzx r11d, ax
 }
 
 /// The flags from R11, the scratch registers, the stack pointer.

@@ -164,7 +164,7 @@ pub fn init() {
     if !config::patch_enabled() || config::single_step_mode() || hooks::active() {
         return;
     }
-    if !register_membarrier() {
+    if !sys::register_membarrier_sync_core() {
         Msg::new()
             .text("patching is off: membarrier(SYNC_CORE) is not available")
             .emit();
@@ -256,22 +256,12 @@ impl WordFinder {
     }
 }
 
-fn register_membarrier() -> bool {
-    sys::register_membarrier_sync_core()
-}
-
-/// Serialises every thread of the process (each runs a core-serialising
-/// instruction before it returns to user space).
-fn sync_cores() -> bool {
-    sys::membarrier_sync_core()
-}
-
 /// The fork child handler: the lock may have been held by another thread
 /// of the parent. A site that thread was patching keeps its int3 in the
 /// child, which sends it to the fault path for good ([`on_int3`]).
 pub fn after_fork_in_child() {
     PATCH_LOCK.store(false, Ordering::Release);
-    if ENABLED.load(Ordering::Acquire) && !register_membarrier() {
+    if ENABLED.load(Ordering::Acquire) && !sys::register_membarrier_sync_core() {
         ENABLED.store(false, Ordering::Release);
     }
 }
@@ -805,13 +795,13 @@ fn patch(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) -> Result<(), W
     // executes its tail bytes once the int3 is in place and seen.
     unsafe {
         core::ptr::write_volatile(site_ptr, 0xcc);
-        sync_cores();
+        sys::membarrier_sync_core();
         for (i, byte) in new.iter().enumerate().take(len).skip(1) {
             core::ptr::write_volatile(site_ptr.add(i), *byte);
         }
-        sync_cores();
+        sys::membarrier_sync_core();
         core::ptr::write_volatile(site_ptr, 0xe9);
-        sync_cores();
+        sys::membarrier_sync_core();
     }
     // SAFETY: as above; the pages get back the protection they had.
     let restored = unsafe {
