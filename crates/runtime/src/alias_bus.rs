@@ -12,7 +12,7 @@ use core::ffi::c_int;
 use iced_x86::Register;
 use mmiotrace_shm::{RECORD_FLAG_HOOKED, RECORD_FLAG_NO_DEVICE, Record, Shm, kind};
 
-use crate::emulate::{self, Bus, Refusal};
+use crate::emulate::{self, Bus, Refusal, StringRun};
 use crate::hooks::{self, Hook, Plan};
 use crate::ranges::{self, Range};
 use crate::{access, log, state, sys, threads};
@@ -326,7 +326,250 @@ fn permits(range: &Range, write: bool) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Most elements of a string instruction performed and logged as one run
+/// ([`Bus::string_run`]): a `movs` between two traced ranges logs two
+/// records per element, and a run fits in half of the smallest ring.
+const RUN_ELEMENTS: u64 = (mmiotrace_shm::MIN_RING_RECORDS / 4) as u64;
+
+/// Where one side of a run of string elements lies (a part of one page).
+enum Side {
+    /// In a traced range; a range other than the faulting one is held
+    /// (kept mapped) for as long as the side lives.
+    Traced {
+        range: Range,
+        _held: Option<ranges::Held>,
+    },
+    Untraced,
+}
+
+impl Side {
+    fn range(&self) -> Option<&Range> {
+        match self {
+            Side::Traced { range, .. } => Some(range),
+            Side::Untraced => None,
+        }
+    }
+
+    /// The address an element at program address `addr` is accessed at.
+    fn ptr(&self, addr: u64) -> usize {
+        match self {
+            Side::Traced { range, .. } => range.alias_of(addr) as usize,
+            Side::Untraced => addr as usize,
+        }
+    }
+}
+
+impl AliasBus<'_> {
+    /// Where `addr..addr+len` (inside one page) lies.
+    fn side(&self, addr: u64, len: u64) -> Side {
+        if self.fault_range.contains(addr, len) {
+            return Side::Traced {
+                range: self.fault_range,
+                _held: None,
+            };
+        }
+        match ranges::lookup(addr) {
+            Some(held) => Side::Traced {
+                range: held.range,
+                _held: Some(held),
+            },
+            None => Side::Untraced,
+        }
+    }
+
+    /// A record of the access of `value` (`width` bytes) at `addr` in `range`.
+    fn fill(&self, record: &mut Record, kind: u8, range: &Range, addr: u64, width: u8, value: u64) {
+        *record = Record {
+            kind,
+            width,
+            map_id: range.map_id,
+            offset: range.offset_of(addr),
+            value,
+            pc: self.pc,
+            tid: self.me.tid,
+            pid: self.me.pid,
+            ..Record::default()
+        };
+    }
+}
+
+/// One access of `width` (1, 2, 4 or 8) bytes at `ptr`: a load, or with
+/// `store` a store of `value`; the value loaded (or stored).
+///
+/// # Safety
+///
+/// As [`access::load`] and [`access::store`].
+unsafe fn element(ptr: usize, width: u8, store: Option<u64>) -> u64 {
+    let mut bytes = store.unwrap_or(0).to_le_bytes();
+    let Some(part) = bytes.get_mut(..usize::from(width)) else {
+        return 0;
+    };
+    // SAFETY: the caller's contract; `part` is 1, 2, 4 or 8 bytes, widths
+    // both functions perform with one instruction.
+    unsafe {
+        if store.is_some() {
+            access::store(ptr, part);
+        } else {
+            access::load(ptr, part);
+        }
+    }
+    u64::from_le_bytes(bytes)
+}
+
 impl Bus for AliasBus<'_> {
+    /// Up to [`RUN_ELEMENTS`] elements whose accesses all lie in one page
+    /// on each side (so in one traced range, or in untraced memory), with
+    /// no hook to consult: each element's accesses made as one at a time
+    /// would make them, in the same order, and logged as one run
+    /// ([`log::push_run`]). Anything else (an element across a page,
+    /// hooks, a side that does not permit its access) is left to the
+    /// caller, element by element.
+    fn string_run(
+        &mut self,
+        run: StringRun,
+        dest: u64,
+        width: u8,
+        count: u64,
+        backwards: bool,
+    ) -> u64 {
+        if count < 2 || !matches!(width, 1 | 2 | 4 | 8) || hooks::active() || state::muted() {
+            return 0;
+        }
+        let w = u64::from(width);
+        // Elements from `addr` on, in the run's direction, inside its page.
+        let in_page = |addr: u64| {
+            let at = addr & 4095;
+            match (at + w > 4096, backwards) {
+                (true, _) => 0,
+                (false, true) => at / w + 1,
+                (false, false) => (4096 - at) / w,
+            }
+        };
+        let source = match run {
+            StringRun::Movs { source } => Some(source),
+            StringRun::Stos { .. } => None,
+        };
+        let n = source
+            .map_or(u64::MAX, in_page)
+            .min(in_page(dest))
+            .min(count)
+            .min(RUN_ELEMENTS);
+        if n < 2 {
+            return 0;
+        }
+        // The lowest address of a side's n elements.
+        let low = |first: u64| {
+            if backwards {
+                first.wrapping_sub((n - 1) * w)
+            } else {
+                first
+            }
+        };
+        let dest_side = self.side(low(dest), n * w);
+        let source_side = source.map(|source| self.side(low(source), n * w));
+        if let Some(range) = dest_side.range()
+            && permits(range, true).is_err()
+        {
+            return 0;
+        }
+        if let Some(range) = source_side.as_ref().and_then(Side::range)
+            && permits(range, false).is_err()
+        {
+            return 0;
+        }
+        let traced_source = source_side
+            .as_ref()
+            .is_some_and(|side| side.range().is_some());
+        let traced_dest = dest_side.range().is_some();
+        let per = u64::from(traced_source) + u64::from(traced_dest);
+        if per == 0 {
+            return 0;
+        }
+        let at = |first: u64, element: u64| {
+            if backwards {
+                first.wrapping_sub(element * w)
+            } else {
+                first.wrapping_add(element * w)
+            }
+        };
+        let mut done = 0u64;
+        // A movs between traced ranges: the element's load was made and
+        // logged, its store not yet.
+        let mut loaded: Option<u64> = None;
+        let shm = self.shm;
+        let me = self.me;
+        let this = &*self;
+        let mut each = |_: usize, record: &mut Record| -> bool {
+            if done >= n {
+                return false;
+            }
+            let d = at(dest, done);
+            match (run, source, &source_side) {
+                (StringRun::Stos { value }, _, _) => {
+                    // SAFETY: the destination side lies in the alias of a
+                    // range held for the run (the faulting one, or one
+                    // `side` holds) whose protection permits the store.
+                    unsafe { element(dest_side.ptr(d), width, Some(value)) };
+                    if let Some(range) = dest_side.range() {
+                        this.fill(record, kind::WRITE, range, d, width, value);
+                    }
+                }
+                (StringRun::Movs { .. }, Some(first), Some(source_side)) => {
+                    let s = at(first, done);
+                    if traced_source && traced_dest {
+                        if let Some(value) = loaded.take() {
+                            // SAFETY: as above.
+                            unsafe { element(dest_side.ptr(d), width, Some(value)) };
+                            if let Some(range) = dest_side.range() {
+                                this.fill(record, kind::WRITE, range, d, width, value);
+                            }
+                        } else {
+                            // SAFETY: as above, for the source and a load.
+                            let value = unsafe { element(source_side.ptr(s), width, None) };
+                            if let Some(range) = source_side.range() {
+                                this.fill(record, kind::READ, range, s, width, value);
+                            }
+                            loaded = Some(value);
+                            return true;
+                        }
+                    } else {
+                        // SAFETY: as above; the untraced side is the
+                        // program's own memory, which its instruction
+                        // accesses anyway.
+                        let value = unsafe { element(source_side.ptr(s), width, None) };
+                        // SAFETY: as above.
+                        unsafe { element(dest_side.ptr(d), width, Some(value)) };
+                        match (source_side.range(), dest_side.range()) {
+                            (Some(range), _) => {
+                                this.fill(record, kind::READ, range, s, width, value)
+                            }
+                            (None, Some(range)) => {
+                                this.fill(record, kind::WRITE, range, d, width, value)
+                            }
+                            (None, None) => {}
+                        }
+                    }
+                }
+                _ => return false,
+            }
+            done += 1;
+            true
+        };
+        log::push_run(shm, me.slot, me.tid, (n * per) as usize, &mut each);
+        if let (Some(value), Some(range)) = (loaded, dest_side.range()) {
+            // Cannot happen (the run had room for every record); the
+            // element is finished, and logged on its own.
+            let d = at(dest, done);
+            // SAFETY: as in the run.
+            unsafe { element(dest_side.ptr(d), width, Some(value)) };
+            let mut record = Record::default();
+            self.fill(&mut record, kind::WRITE, range, d, width, value);
+            log::push(shm, me.slot, record, &[]);
+            done += 1;
+        }
+        done
+    }
+
     fn check(&mut self, addr: u64, width: u8, write: bool) -> Result<(), Refusal> {
         self.check_bytes(addr, usize::from(width), write)
     }

@@ -42,6 +42,38 @@ pub fn push(shm: &Shm, slot: usize, record: Record, payload: &[u8]) {
     }
 }
 
+/// Logs a run of up to `max` records that `each` makes one by one, each
+/// right after its access ([`Shm::push_run`]: one sequence number
+/// `fetch_add` and one time for the run). Re-entrant as [`push`]. Returns
+/// how many records `each` made; it is called for every one of them even
+/// when they cannot be logged. `tid` is the calling thread's.
+pub fn push_run(
+    shm: &Shm,
+    slot: usize,
+    tid: u32,
+    max: usize,
+    each: &mut dyn FnMut(usize, &mut Record) -> bool,
+) -> usize {
+    let Some(pushing) = tls::pushing(slot) else {
+        return 0;
+    };
+    if pushing.load(Ordering::Relaxed) {
+        let borrowed = threads::borrow_slot(shm, tid);
+        let made = push_run(shm, borrowed, tid, max, each);
+        shm.release_slot(borrowed);
+        return made;
+    }
+    pushing.store(true, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    let (made, result) = shm.push_run(slot, max, each);
+    compiler_fence(Ordering::SeqCst);
+    pushing.store(false, Ordering::Relaxed);
+    if let PushResult::Stopped(reason) = result {
+        state::tracing_stopped(shm, reason);
+    }
+    made
+}
+
 /// Logs `record` from outside the handlers: the calling thread's slot and
 /// ids, with the asynchronous signals blocked so that no handler on this
 /// thread pushes to the same ring meanwhile. Nothing when tracing is off

@@ -715,40 +715,23 @@ impl Shm {
     /// the rings (the recorder stopped, or is gone) it writes nothing and
     /// returns [`PushResult::Stopped`].
     pub fn push(&self, slot: usize, mut record: Record, payload: &[u8]) -> PushResult {
-        if let Some(reason) = self.check_stopped() {
-            return PushResult::Stopped(reason);
-        }
         let ext = payload.len().div_ceil(RECORD_SIZE);
         if payload.len() > MAX_PAYLOAD || ext + 1 > self.ring_records {
-            return PushResult::TooLarge;
-        }
-        let needed = (ext + 1) as u64;
-        let slot_header = self.slot_header(slot);
-        // Only this thread stores write_pos.
-        let write_pos = slot_header.write_pos.0.load(Ordering::Relaxed);
-        let mut waited = false;
-        loop {
-            // SYNC POINT: pairs with the Release store of read_pos in pop():
-            // the recorder has finished copying the records it released.
-            let read_pos = slot_header.read_pos.0.load(Ordering::Acquire);
-            if write_pos + needed - read_pos <= self.ring_records as u64 {
-                break;
-            }
-            // Nobody will ever drain a closed file, nor one whose recorder
-            // is gone: waiting would hang the process for good.
             if let Some(reason) = self.check_stopped() {
                 return PushResult::Stopped(reason);
             }
-            if self.header().flags & FLAG_DROP != 0 {
-                self.header().lost.0.fetch_add(1, Ordering::Relaxed);
-                return PushResult::Dropped;
-            }
-            if !waited {
-                waited = true;
-                self.header().full_waits.0.fetch_add(1, Ordering::Relaxed);
-            }
-            wait_briefly();
+            return PushResult::TooLarge;
         }
+        let needed = (ext + 1) as u64;
+        let write_pos = match self.wait_for_room(slot, needed) {
+            Ok(write_pos) => write_pos,
+            Err(result) => {
+                if result == PushResult::Dropped {
+                    self.header().lost.0.fetch_add(1, Ordering::Relaxed);
+                }
+                return result;
+            }
+        };
         record.ext = ext as u8;
         record.seq = self.header().seq.0.fetch_add(1, Ordering::Relaxed);
         if record.flags & RECORD_FLAG_TSC == 0 {
@@ -767,11 +750,131 @@ impl Shm {
         }
         // SYNC POINT: pairs with the Acquire load of write_pos in pop(); the
         // records written above become visible to the recorder.
-        slot_header
+        self.slot_header(slot)
             .write_pos
             .0
             .store(write_pos + needed, Ordering::Release);
         PushResult::Pushed { seq: record.seq }
+    }
+
+    /// Logs a run of up to `max` records (at most half a ring) that the
+    /// caller makes one by one, each right after the access it describes:
+    /// `each(i, record)` fills record `i` (kind, width, map id, offset,
+    /// value, pc, tid, pid) and returns false to end the run before it.
+    /// `each` is called for every record however the push goes (so the
+    /// accesses it makes happen exactly once); when the records cannot be
+    /// logged (the rings are no longer drained, or a full ring in drop
+    /// mode) it fills a scratch record, which is discarded.
+    ///
+    /// Room for `max` records is waited for first, as [`Shm::push`] waits
+    /// for one. The run is published at the end with one store: one
+    /// `fetch_add` of the sequence counter numbers its records in order,
+    /// and they share one time, taken then. Used for the elements of one
+    /// string instruction (a `rep movsb` logs a record per byte).
+    /// Returns how many records `each` filled, and how the push went.
+    pub fn push_run(
+        &self,
+        slot: usize,
+        max: usize,
+        mut each: impl FnMut(usize, &mut Record) -> bool,
+    ) -> (usize, PushResult) {
+        let max = max.min(self.ring_records / 2);
+        let write_pos = match self.wait_for_room(slot, max as u64) {
+            Ok(write_pos) => write_pos,
+            Err(result) => {
+                let mut scratch = Record::default();
+                let mut made = 0;
+                while made < max && each(made, &mut scratch) {
+                    made += 1;
+                }
+                if result == PushResult::Dropped {
+                    // Every record of the run is lost.
+                    self.header()
+                        .lost
+                        .0
+                        .fetch_add(made as u64, Ordering::Relaxed);
+                }
+                return (made, result);
+            }
+        };
+        let mut made = 0;
+        while made < max {
+            // SAFETY: slot_header() (in wait_for_room) checked the slot;
+            // positions write_pos..write_pos+max are free and only this
+            // thread writes them until write_pos is stored below.
+            let record = unsafe { &mut *self.record_ptr(slot, write_pos + made as u64) };
+            *record = Record::default();
+            if !each(made, record) {
+                break;
+            }
+            made += 1;
+        }
+        if made == 0 {
+            return (
+                0,
+                PushResult::Pushed {
+                    seq: self.seq_issued(),
+                },
+            );
+        }
+        let first = self
+            .header()
+            .seq
+            .0
+            .fetch_add(made as u64, Ordering::Relaxed);
+        let time = monotonic_ns().saturating_sub(self.header().clock_base_ns);
+        for i in 0..made {
+            // SAFETY: as above: written by this thread, not yet published.
+            let record = unsafe { &mut *self.record_ptr(slot, write_pos + i as u64) };
+            record.ext = 0;
+            record.flags &= !RECORD_FLAG_TSC;
+            record.seq = first + i as u64;
+            record.time_ns = time;
+        }
+        // SYNC POINT: pairs with the Acquire load of write_pos in consume();
+        // the records written above become visible to the recorder.
+        self.slot_header(slot)
+            .write_pos
+            .0
+            .store(write_pos + made as u64, Ordering::Release);
+        (made, PushResult::Pushed { seq: first })
+    }
+
+    /// `slot`'s `write_pos` once the ring has room for `needed` records:
+    /// waits for the recorder (sleeping in short steps) while it is full;
+    /// [`PushResult::Dropped`] instead in drop mode (the caller counts what
+    /// is lost), [`PushResult::Stopped`] once nobody drains the rings. Only the
+    /// slot's owner calls this.
+    fn wait_for_room(&self, slot: usize, needed: u64) -> Result<u64, PushResult> {
+        if let Some(reason) = self.check_stopped() {
+            return Err(PushResult::Stopped(reason));
+        }
+        let slot_header = self.slot_header(slot);
+        // Only this thread stores write_pos.
+        let write_pos = slot_header.write_pos.0.load(Ordering::Relaxed);
+        let mut waited = false;
+        loop {
+            // SYNC POINT: pairs with the Release store of read_pos in
+            // consume(): the recorder has finished reading the records it
+            // released.
+            let read_pos = slot_header.read_pos.0.load(Ordering::Acquire);
+            if write_pos + needed - read_pos <= self.ring_records as u64 {
+                return Ok(write_pos);
+            }
+            // Nobody will ever drain a closed file, nor one whose recorder
+            // is gone: waiting would hang the process for good.
+            if let Some(reason) = self.check_stopped() {
+                return Err(PushResult::Stopped(reason));
+            }
+            if self.header().flags & FLAG_DROP != 0 {
+                return Err(PushResult::Dropped);
+            }
+            if !waited {
+                waited = true;
+                self.header().full_waits.0.fetch_add(1, Ordering::Relaxed);
+            }
+            wait_briefly();
+        }
     }
 
     /// The next record of `slot`'s ring, if one has been published, without

@@ -344,3 +344,93 @@ fn push_keeps_the_tsc_of_a_record_flagged_with_it() {
     assert_ne!(plain.time_ns, 0x1234_5678_9abc);
     assert!(plain.time_ns < 60_000_000_000, "nanoseconds since the base");
 }
+
+/// A run's record `i`: a one-byte write of `i` at offset `i`.
+fn run_record(i: usize, record: &mut Record) {
+    record.kind = kind::WRITE;
+    record.width = 1;
+    record.map_id = 1;
+    record.offset = i as u64;
+    record.value = i as u64 & 0xff;
+    record.tid = 9;
+}
+
+#[test]
+fn a_run_is_numbered_in_order_after_what_came_before_and_shares_one_time() {
+    let config = small(false);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let slot = shm.claim_slot(9).expect("slot");
+    assert_eq!(
+        shm.push(slot, Record::default(), &[]),
+        PushResult::Pushed { seq: 0 }
+    );
+    let (made, result) = shm.push_run(slot, 100, |i, record| {
+        if i == 70 {
+            return false;
+        }
+        run_record(i, record);
+        true
+    });
+    assert_eq!((made, result), (70, PushResult::Pushed { seq: 1 }));
+    assert_eq!(
+        shm.seq_issued(),
+        71,
+        "no number taken for what was not made"
+    );
+    assert_eq!(shm.pending(slot), 71);
+    shm.pop(slot).expect("the push before");
+    let mut time = None;
+    for i in 0..70 {
+        let popped = shm.pop(slot).expect("a record of the run");
+        let mut expected = Record::default();
+        run_record(i, &mut expected);
+        expected.seq = 1 + i as u64;
+        expected.time_ns = *time.get_or_insert(popped.record.time_ns);
+        assert_eq!(popped.record, expected);
+    }
+    assert!(shm.pop(slot).is_none());
+    // A run longer than half a ring is cut there.
+    let (made, _) = shm.push_run(slot, 10_000, |i, record| {
+        run_record(i, record);
+        true
+    });
+    assert_eq!(made, 256);
+}
+
+#[test]
+fn a_run_that_cannot_be_logged_still_makes_every_access_once() {
+    let config = small(true);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let slot = shm.claim_slot(9).expect("slot");
+    for _ in 0..500 {
+        shm.push(slot, Record::default(), &[]);
+    }
+    // Drop mode, 12 records of room: the run of 40 is dropped whole.
+    let mut calls = Vec::new();
+    let (made, result) = shm.push_run(slot, 40, |i, record| {
+        calls.push(i);
+        run_record(i, record);
+        true
+    });
+    assert_eq!((made, result), (40, PushResult::Dropped));
+    assert_eq!(calls, (0..40).collect::<Vec<_>>());
+    assert_eq!(shm.lost(), 40);
+    assert_eq!(shm.pending(slot), 500);
+    shm.close();
+    calls.clear();
+    let (made, result) = shm.push_run(slot, 5, |i, record| {
+        calls.push(i);
+        run_record(i, record);
+        true
+    });
+    assert_eq!(
+        (made, result),
+        (5, PushResult::Stopped(StopReason::Finished))
+    );
+    assert_eq!(calls, (0..5).collect::<Vec<_>>());
+    assert_eq!(shm.pending(slot), 500);
+}

@@ -134,6 +134,16 @@ impl Refusal {
     }
 }
 
+/// The elements of a string instruction that [`Bus::string_run`] performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StringRun {
+    /// `movs`: each element loaded at the source (the first at `source`)
+    /// and stored at the destination.
+    Movs { source: u64 },
+    /// `stos`: `value` (cut to the width) stored at each element.
+    Stos { value: u64 },
+}
+
 /// Where the emulator's loads and stores go. The implementation translates a
 /// program address to the alias (or leaves untraced memory as it is),
 /// performs each access exactly once with exactly `width` (1, 2, 4 or 8)
@@ -145,6 +155,23 @@ pub trait Bus {
     fn store(&mut self, addr: u64, width: u8, value: u64) -> Result<(), Refusal>;
     /// The base of segment FS or GS.
     fn segment_base(&mut self, segment: Register) -> Option<u64>;
+
+    /// Performs up to `count` elements of a string instruction in one go
+    /// (each element exactly as [`Bus::load`] and [`Bus::store`] would,
+    /// and logged in one batch), where it can: the first element's
+    /// destination at `dest`, each `width` bytes, the addresses going down
+    /// with `backwards`. Returns how many it did; 0 (the default) leaves
+    /// every element to the caller, one at a time.
+    fn string_run(
+        &mut self,
+        _run: StringRun,
+        _dest: u64,
+        _width: u8,
+        _count: u64,
+        _backwards: bool,
+    ) -> u64 {
+        0
+    }
 
     /// Whether `len` bytes at `addr` could be accessed. Unlike [`Bus::check`],
     /// any length up to [`MAX_OPERAND`] is allowed, and so is an access that

@@ -3,7 +3,7 @@
 use iced_x86::{Instruction, Register};
 
 use super::forms::{Repeat, StringOp};
-use super::{Bus, DF, RCX, RDI, RSI, Refusal, Regs, ZF, advance, gpr, width_mask};
+use super::{Bus, DF, RCX, RDI, RSI, Refusal, Regs, StringRun, ZF, advance, gpr, width_mask};
 use crate::alu::{self, Compare};
 
 /// `cmps`/`scas`, the whole `repe`/`repne` in one call, stopping early as
@@ -116,6 +116,32 @@ pub(super) fn emulate_string(
     while done < count {
         let source = source_base.wrapping_add(gpr(regs, RSI));
         let dest = gpr(regs, RDI);
+        // As many elements as the bus can do in one go (the rest of a
+        // page, logged in one batch), then one at a time where it cannot.
+        let run = match op {
+            StringOp::Movs => Some(StringRun::Movs { source }),
+            StringOp::Stos(reg) => Some(StringRun::Stos {
+                value: regs.get(reg).ok_or(Refusal::Unsupported)? & width_mask(width),
+            }),
+            StringOp::Lods(_) => None,
+        };
+        if let Some(run) = run {
+            let ran = bus
+                .string_run(run, dest, width, count - done, regs.rflags & DF != 0)
+                .min(count - done);
+            if ran > 0 {
+                let span = step.wrapping_mul(ran);
+                if matches!(op, StringOp::Movs) {
+                    advance(regs, RSI, span);
+                }
+                advance(regs, RDI, span);
+                if rep {
+                    advance(regs, RCX, ran.wrapping_neg());
+                }
+                done += ran;
+                continue;
+            }
+        }
         let checked = match op {
             StringOp::Movs => bus
                 .check(source, width, false)

@@ -62,6 +62,23 @@ int main(int argc, char **argv) {
     printf("E R 8 c8 %" PRIx64 "\nE W 8 190 %" PRIx64 "\n", value, value);
     printf("E R 8 d0 %" PRIx64 "\nE W 8 198 %" PRIx64 "\n", value, value);
 
+    /* Long runs, logged in batches: rep movsb of 3000 bytes plain ->
+     * traced, then std; rep stosl of 300 dwords down from the page's end. */
+    static uint8_t big[3000];
+    for (int i = 0; i < 3000; i++) big[i] = (uint8_t)(i * 7 + 3);
+    d = dev + 1000; s = big; n = 3000;
+    __asm__ volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(n) : : "memory");
+    for (int i = 0; i < 3000; i++) printf("E W 1 %x %x\n", 1000 + i, big[i]);
+    if (n != 0 || d != dev + 4000 || s != big + 3000) {
+        printf("FAIL long movsb\n");
+        failures++;
+    }
+    uint64_t word = 0x5a5aa5a5;
+    d = dev + 4092; n = 300;
+    __asm__ volatile("std\n\trep stosl\n\tcld" : "+D"(d), "+c"(n) : "a"(word) : "memory");
+    for (int i = 0; i < 300; i++) printf("E W 4 %x 5a5aa5a5\n", 4092 - 4 * i);
+    if (n != 0 || d != dev + 4092 - 1200) { printf("FAIL long stosl regs\n"); failures++; }
+
     printf("DONE %d\n", failures);
     return failures != 0;
 }
