@@ -163,6 +163,8 @@ fn access_of(insn: &Instruction, site: &SiteInfo) -> Option<Access> {
                 | Mnemonic::Vmovaps
                 | Mnemonic::Vmovapd
                 | Mnemonic::Vmovdqa
+                | Mnemonic::Vmovdqa32
+                | Mnemonic::Vmovdqa64
         );
         return Some(if insn.op0_kind() == OpKind::Memory {
             Access::VectorStore {
@@ -502,10 +504,12 @@ fn emit_store_half(code: &mut Asm, size: Size, site: &SiteInfo) {
     restore(code);
 }
 
-/// `movdqu fs:[offset], xmmN` or `vmovdqu fs:[offset], ymmN` (N < 16):
-/// a vector load's register, stored for its record. Checked by decoding.
+/// `movdqu fs:[offset], xmmN` or `vmovdqu fs:[offset], ymmN` (N < 16),
+/// or `vmovdqu64 fs:[offset], xmmN/ymmN/zmmN` (EVEX, for ZMM and for
+/// N >= 16): a vector load's register, stored for its record. Checked by
+/// decoding.
 fn vector_store_fs(register: Register, offset: i32) -> Option<stub::Rewritten> {
-    let number = u8::try_from(register.number()).ok().filter(|&n| n < 16)?;
+    let number = u8::try_from(register.number()).ok().filter(|&n| n < 32)?;
     let mut bytes = [0u8; 16];
     let mut len = 0;
     let mut put = |part: &[u8]| {
@@ -517,7 +521,32 @@ fn vector_store_fs(register: Register, offset: i32) -> Option<stub::Rewritten> {
         }
     };
     put(&[0x64]);
-    let code = if register.is_xmm() {
+    let code = if register.is_zmm() || number >= 16 {
+        // EVEX.L'L.F3.0F.W1 7F /r. P0: ~R ~X ~B ~R' 0 0 m m (map 0F);
+        // P1: W ~vvvv 1 p p (F3); P2: z L'L b ~V' a a a (no mask).
+        let (length, code) = if register.is_zmm() {
+            (2u8, Code::EVEX_Vmovdqu64_zmmm512_k1z_zmm)
+        } else if register.is_ymm() {
+            (1, Code::EVEX_Vmovdqu64_ymmm256_k1z_ymm)
+        } else if register.is_xmm() {
+            (0, Code::EVEX_Vmovdqu64_xmmm128_k1z_xmm)
+        } else {
+            return None;
+        };
+        let not = |bit: u8| u8::from(bit == 0);
+        put(&[
+            0x62,
+            (not((number >> 3) & 1) << 7)
+                | (1 << 6)
+                | (1 << 5)
+                | (not((number >> 4) & 1) << 4)
+                | 0b01,
+            0b1111_1110,
+            (length << 5) | (1 << 3),
+            0x7f,
+        ]);
+        code
+    } else if register.is_xmm() {
         put(&[0xf3]);
         if number >= 8 {
             put(&[0x44]);
@@ -542,6 +571,7 @@ fn vector_store_fs(register: Register, offset: i32) -> Option<stub::Rewritten> {
     let right = copy.len() == len
         && copy.code() == code
         && copy.op1_register() == register
+        && copy.op_mask() == Register::None
         && copy.segment_prefix() == Register::FS
         && copy.memory_base() == Register::None
         && copy.memory_index() == Register::None
@@ -644,6 +674,20 @@ mod tests {
             assert!(text.contains(expected), "no `{expected}` in\n{text}");
         }
         assert!(len + 400 < super::super::RECORD_AT, "{len} bytes");
+    }
+
+    #[test]
+    fn every_vector_register_has_its_store_to_the_thread_block() {
+        // The encoding is checked by decoding inside: None is a wrong one.
+        for base in [Register::XMM0, Register::YMM0, Register::ZMM0] {
+            for n in 0..32 {
+                let register = Register::try_from(base as usize + n).expect("register");
+                assert!(
+                    vector_store_fs(register, -0x1c0).is_some(),
+                    "{register:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -599,6 +599,7 @@ fn alu_load(insn: &Instruction) -> bool {
 /// `pd` forms and VEX forms; no mask, no AVX-512 register), and the CPU
 /// makes such an access in one instruction (`access::max_chunk`).
 fn vector_move(insn: &Instruction) -> bool {
+    let evex = insn.encoding() == iced_x86::EncodingKind::EVEX;
     let mnemonic = matches!(
         insn.mnemonic(),
         Mnemonic::Movups
@@ -613,19 +614,33 @@ fn vector_move(insn: &Instruction) -> bool {
             | Mnemonic::Vmovapd
             | Mnemonic::Vmovdqu
             | Mnemonic::Vmovdqa
-    );
+    ) || (evex
+        && matches!(
+            insn.mnemonic(),
+            Mnemonic::Vmovdqu8
+                | Mnemonic::Vmovdqu16
+                | Mnemonic::Vmovdqu32
+                | Mnemonic::Vmovdqu64
+                | Mnemonic::Vmovdqa32
+                | Mnemonic::Vmovdqa64
+        ));
     let register = (0..insn.op_count())
         .find(|&i| insn.op_kind(i) == OpKind::Register)
         .map(|i| insn.op_register(i));
-    let plain = register.is_some_and(|reg| (reg.is_xmm() || reg.is_ymm()) && reg.number() < 16);
+    // XMM0-15 and YMM0-15 in any encoding; with EVEX (AVX-512) also
+    // XMM16-31, YMM16-31 and ZMM0-31.
+    let plain = register.is_some_and(|reg| {
+        (reg.is_xmm() || reg.is_ymm() || (evex && reg.is_zmm()))
+            && reg.number() < if evex { 32 } else { 16 }
+    });
     let width = insn.memory_size().size();
     mnemonic
         && plain
         && insn.op_count() == 2
-        && insn.encoding() != iced_x86::EncodingKind::EVEX
         && insn.op_mask() == Register::None
+        && !insn.zeroing_masking()
         && !insn.is_broadcast()
-        && matches!(width, 16 | 32)
+        && matches!(width, 16 | 32 | 64)
         && width <= crate::access::max_chunk()
 }
 

@@ -271,3 +271,59 @@ fn stores_through_a_patched_site_while_the_mapping_is_replaced_100_times() {
     assert_eq!(report[0].1, "patched", "{report:?}");
     assert!(!fast_path_records(&run).is_empty());
 }
+
+/// glibc's own `memcpy` (an unmodified library routine; with AVX-512,
+/// 64-byte EVEX stores from ZMM16 and up, which the fast path performs
+/// whole) of 256-byte blocks into a traced mapping: its store sites are
+/// patched after their first faults, nearly every store is logged by the
+/// fast path, and the trace, replayed, rebuilds exactly the program's
+/// image of what it copied.
+#[test]
+fn glibc_memcpy_into_a_traced_mapping_is_patched_and_logged_exactly() {
+    let program = crate::common::compile("memcpy", &[]);
+    let dev = crate::common::TempShmFile::new("memcpy", 16 * 4096);
+    let mut command = Command::new(&program);
+    command.arg(&dev.0).arg("256").arg("2000");
+    let glob = dev.0.to_str().expect("utf8 path").to_owned();
+    let mut config = crate::common::small_config();
+    config.ring_records = 1 << 16;
+    let run = crate::common::record(command, &[&glob], config);
+    run.assert_success();
+    assert_eq!(run.lost, 0);
+    let mut image = vec![0u8; 16 * 4096];
+    let mut written = 0usize;
+    for popped in run.accesses() {
+        let r = &popped.record;
+        assert_eq!(r.kind, kind::WRITE, "{r:?}");
+        let width = usize::from(r.width);
+        let value = if width <= 8 {
+            r.value.to_le_bytes()[..width].to_vec()
+        } else {
+            popped.payload[..width].to_vec()
+        };
+        let at = r.offset as usize;
+        image[at..at + width].copy_from_slice(&value);
+        written += width;
+    }
+    let hash = image.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    assert!(
+        run.stdout.contains(&format!("IMAGE {hash:016x}")),
+        "the trace rebuilds image {hash:016x}; the program says {}",
+        run.stdout
+    );
+    assert!(written >= 256 * 2000, "{written} bytes written");
+    let patched = sites(&run)
+        .iter()
+        .filter(|(_, what, _)| what == "patched")
+        .count();
+    assert!(patched >= 1, "sites: {:?}", sites(&run));
+    let stores = run.accesses().count();
+    let fast = fast_path_records(&run).len();
+    assert!(
+        fast * 10 >= stores * 9,
+        "{fast} of {stores} stores by the fast path; sites: {:?}",
+        sites(&run)
+    );
+}

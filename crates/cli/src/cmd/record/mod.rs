@@ -131,11 +131,12 @@ pub struct Cmd {
     mode: Mode,
 
     /// Patch hot access sites (the default): after 4 faults at one
-    /// instruction (a `mov`, `movzx`/`movsx`, `cmp`, `test` or ALU
-    /// read-modify-write of 5 bytes or more), rewrite it in the program's
-    /// code (made private to this process) to jump to a trampoline that
-    /// performs and logs the access with no exception (docs/ARCHITECTURE.md,
-    /// "Patched sites"). Never in `--mode single-step`.
+    /// instruction (a `mov`, `movzx`/`movsx`, `cmp`, `test`, an ALU
+    /// operation on memory, or a plain vector move of 16, 32 or 64 bytes;
+    /// 2 bytes or more), rewrite it in the program's code (made private to
+    /// this process) to jump to a trampoline that performs and logs the
+    /// access with no exception (docs/ARCHITECTURE.md, "Patched sites").
+    /// Never in `--mode single-step`.
     #[arg(long, conflicts_with = "no_patch")]
     patch: bool,
 

@@ -131,7 +131,8 @@ fn fast_path() -> bool {
 /// `test` (with the fast path, also the read-modify-writes `add`, `sub`,
 /// `and`, `or`, `xor`, `adc`, `sbb` to memory, `inc`, `dec`, `neg`,
 /// `not`, and those and two-operand `imul` from memory to a register, and
-/// plain 16- and 32-byte vector moves with XMM0-15 or YMM0-15),
+/// plain 16-, 32- and 64-byte vector moves with XMM0-15 or YMM0-15, or
+/// with EVEX any XMM, YMM or ZMM register, no mask),
 /// with one memory operand of 1, 2, 4 or 8 bytes addressed by
 /// 64-bit registers (not RSP) and a 32-bit displacement, no prefix that
 /// changes it, the other operand a general register (not AH..DH or RSP)
@@ -164,7 +165,8 @@ fn patch_rule(insn: &Instruction) -> (bool, bool) {
     ) && insn.op_count() == 2
         && insn.op0_kind() == OpKind::Register
         && insn.op1_kind() == OpKind::Memory;
-    let vector_move = matches!(
+    let evex = insn.encoding() == iced_x86::EncodingKind::EVEX;
+    let vector_move = (matches!(
         insn.mnemonic(),
         Mnemonic::Movups
             | Mnemonic::Movupd
@@ -178,17 +180,34 @@ fn patch_rule(insn: &Instruction) -> (bool, bool) {
             | Mnemonic::Vmovapd
             | Mnemonic::Vmovdqu
             | Mnemonic::Vmovdqa
-    ) && insn.op_count() == 2
-        && insn.encoding() != iced_x86::EncodingKind::EVEX
+    ) || (evex
+        && matches!(
+            insn.mnemonic(),
+            Mnemonic::Vmovdqu8
+                | Mnemonic::Vmovdqu16
+                | Mnemonic::Vmovdqu32
+                | Mnemonic::Vmovdqu64
+                | Mnemonic::Vmovdqa32
+                | Mnemonic::Vmovdqa64
+        )))
+        && insn.op_count() == 2
         && insn.op_mask() == Register::None
+        && !insn.zeroing_masking()
+        && !insn.is_broadcast()
         && (0..2).any(|i| {
             insn.op_kind(i) == OpKind::Register && {
                 let reg = insn.op_register(i);
-                (reg.is_xmm() || (reg.is_ymm() && std::arch::is_x86_feature_detected!("avx")))
-                    && reg.number() < 16
+                (reg.is_xmm()
+                    || (reg.is_ymm() && std::arch::is_x86_feature_detected!("avx"))
+                    || (evex && reg.is_zmm()))
+                    && reg.number() < if evex { 32 } else { 16 }
             }
         })
-        && matches!(insn.memory_size().size(), 16 | 32);
+        && match insn.memory_size().size() {
+            16 | 32 => true,
+            64 => std::arch::is_x86_feature_detected!("avx512f"),
+            _ => false,
+        };
     if vector_move && fast_path() {
         // The vector register is the other operand.
         let one_memory = (0..2)
