@@ -398,6 +398,31 @@ impl SharedBuffer {
     }
 }
 
+impl SharedBuffer {
+    /// Copies `count` blocks of `block` bytes with glibc's `memcpy`, one
+    /// call each, to block after block of the buffer: block i from block
+    /// (i + rep) % n of `source` (n blocks).
+    pub fn copy_blocks(&self, source: &[u8], block: usize, count: usize, rep: usize) {
+        let blocks = source.len() / block;
+        assert!(
+            blocks > 0 && count * block <= self.len,
+            "the blocks do not fit the buffer"
+        );
+        for i in 0..count {
+            let from = &source[(i + rep) % blocks * block..][..block];
+            // SAFETY: block i lies inside the live mapping owned by `self`
+            // (asserted above); a private heap slice cannot overlap it.
+            unsafe {
+                libc::memcpy(
+                    self.base.as_ptr().add(i * block).cast(),
+                    from.as_ptr().cast(),
+                    block,
+                )
+            };
+        }
+    }
+}
+
 impl Drop for SharedBuffer {
     fn drop(&mut self) {
         // SAFETY: exactly the mapping made in `map`; no pointer into it

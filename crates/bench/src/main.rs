@@ -72,30 +72,36 @@ const VALGRIND_MMT_ENV: &str = "MMIOTRACE_BENCH_VALGRIND_MMT";
 ///       data, a doorbell write every 64 KiB): traced / untraced wall time
 ///       of the whole process; and under `valgrind --tool=none` if
 ///       installed.
-///   buffer-store32, buffer-load64, buffer-memcpy  (group: buffer, with
-///   all the buffer-* rows below)
+///   buffer-store32, buffer-load64, buffer-memcpy, buffer-copy256  (group:
+///   buffer, with all the buffer-* rows below)
 ///       GPU-buffer loops on a traced mapping of a whole file: 1M
 ///       (--buffer-accesses) sequential 4-byte stores; 1M 8-byte loads;
-///       glibc's memcpy of 64 MiB (--buffer-mib) into it. The loop's own
+///       glibc's memcpy of 64 MiB (--buffer-mib) into it; 62,500
+///       (--buffer-accesses / 16) glibc memcpys of 256 bytes, block after
+///       block (commands copied into a command buffer). The loop's own
 ///       wall time under `mmiotrace record --no-patch` (one pass) / untraced (median
 ///       of --reps passes), with ns per access; the trace must hold every
 ///       access with its offset and value (every byte, for memcpy) and
 ///       the file what was stored. About 30 s in all, 20 s of it the
 ///       memcpy, at the defaults.
-///   buffer-store32-patched, buffer-load64-patched, buffer-memcpy-patched
+///   buffer-store32-patched, buffer-load64-patched, buffer-memcpy-patched,
+///   buffer-copy256-patched
 ///       the same compiled loops under `mmiotrace record --patch` (the
 ///       default; the rows above use --no-patch): their unrolled 4- and
-///       5-byte stores and `add reg, [mem]` loads are patched after their
-///       first faults (the short ones by punning), so traced too they run
-///       the median of --reps passes. glibc's memcpy (`rep movsb`, vector
-///       moves) is not patched: one pass on the fault path, as
-///       buffer-memcpy (another 15 to 20 s). The rows show the
-///       recorder's patched-sites totals.
-///   buffer-store32-valgrind, buffer-load64-valgrind, buffer-memcpy-valgrind
+///       5-byte stores, `add reg, [mem]` loads and glibc's 256-byte
+///       copies' vector stores are patched after their first faults (the
+///       short ones by punning), so traced too they run the median of
+///       --reps passes. The 64 MiB memcpy (`rep movsb`, a string
+///       instruction) is not patched: one pass on the fault path, which
+///       logs each `rep`'s bytes in runs, as buffer-memcpy. The rows
+///       show the recorder's patched-sites totals.
+///   buffer-store32-valgrind, buffer-load64-valgrind, buffer-memcpy-valgrind,
+///   buffer-copy256-valgrind
 ///       the same loops under `valgrind --tool=none` / bare, median of
 ///       --reps passes each: the cost a JIT such as valgrind-mmt's puts on
 ///       all code, MMIO or not. Skipped if valgrind is not installed.
-///   buffer-store32-mmt, buffer-load64-mmt, buffer-memcpy-mmt  (group: mmt)
+///   buffer-store32-mmt, buffer-load64-mmt, buffer-memcpy-mmt,
+///   buffer-copy256-mmt  (group: mmt)
 ///       the same loops under valgrind-mmt (envytools' valgrind, the
 ///       tracer of nouveau's reverse engineering) tracing the buffer's
 ///       file (`--tool=mmt --mmt-trace-file=FILE`), median of --reps

@@ -228,6 +228,11 @@ pub const MEASUREMENTS: &[Measurement] = &[
         run: buffer_traced::<MEMCPY, false>,
     },
     Measurement {
+        name: "buffer-copy256",
+        what: "GPU-buffer loop: glibc `memcpy`s of 256 bytes (commands copied into a command buffer), block after block into a traced mapping, traced (`--no-patch`: the fault path) / untraced",
+        run: buffer_traced::<COPY256, false>,
+    },
+    Measurement {
         name: "buffer-store32-patched",
         what: "the buffer-store32 loop under `mmiotrace record --patch` (the default), traced / untraced: the compiled loop's stores (4 and 5 bytes, unrolled) patched after their first faults",
         run: buffer_traced::<STORE32, true>,
@@ -241,6 +246,11 @@ pub const MEASUREMENTS: &[Measurement] = &[
         name: "buffer-memcpy-patched",
         what: "the buffer-memcpy loop under `mmiotrace record --patch`, traced / untraced: glibc's copy instructions are not patched (the fault path)",
         run: buffer_traced::<MEMCPY, true>,
+    },
+    Measurement {
+        name: "buffer-copy256-patched",
+        what: "the buffer-copy256 loop under `mmiotrace record --patch` (the default), traced / untraced: glibc's vector stores (AVX-512 EVEX ones on a CPU that has it) patched after their first faults",
+        run: buffer_traced::<COPY256, true>,
     },
     Measurement {
         name: "buffer-store32-valgrind",
@@ -258,6 +268,11 @@ pub const MEASUREMENTS: &[Measurement] = &[
         run: buffer_valgrind::<MEMCPY>,
     },
     Measurement {
+        name: "buffer-copy256-valgrind",
+        what: "the buffer-copy256 loop under `valgrind --tool=none` / bare",
+        run: buffer_valgrind::<COPY256>,
+    },
+    Measurement {
         name: "buffer-store32-mmt",
         what: "the buffer-store32 loop under valgrind-mmt (`--tool=mmt`, tracing the buffer's file: nouveau's tracer) / bare",
         run: buffer_mmt::<STORE32>,
@@ -271,6 +286,11 @@ pub const MEASUREMENTS: &[Measurement] = &[
         name: "buffer-memcpy-mmt",
         what: "the buffer-memcpy loop under valgrind-mmt / bare",
         run: buffer_mmt::<MEMCPY>,
+    },
+    Measurement {
+        name: "buffer-copy256-mmt",
+        what: "the buffer-copy256 loop under valgrind-mmt / bare",
+        run: buffer_mmt::<COPY256>,
     },
     Measurement {
         name: "startup",
@@ -862,6 +882,7 @@ fn compute_valgrind(settings: &Settings) -> anyhow::Result<Outcome> {
 const STORE32: u8 = 0;
 const LOAD64: u8 = 1;
 const MEMCPY: u8 = 2;
+const COPY256: u8 = 3;
 
 /// What one buffer loop needs: its worker, its file, its counts.
 #[derive(Debug)]
@@ -901,6 +922,16 @@ impl BufferLoop {
                     per_pass: accesses,
                 }
             }
+            COPY256 => {
+                let bytes =
+                    crate::worker::copy256_blocks(accesses as usize) * crate::worker::COPY_BLOCK;
+                Self {
+                    kind,
+                    work: "buffer-copy256",
+                    contents: vec![0; page_up(bytes as u64)],
+                    per_pass: bytes as u64,
+                }
+            }
             _ => Self {
                 kind,
                 work: "buffer-memcpy",
@@ -935,6 +966,11 @@ impl BufferLoop {
         match self.kind {
             STORE32 => format!("{} 4-byte stores", self.per_pass),
             LOAD64 => format!("{} 8-byte loads", self.per_pass),
+            COPY256 => format!(
+                "{} memcpys of {} bytes",
+                self.per_pass / crate::worker::COPY_BLOCK as u64,
+                crate::worker::COPY_BLOCK
+            ),
             _ => format!("{} MiB (--buffer-mib)", settings.buffer_mib),
         }
     }
@@ -958,7 +994,7 @@ impl BufferLoop {
                     && offset / 8 < per_pass
                     && value == crate::worker::load64_pattern(offset / 8)
             }
-            (MEMCPY, Direction::Write) => true,
+            (MEMCPY | COPY256, Direction::Write) => true,
             _ => false,
         }
     }
@@ -1035,7 +1071,7 @@ impl BufferLoop {
     /// For memcpy: how glibc's copy split into accesses.
     fn widths_text(&self, counts: &Coverage, passes: u64) -> String {
         match self.kind {
-            MEMCPY => format!(
+            MEMCPY | COPY256 => format!(
                 " ({} writes of {:.1} bytes on average per pass: glibc's choice)",
                 counts.writes / passes,
                 counts.written_bytes as f64 / counts.writes.max(1) as f64
@@ -1126,8 +1162,8 @@ fn buffer_traced<const KIND: u8, const PATCHED: bool>(
     let patch = if !PATCHED {
         String::new()
     } else if KIND == MEMCPY {
-        // glibc's copy is no instruction that patching handles: the
-        // summary says why it stayed on the fault path.
+        // glibc's copy of 64 MiB is `rep movsb` here, a string instruction
+        // that patching leaves to the fault path: the summary says so.
         format!(
             "; {}",
             recording
@@ -1176,7 +1212,7 @@ fn buffer_valgrind<const KIND: u8>(settings: &Settings) -> anyhow::Result<Outcom
     let valgrind = crate::median(&samples);
     // The worker checked the file (or the loads' sum) itself.
     let accesses = match KIND {
-        MEMCPY => 0,
+        MEMCPY | COPY256 => 0,
         _ => buffer.per_pass,
     };
     Ok(Outcome::Versus {

@@ -60,6 +60,10 @@ pub enum Work {
     /// `--reps` timed glibc `memcpy`s of `--mib` MiB of generated data
     /// into the mapped file.
     BufferMemcpy,
+    /// `--reps` timed passes of `--accesses` / 16 glibc `memcpy`s of 256
+    /// bytes each, block after block (commands copied into a command
+    /// buffer); pass p copies generated block (i + p) % 256 to block i.
+    BufferCopy256,
     /// [`Work::BufferStore32`] with a store that `record --patch` can
     /// patch: `mov dword ptr [rdi + 0x100], eax`, 6 bytes (see
     /// `SharedBuffer::store32_pass_long`).
@@ -109,6 +113,7 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
         Work::BufferStore32
             | Work::BufferLoad64
             | Work::BufferMemcpy
+            | Work::BufferCopy256
             | Work::BufferStore32Long
             | Work::BufferLoad64Long
     ) {
@@ -243,6 +248,7 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
         Work::BufferStore32
         | Work::BufferLoad64
         | Work::BufferMemcpy
+        | Work::BufferCopy256
         | Work::BufferStore32Long
         | Work::BufferLoad64Long => {
             bail!("the buffer works map the whole file, not one page (see buffer_passes)")
@@ -257,6 +263,17 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
     }
     std::io::stdout().lock().write_all(out.as_bytes())?;
     Ok(())
+}
+
+/// Bytes of one buffer-copy256 `memcpy`.
+pub const COPY_BLOCK: usize = 256;
+/// Distinct generated blocks buffer-copy256 copies from.
+const COPY_SOURCE_BLOCKS: usize = 256;
+
+/// The `memcpy`s of one buffer-copy256 pass for `--accesses`: one per 16
+/// (a 256-byte copy is 4 to 16 stores, glibc's choice).
+pub fn copy256_blocks(accesses: usize) -> usize {
+    (accesses / 16).max(1)
 }
 
 /// Word `i` of the buffer-load64 file: distinct, so that a load from the
@@ -320,6 +337,32 @@ fn buffer_passes(path: &Path, file: &std::fs::File, job: &Job) -> anyhow::Result
                 path.display()
             );
             accesses * reps
+        }
+        Work::BufferCopy256 => {
+            let copies = copy256_blocks(accesses);
+            ensure!(
+                copies * COPY_BLOCK <= buffer.len(),
+                "{}: {copies} blocks of {COPY_BLOCK} bytes do not fit the {}-byte file",
+                path.display(),
+                buffer.len()
+            );
+            let source: Vec<u8> = (0..COPY_SOURCE_BLOCKS * COPY_BLOCK)
+                .map(|i| (i as u32).wrapping_mul(0x9e37_79b9).rotate_right(13) as u8)
+                .collect();
+            timed(&mut |rep| buffer.copy_blocks(&source, COPY_BLOCK, copies, rep));
+            drop(buffer);
+            let mut contents = vec![0u8; copies * COPY_BLOCK];
+            file.read_exact_at(&mut contents, 0)?;
+            let last = reps - 1;
+            for (i, block) in contents.chunks_exact(COPY_BLOCK).enumerate() {
+                let from = (i + last) % COPY_SOURCE_BLOCKS * COPY_BLOCK;
+                ensure!(
+                    block == &source[from..from + COPY_BLOCK],
+                    "{}: block {i} differs from the copied data",
+                    path.display()
+                );
+            }
+            copies * COPY_BLOCK * reps
         }
         _ => {
             let len = usize::try_from(job.mib)? << 20;

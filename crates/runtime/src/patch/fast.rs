@@ -682,10 +682,7 @@ mod tests {
         for base in [Register::XMM0, Register::YMM0, Register::ZMM0] {
             for n in 0..32 {
                 let register = Register::try_from(base as usize + n).expect("register");
-                assert!(
-                    vector_store_fs(register, -0x1c0).is_some(),
-                    "{register:?}"
-                );
+                assert!(vector_store_fs(register, -0x1c0).is_some(), "{register:?}");
             }
         }
     }

@@ -553,10 +553,17 @@ impl Drainer {
         }
         if matches!(record.kind, kind::READ | kind::WRITE)
             && record.flags & RECORD_FLAG_HOOKED == 0
-            && let Some(value) = Value::from_u64(record.width, record.value)
+            && let Some(value) = if record.width <= 8 {
+                Value::from_u64(record.width, record.value)
+            } else {
+                // A vector access: its value whole in the payload.
+                payload
+                    .get(..usize::from(record.width))
+                    .and_then(Value::from_le_bytes)
+            }
         {
-            // Most records: a plain access of up to 8 bytes, written from
-            // the reused event rather than a new one (an `Event` is some 150
+            // Most records: a plain access, written from the reused event
+            // rather than a new one (an `Event` is some 150
             // bytes, and building and moving one per access showed up).
             let phys = self.phys(record);
             let write_access = record.kind == kind::WRITE;
