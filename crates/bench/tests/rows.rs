@@ -425,6 +425,46 @@ fn worker_buffer_long_loops_store_and_load_like_the_compiled_ones() {
 }
 
 #[test]
+fn worker_buffer_copy256_copies_block_after_block_and_checks_them() {
+    // 3200 accesses: 200 copies of 256 bytes, 51,200 bytes of the 64 KiB.
+    let (output, contents) = buffer_worker(
+        "copy256",
+        &[0xee; 65536],
+        &[
+            "--work",
+            "buffer-copy256",
+            "--reps",
+            "3",
+            "--accesses",
+            "3200",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(pass_times(&stdout), 3, "{stdout}");
+    assert!(
+        stdout.contains("made 153600\n"),
+        "3 passes of 51,200 bytes: {stdout}"
+    );
+    assert!(contents[..51_200].iter().any(|&b| b != 0xee), "copied");
+    assert!(
+        contents[51_200..].iter().all(|&b| b == 0xee),
+        "nothing past the blocks"
+    );
+    // Too small a file for the blocks: an error naming it.
+    let (output, _) = buffer_worker(
+        "copy256-small",
+        &[0; 4096],
+        &["--work", "buffer-copy256", "--accesses", "3200"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("do not fit the 4096-byte file"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn buffer_rows_run_or_say_why_not() {
     let output = bench_without_mmt(&[
         "--only",
@@ -445,26 +485,30 @@ fn buffer_rows_run_or_say_why_not() {
             "buffer-store32",
             "buffer-load64",
             "buffer-memcpy",
+            "buffer-copy256",
             "buffer-store32-patched",
             "buffer-load64-patched",
             "buffer-memcpy-patched",
+            "buffer-copy256-patched",
             "buffer-store32-valgrind",
             "buffer-load64-valgrind",
             "buffer-memcpy-valgrind",
+            "buffer-copy256-valgrind",
             "buffer-store32-mmt",
             "buffer-load64-mmt",
-            "buffer-memcpy-mmt"
+            "buffer-memcpy-mmt",
+            "buffer-copy256-mmt"
         ],
         "{stdout}"
     );
-    for row in &rows[6..9] {
+    for row in &rows[8..12] {
         assert!(
             row[1] == "skipped" && row[3].ends_with("valgrind is not installed")
                 || row[2].ends_with(" x bare") && row[3].contains("median of 2 passes each"),
             "{stdout}"
         );
     }
-    for row in &rows[9..] {
+    for row in &rows[12..] {
         assert_eq!(row[1], "skipped", "{stdout}");
         assert!(
             row[3].ends_with("no valgrind-mmt: --valgrind-mmt PATH or MMIOTRACE_BENCH_VALGRIND_MMT names its valgrind"),
@@ -484,8 +528,9 @@ fn buffer_rows_run_or_say_why_not() {
         "3000 4-byte stores",
         "3000 8-byte loads",
         "1 MiB (--buffer-mib)",
+        "187 memcpys of 256 bytes",
     ];
-    for (row, check) in rows[..6].iter().zip(checks.iter().cycle()) {
+    for (row, check) in rows[..8].iter().zip(checks.iter().cycle()) {
         assert!(row[2].ends_with(" x untraced"), "{stdout}");
         assert!(row[1].contains(" vs "), "{stdout}");
         assert!(
@@ -493,25 +538,26 @@ fn buffer_rows_run_or_say_why_not() {
             "{stdout}"
         );
     }
-    for row in [&rows[0], &rows[1], &rows[3], &rows[4]] {
+    for row in [&rows[0], &rows[1], &rows[4], &rows[5]] {
         assert!(row[3].contains("with its offset and value"), "{stdout}");
     }
-    assert!(
-        rows[2][3].contains("every byte written in the trace")
-            && rows[5][3].contains("every byte written in the trace"),
-        "{stdout}"
-    );
-    // Patched, the store and load loops run every pass traced; memcpy
-    // stays on the fault path, one pass.
-    for row in &rows[3..5] {
+    for row in [&rows[2], &rows[3], &rows[6], &rows[7]] {
         assert!(
-            row[3].contains("traced: median of 2 passes")
-                && row[3].contains("patch: 1 sites patched"),
+            row[3].contains("every byte written in the trace"),
+            "{stdout}"
+        );
+    }
+    // Patched, the store and load loops and the 256-byte copies run every
+    // pass traced; the 64 MiB memcpy (`rep movsb`) stays on the fault
+    // path, one pass.
+    for row in [&rows[4], &rows[5], &rows[7]] {
+        assert!(
+            row[3].contains("traced: median of 2 passes") && row[3].contains(" sites patched"),
             "{stdout}"
         );
     }
     assert!(
-        rows[5][3].contains("traced: 1 pass") && rows[5][3].contains("; patch: "),
+        rows[6][3].contains("traced: 1 pass") && rows[6][3].contains("; patch: "),
         "{stdout}"
     );
 }
@@ -560,7 +606,8 @@ fn mmt_is_a_group_and_its_rows_say_why_they_are_skipped() {
         [
             "buffer-store32-mmt",
             "buffer-load64-mmt",
-            "buffer-memcpy-mmt"
+            "buffer-memcpy-mmt",
+            "buffer-copy256-mmt"
         ],
         "{stdout}"
     );
