@@ -9,6 +9,7 @@ mod flood;
 mod floor;
 mod measurements;
 mod mmt;
+mod push_floor;
 mod record;
 mod syscall;
 mod worker;
@@ -59,6 +60,16 @@ const VALGRIND_MMT_ENV: &str = "MMIOTRACE_BENCH_VALGRIND_MMT";
 ///       same run: fast path vs general path vs exception vs getpid. The
 ///       trace must hold every access and the recorder report the sites
 ///       patched.
+///   push-floor, push-floor-no-lock, push-floor-no-lock-no-tsc
+///       what logging one record costs a producer thread, nothing else:
+///       64 bytes into a ring of a default ring's size, `write_pos`
+///       published per record, a consumer thread reading each record on
+///       the other core (pausing 50 µs after each pass, as the recorder);
+///       `seq` from a `lock xadd` on a shared counter and the time from
+///       `rdtsc`, as the fast path does; then with a plain increment
+///       instead of the `lock`; then without `rdtsc` too. Ns per record,
+///       and as multiples of the floor and of getpid: how far the fast
+///       path's record alone is from issue 16's 0.2x getpid.
 ///   hook-miss, hook-rewrite
 ///       the emulated mov loop under `record --hook`: a rule on the same
 ///       mapping that matches none of the loop's accesses; a rule that

@@ -123,6 +123,21 @@ pub const MEASUREMENTS: &[Measurement] = &[
         run: patched_general,
     },
     Measurement {
+        name: "push-floor",
+        what: "a producer's cost of logging one record, nothing else: 64 bytes into a default-sized ring, `seq` by `lock xadd`, the time by `rdtsc`, `write_pos` published, a consumer thread reading every record on the other core (the fast path's record, without its checks and access)",
+        run: push_floor::<0>,
+    },
+    Measurement {
+        name: "push-floor-no-lock",
+        what: "the same with `seq` from a plain increment (per-ring numbers, the recorder merging rings by time: not how mmiotrace works today)",
+        run: push_floor::<1>,
+    },
+    Measurement {
+        name: "push-floor-no-lock-no-tsc",
+        what: "the same without `rdtsc` either",
+        run: push_floor::<2>,
+    },
+    Measurement {
         name: "hook-miss",
         what: "mmiotrace --hook: the mov loop with a rule on the same mapping that matches none of its accesses, against `emulated` run alongside",
         run: hook_miss,
@@ -419,6 +434,40 @@ fn syscall(settings: &Settings) -> anyhow::Result<Outcome> {
         settings.fault_accesses,
         " calls",
     ))
+}
+
+/// Records per repetition of the push-floor rows.
+const PUSH_FLOOR_RECORDS: u64 = 2_000_000;
+
+/// The push-floor rows (see `push_floor`): ns per record, one sample per
+/// repetition of [`PUSH_FLOOR_RECORDS`].
+fn push_floor<const VARIANT: u8>(settings: &Settings) -> anyhow::Result<Outcome> {
+    use crate::push_floor::{Ordered, measure};
+    let ordered = match VARIANT {
+        0 => Ordered::LockedTsc,
+        1 => Ordered::Tsc,
+        _ => Ordered::Neither,
+    };
+    let mut samples = Vec::with_capacity(settings.reps);
+    let mut waits = Vec::with_capacity(settings.reps);
+    for _ in 0..settings.reps {
+        let pushed = measure(ordered, PUSH_FLOOR_RECORDS);
+        ensure!(
+            pushed.consumed == PUSH_FLOOR_RECORDS,
+            "the consumer read {} of {PUSH_FLOOR_RECORDS} records",
+            pushed.consumed
+        );
+        samples.push(pushed.ns);
+        waits.push(pushed.waits.to_string());
+    }
+    Ok(Outcome::PerAccess {
+        samples,
+        detail: format!(
+            "{} reps x {PUSH_FLOOR_RECORDS} records; the producer found the ring full {} times",
+            settings.reps,
+            waits.join("/")
+        ),
+    })
 }
 
 fn per_access(samples: Vec<f64>, reps: usize, accesses: u32, extra: &str) -> Outcome {

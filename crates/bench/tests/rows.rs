@@ -690,3 +690,36 @@ fn recorder_drain_rows_read_every_event_back_with_either_clock() {
         );
     }
 }
+
+#[test]
+fn push_floor_rows_time_a_producer_whose_records_are_all_read() {
+    let output = bench(&[
+        "--only",
+        "push-floor",
+        "--only",
+        "push-floor-no-lock",
+        "--only",
+        "push-floor-no-lock-no-tsc",
+        "--reps",
+        "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let rows = table(&stdout);
+    let names: Vec<&str> = rows.iter().map(|row| row[0].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "push-floor",
+            "push-floor-no-lock",
+            "push-floor-no-lock-no-tsc"
+        ],
+        "{stdout}"
+    );
+    for row in &rows {
+        assert!(
+            row[1].ends_with(" ns") && row[3].contains("1 reps x 2000000 records"),
+            "{stdout}"
+        );
+    }
+}
