@@ -259,7 +259,7 @@ pub const MEASUREMENTS: &[Measurement] = &[
     },
     Measurement {
         name: "buffer-memcpy-patched",
-        what: "the buffer-memcpy loop under `mmiotrace record --patch`, traced / untraced: glibc's copy instructions are not patched (the fault path)",
+        what: "the buffer-memcpy loop under `mmiotrace record --patch`, traced / untraced: glibc's `rep movsb` stays on the fault path (one exception per `rep`, its bytes logged in runs)",
         run: buffer_traced::<MEMCPY, true>,
     },
     Measurement {
