@@ -99,11 +99,13 @@ impl Value {
         width: 1,
     };
 
-    /// In place, what [`from_u64`](Self::from_u64) returns: the readers fill
-    /// a reused event, and copying 65 bytes per access is measurable there.
-    /// `v` must fit in `width` (1, 2, 4 or 8) bytes; returns false otherwise.
+    /// In place, what [`from_u64`](Self::from_u64) returns: the readers and
+    /// the recorder fill a reused event, and building a value and copying
+    /// its 65 bytes per access is measurable there. `v` must fit in
+    /// `width` (1, 2, 4 or 8) bytes; returns false (and changes nothing)
+    /// otherwise.
     #[inline]
-    pub(crate) fn set_u64(&mut self, width: u8, v: u64) -> bool {
+    pub fn set_u64(&mut self, width: u8, v: u64) -> bool {
         if !matches!(width, 1 | 2 | 4 | 8) || (width < 8 && v >> (8 * u32::from(width)) != 0) {
             return false;
         }
@@ -113,6 +115,20 @@ impl Value {
         }
         self.bytes[..8].copy_from_slice(&v.to_le_bytes());
         self.width = width;
+        true
+    }
+
+    /// In place, what [`from_le_bytes`](Self::from_le_bytes) returns;
+    /// false (and nothing changed) for a length that is no width.
+    #[inline]
+    pub fn set_le_bytes(&mut self, le_bytes: &[u8]) -> bool {
+        let width = le_bytes.len();
+        if !Self::is_valid_width(width) {
+            return false;
+        }
+        self.bytes[..width].copy_from_slice(le_bytes);
+        self.bytes[width..].fill(0);
+        self.width = width as u8;
         true
     }
 
@@ -128,18 +144,6 @@ impl Value {
         }
         self.bytes[..8].copy_from_slice(&v.to_le_bytes());
         self.width = width;
-    }
-
-    /// In place, what [`from_le_bytes`](Self::from_le_bytes) returns.
-    pub(crate) fn set_le_bytes(&mut self, le_bytes: &[u8]) -> bool {
-        let width = le_bytes.len();
-        if !Self::is_valid_width(width) {
-            return false;
-        }
-        self.bytes[..width].copy_from_slice(le_bytes);
-        self.bytes[width..].fill(0);
-        self.width = width as u8;
-        true
     }
 
     #[inline]

@@ -173,3 +173,23 @@ proptest! {
         }
     }
 }
+
+/// A value set in place equals the one built new, whatever width it had
+/// before; a width that is none changes nothing.
+#[test]
+fn a_value_set_in_place_equals_one_built_new() {
+    use mmiotrace_trace::Value;
+    let wide: Vec<u8> = (1..=64).collect();
+    let mut value = Value::from_le_bytes(&wide).expect("64 bytes");
+    assert!(value.set_u64(2, 0xbeef));
+    assert_eq!(value, Value::from_u64(2, 0xbeef).expect("2 bytes"));
+    assert!(value.set_le_bytes(&wide[..32]));
+    assert_eq!(value, Value::from_le_bytes(&wide[..32]).expect("32 bytes"));
+    assert!(value.set_le_bytes(&wide[..16]));
+    assert_eq!(value, Value::from_le_bytes(&wide[..16]).expect("16 bytes"));
+    let before = value;
+    assert!(!value.set_le_bytes(&wide[..3]), "3 bytes is no width");
+    assert!(!value.set_u64(2, 0x1_0000), "too big for 2 bytes");
+    assert!(!value.set_u64(3, 1), "3 is no width");
+    assert_eq!(value, before);
+}

@@ -551,39 +551,38 @@ impl Drainer {
             self.summary.processes.insert(record.pid);
             self.last_thread = Some((record.tid, record.pid));
         }
-        if matches!(record.kind, kind::READ | kind::WRITE)
-            && record.flags & RECORD_FLAG_HOOKED == 0
-            && let Some(value) = if record.width <= 8 {
-                Value::from_u64(record.width, record.value)
-            } else {
-                // A vector access: its value whole in the payload.
-                payload
-                    .get(..usize::from(record.width))
-                    .and_then(Value::from_le_bytes)
-            }
+        if matches!(record.kind, kind::READ | kind::WRITE) && record.flags & RECORD_FLAG_HOOKED == 0
         {
-            // Most records: a plain access, written from the reused event
-            // rather than a new one (an `Event` is some 150
-            // bytes, and building and moving one per access showed up).
+            // Most records: a plain access, written from the reused event,
+            // its fields set in place (an `Event` is some 150 bytes, and
+            // building one, or a 65-byte value, and moving it per access
+            // showed up: a store-forwarding stall on the value's copy).
             let phys = self.phys(record);
             let write_access = record.kind == kind::WRITE;
             if let Event::Access(access) = &mut self.access {
-                *access = Access {
-                    dir: if write_access {
+                let set = if record.width <= 8 {
+                    access.value.set_u64(record.width, record.value)
+                } else {
+                    // A vector access: its value whole in the payload.
+                    payload
+                        .get(..usize::from(record.width))
+                        .is_some_and(|bytes| access.value.set_le_bytes(bytes))
+                };
+                if set {
+                    access.dir = if write_access {
                         Direction::Write
                     } else {
                         Direction::Read
-                    },
-                    time,
-                    map_id: record.map_id,
-                    phys,
-                    value,
-                    pc: record.pc,
-                    pid: record.tid,
-                    ext,
-                };
-                self.plain[usize::from(write_access)] += 1;
-                return write(&self.access);
+                    };
+                    access.time = time;
+                    access.map_id = record.map_id;
+                    access.phys = phys;
+                    access.pc = record.pc;
+                    access.pid = record.tid;
+                    access.ext = ext;
+                    self.plain[usize::from(write_access)] += 1;
+                    return write(&self.access);
+                }
             }
         }
         let event = match record.kind {
