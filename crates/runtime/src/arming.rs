@@ -361,9 +361,25 @@ pub unsafe fn mprotect(addr: usize, len: usize, prot: c_int) -> Result<(), Errno
             // SAFETY: an untraced part of the caller's range.
             unsafe { sys::mprotect(cursor as usize, (range.start - cursor) as usize, prot) }?;
         }
+        // Permissions taken away are taken from the recorded protection
+        // first, and the alias loses them only once nothing that checked
+        // the old one is still accessing it (a patched site's fast path, a
+        // handler): an access never faults on the alias. Permissions
+        // given are recorded once the alias has them.
+        let kept = range.prot & prot as u32;
+        if kept != range.prot {
+            ranges::set_prot(index, kept);
+            ranges::quiesce(index);
+        }
         // SAFETY: the alias of a range the program owns; the emulator
-        // checks the recorded protection before every access.
-        unsafe { sys::mprotect(range.alias as usize, range.len as usize, prot) }?;
+        // and the fast path check the recorded protection before every
+        // access.
+        if let Err(errno) = unsafe { sys::mprotect(range.alias as usize, range.len as usize, prot) }
+        {
+            // The program's mprotect fails: its protection stays.
+            ranges::set_prot(index, range.prot);
+            return Err(errno);
+        }
         ranges::set_prot(index, prot as u32);
         cursor = range.end();
     }

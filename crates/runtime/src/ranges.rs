@@ -295,10 +295,41 @@ pub fn insert(range: Range) -> Result<usize, TableFull> {
     Err(TableFull)
 }
 
-/// Changes the program protection recorded for a live entry.
+/// Changes the program protection recorded for a live entry. Whoever
+/// read the old one may still be using it: see [`quiesce`].
 pub fn set_prot(index: usize, prot: u32) {
     if let Some(entry) = TABLE.get(index) {
-        entry.prot.store(prot, Ordering::Relaxed);
+        // SYNC POINT: SeqCst, so that quiesce()'s SeqCst load of inflight
+        // and lookup()'s SeqCst increment order it: a hold taken after
+        // quiesce() looked snapshots this protection.
+        entry.prot.store(prot, Ordering::SeqCst);
+    }
+}
+
+/// After [`set_prot`] took permissions away from entry `index`: waits
+/// until no patched site's fast path that may have checked the old
+/// protection is still inside its access, and no handler holds the entry
+/// (its snapshot has the old protection), so that the alias can lose the
+/// permissions too without an access on it faulting.
+pub fn quiesce(index: usize) {
+    let Some(entry) = TABLE.get(index) else {
+        return;
+    };
+    crate::tls::wait_for_fast_paths();
+    wait_for_holders(entry);
+}
+
+/// Waits until no handler holds `entry`.
+fn wait_for_holders(entry: &Entry) {
+    let mut spins = 0u32;
+    // SYNC POINT: pairs with the SeqCst inflight increment in lookup().
+    while entry.inflight.load(Ordering::SeqCst) != 0 {
+        spins += 1;
+        if spins < 100 {
+            crate::sys::yield_now();
+        } else {
+            crate::sys::sleep_micros(100);
+        }
     }
 }
 
@@ -311,15 +342,7 @@ pub fn retire(index: usize) {
     // SYNC POINT: pairs with the SeqCst inflight increment in lookup().
     entry.state.store(RETIRED, Ordering::SeqCst);
     crate::tls::wait_for_fast_paths();
-    let mut spins = 0u32;
-    while entry.inflight.load(Ordering::SeqCst) != 0 {
-        spins += 1;
-        if spins < 100 {
-            crate::sys::yield_now();
-        } else {
-            crate::sys::sleep_micros(100);
-        }
-    }
+    wait_for_holders(entry);
 }
 
 /// Returns a retired entry to the free list.
