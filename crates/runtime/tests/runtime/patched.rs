@@ -333,12 +333,19 @@ fn glibc_memcpy_into_a_traced_mapping_is_patched_and_logged_exactly() {
 /// times: each store either reaches the device and the trace, or faults
 /// genuinely into the program's handler, which skips it; the counts add
 /// up, the values logged are each thread's in order, and nothing hangs.
+/// The same on the fault path (patching off).
 #[test]
 fn stores_through_a_patched_site_while_write_permission_comes_and_goes() {
+    for patch in ["on", "off"] {
+        write_permission_comes_and_goes(patch);
+    }
+}
+
+fn write_permission_comes_and_goes(patch: &str) {
     let program = crate::common::compile("mprotect_race", &[]);
-    let dev = crate::common::TempShmFile::new("mprotect-race", 4096);
+    let dev = crate::common::TempShmFile::new(&format!("mprotect-race-{patch}"), 4096);
     let mut command = Command::new(&program);
-    command.arg(&dev.0);
+    command.arg(&dev.0).env("MMIOTRACE_PATCH", patch);
     let glob = dev.0.to_str().expect("utf8 path").to_owned();
     let mut config = crate::common::small_config();
     config.ring_records = 1 << 16;
@@ -363,17 +370,21 @@ fn stores_through_a_patched_site_while_write_permission_comes_and_goes() {
         assert_eq!(
             values.len() as u64 + faults,
             attempts,
-            "thread {thread}: {} stores logged, {faults} faulted, {attempts} made",
+            "patching {patch}, thread {thread}: {} stores logged, {faults} faulted, {attempts} made",
             values.len()
         );
         assert!(
             values
                 .windows(2)
                 .all(|w| (w[0] & 0xff_ffff) < (w[1] & 0xff_ffff) && w[0] >> 24 == thread),
-            "thread {thread}: values out of order"
+            "patching {patch}, thread {thread}: values out of order"
         );
     }
     assert!(faulted_somewhere, "no store met a read-only mapping");
+    if patch == "off" {
+        assert!(fast_path_records(&run).is_empty());
+        return;
+    }
     let patched = sites(&run).iter().any(|(_, what, _)| what == "patched");
     assert!(patched, "sites: {:?}", sites(&run));
     assert!(
