@@ -14,21 +14,41 @@ const RECORD_FLAG_TSC: u8 = 8;
 const PATCH_AFTER: usize = 4;
 
 fn run(mode: &str, patch: &str) -> crate::common::Run {
-    let program = crate::common::compile("patch", &[]);
-    let dev = crate::common::TempShmFile::new(&format!("patch-{mode}-{patch}"), 4096);
+    let run = record_on_device(
+        "patch",
+        &format!("patch-{mode}-{patch}"),
+        4096,
+        &[mode],
+        patch,
+    );
+    assert!(
+        !run.stdout.contains("FAIL"),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    run
+}
+
+/// Test program `name` with the path of a new traced file of `len`
+/// bytes and `args`, recorded with `MMIOTRACE_PATCH=patch` and a ring of
+/// 65,536 records: it must succeed, and nothing may be lost.
+fn record_on_device(
+    name: &str,
+    tag: &str,
+    len: usize,
+    args: &[&str],
+    patch: &str,
+) -> crate::common::Run {
+    let program = crate::common::compile(name, &[]);
+    let dev = crate::common::TempShmFile::new(tag, len);
     let mut command = Command::new(&program);
-    command.arg(&dev.0).arg(mode).env("MMIOTRACE_PATCH", patch);
+    command.arg(&dev.0).args(args).env("MMIOTRACE_PATCH", patch);
     let glob = dev.0.to_str().expect("utf8 path").to_owned();
     let mut config = crate::common::small_config();
     config.ring_records = 1 << 16;
     let run = crate::common::record(command, &[&glob], config);
-    assert!(
-        run.status.success() && !run.stdout.contains("FAIL"),
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
+    run.assert_success();
     assert_eq!(run.lost, 0);
     run
 }
@@ -280,16 +300,7 @@ fn stores_through_a_patched_site_while_the_mapping_is_replaced_100_times() {
 /// image of what it copied.
 #[test]
 fn glibc_memcpy_into_a_traced_mapping_is_patched_and_logged_exactly() {
-    let program = crate::common::compile("memcpy", &[]);
-    let dev = crate::common::TempShmFile::new("memcpy", 16 * 4096);
-    let mut command = Command::new(&program);
-    command.arg(&dev.0).arg("256").arg("2000");
-    let glob = dev.0.to_str().expect("utf8 path").to_owned();
-    let mut config = crate::common::small_config();
-    config.ring_records = 1 << 16;
-    let run = crate::common::record(command, &[&glob], config);
-    run.assert_success();
-    assert_eq!(run.lost, 0);
+    let run = record_on_device("memcpy", "memcpy", 16 * 4096, &["256", "2000"], "on");
     let mut image = vec![0u8; 16 * 4096];
     let mut written = 0usize;
     for popped in run.accesses() {
@@ -342,16 +353,8 @@ fn stores_through_a_patched_site_while_write_permission_comes_and_goes() {
 }
 
 fn write_permission_comes_and_goes(patch: &str) {
-    let program = crate::common::compile("mprotect_race", &[]);
-    let dev = crate::common::TempShmFile::new(&format!("mprotect-race-{patch}"), 4096);
-    let mut command = Command::new(&program);
-    command.arg(&dev.0).env("MMIOTRACE_PATCH", patch);
-    let glob = dev.0.to_str().expect("utf8 path").to_owned();
-    let mut config = crate::common::small_config();
-    config.ring_records = 1 << 16;
-    let run = crate::common::record(command, &[&glob], config);
-    run.assert_success();
-    assert_eq!(run.lost, 0);
+    let tag = format!("mprotect-race-{patch}");
+    let run = record_on_device("mprotect_race", &tag, 4096, &[], patch);
     assert!(run.stdout.contains("DONE"), "{}", run.stdout);
     let mut faulted_somewhere = false;
     for line in run.stdout.lines().filter(|l| l.starts_with("T ")) {
