@@ -748,11 +748,15 @@ fn patch(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) -> Result<(), W
     if pun::locked(pc, end) {
         return Err(Why::Locked);
     }
-    let (chunk, at) = if len >= 5 {
-        trampoline_space(pc, end).ok_or(Why::NoTrampoline)?
+    // A short site's jump lands on an entry stub in its window, which
+    // jumps on to its trampoline (`pun`).
+    let stub = if len < 5 {
+        Some(pun::stub(pc, len).ok_or(Why::TooShort)?)
     } else {
-        pun::space(pc, len).ok_or(Why::TooShort)?
+        None
     };
+    let (chunk, at) =
+        trampoline_space(pc, end, stub.as_ref().map(pun::Stub::at)).ok_or(Why::NoTrampoline)?;
     let mut code = Asm::new(at as u64);
     let record_at = (at + RECORD_AT) as u64;
     let cache = &site.range as *const AtomicU64 as u64;
@@ -782,10 +786,17 @@ fn patch(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) -> Result<(), W
     write_trampoline(chunk, at, code.bytes(), &record).ok_or(Why::NoTrampoline)?;
     // SYNC POINT: pairs with the Acquire load in record_of_copy().
     CHUNK_USED[chunk].fetch_add(TRAMPOLINE, Ordering::Release);
+    let entry = match &stub {
+        Some(stub) => {
+            pun::write_stub(stub.at(), at as u64).ok_or(Why::NoTrampoline)?;
+            stub.at()
+        }
+        None => at as u64,
+    };
     site.state.store(PATCHING, Ordering::Release);
 
     // The site: int3, sync, tail, sync, head, sync (text_poke_bp).
-    let rel = (at as i64) - (pc as i64 + 5);
+    let rel = (entry as i64) - (pc as i64 + 5);
     let mut new = [0xccu8; 16];
     new[0] = 0xe9;
     new[1..5].copy_from_slice(&(rel as i32).to_le_bytes());
@@ -833,6 +844,9 @@ fn patch(site: &Site, pc: u64, insn: &Instruction, bytes: &[u8]) -> Result<(), W
     }
     if len < 5 {
         pun::lock(end, pc + 5);
+    }
+    if let Some(stub) = stub {
+        stub.keep();
     }
     site.state.store(PATCHED, Ordering::Release);
     Ok(())
@@ -914,13 +928,14 @@ impl MapsParser {
     }
 }
 
-/// A free trampoline slot within reach (±2 GiB) of the whole site:
-/// (chunk index, address).
-fn trampoline_space(pc: u64, end: u64) -> Option<(usize, usize)> {
+/// A free trampoline slot within reach (±2 GiB) of the whole site, and of
+/// its entry stub if it has one: (chunk index, address).
+fn trampoline_space(pc: u64, end: u64, stub: Option<u64>) -> Option<(usize, usize)> {
     let reach = |base: u64| {
         let far = base + CHUNK as u64;
         let limit = (1u64 << 31) - 2 * CHUNK as u64;
-        pc.abs_diff(base) < limit && end.abs_diff(far) < limit && pc.abs_diff(far) < limit
+        let near = |at: u64| at.abs_diff(base) < limit && at.abs_diff(far) < limit;
+        near(pc) && near(end) && stub.is_none_or(near)
     };
     for (i, base) in CHUNK_BASE.iter().enumerate() {
         let base = base.load(Ordering::Acquire);

@@ -4,17 +4,24 @@
 //! its high bytes are the bytes of the instructions that follow, left as
 //! they are. Those fixed bytes decide where the jump can land: a window
 //! of 16 MiB (a 4-byte site), 64 KiB (3 bytes) or 256 bytes (2 bytes) at
-//! a distance they set. The trampoline is mapped there, in pages of its
-//! own, if any are free; otherwise the site stays on the fault path.
+//! a distance they set.
+//!
+//! What lands there is an 8-byte *entry stub*, a `jmp rel32` on to the
+//! site's trampoline, which lies wherever trampolines go: a window holds
+//! hundreds of stubs where it could hold a few 2 KiB trampolines, so that
+//! sites with the same bytes after them (the stores before the `ret` of
+//! many small functions, a short store before another one already
+//! patched) do not run out of room in windows that overlap. Stubs live in
+//! pages mapped inside the windows ([`stub`]); if no page of a window can
+//! be mapped, the site stays on the fault path.
 //!
 //! The bytes a punned jump borrows must never change while it is there:
 //! they are *locked* ([`lock`]), and a site whose own bytes are locked is
 //! not patched. Only the holder of the patch lock reads or changes the
-//! locks.
+//! locks and the stubs.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::{CHUNK_BASE, CHUNK_CAP, CHUNK_USED, TRAMPOLINE, free_chunk, publish_chunk};
 use crate::sys;
 
 /// Locked ranges, `start << 8 | len` (0: a free entry).
@@ -80,9 +87,57 @@ pub fn window(pc: u64, len: usize, fixed: &[u8]) -> Option<(u64, u64)> {
     Some((lo, hi))
 }
 
-/// A trampoline slot for the short site of `len` bytes at `pc`, in pages
-/// mapped for it inside its window: (chunk index, address).
-pub fn space(pc: u64, len: usize) -> Option<(usize, usize)> {
+/// Pages of entry stubs, at most.
+const STUB_PAGES: usize = 256;
+/// Bytes of one stub: `jmp rel32` and 3 bytes of `int3`.
+const STUB: u64 = 8;
+const PAGE: u64 = 4096;
+/// Stubs in a page, and the words of its bitmap of used ones.
+const STUBS_PER_PAGE: usize = (PAGE / STUB) as usize;
+const WORDS: usize = STUBS_PER_PAGE / 64;
+
+/// The stub pages' addresses (0: none yet) and their used stubs.
+static STUB_PAGE: [AtomicU64; STUB_PAGES] = [const { AtomicU64::new(0) }; STUB_PAGES];
+static STUB_USED: [[AtomicU64; WORDS]; STUB_PAGES] =
+    [const { [const { AtomicU64::new(0) }; WORDS] }; STUB_PAGES];
+
+/// An entry stub reserved for a site: given back when dropped, unless
+/// [`Stub::keep`] says the site's jump now leads to it.
+pub struct Stub {
+    at: u64,
+}
+
+impl Stub {
+    /// Its address.
+    pub fn at(&self) -> u64 {
+        self.at
+    }
+
+    /// The site jumps here now: the stub stays taken, for good (a thread
+    /// may be on its way through it at any later time).
+    pub fn keep(self) {
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        let page = self.at & !(PAGE - 1);
+        let slot = ((self.at - page) / STUB) as usize;
+        if let Some(i) = STUB_PAGE
+            .iter()
+            .position(|p| p.load(Ordering::Relaxed) == page)
+            && let Some(word) = STUB_USED.get(i).and_then(|words| words.get(slot / 64))
+        {
+            word.fetch_and(!(1 << (slot % 64)), Ordering::Relaxed);
+        }
+    }
+}
+
+/// A free entry stub for the short site of `len` bytes at `pc`, inside its
+/// window: in a stub page that has one there, or in a new page mapped in
+/// the window. Caller holds the patch lock.
+pub fn stub(pc: u64, len: usize) -> Option<Stub> {
     if !can_lock() {
         return None;
     }
@@ -94,46 +149,114 @@ pub fn space(pc: u64, len: usize) -> Option<(usize, usize)> {
         *byte = unsafe { core::ptr::read_volatile((pc + (len + i) as u64) as *const u8) };
     }
     let (lo, hi) = window(pc, len, fixed)?;
-    // A chunk with room at an address in the window: short sites followed
-    // by the same bytes share one.
-    for (i, base) in CHUNK_BASE.iter().enumerate() {
-        let base = base.load(Ordering::Acquire);
-        let used = CHUNK_USED[i].load(Ordering::Relaxed);
-        let next = (base + used) as u64;
-        if base != 0
-            && used + TRAMPOLINE <= CHUNK_CAP[i].load(Ordering::Relaxed)
-            && (lo..=hi).contains(&next)
-        {
-            return Some((i, next as usize));
-        }
-    }
-    let chunk = free_chunk()?;
-    // Candidates: the window's start, then page starts in it, at most 64
-    // of them spread over it. Each gets a 64 KiB chunk (room for the next
-    // short sites that land near), or just the pages its trampoline needs.
-    let span = hi - lo + 1;
-    let step = (span / 64).max(4096) & !4095;
-    let mut target = lo;
-    let mut tries = 0;
-    while target <= hi && tries < 65 {
-        tries += 1;
-        let map = target & !4095;
-        for want in [SHARED, TRAMPOLINE as u64] {
-            let map_end = (target + want + 4095) & !4095;
-            let map_len = (map_end - map) as usize;
-            if map_fixed(map, map_len) {
-                let cap = (map_end - target) as usize / TRAMPOLINE * TRAMPOLINE;
-                publish_chunk(chunk, target as usize, cap, map as usize, map_len);
-                return Some((chunk, target as usize));
+    // First a stub that leaves a short site right before this one a
+    // window far from everything (see `leaves_room`), then any.
+    let preferred = |at: u64| leaves_room(pc, len, at);
+    for wanted in [&preferred as &dyn Fn(u64) -> bool, &|_| true] {
+        for (i, page) in STUB_PAGE.iter().enumerate() {
+            if page.load(Ordering::Relaxed) != 0
+                && let Some(at) = take_slot(i, lo, hi, wanted)
+            {
+                return Some(Stub { at });
             }
         }
-        target = (map + step).max(map + 4096);
+        let Some(free) = STUB_PAGE
+            .iter()
+            .position(|page| page.load(Ordering::Relaxed) == 0)
+        else {
+            continue;
+        };
+        // Candidates: the pages of the window, at most 65 of them spread
+        // over it (a 16 MiB window has 4,096), those with a wanted stub.
+        let span = hi - lo + 1;
+        let step = (span / 64).max(PAGE) & !(PAGE - 1);
+        let mut spread = lo & !(PAGE - 1);
+        for _ in 0..65 {
+            if spread > hi {
+                break;
+            }
+            // The first page from here (of 16) that has a wanted stub.
+            let page = (0..16)
+                .map(|k| spread + k * PAGE)
+                .take_while(|&page| page <= hi)
+                .find(|&page| slots(page, lo, hi).any(wanted));
+            if let Some(page) = page
+                && map_fixed(page, PAGE as usize)
+            {
+                STUB_PAGE[free].store(page, Ordering::Relaxed);
+                return take_slot(free, lo, hi, wanted).map(|at| Stub { at });
+            }
+            spread += step;
+        }
     }
     None
 }
 
-/// Bytes of trampolines a punned site's chunk is made for.
-const SHARED: u64 = 64 << 10;
+/// The stub addresses of `page` in `lo..=hi`.
+fn slots(page: u64, lo: u64, hi: u64) -> impl Iterator<Item = u64> {
+    let first = lo.max(page);
+    let last = hi.min(page + PAGE - STUB);
+    let (from, to) = if first > last {
+        (1, 0)
+    } else {
+        ((first - page).div_ceil(STUB), (last - page) / STUB)
+    };
+    (from..=to).map(move |slot| page + slot * STUB)
+}
+
+/// Whether a jump from the site at `pc` (`len` bytes) to `at` leaves a
+/// short site right before it a window far from the code: such a site's
+/// jump borrows this jump's first bytes (`e9` and the displacement's low
+/// byte or two), so those bytes set where its window lies, 16 MiB per unit
+/// of the last one it borrows. Low bytes of 0x10 to 0x70 put it 256 MiB to
+/// 1.8 GiB after it, clear of the libraries and the heap, where a byte
+/// near 0 would put it among them (a short store before another one in
+/// glibc's `memcpy` stayed unpatched so).
+fn leaves_room(pc: u64, len: usize, at: u64) -> bool {
+    let rel = at.wrapping_sub(pc + 5).to_le_bytes();
+    let far = |byte: u8| (0x10..=0x70).contains(&byte);
+    match len {
+        2 => far(rel[0]),
+        _ => far(rel[0]) && far(rel[1]),
+    }
+}
+
+/// Takes a free stub of page `i` whose address is in `lo..=hi` and
+/// `wanted`.
+fn take_slot(i: usize, lo: u64, hi: u64, wanted: &dyn Fn(u64) -> bool) -> Option<u64> {
+    let page = STUB_PAGE.get(i)?.load(Ordering::Relaxed);
+    let words = STUB_USED.get(i)?;
+    for at in slots(page, lo, hi).filter(|&at| wanted(at)) {
+        let slot = ((at - page) / STUB) as usize;
+        let word = words.get(slot / 64)?;
+        let bit = 1u64 << (slot % 64);
+        if word.load(Ordering::Relaxed) & bit == 0 {
+            word.fetch_or(bit, Ordering::Relaxed);
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// Writes the stub at `at`: `jmp` to `target` (a trampoline within reach).
+/// No thread runs it yet; the other stubs of its page keep running while
+/// it is made writable for the moment.
+pub fn write_stub(at: u64, target: u64) -> Option<()> {
+    let rel = i32::try_from(target as i64 - (at as i64 + 5)).ok()?;
+    let mut code = [0xccu8; STUB as usize];
+    code[0] = 0xe9;
+    code[1..5].copy_from_slice(&rel.to_le_bytes());
+    let page = (at & !(PAGE - 1)) as usize;
+    let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+    // SAFETY: `page` is a stub page this module mapped; at..at+STUB is a
+    // stub taken for this site, which no thread executes yet.
+    unsafe {
+        sys::mprotect(page, PAGE as usize, rwx).ok()?;
+        core::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len());
+        sys::mprotect(page, PAGE as usize, libc::PROT_READ | libc::PROT_EXEC).ok()?;
+    }
+    Some(())
+}
 
 /// Maps `len` bytes at exactly `at`, if nothing is mapped there.
 fn map_fixed(at: u64, len: usize) -> bool {
@@ -163,7 +286,24 @@ fn map_fixed(at: u64, len: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::window;
+    use super::{leaves_room, window};
+
+    #[test]
+    fn a_stub_leaves_the_site_before_a_window_far_away() {
+        let pc = 0x7f00_0001_0000u64;
+        // A 3-byte site's jump to its window's start: displacement bytes
+        // 00 00, which would put the window of a short site before it
+        // 0xe9 << 16 bytes (15 MiB) after that one, among the libraries.
+        assert!(!leaves_room(pc, 3, pc + 5 + 0x66c3_0000));
+        assert!(leaves_room(pc, 3, pc + 5 + 0x66c3_4020));
+        assert!(
+            !leaves_room(pc, 3, pc + 5 + 0x66c3_0820),
+            "second byte 0x08"
+        );
+        // A 2-byte site: only its one free byte counts.
+        assert!(leaves_room(pc, 2, pc + 5 + 0x0457_8930));
+        assert!(!leaves_room(pc, 2, pc + 5 + 0x0457_8980));
+    }
 
     #[test]
     fn the_fixed_bytes_set_the_window() {

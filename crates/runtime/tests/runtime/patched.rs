@@ -395,3 +395,36 @@ fn write_permission_comes_and_goes(patch: &str) {
         "no store went through the fast path"
     );
 }
+
+/// 256 short stores, four in a row in each of 64 functions: every one is
+/// patched (each punned jump lands on an entry stub in its window, and a
+/// stub leaves the store before it a window clear of the code), and the
+/// trace is the fault path's, store for store.
+#[test]
+fn runs_of_short_stores_are_all_patched() {
+    let patched = record_on_device("short_pairs", "short-pairs-on", 4096, &[], "on");
+    let fault_path = record_on_device("short_pairs", "short-pairs-off", 4096, &[], "off");
+    let report = sites(&patched);
+    let done = report
+        .iter()
+        .filter(|(_, what, _)| what == "patched")
+        .count();
+    assert_eq!(done, 256, "sites: {report:?}");
+    assert_eq!(events(&patched), events(&fault_path));
+    assert_eq!(events(&patched).len(), 256 * 100);
+    let fast = fast_path_records(&patched).len();
+    assert!(fast >= 256 * 90, "{fast} stores by the fast path");
+}
+
+/// glibc's `memcpy` of 7 bytes: two overlapping 4-byte stores, of 2 and
+/// 3 bytes of code, the first right before the second: both patched.
+#[test]
+fn glibc_memcpy_of_seven_bytes_is_patched_store_for_store() {
+    let run = record_on_device("memcpy", "memcpy-7", 16 * 4096, &["7", "2000"], "on");
+    let report = sites(&run);
+    assert!(
+        report.iter().all(|(_, what, _)| what == "patched") && !report.is_empty(),
+        "sites: {report:?}"
+    );
+    assert_eq!(run.accesses().count(), 2 * 2000);
+}
