@@ -62,7 +62,7 @@ const VALGRIND_MMT_ENV: &str = "MMIOTRACE_BENCH_VALGRIND_MMT";
 ///       patched.
 ///   push-floor, push-floor-no-lock, push-floor-no-lock-no-tsc
 ///       what logging one record costs a producer thread, nothing else:
-///       64 bytes into a ring of a default ring's size, `write_pos`
+///       64 bytes into a ring of 16,384 records (1 MiB), `write_pos`
 ///       published per record, a consumer thread reading each record on
 ///       the other core (pausing 50 µs after each pass, as the recorder);
 ///       `seq` from a `lock xadd` on a shared counter and the time from

@@ -124,7 +124,7 @@ pub const MEASUREMENTS: &[Measurement] = &[
     },
     Measurement {
         name: "push-floor",
-        what: "a producer's cost of logging one record, nothing else: 64 bytes into a default-sized ring, `seq` by `lock xadd`, the time by `rdtsc`, `write_pos` published, a consumer thread reading every record on the other core (the fast path's record, without its checks and access)",
+        what: "a producer's cost of logging one record, nothing else: 64 bytes into a 1 MiB ring, `seq` by `lock xadd`, the time by `rdtsc`, `write_pos` published, a consumer thread reading every record on the other core (the fast path's record, without its checks and access)",
         run: push_floor::<0>,
     },
     Measurement {

@@ -2,8 +2,8 @@
 //! patched site does: the floor under the fast path's record, and what it
 //! would be without the two instructions that order it.
 //!
-//! A producer thread writes 64-byte records into a ring of a default
-//! ring's size (16,384 records, 1 MiB) and publishes each with a store of
+//! A producer thread writes 64-byte records into a ring of 16,384
+//! records (1 MiB) and publishes each with a store of
 //! its write position, as the fast path does; a consumer thread on the
 //! other core reads every record's fields and gives the entries back, with
 //! a 50 µs pause after each pass (as the recorder lets records pile up),
@@ -19,7 +19,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Records in the ring: a default ring's.
+/// Records in the ring.
 const RING: u64 = 16_384;
 
 /// How a record gets its sequence number and time.

@@ -236,7 +236,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             slot_count: 128,
-            ring_records: 16384,
+            ring_records: 32768,
             drop_when_full: false,
         }
     }

@@ -167,8 +167,9 @@ pub struct Cmd {
     drop: bool,
 
     /// Events each thread's ring holds: 512 to 1048576, rounded up to a
-    /// power of two.
-    #[arg(long, value_name = "N", default_value_t = 16384,
+    /// power of two. The default, 2 MiB of ring, holds 1 ms of a program
+    /// logging 30 M events/s and still fits a core's L2 cache
+    #[arg(long, value_name = "N", default_value_t = 32768,
           value_parser = clap::value_parser!(u32).range(i64::from(MIN_RING_RECORDS)..=i64::from(MAX_RING_RECORDS)))]
     ring_size: u32,
 
@@ -578,9 +579,9 @@ impl Cmd {
         let mut idle = Duration::from_micros(50);
         // The longest idle sleep: a program that starts logging at 30 M
         // events/s while the recorder sleeps must not fill its ring before
-        // the recorder looks again (a quarter of a millisecond for a
-        // default ring, which holds half a millisecond of that; 2 ms for
-        // rings of 131,072 records and more).
+        // the recorder looks again (half a millisecond for a default ring,
+        // which holds a millisecond of that; 2 ms for rings of 131,072
+        // records and more).
         let idle_max = (IDLE_PER_RECORD * shm_file.shm.ring_records() as u32)
             .clamp(Duration::from_micros(50), Duration::from_millis(2));
         // A pump that took fewer records than this is close behind the
@@ -665,7 +666,7 @@ impl Cmd {
                     // the producer's stores stall on lines the recorder's
                     // prefetchers took. Letting records pile up for a moment
                     // (about 0.1 ms, timer slack included; a default ring
-                    // holds 0.5 ms of 30 M events/s) makes the recorder read
+                    // holds 1 ms of 30 M events/s) makes the recorder read
                     // lines the producer is done with, in long runs: half
                     // the recorder's CPU per event and twice the producer's
                     // rate on the 2-core VM (docs/BENCHMARKS.md, "Recorder
