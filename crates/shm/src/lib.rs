@@ -964,13 +964,18 @@ impl Shm {
             payload.clear();
             for i in 0..ext {
                 // SAFETY: as above; the continuations were published with
-                // the record (checked against write_pos above).
+                // the record (checked against write_pos above), and the
+                // producer writes them again only after read_pos passes
+                // them. Read as a slice, not a volatile array: that one
+                // was copied byte by byte (a 64-byte vector store's value
+                // per event).
                 let chunk = unsafe {
-                    std::ptr::read_volatile(
-                        self.record_ptr(slot, read_pos + 1 + i) as *const [u8; RECORD_SIZE]
+                    std::slice::from_raw_parts(
+                        self.record_ptr(slot, read_pos + 1 + i) as *const u8,
+                        RECORD_SIZE,
                     )
                 };
-                payload.extend_from_slice(&chunk);
+                payload.extend_from_slice(chunk);
             }
             if !each(record, payload) {
                 break;
