@@ -266,14 +266,51 @@ struct ShmFile {
     inherited: Option<follow::Inherited>,
 }
 
+/// The free bytes of the file system that holds `dir`, if it can be asked.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: zeroed is a valid statvfs; statvfs writes into it.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid out-pointer.
+    let ret = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    (ret == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// Of the directories (each with its free bytes, `None` for one that is
+/// not there), the first with room for `len` bytes; else the first that is
+/// there, and false. The file is sparse: a ring's pages are taken as its
+/// thread first fills them, and one that finds its file system full would
+/// kill the program with SIGBUS, so the whole file must fit.
+fn pick_dir(candidates: &[(PathBuf, Option<u64>)], len: u64) -> Option<(PathBuf, bool)> {
+    candidates
+        .iter()
+        .find(|(_, free)| free.is_some_and(|free| free >= len))
+        .map(|(dir, _)| (dir.clone(), true))
+        .or_else(|| {
+            candidates
+                .iter()
+                .find(|(_, free)| free.is_some())
+                .map(|(dir, _)| (dir.clone(), false))
+        })
+}
+
 impl ShmFile {
     fn create(config: &Config) -> Result<ShmFile> {
-        let dir = Path::new("/dev/shm");
-        let dir = if dir.is_dir() {
-            dir.to_owned()
-        } else {
-            std::env::temp_dir()
-        };
+        let len = config.total_size();
+        let candidates = [PathBuf::from("/dev/shm"), std::env::temp_dir()].map(|dir| {
+            let free = dir.is_dir().then(|| free_bytes(&dir)).flatten();
+            (dir, free)
+        });
+        let (dir, fits) =
+            pick_dir(&candidates, len as u64).unwrap_or_else(|| (std::env::temp_dir(), false));
+        if !fits {
+            eprintln!(
+                "mmiotrace: warning: {} has {} MiB free, fewer than the {} MiB the rings take once all are used (--rings x --ring-size x 64 bytes): a thread whose ring finds it full would be killed; use fewer or smaller rings",
+                dir.display(),
+                free_bytes(&dir).unwrap_or(0) >> 20,
+                (len as u64).div_ceil(1 << 20)
+            );
+        }
         let path = dir.join(format!(
             "mmiotrace-{}-{}",
             std::process::id(),
@@ -288,7 +325,6 @@ impl ShmFile {
             .with_context(|| format!("creating the shared-memory file {}", path.display()))?;
         // From here on, every failure removes the file.
         let removal = RemoveOnDrop(path.clone());
-        let len = config.total_size();
         file.set_len(len as u64)
             .with_context(|| format!("sizing {} to {len} bytes", path.display()))?;
         // SAFETY: a fresh shared mapping of a file we just created and sized;
@@ -820,4 +856,58 @@ pub(crate) fn kinds_line(by_kind: &std::collections::BTreeMap<&'static str, u64>
         .map(|(kind, count)| format!("{kind} {count}"))
         .collect();
     kinds.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shared_memory_file_goes_where_it_fits() {
+        let shm = PathBuf::from("/dev/shm");
+        let tmp = PathBuf::from("/tmp");
+        let mib = 1u64 << 20;
+        // /dev/shm first when it holds the whole file.
+        assert_eq!(
+            pick_dir(
+                &[(shm.clone(), Some(300 * mib)), (tmp.clone(), Some(9 * mib))],
+                257 * mib
+            ),
+            Some((shm.clone(), true))
+        );
+        // A small /dev/shm (a container's 64 MiB): the temporary directory.
+        assert_eq!(
+            pick_dir(
+                &[
+                    (shm.clone(), Some(64 * mib)),
+                    (tmp.clone(), Some(900 * mib))
+                ],
+                257 * mib
+            ),
+            Some((tmp.clone(), true))
+        );
+        // No /dev/shm at all.
+        assert_eq!(
+            pick_dir(
+                &[(shm.clone(), None), (tmp.clone(), Some(900 * mib))],
+                257 * mib
+            ),
+            Some((tmp.clone(), true))
+        );
+        // Room nowhere: the first that is there, said not to fit.
+        assert_eq!(
+            pick_dir(
+                &[(shm.clone(), Some(64 * mib)), (tmp.clone(), Some(9 * mib))],
+                257 * mib
+            ),
+            Some((shm, false))
+        );
+        assert_eq!(pick_dir(&[(tmp, None)], 1), None);
+    }
+
+    #[test]
+    fn free_bytes_of_a_directory_that_is_there_and_one_that_is_not() {
+        assert!(free_bytes(&std::env::temp_dir()).is_some_and(|free| free > 0));
+        assert_eq!(free_bytes(Path::new("/nonexistent/mmiotrace")), None);
+    }
 }
