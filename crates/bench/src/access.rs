@@ -398,6 +398,19 @@ impl SharedBuffer {
     }
 }
 
+/// Copies `from` into `to` (the same length) with glibc's `memcpy`, not
+/// the compiler's inlined copy: the routine a traced program shares.
+pub fn glibc_memcpy(to: &mut [u8], from: &[u8]) {
+    assert_eq!(
+        to.len(),
+        from.len(),
+        "memcpy of slices of different lengths"
+    );
+    // SAFETY: two live slices of the same length; `to` is borrowed
+    // mutably, so they cannot overlap.
+    unsafe { libc::memcpy(to.as_mut_ptr().cast(), from.as_ptr().cast(), to.len()) };
+}
+
 impl SharedBuffer {
     /// Copies `count` blocks of `block` bytes with glibc's `memcpy`, one
     /// call each, to block after block of the buffer: block i from block

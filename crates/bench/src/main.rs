@@ -106,6 +106,13 @@ const VALGRIND_MMT_ENV: &str = "MMIOTRACE_BENCH_VALGRIND_MMT";
 ///       instruction) is not patched: one pass on the fault path, which
 ///       logs each `rep`'s bytes in runs, as buffer-memcpy. The rows
 ///       show the recorder's patched-sites totals.
+///   shared-site
+///       glibc's memcpy of 256 bytes into 16 KiB of plain memory, over and
+///       over, after the same memcpy copied into a traced mapping, so its
+///       store sites are patched: every store through them checks that
+///       its address is untraced and runs the original instruction. The
+///       worker's passes under `mmiotrace record` / bare: what sharing
+///       code with a traced mapping costs.
 ///   buffer-store32-valgrind, buffer-load64-valgrind, buffer-memcpy-valgrind,
 ///   buffer-copy256-valgrind
 ///       the same loops under `valgrind --tool=none` / bare, median of

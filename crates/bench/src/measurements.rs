@@ -268,6 +268,11 @@ pub const MEASUREMENTS: &[Measurement] = &[
         run: buffer_traced::<COPY256, true>,
     },
     Measurement {
+        name: "shared-site",
+        what: "glibc `memcpy`s of 256 bytes into plain memory after the same `memcpy` copied into a traced mapping (its store sites patched: each store checks that its address is untraced, then runs the original instruction), under `mmiotrace record` / bare",
+        run: shared_site,
+    },
+    Measurement {
         name: "buffer-store32-valgrind",
         what: "the buffer-store32 loop under `valgrind --tool=none` / bare (the JIT cost valgrind-mmt puts on all code)",
         run: buffer_valgrind::<STORE32>,
@@ -1233,6 +1238,40 @@ fn buffer_traced<const KIND: u8, const PATCHED: bool>(
             buffer.widths_text(&counts, passes as u64),
             settings.reps,
             recording.ring_full_waits()?
+        ),
+    })
+}
+
+/// glibc's `memcpy` into plain memory through store sites that copying
+/// into a traced mapping got patched: the worker's own passes, median of
+/// `--reps`, under `mmiotrace record` and bare.
+fn shared_site(settings: &Settings) -> anyhow::Result<Outcome> {
+    let page = PageFile::with_contents("shared-site", &vec![0u8; 64 * crate::worker::COPY_BLOCK])?;
+    let copies = crate::worker::copy256_blocks(settings.buffer_accesses as usize) as u64;
+    let args = vec![
+        "--work".to_owned(),
+        "shared-copy256".to_owned(),
+        "--reps".to_owned(),
+        settings.reps.to_string(),
+        "--accesses".to_owned(),
+        settings.buffer_accesses.to_string(),
+    ];
+    let (output, _) = record::run_timed(&mut record::worker(&page.path, &args)?)?;
+    let bare = crate::median(&pass_samples(
+        &String::from_utf8_lossy(&output.stdout),
+        settings.reps,
+    )?);
+    let recording = record::record_with(Mode::Alias, true, &page.path, &[], &[], &args)?;
+    let traced = crate::median(&pass_samples(&recording.stdout, settings.reps)?);
+    let summary = patch_summary(&recording)?;
+    Ok(Outcome::Versus {
+        ns: traced,
+        baseline_ns: bare,
+        baseline: "bare",
+        accesses: copies,
+        detail: format!(
+            "{copies} memcpys of 256 bytes a pass, median of {} passes each (per access: per memcpy); {summary}",
+            settings.reps
         ),
     })
 }

@@ -64,6 +64,11 @@ pub enum Work {
     /// bytes each, block after block (commands copied into a command
     /// buffer); pass p copies generated block (i + p) % 256 to block i.
     BufferCopy256,
+    /// 64 glibc `memcpy`s of 256 bytes into the mapped file (its store
+    /// sites get patched), then `--reps` timed passes of `--accesses` / 16
+    /// `memcpy`s of 256 bytes into 16 KiB of plain memory, over and over,
+    /// through the same sites.
+    SharedCopy256,
     /// [`Work::BufferStore32`] with a store that `record --patch` can
     /// patch: `mov dword ptr [rdi + 0x100], eax`, 6 bytes (see
     /// `SharedBuffer::store32_pass_long`).
@@ -114,6 +119,7 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
             | Work::BufferLoad64
             | Work::BufferMemcpy
             | Work::BufferCopy256
+            | Work::SharedCopy256
             | Work::BufferStore32Long
             | Work::BufferLoad64Long
     ) {
@@ -249,6 +255,7 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
         | Work::BufferLoad64
         | Work::BufferMemcpy
         | Work::BufferCopy256
+        | Work::SharedCopy256
         | Work::BufferStore32Long
         | Work::BufferLoad64Long => {
             bail!("the buffer works map the whole file, not one page (see buffer_passes)")
@@ -269,6 +276,8 @@ pub fn run(path: &Path, job: &Job) -> anyhow::Result<()> {
 pub const COPY_BLOCK: usize = 256;
 /// Distinct generated blocks buffer-copy256 copies from.
 const COPY_SOURCE_BLOCKS: usize = 256;
+/// Blocks of plain memory shared-copy256 copies into, over and over.
+const PLAIN_BLOCKS: usize = 64;
 
 /// The `memcpy`s of one buffer-copy256 pass for `--accesses`: one per 16
 /// (a 256-byte copy is 4 to 16 stores, glibc's choice).
@@ -337,6 +346,44 @@ fn buffer_passes(path: &Path, file: &std::fs::File, job: &Job) -> anyhow::Result
                 path.display()
             );
             accesses * reps
+        }
+        Work::SharedCopy256 => {
+            let copies = copy256_blocks(accesses);
+            ensure!(
+                64 * COPY_BLOCK <= buffer.len(),
+                "{}: 64 blocks of {COPY_BLOCK} bytes do not fit the {}-byte file",
+                path.display(),
+                buffer.len()
+            );
+            let source: Vec<u8> = (0..COPY_SOURCE_BLOCKS * COPY_BLOCK)
+                .map(|i| (i as u32).wrapping_mul(0x9e37_79b9).rotate_right(13) as u8)
+                .collect();
+            // Into the traced mapping first: the sites fault, and get patched.
+            buffer.copy_blocks(&source, COPY_BLOCK, 64, 0);
+            // 64 blocks of plain memory, 16 KiB, in the cache: the copies
+            // cost what their instructions cost, not memory bandwidth.
+            let mut plain = vec![0u8; PLAIN_BLOCKS * COPY_BLOCK];
+            timed(&mut |rep| {
+                for i in 0..copies {
+                    let from = &source[(i + rep) % COPY_SOURCE_BLOCKS * COPY_BLOCK..][..COPY_BLOCK];
+                    let to = &mut plain[i % PLAIN_BLOCKS * COPY_BLOCK..][..COPY_BLOCK];
+                    crate::access::glibc_memcpy(to, from);
+                }
+                std::hint::black_box(&plain);
+            });
+            // Each plain block holds what the last pass copied there last.
+            let last = reps - 1;
+            for (slot, block) in plain.chunks_exact(COPY_BLOCK).enumerate() {
+                let Some(i) = (0..copies).rev().find(|i| i % PLAIN_BLOCKS == slot) else {
+                    continue;
+                };
+                let from = (i + last) % COPY_SOURCE_BLOCKS * COPY_BLOCK;
+                ensure!(
+                    block == &source[from..from + COPY_BLOCK],
+                    "plain block {slot} differs from the copied data"
+                );
+            }
+            copies * reps
         }
         Work::BufferCopy256 => {
             let copies = copy256_blocks(accesses);

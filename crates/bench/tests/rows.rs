@@ -723,3 +723,29 @@ fn push_floor_rows_time_a_producer_whose_records_are_all_read() {
         );
     }
 }
+
+#[test]
+fn shared_site_row_times_plain_copies_through_patched_sites() {
+    let output = bench(&[
+        "--only",
+        "shared-site",
+        "--reps",
+        "2",
+        "--buffer-accesses",
+        "16000",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let rows = table(&stdout);
+    assert_eq!(rows.len(), 1, "{stdout}");
+    if !recorder_built() {
+        assert_eq!(output.status.code(), Some(1), "{stdout}");
+        return;
+    }
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        rows[0][2].ends_with(" x bare")
+            && rows[0][3].contains("1000 memcpys of 256 bytes a pass")
+            && rows[0][3].contains(" sites patched"),
+        "{stdout}"
+    );
+}

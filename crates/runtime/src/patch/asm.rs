@@ -77,6 +77,13 @@ impl Asm {
         self.len - 4
     }
 
+    /// A `jmp rel32` whose target is filled in by [`Asm::bind`]; returns
+    /// where its rel32 is.
+    pub fn jmp_forward(&mut self) -> usize {
+        self.emit(&[0xe9, 0, 0, 0, 0]);
+        self.len - 4
+    }
+
     pub fn bind(&mut self, rel_at: usize) {
         let rel = (self.len as i64 - (rel_at as i64 + 4)) as i32;
         for (i, b) in rel.to_le_bytes().iter().enumerate() {

@@ -94,6 +94,9 @@ pub struct SiteInfo {
 
 /// Labels of the ways out to the general path: the `jcc`s to bind there.
 pub struct Exits {
+    /// Outside every range ever traced: straight to the original
+    /// instruction.
+    pub untraced: [usize; 2],
     /// Before any flag was set.
     pub before_flags: [usize; 4],
     pub before_flags_len: usize,
@@ -105,6 +108,7 @@ pub struct Exits {
 impl Exits {
     fn new() -> Exits {
         Exits {
+            untraced: [0; 2],
             before_flags: [0; 4],
             before_flags_len: 0,
             after_flags: [0; 12],
@@ -241,6 +245,14 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
         _ => {}
     }
     save_flags(code);
+    // An address outside every range ever traced (a site that copies to
+    // plain memory too, such as glibc's `memcpy`) runs the original
+    // instruction at once, as the general path would, without its cost.
+    code.mov_imm64(RDX, crate::ranges::bounds_address() as u64);
+    code.alu_load(0x3b, R8, Mem::Base(RDX, 0)); // cmp r8, [lowest start]
+    exits.untraced[0] = code.jcc_forward(0x2); // jb
+    code.alu_load(0x3b, R8, Mem::Base(RDX, 8)); // cmp r8, [highest end]
+    exits.untraced[1] = code.jcc_forward(0x3); // jae
 
     // 2. The slot block; no fast path or push of this thread under way.
     code.load64(RDI, thread(thread_at::SLOT_BLOCK));
@@ -605,8 +617,16 @@ fn restore(code: &mut Asm) {
 }
 
 /// The ways out of the fast path, bound here: the flags cleared that were
-/// set, everything restored; the general path follows.
-pub fn emit_exits(code: &mut Asm, exits: &Exits, thread_block: i32) {
+/// set, everything restored; the general path follows. An untraced
+/// address, everything restored, jumps to the trampoline's copy of the
+/// original instruction: returns where that jump's displacement is, for
+/// the caller to bind there.
+pub fn emit_exits(code: &mut Asm, exits: &Exits, thread_block: i32) -> usize {
+    for &at in &exits.untraced {
+        code.bind(at);
+    }
+    restore(code);
+    let to_original = code.jmp_forward();
     for &at in exits.after_flags.iter().take(exits.after_flags_len) {
         code.bind(at);
     }
@@ -616,6 +636,7 @@ pub fn emit_exits(code: &mut Asm, exits: &Exits, thread_block: i32) {
         code.bind(at);
     }
     restore(code);
+    to_original
 }
 
 #[cfg(test)]
@@ -638,7 +659,8 @@ mod tests {
         };
         let mut code = Asm::new(AT);
         let exits = emit(&mut code, &insn, &site, AT - 0x1000 + bytes.len() as u64).expect("emit");
-        emit_exits(&mut code, &exits, site.thread_block);
+        let to_original = emit_exits(&mut code, &exits, site.thread_block);
+        code.bind(to_original);
         let mut decoder = Decoder::with_ip(64, code.bytes(), AT, DecoderOptions::NONE);
         let mut lines = Vec::new();
         let mut formatter = IntelFormatter::new();

@@ -1071,10 +1071,11 @@ fn emit_trampoline(
     original: &[u8],
     back: u64,
 ) -> Option<u64> {
+    let mut to_original = None;
     if let Some(site) = fast {
         match fast::emit(code, insn, site, back) {
             Some(exits) => {
-                fast::emit_exits(code, &exits, site.thread_block);
+                to_original = Some(fast::emit_exits(code, &exits, site.thread_block));
                 tls::fast_paths_exist();
             }
             // A form the fast path does not handle: the general path only.
@@ -1134,6 +1135,9 @@ fn emit_trampoline(
     code.bind(above);
     code.bind(fallback);
     code.restore();
+    if let Some(at) = to_original {
+        code.bind(at);
+    }
     let orig = code.here();
     code.emit(original);
     code.jmp(back)?;
