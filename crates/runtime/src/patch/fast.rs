@@ -54,6 +54,8 @@ const R11: u8 = 11;
 
 /// The registers the fast path uses, in the order it pushes them.
 const SCRATCH: [u8; 9] = [RAX, RCX, RDX, RSI, RDI, R8, R9, R10, R11];
+/// The first of them, pushed before the check for an untraced address.
+const EARLY: usize = 3;
 
 /// Offsets in a ring record.
 mod record_at {
@@ -233,9 +235,27 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     let mut exits = Exits::new();
     let thread = |at: i32| Mem::Fs(site.thread_block + at);
 
-    // 1. Registers, the address, a store's value, the flags.
-    save_registers(code);
-    super::emit_lea(code, insn, R8)?;
+    // 1. The address and the flags with three registers saved; an
+    // address outside every range ever traced (a site that copies to
+    // plain memory too, such as glibc's `memcpy`) runs the original
+    // instruction at once, at the cost of these few instructions. Then
+    // the other registers, the address in R8, a store's value in R9, the
+    // flags in R11.
+    code.lea_rsp(-128);
+    for &reg in SCRATCH.iter().take(EARLY) {
+        code.push(reg);
+    }
+    super::emit_lea(code, insn, RCX)?;
+    code.emit(&[0x9f, 0x0f, 0x90, 0xc0]); // lahf; seto al
+    code.mov_imm64(RDX, crate::ranges::bounds_address() as u64);
+    code.alu_load(0x3b, RCX, Mem::Base(RDX, 0)); // cmp rcx, [lowest start]
+    exits.untraced[0] = code.jcc_forward(0x2); // jb
+    code.alu_load(0x3b, RCX, Mem::Base(RDX, 8)); // cmp rcx, [highest end]
+    exits.untraced[1] = code.jcc_forward(0x3); // jae
+    for &reg in SCRATCH.iter().skip(EARLY) {
+        code.push(reg);
+    }
+    code.mov_reg(R8, RCX);
     match access {
         Access::StoreRegister(reg) => match saved_at(reg) {
             Some(at) => code.load64(R9, Mem::Base(4, at)),
@@ -244,15 +264,7 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
         Access::StoreImmediate(value) => code.mov_imm64(R9, value),
         _ => {}
     }
-    save_flags(code);
-    // An address outside every range ever traced (a site that copies to
-    // plain memory too, such as glibc's `memcpy`) runs the original
-    // instruction at once, as the general path would, without its cost.
-    code.mov_imm64(RDX, crate::ranges::bounds_address() as u64);
-    code.alu_load(0x3b, R8, Mem::Base(RDX, 0)); // cmp r8, [lowest start]
-    exits.untraced[0] = code.jcc_forward(0x2); // jb
-    code.alu_load(0x3b, R8, Mem::Base(RDX, 8)); // cmp r8, [highest end]
-    exits.untraced[1] = code.jcc_forward(0x3); // jae
+    code.emit(&[0x44, 0x0f, 0xb7, 0xd8]); // movzx r11d, ax
 
     // 2. The slot block; no fast path or push of this thread under way.
     code.load64(RDI, thread(thread_at::SLOT_BLOCK));
@@ -625,7 +637,13 @@ pub fn emit_exits(code: &mut Asm, exits: &Exits, thread_block: i32) -> usize {
     for &at in &exits.untraced {
         code.bind(at);
     }
-    restore(code);
+    // The flags from AX (as `restore` does from R11), the three registers.
+    code.emit(&[0x04, 0x7f]); // add al, 0x7f: OF back
+    code.emit(&[0x9e]); // sahf
+    for &reg in SCRATCH.iter().take(EARLY).rev() {
+        code.pop(reg);
+    }
+    code.lea_rsp(128);
     let to_original = code.jmp_forward();
     for &at in exits.after_flags.iter().take(exits.after_flags_len) {
         code.bind(at);
@@ -679,7 +697,8 @@ mod tests {
         let (lines, len) = listing(&[0x8b, 0x83, 0, 1, 0, 0]);
         let text = lines.join("\n");
         for expected in [
-            "lea r8,[rbx+100h]",
+            "lea rcx,[rbx+100h]",
+            "mov r8,rcx",
             "lahf",
             "seto al",
             "movzx r11d,ax",
