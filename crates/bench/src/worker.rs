@@ -279,6 +279,24 @@ const COPY_SOURCE_BLOCKS: usize = 256;
 /// Blocks of plain memory shared-copy256 copies into, over and over.
 const PLAIN_BLOCKS: usize = 64;
 
+/// The generated blocks the copy works copy from.
+fn copy_source() -> Vec<u8> {
+    (0..COPY_SOURCE_BLOCKS * COPY_BLOCK)
+        .map(|i| (i as u32).wrapping_mul(0x9e37_79b9).rotate_right(13) as u8)
+        .collect()
+}
+
+/// An error naming `path` unless `blocks` blocks of [`COPY_BLOCK`] bytes
+/// fit its `len` bytes.
+fn blocks_fit(path: &Path, blocks: usize, len: usize) -> anyhow::Result<()> {
+    ensure!(
+        blocks * COPY_BLOCK <= len,
+        "{}: {blocks} blocks of {COPY_BLOCK} bytes do not fit the {len}-byte file",
+        path.display()
+    );
+    Ok(())
+}
+
 /// The `memcpy`s of one buffer-copy256 pass for `--accesses`: one per 16
 /// (a 256-byte copy is 4 to 16 stores, glibc's choice).
 pub fn copy256_blocks(accesses: usize) -> usize {
@@ -349,15 +367,8 @@ fn buffer_passes(path: &Path, file: &std::fs::File, job: &Job) -> anyhow::Result
         }
         Work::SharedCopy256 => {
             let copies = copy256_blocks(accesses);
-            ensure!(
-                64 * COPY_BLOCK <= buffer.len(),
-                "{}: 64 blocks of {COPY_BLOCK} bytes do not fit the {}-byte file",
-                path.display(),
-                buffer.len()
-            );
-            let source: Vec<u8> = (0..COPY_SOURCE_BLOCKS * COPY_BLOCK)
-                .map(|i| (i as u32).wrapping_mul(0x9e37_79b9).rotate_right(13) as u8)
-                .collect();
+            blocks_fit(path, 64, buffer.len())?;
+            let source = copy_source();
             // Into the traced mapping first: the sites fault, and get patched.
             buffer.copy_blocks(&source, COPY_BLOCK, 64, 0);
             // 64 blocks of plain memory, 16 KiB, in the cache: the copies
@@ -387,15 +398,8 @@ fn buffer_passes(path: &Path, file: &std::fs::File, job: &Job) -> anyhow::Result
         }
         Work::BufferCopy256 => {
             let copies = copy256_blocks(accesses);
-            ensure!(
-                copies * COPY_BLOCK <= buffer.len(),
-                "{}: {copies} blocks of {COPY_BLOCK} bytes do not fit the {}-byte file",
-                path.display(),
-                buffer.len()
-            );
-            let source: Vec<u8> = (0..COPY_SOURCE_BLOCKS * COPY_BLOCK)
-                .map(|i| (i as u32).wrapping_mul(0x9e37_79b9).rotate_right(13) as u8)
-                .collect();
+            blocks_fit(path, copies, buffer.len())?;
+            let source = copy_source();
             timed(&mut |rep| buffer.copy_blocks(&source, COPY_BLOCK, copies, rep));
             drop(buffer);
             let mut contents = vec![0u8; copies * COPY_BLOCK];
