@@ -241,17 +241,7 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     // instruction at once, at the cost of these few instructions. Then
     // the other registers, the address in R8, a store's value in R9, the
     // flags in R11.
-    code.lea_rsp(-128);
-    for &reg in SCRATCH.iter().take(EARLY) {
-        code.push(reg);
-    }
-    super::emit_lea(code, insn, RCX)?;
-    code.emit(&[0x9f, 0x0f, 0x90, 0xc0]); // lahf; seto al
-    code.mov_imm64(RDX, crate::ranges::bounds_address() as u64);
-    code.alu_load(0x3b, RCX, Mem::Base(RDX, 0)); // cmp rcx, [lowest start]
-    exits.untraced[0] = code.jcc_forward(0x2); // jb
-    code.alu_load(0x3b, RCX, Mem::Base(RDX, 8)); // cmp rcx, [highest end]
-    exits.untraced[1] = code.jcc_forward(0x3); // jae
+    exits.untraced = emit_untraced_check(code, insn)?;
     for &reg in SCRATCH.iter().skip(EARLY) {
         code.push(reg);
     }
@@ -628,23 +618,55 @@ fn restore(code: &mut Asm) {
     code.lea_rsp(128);
 }
 
-/// The ways out of the fast path, bound here: the flags cleared that were
-/// set, everything restored; the general path follows. An untraced
-/// address, everything restored, jumps to the trampoline's copy of the
-/// original instruction: returns where that jump's displacement is, for
-/// the caller to bind there.
-pub fn emit_exits(code: &mut Asm, exits: &Exits, thread_block: i32) -> usize {
-    for &at in &exits.untraced {
-        code.bind(at);
+/// The check a trampoline starts with: the red zone stepped over, RAX,
+/// RCX and RDX pushed, the operand's address in RCX, the flags in AX
+/// (`lahf`, `seto`); an address below the lowest start or at or above the
+/// highest end of every range ever traced (`ranges::bounds_address`)
+/// jumps to the returned labels (see [`emit_untraced_exit`]).
+pub fn emit_untraced_check(code: &mut Asm, insn: &Instruction) -> Option<[usize; 2]> {
+    code.lea_rsp(-128);
+    for &reg in SCRATCH.iter().take(EARLY) {
+        code.push(reg);
     }
-    // The flags from AX (as `restore` does from R11), the three registers.
+    super::emit_lea(code, insn, RCX)?;
+    code.emit(&[0x9f, 0x0f, 0x90, 0xc0]); // lahf; seto al
+    code.mov_imm64(RDX, crate::ranges::bounds_address() as u64);
+    code.alu_load(0x3b, RCX, Mem::Base(RDX, 0)); // cmp rcx, [lowest start]
+    let below = code.jcc_forward(0x2); // jb
+    code.alu_load(0x3b, RCX, Mem::Base(RDX, 8)); // cmp rcx, [highest end]
+    let above = code.jcc_forward(0x3); // jae
+    Some([below, above])
+}
+
+/// Undoes [`emit_untraced_check`]: the flags from AX (as `restore` does
+/// from R11), the three registers, the stack pointer.
+pub fn emit_untraced_undo(code: &mut Asm) {
     code.emit(&[0x04, 0x7f]); // add al, 0x7f: OF back
     code.emit(&[0x9e]); // sahf
     for &reg in SCRATCH.iter().take(EARLY).rev() {
         code.pop(reg);
     }
     code.lea_rsp(128);
-    let to_original = code.jmp_forward();
+}
+
+/// The way out of [`emit_untraced_check`] for an untraced address, bound
+/// here: everything undone, a jump to the trampoline's copy of the
+/// original instruction. Returns where that jump's displacement is, for
+/// the caller to bind there.
+pub fn emit_untraced_exit(code: &mut Asm, untraced: [usize; 2]) -> usize {
+    for at in untraced {
+        code.bind(at);
+    }
+    emit_untraced_undo(code);
+    code.jmp_forward()
+}
+
+/// The ways out of the fast path, bound here: an untraced address (see
+/// [`emit_untraced_exit`]; returns where its jump's displacement is); the
+/// flags cleared that were set, everything restored, and the general
+/// path follows.
+pub fn emit_exits(code: &mut Asm, exits: &Exits, thread_block: i32) -> usize {
+    let to_original = emit_untraced_exit(code, exits.untraced);
     for &at in exits.after_flags.iter().take(exits.after_flags_len) {
         code.bind(at);
     }

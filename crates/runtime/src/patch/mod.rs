@@ -1082,6 +1082,16 @@ fn emit_trampoline(
             None => code.len = 0,
         }
     }
+    if to_original.is_none() {
+        // No fast path: the general path starts with the same check for
+        // an untraced address, so that a site shared with plain memory
+        // does not pay for saving every register there.
+        let untraced = fast::emit_untraced_check(code, insn)?;
+        fast::emit_untraced_undo(code);
+        let skip = code.jmp_forward();
+        to_original = Some(fast::emit_untraced_exit(code, untraced));
+        code.bind(skip);
+    }
     code.lea_rsp(-128);
     code.emit(&[0x9c]);
     code.lea_rsp(-8);
