@@ -129,22 +129,15 @@ impl AliasBus<'_> {
         if state::muted() {
             return;
         }
-        let mut low = [0u8; 8];
-        let n = bytes.len().min(8);
-        if let (Some(dst), Some(src)) = (low.get_mut(..n), bytes.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        let record = Record {
+        let mut record = Record::default();
+        self.fill(
+            &mut record,
             kind,
-            width: bytes.len() as u8,
-            map_id: range.map_id,
-            offset: range.offset_of(addr),
-            value: u64::from_le_bytes(low),
-            pc: self.pc,
-            tid: self.me.tid,
-            pid: self.me.pid,
-            ..Record::default()
-        };
+            range,
+            addr,
+            bytes.len() as u8,
+            le_u64(bytes),
+        );
         // Values wider than 8 bytes travel whole as payload.
         let payload = if bytes.len() > 8 { bytes } else { &[] };
         log::push(self.shm, self.me.slot, record, payload);

@@ -17,29 +17,9 @@ use crate::{threads, tls};
 /// (the ring is single-producer), then given back; the recorder merges the
 /// rings by sequence number.
 pub fn push(shm: &Shm, slot: usize, record: Record, payload: &[u8]) {
-    // The flag of a push under way into the slot (`tls::SlotBlock`): only
-    // the slot's owner thread, and the signal handlers that interrupt it,
-    // set it; a patched site's fast path sets it too.
-    let Some(pushing) = tls::pushing(slot) else {
-        return;
-    };
-    // Same thread: a handler that interrupts between the load and the
-    // store runs its whole push first (the fences keep the compiler from
-    // moving the ring's writes outside the flag).
-    if pushing.load(Ordering::Relaxed) {
-        let borrowed = threads::borrow_slot(shm, record.tid);
-        push(shm, borrowed, record, payload);
-        shm.release_slot(borrowed);
-        return;
-    }
-    pushing.store(true, Ordering::Relaxed);
-    compiler_fence(Ordering::SeqCst);
-    let result = shm.push(slot, record, payload);
-    compiler_fence(Ordering::SeqCst);
-    pushing.store(false, Ordering::Relaxed);
-    if let PushResult::Stopped(reason) = result {
-        state::tracing_stopped(shm, reason);
-    }
+    in_slot(shm, slot, record.tid, &mut |slot| {
+        ((), shm.push(slot, record, payload))
+    });
 }
 
 /// Logs a run of up to `max` records that `each` makes one by one, each
@@ -54,24 +34,43 @@ pub fn push_run(
     max: usize,
     each: &mut dyn FnMut(usize, &mut Record) -> bool,
 ) -> usize {
-    let Some(pushing) = tls::pushing(slot) else {
-        return 0;
-    };
+    in_slot(shm, slot, tid, &mut |slot| {
+        shm.push_run(slot, max, &mut *each)
+    })
+    .unwrap_or(0)
+}
+
+/// Runs `push` on `slot` with the slot's flag of a push under way set
+/// (`tls::SlotBlock`: only the slot's owner thread, the signal handlers
+/// that interrupt it, and a patched site's fast path set it), or, when it
+/// is set already (a handler interrupted a push of this thread), on a
+/// slot borrowed for it and given back; stops tracing when the push says
+/// that nobody drains the rings any more. `None` for a slot out of range.
+fn in_slot<R>(
+    shm: &Shm,
+    slot: usize,
+    tid: u32,
+    push: &mut dyn FnMut(usize) -> (R, PushResult),
+) -> Option<R> {
+    let pushing = tls::pushing(slot)?;
+    // Same thread: a handler that interrupts between the load and the
+    // store runs its whole push first (the fences keep the compiler from
+    // moving the ring's writes outside the flag).
     if pushing.load(Ordering::Relaxed) {
         let borrowed = threads::borrow_slot(shm, tid);
-        let made = push_run(shm, borrowed, tid, max, each);
+        let done = in_slot(shm, borrowed, tid, push);
         shm.release_slot(borrowed);
-        return made;
+        return done;
     }
     pushing.store(true, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
-    let (made, result) = shm.push_run(slot, max, each);
+    let (done, result) = push(slot);
     compiler_fence(Ordering::SeqCst);
     pushing.store(false, Ordering::Relaxed);
     if let PushResult::Stopped(reason) = result {
         state::tracing_stopped(shm, reason);
     }
-    made
+    Some(done)
 }
 
 /// Logs `record` from outside the handlers: the calling thread's slot and

@@ -144,16 +144,10 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// TSC that ticks at a constant rate on every CPU.
 static FAST: AtomicBool = AtomicBool::new(false);
 static PATCH_LOCK: AtomicBool = AtomicBool::new(false);
-/// Trampoline chunks: base addresses, and bytes used in each.
+/// Trampoline chunks (mappings of [`CHUNK`] bytes): base addresses, and
+/// bytes used in each.
 static CHUNK_BASE: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNKS];
 static CHUNK_USED: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNKS];
-/// Bytes of trampolines a chunk holds from its base: [`CHUNK`], or one
-/// [`TRAMPOLINE`] for a punned site's.
-static CHUNK_CAP: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNKS];
-/// The mapping a chunk lies in (a punned site's trampoline need not start
-/// on a page): its start and length.
-static CHUNK_MAP: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNKS];
-static CHUNK_MAP_LEN: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNKS];
 
 /// Turns patching on, unless `--no-patch`, `--mode single-step` or a
 /// kernel without `membarrier`'s core serialisation say otherwise. Called
@@ -300,27 +294,23 @@ pub fn site_of_copy(rip: u64) -> Option<u64> {
 /// The record of the trampoline whose copy of the original instruction
 /// starts at `rip`.
 fn record_of_copy(rip: u64) -> Option<&'static Record> {
-    CHUNK_BASE
-        .iter()
-        .zip(&CHUNK_USED)
-        .zip(&CHUNK_CAP)
-        .find_map(|((base, used), cap)| {
-            let base = base.load(Ordering::Acquire) as u64;
-            let offset = rip.wrapping_sub(base);
-            if base == 0 || offset >= cap.load(Ordering::Relaxed) as u64 {
-                return None;
-            }
-            let slot = offset - offset % TRAMPOLINE as u64;
-            // SYNC POINT: pairs with the Release fetch_add in patch(), after
-            // the trampoline and its record were written.
-            if slot + TRAMPOLINE as u64 > used.load(Ordering::Acquire) as u64 {
-                return None;
-            }
-            // SAFETY: a written trampoline slot of a chunk this module mapped
-            // (readable, never unmapped, its record never changed).
-            let record = unsafe { &*((base + slot) as usize as *const Record).byte_add(RECORD_AT) };
-            (record.orig == rip).then_some(record)
-        })
+    CHUNK_BASE.iter().zip(&CHUNK_USED).find_map(|(base, used)| {
+        let base = base.load(Ordering::Acquire) as u64;
+        let offset = rip.wrapping_sub(base);
+        if base == 0 || offset >= CHUNK as u64 {
+            return None;
+        }
+        let slot = offset - offset % TRAMPOLINE as u64;
+        // SYNC POINT: pairs with the Release fetch_add in patch(), after
+        // the trampoline and its record were written.
+        if slot + TRAMPOLINE as u64 > used.load(Ordering::Acquire) as u64 {
+            return None;
+        }
+        // SAFETY: a written trampoline slot of a chunk this module mapped
+        // (readable, never unmapped, its record never changed).
+        let record = unsafe { &*((base + slot) as usize as *const Record).byte_add(RECORD_AT) };
+        (record.orig == rip).then_some(record)
+    })
 }
 
 /// Where the instruction of `pc` is to be read from: a site being patched
@@ -943,8 +933,7 @@ fn trampoline_space(pc: u64, end: u64, stub: Option<u64>) -> Option<(usize, usiz
             continue;
         }
         let used = CHUNK_USED[i].load(Ordering::Relaxed);
-        let shared = CHUNK_CAP[i].load(Ordering::Relaxed) == CHUNK;
-        if shared && reach(base as u64) && used + TRAMPOLINE <= CHUNK {
+        if reach(base as u64) && used + TRAMPOLINE <= CHUNK {
             return Some((i, base + used));
         }
     }
@@ -970,7 +959,7 @@ fn trampoline_space(pc: u64, end: u64, stub: Option<u64>) -> Option<(usize, usiz
                 continue;
             };
             if reach(base as u64) {
-                publish_chunk(free, base, CHUNK, base, CHUNK);
+                publish_chunk(free, base);
                 return Some((free, base));
             }
             // SAFETY: the mapping just made, not used.
@@ -980,15 +969,11 @@ fn trampoline_space(pc: u64, end: u64, stub: Option<u64>) -> Option<(usize, usiz
     None
 }
 
-/// Makes chunk `index` known: trampolines from `base`, `cap` bytes of
-/// them, in the mapping `map..map + map_len`.
-fn publish_chunk(index: usize, base: usize, cap: usize, map: usize, map_len: usize) {
+/// Makes chunk `index`, mapped at `base`, known.
+fn publish_chunk(index: usize, base: usize) {
     CHUNK_USED[index].store(0, Ordering::Relaxed);
-    CHUNK_CAP[index].store(cap, Ordering::Relaxed);
-    CHUNK_MAP[index].store(map, Ordering::Relaxed);
-    CHUNK_MAP_LEN[index].store(map_len, Ordering::Relaxed);
     // SYNC POINT: pairs with the Acquire loads of the base in
-    // record_of_copy() and trampoline_space(): the fields above first.
+    // record_of_copy() and trampoline_space(): the count above first.
     CHUNK_BASE[index].store(base, Ordering::Release);
 }
 
@@ -1005,16 +990,15 @@ fn write_trampoline(chunk: usize, at: usize, code: &[u8], record: &Record) -> Op
     if code.len() > RECORD_AT {
         return None;
     }
-    let map = CHUNK_MAP[chunk].load(Ordering::Relaxed);
-    let map_len = CHUNK_MAP_LEN[chunk].load(Ordering::Relaxed);
+    let map = CHUNK_BASE[chunk].load(Ordering::Acquire);
     let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
-    // SAFETY: map..map+map_len is a chunk's mapping, made by this module;
+    // SAFETY: map..map+CHUNK is a chunk's mapping, made by this module;
     // at..at+len lies in its unused part, which no thread executes.
     unsafe {
-        sys::mprotect(map, map_len, rwx).ok()?;
+        sys::mprotect(map, CHUNK, rwx).ok()?;
         core::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len());
         core::ptr::write((at + RECORD_AT) as *mut Record, *record);
-        sys::mprotect(map, map_len, libc::PROT_READ | libc::PROT_EXEC).ok()?;
+        sys::mprotect(map, CHUNK, libc::PROT_READ | libc::PROT_EXEC).ok()?;
     }
     Some(())
 }
