@@ -79,7 +79,7 @@ pub fn flood(
     let mut path_bytes = canonical.as_os_str().as_encoded_bytes().to_vec();
     path_bytes.push(0);
     ensure!(
-        matches!(shm.push(slot, map, &path_bytes), PushResult::Pushed { .. }),
+        matches!(shm.push(slot, map, &path_bytes), PushResult::Pushed),
         "the recorder took no MAP record"
     );
     // TSC ticks per event, in 48.16 fixed point.
@@ -122,7 +122,7 @@ pub fn flood(
             ..Record::default()
         };
         match shm.push(slot, record, &[]) {
-            PushResult::Pushed { .. } => {}
+            PushResult::Pushed => {}
             other => bail!("push {i} of {events}: {other:?}"),
         }
     }

@@ -96,7 +96,7 @@ fn load_config() -> bool {
     threads::forget_replaced_image(&shm);
     // After the slot release above, so that its exit handler runs first.
     single_step::init();
-    patch::init();
+    patch::init(&shm);
     // SAFETY: as above.
     unsafe { libc::atexit(patch::report_at_exit) };
     state::set_shm(shm);

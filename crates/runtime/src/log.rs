@@ -15,7 +15,7 @@ use crate::{threads, tls};
 /// so a signal handler that makes a traced access may interrupt a push into
 /// the same ring. That nested push goes into a ring slot borrowed for it
 /// (the ring is single-producer), then given back; the recorder merges the
-/// rings by sequence number.
+/// rings by time.
 pub fn push(shm: &Shm, slot: usize, record: Record, payload: &[u8]) {
     in_slot(shm, slot, record.tid, &mut |slot| {
         ((), shm.push(slot, record, payload))
@@ -23,8 +23,8 @@ pub fn push(shm: &Shm, slot: usize, record: Record, payload: &[u8]) {
 }
 
 /// Logs a run of up to `max` records that `each` makes one by one, each
-/// right after its access ([`Shm::push_run`]: one sequence number
-/// `fetch_add` and one time for the run). Re-entrant as [`push`]. Returns
+/// right after its access ([`Shm::push_run`]: one time for the run).
+/// Re-entrant as [`push`]. Returns
 /// how many records `each` made; it is called for every one of them even
 /// when they cannot be logged. `tid` is the calling thread's.
 pub fn push_run(

@@ -27,7 +27,7 @@
 //! out of the rings; the atomic positions order those copies. (The one
 //! other `unsafe` is the `rdtsc` intrinsic, in `tsc`.)
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence};
 
 pub mod glob;
 pub mod hooks;
@@ -42,7 +42,7 @@ pub use tsc::{TSC_CLOCK_HISTORY, TscClock, TscPair, read_tsc, tsc_is_usable};
 /// First bytes of the file.
 pub const MAGIC: [u8; 8] = *b"MMIOSHM\0";
 /// Bumped on any change of the layout below.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Bytes before the first slot.
 pub const HEADER_SIZE: usize = 4096;
 /// Bytes of one record.
@@ -56,6 +56,21 @@ pub const ENV_SHM_FD: &str = "MMIOTRACE_SHM_FD";
 
 /// `Header::flags`: a full ring drops the event (counted in `Header::lost`) instead of waiting.
 pub const FLAG_DROP: u32 = 1;
+/// `Header::flags`: every record's time is the raw TSC ([`read_tsc`]) and
+/// carries [`RECORD_FLAG_TSC`]; without it, nanoseconds since
+/// `Header::clock_base_ns`. Set by [`Shm::init`] where [`tsc_is_usable`],
+/// so that every producer stamps on one clock and the recorder can merge
+/// the rings by time.
+pub const FLAG_TSC_TIME: u32 = 2;
+
+/// How far the recorder stays behind its own clock when it merges the
+/// rings by time, in the units of the records' time (TSC ticks with
+/// [`FLAG_TSC_TIME`], nanoseconds without): a producer that is not yet
+/// stamping ([`Shm::publication`]) when the recorder looks may still have
+/// read a time up to this much older, because its store of the flag waits
+/// in its store buffer, or its `rdtsc` ran ahead of that store. Both take
+/// nanoseconds; 100,000 is 20 µs of a 5 GHz TSC and 100 µs of a 1 GHz one.
+pub const MERGE_SLACK: u64 = 100_000;
 
 /// Longest path of the shared-memory file that the header carries.
 pub const MAX_SHM_PATH: usize = 1024;
@@ -106,6 +121,11 @@ pub const RECORD_FLAG_NO_DEVICE: u8 = 4;
 /// architectures than x86_64.
 pub const RECORD_FLAG_TSC: u8 = 8;
 
+/// `Record::flags`: a patched site's fast path logged the access (in
+/// machine code, without an exception). For tests and measurements: the
+/// trace does not keep it.
+pub const RECORD_FLAG_FAST_PATH: u8 = 16;
+
 /// One ring entry. Plain data: a producer fills it, then publishes it with
 /// the `Release` store of `SlotHeader::write_pos`.
 #[repr(C)]
@@ -118,10 +138,13 @@ pub struct Record {
     pub ext: u8,
     pub flags: u8,
     pub map_id: u32,
-    /// Global sequence number, assigned by [`Shm::push`].
+    /// The record's position in its ring (its `write_pos`), set by
+    /// [`Shm::push`]: a sequence number per ring. The trace's global order
+    /// is made by the recorder, which merges the rings by `time_ns`.
     pub seq: u64,
-    /// Nanoseconds since `Header::clock_base_ns`, taken by [`Shm::push`];
-    /// with [`RECORD_FLAG_TSC`], the producer's raw TSC reading instead.
+    /// The time the producer stamped when it published the record:
+    /// nanoseconds since `Header::clock_base_ns`, or with
+    /// [`RECORD_FLAG_TSC`] the raw TSC (see [`FLAG_TSC_TIME`]).
     pub time_ns: u64,
     pub tid: u32,
     pub pid: u32,
@@ -162,7 +185,6 @@ pub struct Header {
     /// The file's own path, so that a runtime that finds the recorder gone
     /// can remove it.
     pub shm_path: [u8; MAX_SHM_PATH],
-    seq: Padded<AtomicU64>,
     next_map_id: Padded<AtomicU32>,
     lost: Padded<AtomicU64>,
     full_waits: Padded<AtomicU64>,
@@ -184,14 +206,26 @@ pub struct Header {
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
 
-/// Per-slot control block, one cache line per field that changes.
+/// Per-slot control block, one cache line per party that writes.
 #[repr(C)]
 #[derive(Debug)]
 pub struct SlotHeader {
     /// Thread id of the producer that owns the ring, 0 when free.
     owner_tid: Padded<AtomicU32>,
-    write_pos: Padded<AtomicU64>,
+    /// The producer's line: what it published, and whether it is stamping.
+    write: Padded<WriteLine>,
     read_pos: Padded<AtomicU64>,
+}
+
+/// What a ring's producer writes on every push, in one cache line.
+#[repr(C)]
+#[derive(Debug)]
+struct WriteLine {
+    /// Records published so far (`write_pos`).
+    pos: AtomicU64,
+    /// Non-zero from just before the producer reads the time for a record
+    /// until after it has published that record (see [`Shm::publication`]).
+    stamping: AtomicU64,
 }
 
 const SLOT_HEADER_SIZE: usize = std::mem::size_of::<SlotHeader>();
@@ -200,12 +234,13 @@ const _: () = assert!(SLOT_HEADER_SIZE == 192);
 /// The addresses of one ring and of the shared counters ([`Shm::raw_layout`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawLayout {
-    /// The file header: `seq` at [`RawLayout::SEQ`], the stop reason at
+    /// The file header: the stop reason at
     /// [`RawLayout::STOPPED`], the recorder's liveness word at
     /// [`RawLayout::RECORDER_ALIVE`].
     pub header: u64,
-    /// The slot header: `write_pos` at [`RawLayout::WRITE_POS`],
-    /// `read_pos` at [`RawLayout::READ_POS`].
+    /// The slot header: `write_pos` at [`RawLayout::WRITE_POS`], the
+    /// stamping flag at [`RawLayout::STAMPING`], `read_pos` at
+    /// [`RawLayout::READ_POS`].
     pub slot_header: u64,
     /// The first of the ring's records.
     pub records: u64,
@@ -214,10 +249,12 @@ pub struct RawLayout {
 }
 
 impl RawLayout {
-    pub const SEQ: usize = core::mem::offset_of!(Header, seq);
     pub const STOPPED: usize = core::mem::offset_of!(Header, stopped);
     pub const RECORDER_ALIVE: usize = core::mem::offset_of!(Header, recorder_alive);
-    pub const WRITE_POS: usize = core::mem::offset_of!(SlotHeader, write_pos);
+    pub const WRITE_POS: usize =
+        core::mem::offset_of!(SlotHeader, write) + core::mem::offset_of!(WriteLine, pos);
+    pub const STAMPING: usize =
+        core::mem::offset_of!(SlotHeader, write) + core::mem::offset_of!(WriteLine, stamping);
     pub const READ_POS: usize = core::mem::offset_of!(SlotHeader, read_pos);
     /// The bit of the liveness word that says the recorder is gone.
     pub const RECORDER_GONE: u32 = FUTEX_OWNER_DIED;
@@ -309,9 +346,7 @@ impl std::error::Error for ShmError {}
 /// What a producer does when its ring is full and the recorder is behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushResult {
-    Pushed {
-        seq: u64,
-    },
+    Pushed,
     /// The ring was full in drop mode: the event was counted in `lost` and not written.
     Dropped,
     /// The payload is longer than [`MAX_PAYLOAD`] or than a ring can hold.
@@ -419,7 +454,8 @@ impl Shm {
         header.ring_records = config.ring_records() as u32;
         header.total_size = config.total_size() as u64;
         header.clock_base_ns = monotonic_ns();
-        header.flags = if config.drop_when_full { FLAG_DROP } else { 0 };
+        header.flags = if config.drop_when_full { FLAG_DROP } else { 0 }
+            | if tsc_is_usable() { FLAG_TSC_TIME } else { 0 };
         header.recorder_pid = std::process::id();
         if let Some(dst) = header.shm_path.get_mut(..path.len()) {
             dst.copy_from_slice(path);
@@ -530,24 +566,57 @@ impl Shm {
         self.header().next_map_id.0.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Takes one sequence number for a record that the recorder makes itself
-    /// (markers from the FIFO, lost-event records).
-    pub fn take_seq(&self) -> u64 {
-        self.header().seq.0.fetch_add(1, Ordering::Relaxed)
+    /// Whether every record's time is the raw TSC ([`FLAG_TSC_TIME`]).
+    pub fn tsc_time(&self) -> bool {
+        self.header().flags & FLAG_TSC_TIME != 0
     }
 
-    /// Sequence numbers handed out so far.
-    pub fn seq_issued(&self) -> u64 {
-        self.header().seq.0.load(Ordering::Acquire)
+    /// Now, on the clock the records are stamped with ([`FLAG_TSC_TIME`]).
+    pub fn now_stamp(&self) -> u64 {
+        if self.tsc_time() {
+            read_tsc()
+        } else {
+            monotonic_ns().saturating_sub(self.header().clock_base_ns)
+        }
+    }
+
+    /// Stamps `record` with the time now, unless it carries a TSC reading
+    /// already ([`RECORD_FLAG_TSC`]).
+    #[inline]
+    fn stamp(&self, record: &mut Record) {
+        if record.flags & RECORD_FLAG_TSC == 0 {
+            record.time_ns = self.now_stamp();
+            if self.tsc_time() {
+                record.flags |= RECORD_FLAG_TSC;
+            }
+        }
+    }
+
+    /// Whether `slot`'s producer is between reading the time for a record
+    /// and publishing it, and then its `write_pos` (read after the flag).
+    ///
+    /// What the recorder's merge by time rests on: a record that is not
+    /// published when this says `false` gets a time later than the
+    /// recorder's clock read before this call, less [`MERGE_SLACK`]; one
+    /// that is being stamped gets a time no earlier than the ring's
+    /// records before it.
+    pub fn publication(&self, slot: usize) -> (bool, u64) {
+        let line = &self.slot_header(slot).write.0;
+        // SYNC POINT: pairs with the Release stores of the flag's clearing
+        // and of pos in push(): a flag seen clear comes with every record
+        // published before it was cleared.
+        let stamping = line.stamping.load(Ordering::Acquire) != 0;
+        (stamping, line.pos.load(Ordering::Acquire))
     }
 
     /// Where `slot`'s ring and the counters a push touches lie in this
     /// process's mapping, for a producer that pushes without calling
     /// [`Shm::push`] (the runtime's patched sites, written in machine
     /// code). Such a producer must do what `push` does: the same space
-    /// check, a `seq` from the shared counter, the record written before
-    /// `write_pos` is stored, and no push while the file is stopped or the
-    /// recorder gone (it leaves those cases to `push`).
+    /// check; the stamping flag set before it reads the time and cleared
+    /// after `write_pos` is stored; the record written before `write_pos`
+    /// is stored; no push while the file is stopped or the recorder gone
+    /// (it leaves those cases to `push`).
     pub fn raw_layout(&self, slot: usize) -> RawLayout {
         let slot_header = self.slot_header(slot) as *const SlotHeader as u64;
         RawLayout {
@@ -696,7 +765,14 @@ impl Shm {
     /// Frees `slot` if it is still owned by `tid` (the recorder reclaims
     /// slots of threads that died without releasing them).
     pub fn reclaim_slot(&self, slot: usize, tid: u32) -> bool {
-        self.slot_header(slot)
+        let slot_header = self.slot_header(slot);
+        if slot_header.owner_tid.0.load(Ordering::Acquire) != tid {
+            return false;
+        }
+        // A thread that died while stamping would hold the merge back: the
+        // slot is still `tid`'s, and `tid` is gone, so nobody else stores it.
+        slot_header.write.0.stamping.store(0, Ordering::Release);
+        slot_header
             .owner_tid
             .0
             .compare_exchange(tid, 0, Ordering::Release, Ordering::Relaxed)
@@ -704,8 +780,8 @@ impl Shm {
     }
 
     /// Appends `record` (and `payload` in continuation records) to `slot`'s
-    /// ring, stamping it with the next global sequence number and the time:
-    /// `CLOCK_MONOTONIC` since the clock base, unless the record carries
+    /// ring, with its position in the ring as `seq` and stamped with the
+    /// time ([`FLAG_TSC_TIME`]), unless the record carries
     /// [`RECORD_FLAG_TSC`], whose `time_ns` (the caller's TSC reading) is
     /// kept as it is.
     ///
@@ -733,10 +809,11 @@ impl Shm {
             }
         };
         record.ext = ext as u8;
-        record.seq = self.header().seq.0.fetch_add(1, Ordering::Relaxed);
-        if record.flags & RECORD_FLAG_TSC == 0 {
-            record.time_ns = monotonic_ns().saturating_sub(self.header().clock_base_ns);
-        }
+        record.seq = write_pos;
+        let line = &self.slot_header(slot).write.0;
+        line.stamping.store(1, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        self.stamp(&mut record);
         // SAFETY: slot_header() above checked the slot; positions
         // write_pos..write_pos+needed are free (checked against read_pos
         // above) and only this thread writes them.
@@ -751,10 +828,12 @@ impl Shm {
         // SYNC POINT: pairs with the Acquire load of write_pos in pop(); the
         // records written above become visible to the recorder.
         self.slot_header(slot)
-            .write_pos
+            .write
             .0
+            .pos
             .store(write_pos + needed, Ordering::Release);
-        PushResult::Pushed { seq: record.seq }
+        line.stamping.store(0, Ordering::Release);
+        PushResult::Pushed
     }
 
     /// Logs a run of up to `max` records (at most half a ring) that the
@@ -767,9 +846,8 @@ impl Shm {
     /// mode) it fills a scratch record, which is discarded.
     ///
     /// Room for `max` records is waited for first, as [`Shm::push`] waits
-    /// for one. The run is published at the end with one store: one
-    /// `fetch_add` of the sequence counter numbers its records in order,
-    /// and they share one time, taken then. Used for the elements of one
+    /// for one. The run is published at the end with one store, and its
+    /// records share one time, taken then. Used for the elements of one
     /// string instruction (a `rep movsb` logs a record per byte).
     /// Returns how many records `each` filled, and how the push went.
     pub fn push_run(
@@ -810,34 +888,30 @@ impl Shm {
             made += 1;
         }
         if made == 0 {
-            return (
-                0,
-                PushResult::Pushed {
-                    seq: self.seq_issued(),
-                },
-            );
+            return (0, PushResult::Pushed);
         }
-        let first = self
-            .header()
-            .seq
-            .0
-            .fetch_add(made as u64, Ordering::Relaxed);
-        let time = monotonic_ns().saturating_sub(self.header().clock_base_ns);
+        let line = &self.slot_header(slot).write.0;
+        line.stamping.store(1, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        let mut stamped = Record::default();
+        self.stamp(&mut stamped);
         for i in 0..made {
             // SAFETY: as above: written by this thread, not yet published.
             let record = unsafe { &mut *self.record_ptr(slot, write_pos + i as u64) };
             record.ext = 0;
-            record.flags &= !RECORD_FLAG_TSC;
-            record.seq = first + i as u64;
-            record.time_ns = time;
+            record.flags = (record.flags & !RECORD_FLAG_TSC) | stamped.flags;
+            record.seq = write_pos + i as u64;
+            record.time_ns = stamped.time_ns;
         }
         // SYNC POINT: pairs with the Acquire load of write_pos in consume();
         // the records written above become visible to the recorder.
         self.slot_header(slot)
-            .write_pos
+            .write
             .0
+            .pos
             .store(write_pos + made as u64, Ordering::Release);
-        (made, PushResult::Pushed { seq: first })
+        line.stamping.store(0, Ordering::Release);
+        (made, PushResult::Pushed)
     }
 
     /// `slot`'s `write_pos` once the ring has room for `needed` records:
@@ -851,7 +925,7 @@ impl Shm {
         }
         let slot_header = self.slot_header(slot);
         // Only this thread stores write_pos.
-        let write_pos = slot_header.write_pos.0.load(Ordering::Relaxed);
+        let write_pos = slot_header.write.0.pos.load(Ordering::Relaxed);
         let mut waited = false;
         loop {
             // SYNC POINT: pairs with the Release store of read_pos in
@@ -883,7 +957,7 @@ impl Shm {
         let slot_header = self.slot_header(slot);
         let read_pos = slot_header.read_pos.0.load(Ordering::Relaxed);
         // SYNC POINT: pairs with the Release store of write_pos in push().
-        let write_pos = slot_header.write_pos.0.load(Ordering::Acquire);
+        let write_pos = slot_header.write.0.pos.load(Ordering::Acquire);
         if read_pos == write_pos {
             return None;
         }
@@ -944,7 +1018,7 @@ impl Shm {
         let start = slot_header.read_pos.0.load(Ordering::Relaxed);
         // SYNC POINT: pairs with the Release store of write_pos in push():
         // every record before it is published.
-        let write_pos = slot_header.write_pos.0.load(Ordering::Acquire);
+        let write_pos = slot_header.write.0.pos.load(Ordering::Acquire);
         let mut read_pos = start;
         let mut taken = 0;
         while taken < max && read_pos < write_pos {
@@ -1008,7 +1082,7 @@ impl Shm {
     /// Records published but not yet consumed in `slot`.
     pub fn pending(&self, slot: usize) -> u64 {
         let slot_header = self.slot_header(slot);
-        slot_header.write_pos.0.load(Ordering::Acquire)
+        slot_header.write.0.pos.load(Ordering::Acquire)
             - slot_header.read_pos.0.load(Ordering::Relaxed)
     }
 }

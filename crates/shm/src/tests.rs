@@ -55,7 +55,7 @@ fn push_pop_round_trip_with_payload() {
         ..Record::default()
     };
     let path = b"/dev/shm/some-file-with-a-name-longer-than-sixty-four-bytes-0123456789";
-    assert_eq!(shm.push(slot, record, path), PushResult::Pushed { seq: 0 });
+    assert_eq!(shm.push(slot, record, path), PushResult::Pushed);
     assert_eq!(shm.pending(slot), 3);
     let popped = shm.pop(slot).expect("record");
     assert_eq!(popped.record.kind, kind::MAP);
@@ -65,26 +65,36 @@ fn push_pop_round_trip_with_payload() {
 }
 
 #[test]
-fn sequence_numbers_are_global() {
+fn records_are_numbered_per_ring_and_stamped_on_the_files_clock() {
     let config = small(false);
     let region = Region::new(config.total_size());
     // SAFETY: fresh zeroed anonymous mapping of the right size.
     let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    assert_eq!(shm.tsc_time(), tsc_is_usable());
     let a = shm.claim_slot(1).expect("slot");
     let b = shm.claim_slot(2).expect("slot");
     assert_ne!(a, b);
+    let before = shm.now_stamp();
     for _ in 0..3 {
         shm.push(a, Record::default(), &[]);
         shm.push(b, Record::default(), &[]);
     }
-    let seqs_a: Vec<u64> = std::iter::from_fn(|| shm.pop(a))
-        .map(|p| p.record.seq)
+    let after = shm.now_stamp();
+    let popped: Vec<Popped> = std::iter::from_fn(|| shm.pop(a))
+        .chain(std::iter::from_fn(|| shm.pop(b)))
         .collect();
-    let seqs_b: Vec<u64> = std::iter::from_fn(|| shm.pop(b))
-        .map(|p| p.record.seq)
-        .collect();
-    assert_eq!(seqs_a, [0, 2, 4]);
-    assert_eq!(seqs_b, [1, 3, 5]);
+    let seqs: Vec<u64> = popped.iter().map(|p| p.record.seq).collect();
+    assert_eq!(seqs, [0, 1, 2, 0, 1, 2]);
+    let times: Vec<u64> = popped.iter().map(|p| p.record.time_ns).collect();
+    for (i, p) in popped.iter().enumerate() {
+        assert!((before..=after).contains(&p.record.time_ns), "{times:?}");
+        assert_eq!(p.record.flags & RECORD_FLAG_TSC != 0, shm.tsc_time());
+        // Pushed alternately: ring a's i-th before ring b's i-th.
+        if i < 3 {
+            assert!(p.record.time_ns <= times[i + 3], "{times:?}");
+        }
+    }
+    assert_eq!(shm.publication(a), (false, 3));
 }
 
 #[test]
@@ -99,11 +109,6 @@ fn drop_mode_counts_what_it_drops() {
     }
     assert_eq!(shm.pending(slot), 512);
     assert_eq!(shm.lost(), 88);
-    assert_eq!(
-        shm.seq_issued(),
-        512,
-        "dropped events take no sequence number"
-    );
 }
 
 #[test]
@@ -172,7 +177,7 @@ fn the_kernel_tells_the_runtime_that_the_recorder_is_gone() {
     assert!(!shm.recorder_gone());
     assert!(matches!(
         shm.push(slot, Record::default(), &[]),
-        PushResult::Pushed { .. }
+        PushResult::Pushed
     ));
     // The thread ends: the kernel sets FUTEX_OWNER_DIED in the word.
     drop(liveness);
@@ -266,7 +271,8 @@ fn pop_batch_takes_records_with_payloads_in_order_and_frees_the_ring() {
     assert_eq!(shm.pending(slot), 0);
     for (i, p) in popped.iter().enumerate() {
         assert_eq!(p.record.value, i as u64);
-        assert_eq!(p.record.seq, i as u64);
+        // Its ring position: after the one before and its continuations.
+        assert_eq!(p.record.seq, i as u64 + 2 * (i as u64).div_ceil(100));
         if i % 100 == 0 {
             assert_eq!(payload_text(&p.payload), path);
         } else {
@@ -342,7 +348,8 @@ fn push_keeps_the_tsc_of_a_record_flagged_with_it() {
     );
     let plain = shm.pop(slot).expect("second").record;
     assert_ne!(plain.time_ns, 0x1234_5678_9abc);
-    assert!(plain.time_ns < 60_000_000_000, "nanoseconds since the base");
+    assert!(plain.time_ns <= shm.now_stamp());
+    assert_eq!(plain.flags & RECORD_FLAG_TSC != 0, shm.tsc_time());
 }
 
 /// A run's record `i`: a one-byte write of `i` at offset `i`.
@@ -356,16 +363,13 @@ fn run_record(i: usize, record: &mut Record) {
 }
 
 #[test]
-fn a_run_is_numbered_in_order_after_what_came_before_and_shares_one_time() {
+fn a_run_is_numbered_in_its_ring_after_what_came_before_and_shares_one_time() {
     let config = small(false);
     let region = Region::new(config.total_size());
     // SAFETY: fresh zeroed anonymous mapping of the right size.
     let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
     let slot = shm.claim_slot(9).expect("slot");
-    assert_eq!(
-        shm.push(slot, Record::default(), &[]),
-        PushResult::Pushed { seq: 0 }
-    );
+    assert_eq!(shm.push(slot, Record::default(), &[]), PushResult::Pushed);
     let (made, result) = shm.push_run(slot, 100, |i, record| {
         if i == 70 {
             return false;
@@ -373,13 +377,12 @@ fn a_run_is_numbered_in_order_after_what_came_before_and_shares_one_time() {
         run_record(i, record);
         true
     });
-    assert_eq!((made, result), (70, PushResult::Pushed { seq: 1 }));
+    assert_eq!((made, result), (70, PushResult::Pushed));
     assert_eq!(
-        shm.seq_issued(),
+        shm.pending(slot),
         71,
-        "no number taken for what was not made"
+        "nothing published for what was not made"
     );
-    assert_eq!(shm.pending(slot), 71);
     shm.pop(slot).expect("the push before");
     let mut time = None;
     for i in 0..70 {
@@ -388,6 +391,9 @@ fn a_run_is_numbered_in_order_after_what_came_before_and_shares_one_time() {
         run_record(i, &mut expected);
         expected.seq = 1 + i as u64;
         expected.time_ns = *time.get_or_insert(popped.record.time_ns);
+        if shm.tsc_time() {
+            expected.flags |= RECORD_FLAG_TSC;
+        }
         assert_eq!(popped.record, expected);
     }
     assert!(shm.pop(slot).is_none());

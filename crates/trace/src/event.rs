@@ -437,6 +437,20 @@ impl Event {
         }
     }
 
+    /// [`Event::ext`], to change.
+    pub fn ext_mut(&mut self) -> Option<&mut Ext> {
+        match self {
+            Event::Map(m) => Some(&mut m.ext),
+            Event::Unmap(u) => Some(&mut u.ext),
+            Event::Access(a) => Some(&mut a.ext),
+            Event::Unknown(u) => Some(&mut u.ext),
+            Event::Mark(m) => Some(&mut m.ext),
+            Event::Lost(l) => Some(&mut l.ext),
+            Event::Repeat(r) => Some(&mut r.ext),
+            Event::Version(_) | Event::PciDev(_) => None,
+        }
+    }
+
     /// The thread id (the kernel's `pid` field), for the kinds that have one.
     pub fn pid(&self) -> Option<u32> {
         match self {

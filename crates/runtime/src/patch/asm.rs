@@ -270,12 +270,6 @@ impl Asm {
         self.emit(&value.to_le_bytes());
     }
 
-    /// `lock xadd [mem], reg64`.
-    pub fn lock_xadd(&mut self, mem: Mem, reg: u8) {
-        self.emit(&[0xf0]);
-        self.op_mem(Size::Quad, false, &[0x0f, 0xc1], reg, mem);
-    }
-
     /// One load of `size` from `[mem]` into `reg`, zero-extended to 64 bits.
     pub fn load_zero_extended(&mut self, size: Size, reg: u8, mem: Mem) {
         match size {

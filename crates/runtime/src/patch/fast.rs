@@ -19,9 +19,10 @@
 //!    otherwise general path;
 //! 4. the access on the alias, with one `mov` of its width; a load's
 //!    value into the thread block's value;
-//! 5. the record written (the time is the raw TSC, `RECORD_FLAG_TSC`,
-//!    which the recorder converts), `seq` taken from the shared counter,
-//!    `write_pos` stored: published; the slot's flag cleared;
+//! 5. the record written (`seq` is its ring position; the time is the raw
+//!    TSC, `RECORD_FLAG_TSC`, which the recorder converts), read with the
+//!    ring's stamping flag set, `write_pos` stored: published; the flags
+//!    cleared;
 //! 6. flags and registers back; a load runs the site's instruction with
 //!    its memory operand rewritten to the value in the thread block
 //!    (so `movzx`, `cmp`, `test` behave exactly as they do), and clears
@@ -35,7 +36,7 @@
 //! instruction displaced, on a copy of the value).
 
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
-use mmiotrace_shm::{RECORD_FLAG_TSC, RawLayout, Record, kind};
+use mmiotrace_shm::{RECORD_FLAG_FAST_PATH, RECORD_FLAG_TSC, RawLayout, Record, kind};
 
 use super::asm::{Asm, Mem, Size};
 use crate::ranges::entry_at;
@@ -393,7 +394,7 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     let first = u32::from(record_kind)
         | ((width as u32) << 8)
         | (u32::from(vector) << 16)
-        | (u32::from(RECORD_FLAG_TSC) << 24);
+        | (u32::from(RECORD_FLAG_TSC | RECORD_FLAG_FAST_PATH) << 24);
     code.op_mem(
         Size::Dword,
         false,
@@ -467,17 +468,18 @@ fn record_at_write_pos(code: &mut Asm) {
 }
 
 /// The rest of a push whose record at RDX has its value, tid, pid, offset
-/// and first 8 bytes: pc, aux, `seq`, the time; `write_pos` (RAX, in the
-/// slot header at R10) published; the slot's flag cleared. Uses RCX, RSI
-/// and R9.
+/// and first 8 bytes: pc, aux, `seq` (its ring position, `write_pos` in
+/// RAX); the slot's stamping flag set, the time read, `write_pos` (in the
+/// slot header at R10) published, the flag cleared; the slot's flag of a
+/// push under way cleared. Uses RCX and R9.
 fn publish(code: &mut Asm, pc: u64, records: u8) {
     code.mov_imm64(RCX, pc);
     code.store64(Mem::Base(RDX, record_at::PC), RCX);
     code.store64_imm(Mem::Base(RDX, record_at::AUX), 0);
-    code.load64(RSI, Mem::Base(RDI, slot_at::HEADER));
-    code.emit(&[0xb9, 1, 0, 0, 0]); // mov ecx, 1
-    code.lock_xadd(Mem::Base(RSI, RawLayout::SEQ as i32), RCX);
-    code.store64(Mem::Base(RDX, record_at::SEQ), RCX);
+    code.store64(Mem::Base(RDX, record_at::SEQ), RAX);
+    // Set before the time is read: the recorder merges the rings by time
+    // and waits for a ring whose producer is stamping (Shm::publication).
+    code.store64_imm(Mem::Base(R10, RawLayout::STAMPING as i32), 1);
     code.mov_reg(R9, RAX);
     code.mov_reg(RCX, RDX);
     code.emit(&[0x0f, 0x31]); // rdtsc
@@ -485,9 +487,11 @@ fn publish(code: &mut Asm, pc: u64, records: u8) {
     code.op_reg(Size::Quad, false, &[0x09], RDX, RAX); // or rax, rdx
     code.store64(Mem::Base(RCX, record_at::TIME), RAX);
     code.lea(R9, R9, i32::from(records));
-    // SYNC POINT: pairs with the Acquire load of write_pos in Shm::peek()
-    // (a plain store is a release store on x86).
+    // SYNC POINT: pairs with the Acquire loads of write_pos in
+    // Shm::consume() and Shm::publication() (a plain store is a release
+    // store on x86), and so does the flag's clearing after it.
     code.store64(Mem::Base(R10, RawLayout::WRITE_POS as i32), R9);
+    code.store64_imm(Mem::Base(R10, RawLayout::STAMPING as i32), 0);
     code.store_byte_imm(Mem::Base(RDI, slot_at::PUSHING), 0);
 }
 
@@ -729,13 +733,15 @@ mod tests {
             "mov byte ptr [rdi],1",
             "mov r9d,[rdx]",
             "mov fs:[0FFFFFFFFFFFFFF00h],r9",
-            "lock xadd [rsi+",
+            "mov qword ptr [r10+48h],1",
             "rdtsc",
+            "mov qword ptr [r10+48h],0",
             "sahf",
             "mov eax,fs:[0FFFFFFFFFFFFFF00h]",
         ] {
             assert!(text.contains(expected), "no `{expected}` in\n{text}");
         }
+        assert!(!text.contains("lock"), "a locked instruction in\n{text}");
         assert!(len + 400 < super::super::RECORD_AT, "{len} bytes");
     }
 

@@ -22,6 +22,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+use mmiotrace_shm::Shm;
 
 mod asm;
 mod fast;
@@ -141,7 +142,9 @@ static TABLE: [Site; SITES] = [const { Site::new() }; SITES];
 static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Trampolines get a fast path (the `fast` module): the thread block is
 /// reachable through `fs:`, the CPU has LAHF/SAHF in 64-bit mode and a
-/// TSC that ticks at a constant rate on every CPU.
+/// TSC that ticks at a constant rate on every CPU, which the records of
+/// the shared-memory file are stamped with (`FLAG_TSC_TIME`, decided by
+/// the recorder).
 static FAST: AtomicBool = AtomicBool::new(false);
 static PATCH_LOCK: AtomicBool = AtomicBool::new(false);
 /// Trampoline chunks (mappings of [`CHUNK`] bytes): base addresses, and
@@ -152,7 +155,7 @@ static CHUNK_USED: [AtomicUsize; CHUNKS] = [const { AtomicUsize::new(0) }; CHUNK
 /// Turns patching on, unless `--no-patch`, `--mode single-step` or a
 /// kernel without `membarrier`'s core serialisation say otherwise. Called
 /// once, when the configuration loads.
-pub fn init() {
+pub fn init(shm: &Shm) {
     // With hooks every access asks them, on the fault path: a trampoline
     // would only add its cost to each.
     if !config::patch_enabled() || config::single_step_mode() || hooks::active() {
@@ -174,7 +177,7 @@ pub fn init() {
     let fast = config::patch_fast_enabled()
         && tls::offset().is_some()
         && lahf_in_long_mode()
-        && tsc_is_constant();
+        && shm.tsc_time();
     FAST.store(fast, Ordering::Release);
 }
 
@@ -182,72 +185,6 @@ pub fn init() {
 fn lahf_in_long_mode() -> bool {
     let extended = core::arch::x86_64::__cpuid(0x8000_0000).eax;
     extended >= 0x8000_0001 && core::arch::x86_64::__cpuid(0x8000_0001).ecx & 1 != 0
-}
-
-/// Whether the TSC ticks at one constant rate on every CPU, in every
-/// power state: the kernel's `constant_tsc` and `nonstop_tsc` flags in
-/// /proc/cpuinfo (read with a stack buffer), or CPUID's invariant TSC.
-fn tsc_is_constant() -> bool {
-    let extended = core::arch::x86_64::__cpuid(0x8000_0000).eax;
-    if extended >= 0x8000_0007 && core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0 {
-        return true;
-    }
-    let Ok(fd) = sys::open(b"/proc/cpuinfo\0", libc::O_RDONLY | libc::O_CLOEXEC) else {
-        return false;
-    };
-    let mut constant = WordFinder::new(b" constant_tsc");
-    let mut nonstop = WordFinder::new(b" nonstop_tsc");
-    let mut buf = [0u8; 4096];
-    let mut lines = 0;
-    // The first CPU's flags line is enough: every CPU has the same.
-    'read: loop {
-        // SAFETY: `buf` is a valid writable buffer of its length.
-        let n = unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        for &byte in buf.iter().take(n as usize) {
-            constant.feed(byte);
-            nonstop.feed(byte);
-            if byte == b'\n' {
-                lines += 1;
-                if lines > 64 || (constant.found && nonstop.found) {
-                    break 'read;
-                }
-            }
-        }
-    }
-    sys::close(fd);
-    constant.found && nonstop.found
-}
-
-/// Finds a word (followed by a space or a line end) in a byte stream.
-struct WordFinder {
-    word: &'static [u8],
-    matched: usize,
-    found: bool,
-}
-
-impl WordFinder {
-    fn new(word: &'static [u8]) -> WordFinder {
-        WordFinder {
-            word,
-            matched: 0,
-            found: false,
-        }
-    }
-
-    fn feed(&mut self, byte: u8) {
-        if self.matched == self.word.len() {
-            self.found |= byte == b' ' || byte == b'\n';
-            self.matched = 0;
-        }
-        if self.word.get(self.matched) == Some(&byte) {
-            self.matched += 1;
-        } else {
-            self.matched = usize::from(self.word.first() == Some(&byte));
-        }
-    }
 }
 
 /// The fork child handler: the lock may have been held by another thread

@@ -6,10 +6,7 @@
 
 use std::process::Command;
 
-use mmiotrace_shm::{kind, payload_text};
-
-/// `mmiotrace_shm::RECORD_FLAG_TSC`.
-const RECORD_FLAG_TSC: u8 = 8;
+use mmiotrace_shm::{RECORD_FLAG_FAST_PATH, RECORD_FLAG_TSC, kind, payload_text};
 
 const PATCH_AFTER: usize = 4;
 
@@ -75,7 +72,13 @@ fn events(run: &crate::common::Run) -> Vec<String> {
             let r = &p.record;
             // Every field the fast path writes, but the time's encoding.
             assert_eq!(
-                (r.map_id, r.flags & !RECORD_FLAG_TSC, r.ext, r.aux, r.tid),
+                (
+                    r.map_id,
+                    r.flags & !(RECORD_FLAG_TSC | RECORD_FLAG_FAST_PATH),
+                    r.ext,
+                    r.aux,
+                    r.tid
+                ),
                 (1, 0, 0, 0, r.pid),
                 "{r:?}"
             );
@@ -85,11 +88,11 @@ fn events(run: &crate::common::Run) -> Vec<String> {
         .collect()
 }
 
-/// The accesses the trampolines' fast path logged (with the raw TSC).
+/// The accesses the trampolines' fast path logged.
 fn fast_path_records(run: &crate::common::Run) -> Vec<&mmiotrace_shm::Record> {
     run.accesses()
         .map(|p| &p.record)
-        .filter(|r| r.flags & RECORD_FLAG_TSC != 0)
+        .filter(|r| r.flags & RECORD_FLAG_FAST_PATH != 0)
         .collect()
 }
 

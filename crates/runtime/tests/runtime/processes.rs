@@ -28,8 +28,7 @@ fn a_forked_child_logs_with_its_own_pid_and_slot() {
             .expect("pid")
     };
     let (parent, child) = (pid_of("PARENT "), pid_of("CHILD "));
-    let seqs: Vec<u64> = run.records.iter().map(|p| p.record.seq).collect();
-    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+    run.assert_each_ring_in_order();
     let mut child_writes = 0;
     let mut parent_writes = 0;
     for p in run.accesses() {

@@ -32,12 +32,7 @@ fn eight_threads_lose_nothing_and_keep_their_order() {
     assert!(run.stdout.contains("BAD 0"), "{}", run.stdout);
     assert_eq!(run.lost, 0);
 
-    let seqs: Vec<u64> = run.records.iter().map(|p| p.record.seq).collect();
-    assert_eq!(
-        seqs,
-        (0..seqs.len() as u64).collect::<Vec<_>>(),
-        "sequence numbers have a gap"
-    );
+    run.assert_each_ring_in_order();
 
     let thread_of_tid: HashMap<u32, u64> = run
         .stdout

@@ -1,18 +1,30 @@
-//! Turns ring records into trace events, in global sequence order.
+//! Turns ring records into trace events, in time order.
 //!
-//! Every record carries a global sequence number taken when it was logged.
-//! Each ring is in order by itself; across rings, a record whose number was
-//! taken but is not yet published (its thread was preempted between the two)
-//! leaves a hole. The drainer holds back everything after a hole until the
-//! hole fills, or until the program is gone, or until it has stayed open for
-//! [`HOLE_TIMEOUT`] (a thread stopped mid-log); a record that arrives after its
-//! hole was given up is still written, late, never dropped.
+//! Each ring has one producer and is in order by itself; every record
+//! carries the time its producer stamped when it published it, all on one
+//! clock (the TSC, or `CLOCK_MONOTONIC` where the TSC is not usable:
+//! `mmiotrace_shm::FLAG_TSC_TIME`). The drainer merges the rings by that
+//! time and numbers the events in the order it writes them: producers
+//! share no counter (a `lock`ed one cost a patched access a third of its
+//! time, and made threads contend for one cache line).
 //!
-//! The merge is per ring, not per record: records are taken from each ring
-//! in batches into that ring's queue, and the queue whose first record has
-//! the lowest number writes every record below the lowest first number of
-//! the other queues in one run. With one thread logging, a whole batch is
-//! one run: no per-event heap operation.
+//! A record is written only once no other ring can still publish an
+//! earlier one. Before it looks at the rings the drainer reads the clock
+//! (`now`); then, for each ring, whether its producer is stamping
+//! ([`Shm::publication`]). A producer that is not will stamp its next
+//! record later than `now` less [`MERGE_SLACK`] (the time its store of
+//! the flag may take to be seen); one that is will stamp its record no
+//! earlier than the records it published before. So a record is due when
+//! its time is at most `now - MERGE_SLACK` and at most the floor of every
+//! other ring that is stamping. A ring that stays stamping without
+//! publishing for [`STAMPING_TIMEOUT`] (a process killed mid-log) is no
+//! longer waited for; a record that then arrives earlier than what was
+//! written is still written, late, never dropped.
+//!
+//! The merge is per ring, not per record: the source whose first record is
+//! the earliest writes every record up to the first time of the other
+//! sources in one run. With one thread logging, a whole batch is one run:
+//! no per-event heap operation.
 //!
 //! A record stamped with the raw TSC (`RECORD_FLAG_TSC`) gets its time in
 //! nanoseconds here, before it becomes an event: the drainer keeps pairs of
@@ -26,8 +38,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mmiotrace_shm::{
-    MAX_MARK_LEN, Popped, RECORD_FLAG_HOOKED, RECORD_FLAG_NO_DEVICE, RECORD_FLAG_TSC, Record, Shm,
-    TscClock, clip_mark, kind, payload_text,
+    MAX_MARK_LEN, MERGE_SLACK, Popped, RECORD_FLAG_HOOKED, RECORD_FLAG_NO_DEVICE, RECORD_FLAG_TSC,
+    Record, Shm, TscClock, clip_mark, kind, payload_text,
 };
 use mmiotrace_trace::{
     Access, Direction, Event, Ext, Hooked, Lost, Map, Mark, Timestamp, Unknown, Unmap, Value,
@@ -35,8 +47,14 @@ use mmiotrace_trace::{
 
 use super::devices::{self, Backing};
 
-/// How long the drainer waits for a missing sequence number while the program runs.
-const HOLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the drainer waits for a ring whose producer is stamping and
+/// publishes nothing (it died mid-log) while the program runs.
+const STAMPING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a ring may be stamping, holding back other rings' records,
+/// before those are taken out of their rings into queues (so that their
+/// producers do not wait on a full ring meanwhile).
+const STAMPING_PATIENCE: Duration = Duration::from_millis(1);
 
 /// Most records taken from one ring per poll, so one busy thread cannot starve the rest.
 const POLL_BATCH: usize = 1024;
@@ -50,7 +68,7 @@ const PUMP_LIMIT: usize = 1 << 16;
 /// extrapolating past the newest pair by a drain pass or two stays within
 /// a few nanoseconds of interpolating, and the bounded history
 /// ([`mmiotrace_shm::TSC_CLOCK_HISTORY`] pairs) covers seconds, more than
-/// a record waits behind a hole ([`HOLE_TIMEOUT`]).
+/// a record waits behind a stamping ring ([`STAMPING_TIMEOUT`]).
 const CALIBRATION_INTERVAL: Duration = Duration::from_millis(1);
 
 /// MARK text as the trace holds it: valid UTF-8 (each invalid byte a
@@ -70,19 +88,31 @@ pub fn mark_text_of(head: &str, more: u64) -> String {
     String::from_utf8_lossy(&clipped[..len]).into_owned()
 }
 
-/// Records taken from one ring and not yet written, in the ring's order,
-/// which is sequence order (one producer per ring, which stamps and
-/// publishes each record before its next).
+/// Records taken from one ring and not yet written, in the ring's order
+/// (one producer per ring, which stamps and publishes each record before
+/// its next), and what the merge knows of the ring's records to come.
 #[derive(Debug, Default)]
 struct RingQueue {
     records: Vec<Popped>,
     /// Records before this index are written.
     head: usize,
+    /// No record of this ring that is not yet published will be earlier.
+    floor: u64,
+    /// The time of the last record taken from the ring.
+    last: u64,
+    /// Since when the producer has been seen stamping, and its `write_pos`
+    /// then.
+    stamping: Option<(Instant, u64)>,
+    /// It has stayed stamping for the timeout: no longer waited for (and
+    /// counted once) until it publishes.
+    given_up: bool,
 }
 
 impl RingQueue {
-    fn first_seq(&self) -> Option<u64> {
-        self.records.get(self.head).map(|popped| popped.record.seq)
+    fn first_time(&self) -> Option<u64> {
+        self.records
+            .get(self.head)
+            .map(|popped| popped.record.time_ns)
     }
 
     fn take_first(&mut self) -> Option<Popped> {
@@ -105,6 +135,36 @@ impl RingQueue {
             self.records.drain(..self.head);
             self.head = 0;
         }
+    }
+}
+
+/// How far each source may write now (see the module's comment).
+#[derive(Debug, Default)]
+struct Bounds {
+    /// `now - MERGE_SLACK`: what a ring that is not stamping allows.
+    general: u64,
+    /// The rings whose producers are stamping, waited for.
+    stamping: Vec<usize>,
+}
+
+impl Bounds {
+    /// How far `source` may write, and whether a stamping ring sets that.
+    /// A stamping ring's floor rises with every record taken from it: its
+    /// record in flight is no earlier than those.
+    fn of(&self, source: Source, rings: &[RingQueue]) -> (u64, bool) {
+        let mut bound = (self.general, false);
+        for &slot in &self.stamping {
+            if matches!(source, Source::Ring(own) if own == slot) {
+                continue;
+            }
+            if let Some(queue) = rings.get(slot) {
+                let floor = queue.floor.max(queue.last);
+                if floor < bound.0 {
+                    bound = (floor, true);
+                }
+            }
+        }
+        bound
     }
 }
 
@@ -133,10 +193,11 @@ pub struct Summary {
     pub processes: BTreeSet<u32>,
     pub lost: u64,
     pub ring_full_waits: u64,
-    /// Sequence numbers that never arrived (a thread killed between taking
-    /// a number and publishing its record).
-    pub seq_gaps: u64,
-    /// Records written after their hole had been given up.
+    /// Rings no longer waited for: stamping, and publishing nothing, for
+    /// [`STAMPING_TIMEOUT`] (a process killed while it logged).
+    pub stalled: u64,
+    /// Records written after a later one of another ring (one that
+    /// arrived after its ring was no longer waited for).
     pub late: u64,
     /// Accesses to a map id with no MAP record.
     pub orphans: u64,
@@ -153,11 +214,21 @@ pub struct Drainer {
     shm: Shm,
     /// One per ring slot.
     rings: Vec<RingQueue>,
-    /// Events the recorder made itself (markers, lost-event counts), in
-    /// sequence order: each takes its number when it is made.
+    /// Events the recorder made itself (markers, lost-event counts), with
+    /// their times on the records' clock, in the order made.
     made: VecDeque<(u64, Event)>,
+    /// The sequence number of the next event written.
     next_seq: u64,
-    hole_since: Option<Instant>,
+    /// The time of the last event written.
+    last_written: u64,
+    /// The general bound of the last merge: the floor of a ring that
+    /// appears later ([`Bounds`]).
+    last_general: u64,
+    /// [`STAMPING_TIMEOUT`]; shorter in tests.
+    stamping_timeout: Duration,
+    /// The stamping rings of the last merge ([`Bounds`]), kept for its
+    /// allocation.
+    stamping: Vec<usize>,
     backings: BTreeMap<u32, Backing>,
     pci_written: HashSet<PathBuf>,
     lost_seen: u64,
@@ -169,10 +240,6 @@ pub struct Drainer {
     plain: [u64; 2],
     /// The thread and process of the last record, already in the summary.
     last_thread: Option<(u32, u32)>,
-    /// Records read but not written (the patched sites' reports): the
-    /// sequence numbers written are the runtime's less these, so that
-    /// the trace's stay gap-free.
-    hidden: u64,
     /// The last map id looked up, and its physical address.
     last_map: Option<(u32, u64)>,
     /// The payload of the record being read in place, reused.
@@ -184,13 +251,25 @@ pub struct Drainer {
     summary: Summary,
 }
 
+/// What one [`Drainer::pump`] did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pumped {
+    /// Records it took from the rings.
+    pub taken: usize,
+    /// Records are published that are not due yet (the newest ones, until
+    /// the clock has passed them by [`MERGE_SLACK`]).
+    pub held: bool,
+}
+
 /// What one [`Drainer::merge`] did.
 #[derive(Debug, Default)]
 struct Merged {
     /// Records read in place from the rings.
     from_rings: usize,
-    /// It stopped at a hole that is still open.
+    /// It stopped at a record that is not due yet.
     held: bool,
+    /// ... because a ring's producer is stamping.
+    held_by_stamping: bool,
     /// Writing failed.
     failed: Option<anyhow::Error>,
 }
@@ -206,14 +285,16 @@ impl Drainer {
             rings: Vec::new(),
             made: VecDeque::new(),
             next_seq: 0,
-            hole_since: None,
+            last_written: 0,
+            last_general: 0,
+            stamping_timeout: STAMPING_TIMEOUT,
+            stamping: Vec::new(),
             backings: BTreeMap::new(),
             pci_written: HashSet::new(),
             lost_seen: 0,
             kinds: Vec::new(),
             plain: [0; 2],
             last_thread: None,
-            hidden: 0,
             last_map: None,
             payload: Vec::new(),
             access: Event::Access(Access {
@@ -283,13 +364,13 @@ impl Drainer {
     /// how many it took.
     pub fn poll(&mut self) -> usize {
         let mut taken = 0;
-        let slots = self.shm.slots_used();
-        if self.rings.len() < slots {
-            self.rings.resize_with(slots, RingQueue::default);
-        }
+        self.grow_rings();
         for (slot, queue) in self.rings.iter_mut().enumerate() {
             queue.compact();
             taken += self.shm.pop_batch(slot, POLL_BATCH, &mut queue.records);
+            if let Some(popped) = queue.records.last() {
+                queue.last = queue.last.max(popped.record.time_ns);
+            }
         }
         self.note_lost();
         taken
@@ -303,16 +384,11 @@ impl Drainer {
             let count = lost - self.lost_seen;
             self.lost_seen = lost;
             self.summary.lost += count;
-            let seq = self.shm.take_seq();
             self.made.push_back((
-                seq,
+                self.shm.now_stamp(),
                 Event::Lost(Lost {
                     count,
-                    ext: Ext {
-                        seq: Some(seq),
-                        process: None,
-                        hook: None,
-                    },
+                    ext: Ext::default(),
                 }),
             ));
         }
@@ -326,45 +402,53 @@ impl Drainer {
         } else {
             text
         };
-        let seq = self.shm.take_seq();
+        let stamp = self.shm.now_stamp();
         let time = Timestamp::from_nanos(
             mmiotrace_shm::now_ns().saturating_sub(self.shm.header().clock_base_ns),
         );
         self.made.push_back((
-            seq,
+            stamp,
             Event::Mark(Mark {
                 time,
                 text,
-                ext: Ext {
-                    seq: Some(seq),
-                    process: None,
-                    hook: None,
-                },
+                ext: Ext::default(),
             }),
         ));
     }
 
     /// What the recorder's loop calls while the program runs: writes the
     /// events that are due (at most [`PUMP_LIMIT`]), reading records in
-    /// place in the rings. Records after a hole are taken out of the rings
-    /// into their queues, so that no producer waits while the hole is open.
-    /// Returns how many records it took from the rings.
+    /// place in the rings. Records held back by a ring whose producer is
+    /// stamping are taken out of the rings into their queues, so that no
+    /// producer waits meanwhile.
     pub fn pump(
         &mut self,
         mut write: impl FnMut(&Event) -> anyhow::Result<()>,
-    ) -> anyhow::Result<usize> {
+    ) -> anyhow::Result<Pumped> {
         self.calibrate();
         self.note_lost();
         let merged = self.merge(false, PUMP_LIMIT, &mut write)?;
         let mut taken = merged.from_rings;
-        if merged.held {
+        // A producer is stamping for nanoseconds, as a rule: only one that
+        // stays at it (preempted there) is worth taking records out of the
+        // rings for.
+        if merged.held_by_stamping
+            && self.rings.iter().any(|queue| {
+                queue
+                    .stamping
+                    .is_some_and(|(since, _)| since.elapsed() >= STAMPING_PATIENCE)
+            })
+        {
             taken += self.poll();
         }
-        Ok(taken)
+        Ok(Pumped {
+            taken,
+            held: merged.held,
+        })
     }
 
-    /// Passes every event that is due to `write`, in sequence order. With
-    /// `finished`, the program is gone and holes will never fill.
+    /// Passes every event that is due to `write`, in time order. With
+    /// `finished`, the program is gone: everything published is due.
     pub fn emit(
         &mut self,
         finished: bool,
@@ -374,27 +458,78 @@ impl Drainer {
         self.merge(finished, usize::MAX, &mut write).map(|_| ())
     }
 
-    /// Whether the record numbered `seq` is due now; if so, counts it.
-    fn admit(&mut self, seq: u64, finished: bool) -> bool {
-        if seq > self.next_seq {
-            let since = *self.hole_since.get_or_insert_with(Instant::now);
-            if !finished && since.elapsed() < HOLE_TIMEOUT {
-                return false;
+    /// How far each source may write now: the clock read first, then
+    /// every ring's publication (see the module's comment).
+    fn bounds(&mut self) -> Bounds {
+        let now = self.shm.now_stamp();
+        self.grow_rings();
+        let general = now.saturating_sub(MERGE_SLACK);
+        self.last_general = general;
+        let mut bounds = Bounds {
+            general,
+            stamping: std::mem::take(&mut self.stamping),
+        };
+        bounds.stamping.clear();
+        for (slot, queue) in self.rings.iter_mut().enumerate() {
+            let (stamping, write_pos) = self.shm.publication(slot);
+            let waited_for = stamping
+                && match queue.stamping {
+                    Some((since, at)) if at == write_pos => {
+                        let waiting = since.elapsed() < self.stamping_timeout;
+                        if !waiting && !queue.given_up {
+                            queue.given_up = true;
+                            self.summary.stalled += 1;
+                        }
+                        waiting
+                    }
+                    _ => {
+                        queue.stamping = Some((Instant::now(), write_pos));
+                        queue.given_up = false;
+                        true
+                    }
+                };
+            if !stamping {
+                queue.stamping = None;
+                queue.given_up = false;
             }
-            self.summary.seq_gaps += seq - self.next_seq;
-            self.next_seq = seq;
+            if waited_for {
+                queue.floor = queue.floor.max(queue.last);
+                bounds.stamping.push(slot);
+            } else {
+                queue.floor = general;
+            }
         }
-        self.hole_since = None;
-        if seq < self.next_seq {
+        bounds
+    }
+
+    /// A queue for every ring a producer has used so far. A ring that
+    /// appears now was not there at the last merge's reading of the clock:
+    /// its producer stamps no record earlier than that reading allowed.
+    fn grow_rings(&mut self) {
+        let slots = self.shm.slots_used();
+        if self.rings.len() < slots {
+            let floor = self.last_general;
+            self.rings.resize_with(slots, || RingQueue {
+                floor,
+                ..RingQueue::default()
+            });
+        }
+    }
+
+    /// Counts an event about to be written at `time`, and gives it its
+    /// sequence number.
+    fn number(&mut self, time: u64) -> u64 {
+        if time < self.last_written {
             self.summary.late += 1;
         } else {
-            self.next_seq = seq + 1;
+            self.last_written = time;
         }
-        true
+        self.next_seq += 1;
+        self.next_seq - 1
     }
 
     /// Writes due events, at most `limit`, from the queues, the rings
-    /// (read in place) and the recorder's own events, in sequence order.
+    /// (read in place) and the recorder's own events, in time order.
     fn merge(
         &mut self,
         finished: bool,
@@ -402,10 +537,15 @@ impl Drainer {
         write: &mut impl FnMut(&Event) -> anyhow::Result<()>,
     ) -> anyhow::Result<Merged> {
         let shm = self.shm;
-        let slots = shm.slots_used();
-        if self.rings.len() < slots {
-            self.rings.resize_with(slots, RingQueue::default);
-        }
+        let bounds = if finished {
+            self.grow_rings();
+            Bounds {
+                general: u64::MAX,
+                stamping: std::mem::take(&mut self.stamping),
+            }
+        } else {
+            self.bounds()
+        };
         let mut merged = Merged::default();
         let mut written = 0;
         let mut payload = std::mem::take(&mut self.payload);
@@ -413,8 +553,9 @@ impl Drainer {
             if written >= limit {
                 break Ok(());
             }
-            // The source with the lowest first number, and the lowest first
-            // number of all the others: the source writes up to that.
+            // The source with the earliest first record, and the earliest
+            // first record of all the others: the source writes up to that,
+            // and up to its bound.
             let mut lowest: Option<(u64, Source)> = None;
             let mut others = u64::MAX;
             let firsts = self
@@ -423,38 +564,45 @@ impl Drainer {
                 .enumerate()
                 .filter_map(|(slot, queue)| {
                     let first = queue
-                        .first_seq()
-                        .or_else(|| shm.peek(slot).map(|record| record.seq))?;
+                        .first_time()
+                        .or_else(|| shm.peek(slot).map(|record| record.time_ns))?;
                     Some((first, Source::Ring(slot)))
                 })
-                .chain(self.made.front().map(|(seq, _)| (*seq, Source::Made)));
-            for (seq, source) in firsts {
+                .chain(self.made.front().map(|(time, _)| (*time, Source::Made)));
+            for (time, source) in firsts {
                 match lowest {
-                    Some((low, _)) if low <= seq => others = others.min(seq),
+                    Some((low, _)) if low <= time => others = others.min(time),
                     _ => {
                         if let Some((low, _)) = lowest {
                             others = others.min(low);
                         }
-                        lowest = Some((seq, source));
+                        lowest = Some((time, source));
                     }
                 }
             }
-            let Some((_, source)) = lowest else {
+            let Some((first, source)) = lowest else {
                 break Ok(());
             };
+            let (bound, by_stamping) = bounds.of(source, &self.rings);
+            if first > bound {
+                merged.held = true;
+                merged.held_by_stamping = by_stamping;
+                break Ok(());
+            }
+            let until = others.min(bound);
             match source {
                 Source::Made => {
-                    while let Some(&(seq, _)) = self.made.front()
-                        && seq <= others
+                    while let Some(&(time, _)) = self.made.front()
+                        && time <= until
                         && written < limit
                     {
-                        if !self.admit(seq, finished) {
-                            merged.held = true;
-                            break;
-                        }
-                        let Some((_, event)) = self.made.pop_front() else {
+                        let Some((_, mut event)) = self.made.pop_front() else {
                             break;
                         };
+                        let seq = self.number(time);
+                        if let Some(ext) = event.ext_mut() {
+                            ext.seq = Some(seq);
+                        }
                         self.count_kind(event.kind_name());
                         written += 1;
                         if let Err(err) = write(&event) {
@@ -463,15 +611,11 @@ impl Drainer {
                         }
                     }
                 }
-                Source::Ring(slot) if self.rings[slot].first_seq().is_some() => {
-                    while let Some(seq) = self.rings[slot].first_seq()
-                        && seq <= others
+                Source::Ring(slot) if self.rings[slot].first_time().is_some() => {
+                    while let Some(time) = self.rings[slot].first_time()
+                        && time <= until
                         && written < limit
                     {
-                        if !self.admit(seq, finished) {
-                            merged.held = true;
-                            break;
-                        }
                         let Some(popped) = self.rings[slot].take_first() else {
                             break;
                         };
@@ -483,15 +627,13 @@ impl Drainer {
                     }
                 }
                 Source::Ring(slot) => {
+                    let mut last = self.rings[slot].last;
                     let taken =
                         shm.consume(slot, limit - written, &mut payload, |record, payload| {
-                            if record.seq > others {
+                            if record.time_ns > until {
                                 return false;
                             }
-                            if !self.admit(record.seq, finished) {
-                                merged.held = true;
-                                return false;
-                            }
+                            last = record.time_ns;
                             if let Err(err) = self.convert(record, payload, write) {
                                 // Nothing is drained after a failure.
                                 merged.failed = Some(err);
@@ -499,15 +641,17 @@ impl Drainer {
                             }
                             true
                         });
+                    self.rings[slot].last = last;
                     written += taken;
                     merged.from_rings += taken;
                 }
             }
-            if merged.held || merged.failed.is_some() {
+            if merged.failed.is_some() {
                 break Ok(());
             }
         };
         self.payload = payload;
+        self.stamping = bounds.stamping;
         if let Some(err) = merged.failed.take() {
             return Err(err);
         }
@@ -542,7 +686,7 @@ impl Drainer {
         // with the record (an event has no record flags).
         let time = self.time_of(record);
         let ext = Ext {
-            seq: Some(record.seq - self.hidden),
+            seq: Some(self.next_seq),
             process: Some(record.pid),
             hook: None,
         };
@@ -581,6 +725,7 @@ impl Drainer {
                     access.pid = record.tid;
                     access.ext = ext;
                     self.plain[usize::from(write_access)] += 1;
+                    self.number(record.time_ns);
                     return write(&self.access);
                 }
             }
@@ -596,7 +741,7 @@ impl Drainer {
                 };
                 let Some(value) = value else {
                     anyhow::bail!(
-                        "runtime sent an access of impossible width {} (seq {})",
+                        "runtime sent an access of impossible width {} (ring position {})",
                         record.width,
                         record.seq
                     );
@@ -720,17 +865,17 @@ impl Drainer {
                 // traces of the same run (patching on or off).
                 if let Some(site) = super::patch_sites::parse(record.pid, &text) {
                     self.summary.patch_sites.push(site);
-                    self.hidden += 1;
                     return Ok(());
                 }
                 Event::Mark(Mark { time, text, ext })
             }
             other => anyhow::bail!(
-                "runtime sent a record of unknown kind {other} (seq {}); are the runtime and recorder from the same build?",
+                "runtime sent a record of unknown kind {other} (ring position {}); are the runtime and recorder from the same build?",
                 record.seq
             ),
         };
         self.count_kind(event.kind_name());
+        self.number(record.time_ns);
         write(&event)
     }
 }
@@ -780,8 +925,28 @@ mod tests {
         out
     }
 
+    /// Waits until every record pushed so far is due (older than the
+    /// merge's slack on the records' clock).
+    fn let_due(shm: &Shm) {
+        let pushed = shm.now_stamp();
+        while shm.now_stamp() < pushed + MERGE_SLACK + 1 {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    /// Sets or clears `slot`'s stamping flag, as a producer does around
+    /// its reading of the time.
+    fn set_stamping(shm: &Shm, slot: usize, on: bool) {
+        let layout = shm.raw_layout(slot);
+        let flag = (layout.slot_header + mmiotrace_shm::RawLayout::STAMPING as u64)
+            as *const std::sync::atomic::AtomicU64;
+        // SAFETY: the flag is an aligned AtomicU64 in the slot header,
+        // mapped for the rest of the test process (`shm`).
+        unsafe { &*flag }.store(u64::from(on), std::sync::atomic::Ordering::Release);
+    }
+
     #[test]
-    fn interleaved_rings_are_merged_in_sequence_order() {
+    fn interleaved_rings_are_merged_in_time_order() {
         let shm = shm(4);
         let slots: Vec<usize> = (1..=3)
             .map(|tid| shm.claim_slot(tid).expect("slot"))
@@ -798,6 +963,7 @@ mod tests {
             }
         }
         let mut drainer = Drainer::new(shm);
+        let_due(&shm);
         let events = drained(&mut drainer, false);
         assert_eq!(events.len() as u64, value);
         for (i, (seq, value)) in events.iter().enumerate() {
@@ -806,37 +972,101 @@ mod tests {
         let summary = drainer.summary();
         assert_eq!(summary.by_kind.get("W"), Some(&value));
         assert_eq!(summary.threads.len(), 1, "every record says tid 0");
-        assert_eq!((summary.seq_gaps, summary.late), (0, 0));
+        assert_eq!((summary.stalled, summary.late), (0, 0));
     }
 
     #[test]
-    fn a_hole_holds_back_what_follows_without_leaving_it_in_the_ring() {
+    fn the_newest_records_wait_until_the_clock_has_passed_them() {
+        let shm = shm(1);
+        let slot = shm.claim_slot(1).expect("slot");
+        let mut drainer = Drainer::new(shm);
+        shm.push(slot, write(0), &[]);
+        let mut first = None;
+        let mut pumped = drainer
+            .pump(|event| {
+                first = Some(event.kind_name());
+                Ok(())
+            })
+            .expect("pump");
+        // On a machine that stalls the test for the slack, it is due.
+        if first.is_none() {
+            assert_eq!((pumped.taken, pumped.held), (0, true));
+            let_due(&shm);
+            pumped = drainer.pump(|_| Ok(())).expect("pump");
+        }
+        assert_eq!((pumped.taken, pumped.held), (1, false));
+    }
+
+    #[test]
+    fn a_stamping_ring_holds_back_later_records_without_leaving_them_in_the_ring() {
         let shm = shm(2);
         let (a, b) = (
             shm.claim_slot(1).expect("slot"),
             shm.claim_slot(2).expect("slot"),
         );
         shm.push(a, write(0), &[]);
-        // A number taken and never published: a thread stopped mid-log.
-        let hole = shm.take_seq();
+        // Ring a's producer reads the time for its next record and has
+        // not published it yet.
+        set_stamping(&shm, a, true);
+        let stamped = Record {
+            time_ns: shm.now_stamp(),
+            flags: if shm.tsc_time() { RECORD_FLAG_TSC } else { 0 },
+            ..write(1)
+        };
         for value in 2..300 {
-            shm.push(if value % 3 == 0 { a } else { b }, write(value), &[]);
+            shm.push(b, write(value), &[]);
         }
         let mut drainer = Drainer::new(shm);
+        let_due(&shm);
         assert_eq!(drained(&mut drainer, false), [(0, 0)]);
-        // What is behind the hole left the rings: their producers can go on.
-        assert_eq!(shm.pending(a) + shm.pending(b), 0);
+        // Once the producer has been stamping for a while, what it holds
+        // back leaves the rings: their producers can go on.
+        std::thread::sleep(STAMPING_PATIENCE);
+        assert!(drained(&mut drainer, false).is_empty(), "held back");
+        assert_eq!(shm.pending(b), 0);
         for value in 300..310 {
             shm.push(b, write(value), &[]);
         }
+        let_due(&shm);
         assert!(drained(&mut drainer, false).is_empty(), "still held back");
-        // The program is gone: the hole is given up, everything follows in order.
-        let rest = drained(&mut drainer, true);
-        let expected: Vec<(u64, u64)> = (2..310).map(|v| (v, v)).collect();
+        // Published: it goes first, everything else follows in order.
+        shm.push(a, stamped, &[]);
+        set_stamping(&shm, a, false);
+        let_due(&shm);
+        let rest = drained(&mut drainer, false);
+        let expected: Vec<(u64, u64)> = (1..310).map(|v| (v, v)).collect();
         assert_eq!(rest, expected);
-        assert_eq!(hole, 1);
         let summary = drainer.summary();
-        assert_eq!((summary.seq_gaps, summary.late), (1, 0));
+        assert_eq!((summary.stalled, summary.late), (0, 0));
+    }
+
+    #[test]
+    fn a_ring_that_stays_stamping_is_given_up_and_its_record_written_late() {
+        let shm = shm(2);
+        let (a, b) = (
+            shm.claim_slot(1).expect("slot"),
+            shm.claim_slot(2).expect("slot"),
+        );
+        set_stamping(&shm, a, true);
+        let stamped = Record {
+            time_ns: shm.now_stamp(),
+            flags: if shm.tsc_time() { RECORD_FLAG_TSC } else { 0 },
+            ..write(0)
+        };
+        shm.push(b, write(1), &[]);
+        let mut drainer = Drainer::new(shm);
+        drainer.stamping_timeout = Duration::from_millis(20);
+        let_due(&shm);
+        assert!(drained(&mut drainer, false).is_empty(), "held back");
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(drained(&mut drainer, false), [(0, 1)]);
+        // The producer was only slow: its record still comes, late.
+        shm.push(a, stamped, &[]);
+        set_stamping(&shm, a, false);
+        let_due(&shm);
+        assert_eq!(drained(&mut drainer, false), [(1, 0)]);
+        let summary = drainer.summary();
+        assert_eq!((summary.stalled, summary.late), (1, 1));
     }
 
     #[test]
@@ -847,6 +1077,7 @@ mod tests {
         shm.push(slot, write(0), &[]);
         drainer.add_mark("between".to_owned());
         shm.push(slot, write(2), &[]);
+        let_due(&shm);
         let mut kinds = Vec::new();
         drainer
             .pump(|event| {
@@ -970,6 +1201,11 @@ mod throughput {
                 };
                 shm.push(slot, record, &[]);
             }
+            // Every record due (older than the merge's slack).
+            let pushed = shm.now_stamp();
+            while shm.now_stamp() <= pushed + MERGE_SLACK {
+                std::hint::spin_loop();
+            }
             let start = Instant::now();
             let mut written = 0;
             let taken = drainer
@@ -979,7 +1215,7 @@ mod throughput {
                 })
                 .expect("pump");
             draining += start.elapsed();
-            assert_eq!((taken, written), (per_round as usize, per_round));
+            assert_eq!((taken.taken, written), (per_round as usize, per_round));
             events += per_round;
         }
         draining.as_secs_f64() * 1e9 / events as f64

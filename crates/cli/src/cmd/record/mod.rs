@@ -625,7 +625,7 @@ impl Cmd {
         let few_records = shm_file.shm.ring_records() / 8;
         let mut live = LiveLine::new(self.quiet);
         let status = loop {
-            let mut taken = 0;
+            let mut pumped = drain::Pumped::default();
             if failure.is_none() {
                 if let Some(marks) = &marks {
                     while let Some(text) = marks.try_next() {
@@ -633,7 +633,7 @@ impl Cmd {
                     }
                 }
                 match drainer.pump(|event| sink.write(event)) {
-                    Ok(pumped) => taken = pumped,
+                    Ok(done) => pumped = done,
                     Err(err) => failure = Some(err),
                 }
             }
@@ -689,7 +689,8 @@ impl Cmd {
                     break status;
                 }
             }
-            if taken == 0 {
+            let taken = pumped.taken;
+            if taken == 0 && !pumped.held {
                 std::thread::sleep(idle);
                 idle = (idle * 2).min(idle_max);
             } else {
@@ -824,11 +825,11 @@ fn print_summary(summary: &Summary, output: &str, status: ExitStatus) {
         "  lost events: {}  (rings full, program waited: {} times)",
         summary.lost, summary.ring_full_waits
     );
-    if summary.seq_gaps > 0 || summary.late > 0 {
+    if summary.stalled > 0 || summary.late > 0 {
         let _ = writeln!(
             err,
-            "  sequence gaps: {} (a thread died while logging), late records: {}",
-            summary.seq_gaps, summary.late
+            "  rings given up while stamping: {} (a process died while logging), late records: {}",
+            summary.stalled, summary.late
         );
     }
     if summary.slot_waits > 0 {

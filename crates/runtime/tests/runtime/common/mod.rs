@@ -104,6 +104,26 @@ impl Run {
             .filter(|p| matches!(p.record.kind, kind::READ | kind::WRITE | kind::UNKNOWN))
     }
 
+    /// Fails the test unless each thread's records, in the recorder's
+    /// order (by time), have increasing ring positions: the merge by time
+    /// keeps every ring's own order (and these programs log no record from
+    /// a signal handler, which would go to a borrowed ring).
+    #[track_caller]
+    pub fn assert_each_ring_in_order(&self) {
+        let mut last: std::collections::HashMap<(u32, u32), u64> = Default::default();
+        for p in &self.records {
+            let key = (p.record.pid, p.record.tid);
+            if let Some(&before) = last.get(&key) {
+                assert!(
+                    p.record.seq > before,
+                    "thread {key:?}: ring position {} after {before}",
+                    p.record.seq
+                );
+            }
+            last.insert(key, p.record.seq);
+        }
+    }
+
     /// Fails the test, showing the program's output, unless it exited with 0.
     #[track_caller]
     pub fn assert_success(&self) {
@@ -192,7 +212,10 @@ pub fn record(mut command: Command, trace_globs: &[&str], config: Config) -> Run
         }
     };
     drain(&shm, &mut records);
-    records.sort_by_key(|p| p.record.seq);
+    // The recorder's order: by time (every ring stamps on the file's one
+    // clock), each ring's own order kept for equal times (a stable sort of
+    // records drained ring by ring).
+    records.sort_by_key(|p| p.record.time_ns);
     let lost = shm.lost();
     drop(mapping);
     Run {
