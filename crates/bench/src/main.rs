@@ -60,14 +60,16 @@ const VALGRIND_MMT_ENV: &str = "MMIOTRACE_BENCH_VALGRIND_MMT";
 ///       same run: fast path vs general path vs exception vs getpid. The
 ///       trace must hold every access and the recorder report the sites
 ///       patched.
-///   push-floor, push-floor-no-lock, push-floor-no-lock-no-tsc
+///   push-floor, push-floor-no-lock, push-floor-no-lock-no-tsc, push-floor-compact
 ///       what logging one record costs a producer thread, nothing else:
 ///       64 bytes into a ring of 16,384 records (1 MiB), `write_pos`
 ///       published per record, a consumer thread reading each record on
 ///       the other core (pausing 50 µs after each pass, as the recorder);
 ///       `seq` from a `lock xadd` on a shared counter and the time from
 ///       `rdtsc`, as the fast path does; then with a plain increment
-///       instead of the `lock`; then without `rdtsc` too. Ns per record,
+///       instead of the `lock`; then without `rdtsc` too; then the fast
+///       path's record today, a 32-byte compact record (no `seq`, `rdtsc`
+///       under the ring's stamping flag) into a ring of 32,768. Ns per record,
 ///       and as multiples of the floor and of getpid: how far the fast
 ///       path's record alone is from issue 16's 0.2x getpid.
 ///   hook-miss, hook-rewrite

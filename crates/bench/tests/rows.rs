@@ -700,6 +700,8 @@ fn push_floor_rows_time_a_producer_whose_records_are_all_read() {
         "push-floor-no-lock",
         "--only",
         "push-floor-no-lock-no-tsc",
+        "--only",
+        "push-floor-compact",
         "--reps",
         "1",
     ]);
@@ -712,7 +714,8 @@ fn push_floor_rows_time_a_producer_whose_records_are_all_read() {
         [
             "push-floor",
             "push-floor-no-lock",
-            "push-floor-no-lock-no-tsc"
+            "push-floor-no-lock-no-tsc",
+            "push-floor-compact"
         ],
         "{stdout}"
     );

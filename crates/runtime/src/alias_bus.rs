@@ -322,7 +322,7 @@ fn permits(range: &Range, write: bool) -> Result<(), Refusal> {
 /// Most elements of a string instruction performed and logged as one run
 /// ([`Bus::string_run`]): a `movs` between two traced ranges logs two
 /// records per element, and a run fits in half of the smallest ring.
-const RUN_ELEMENTS: u64 = (mmiotrace_shm::MIN_RING_RECORDS / 4) as u64;
+const RUN_ELEMENTS: u64 = (mmiotrace_shm::MIN_RING_ENTRIES / 4) as u64;
 
 /// Where one side of a run of string elements lies (a part of one page).
 enum Side {

@@ -67,6 +67,9 @@ fn in_slot<R>(
     let (done, result) = push(slot);
     compiler_fence(Ordering::SeqCst);
     pushing.store(false, Ordering::Relaxed);
+    if result == PushResult::Pushed {
+        tls::note_logged(slot);
+    }
     if let PushResult::Stopped(reason) = result {
         state::tracing_stopped(shm, reason);
     }

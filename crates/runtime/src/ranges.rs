@@ -29,7 +29,14 @@ struct Entry {
     len: AtomicU64,
     alias: AtomicU64,
     map_offset: AtomicU64,
+    /// Word 2 of a compact record of the range's offset 0
+    /// (`mmiotrace_shm::compact::key`), or [`NO_COMPACT`] for a range whose
+    /// map id or offsets do not fit one: the fast path does not use it.
+    compact: AtomicU64,
 }
+
+/// [`Entry::compact`] of a range the fast path cannot log.
+const NO_COMPACT: u64 = u64::MAX;
 
 impl Entry {
     const fn new() -> Entry {
@@ -42,6 +49,7 @@ impl Entry {
             len: AtomicU64::new(0),
             alias: AtomicU64::new(0),
             map_offset: AtomicU64::new(0),
+            compact: AtomicU64::new(NO_COMPACT),
         }
     }
 }
@@ -59,16 +67,17 @@ pub mod entry_at {
     pub const START: i32 = core::mem::offset_of!(Entry, start) as i32;
     pub const LEN: i32 = core::mem::offset_of!(Entry, len) as i32;
     pub const ALIAS: i32 = core::mem::offset_of!(Entry, alias) as i32;
-    pub const MAP_OFFSET: i32 = core::mem::offset_of!(Entry, map_offset) as i32;
+    pub const COMPACT: i32 = core::mem::offset_of!(Entry, compact) as i32;
     /// The value of `state` of a live entry.
     pub const LIVE: u32 = super::LIVE;
 }
 
-/// The address of entry `index` (for the fast path's cache of the entry
-/// a site used last).
+/// The address of entry `index`, for the fast path's cache of the entry
+/// a site used last; 0 (none) for a range the fast path cannot log.
 pub fn entry_address(index: usize) -> u64 {
     TABLE
         .get(index)
+        .filter(|entry| entry.compact.load(Ordering::Relaxed) != NO_COMPACT)
         .map_or(0, |entry| entry as *const Entry as u64)
 }
 /// The lowest start and highest end of every range ever live, read by the
@@ -282,6 +291,13 @@ pub fn insert(range: Range) -> Result<usize, TableFull> {
         entry.map_id.store(range.map_id, Ordering::Relaxed);
         entry.prot.store(range.prot, Ordering::Relaxed);
         entry.map_offset.store(range.map_offset, Ordering::Relaxed);
+        let last = range.map_offset.checked_add(range.len.saturating_sub(1));
+        let compact = last
+            .and_then(|last| mmiotrace_shm::compact::key(range.map_id, last))
+            .and_then(|_| mmiotrace_shm::compact::key(range.map_id, range.map_offset));
+        entry
+            .compact
+            .store(compact.unwrap_or(NO_COMPACT), Ordering::Relaxed);
         HIGH_WATER.fetch_max(index as u32 + 1, Ordering::Release);
         // Before the entry is live: a trampoline that finds the address
         // outside the bounds never reaches the table.

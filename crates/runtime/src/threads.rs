@@ -264,6 +264,7 @@ fn claim(shm: &Shm, tid: u32, usable: usize) -> usize {
         if let Some(slot) = shm.claim_slot(tid) {
             if slot < usable {
                 forget_pending(slot);
+                tls::forget_owner(slot);
                 return slot;
             }
             // Beyond what this runtime can index: hand it back and wait.

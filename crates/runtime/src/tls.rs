@@ -34,14 +34,17 @@ pub struct SlotBlock {
     /// while it uses a traced range's alias, which [`wait_for_fast_paths`]
     /// relies on.
     pub pushing: AtomicBool,
-    /// The ring's [`RawLayout`], and the owner's `tid | pid << 32`.
+    /// The slot's owner has logged a record into the ring since it
+    /// claimed it ([`note_logged`]): the recorder knows its ids, which the
+    /// fast path's compact records do not carry.
+    logged: AtomicBool,
+    /// The ring's [`RawLayout`].
     header: AtomicU64,
     slot_header: AtomicU64,
     records: AtomicU64,
-    /// `ring_records - 1`.
+    /// `ring_entries - 1`.
     mask: AtomicU64,
-    ring_records: AtomicU64,
-    tid_pid: AtomicU64,
+    ring_entries: AtomicU64,
     /// The ring's `read_pos` as the fast path last read it: it reads the
     /// shared one (a cache line the recorder writes) only when this one
     /// says the ring is full.
@@ -56,8 +59,8 @@ impl SlotBlock {
             slot_header: AtomicU64::new(0),
             records: AtomicU64::new(0),
             mask: AtomicU64::new(0),
-            ring_records: AtomicU64::new(0),
-            tid_pid: AtomicU64::new(0),
+            ring_entries: AtomicU64::new(0),
+            logged: AtomicBool::new(false),
             read_pos_seen: AtomicU64::new(0),
         }
     }
@@ -71,12 +74,34 @@ pub mod slot_at {
     pub const SLOT_HEADER: i32 = core::mem::offset_of!(SlotBlock, slot_header) as i32;
     pub const RECORDS: i32 = core::mem::offset_of!(SlotBlock, records) as i32;
     pub const MASK: i32 = core::mem::offset_of!(SlotBlock, mask) as i32;
-    pub const RING_RECORDS: i32 = core::mem::offset_of!(SlotBlock, ring_records) as i32;
-    pub const TID_PID: i32 = core::mem::offset_of!(SlotBlock, tid_pid) as i32;
+    pub const RING_ENTRIES: i32 = core::mem::offset_of!(SlotBlock, ring_entries) as i32;
     pub const READ_POS_SEEN: i32 = core::mem::offset_of!(SlotBlock, read_pos_seen) as i32;
 }
 
 static SLOT_BLOCKS: [SlotBlock; SLOTS] = [const { SlotBlock::new() }; SLOTS];
+
+/// Notes that `slot`'s owner logged a record into its ring (`log::push`).
+pub fn note_logged(slot: usize) {
+    if let Some(block) = SLOT_BLOCKS.get(slot) {
+        block.logged.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A new owner claimed `slot`: it has logged nothing yet.
+pub fn forget_owner(slot: usize) {
+    if let Some(block) = SLOT_BLOCKS.get(slot) {
+        block.logged.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Whether `slot`'s owner has logged a record since it claimed the slot:
+/// only then may its fast path log compact records into the ring, whose
+/// thread and process the recorder takes from the ring's last record.
+pub fn logged(slot: usize) -> bool {
+    SLOT_BLOCKS
+        .get(slot)
+        .is_some_and(|block| block.logged.load(Ordering::Relaxed))
+}
 
 /// The flag of `slot` that says a push into its ring is under way.
 pub fn pushing(slot: usize) -> Option<&'static AtomicBool> {
@@ -97,11 +122,10 @@ pub struct ThreadBlock {
     /// The thread's [`SlotBlock`], 0 until the slow path sets it up.
     pub slot_block: u64,
     /// A read-modify-write's store, kept between the fast path's two
-    /// halves (around the site's instruction): the alias address, the
-    /// record's offset, and its first 8 bytes (kind, width, flags, map id).
+    /// halves (around the site's instruction): the alias address, and its
+    /// compact record's map id and offset (`mmiotrace_shm::compact::key`).
     pub rmw_alias: u64,
-    pub rmw_offset: u64,
-    pub rmw_first: u64,
+    pub rmw_key: u64,
 }
 
 /// Offsets in [`ThreadBlock`].
@@ -111,8 +135,7 @@ pub mod thread_at {
     pub const BUSY: i32 = core::mem::offset_of!(ThreadBlock, busy) as i32;
     pub const SLOT_BLOCK: i32 = core::mem::offset_of!(ThreadBlock, slot_block) as i32;
     pub const RMW_ALIAS: i32 = core::mem::offset_of!(ThreadBlock, rmw_alias) as i32;
-    pub const RMW_OFFSET: i32 = core::mem::offset_of!(ThreadBlock, rmw_offset) as i32;
-    pub const RMW_FIRST: i32 = core::mem::offset_of!(ThreadBlock, rmw_first) as i32;
+    pub const RMW_KEY: i32 = core::mem::offset_of!(ThreadBlock, rmw_key) as i32;
 }
 
 const BLOCK_SIZE: usize = core::mem::size_of::<ThreadBlock>();
@@ -165,9 +188,9 @@ pub fn set_up() -> bool {
     unsafe { core::ptr::read_volatile(&raw const (*mine()).slot_block) != 0 }
 }
 
-/// Sets up the calling thread's fast path: it logs to `slot` of `shm` as
-/// thread `tid` of process `pid`.
-pub fn set_up_for(shm: &Shm, slot: usize, tid: u32, pid: u32) {
+/// Sets up the calling thread's fast path: it logs to `slot` of `shm`,
+/// which it owns and has logged a record into ([`logged`]).
+pub fn set_up_for(shm: &Shm, slot: usize) {
     let Some(block) = SLOT_BLOCKS.get(slot) else {
         return;
     };
@@ -178,13 +201,10 @@ pub fn set_up_for(shm: &Shm, slot: usize, tid: u32, pid: u32) {
         .slot_header
         .store(layout.slot_header, Ordering::Relaxed);
     block.records.store(layout.records, Ordering::Relaxed);
-    block.mask.store(layout.ring_records - 1, Ordering::Relaxed);
+    block.mask.store(layout.ring_entries - 1, Ordering::Relaxed);
     block
-        .ring_records
-        .store(layout.ring_records, Ordering::Relaxed);
-    block
-        .tid_pid
-        .store(u64::from(tid) | (u64::from(pid) << 32), Ordering::Relaxed);
+        .ring_entries
+        .store(layout.ring_entries, Ordering::Relaxed);
     // Any value at or below the real read_pos will do: it only ever makes
     // the fast path read the real one.
     block.read_pos_seen.store(0, Ordering::Relaxed);

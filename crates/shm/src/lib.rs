@@ -4,16 +4,18 @@
 //!
 //! ```text
 //! offset 0               Header (HEADER_SIZE bytes, #[repr(C)])
-//! HEADER_SIZE + i*stride  slot i: SlotHeader (192 bytes) then ring_records × Record (64 bytes each)
+//! HEADER_SIZE + i*stride  slot i: SlotHeader (192 bytes) then ring_entries × entry (32 bytes each)
 //! ```
 //!
 //! Every thread that logs claims one slot and is its ring's only producer;
 //! the recorder is every ring's only consumer. Positions are free-running
-//! `u64` record counts, so `write_pos - read_pos` is the fill level.
+//! `u64` entry counts, so `write_pos - read_pos` is the fill level.
 //!
-//! A record may be followed by `ext` continuation records that carry raw
-//! payload bytes: the path of a `MAP`, the text of a `MARK`, a value wider than
-//! 8 bytes. A record and its continuations are published together.
+//! A [`Record`] takes two entries; a patched site's load or store takes
+//! one ([`compact`]). Either may be followed by `ext` continuation entries
+//! that carry raw payload bytes: the path of a `MAP`, the text of a `MARK`,
+//! a value wider than 8 bytes. A record and its continuations are
+//! published together.
 //!
 //! The layout uses offsets only, never pointers, so that every process maps
 //! it at its own address. Nothing here allocates, locks or formats: the
@@ -42,11 +44,17 @@ pub use tsc::{TSC_CLOCK_HISTORY, TscClock, TscPair, read_tsc, tsc_is_usable};
 /// First bytes of the file.
 pub const MAGIC: [u8; 8] = *b"MMIOSHM\0";
 /// Bumped on any change of the layout below.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// Bytes before the first slot.
 pub const HEADER_SIZE: usize = 4096;
-/// Bytes of one record.
+/// Bytes of one [`Record`]: two ring entries.
 pub const RECORD_SIZE: usize = 64;
+/// Bytes of one ring entry. A ring is an array of entries: a [`Record`]
+/// takes two, its payload whole entries after them; a patched site's load
+/// or store is logged in one ([`compact`]).
+pub const ENTRY_SIZE: usize = 32;
+/// Entries of a [`Record`].
+pub const RECORD_ENTRIES: u64 = (RECORD_SIZE / ENTRY_SIZE) as u64;
 /// Environment variable that carries the shared-memory file's path to the runtime.
 pub const ENV_SHM_PATH: &str = "MMIOTRACE_SHM";
 /// Environment variable with an inherited file descriptor of the same file.
@@ -134,7 +142,8 @@ pub struct Record {
     pub kind: u8,
     /// Access width in bytes (1..=64); for `UNKNOWN`, instruction bytes in `aux`.
     pub width: u8,
-    /// Continuation records that follow this one.
+    /// Continuation entries ([`ENTRY_SIZE`] bytes each) that follow this
+    /// record's two.
     pub ext: u8,
     pub flags: u8,
     pub map_id: u32,
@@ -157,8 +166,77 @@ pub struct Record {
 
 const _: () = assert!(std::mem::size_of::<Record>() == RECORD_SIZE);
 
-/// Longest payload one record can carry in continuation records.
-pub const MAX_PAYLOAD: usize = 255 * RECORD_SIZE;
+/// Longest payload one record can carry in continuation entries.
+pub const MAX_PAYLOAD: usize = 255 * ENTRY_SIZE;
+
+/// The one-entry record of a load or store that a patched site's fast path
+/// logs (in machine code): four little-endian `u64`s.
+///
+/// - word 0: [`TAG`](compact::TAG) and the flags in the low byte, the width
+///   in the next, the pc in the top 48 bits (a user-space address);
+/// - word 1: the time, the raw TSC;
+/// - word 2: the map id in the top 16 bits, the offset in the map below
+///   ([`key`](compact::key));
+/// - word 3: the value's low 8 bytes; a wider value follows whole in
+///   `ext` entries (flags bits 2-3).
+///
+/// The thread and process are those of the ring's last [`Record`]: a
+/// thread's first record in a ring is always one (the fast path runs only
+/// once the general path has given the thread its slot, and never on a
+/// borrowed one). The consumer turns a compact record into a [`Record`].
+pub mod compact {
+    use super::{RECORD_FLAG_FAST_PATH, RECORD_FLAG_TSC, Record, kind};
+
+    /// Set in the first byte of a compact record; a [`Record`]'s first
+    /// byte is its kind, which never has it.
+    pub const TAG: u8 = 0x80;
+    /// Flag: a store (else a load).
+    pub const WRITE: u8 = 1;
+    /// The continuation entries (0 to 2) are in bits 2-3 of the flags.
+    pub const EXT_SHIFT: u32 = 2;
+    /// Bits of the offset in word 2.
+    pub const OFFSET_BITS: u32 = 48;
+
+    /// Word 2's map id and offset, for a map whose id and every offset
+    /// fit (`None` otherwise: its accesses are logged as records).
+    pub fn key(map_id: u32, offset: u64) -> Option<u64> {
+        (map_id < 1 << (64 - OFFSET_BITS) && offset >> OFFSET_BITS == 0)
+            .then(|| u64::from(map_id) << OFFSET_BITS | offset)
+    }
+
+    /// Word 0 of a site's records: the same for every access it makes.
+    pub fn head(write: bool, width: u8, ext: u8, pc: u64) -> u64 {
+        u64::from(TAG | (u8::from(write) * WRITE) | ((ext & 3) << EXT_SHIFT))
+            | u64::from(width) << 8
+            | pc << 16
+    }
+
+    /// The [`Record`] a compact record stands for, at ring position `seq`
+    /// of a ring whose last record was thread `tid` of process `pid`.
+    #[inline]
+    pub fn expand(words: [u64; 4], seq: u64, tid: u32, pid: u32) -> Record {
+        let flags = words[0] as u8;
+        Record {
+            kind: if flags & WRITE != 0 {
+                kind::WRITE
+            } else {
+                kind::READ
+            },
+            width: (words[0] >> 8) as u8,
+            ext: (flags >> EXT_SHIFT) & 3,
+            flags: RECORD_FLAG_TSC | RECORD_FLAG_FAST_PATH,
+            map_id: (words[2] >> OFFSET_BITS) as u32,
+            seq,
+            time_ns: words[1],
+            tid,
+            pid,
+            offset: words[2] & ((1 << OFFSET_BITS) - 1),
+            value: words[3],
+            pc: words[0] >> 16,
+            aux: 0,
+        }
+    }
+}
 
 #[repr(C, align(64))]
 #[derive(Debug)]
@@ -173,8 +251,8 @@ pub struct Header {
     pub version: u32,
     pub header_size: u32,
     pub slot_count: u32,
-    /// Records per ring; a power of two.
-    pub ring_records: u32,
+    /// Entries per ring; a power of two.
+    pub ring_entries: u32,
     pub total_size: u64,
     /// `CLOCK_MONOTONIC` in nanoseconds when recording started.
     pub clock_base_ns: u64,
@@ -214,7 +292,18 @@ pub struct SlotHeader {
     owner_tid: Padded<AtomicU32>,
     /// The producer's line: what it published, and whether it is stamping.
     write: Padded<WriteLine>,
-    read_pos: Padded<AtomicU64>,
+    read: Padded<ReadLine>,
+}
+
+/// What the ring's consumer writes.
+#[repr(C)]
+#[derive(Debug)]
+struct ReadLine {
+    /// Entries consumed so far (`read_pos`).
+    pos: AtomicU64,
+    /// The thread (low half) and process (high half) of the last
+    /// [`Record`] consumed: those of the [`compact`] records after it.
+    ids: AtomicU64,
 }
 
 /// What a ring's producer writes on every push, in one cache line.
@@ -245,7 +334,7 @@ pub struct RawLayout {
     /// The first of the ring's records.
     pub records: u64,
     /// Records in the ring (a power of two).
-    pub ring_records: u64,
+    pub ring_entries: u64,
 }
 
 impl RawLayout {
@@ -255,7 +344,8 @@ impl RawLayout {
         core::mem::offset_of!(SlotHeader, write) + core::mem::offset_of!(WriteLine, pos);
     pub const STAMPING: usize =
         core::mem::offset_of!(SlotHeader, write) + core::mem::offset_of!(WriteLine, stamping);
-    pub const READ_POS: usize = core::mem::offset_of!(SlotHeader, read_pos);
+    pub const READ_POS: usize =
+        core::mem::offset_of!(SlotHeader, read) + core::mem::offset_of!(ReadLine, pos);
     /// The bit of the liveness word that says the recorder is gone.
     pub const RECORDER_GONE: u32 = FUTEX_OWNER_DIED;
 }
@@ -264,8 +354,8 @@ impl RawLayout {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
     pub slot_count: u32,
-    /// Records per ring; rounded up to a power of two.
-    pub ring_records: u32,
+    /// Entries per ring; rounded up to a power of two.
+    pub ring_entries: u32,
     pub drop_when_full: bool,
 }
 
@@ -273,29 +363,29 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             slot_count: 128,
-            ring_records: 32768,
+            ring_entries: 65536,
             drop_when_full: false,
         }
     }
 }
 
 /// Fewest records a ring may hold.
-pub const MIN_RING_RECORDS: u32 = 512;
-/// Most records a ring may hold (64 MiB of ring).
-pub const MAX_RING_RECORDS: u32 = 1 << 20;
+pub const MIN_RING_ENTRIES: u32 = 512;
+/// Most entries a ring may hold (64 MiB of ring).
+pub const MAX_RING_ENTRIES: u32 = 1 << 21;
 /// Most slots a file may have (the runtime keeps per-slot state in fixed tables).
 pub const MAX_SLOTS: u32 = 1024;
 
 impl Config {
-    /// Records per ring: `ring_records` rounded up to a power of two.
-    fn ring_records(&self) -> usize {
-        (self.ring_records.clamp(MIN_RING_RECORDS, MAX_RING_RECORDS) as usize).next_power_of_two()
+    /// Entries per ring: `ring_entries` rounded up to a power of two.
+    fn ring_entries(&self) -> usize {
+        (self.ring_entries.clamp(MIN_RING_ENTRIES, MAX_RING_ENTRIES) as usize).next_power_of_two()
     }
 
-    /// Whether the sizes are within [`MIN_RING_RECORDS`]..=[`MAX_RING_RECORDS`]
-    /// records per ring and 1..=[`MAX_SLOTS`] slots.
+    /// Whether the sizes are within [`MIN_RING_ENTRIES`]..=[`MAX_RING_ENTRIES`]
+    /// entries per ring and 1..=[`MAX_SLOTS`] slots.
     pub fn check(&self) -> Result<(), ShmError> {
-        if !(MIN_RING_RECORDS..=MAX_RING_RECORDS).contains(&self.ring_records)
+        if !(MIN_RING_ENTRIES..=MAX_RING_ENTRIES).contains(&self.ring_entries)
             || !(1..=MAX_SLOTS).contains(&self.slot_count)
         {
             return Err(ShmError::BadGeometry);
@@ -304,7 +394,7 @@ impl Config {
     }
 
     fn slot_stride(&self) -> usize {
-        SLOT_HEADER_SIZE + self.ring_records() * RECORD_SIZE
+        SLOT_HEADER_SIZE + self.ring_entries() * ENTRY_SIZE
     }
 
     /// Size of the file this configuration needs.
@@ -334,7 +424,7 @@ impl std::fmt::Display for ShmError {
             ),
             ShmError::BadGeometry => write!(
                 f,
-                "impossible shared-memory geometry (rings: 1 to {MAX_SLOTS}; records per ring: {MIN_RING_RECORDS} to {MAX_RING_RECORDS})"
+                "impossible shared-memory geometry (rings: 1 to {MAX_SLOTS}; entries per ring: {MIN_RING_ENTRIES} to {MAX_RING_ENTRIES})"
             ),
             ShmError::Misaligned => write!(f, "shared-memory mapping is not page aligned"),
         }
@@ -386,7 +476,7 @@ pub struct Shm {
     base: *mut u8,
     len: usize,
     slot_count: usize,
-    ring_records: usize,
+    ring_entries: usize,
     stride: usize,
 }
 
@@ -451,7 +541,7 @@ impl Shm {
         header.version = VERSION;
         header.header_size = HEADER_SIZE as u32;
         header.slot_count = config.slot_count;
-        header.ring_records = config.ring_records() as u32;
+        header.ring_entries = config.ring_entries() as u32;
         header.total_size = config.total_size() as u64;
         header.clock_base_ns = monotonic_ns();
         header.flags = if config.drop_when_full { FLAG_DROP } else { 0 }
@@ -486,15 +576,15 @@ impl Shm {
         if header.version != VERSION {
             return Err(ShmError::BadVersion(header.version));
         }
-        let ring_records = header.ring_records as usize;
+        let ring_entries = header.ring_entries as usize;
         if header.header_size as usize != HEADER_SIZE
-            || !ring_records.is_power_of_two()
-            || !(MIN_RING_RECORDS..=MAX_RING_RECORDS).contains(&header.ring_records)
+            || !ring_entries.is_power_of_two()
+            || !(MIN_RING_ENTRIES..=MAX_RING_ENTRIES).contains(&header.ring_entries)
             || !(1..=MAX_SLOTS).contains(&header.slot_count)
         {
             return Err(ShmError::BadGeometry);
         }
-        let stride = SLOT_HEADER_SIZE + ring_records * RECORD_SIZE;
+        let stride = SLOT_HEADER_SIZE + ring_entries * ENTRY_SIZE;
         let need = HEADER_SIZE + header.slot_count as usize * stride;
         if need as u64 != header.total_size {
             return Err(ShmError::BadGeometry);
@@ -506,7 +596,7 @@ impl Shm {
             base,
             len,
             slot_count: header.slot_count as usize,
-            ring_records,
+            ring_entries,
             stride,
         })
     }
@@ -533,8 +623,8 @@ impl Shm {
         self.slot_count
     }
 
-    pub fn ring_records(&self) -> usize {
-        self.ring_records
+    pub fn ring_entries(&self) -> usize {
+        self.ring_entries
     }
 
     fn slot_header(&self, slot: usize) -> &SlotHeader {
@@ -544,20 +634,90 @@ impl Shm {
         unsafe { &*(self.base.add(HEADER_SIZE + slot * self.stride) as *const SlotHeader) }
     }
 
-    /// The record at free-running position `pos` of `slot`'s ring.
+    /// The entry at free-running position `pos` of `slot`'s ring.
     ///
     /// # Safety
     ///
     /// `slot < slot_count` (callers check it with [`Shm::slot_header`]
     /// first); otherwise the pointer leaves the mapping.
-    unsafe fn record_ptr(&self, slot: usize, pos: u64) -> *mut Record {
-        let index = (pos as usize) & (self.ring_records - 1);
+    unsafe fn entry_ptr(&self, slot: usize, pos: u64) -> *mut u8 {
+        let index = (pos as usize) & (self.ring_entries - 1);
         // SAFETY: slot < slot_count (the caller's contract) and index <
-        // ring_records, so this stays in the mapping.
+        // ring_entries, so this stays in the mapping.
         unsafe {
             self.base
-                .add(HEADER_SIZE + slot * self.stride + SLOT_HEADER_SIZE + index * RECORD_SIZE)
-                as *mut Record
+                .add(HEADER_SIZE + slot * self.stride + SLOT_HEADER_SIZE + index * ENTRY_SIZE)
+        }
+    }
+
+    /// Writes `record` into the two entries at `pos` (the second may be
+    /// the ring's first).
+    ///
+    /// # Safety
+    ///
+    /// As [`Shm::entry_ptr`]; the entries are the caller's to write.
+    unsafe fn write_record(&self, slot: usize, pos: u64, record: &Record) {
+        let bytes = (record as *const Record).cast::<u8>();
+        for half in 0..RECORD_ENTRIES {
+            // SAFETY: a Record is RECORD_SIZE bytes; each entry is
+            // ENTRY_SIZE writable bytes (the caller's contract).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.add(half as usize * ENTRY_SIZE),
+                    self.entry_ptr(slot, pos + half),
+                    ENTRY_SIZE,
+                );
+            }
+        }
+    }
+
+    /// The record at `pos`: a [`Record`] from its two entries, or a
+    /// [`compact`] one expanded (with the ids of the ring's last record),
+    /// and how many entries it takes, continuations included.
+    ///
+    /// # Safety
+    ///
+    /// As [`Shm::entry_ptr`]; the entries at `pos` are published and not
+    /// yet consumed.
+    #[inline]
+    unsafe fn read_record(&self, slot: usize, pos: u64, ids: u64) -> (Record, u64) {
+        // SAFETY: the caller's contract (the slot is checked).
+        let entry = unsafe { self.entry_ptr(slot, pos) };
+        // SAFETY: a published entry, 32-byte aligned, that the producer
+        // does not write until it is consumed (the caller's contract).
+        let words = unsafe { std::ptr::read(entry as *const [u64; 4]) };
+        if words[0] as u8 & compact::TAG != 0 {
+            let record = compact::expand(words, pos, ids as u32, (ids >> 32) as u32);
+            return (record, 1 + u64::from(record.ext));
+        }
+        let mut record = Record::default();
+        let bytes = (&mut record as *mut Record).cast::<u8>();
+        for half in 0..RECORD_ENTRIES {
+            // SAFETY: as above, for both entries; a Record is RECORD_SIZE
+            // bytes of plain data (any bytes are a valid Record).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.entry_ptr(slot, pos + half),
+                    bytes.add(half as usize * ENTRY_SIZE),
+                    ENTRY_SIZE,
+                );
+            }
+        }
+        (record, RECORD_ENTRIES + u64::from(record.ext))
+    }
+
+    /// Appends the `ext` entries after position `from` to `payload`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Shm::read_record`], for those entries.
+    unsafe fn read_payload(&self, slot: usize, from: u64, ext: u64, payload: &mut Vec<u8>) {
+        for i in 0..ext {
+            // SAFETY: the caller's contract; read as a slice, not a
+            // volatile array: that one was copied byte by byte.
+            let chunk =
+                unsafe { std::slice::from_raw_parts(self.entry_ptr(slot, from + i), ENTRY_SIZE) };
+            payload.extend_from_slice(chunk);
         }
     }
 
@@ -612,8 +772,9 @@ impl Shm {
     /// Where `slot`'s ring and the counters a push touches lie in this
     /// process's mapping, for a producer that pushes without calling
     /// [`Shm::push`] (the runtime's patched sites, written in machine
-    /// code). Such a producer must do what `push` does: the same space
-    /// check; the stamping flag set before it reads the time and cleared
+    /// code). Such a producer must do what `push` does, with [`compact`]
+    /// records (its thread's records before them in the ring are
+    /// [`Record`]s): the same space check; the stamping flag set before it reads the time and cleared
     /// after `write_pos` is stored; the record written before `write_pos`
     /// is stored; no push while the file is stopped or the recorder gone
     /// (it leaves those cases to `push`).
@@ -623,7 +784,7 @@ impl Shm {
             header: self.base as u64,
             slot_header,
             records: slot_header + SLOT_HEADER_SIZE as u64,
-            ring_records: self.ring_records as u64,
+            ring_entries: self.ring_entries as u64,
         }
     }
 
@@ -791,14 +952,14 @@ impl Shm {
     /// the rings (the recorder stopped, or is gone) it writes nothing and
     /// returns [`PushResult::Stopped`].
     pub fn push(&self, slot: usize, mut record: Record, payload: &[u8]) -> PushResult {
-        let ext = payload.len().div_ceil(RECORD_SIZE);
-        if payload.len() > MAX_PAYLOAD || ext + 1 > self.ring_records {
+        let ext = payload.len().div_ceil(ENTRY_SIZE);
+        if payload.len() > MAX_PAYLOAD || ext + RECORD_ENTRIES as usize > self.ring_entries {
             if let Some(reason) = self.check_stopped() {
                 return PushResult::Stopped(reason);
             }
             return PushResult::TooLarge;
         }
-        let needed = (ext + 1) as u64;
+        let needed = RECORD_ENTRIES + ext as u64;
         let write_pos = match self.wait_for_room(slot, needed) {
             Ok(write_pos) => write_pos,
             Err(result) => {
@@ -818,10 +979,10 @@ impl Shm {
         // write_pos..write_pos+needed are free (checked against read_pos
         // above) and only this thread writes them.
         unsafe {
-            std::ptr::write_volatile(self.record_ptr(slot, write_pos), record);
-            for (i, chunk) in payload.chunks(RECORD_SIZE).enumerate() {
-                let dst = self.record_ptr(slot, write_pos + 1 + i as u64) as *mut u8;
-                std::ptr::write_bytes(dst, 0, RECORD_SIZE);
+            self.write_record(slot, write_pos, &record);
+            for (i, chunk) in payload.chunks(ENTRY_SIZE).enumerate() {
+                let dst = self.entry_ptr(slot, write_pos + RECORD_ENTRIES + i as u64);
+                std::ptr::write_bytes(dst, 0, ENTRY_SIZE);
                 std::ptr::copy_nonoverlapping(chunk.as_ptr(), dst, chunk.len());
             }
         }
@@ -836,7 +997,7 @@ impl Shm {
         PushResult::Pushed
     }
 
-    /// Logs a run of up to `max` records (at most half a ring) that the
+    /// Logs a run of up to `max` records (at most half a ring's entries) that the
     /// caller makes one by one, each right after the access it describes:
     /// `each(i, record)` fills record `i` (kind, width, map id, offset,
     /// value, pc, tid, pid) and returns false to end the run before it.
@@ -856,8 +1017,8 @@ impl Shm {
         max: usize,
         mut each: impl FnMut(usize, &mut Record) -> bool,
     ) -> (usize, PushResult) {
-        let max = max.min(self.ring_records / 2);
-        let write_pos = match self.wait_for_room(slot, max as u64) {
+        let max = max.min(self.ring_entries / 2 / RECORD_ENTRIES as usize);
+        let write_pos = match self.wait_for_room(slot, max as u64 * RECORD_ENTRIES) {
             Ok(write_pos) => write_pos,
             Err(result) => {
                 let mut scratch = Record::default();
@@ -876,15 +1037,16 @@ impl Shm {
             }
         };
         let mut made = 0;
+        let mut record = Record::default();
         while made < max {
-            // SAFETY: slot_header() (in wait_for_room) checked the slot;
-            // positions write_pos..write_pos+max are free and only this
-            // thread writes them until write_pos is stored below.
-            let record = unsafe { &mut *self.record_ptr(slot, write_pos + made as u64) };
-            *record = Record::default();
-            if !each(made, record) {
+            record = Record::default();
+            if !each(made, &mut record) {
                 break;
             }
+            // SAFETY: slot_header() (in wait_for_room) checked the slot;
+            // the entries of max records from write_pos are free and only
+            // this thread writes them until write_pos is stored below.
+            unsafe { self.write_record(slot, write_pos + made as u64 * RECORD_ENTRIES, &record) };
             made += 1;
         }
         if made == 0 {
@@ -893,15 +1055,21 @@ impl Shm {
         let line = &self.slot_header(slot).write.0;
         line.stamping.store(1, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
-        let mut stamped = Record::default();
-        self.stamp(&mut stamped);
-        for i in 0..made {
+        record.flags = 0;
+        self.stamp(&mut record);
+        for i in 0..made as u64 {
+            let pos = write_pos + i * RECORD_ENTRIES;
             // SAFETY: as above: written by this thread, not yet published.
-            let record = unsafe { &mut *self.record_ptr(slot, write_pos + i as u64) };
-            record.ext = 0;
-            record.flags = (record.flags & !RECORD_FLAG_TSC) | stamped.flags;
-            record.seq = write_pos + i as u64;
-            record.time_ns = stamped.time_ns;
+            // These fields lie in a record's first entry.
+            unsafe {
+                let entry = self.entry_ptr(slot, pos);
+                let at = |offset: usize| entry.add(offset);
+                *at(core::mem::offset_of!(Record, ext)) = 0;
+                let flags = at(core::mem::offset_of!(Record, flags));
+                *flags = (*flags & !RECORD_FLAG_TSC) | record.flags;
+                *(at(core::mem::offset_of!(Record, seq)) as *mut u64) = pos;
+                *(at(core::mem::offset_of!(Record, time_ns)) as *mut u64) = record.time_ns;
+            }
         }
         // SYNC POINT: pairs with the Acquire load of write_pos in consume();
         // the records written above become visible to the recorder.
@@ -909,7 +1077,7 @@ impl Shm {
             .write
             .0
             .pos
-            .store(write_pos + made as u64, Ordering::Release);
+            .store(write_pos + made as u64 * RECORD_ENTRIES, Ordering::Release);
         line.stamping.store(0, Ordering::Release);
         (made, PushResult::Pushed)
     }
@@ -931,8 +1099,8 @@ impl Shm {
             // SYNC POINT: pairs with the Release store of read_pos in
             // consume(): the recorder has finished reading the records it
             // released.
-            let read_pos = slot_header.read_pos.0.load(Ordering::Acquire);
-            if write_pos + needed - read_pos <= self.ring_records as u64 {
+            let read_pos = slot_header.read.0.pos.load(Ordering::Acquire);
+            if write_pos + needed - read_pos <= self.ring_entries as u64 {
                 return Ok(write_pos);
             }
             // Nobody will ever drain a closed file, nor one whose recorder
@@ -955,45 +1123,31 @@ impl Shm {
     /// consuming it.
     pub fn peek(&self, slot: usize) -> Option<Record> {
         let slot_header = self.slot_header(slot);
-        let read_pos = slot_header.read_pos.0.load(Ordering::Relaxed);
+        let read_pos = slot_header.read.0.pos.load(Ordering::Relaxed);
         // SYNC POINT: pairs with the Release store of write_pos in push().
         let write_pos = slot_header.write.0.pos.load(Ordering::Acquire);
         if read_pos == write_pos {
             return None;
         }
+        let ids = slot_header.read.0.ids.load(Ordering::Relaxed);
         // SAFETY: slot_header() above checked the slot; read_pos <
         // write_pos, so the record was published.
-        Some(unsafe { std::ptr::read_volatile(self.record_ptr(slot, read_pos)) })
+        Some(unsafe { self.read_record(slot, read_pos, ids) }.0)
     }
 
     /// Consumes the next record of `slot`'s ring, with its payload. Only the
     /// recorder calls this.
     pub fn pop(&self, slot: usize) -> Option<Popped> {
-        let record = self.peek(slot)?;
-        let slot_header = self.slot_header(slot);
-        let read_pos = slot_header.read_pos.0.load(Ordering::Relaxed);
-        let mut payload = Vec::with_capacity(record.ext as usize * RECORD_SIZE);
-        for i in 0..record.ext as u64 {
-            let mut chunk = [0u8; RECORD_SIZE];
-            // SAFETY: slot_header() above checked the slot; the producer
-            // publishes a record and its continuations with one store of
-            // write_pos, so these are published too.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    self.record_ptr(slot, read_pos + 1 + i) as *const u8,
-                    chunk.as_mut_ptr(),
-                    RECORD_SIZE,
-                );
-            }
-            payload.extend_from_slice(&chunk);
-        }
-        // SYNC POINT: pairs with the Acquire load of read_pos in push(): the
-        // copies above are done before the producer may overwrite these entries.
-        slot_header
-            .read_pos
-            .0
-            .store(read_pos + 1 + record.ext as u64, Ordering::Release);
-        Some(Popped { record, payload })
+        let mut popped = None;
+        let mut payload = Vec::new();
+        self.consume(slot, 1, &mut payload, |record, payload| {
+            popped = Some(Popped {
+                record: *record,
+                payload: payload.to_vec(),
+            });
+            true
+        });
+        popped
     }
 
     /// Hands the published records of `slot`'s ring to `each`, in order,
@@ -1005,8 +1159,7 @@ impl Shm {
     ///
     /// It reads the producer's position once and gives the entries back
     /// with one store at the end, so the producer's cache line of
-    /// `read_pos` changes once per call, not once per record, and the
-    /// records are read in place, not copied out first.
+    /// `read_pos` changes once per call, not once per record.
     pub fn consume(
         &self,
         slot: usize,
@@ -1015,53 +1168,45 @@ impl Shm {
         mut each: impl FnMut(&Record, &[u8]) -> bool,
     ) -> usize {
         let slot_header = self.slot_header(slot);
-        let start = slot_header.read_pos.0.load(Ordering::Relaxed);
+        let start = slot_header.read.0.pos.load(Ordering::Relaxed);
+        let mut ids = slot_header.read.0.ids.load(Ordering::Relaxed);
         // SYNC POINT: pairs with the Release store of write_pos in push():
-        // every record before it is published.
+        // every entry before it is published.
         let write_pos = slot_header.write.0.pos.load(Ordering::Acquire);
         let mut read_pos = start;
         let mut taken = 0;
         while taken < max && read_pos < write_pos {
             // SAFETY: slot_header() above checked the slot; read_pos <
-            // write_pos, so the record was published, and the producer
-            // writes this entry again only after the Release store of
-            // read_pos below: nothing changes it while the reference lives
-            // (read in place, not copied: a 64-byte copy per record showed).
-            let record: &Record = unsafe { &*self.record_ptr(slot, read_pos) };
-            let ext = u64::from(record.ext);
-            if read_pos + 1 + ext > write_pos {
+            // write_pos, so the record's first entry was published, and
+            // the producer writes it again only after the Release store of
+            // read_pos below.
+            let (record, entries) = unsafe { self.read_record(slot, read_pos, ids) };
+            if read_pos + entries > write_pos {
                 // Cannot happen (a record and its continuations are
                 // published together); leave it for a later call rather
                 // than read past what was published.
                 break;
             }
             payload.clear();
-            for i in 0..ext {
-                // SAFETY: as above; the continuations were published with
-                // the record (checked against write_pos above), and the
-                // producer writes them again only after read_pos passes
-                // them. Read as a slice, not a volatile array: that one
-                // was copied byte by byte (a 64-byte vector store's value
-                // per event).
-                let chunk = unsafe {
-                    std::slice::from_raw_parts(
-                        self.record_ptr(slot, read_pos + 1 + i) as *const u8,
-                        RECORD_SIZE,
-                    )
-                };
-                payload.extend_from_slice(chunk);
-            }
-            if !each(record, payload) {
+            let ext = u64::from(record.ext);
+            // SAFETY: as above; the continuations were published with the
+            // record (checked against write_pos above).
+            unsafe { self.read_payload(slot, read_pos + entries - ext, ext, payload) };
+            if !each(&record, payload) {
                 break;
             }
-            read_pos += 1 + ext;
+            if entries - ext == RECORD_ENTRIES {
+                ids = u64::from(record.tid) | u64::from(record.pid) << 32;
+            }
+            read_pos += entries;
             taken += 1;
         }
         if read_pos != start {
+            slot_header.read.0.ids.store(ids, Ordering::Relaxed);
             // SYNC POINT: pairs with the Acquire load of read_pos in push():
             // the copies above are done before the producer may overwrite
             // these entries.
-            slot_header.read_pos.0.store(read_pos, Ordering::Release);
+            slot_header.read.0.pos.store(read_pos, Ordering::Release);
         }
         taken
     }
@@ -1079,11 +1224,11 @@ impl Shm {
         })
     }
 
-    /// Records published but not yet consumed in `slot`.
+    /// Entries published but not yet consumed in `slot`.
     pub fn pending(&self, slot: usize) -> u64 {
         let slot_header = self.slot_header(slot);
         slot_header.write.0.pos.load(Ordering::Acquire)
-            - slot_header.read_pos.0.load(Ordering::Relaxed)
+            - slot_header.read.0.pos.load(Ordering::Relaxed)
     }
 }
 

@@ -36,7 +36,7 @@ impl Drop for Region {
 fn small(drop_when_full: bool) -> Config {
     Config {
         slot_count: 4,
-        ring_records: 512,
+        ring_entries: 512,
         drop_when_full,
     }
 }
@@ -56,10 +56,11 @@ fn push_pop_round_trip_with_payload() {
     };
     let path = b"/dev/shm/some-file-with-a-name-longer-than-sixty-four-bytes-0123456789";
     assert_eq!(shm.push(slot, record, path), PushResult::Pushed);
-    assert_eq!(shm.pending(slot), 3);
+    // Two entries, and three of 32 bytes for the 71-byte path.
+    assert_eq!(shm.pending(slot), 5);
     let popped = shm.pop(slot).expect("record");
     assert_eq!(popped.record.kind, kind::MAP);
-    assert_eq!(popped.record.ext, 2);
+    assert_eq!(popped.record.ext, 3);
     assert_eq!(payload_text(&popped.payload), path);
     assert!(shm.pop(slot).is_none());
 }
@@ -84,7 +85,7 @@ fn records_are_numbered_per_ring_and_stamped_on_the_files_clock() {
         .chain(std::iter::from_fn(|| shm.pop(b)))
         .collect();
     let seqs: Vec<u64> = popped.iter().map(|p| p.record.seq).collect();
-    assert_eq!(seqs, [0, 1, 2, 0, 1, 2]);
+    assert_eq!(seqs, [0, 2, 4, 0, 2, 4], "two entries a record");
     let times: Vec<u64> = popped.iter().map(|p| p.record.time_ns).collect();
     for (i, p) in popped.iter().enumerate() {
         assert!((before..=after).contains(&p.record.time_ns), "{times:?}");
@@ -94,7 +95,7 @@ fn records_are_numbered_per_ring_and_stamped_on_the_files_clock() {
             assert!(p.record.time_ns <= times[i + 3], "{times:?}");
         }
     }
-    assert_eq!(shm.publication(a), (false, 3));
+    assert_eq!(shm.publication(a), (false, 6));
 }
 
 #[test]
@@ -107,8 +108,9 @@ fn drop_mode_counts_what_it_drops() {
     for _ in 0..600 {
         shm.push(slot, Record::default(), &[]);
     }
+    // 256 records of two entries each.
     assert_eq!(shm.pending(slot), 512);
-    assert_eq!(shm.lost(), 88);
+    assert_eq!(shm.lost(), 344);
 }
 
 #[test]
@@ -128,7 +130,7 @@ fn full_ring_waits_for_the_consumer() {
         }
     });
     // Let the producer fill the ring before consuming anything: its
-    // 513th push must then wait.
+    // 257th push (two entries a record) must then wait.
     while shm.pending(slot) < 512 {
         std::thread::yield_now();
     }
@@ -136,7 +138,7 @@ fn full_ring_waits_for_the_consumer() {
     while next < 5000 {
         if let Some(popped) = shm.pop(slot) {
             assert_eq!(popped.record.value, next);
-            assert_eq!(popped.record.seq, next);
+            assert_eq!(popped.record.seq, next * RECORD_ENTRIES);
             next += 1;
         } else {
             std::thread::yield_now();
@@ -153,7 +155,8 @@ fn a_closed_file_never_makes_a_full_ring_wait() {
     // SAFETY: fresh zeroed anonymous mapping of the right size.
     let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
     let slot = shm.claim_slot(3).expect("slot");
-    for _ in 0..512 {
+    // Full: 256 records of two entries.
+    for _ in 0..256 {
         shm.push(slot, Record::default(), &[]);
     }
     shm.close();
@@ -194,13 +197,13 @@ fn the_kernel_tells_the_runtime_that_the_recorder_is_gone() {
 
 #[test]
 fn geometry_limits() {
-    let config = |slot_count, ring_records| Config {
+    let config = |slot_count, ring_entries| Config {
         slot_count,
-        ring_records,
+        ring_entries,
         drop_when_full: false,
     };
     assert!(config(1, 512).check().is_ok());
-    assert!(config(MAX_SLOTS, MAX_RING_RECORDS).check().is_ok());
+    assert!(config(MAX_SLOTS, MAX_RING_ENTRIES).check().is_ok());
     for bad in [
         config(0, 512),
         config(1, 0),
@@ -272,7 +275,8 @@ fn pop_batch_takes_records_with_payloads_in_order_and_frees_the_ring() {
     for (i, p) in popped.iter().enumerate() {
         assert_eq!(p.record.value, i as u64);
         // Its ring position: after the one before and its continuations.
-        assert_eq!(p.record.seq, i as u64 + 2 * (i as u64).div_ceil(100));
+        // (Two entries a record, three for the 75-byte path.)
+        assert_eq!(p.record.seq, 2 * i as u64 + 3 * (i as u64).div_ceil(100));
         if i % 100 == 0 {
             assert_eq!(payload_text(&p.payload), path);
         } else {
@@ -312,8 +316,9 @@ fn consume_stops_at_the_first_record_refused_and_leaves_it() {
             .filter(|(v, _)| *v != 3)
             .all(|(_, p)| p.is_empty())
     );
-    // Left: records 5 to 9 (the continuation of 3 went with it).
-    assert_eq!(shm.pending(slot), 5);
+    // Left: records 5 to 9, two entries each (the continuation of 3 went
+    // with it).
+    assert_eq!(shm.pending(slot), 10);
     assert_eq!(shm.pop(slot).expect("record 5 stayed").record.value, 5);
 }
 
@@ -380,7 +385,7 @@ fn a_run_is_numbered_in_its_ring_after_what_came_before_and_shares_one_time() {
     assert_eq!((made, result), (70, PushResult::Pushed));
     assert_eq!(
         shm.pending(slot),
-        71,
+        71 * RECORD_ENTRIES,
         "nothing published for what was not made"
     );
     shm.pop(slot).expect("the push before");
@@ -389,7 +394,7 @@ fn a_run_is_numbered_in_its_ring_after_what_came_before_and_shares_one_time() {
         let popped = shm.pop(slot).expect("a record of the run");
         let mut expected = Record::default();
         run_record(i, &mut expected);
-        expected.seq = 1 + i as u64;
+        expected.seq = (1 + i as u64) * RECORD_ENTRIES;
         expected.time_ns = *time.get_or_insert(popped.record.time_ns);
         if shm.tsc_time() {
             expected.flags |= RECORD_FLAG_TSC;
@@ -397,12 +402,13 @@ fn a_run_is_numbered_in_its_ring_after_what_came_before_and_shares_one_time() {
         assert_eq!(popped.record, expected);
     }
     assert!(shm.pop(slot).is_none());
-    // A run longer than half a ring is cut there.
+    // A run longer than half a ring is cut there: 128 records of two
+    // entries.
     let (made, _) = shm.push_run(slot, 10_000, |i, record| {
         run_record(i, record);
         true
     });
-    assert_eq!(made, 256);
+    assert_eq!(made, 128);
 }
 
 #[test]
@@ -412,10 +418,11 @@ fn a_run_that_cannot_be_logged_still_makes_every_access_once() {
     // SAFETY: fresh zeroed anonymous mapping of the right size.
     let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
     let slot = shm.claim_slot(9).expect("slot");
-    for _ in 0..500 {
+    for _ in 0..250 {
         shm.push(slot, Record::default(), &[]);
     }
-    // Drop mode, 12 records of room: the run of 40 is dropped whole.
+    // Drop mode, 12 entries (6 records) of room: the run of 40 is dropped
+    // whole.
     let mut calls = Vec::new();
     let (made, result) = shm.push_run(slot, 40, |i, record| {
         calls.push(i);
@@ -439,4 +446,97 @@ fn a_run_that_cannot_be_logged_still_makes_every_access_once() {
     );
     assert_eq!(calls, (0..5).collect::<Vec<_>>());
     assert_eq!(shm.pending(slot), 500);
+}
+
+/// Appends a compact record (and `value`'s entries after it) to `slot`'s
+/// ring, as a patched site's fast path does in machine code.
+fn push_compact(shm: &Shm, slot: usize, words: [u64; 4], value: &[u8]) {
+    let line = &shm.slot_header(slot).write.0;
+    let pos = line.pos.load(Ordering::Relaxed);
+    let ext = value.len().div_ceil(ENTRY_SIZE) as u64;
+    // SAFETY: the test's own ring, with room (the tests keep it short).
+    unsafe {
+        std::ptr::write(shm.entry_ptr(slot, pos) as *mut [u64; 4], words);
+        for (i, chunk) in value.chunks(ENTRY_SIZE).enumerate() {
+            let dst = shm.entry_ptr(slot, pos + 1 + i as u64);
+            std::ptr::write_bytes(dst, 0, ENTRY_SIZE);
+            std::ptr::copy_nonoverlapping(chunk.as_ptr(), dst, chunk.len());
+        }
+    }
+    line.pos.store(pos + 1 + ext, Ordering::Release);
+}
+
+#[test]
+fn compact_records_expand_with_the_ids_of_the_rings_last_record_and_wrap_around() {
+    let config = small(false);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let slot = shm.claim_slot(41).expect("slot");
+    let owner = Record {
+        kind: kind::MAP,
+        tid: 41,
+        pid: 40,
+        ..Record::default()
+    };
+    let key = compact::key(7, 0x1234_5678_9abc).expect("fits");
+    assert_eq!(compact::key(1 << 16, 0), None, "map id too large");
+    assert_eq!(compact::key(1, 1 << 48), None, "offset too large");
+    let value: Vec<u8> = (1..=64).collect();
+    // Round the ring several times: records, compact records and vector
+    // values land across its end.
+    for round in 0..200u64 {
+        shm.push(
+            slot,
+            Record {
+                value: round,
+                ..owner
+            },
+            &[],
+        );
+        let pc = 0x7f00_1234_5000 + round;
+        push_compact(
+            &shm,
+            slot,
+            [compact::head(true, 4, 0, pc), 100 + round, key, 0xdead_beef],
+            &[],
+        );
+        push_compact(
+            &shm,
+            slot,
+            [
+                compact::head(false, 64, 2, pc),
+                200 + round,
+                key + 8,
+                0x0807_0605_0403_0201,
+            ],
+            &value,
+        );
+        let records: Vec<Popped> = std::iter::from_fn(|| shm.pop(slot)).collect();
+        assert_eq!(records.len(), 3, "round {round}");
+        let store = &records[1].record;
+        assert_eq!(
+            (store.kind, store.width, store.ext, store.tid, store.pid),
+            (kind::WRITE, 4, 0, 41, 40)
+        );
+        assert_eq!(
+            (
+                store.map_id,
+                store.offset,
+                store.value,
+                store.pc,
+                store.time_ns
+            ),
+            (7, 0x1234_5678_9abc, 0xdead_beef, pc, 100 + round)
+        );
+        assert_eq!(store.flags, RECORD_FLAG_TSC | RECORD_FLAG_FAST_PATH);
+        assert!(records[1].payload.is_empty());
+        let load = &records[2];
+        assert_eq!(
+            (load.record.kind, load.record.width, load.record.ext),
+            (kind::READ, 64, 2)
+        );
+        assert_eq!(load.record.offset, 0x1234_5678_9abc + 8);
+        assert_eq!(load.payload, value);
+    }
 }

@@ -556,7 +556,7 @@ fn ring_geometry_is_checked_and_no_file_is_left_on_failure() {
         ("--ring-size", "4294967295"),
         ("--ring-size", "0"),
         ("--ring-size", "511"),
-        ("--ring-size", "1048577"),
+        ("--ring-size", "2097153"),
         ("--rings", "0"),
         ("--rings", "1025"),
     ] {
@@ -579,7 +579,7 @@ fn ring_geometry_is_checked_and_no_file_is_left_on_failure() {
         .expect("run mmiotrace record --help");
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(
-        help.contains("512 to 1048576") && help.contains("1 to 1024"),
+        help.contains("512 to 2097152") && help.contains("1 to 1024"),
         "{help}"
     );
 

@@ -253,17 +253,6 @@ impl Asm {
         self.emit(&[count]);
     }
 
-    /// `or reg64, simm32`.
-    pub fn or_imm(&mut self, reg: u8, value: i32) {
-        self.op_reg(Size::Quad, false, &[0x81], 1, reg);
-        self.emit(&value.to_le_bytes());
-    }
-
-    /// `inc reg64`.
-    pub fn inc(&mut self, reg: u8) {
-        self.op_reg(Size::Quad, false, &[0xff], 0, reg);
-    }
-
     /// `mov qword [mem], simm32`.
     pub fn store64_imm(&mut self, mem: Mem, value: i32) {
         self.op_mem(Size::Quad, false, &[0xc7], 0, mem);

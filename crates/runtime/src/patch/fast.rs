@@ -19,10 +19,10 @@
 //!    otherwise general path;
 //! 4. the access on the alias, with one `mov` of its width; a load's
 //!    value into the thread block's value;
-//! 5. the record written (`seq` is its ring position; the time is the raw
-//!    TSC, `RECORD_FLAG_TSC`, which the recorder converts), read with the
-//!    ring's stamping flag set, `write_pos` stored: published; the flags
-//!    cleared;
+//! 5. the record written, a compact one (`mmiotrace_shm::compact`: one
+//!    32-byte ring entry; the time is the raw TSC, which the recorder
+//!    converts), the time read with the ring's stamping flag set,
+//!    `write_pos` stored: published; the flags cleared;
 //! 6. flags and registers back; a load runs the site's instruction with
 //!    its memory operand rewritten to the value in the thread block
 //!    (so `movzx`, `cmp`, `test` behave exactly as they do), and clears
@@ -36,7 +36,7 @@
 //! instruction displaced, on a copy of the value).
 
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
-use mmiotrace_shm::{RECORD_FLAG_FAST_PATH, RECORD_FLAG_TSC, RawLayout, Record, kind};
+use mmiotrace_shm::{ENTRY_SIZE, RawLayout, compact};
 
 use super::asm::{Asm, Mem, Size};
 use crate::ranges::entry_at;
@@ -58,24 +58,14 @@ const SCRATCH: [u8; 9] = [RAX, RCX, RDX, RSI, RDI, R8, R9, R10, R11];
 /// The first of them, pushed before the check for an untraced address.
 const EARLY: usize = 3;
 
-/// Offsets in a ring record.
-mod record_at {
-    use super::Record;
-    pub const SEQ: i32 = core::mem::offset_of!(Record, seq) as i32;
-    pub const TIME: i32 = core::mem::offset_of!(Record, time_ns) as i32;
-    pub const TID: i32 = core::mem::offset_of!(Record, tid) as i32;
-    pub const OFFSET: i32 = core::mem::offset_of!(Record, offset) as i32;
-    pub const VALUE: i32 = core::mem::offset_of!(Record, value) as i32;
-    pub const PC: i32 = core::mem::offset_of!(Record, pc) as i32;
-    pub const AUX: i32 = core::mem::offset_of!(Record, aux) as i32;
+/// Offsets of the words of a compact record (`mmiotrace_shm::compact`).
+mod compact_at {
+    pub const HEAD: i32 = 0;
+    pub const TIME: i32 = 8;
+    pub const KEY: i32 = 16;
+    pub const VALUE: i32 = 24;
 }
-const _: () = assert!(core::mem::offset_of!(Record, kind) == 0);
-const _: () = assert!(core::mem::offset_of!(Record, width) == 1);
-const _: () = assert!(core::mem::offset_of!(Record, ext) == 2);
-const _: () = assert!(core::mem::offset_of!(Record, flags) == 3);
-const _: () = assert!(core::mem::offset_of!(Record, map_id) == 4);
-const _: () = assert!(core::mem::offset_of!(Record, pid) == record_at::TID as usize + 4);
-const _: () = assert!(core::mem::size_of::<Record>() == 64);
+const _: () = assert!(ENTRY_SIZE == 32);
 
 /// Where the stack slot of scratch register `reg` is, after the pushes.
 fn saved_at(reg: u8) -> Option<i32> {
@@ -319,25 +309,30 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
         RawLayout::RECORDER_GONE,
     );
     exits.late(code.jcc_forward(0x5))?;
-    // rax = write_pos; full when write_pos - read_pos >= ring_records,
-    // with the read_pos seen last, and then with the ring's own. A
-    // read-modify-write needs room for two records.
+    // rax = write_pos; full when write_pos + entries - read_pos >
+    // ring_entries, with the read_pos seen last, and then with the ring's
+    // own. A read-modify-write needs room for two records; a vector
+    // move's record has its value in the entries after it.
     let rmw = matches!(access, Access::ReadModifyWrite(_));
-    // A vector move's record has one continuation record (its value).
-    let more = i32::from(rmw || vector);
+    let ext = if vector {
+        width.div_ceil(ENTRY_SIZE)
+    } else {
+        0
+    };
+    let more = if rmw { 1 } else { ext as i32 };
     code.load64(R10, Mem::Base(RDI, slot_at::SLOT_HEADER));
     code.load64(RAX, Mem::Base(R10, RawLayout::WRITE_POS as i32));
     code.mov_reg(RDX, RAX);
     code.alu_load(0x2b, RDX, Mem::Base(RDI, slot_at::READ_POS_SEEN));
     code.lea(RDX, RDX, more);
-    code.alu_load(0x3b, RDX, Mem::Base(RDI, slot_at::RING_RECORDS));
+    code.alu_load(0x3b, RDX, Mem::Base(RDI, slot_at::RING_ENTRIES));
     let room = code.jcc_forward(0x2); // jb
     code.load64(RDX, Mem::Base(R10, RawLayout::READ_POS as i32));
     code.store64(Mem::Base(RDI, slot_at::READ_POS_SEEN), RDX);
     code.op_reg(Size::Quad, false, &[0xf7], 3, RDX); // neg rdx
     code.op_reg(Size::Quad, false, &[0x01], RAX, RDX); // add rdx, rax
     code.lea(RDX, RDX, more);
-    code.alu_load(0x3b, RDX, Mem::Base(RDI, slot_at::RING_RECORDS));
+    code.alu_load(0x3b, RDX, Mem::Base(RDI, slot_at::RING_ENTRIES));
     exits.late(code.jcc_forward(0x3))?;
     code.bind(room);
 
@@ -374,60 +369,39 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
         }
     }
 
-    // 5. The record at ring index (write_pos & mask), published.
-    record_at_write_pos(code);
-    code.store64(Mem::Base(RDX, record_at::VALUE), R9);
-    code.load64(R9, Mem::Base(RDI, slot_at::TID_PID));
-    code.store64(Mem::Base(RDX, record_at::TID), R9);
-    code.alu_load(0x03, RCX, Mem::Base(RSI, entry_at::MAP_OFFSET));
-    code.store64(Mem::Base(RDX, record_at::OFFSET), RCX);
-    if rmw {
-        code.store64(thread(thread_at::RMW_OFFSET), RCX);
-    }
-    // kind, width, ext 0, flags; map_id above them.
-    let record_kind = match access {
-        Access::Load(_) | Access::ReadModifyWrite(_) | Access::VectorLoad { .. } => kind::READ,
-        Access::StoreRegister(_) | Access::StoreImmediate(_) | Access::VectorStore { .. } => {
-            kind::WRITE
-        }
-    };
-    let first = u32::from(record_kind)
-        | ((width as u32) << 8)
-        | (u32::from(vector) << 16)
-        | (u32::from(RECORD_FLAG_TSC | RECORD_FLAG_FAST_PATH) << 24);
-    code.op_mem(
-        Size::Dword,
-        false,
-        &[0x8b],
-        RCX,
-        Mem::Base(RSI, entry_at::MAP_ID),
+    // 5. The compact record at ring index (write_pos & mask), a vector's
+    // value in the entries after it, published.
+    let write = matches!(
+        access,
+        Access::StoreRegister(_) | Access::StoreImmediate(_) | Access::VectorStore { .. }
     );
-    code.shl(RCX, 32);
-    code.or_imm(RCX, first as i32);
-    code.store64(Mem::Base(RDX, 0), RCX);
+    record_at_write_pos(code);
+    code.store64(Mem::Base(RDX, compact_at::VALUE), R9);
+    code.alu_load(0x03, RCX, Mem::Base(RSI, entry_at::COMPACT));
+    code.store64(Mem::Base(RDX, compact_at::KEY), RCX);
     if rmw {
-        // The store's record: WRITE where READ is.
-        code.op_reg(Size::Quad, false, &[0x83], 6, RCX); // xor rcx, imm8
-        code.emit(&[kind::READ ^ kind::WRITE]);
-        code.store64(thread(thread_at::RMW_FIRST), RCX);
+        code.store64(thread(thread_at::RMW_KEY), RCX);
     }
-    if vector {
-        // The value whole in the next ring record, zero past its width.
-        code.mov_reg(RSI, RAX);
-        code.inc(RSI);
+    code.mov_imm64(RCX, compact::head(write, width as u8, ext as u8, site.pc));
+    code.store64(Mem::Base(RDX, compact_at::HEAD), RCX);
+    for entry in 0..ext {
+        // The value whole, zero past its width; each entry at its own
+        // ring index (the ring may wrap between them).
+        code.lea(RSI, RAX, 1 + entry as i32);
         code.alu_load(0x23, RSI, Mem::Base(RDI, slot_at::MASK));
-        code.shl(RSI, 6);
+        code.shl(RSI, 5);
         code.alu_load(0x03, RSI, Mem::Base(RDI, slot_at::RECORDS));
-        for qword in 0..8i32 {
-            if (qword as usize) < width / 8 {
-                code.load64(RCX, thread(thread_at::VALUE + 8 * qword));
+        for qword in 0..4i32 {
+            let at = entry as i32 * 4 + qword;
+            if (at as usize) < width / 8 {
+                code.load64(RCX, thread(thread_at::VALUE + 8 * at));
                 code.store64(Mem::Base(RSI, 8 * qword), RCX);
             } else {
                 code.store64_imm(Mem::Base(RSI, 8 * qword), 0);
             }
         }
     }
-    publish(code, site.pc, 1 + u8::from(vector));
+    publish(code, 1 + ext as u8);
     if rmw {
         // Set again until the store: the alias stays mapped meanwhile.
         code.store_byte_imm(Mem::Base(RDI, slot_at::PUSHING), 1);
@@ -448,7 +422,7 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
         Access::ReadModifyWrite(rewritten) => {
             restore(code);
             code.emit(rewritten.bytes.get(..rewritten.len)?);
-            emit_store_half(code, size, site);
+            emit_store_half(code, size, site, width);
         }
         Access::StoreRegister(_) | Access::StoreImmediate(_) => {
             code.store_byte_imm(thread(thread_at::BUSY), 0);
@@ -459,24 +433,20 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     Some(exits)
 }
 
-/// RDX = the record at `write_pos` (RAX): `records + (write_pos & mask) * 64`.
+/// RDX = the entry at `write_pos` (RAX): `entries + (write_pos & mask) * 32`.
 fn record_at_write_pos(code: &mut Asm) {
     code.mov_reg(RDX, RAX);
     code.alu_load(0x23, RDX, Mem::Base(RDI, slot_at::MASK));
-    code.shl(RDX, 6);
+    code.shl(RDX, 5);
     code.alu_load(0x03, RDX, Mem::Base(RDI, slot_at::RECORDS));
 }
 
-/// The rest of a push whose record at RDX has its value, tid, pid, offset
-/// and first 8 bytes: pc, aux, `seq` (its ring position, `write_pos` in
-/// RAX); the slot's stamping flag set, the time read, `write_pos` (in the
-/// slot header at R10) published, the flag cleared; the slot's flag of a
-/// push under way cleared. Uses RCX and R9.
-fn publish(code: &mut Asm, pc: u64, records: u8) {
-    code.mov_imm64(RCX, pc);
-    code.store64(Mem::Base(RDX, record_at::PC), RCX);
-    code.store64_imm(Mem::Base(RDX, record_at::AUX), 0);
-    code.store64(Mem::Base(RDX, record_at::SEQ), RAX);
+/// The rest of a push whose compact record at RDX has every word but the
+/// time, and is followed by its value's entries (`entries` in all): the
+/// slot's stamping flag set, the time read, `write_pos` (RAX, in the slot
+/// header at R10) advanced and published, the flag cleared; the slot's
+/// flag of a push under way cleared. Uses RCX and R9.
+fn publish(code: &mut Asm, entries: u8) {
     // Set before the time is read: the recorder merges the rings by time
     // and waits for a ring whose producer is stamping (Shm::publication).
     code.store64_imm(Mem::Base(R10, RawLayout::STAMPING as i32), 1);
@@ -485,8 +455,8 @@ fn publish(code: &mut Asm, pc: u64, records: u8) {
     code.emit(&[0x0f, 0x31]); // rdtsc
     code.shl(RDX, 32);
     code.op_reg(Size::Quad, false, &[0x09], RDX, RAX); // or rax, rdx
-    code.store64(Mem::Base(RCX, record_at::TIME), RAX);
-    code.lea(R9, R9, i32::from(records));
+    code.store64(Mem::Base(RCX, compact_at::TIME), RAX);
+    code.lea(R9, R9, i32::from(entries));
     // SYNC POINT: pairs with the Acquire loads of write_pos in
     // Shm::consume() and Shm::publication() (a plain store is a release
     // store on x86), and so does the flag's clearing after it.
@@ -499,7 +469,7 @@ fn publish(code: &mut Asm, pc: u64, records: u8) {
 /// the thread block's value: that value stored to the alias and logged
 /// (the ring had room for both records, and the slot's flag stayed set),
 /// the flags the instruction left kept.
-fn emit_store_half(code: &mut Asm, size: Size, site: &SiteInfo) {
+fn emit_store_half(code: &mut Asm, size: Size, site: &SiteInfo, width: usize) {
     let thread = |at: i32| Mem::Fs(site.thread_block + at);
     save_registers(code);
     save_flags(code);
@@ -510,14 +480,12 @@ fn emit_store_half(code: &mut Asm, size: Size, site: &SiteInfo) {
     code.load64(R10, Mem::Base(RDI, slot_at::SLOT_HEADER));
     code.load64(RAX, Mem::Base(R10, RawLayout::WRITE_POS as i32));
     record_at_write_pos(code);
-    code.store64(Mem::Base(RDX, record_at::VALUE), R9);
-    code.load64(R9, Mem::Base(RDI, slot_at::TID_PID));
-    code.store64(Mem::Base(RDX, record_at::TID), R9);
-    code.load64(RCX, thread(thread_at::RMW_OFFSET));
-    code.store64(Mem::Base(RDX, record_at::OFFSET), RCX);
-    code.load64(RCX, thread(thread_at::RMW_FIRST));
-    code.store64(Mem::Base(RDX, 0), RCX);
-    publish(code, site.pc, 1);
+    code.store64(Mem::Base(RDX, compact_at::VALUE), R9);
+    code.load64(RCX, thread(thread_at::RMW_KEY));
+    code.store64(Mem::Base(RDX, compact_at::KEY), RCX);
+    code.mov_imm64(RCX, compact::head(true, width as u8, 0, site.pc));
+    code.store64(Mem::Base(RDX, compact_at::HEAD), RCX);
+    publish(code, 1);
     code.store_byte_imm(thread(thread_at::BUSY), 0);
     restore(code);
 }

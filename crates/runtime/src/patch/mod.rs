@@ -1107,8 +1107,8 @@ pub unsafe extern "C" fn mmiotrace_patched_access(
         return FALLBACK;
     };
     // The fast path of this thread, and of this site, for next time.
-    if FAST.load(Ordering::Relaxed) && !tls::set_up() && !state::muted() {
-        tls::set_up_for(&shm, me.slot, me.tid, me.pid);
+    if FAST.load(Ordering::Relaxed) && !tls::set_up() && !state::muted() && tls::logged(me.slot) {
+        tls::set_up_for(&shm, me.slot);
     }
     let Some(held) = ranges::lookup(addr) else {
         return FALLBACK;

@@ -81,7 +81,7 @@ fn run_set(set: &str, extra: &[(&str, String)]) -> Outcome {
     }
     let config = Config {
         slot_count: 4,
-        ring_records: 1 << 16,
+        ring_entries: 1 << 16,
         drop_when_full: false,
     };
     let globs = [

@@ -21,7 +21,7 @@ fn locked_increments_from_four_threads_lose_nothing() {
         .arg(n.to_string());
     let config = mmiotrace_shm::Config {
         slot_count: 8,
-        ring_records: 1 << 16,
+        ring_entries: 1 << 16,
         drop_when_full: false,
     };
     let run = crate::common::record(command, &[dev.0.to_str().expect("utf8")], config);

@@ -43,7 +43,7 @@ fn record_on_device(
     command.arg(&dev.0).args(args).env("MMIOTRACE_PATCH", patch);
     let glob = dev.0.to_str().expect("utf8 path").to_owned();
     let mut config = crate::common::small_config();
-    config.ring_records = 1 << 16;
+    config.ring_entries = 1 << 16;
     let run = crate::common::record(command, &[&glob], config);
     run.assert_success();
     assert_eq!(run.lost, 0);

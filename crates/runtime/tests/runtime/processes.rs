@@ -57,7 +57,7 @@ fn processes_that_come_and_go_do_not_use_up_the_slots() {
     let program = crate::common::compile("fork", &[]);
     let config = mmiotrace_shm::Config {
         slot_count: 3,
-        ring_records: 512,
+        ring_entries: 512,
         drop_when_full: false,
     };
     let run = crate::common::record_with_device(&program, "fork-many-dev", 4096, &["many"], config);

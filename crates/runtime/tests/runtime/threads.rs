@@ -18,7 +18,7 @@ fn eight_threads_lose_nothing_and_keep_their_order() {
     let program = crate::common::compile("threads", &[]);
     let config = Config {
         slot_count: 16,
-        ring_records: 16384,
+        ring_entries: 16384,
         drop_when_full: false,
     };
     let run = crate::common::record_with_device(

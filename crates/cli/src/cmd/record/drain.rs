@@ -890,7 +890,7 @@ mod tests {
     fn shm(slots: u32) -> Shm {
         let config = Config {
             slot_count: slots,
-            ring_records: 512,
+            ring_entries: 512,
             drop_when_full: false,
         };
         let len = config.total_size();
@@ -1013,7 +1013,7 @@ mod tests {
             flags: if shm.tsc_time() { RECORD_FLAG_TSC } else { 0 },
             ..write(1)
         };
-        for value in 2..300 {
+        for value in 2..200 {
             shm.push(b, write(value), &[]);
         }
         let mut drainer = Drainer::new(shm);
@@ -1024,7 +1024,7 @@ mod tests {
         std::thread::sleep(STAMPING_PATIENCE);
         assert!(drained(&mut drainer, false).is_empty(), "held back");
         assert_eq!(shm.pending(b), 0);
-        for value in 300..310 {
+        for value in 200..210 {
             shm.push(b, write(value), &[]);
         }
         let_due(&shm);
@@ -1034,7 +1034,7 @@ mod tests {
         set_stamping(&shm, a, false);
         let_due(&shm);
         let rest = drained(&mut drainer, false);
-        let expected: Vec<(u64, u64)> = (1..310).map(|v| (v, v)).collect();
+        let expected: Vec<(u64, u64)> = (1..210).map(|v| (v, v)).collect();
         assert_eq!(rest, expected);
         let summary = drainer.summary();
         assert_eq!((summary.stalled, summary.late), (0, 0));
@@ -1165,7 +1165,7 @@ mod throughput {
     fn run(binary: bool, tsc: bool) -> f64 {
         let config = Config {
             slot_count: 1,
-            ring_records: 1 << 14,
+            ring_entries: 1 << 14,
             drop_when_full: false,
         };
         let len = config.total_size();

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use mmiotrace_shm::{
-    Config, ENV_SHM_FD, ENV_SHM_PATH, MAX_RING_RECORDS, MAX_SLOTS, MIN_RING_RECORDS,
+    Config, ENV_SHM_FD, ENV_SHM_PATH, MAX_RING_ENTRIES, MAX_SLOTS, MIN_RING_ENTRIES,
     RecorderLiveness, Shm, StopReason,
 };
 use mmiotrace_trace::{BinaryWriter, Event, EventWrite, TextWriter, Version};
@@ -40,9 +40,9 @@ use marks::MarkFifo;
 /// found only a few (see the loop in [`Cmd::run`]).
 const PILE_UP: Duration = Duration::from_micros(50);
 
-/// The recorder's longest idle sleep, per record a ring holds (see the
+/// The recorder's longest idle sleep, per entry a ring holds (see the
 /// loop in [`Cmd::run`]).
-const IDLE_PER_RECORD: Duration = Duration::from_nanos(15);
+const IDLE_PER_ENTRY: Duration = Duration::from_nanos(15);
 
 /// Environment variable with the extra `--trace` globs, one per line.
 const ENV_TRACE_GLOBS: &str = "MMIOTRACE_TRACE";
@@ -166,11 +166,13 @@ pub struct Cmd {
     #[arg(long)]
     drop: bool,
 
-    /// Events each thread's ring holds: 512 to 1048576, rounded up to a
-    /// power of two. The default, 2 MiB of ring, holds 1 ms of a program
-    /// logging 30 M events/s and still fits a core's L2 cache
-    #[arg(long, value_name = "N", default_value_t = 32768,
-          value_parser = clap::value_parser!(u32).range(i64::from(MIN_RING_RECORDS)..=i64::from(MAX_RING_RECORDS)))]
+    /// Entries of 32 bytes in each thread's ring: 512 to 2097152, rounded
+    /// up to a power of two. An access that a patched site logs takes one,
+    /// any other event two or more. The default, 2 MiB of ring, holds 2 ms
+    /// of a program logging 30 M accesses/s and still fits a core's L2
+    /// cache
+    #[arg(long, value_name = "N", default_value_t = 65536,
+          value_parser = clap::value_parser!(u32).range(i64::from(MIN_RING_ENTRIES)..=i64::from(MAX_RING_ENTRIES)))]
     ring_size: u32,
 
     /// Rings in the shared-memory file, 1 to 1024: threads that log at the
@@ -305,7 +307,7 @@ impl ShmFile {
             pick_dir(&candidates, len as u64).unwrap_or_else(|| (std::env::temp_dir(), false));
         if !fits {
             eprintln!(
-                "mmiotrace: warning: {} has {} MiB free, fewer than the {} MiB the rings take once all are used (--rings x --ring-size x 64 bytes): a thread whose ring finds it full would be killed; use fewer or smaller rings",
+                "mmiotrace: warning: {} has {} MiB free, fewer than the {} MiB the rings take once all are used (--rings x --ring-size x 32 bytes): a thread whose ring finds it full would be killed; use fewer or smaller rings",
                 dir.display(),
                 free_bytes(&dir).unwrap_or(0) >> 20,
                 (len as u64).div_ceil(1 << 20)
@@ -480,7 +482,7 @@ impl Cmd {
         unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
         let config = Config {
             slot_count: self.rings,
-            ring_records: self.ring_size,
+            ring_entries: self.ring_size,
             drop_when_full: self.drop,
         };
         config.check().map_err(|err| anyhow::anyhow!("{err}"))?;
@@ -615,14 +617,14 @@ impl Cmd {
         let mut idle = Duration::from_micros(50);
         // The longest idle sleep: a program that starts logging at 30 M
         // events/s while the recorder sleeps must not fill its ring before
-        // the recorder looks again (half a millisecond for a default ring,
-        // which holds a millisecond of that; 2 ms for rings of 131,072
-        // records and more).
-        let idle_max = (IDLE_PER_RECORD * shm_file.shm.ring_records() as u32)
+        // the recorder looks again (a millisecond for a default ring, which
+        // holds two of patched accesses; 2 ms for rings of 131,072 entries
+        // and more).
+        let idle_max = (IDLE_PER_ENTRY * shm_file.shm.ring_entries() as u32)
             .clamp(Duration::from_micros(50), Duration::from_millis(2));
         // A pump that took fewer records than this is close behind the
         // producers: the loop lets records pile up before the next.
-        let few_records = shm_file.shm.ring_records() / 8;
+        let few_records = shm_file.shm.ring_entries() / 8;
         let mut live = LiveLine::new(self.quiet);
         let status = loop {
             let mut pumped = drain::Pumped::default();

@@ -257,7 +257,7 @@ pub fn record_with_device(
 pub fn small_config() -> Config {
     Config {
         slot_count: 16,
-        ring_records: 4096,
+        ring_entries: 4096,
         drop_when_full: false,
     }
 }
