@@ -2,10 +2,10 @@
 //! into a ring of the recorder's shared-memory file with `Shm::push`, the
 //! runtime's own producer call, without faulting. It logs far faster than
 //! the fault path can, so the recorder's drain alone sets the pace: the
-//! `recorder-drain-*` rows. `--work flood-tsc` stamps each record with the
-//! raw TSC (`RECORD_FLAG_TSC`) instead of letting `Shm::push` read
-//! `CLOCK_MONOTONIC`, as a patched site's fast path will: the recorder then
-//! converts the times (`recorder-drain-tsc-*` rows).
+//! `recorder-drain-*` rows: records as the fault path logs them.
+//! `--work flood-tsc` pushes compact records (`Shm::push_compact`, one
+//! 32-byte entry each, stamped with the raw TSC), as a patched site's fast
+//! path does: the `recorder-drain-tsc-*` rows.
 //!
 //! # Safety
 //!
@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use mmiotrace_shm::{
-    ENV_SHM_PATH, PushResult, RECORD_FLAG_TSC, Record, Shm, TscPair, kind, read_tsc, tsc_is_usable,
+    ENV_SHM_PATH, PushResult, Record, Shm, TscPair, compact, kind, read_tsc, tsc_is_usable,
 };
 
 /// Pushes a `MAP` of `page` and then `events` 4-byte writes to it, the
-/// values counting up, each stamped with the TSC if `tsc`, one every
+/// values counting up, as compact records if `tsc`, one every
 /// `pace_ns` nanoseconds if that is not 0 (paced by the TSC); returns the
 /// events pushed and the seconds taken (the producer's own time, waits on a
 /// full ring included).
@@ -99,7 +99,6 @@ pub fn flood(
     let full_waits_before = shm.full_waits();
     let start = Instant::now();
     let start_tsc = read_tsc();
-    let flags = if tsc { RECORD_FLAG_TSC } else { 0 };
     for i in 0..events {
         if pace != 0 {
             let due = start_tsc + ((u128::from(i) * u128::from(pace)) >> 16) as u64;
@@ -107,21 +106,32 @@ pub fn flood(
                 std::hint::spin_loop();
             }
         }
-        let record = Record {
-            kind: kind::WRITE,
-            width: 4,
-            flags,
-            // Shm::push replaces it unless the flag says it is the TSC.
-            time_ns: if tsc { read_tsc() } else { 0 },
-            map_id,
-            tid,
-            pid,
-            offset: (i % 1024) * 4,
-            value: i & 0xffff_ffff,
-            pc: 0x40_1000 + (i % 4) * 2,
-            ..Record::default()
+        let (offset, value, pc) = ((i % 1024) * 4, i & 0xffff_ffff, 0x40_1000 + (i % 4) * 2);
+        let pushed = if tsc {
+            // As a patched site's fast path logs it (its thread's MAP
+            // record above came first, with the ids).
+            let key = compact::key(map_id, offset).context("a map id that fits")?;
+            shm.push_compact(
+                slot,
+                compact::head(true, 4, 0, pc),
+                key,
+                &(value as u32).to_le_bytes(),
+            )
+        } else {
+            let record = Record {
+                kind: kind::WRITE,
+                width: 4,
+                map_id,
+                tid,
+                pid,
+                offset,
+                value,
+                pc,
+                ..Record::default()
+            };
+            shm.push(slot, record, &[])
         };
-        match shm.push(slot, record, &[]) {
+        match pushed {
             PushResult::Pushed => {}
             other => bail!("push {i} of {events}: {other:?}"),
         }

@@ -344,17 +344,17 @@ pub const MEASUREMENTS: &[Measurement] = &[
     },
     Measurement {
         name: "recorder-drain-tsc-text",
-        what: "the drain alone to a text trace, each record stamped with the raw TSC (a patched site's fast path), converted by the recorder",
+        what: "the drain alone to a text trace, compact records as a patched site's fast path logs them (one 32-byte entry, the raw TSC, which the recorder converts)",
         run: recorder_drain_tsc::<false>,
     },
     Measurement {
         name: "recorder-drain-tsc-binary",
-        what: "the drain alone to a binary trace, records stamped with the TSC",
+        what: "the drain alone to a binary trace, compact records (a patched site's)",
         run: recorder_drain_tsc::<true>,
     },
     Measurement {
         name: "recorder-drain-tsc-paced",
-        what: "the drain alone to a binary trace, records stamped with the TSC, the producer paced at a patched program's rate",
+        what: "the drain alone to a binary trace, compact records (a patched site's), the producer paced at a patched program's rate",
         run: recorder_drain_tsc_paced,
     },
     Measurement {

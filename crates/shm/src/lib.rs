@@ -997,6 +997,61 @@ impl Shm {
         PushResult::Pushed
     }
 
+    /// Appends a [`compact`] record, as a patched site's fast path does in
+    /// machine code: word 0 `head`, word 2 `key`, word 3 `value`'s low 8
+    /// bytes, the time (the TSC) read with the ring's stamping flag set,
+    /// and a value wider than 8 bytes whole in the entries after it. For
+    /// tests and measurements of what consumes such records; the caller
+    /// must have logged a [`Record`] into the ring first (its ids are the
+    /// compact record's), and the file must stamp with the TSC
+    /// ([`FLAG_TSC_TIME`]): otherwise nothing is written
+    /// ([`PushResult::TooLarge`]). Waits for room as [`Shm::push`].
+    pub fn push_compact(&self, slot: usize, head: u64, key: u64, value: &[u8]) -> PushResult {
+        let ext = if value.len() > 8 {
+            value.len().div_ceil(ENTRY_SIZE) as u64
+        } else {
+            0
+        };
+        if !self.tsc_time() || value.len() > 64 || head as u8 & compact::TAG == 0 {
+            return PushResult::TooLarge;
+        }
+        let write_pos = match self.wait_for_room(slot, 1 + ext) {
+            Ok(write_pos) => write_pos,
+            Err(result) => {
+                if result == PushResult::Dropped {
+                    self.header().lost.0.fetch_add(1, Ordering::Relaxed);
+                }
+                return result;
+            }
+        };
+        let mut low = [0u8; 8];
+        low[..value.len().min(8)].copy_from_slice(&value[..value.len().min(8)]);
+        let line = &self.slot_header(slot).write.0;
+        // SAFETY: slot_header() checked the slot; the entries from
+        // write_pos are free (wait_for_room) and only this thread writes
+        // them until write_pos is stored.
+        unsafe {
+            let entry = self.entry_ptr(slot, write_pos) as *mut u64;
+            entry.write(head);
+            entry.add(2).write(key);
+            entry.add(3).write(u64::from_le_bytes(low));
+            if ext > 0 {
+                for (i, chunk) in value.chunks(ENTRY_SIZE).enumerate() {
+                    let dst = self.entry_ptr(slot, write_pos + 1 + i as u64);
+                    std::ptr::write_bytes(dst, 0, ENTRY_SIZE);
+                    std::ptr::copy_nonoverlapping(chunk.as_ptr(), dst, chunk.len());
+                }
+            }
+            line.stamping.store(1, Ordering::Relaxed);
+            compiler_fence(Ordering::SeqCst);
+            entry.add(1).write(read_tsc());
+        }
+        // SYNC POINT: pairs with the Acquire load of write_pos in consume().
+        line.pos.store(write_pos + 1 + ext, Ordering::Release);
+        line.stamping.store(0, Ordering::Release);
+        PushResult::Pushed
+    }
+
     /// Logs a run of up to `max` records (at most half a ring's entries) that the
     /// caller makes one by one, each right after the access it describes:
     /// `each(i, record)` fills record `i` (kind, width, map id, offset,
@@ -1189,9 +1244,11 @@ impl Shm {
             }
             payload.clear();
             let ext = u64::from(record.ext);
-            // SAFETY: as above; the continuations were published with the
-            // record (checked against write_pos above).
-            unsafe { self.read_payload(slot, read_pos + entries - ext, ext, payload) };
+            if ext > 0 {
+                // SAFETY: as above; the continuations were published with
+                // the record (checked against write_pos above).
+                unsafe { self.read_payload(slot, read_pos + entries - ext, ext, payload) };
+            }
             if !each(&record, payload) {
                 break;
             }

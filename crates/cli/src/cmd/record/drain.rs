@@ -676,14 +676,81 @@ impl Drainer {
         }
     }
 
+    /// Writes the event of `record`: most records are plain accesses,
+    /// written from the reused event, its fields set in place (an `Event`
+    /// is some 150 bytes, and building one, or a 65-byte value, and moving
+    /// it per access showed up: a store-forwarding stall on the value's
+    /// copy); the rest go to [`Drainer::convert_other`], out of line, so
+    /// that this stays small enough to be inlined into the ring's loop.
+    #[inline]
     fn convert(
         &mut self,
         record: &Record,
         payload: &[u8],
         write: &mut impl FnMut(&Event) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
+        if !matches!(record.kind, kind::READ | kind::WRITE)
+            || record.flags & RECORD_FLAG_HOOKED != 0
+        {
+            return self.convert_other(record, payload, write);
+        }
         // A TSC reading becomes nanoseconds here; the flag stays behind
         // with the record (an event has no record flags).
+        let time = self.time_of(record);
+        let phys = self.phys(record);
+        let Event::Access(access) = &mut self.access else {
+            return self.convert_other(record, payload, write);
+        };
+        let set = if record.width <= 8 {
+            access.value.set_u64(record.width, record.value)
+        } else {
+            // A vector access: its value whole in the payload.
+            payload
+                .get(..usize::from(record.width))
+                .is_some_and(|bytes| access.value.set_le_bytes(bytes))
+        };
+        if !set {
+            return self.convert_other(record, payload, write);
+        }
+        let write_access = record.kind == kind::WRITE;
+        access.dir = if write_access {
+            Direction::Write
+        } else {
+            Direction::Read
+        };
+        access.time = time;
+        access.map_id = record.map_id;
+        access.phys = phys;
+        access.pc = record.pc;
+        access.pid = record.tid;
+        access.ext = Ext {
+            seq: Some(self.next_seq),
+            process: Some(record.pid),
+            hook: None,
+        };
+        self.plain[usize::from(write_access)] += 1;
+        if self.last_thread != Some((record.tid, record.pid)) {
+            self.note_thread(record);
+        }
+        self.number(record.time_ns);
+        write(&self.access)
+    }
+
+    #[cold]
+    fn note_thread(&mut self, record: &Record) {
+        self.summary.threads.insert(record.tid);
+        self.summary.processes.insert(record.pid);
+        self.last_thread = Some((record.tid, record.pid));
+    }
+
+    /// [`Drainer::convert`] of every record but a plain access.
+    #[inline(never)]
+    fn convert_other(
+        &mut self,
+        record: &Record,
+        payload: &[u8],
+        write: &mut impl FnMut(&Event) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let time = self.time_of(record);
         let ext = Ext {
             seq: Some(self.next_seq),
@@ -691,44 +758,7 @@ impl Drainer {
             hook: None,
         };
         if self.last_thread != Some((record.tid, record.pid)) {
-            self.summary.threads.insert(record.tid);
-            self.summary.processes.insert(record.pid);
-            self.last_thread = Some((record.tid, record.pid));
-        }
-        if matches!(record.kind, kind::READ | kind::WRITE) && record.flags & RECORD_FLAG_HOOKED == 0
-        {
-            // Most records: a plain access, written from the reused event,
-            // its fields set in place (an `Event` is some 150 bytes, and
-            // building one, or a 65-byte value, and moving it per access
-            // showed up: a store-forwarding stall on the value's copy).
-            let phys = self.phys(record);
-            let write_access = record.kind == kind::WRITE;
-            if let Event::Access(access) = &mut self.access {
-                let set = if record.width <= 8 {
-                    access.value.set_u64(record.width, record.value)
-                } else {
-                    // A vector access: its value whole in the payload.
-                    payload
-                        .get(..usize::from(record.width))
-                        .is_some_and(|bytes| access.value.set_le_bytes(bytes))
-                };
-                if set {
-                    access.dir = if write_access {
-                        Direction::Write
-                    } else {
-                        Direction::Read
-                    };
-                    access.time = time;
-                    access.map_id = record.map_id;
-                    access.phys = phys;
-                    access.pc = record.pc;
-                    access.pid = record.tid;
-                    access.ext = ext;
-                    self.plain[usize::from(write_access)] += 1;
-                    self.number(record.time_ns);
-                    return write(&self.access);
-                }
-            }
+            self.note_thread(record);
         }
         let event = match record.kind {
             kind::READ | kind::WRITE => {
@@ -927,7 +957,7 @@ mod tests {
 
     /// Waits until every record pushed so far is due (older than the
     /// merge's slack on the records' clock).
-    fn let_due(shm: &Shm) {
+    pub(super) fn let_due(shm: &Shm) {
         let pushed = shm.now_stamp();
         while shm.now_stamp() < pushed + MERGE_SLACK + 1 {
             std::thread::sleep(Duration::from_micros(100));
@@ -1157,12 +1187,15 @@ mod tests {
 mod throughput {
     //! `cargo test --release -p mmiotrace --bin mmiotrace throughput --
     //! --ignored --nocapture`: the drain's own CPU per event on one core,
-    //! its ring in the cache (no producer on another core), into a sink.
+    //! its ring in the cache (no producer on another core), into a sink:
+    //! records as the fault path logs them, and compact ones as patched
+    //! sites do.
+    use super::tests::let_due;
     use super::*;
-    use mmiotrace_shm::{Config, RECORD_FLAG_TSC, read_tsc};
+    use mmiotrace_shm::Config;
     use mmiotrace_trace::{BinaryWriter, EventWrite, TextWriter};
 
-    fn run(binary: bool, tsc: bool) -> f64 {
+    fn run(binary: bool, compact: bool) -> f64 {
         let config = Config {
             slot_count: 1,
             ring_entries: 1 << 14,
@@ -1184,22 +1217,34 @@ mod throughput {
         let per_round = 1 << 13;
         let mut draining = Duration::ZERO;
         let mut events = 0u64;
+        let record = |round: u64, i: u64| Record {
+            kind: kind::WRITE,
+            width: 4,
+            map_id: 1,
+            tid: 4321,
+            pid: 4321,
+            offset: (i % 1024) * 4,
+            value: (round * per_round + i) & 0xffff_ffff,
+            pc: 0x40_1000 + (i % 4) * 2,
+            ..Record::default()
+        };
+        if compact {
+            // The thread's first record, whose ids its compact ones take.
+            shm.push(slot, record(0, 0), &[]);
+            let_due(&shm);
+            drainer.pump(|_| Ok(())).expect("pump");
+        }
         for round in 0..1000u64 {
             for i in 0..per_round {
-                let record = Record {
-                    kind: kind::WRITE,
-                    width: 4,
-                    flags: if tsc { RECORD_FLAG_TSC } else { 0 },
-                    time_ns: if tsc { read_tsc() } else { 0 },
-                    map_id: 1,
-                    tid: 4321,
-                    pid: 4321,
-                    offset: (i % 1024) * 4,
-                    value: (round * per_round + i) & 0xffff_ffff,
-                    pc: 0x40_1000 + (i % 4) * 2,
-                    ..Record::default()
-                };
-                shm.push(slot, record, &[]);
+                let record = record(round, i);
+                if compact {
+                    let head = mmiotrace_shm::compact::head(true, 4, 0, record.pc);
+                    let key = mmiotrace_shm::compact::key(1, record.offset).expect("fits");
+                    let value = (record.value as u32).to_le_bytes();
+                    shm.push_compact(slot, head, key, &value);
+                } else {
+                    shm.push(slot, record, &[]);
+                }
             }
             // Every record due (older than the merge's slack).
             let pushed = shm.now_stamp();
@@ -1226,15 +1271,24 @@ mod throughput {
     fn throughput() {
         // THROUGHPUT=binary or text: that format only.
         let only = std::env::var("THROUGHPUT").unwrap_or_default();
-        for (binary, tsc) in [(true, false), (true, true), (false, false), (false, true)] {
+        for (binary, compact) in [(true, false), (true, true), (false, false), (false, true)] {
             if !only.is_empty() && only != if binary { "binary" } else { "text" } {
                 continue;
             }
-            let best = (0..3).map(|_| run(binary, tsc)).fold(f64::MAX, f64::min);
+            if compact && !mmiotrace_shm::tsc_is_usable() {
+                continue;
+            }
+            let best = (0..3)
+                .map(|_| run(binary, compact))
+                .fold(f64::MAX, f64::min);
             eprintln!(
                 "{} {}: {best:.1} ns/event",
                 if binary { "binary" } else { "text" },
-                if tsc { "tsc" } else { "monotonic" },
+                if compact {
+                    "compact records (patched sites)"
+                } else {
+                    "records"
+                },
             );
         }
     }
