@@ -331,9 +331,9 @@ pub struct RawLayout {
     /// stamping flag at [`RawLayout::STAMPING`], `read_pos` at
     /// [`RawLayout::READ_POS`].
     pub slot_header: u64,
-    /// The first of the ring's records.
+    /// The ring's first entry.
     pub records: u64,
-    /// Records in the ring (a power of two).
+    /// Entries in the ring (a power of two).
     pub ring_entries: u64,
 }
 
