@@ -1268,6 +1268,71 @@ impl Shm {
         taken
     }
 
+    /// Hands every published entry of `slot`'s ring to `out` as it is, in
+    /// at most two slices (the ring may wrap), and frees them once `out`
+    /// has taken them all: the recorder's way to empty a ring fast when it
+    /// is behind, decoding later ([`decode_entries`]). Published entries
+    /// are whole records (a record and its continuations are published
+    /// together), read without looking at them: the lines the producer is
+    /// writing next to them move between the cores only once. Nothing is
+    /// taken when there are more than `max_entries`, or when `out` fails
+    /// (its error is returned). Returns the ring position of the first
+    /// entry and the number of entries. The ids the ring's [`compact`]
+    /// records take are not updated (see [`Shm::consumer_ids`]). Only the
+    /// recorder calls this.
+    pub fn take_entries<E>(
+        &self,
+        slot: usize,
+        max_entries: u64,
+        mut out: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(u64, u64), E> {
+        let slot_header = self.slot_header(slot);
+        let start = slot_header.read.0.pos.load(Ordering::Relaxed);
+        // SYNC POINT: pairs with the Release store of write_pos in push():
+        // every entry before it is published.
+        let end = slot_header.write.0.pos.load(Ordering::Acquire);
+        if end - start > max_entries {
+            return Ok((start, 0));
+        }
+        let mut pos = start;
+        while pos < end {
+            let index = (pos as usize) & (self.ring_entries - 1);
+            let n = ((end - pos) as usize).min(self.ring_entries - index);
+            // SAFETY: slot_header() checked the slot; entries pos..pos+n
+            // are published (below write_pos) and contiguous in the ring
+            // (they stop at its end); the producer writes them again only
+            // after read_pos passes them.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(self.entry_ptr(slot, pos), n * ENTRY_SIZE) };
+            out(bytes)?;
+            pos += n as u64;
+        }
+        if end != start {
+            // SYNC POINT: pairs with the Acquire load of read_pos in push():
+            // the copies above are done before the producer may overwrite
+            // these entries.
+            slot_header.read.0.pos.store(end, Ordering::Release);
+        }
+        Ok((start, end - start))
+    }
+
+    /// The thread (low half) and process (high half) that `slot`'s next
+    /// [`compact`] record takes: those of the last [`Record`] consumed.
+    pub fn consumer_ids(&self, slot: usize) -> u64 {
+        self.slot_header(slot).read.0.ids.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`Shm::consumer_ids`], after records moved with
+    /// [`Shm::take_entries`] were decoded elsewhere. Only the recorder
+    /// calls this.
+    pub fn set_consumer_ids(&self, slot: usize, ids: u64) {
+        self.slot_header(slot)
+            .read
+            .0
+            .ids
+            .store(ids, Ordering::Relaxed);
+    }
+
     /// Consumes up to `max` published records of `slot`'s ring, appending
     /// them to `out` (see [`Shm::consume`]), and returns how many it took.
     pub fn pop_batch(&self, slot: usize, max: usize, out: &mut Vec<Popped>) -> usize {
@@ -1287,6 +1352,76 @@ impl Shm {
         slot_header.write.0.pos.load(Ordering::Acquire)
             - slot_header.read.0.pos.load(Ordering::Relaxed)
     }
+}
+
+/// The entries of the record whose first entry holds `words`, and its time.
+fn record_extent(words: [u64; 4]) -> (u64, u64) {
+    let first = words[0].to_le_bytes();
+    if first[0] & compact::TAG != 0 {
+        (
+            1 + u64::from((first[0] >> compact::EXT_SHIFT) & 3),
+            words[1],
+        )
+    } else {
+        // A Record: `ext` is its third byte, `time_ns` its third word.
+        (RECORD_ENTRIES + u64::from(first[2]), words[2])
+    }
+}
+
+/// Decodes records from entries that [`Shm::take_entries`] moved, the
+/// first at ring position `pos`: at most `max` records, appended to `out`,
+/// [`compact`] ones with the ids in `ids`, which every [`Record`] sets.
+/// Returns the bytes decoded (whole records; what is left is a record cut
+/// short, which cannot happen with what `take_entries` moves).
+pub fn decode_entries(
+    bytes: &[u8],
+    mut pos: u64,
+    ids: &mut u64,
+    max: usize,
+    out: &mut Vec<Popped>,
+) -> usize {
+    let mut at = 0;
+    let mut decoded = 0;
+    while decoded < max {
+        let Some(head) = bytes.get(at..at + ENTRY_SIZE) else {
+            break;
+        };
+        let word = |i: usize| {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(&head[8 * i..8 * i + 8]);
+            u64::from_le_bytes(le)
+        };
+        let words = [word(0), word(1), word(2), word(3)];
+        let (entries, _) = record_extent(words);
+        let Some(whole) = bytes.get(at..at + entries as usize * ENTRY_SIZE) else {
+            break;
+        };
+        let (record, ext_at) = if words[0] as u8 & compact::TAG != 0 {
+            let record = compact::expand(words, pos, *ids as u32, (*ids >> 32) as u32);
+            (record, ENTRY_SIZE)
+        } else {
+            let mut record = Record::default();
+            // SAFETY: a Record is RECORD_SIZE bytes of plain data, any
+            // bytes a valid one; `whole` holds at least that many.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    whole.as_ptr(),
+                    (&mut record as *mut Record).cast::<u8>(),
+                    RECORD_SIZE,
+                );
+            }
+            *ids = u64::from(record.tid) | u64::from(record.pid) << 32;
+            (record, RECORD_SIZE)
+        };
+        out.push(Popped {
+            record,
+            payload: whole[ext_at..].to_vec(),
+        });
+        at += whole.len();
+        pos += entries;
+        decoded += 1;
+    }
+    at
 }
 
 /// Sleeps 20 µs with a raw `nanosleep` (async-signal-safe).

@@ -515,3 +515,74 @@ fn compact_records_expand_with_the_ids_of_the_rings_last_record_and_wrap_around(
         assert_eq!(load.payload, value);
     }
 }
+
+#[test]
+fn entries_taken_as_they_are_decode_to_what_consume_gives() {
+    if !tsc_is_usable() {
+        eprintln!("skipped: compact records need a usable TSC");
+        return;
+    }
+    let config = small(false);
+    let region = Region::new(config.total_size());
+    // SAFETY: fresh zeroed anonymous mapping of the right size.
+    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    let (a, b) = (
+        shm.claim_slot(5).expect("slot"),
+        shm.claim_slot(6).expect("slot"),
+    );
+    let key = compact::key(3, 0x40).expect("fits");
+    let wide: Vec<u8> = (100..164).collect();
+    // The same records into both rings, round after round, so that they
+    // wrap; ring a is consumed, ring b taken as it is and decoded.
+    let mut ids = shm.consumer_ids(b);
+    for round in 0..120u64 {
+        for slot in [a, b] {
+            let owner = Record {
+                kind: kind::MARK,
+                tid: 50 + round as u32,
+                pid: 50,
+                value: round,
+                ..Record::default()
+            };
+            shm.push(slot, owner, b"a payload of more than one entry, 45 bytes");
+            let head = compact::head(true, 8, 0, 0x1000 + round);
+            assert_eq!(
+                shm.push_compact(slot, head, key, &round.to_le_bytes()),
+                PushResult::Pushed
+            );
+            let head = compact::head(false, 64, 2, 0x2000 + round);
+            assert_eq!(shm.push_compact(slot, head, key, &wide), PushResult::Pushed);
+        }
+        let consumed: Vec<Popped> = std::iter::from_fn(|| shm.pop(a)).collect();
+        let mut bytes = Vec::new();
+        assert_eq!(
+            shm.take_entries(b, 2, |_| Ok::<(), ()>(())),
+            Ok((round * 8, 0))
+        );
+        let (start, entries) = shm
+            .take_entries(b, u64::MAX, |slice| {
+                bytes.extend_from_slice(slice);
+                Ok::<(), ()>(())
+            })
+            .expect("taken");
+        assert_eq!((start, entries), (round * 8, 8));
+        assert_eq!(shm.pending(b), 0);
+        let mut decoded = Vec::new();
+        let used = decode_entries(&bytes, start, &mut ids, usize::MAX, &mut decoded);
+        assert_eq!(used, bytes.len());
+        assert_eq!(decoded.len(), 3);
+        for (mine, theirs) in decoded.iter().zip(&consumed) {
+            let same = |p: &Popped| {
+                (
+                    p.record.kind,
+                    p.record.tid,
+                    p.record.value,
+                    p.payload.clone(),
+                )
+            };
+            assert_eq!(same(mine), same(theirs), "round {round}");
+        }
+        assert_eq!(decoded[2].payload, wide);
+        assert_eq!(decoded[1].record.tid, 50 + round as u32);
+    }
+}

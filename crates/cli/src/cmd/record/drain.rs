@@ -37,6 +37,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use mmiotrace_shm::{
     MAX_MARK_LEN, MERGE_SLACK, Popped, RECORD_FLAG_HOOKED, RECORD_FLAG_NO_DEVICE, RECORD_FLAG_TSC,
     Record, Shm, TscClock, clip_mark, kind, payload_text,
@@ -56,8 +58,18 @@ const STAMPING_TIMEOUT: Duration = Duration::from_secs(2);
 /// producers do not wait on a full ring meanwhile).
 const STAMPING_PATIENCE: Duration = Duration::from_millis(1);
 
-/// Most records taken from one ring per poll, so one busy thread cannot starve the rest.
-const POLL_BATCH: usize = 1024;
+/// Most bytes of ring entries set aside in spool files, not yet written as
+/// events, while the recorder is behind its program (see
+/// [`Drainer::spool`]): some 33 M accesses of patched sites. Beyond that
+/// the program waits on a full ring, as it does without a spool.
+const SPOOL_LIMIT: u64 = 1 << 30;
+
+/// Bytes read back from a spool file at a time.
+const SPOOL_READ: usize = 64 << 10;
+
+/// Most events one round of [`Drainer::pump`] writes before it looks at
+/// the rings again: at the recorder's pace, about 0.2 ms.
+const PUMP_ROUND: usize = 8192;
 
 /// Most events one [`Drainer::pump`] writes, so that the recorder's loop
 /// still looks at the program, signals and markers while a fast program
@@ -106,6 +118,31 @@ struct RingQueue {
     /// It has stayed stamping for the timeout: no longer waited for (and
     /// counted once) until it publishes.
     given_up: bool,
+    /// The ring's entries set aside while the recorder was behind.
+    spool: Spool,
+}
+
+/// A ring's entries as they were in the ring (`Shm::take_entries`), set
+/// aside in a file while the recorder is behind its program, and decoded
+/// into the ring's queue later: an unlinked file in the temporary
+/// directory, written at its end and read from its start, and reused from
+/// offset 0 once all is read.
+#[derive(Debug, Default)]
+struct Spool {
+    file: Option<std::fs::File>,
+    /// Bytes written, and read back so far.
+    written: u64,
+    read: u64,
+    /// The ring position of the entry at `read`.
+    pos: u64,
+    /// The ids that the ring's compact records take at `read`.
+    ids: u64,
+}
+
+impl Spool {
+    fn pending(&self) -> u64 {
+        self.written - self.read
+    }
 }
 
 impl RingQueue {
@@ -205,6 +242,12 @@ pub struct Summary {
     pub slot_waits: u64,
     /// Accesses a hook changed or marked.
     pub hooked: u64,
+    /// Bytes of ring entries set aside while the recorder was behind the
+    /// program ([`SPOOL_LIMIT`]): in all, and the most at once.
+    pub spooled: u64,
+    pub spooled_peak: u64,
+    /// Why the recorder stopped setting entries aside, if it did.
+    pub spool_error: Option<String>,
     /// The runtime's per-site reports of patched sites (`--patch`).
     pub patch_sites: Vec<super::patch_sites::PatchSite>,
 }
@@ -229,6 +272,17 @@ pub struct Drainer {
     /// The stamping rings of the last merge ([`Bounds`]), kept for its
     /// allocation.
     stamping: Vec<usize>,
+    /// Where spool files go (the temporary directory), and how many bytes
+    /// they may hold at once.
+    spool_dir: PathBuf,
+    spool_limit: u64,
+    /// Bytes in the spool files not yet read back.
+    spooled: u64,
+    /// The recorder is behind: entries go to the spools, none are written
+    /// as events until the program slows down ([`Drainer::pump`]).
+    spooling: bool,
+    /// Read buffer of the spools, reused.
+    spool_buf: Vec<u8>,
     backings: BTreeMap<u32, Backing>,
     pci_written: HashSet<PathBuf>,
     lost_seen: u64,
@@ -270,6 +324,8 @@ struct Merged {
     held: bool,
     /// ... because a ring's producer is stamping.
     held_by_stamping: bool,
+    /// Events written.
+    written: usize,
     /// Writing failed.
     failed: Option<anyhow::Error>,
 }
@@ -289,6 +345,11 @@ impl Drainer {
             last_general: 0,
             stamping_timeout: STAMPING_TIMEOUT,
             stamping: Vec::new(),
+            spool_dir: std::env::temp_dir(),
+            spool_limit: SPOOL_LIMIT,
+            spooled: 0,
+            spooling: false,
+            spool_buf: Vec::new(),
             backings: BTreeMap::new(),
             pci_written: HashSet::new(),
             lost_seen: 0,
@@ -360,20 +421,139 @@ impl Drainer {
         }
     }
 
-    /// Takes published records from the rings into their queues. Returns
-    /// how many it took.
+    /// Takes every published record out of the rings, into their spools
+    /// (as far as [`SPOOL_LIMIT`] allows). Returns how many entries it took.
     pub fn poll(&mut self) -> usize {
-        let mut taken = 0;
-        self.grow_rings();
-        for (slot, queue) in self.rings.iter_mut().enumerate() {
-            queue.compact();
-            taken += self.shm.pop_batch(slot, POLL_BATCH, &mut queue.records);
-            if let Some(popped) = queue.records.last() {
-                queue.last = queue.last.max(popped.record.time_ns);
-            }
-        }
+        let taken = self.spool(0);
         self.note_lost();
         taken
+    }
+
+    /// Moves the published entries of every ring that holds more than
+    /// `over` of them into the ring's spool, as they are: a copy into a
+    /// file (the page cache), where writing them as events takes some
+    /// 20 ns each, and where doing so while the program runs slows it too.
+    /// Returns the entries moved. Once a spool cannot be written, none
+    /// are (the summary says why), and the rings are drained as events.
+    fn spool(&mut self, over: u64) -> usize {
+        self.grow_rings();
+        let mut taken = 0;
+        for (slot, queue) in self.rings.iter_mut().enumerate() {
+            if self.summary.spool_error.is_some() {
+                break;
+            }
+            let pending = self.shm.pending(slot);
+            if pending == 0 || pending <= over {
+                continue;
+            }
+            let room = self.spool_limit.saturating_sub(self.spooled);
+            if room < (mmiotrace_shm::MAX_PAYLOAD + mmiotrace_shm::RECORD_SIZE) as u64 {
+                break;
+            }
+            if queue.spool.file.is_none() {
+                match spool_file(&self.spool_dir) {
+                    Ok(file) => queue.spool.file = Some(file),
+                    Err(err) => {
+                        self.summary.spool_error = Some(format!(
+                            "cannot create a file in {}: {err}",
+                            self.spool_dir.display()
+                        ));
+                        break;
+                    }
+                }
+            }
+            let spool = &mut queue.spool;
+            let Some(file) = &spool.file else {
+                break;
+            };
+            let fresh = spool.pending() == 0;
+            if fresh && queue.head == queue.records.len() {
+                // Nothing of the ring is out of it: its compact records
+                // take the ids the ring's consumer has now.
+                spool.ids = self.shm.consumer_ids(slot);
+            }
+            let mut at = spool.written;
+            let result =
+                self.shm
+                    .take_entries(slot, room / mmiotrace_shm::ENTRY_SIZE as u64, |bytes| {
+                        std::os::unix::fs::FileExt::write_all_at(file, bytes, at)?;
+                        at += bytes.len() as u64;
+                        Ok::<(), std::io::Error>(())
+                    });
+            match result {
+                Ok((start, entries)) => {
+                    if fresh {
+                        spool.pos = start;
+                    }
+                    self.spooled += at - spool.written;
+                    self.summary.spooled += at - spool.written;
+                    spool.written = at;
+                    taken += entries as usize;
+                }
+                Err(err) => {
+                    self.summary.spool_error = Some(format!(
+                        "cannot write to a file in {}: {err}",
+                        self.spool_dir.display()
+                    ));
+                }
+            }
+        }
+        self.summary.spooled_peak = self.summary.spooled_peak.max(self.spooled);
+        taken
+    }
+
+    /// Decodes the next records of `slot`'s spool into its queue, if the
+    /// queue is empty.
+    fn refill(&mut self, slot: usize) -> anyhow::Result<()> {
+        let Some(queue) = self.rings.get_mut(slot) else {
+            return Ok(());
+        };
+        if queue.head < queue.records.len() || queue.spool.pending() == 0 {
+            return Ok(());
+        }
+        queue.compact();
+        let spool = &mut queue.spool;
+        let Some(file) = &spool.file else {
+            return Ok(());
+        };
+        let len = (spool.pending() as usize).min(SPOOL_READ);
+        self.spool_buf.resize(len, 0);
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut self.spool_buf, spool.read)
+            .with_context(|| {
+                format!(
+                    "cannot read back the records set aside in {}",
+                    self.spool_dir.display()
+                )
+            })?;
+        let bytes = mmiotrace_shm::decode_entries(
+            &self.spool_buf,
+            spool.pos,
+            &mut spool.ids,
+            usize::MAX,
+            &mut queue.records,
+        );
+        // The ring's last record known, for a stamping producer's floor
+        // (Bounds): spooled records count from here.
+        if let Some(popped) = queue.records.last() {
+            queue.last = queue.last.max(popped.record.time_ns);
+        }
+        anyhow::ensure!(
+            bytes > 0,
+            "the records set aside in {} end in a cut record",
+            self.spool_dir.display()
+        );
+        spool.read += bytes as u64;
+        spool.pos += (bytes / mmiotrace_shm::ENTRY_SIZE) as u64;
+        self.spooled -= bytes as u64;
+        if spool.pending() == 0 {
+            // All read back: the file is reused from its start, and the
+            // ring's next records are read in place again, their compact
+            // ones taking these ids.
+            spool.read = 0;
+            spool.written = 0;
+            self.shm.set_consumer_ids(slot, spool.ids);
+        }
+        Ok(())
     }
 
     /// Turns events dropped since the last call (`--drop`) into a lost-event
@@ -427,24 +607,52 @@ impl Drainer {
     ) -> anyhow::Result<Pumped> {
         self.calibrate();
         self.note_lost();
-        let merged = self.merge(false, PUMP_LIMIT, &mut write)?;
-        let mut taken = merged.from_rings;
-        // A producer is stamping for nanoseconds, as a rule: only one that
-        // stays at it (preempted there) is worth taking records out of the
-        // rings for.
-        if merged.held_by_stamping
-            && self.rings.iter().any(|queue| {
-                queue
-                    .stamping
-                    .is_some_and(|(since, _)| since.elapsed() >= STAMPING_PATIENCE)
-            })
-        {
-            taken += self.poll();
+        let mut pumped = Pumped::default();
+        let ring = self.shm.ring_entries() as u64;
+        if self.spooling {
+            // Behind: everything goes to the spools until the program
+            // logs less than a 64th of a ring between two pumps (some
+            // 20 M events/s: the recorder's loop pumps every 50 µs or so
+            // meanwhile).
+            pumped.taken = self.spool(0);
+            pumped.held = true;
+            if (pumped.taken as u64) < ring / 64 || self.summary.spool_error.is_some() {
+                self.spooling = false;
+            }
+            return Ok(pumped);
         }
-        Ok(Pumped {
-            taken,
-            held: merged.held,
-        })
+        let mut written = 0;
+        loop {
+            // A ring that filled an eighth since the last look: the program
+            // logs faster than the recorder writes.
+            let spooled = self.spool(ring / 8);
+            if spooled > 0 {
+                pumped.taken += spooled;
+                pumped.held = true;
+                self.spooling = true;
+                break;
+            }
+            let merged = self.merge(false, PUMP_ROUND, &mut write)?;
+            pumped.taken += merged.from_rings;
+            pumped.held = merged.held;
+            written += merged.written;
+            // A producer is stamping for nanoseconds, as a rule: only one
+            // that stays at it (preempted there) is worth taking records
+            // out of the rings for.
+            if merged.held_by_stamping
+                && self.rings.iter().any(|queue| {
+                    queue
+                        .stamping
+                        .is_some_and(|(since, _)| since.elapsed() >= STAMPING_PATIENCE)
+                })
+            {
+                pumped.taken += self.spool(0);
+            }
+            if merged.written < PUMP_ROUND || written >= PUMP_LIMIT {
+                break;
+            }
+        }
+        Ok(pumped)
     }
 
     /// Passes every event that is due to `write`, in time order. With
@@ -549,9 +757,14 @@ impl Drainer {
         let mut merged = Merged::default();
         let mut written = 0;
         let mut payload = std::mem::take(&mut self.payload);
-        let result = loop {
+        let result = 'merge: loop {
             if written >= limit {
                 break Ok(());
+            }
+            for slot in 0..self.rings.len() {
+                if let Err(err) = self.refill(slot) {
+                    break 'merge Err(err);
+                }
             }
             // The source with the earliest first record, and the earliest
             // first record of all the others: the source writes up to that,
@@ -624,6 +837,10 @@ impl Drainer {
                             merged.failed = Some(err);
                             break;
                         }
+                        if let Err(err) = self.refill(slot) {
+                            merged.failed = Some(err);
+                            break;
+                        }
                     }
                 }
                 Source::Ring(slot) => {
@@ -652,6 +869,7 @@ impl Drainer {
         };
         self.payload = payload;
         self.stamping = bounds.stamping;
+        merged.written = written;
         if let Some(err) = merged.failed.take() {
             return Err(err);
         }
@@ -910,6 +1128,33 @@ impl Drainer {
     }
 }
 
+/// A new spool file in `dir`, unlinked: nothing is left behind however
+/// the recorder ends.
+fn spool_file(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).mode(0o600);
+    match options
+        .clone()
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(dir)
+    {
+        Ok(file) => Ok(file),
+        // A file system without O_TMPFILE: a new name, removed at once.
+        Err(err) if matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
+            let path = dir.join(format!(
+                "mmiotrace-spool-{}-{}",
+                std::process::id(),
+                mmiotrace_shm::now_ns()
+            ));
+            let file = options.create_new(true).open(&path)?;
+            std::fs::remove_file(&path)?;
+            Ok(file)
+        }
+        Err(err) => Err(err),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1097,6 +1342,71 @@ mod tests {
         assert_eq!(drained(&mut drainer, false), [(1, 0)]);
         let summary = drainer.summary();
         assert_eq!((summary.stalled, summary.late), (1, 1));
+    }
+
+    #[test]
+    fn a_ring_the_recorder_is_behind_is_spooled_and_written_in_order_after() {
+        let shm = shm(1);
+        if !shm.tsc_time() {
+            eprintln!("skipped: compact records need a usable TSC");
+            return;
+        }
+        let slot = shm.claim_slot(1).expect("slot");
+        let owner = Record {
+            tid: 77,
+            pid: 70,
+            ..write(0)
+        };
+        let compact = |value: u64| {
+            let head = mmiotrace_shm::compact::head(true, 4, 0, 0x40_1000);
+            let key = mmiotrace_shm::compact::key(1, 4 * value).expect("fits");
+            assert_eq!(
+                shm.push_compact(slot, head, key, &(value as u32).to_le_bytes()),
+                mmiotrace_shm::PushResult::Pushed
+            );
+        };
+        shm.push(slot, owner, &[]);
+        // 300 entries: more than an eighth of the 512-entry ring.
+        for value in 1..=300 {
+            compact(value);
+        }
+        let mut drainer = Drainer::new(shm);
+        let_due(&shm);
+        let mut ids = Vec::new();
+        let mut values = Vec::new();
+        let mut collect = |event: &Event| {
+            if let Event::Access(access) = event {
+                values.push((access.ext.seq.expect("seq"), access.value.low_u64()));
+                ids.push((access.pid, access.ext.process));
+            }
+            Ok(())
+        };
+        let pumped = drainer.pump(&mut collect).expect("pump");
+        assert_eq!((pumped.taken, pumped.held), (302, true));
+        assert_eq!(shm.pending(slot), 0, "the ring was emptied");
+        assert_eq!(drainer.summary().spooled, 302 * 32);
+        // Still behind while the program logs: into the spool.
+        for value in 301..=320 {
+            compact(value);
+        }
+        drainer.pump(&mut collect).expect("pump");
+        assert_eq!(shm.pending(slot), 0);
+        assert_eq!(drainer.next_seq, 0, "nothing written while spooling");
+        // The program slowed down: the spool is written, and the ring is
+        // read in place again, its compact records still taking the
+        // owner's ids.
+        drainer.pump(&mut collect).expect("pump");
+        for value in 321..=330 {
+            compact(value);
+        }
+        let_due(&shm);
+        drainer.pump(&mut collect).expect("pump");
+        drainer.emit(true, &mut collect).expect("emit");
+        let expected: Vec<(u64, u64)> = (0..=330).map(|v| (v, v)).collect();
+        assert_eq!(values, expected);
+        assert!(ids.iter().all(|&id| id == (77, Some(70))), "{ids:?}");
+        assert_eq!(drainer.spooled, 0);
+        assert_eq!(drainer.summary().spool_error, None);
     }
 
     #[test]

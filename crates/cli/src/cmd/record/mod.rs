@@ -106,6 +106,12 @@ impl Mode {
 /// If mmiotrace itself is killed, or cannot write the trace, PROGRAM never
 /// waits for it: it goes on untraced, and one line on its standard error
 /// says that tracing stopped and why.
+///
+/// When PROGRAM logs faster than mmiotrace writes the trace (tens of
+/// millions of accesses a second from patched sites), mmiotrace sets the
+/// records aside as they are, in an unlinked file in $TMPDIR (or /tmp), up
+/// to 1 GiB, and writes them once PROGRAM slows down or ends: PROGRAM
+/// does not wait, and its accesses are not slowed by the recorder's work.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  mmiotrace record ./my-driver --probe\n  mmiotrace record -- ./my-driver --probe\n  mmiotrace record --trace '/dev/shm/*' -o run.trace -- ./sim-test\n  mmiotrace record --format binary -o run.mtb -- busybox devmem 0xfed00000 32"
@@ -827,6 +833,20 @@ fn print_summary(summary: &Summary, output: &str, status: ExitStatus) {
         "  lost events: {}  (rings full, program waited: {} times)",
         summary.lost, summary.ring_full_waits
     );
+    if summary.spooled > 0 {
+        let _ = writeln!(
+            err,
+            "  recorder behind the program: {:.1} MiB of records set aside while it logged (at most {:.1} MiB at once), written after",
+            summary.spooled as f64 / f64::from(1 << 20),
+            summary.spooled_peak as f64 / f64::from(1 << 20)
+        );
+    }
+    if let Some(why) = &summary.spool_error {
+        let _ = writeln!(
+            err,
+            "  the recorder could not set records aside ({why}): the program waited for it instead"
+        );
+    }
     if summary.stalled > 0 || summary.late > 0 {
         let _ = writeln!(
             err,
