@@ -465,3 +465,52 @@ fn tsc_stamped_accesses_of_patched_sites_have_the_times_of_the_run() {
         "the pause is {gap} ns in the trace: {stderr}"
     );
 }
+
+/// A program that logs faster than the recorder writes events (patched
+/// stores, some 14 ns each): the recorder sets the rings' records aside
+/// as they are while the program logs, writes them during its pause and
+/// after its end, and the trace holds every store once, in order, with
+/// the pause where it was (docs/ARCHITECTURE.md, "The spool").
+#[test]
+fn records_set_aside_while_the_program_outpaces_the_recorder_are_all_written_in_order() {
+    const COUNT: u64 = 400_000;
+    const PAUSE: Duration = Duration::from_millis(40);
+    let scratch = Scratch::new("spool");
+    let bar = scratch.path("spool.bar");
+    let trace = scratch.path("spool.mtb");
+    let out = record(
+        &trace,
+        &["--trace", &scratch.glob(), "--format", "binary"],
+        &[
+            &program("paced"),
+            &bar,
+            &COUNT.to_string(),
+            &PAUSE.as_millis().to_string(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    if mmiotrace_shm::tsc_is_usable() {
+        // The fast path, and so a program faster than the recorder.
+        assert!(stderr.contains("set aside while it logged"), "{stderr}");
+    }
+    let events = read_trace(&trace);
+    let accesses = accesses(&events);
+    assert_eq!(accesses.len() as u64, 2 * COUNT, "{stderr}");
+    let mut seqs = Vec::with_capacity(accesses.len());
+    for (i, access) in accesses.iter().enumerate() {
+        assert_eq!(
+            (access.dir, access.value.low_u64()),
+            (Direction::Write, i as u64)
+        );
+        seqs.push(access.ext.seq.expect("seq"));
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq goes back");
+    let times: Vec<u64> = accesses.iter().map(|a| a.time.nanos).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "times go back");
+    let gap = times[COUNT as usize] - times[COUNT as usize - 1];
+    assert!(
+        gap >= PAUSE.as_nanos() as u64,
+        "the pause is {gap} ns: {stderr}"
+    );
+}

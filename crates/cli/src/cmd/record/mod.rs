@@ -42,7 +42,7 @@ const PILE_UP: Duration = Duration::from_micros(50);
 
 /// The recorder's longest idle sleep, per entry a ring holds (see the
 /// loop in [`Cmd::run`]).
-const IDLE_PER_ENTRY: Duration = Duration::from_nanos(15);
+const IDLE_PER_ENTRY: Duration = Duration::from_nanos(7);
 
 /// Environment variable with the extra `--trace` globs, one per line.
 const ENV_TRACE_GLOBS: &str = "MMIOTRACE_TRACE";
@@ -621,11 +621,11 @@ impl Cmd {
             }))
             .err();
         let mut idle = Duration::from_micros(50);
-        // The longest idle sleep: a program that starts logging at 30 M
-        // events/s while the recorder sleeps must not fill its ring before
-        // the recorder looks again (a millisecond for a default ring, which
-        // holds two of patched accesses; 2 ms for rings of 131,072 entries
-        // and more).
+        // The longest idle sleep: a program that starts logging at 70 M
+        // events/s (patched sites) while the recorder sleeps must not fill
+        // its ring before the recorder looks again (half a millisecond for
+        // a default ring, which holds one of that; 2 ms for rings of
+        // 262,144 entries and more).
         let idle_max = (IDLE_PER_ENTRY * shm_file.shm.ring_entries() as u32)
             .clamp(Duration::from_micros(50), Duration::from_millis(2));
         // A pump that took fewer records than this is close behind the
