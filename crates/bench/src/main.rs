@@ -48,12 +48,14 @@ const VALGRIND_MMT_ENV: &str = "MMIOTRACE_BENCH_VALGRIND_MMT";
 ///       it runs, every per-access row (and each buffer row's per-access
 ///       time) is also shown as a multiple of it: issue 16's target for a
 ///       patched access is <= 0.2x getpid.
-///   patched, patched-general
+///   patched, patched-spool, patched-general
 ///       the mov loop with 6-byte encodings (`mov eax, [rdi+0x100]`,
 ///       `mov [rdi+0x100], esi`) under `record --patch`: each site is
 ///       patched after 4 faults, and then jumps to a trampoline that logs
 ///       the access with no exception, in machine code (the fast path);
-///       and the same with MMIOTRACE_PATCH=general in the program's
+///       the same under `record --patch --spool` (the recorder sets the
+///       records aside while the program outpaces it, and writes them
+///       after); and the same with MMIOTRACE_PATCH=general in the program's
 ///       environment instead of --patch (which would set it to `on`):
 ///       trampolines without the fast path, each access a call into the
 ///       runtime. With `emulated` (the fault path) and `syscall` in the

@@ -118,6 +118,11 @@ pub const MEASUREMENTS: &[Measurement] = &[
         run: patched,
     },
     Measurement {
+        name: "patched-spool",
+        what: "the same under `record --patch --spool`: the recorder sets the records aside while the program logs faster than it writes, and writes them after (the program neither waits nor shares the recorder's work)",
+        run: patched_spool,
+    },
+    Measurement {
         name: "patched-general",
         what: "the same loop patched, trampolines without the fast path (MMIOTRACE_PATCH=general: each access through the general path, a call into the runtime)",
         run: patched_general,
@@ -539,30 +544,46 @@ fn emulated(settings: &Settings) -> anyhow::Result<Outcome> {
 /// The mov loop with sites long enough to patch, under `record --patch`:
 /// patched sites with the trampolines' fast path.
 fn patched(settings: &Settings) -> anyhow::Result<Outcome> {
-    patched_mov_loop(false, settings)
+    patched_mov_loop(Patched::Fast, settings)
+}
+
+/// The same, under `record --spool`.
+fn patched_spool(settings: &Settings) -> anyhow::Result<Outcome> {
+    patched_mov_loop(Patched::Spool, settings)
 }
 
 /// The same, with the trampolines' general path only.
 fn patched_general(settings: &Settings) -> anyhow::Result<Outcome> {
-    patched_mov_loop(true, settings)
+    patched_mov_loop(Patched::General, settings)
+}
+
+/// How the patched mov loop is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Patched {
+    /// The trampolines' fast path.
+    Fast,
+    /// The same, the recorder setting records aside (`--spool`).
+    Spool,
+    /// The trampolines' general path only.
+    General,
 }
 
 /// The mov loop with sites long enough to patch (`mov-long`), patched,
-/// with the trampolines' fast path or (`general`) without it. The trace
-/// must hold every access, and the recorder must report patched sites.
-fn patched_mov_loop(general: bool, settings: &Settings) -> anyhow::Result<Outcome> {
-    let page = PageFile::create(if general {
-        "patched-general"
-    } else {
-        "patched"
+/// recorded as `how` says. The trace must hold every access, and the
+/// recorder must report patched sites.
+fn patched_mov_loop(how: Patched, settings: &Settings) -> anyhow::Result<Outcome> {
+    let page = PageFile::create(match how {
+        Patched::Fast => "patched",
+        Patched::Spool => "patched-spool",
+        Patched::General => "patched-general",
     })?;
     // `record --patch` sets MMIOTRACE_PATCH=on in the program's
     // environment, over any value there: the general path is asked for
     // without `--patch`, in the environment that record passes through.
-    let (options, env): (Vec<OsString>, &[(&str, &str)]) = if general {
-        (Vec::new(), &[("MMIOTRACE_PATCH", "general")])
-    } else {
-        (vec!["--patch".into()], &[])
+    let (options, env): (Vec<OsString>, &[(&str, &str)]) = match how {
+        Patched::General => (Vec::new(), &[("MMIOTRACE_PATCH", "general")]),
+        Patched::Fast => (vec!["--patch".into()], &[]),
+        Patched::Spool => (vec!["--patch".into(), "--spool".into()], &[]),
     };
     // A binary trace: at about 30 ns an access the program outruns a text
     // trace's recorder (about 12 M events/s, "Recorder throughput"), and

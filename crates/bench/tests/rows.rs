@@ -568,6 +568,8 @@ fn patched_rows_run_or_say_why_not() {
         "--only",
         "patched",
         "--only",
+        "patched-spool",
+        "--only",
         "patched-general",
         "--reps",
         "2",
@@ -577,7 +579,11 @@ fn patched_rows_run_or_say_why_not() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let rows = table(&stdout);
     let names: Vec<&str> = rows.iter().map(|row| row[0].as_str()).collect();
-    assert_eq!(names, ["patched", "patched-general"], "{stdout}");
+    assert_eq!(
+        names,
+        ["patched", "patched-spool", "patched-general"],
+        "{stdout}"
+    );
     if !recorder_built() {
         assert_eq!(output.status.code(), Some(1), "{stdout}");
         return;
@@ -591,7 +597,8 @@ fn patched_rows_run_or_say_why_not() {
             "{stdout}"
         );
     }
-    assert!(rows[1][3].contains("MMIOTRACE_PATCH=general"), "{stdout}");
+    assert!(rows[1][3].contains("--spool"), "{stdout}");
+    assert!(rows[2][3].contains("MMIOTRACE_PATCH=general"), "{stdout}");
 }
 
 #[test]

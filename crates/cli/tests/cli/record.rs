@@ -467,8 +467,8 @@ fn tsc_stamped_accesses_of_patched_sites_have_the_times_of_the_run() {
 }
 
 /// A program that logs faster than the recorder writes events (patched
-/// stores, some 14 ns each): the recorder sets the rings' records aside
-/// as they are while the program logs, writes them during its pause and
+/// stores, some 14 ns each), under `record --spool`: the recorder sets
+/// the rings' records aside as they are while the program logs, writes them during its pause and
 /// after its end, and the trace holds every store once, in order, with
 /// the pause where it was (docs/ARCHITECTURE.md, "The spool").
 #[test]
@@ -480,7 +480,7 @@ fn records_set_aside_while_the_program_outpaces_the_recorder_are_all_written_in_
     let trace = scratch.path("spool.mtb");
     let out = record(
         &trace,
-        &["--trace", &scratch.glob(), "--format", "binary"],
+        &["--trace", &scratch.glob(), "--format", "binary", "--spool"],
         &[
             &program("paced"),
             &bar,

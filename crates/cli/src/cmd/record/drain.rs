@@ -58,11 +58,20 @@ const STAMPING_TIMEOUT: Duration = Duration::from_secs(2);
 /// producers do not wait on a full ring meanwhile).
 const STAMPING_PATIENCE: Duration = Duration::from_millis(1);
 
-/// Most bytes of ring entries set aside in spool files, not yet written as
-/// events, while the recorder is behind its program (see
-/// [`Drainer::spool`]): some 33 M accesses of patched sites. Beyond that
-/// the program waits on a full ring, as it does without a spool.
-const SPOOL_LIMIT: u64 = 1 << 30;
+/// Most bytes of ring entries set aside in spool files (`record --spool`),
+/// not yet written as events, while the recorder is behind its program
+/// (see [`Drainer::spool`]): some 33 M accesses of patched sites, half a
+/// second at their pace. Once the spools hold that much, the program logs
+/// faster than the recorder writes for longer than a burst: nothing more
+/// goes to them until they are all written and the program has paused,
+/// and meanwhile it waits on a full ring, as it does without a spool
+/// (setting records aside and reading them back costs more in all than
+/// writing them from the ring: a spool is for bursts).
+pub const SPOOL_LIMIT: u64 = 1 << 30;
+
+/// Most records taken from one ring per poll without a spool, so one busy
+/// thread cannot starve the rest.
+const POLL_BATCH: usize = 1024;
 
 /// Bytes read back from a spool file at a time.
 const SPOOL_READ: usize = 64 << 10;
@@ -281,6 +290,10 @@ pub struct Drainer {
     /// The recorder is behind: entries go to the spools, none are written
     /// as events until the program slows down ([`Drainer::pump`]).
     spooling: bool,
+    /// The spools were full: the program logs faster than the recorder
+    /// writes for longer than a burst. None is used again until all are
+    /// read back and the program has paused (its rings found empty).
+    spools_full: bool,
     /// Read buffer of the spools, reused.
     spool_buf: Vec<u8>,
     backings: BTreeMap<u32, Backing>,
@@ -346,9 +359,10 @@ impl Drainer {
             stamping_timeout: STAMPING_TIMEOUT,
             stamping: Vec::new(),
             spool_dir: std::env::temp_dir(),
-            spool_limit: SPOOL_LIMIT,
+            spool_limit: 0,
             spooled: 0,
             spooling: false,
+            spools_full: false,
             spool_buf: Vec::new(),
             backings: BTreeMap::new(),
             pci_written: HashSet::new(),
@@ -396,6 +410,12 @@ impl Drainer {
         })
     }
 
+    /// Lets the recorder set records aside, up to `limit` bytes, while it
+    /// is behind the program ([`Drainer::spool`]; `record --spool`).
+    pub fn set_spool_limit(&mut self, limit: u64) {
+        self.spool_limit = limit;
+    }
+
     /// What was recorded so far.
     pub fn summary(&mut self) -> &mut Summary {
         for (kind, count) in self.kinds.iter_mut() {
@@ -421,10 +441,25 @@ impl Drainer {
         }
     }
 
-    /// Takes every published record out of the rings, into their spools
-    /// (as far as [`SPOOL_LIMIT`] allows). Returns how many entries it took.
+    /// Takes published records out of the rings: all of them into their
+    /// spools (as far as their limit allows), or without a spool, up to
+    /// [`POLL_BATCH`] of each ring into its queue. Returns how many it
+    /// took (entries, or records).
     pub fn poll(&mut self) -> usize {
-        let taken = self.spool(0);
+        let taken = if self.spool_limit > 0 {
+            self.spool(0)
+        } else {
+            self.grow_rings();
+            let mut taken = 0;
+            for (slot, queue) in self.rings.iter_mut().enumerate() {
+                queue.compact();
+                taken += self.shm.pop_batch(slot, POLL_BATCH, &mut queue.records);
+                if let Some(popped) = queue.records.last() {
+                    queue.last = queue.last.max(popped.record.time_ns);
+                }
+            }
+            taken
+        };
         self.note_lost();
         taken
     }
@@ -447,7 +482,8 @@ impl Drainer {
                 continue;
             }
             let room = self.spool_limit.saturating_sub(self.spooled);
-            if room < (mmiotrace_shm::MAX_PAYLOAD + mmiotrace_shm::RECORD_SIZE) as u64 {
+            if self.spools_full || room < pending * mmiotrace_shm::ENTRY_SIZE as u64 {
+                self.spools_full = true;
                 break;
             }
             if queue.spool.file.is_none() {
@@ -616,10 +652,19 @@ impl Drainer {
             // meanwhile).
             pumped.taken = self.spool(0);
             pumped.held = true;
-            if (pumped.taken as u64) < ring / 64 || self.summary.spool_error.is_some() {
+            if (pumped.taken as u64) < ring / 64
+                || self.spools_full
+                || self.summary.spool_error.is_some()
+            {
                 self.spooling = false;
             }
             return Ok(pumped);
+        }
+        if self.spools_full
+            && self.spooled == 0
+            && (0..self.rings.len()).all(|slot| self.shm.pending(slot) == 0)
+        {
+            self.spools_full = false;
         }
         let mut written = 0;
         loop {
@@ -646,7 +691,7 @@ impl Drainer {
                         .is_some_and(|(since, _)| since.elapsed() >= STAMPING_PATIENCE)
                 })
             {
-                pumped.taken += self.spool(0);
+                pumped.taken += self.poll();
             }
             if merged.written < PUMP_ROUND || written >= PUMP_LIMIT {
                 break;
@@ -1371,6 +1416,7 @@ mod tests {
             compact(value);
         }
         let mut drainer = Drainer::new(shm);
+        drainer.set_spool_limit(SPOOL_LIMIT);
         let_due(&shm);
         let mut ids = Vec::new();
         let mut values = Vec::new();
