@@ -448,16 +448,25 @@ fn a_run_that_cannot_be_logged_still_makes_every_access_once() {
     assert_eq!(shm.pending(slot), 500);
 }
 
-#[test]
-fn compact_records_expand_with_the_ids_of_the_rings_last_record_and_wrap_around() {
+/// A small file whose records are stamped with the TSC, as compact
+/// records need; `None` (the test is skipped) where the TSC is not usable.
+fn file_for_compact_records() -> Option<(Region, Shm)> {
     if !tsc_is_usable() {
         eprintln!("skipped: compact records need a usable TSC");
-        return;
+        return None;
     }
     let config = small(false);
     let region = Region::new(config.total_size());
     // SAFETY: fresh zeroed anonymous mapping of the right size.
     let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    Some((region, shm))
+}
+
+#[test]
+fn compact_records_expand_with_the_ids_of_the_rings_last_record_and_wrap_around() {
+    let Some((_region, shm)) = file_for_compact_records() else {
+        return;
+    };
     let slot = shm.claim_slot(41).expect("slot");
     let owner = Record {
         kind: kind::MAP,
@@ -518,14 +527,9 @@ fn compact_records_expand_with_the_ids_of_the_rings_last_record_and_wrap_around(
 
 #[test]
 fn entries_taken_as_they_are_decode_to_what_consume_gives() {
-    if !tsc_is_usable() {
-        eprintln!("skipped: compact records need a usable TSC");
+    let Some((_region, shm)) = file_for_compact_records() else {
         return;
-    }
-    let config = small(false);
-    let region = Region::new(config.total_size());
-    // SAFETY: fresh zeroed anonymous mapping of the right size.
-    let shm = unsafe { Shm::init(region.ptr, region.len, &config, b"") }.expect("init");
+    };
     let (a, b) = (
         shm.claim_slot(5).expect("slot"),
         shm.claim_slot(6).expect("slot"),
