@@ -998,6 +998,29 @@ fn soak_patched_threads_forks_execs_and_spawns_lose_nothing() {
     );
 }
 
+/// The patched soak under `record --spool`: records set aside while the
+/// threads outpace the recorder (16 rings, forks and execs among them)
+/// are written after, every store once and in its thread's order.
+///
+/// Only with MMIOTRACE_SOAK=1, not in CI: it failed twice in some 400
+/// runs, both times with one worker's fast-path stores all missing from
+/// the trace (its first store, from the fault path, there), and not again
+/// in the 340 runs after; the cause is not found yet (docs/ARCHITECTURE.md,
+/// "The spool"). The same soak without `--spool` never failed.
+#[test]
+fn soak_spooled_threads_forks_execs_and_spawns_lose_nothing() {
+    if std::env::var_os("MMIOTRACE_SOAK").is_none_or(|v| v != "1") {
+        eprintln!("skipped: MMIOTRACE_SOAK=1 runs it");
+        return;
+    }
+    let (out, _) = soak(
+        "soak-spooled",
+        &compile("soak-patchable", "soak", &["-DSOAK_PATCHABLE"]),
+        &["--patch", "--spool"],
+    );
+    eprintln!("{}", text(&out.stderr));
+}
+
 /// Runs the soak program under `record` with `extra` options and its
 /// summary and trace, and checks the trace.
 fn soak(name: &str, program: &Path, extra: &[&str]) -> (Output, Vec<Ev>) {
@@ -1056,7 +1079,32 @@ fn soak(name: &str, program: &Path, extra: &[&str]) -> (Output, Vec<Ev>) {
     }
     assert_eq!(per_worker_values.len() as u64, workers);
     let expected: Vec<u64> = (0..per_worker).collect();
-    assert!(per_worker_values.values().all(|v| *v == expected));
+    for (worker, values) in &per_worker_values {
+        if *values != expected {
+            let missing: Vec<u64> = expected
+                .iter()
+                .filter(|v| !values.contains(v))
+                .copied()
+                .take(10)
+                .collect();
+            let first_bad = values.iter().zip(&expected).position(|(a, b)| a != b);
+            let tagged: Vec<(u32, u64, u64, u32)> = events
+                .iter()
+                .filter(|e| e.kind == "W" && e.value >> 32 == *worker && e.value & 0xffff_ffff == 5)
+                .map(|e| (e.map, e.phys, e.value, e.tid))
+                .collect();
+            let by_kind: BTreeMap<&str, usize> = events.iter().fold(BTreeMap::new(), |mut m, e| {
+                *m.entry(e.kind).or_default() += 1;
+                m
+            });
+            panic!(
+                "worker {worker}: {} values, expected {}; first difference at {first_bad:?} ({:?}); missing {missing:?}; its value 5 as (map, phys, value, tid): {tagged:?}; events {by_kind:?}",
+                values.len(),
+                expected.len(),
+                first_bad.map(|i| &values[i.saturating_sub(3)..(i + 3).min(values.len())])
+            );
+        }
+    }
     let unit: Vec<u64> = (0..UNIT).collect();
     for kind in 1..=4 {
         for round in 0..rounds {

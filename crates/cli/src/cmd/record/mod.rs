@@ -178,7 +178,8 @@ pub struct Cmd {
     /// patched access then costs about 13 ns on the project's VM instead
     /// of about 22), and the trace is complete later. Costs more in all:
     /// without it, mmiotrace writes more events a second over a whole run
-    /// of a program that never pauses.
+    /// of a program that never pauses. Experimental: see
+    /// docs/ARCHITECTURE.md, "The spool", for an open problem.
     #[arg(long)]
     spool: bool,
 
