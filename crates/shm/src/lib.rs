@@ -671,6 +671,23 @@ impl Shm {
         }
     }
 
+    /// Writes `payload` into whole entries from `pos` on, zero past its end.
+    ///
+    /// # Safety
+    ///
+    /// As [`Shm::entry_ptr`]; the entries are the caller's to write.
+    unsafe fn write_payload(&self, slot: usize, pos: u64, payload: &[u8]) {
+        for (i, chunk) in payload.chunks(ENTRY_SIZE).enumerate() {
+            // SAFETY: each entry is ENTRY_SIZE writable bytes (the
+            // caller's contract), and a chunk is at most that long.
+            unsafe {
+                let dst = self.entry_ptr(slot, pos + i as u64);
+                std::ptr::write_bytes(dst, 0, ENTRY_SIZE);
+                std::ptr::copy_nonoverlapping(chunk.as_ptr(), dst, chunk.len());
+            }
+        }
+    }
+
     /// The record at `pos`: a [`Record`] from its two entries, or a
     /// [`compact`] one expanded (with the ids of the ring's last record),
     /// and how many entries it takes, continuations included.
@@ -980,11 +997,7 @@ impl Shm {
         // above) and only this thread writes them.
         unsafe {
             self.write_record(slot, write_pos, &record);
-            for (i, chunk) in payload.chunks(ENTRY_SIZE).enumerate() {
-                let dst = self.entry_ptr(slot, write_pos + RECORD_ENTRIES + i as u64);
-                std::ptr::write_bytes(dst, 0, ENTRY_SIZE);
-                std::ptr::copy_nonoverlapping(chunk.as_ptr(), dst, chunk.len());
-            }
+            self.write_payload(slot, write_pos + RECORD_ENTRIES, payload);
         }
         // SYNC POINT: pairs with the Acquire load of write_pos in pop(); the
         // records written above become visible to the recorder.
@@ -1036,11 +1049,7 @@ impl Shm {
             entry.add(2).write(key);
             entry.add(3).write(u64::from_le_bytes(low));
             if ext > 0 {
-                for (i, chunk) in value.chunks(ENTRY_SIZE).enumerate() {
-                    let dst = self.entry_ptr(slot, write_pos + 1 + i as u64);
-                    std::ptr::write_bytes(dst, 0, ENTRY_SIZE);
-                    std::ptr::copy_nonoverlapping(chunk.as_ptr(), dst, chunk.len());
-                }
+                self.write_payload(slot, write_pos + 1, value);
             }
             line.stamping.store(1, Ordering::Relaxed);
             compiler_fence(Ordering::SeqCst);
