@@ -6,16 +6,17 @@
 //!
 //! In order:
 //!
-//! 1. step over the red zone; save RAX, RCX, RDX, RSI, RDI and R8-R11;
-//!    the operand's address in R8 (a store's value in R9) while every
+//! 1. step over the red zone; save RAX, RCX, RDX, RSI, RDI and R9-R11;
+//!    the operand's address in RCX (a store's value in R9) while every
 //!    other register still holds the program's value; the arithmetic
 //!    flags in R11 (`lahf`, `seto`: far cheaper than `pushf`/`popf`);
 //! 2. the thread's slot block from its thread block (`fs:`), none yet, or
 //!    a fast path or push of this thread under way (a signal handler
 //!    interrupted it): general path;
 //! 3. the thread block's and the slot's busy flags set; the site's cached
-//!    range entry: live, holding the whole access, permitting it; the
-//!    file not stopped, the recorder not gone, room in the ring;
+//!    range entry: live, holding the whole access, permitting it; room
+//!    in the ring (by the read position seen last; else the file not
+//!    stopped, the recorder not gone, and room by the ring's own);
 //!    otherwise general path;
 //! 4. the access on the alias, with one `mov` of its width; a load's
 //!    value into the thread block's value;
@@ -48,13 +49,14 @@ const RCX: u8 = 1;
 const RDX: u8 = 2;
 const RSI: u8 = 6;
 const RDI: u8 = 7;
-const R8: u8 = 8;
 const R9: u8 = 9;
 const R10: u8 = 10;
 const R11: u8 = 11;
 
-/// The registers the fast path uses, in the order it pushes them.
-const SCRATCH: [u8; 9] = [RAX, RCX, RDX, RSI, RDI, R8, R9, R10, R11];
+/// The registers the fast path uses, in the order it pushes them (every
+/// one saved and restored costs two instructions of the fast path's
+/// some 90: RCX keeps the operand's address until it becomes the offset).
+const SCRATCH: [u8; 8] = [RAX, RCX, RDX, RSI, RDI, R9, R10, R11];
 /// The first of them, pushed before the check for an untraced address.
 const EARLY: usize = 3;
 
@@ -230,13 +232,12 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     // address outside every range ever traced (a site that copies to
     // plain memory too, such as glibc's `memcpy`) runs the original
     // instruction at once, at the cost of these few instructions. Then
-    // the other registers, the address in R8, a store's value in R9, the
-    // flags in R11.
+    // the other registers, a store's value in R9, the flags in R11; the
+    // address stays in RCX.
     exits.untraced = emit_untraced_check(code, insn)?;
     for &reg in SCRATCH.iter().skip(EARLY) {
         code.push(reg);
     }
-    code.mov_reg(R8, RCX);
     match access {
         Access::StoreRegister(reg) => match saved_at(reg) {
             Some(at) => code.load64(R9, Mem::Base(4, at)),
@@ -265,8 +266,16 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     exits.late(code.jcc_forward(0x4))?;
     code.cmp_dword_imm(Mem::Base(RSI, entry_at::STATE), entry_at::LIVE);
     exits.late(code.jcc_forward(0x5))?;
+    // An aligned vector move on an unaligned address: the general path
+    // runs the instruction itself, which raises its #GP at the site.
+    if let Access::VectorLoad { aligned: true, .. } | Access::VectorStore { aligned: true, .. } =
+        access
+    {
+        code.op_reg(Size::Quad, false, &[0xf7], 0, RCX); // test rcx, width - 1
+        code.emit(&((width - 1) as u32).to_le_bytes());
+        exits.late(code.jcc_forward(0x5))?;
+    }
     // rcx = address - start: below len, and len - rcx >= width.
-    code.mov_reg(RCX, R8);
     code.alu_load(0x2b, RCX, Mem::Base(RSI, entry_at::START));
     code.alu_load(0x3b, RCX, Mem::Base(RSI, entry_at::LEN));
     exits.late(code.jcc_forward(0x3))?; // jae
@@ -281,38 +290,32 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
             libc::PROT_WRITE
         }
     };
-    code.op_mem(
-        Size::Dword,
-        false,
-        &[0x8b],
-        RDX,
-        Mem::Base(RSI, entry_at::PROT),
-    );
-    code.op_reg(Size::Dword, false, &[0xf7], 2, RDX); // not edx
-    code.op_reg(Size::Dword, false, &[0xf7], 0, RDX); // test edx, needed
-    code.emit(&(needed as u32).to_le_bytes());
-    exits.late(code.jcc_forward(0x5))?;
-    // An aligned vector move on an unaligned address: the general path
-    // runs the instruction itself, which raises its #GP at the site.
-    if let Access::VectorLoad { aligned: true, .. } | Access::VectorStore { aligned: true, .. } =
-        access
-    {
-        code.op_reg(Size::Quad, false, &[0xf7], 0, R8); // test r8, width - 1
-        code.emit(&((width - 1) as u32).to_le_bytes());
+    if needed.count_ones() == 1 {
+        code.test_dword_imm(Mem::Base(RSI, entry_at::PROT), needed as u32);
+        exits.late(code.jcc_forward(0x4))?; // jz
+    } else {
+        code.op_mem(
+            Size::Dword,
+            false,
+            &[0x8b],
+            RDX,
+            Mem::Base(RSI, entry_at::PROT),
+        );
+        code.op_reg(Size::Dword, false, &[0xf7], 2, RDX); // not edx
+        code.op_reg(Size::Dword, false, &[0xf7], 0, RDX); // test edx, needed
+        code.emit(&(needed as u32).to_le_bytes());
         exits.late(code.jcc_forward(0x5))?;
     }
-    code.load64(RDX, Mem::Base(RDI, slot_at::HEADER));
-    code.cmp_dword_imm(Mem::Base(RDX, RawLayout::STOPPED as i32), 0);
-    exits.late(code.jcc_forward(0x5))?;
-    code.test_dword_imm(
-        Mem::Base(RDX, RawLayout::RECORDER_ALIVE as i32),
-        RawLayout::RECORDER_GONE,
-    );
-    exits.late(code.jcc_forward(0x5))?;
     // rax = write_pos; full when write_pos + entries - read_pos >
     // ring_entries, with the read_pos seen last, and then with the ring's
     // own. A read-modify-write needs room for two records; a vector
     // move's record has its value in the entries after it.
+    //
+    // Only then is the file looked at: stopped, or its recorder gone, the
+    // general path says so and logs nothing. Until then records go into a
+    // ring that nobody may read again, at most a ring's worth of them:
+    // the program is the same either way, and the common case is spared
+    // the header's two loads and tests.
     let rmw = matches!(access, Access::ReadModifyWrite(_));
     let ext = if vector {
         width.div_ceil(ENTRY_SIZE)
@@ -324,14 +327,26 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     code.load64(RAX, Mem::Base(R10, RawLayout::WRITE_POS as i32));
     code.mov_reg(RDX, RAX);
     code.alu_load(0x2b, RDX, Mem::Base(RDI, slot_at::READ_POS_SEEN));
-    code.lea(RDX, RDX, more);
+    if more != 0 {
+        code.lea(RDX, RDX, more);
+    }
     code.alu_load(0x3b, RDX, Mem::Base(RDI, slot_at::RING_ENTRIES));
     let room = code.jcc_forward(0x2); // jb
+    code.load64(RDX, Mem::Base(RDI, slot_at::HEADER));
+    code.cmp_dword_imm(Mem::Base(RDX, RawLayout::STOPPED as i32), 0);
+    exits.late(code.jcc_forward(0x5))?;
+    code.test_dword_imm(
+        Mem::Base(RDX, RawLayout::RECORDER_ALIVE as i32),
+        RawLayout::RECORDER_GONE,
+    );
+    exits.late(code.jcc_forward(0x5))?;
     code.load64(RDX, Mem::Base(R10, RawLayout::READ_POS as i32));
     code.store64(Mem::Base(RDI, slot_at::READ_POS_SEEN), RDX);
     code.op_reg(Size::Quad, false, &[0xf7], 3, RDX); // neg rdx
     code.op_reg(Size::Quad, false, &[0x01], RAX, RDX); // add rdx, rax
-    code.lea(RDX, RDX, more);
+    if more != 0 {
+        code.lea(RDX, RDX, more);
+    }
     code.alu_load(0x3b, RDX, Mem::Base(RDI, slot_at::RING_ENTRIES));
     exits.late(code.jcc_forward(0x3))?;
     code.bind(room);
@@ -369,35 +384,36 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
         }
     }
 
-    // 5. The compact record at ring index (write_pos & mask), a vector's
-    // value in the entries after it, published.
+    // 5. The compact record at ring index (write_pos & mask), in RSI (the
+    // range's key taken first), a vector's value in the entries after it,
+    // published.
     let write = matches!(
         access,
         Access::StoreRegister(_) | Access::StoreImmediate(_) | Access::VectorStore { .. }
     );
-    record_at_write_pos(code);
-    code.store64(Mem::Base(RDX, compact_at::VALUE), R9);
     code.alu_load(0x03, RCX, Mem::Base(RSI, entry_at::COMPACT));
-    code.store64(Mem::Base(RDX, compact_at::KEY), RCX);
+    record_at_write_pos(code);
+    code.store64(Mem::Base(RSI, compact_at::VALUE), R9);
+    code.store64(Mem::Base(RSI, compact_at::KEY), RCX);
     if rmw {
         code.store64(thread(thread_at::RMW_KEY), RCX);
     }
     code.mov_imm64(RCX, compact::head(write, width as u8, ext as u8, site.pc));
-    code.store64(Mem::Base(RDX, compact_at::HEAD), RCX);
+    code.store64(Mem::Base(RSI, compact_at::HEAD), RCX);
     for entry in 0..ext {
         // The value whole, zero past its width; each entry at its own
         // ring index (the ring may wrap between them).
-        code.lea(RSI, RAX, 1 + entry as i32);
-        code.alu_load(0x23, RSI, Mem::Base(RDI, slot_at::MASK));
-        code.shl(RSI, 5);
-        code.alu_load(0x03, RSI, Mem::Base(RDI, slot_at::RECORDS));
+        code.lea(RDX, RAX, 1 + entry as i32);
+        code.alu_load(0x23, RDX, Mem::Base(RDI, slot_at::MASK));
+        code.shl(RDX, 5);
+        code.alu_load(0x03, RDX, Mem::Base(RDI, slot_at::RECORDS));
         for qword in 0..4i32 {
             let at = entry as i32 * 4 + qword;
             if (at as usize) < width / 8 {
                 code.load64(RCX, thread(thread_at::VALUE + 8 * at));
-                code.store64(Mem::Base(RSI, 8 * qword), RCX);
+                code.store64(Mem::Base(RDX, 8 * qword), RCX);
             } else {
-                code.store64_imm(Mem::Base(RSI, 8 * qword), 0);
+                code.store64_imm(Mem::Base(RDX, 8 * qword), 0);
             }
         }
     }
@@ -433,30 +449,28 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     Some(exits)
 }
 
-/// RDX = the entry at `write_pos` (RAX): `entries + (write_pos & mask) * 32`.
+/// RSI = the entry at `write_pos` (RAX): `entries + (write_pos & mask) * 32`.
 fn record_at_write_pos(code: &mut Asm) {
-    code.mov_reg(RDX, RAX);
-    code.alu_load(0x23, RDX, Mem::Base(RDI, slot_at::MASK));
-    code.shl(RDX, 5);
-    code.alu_load(0x03, RDX, Mem::Base(RDI, slot_at::RECORDS));
+    code.mov_reg(RSI, RAX);
+    code.alu_load(0x23, RSI, Mem::Base(RDI, slot_at::MASK));
+    code.shl(RSI, 5);
+    code.alu_load(0x03, RSI, Mem::Base(RDI, slot_at::RECORDS));
 }
 
-/// The rest of a push whose compact record at RDX has every word but the
+/// The rest of a push whose compact record at RSI has every word but the
 /// time, and is followed by its value's entries (`entries` in all): the
 /// slot's stamping flag set, the time read, `write_pos` (RAX, in the slot
 /// header at R10) advanced and published, the flag cleared; the slot's
-/// flag of a push under way cleared. Uses RCX and R9.
+/// flag of a push under way cleared. Uses RDX and R9.
 fn publish(code: &mut Asm, entries: u8) {
     // Set before the time is read: the recorder merges the rings by time
     // and waits for a ring whose producer is stamping (Shm::publication).
     code.store64_imm(Mem::Base(R10, RawLayout::STAMPING as i32), 1);
-    code.mov_reg(R9, RAX);
-    code.mov_reg(RCX, RDX);
+    code.lea(R9, RAX, i32::from(entries));
     code.emit(&[0x0f, 0x31]); // rdtsc
     code.shl(RDX, 32);
     code.op_reg(Size::Quad, false, &[0x09], RDX, RAX); // or rax, rdx
-    code.store64(Mem::Base(RCX, compact_at::TIME), RAX);
-    code.lea(R9, R9, i32::from(entries));
+    code.store64(Mem::Base(RSI, compact_at::TIME), RAX);
     // SYNC POINT: pairs with the Acquire loads of write_pos in
     // Shm::consume() and Shm::publication() (a plain store is a release
     // store on x86), and so does the flag's clearing after it.
@@ -480,11 +494,11 @@ fn emit_store_half(code: &mut Asm, size: Size, site: &SiteInfo, width: usize) {
     code.load64(R10, Mem::Base(RDI, slot_at::SLOT_HEADER));
     code.load64(RAX, Mem::Base(R10, RawLayout::WRITE_POS as i32));
     record_at_write_pos(code);
-    code.store64(Mem::Base(RDX, compact_at::VALUE), R9);
+    code.store64(Mem::Base(RSI, compact_at::VALUE), R9);
     code.load64(RCX, thread(thread_at::RMW_KEY));
-    code.store64(Mem::Base(RDX, compact_at::KEY), RCX);
+    code.store64(Mem::Base(RSI, compact_at::KEY), RCX);
     code.mov_imm64(RCX, compact::head(true, width as u8, 0, site.pc));
-    code.store64(Mem::Base(RDX, compact_at::HEAD), RCX);
+    code.store64(Mem::Base(RSI, compact_at::HEAD), RCX);
     publish(code, 1);
     code.store_byte_imm(thread(thread_at::BUSY), 0);
     restore(code);
@@ -692,7 +706,7 @@ mod tests {
         let text = lines.join("\n");
         for expected in [
             "lea rcx,[rbx+100h]",
-            "mov r8,rcx",
+            "sub rcx,[rsi+",
             "lahf",
             "seto al",
             "movzx r11d,ax",
@@ -726,10 +740,10 @@ mod tests {
 
     #[test]
     fn a_store_of_a_scratch_register_takes_its_saved_value() {
-        // mov [rbx+0x100], sil: rsi is saved at rsp+40
+        // mov [rbx+0x100], sil: rsi is saved at rsp+32
         let (lines, _) = listing(&[0x40, 0x88, 0xb3, 0, 1, 0, 0]);
         let text = lines.join("\n");
-        assert!(text.contains("mov r9,[rsp+28h]"), "{text}");
+        assert!(text.contains("mov r9,[rsp+20h]"), "{text}");
         assert!(text.contains("mov [rdx],r9b"), "{text}");
         assert!(text.contains("movzx r9d,r9b"), "{text}");
         // mov qword [rcx+8], -2: the immediate, sign-extended
