@@ -214,6 +214,7 @@ pub mod compact {
     /// The [`Record`] a compact record stands for, at ring position `seq`
     /// of a ring whose last record was thread `tid` of process `pid`.
     #[inline]
+    #[inline]
     pub fn expand(words: [u64; 4], seq: u64, tid: u32, pid: u32) -> Record {
         let flags = words[0] as u8;
         Record {
@@ -1364,6 +1365,7 @@ impl Shm {
 }
 
 /// The entries of the record whose first entry holds `words`, and its time.
+#[inline]
 fn record_extent(words: [u64; 4]) -> (u64, u64) {
     let first = words[0].to_le_bytes();
     if first[0] & compact::TAG != 0 {
@@ -1377,11 +1379,71 @@ fn record_extent(words: [u64; 4]) -> (u64, u64) {
     }
 }
 
+/// The time of the record whose first entry starts `bytes` (entries that
+/// [`Shm::take_entries`] moved), if `bytes` holds that entry: what the
+/// recorder's merge looks at before it decodes the record.
+#[inline]
+pub fn entry_time(bytes: &[u8]) -> Option<u64> {
+    let head = bytes.get(..ENTRY_SIZE)?;
+    Some(record_extent(entry_words(head)).1)
+}
+
+/// The bytes of the record whose first entry starts `bytes` (entries that
+/// [`Shm::take_entries`] moved), if `bytes` holds that entry; `bytes` may
+/// end before the record does.
+#[inline]
+pub fn record_len(bytes: &[u8]) -> Option<usize> {
+    let head = bytes.get(..ENTRY_SIZE)?;
+    Some(record_extent(entry_words(head)).0 as usize * ENTRY_SIZE)
+}
+
+/// The four words of a ring entry.
+#[inline]
+fn entry_words(entry: &[u8]) -> [u64; 4] {
+    let word = |i: usize| {
+        let mut le = [0u8; 8];
+        if let Some(bytes) = entry.get(8 * i..8 * i + 8) {
+            le.copy_from_slice(bytes);
+        }
+        u64::from_le_bytes(le)
+    };
+    [word(0), word(1), word(2), word(3)]
+}
+
+/// Decodes the record that starts `bytes` (entries that
+/// [`Shm::take_entries`] moved), at ring position `pos`: a [`compact`]
+/// one takes the ids in `ids`, which a [`Record`] sets. Returns the record,
+/// its payload (the entries after the record's own) and the bytes it
+/// takes; `None`, with `ids` untouched, when `bytes` ends before the
+/// record does.
+#[inline]
+pub fn decode_entry<'a>(bytes: &'a [u8], pos: u64, ids: &mut u64) -> Option<(Record, &'a [u8], usize)> {
+    let words = entry_words(bytes.get(..ENTRY_SIZE)?);
+    let (entries, _) = record_extent(words);
+    let whole = bytes.get(..entries as usize * ENTRY_SIZE)?;
+    if words[0] as u8 & compact::TAG != 0 {
+        let record = compact::expand(words, pos, *ids as u32, (*ids >> 32) as u32);
+        return Some((record, &whole[ENTRY_SIZE..], whole.len()));
+    }
+    let mut record = Record::default();
+    // SAFETY: a Record is RECORD_SIZE bytes of plain data, any bytes a
+    // valid one; `whole` holds at least that many (RECORD_ENTRIES entries).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            whole.as_ptr(),
+            (&mut record as *mut Record).cast::<u8>(),
+            RECORD_SIZE,
+        );
+    }
+    *ids = u64::from(record.tid) | u64::from(record.pid) << 32;
+    Some((record, &whole[RECORD_SIZE..], whole.len()))
+}
+
 /// Decodes records from entries that [`Shm::take_entries`] moved, the
-/// first at ring position `pos`: at most `max` records, appended to `out`,
-/// [`compact`] ones with the ids in `ids`, which every [`Record`] sets.
-/// Returns the bytes decoded (whole records; what is left is a record cut
-/// short, which cannot happen with what `take_entries` moves).
+/// first at ring position `pos` (see [`decode_entry`]): at most `max`
+/// records, appended to `out`. Returns the bytes decoded (whole records;
+/// what is left is a record cut short, which cannot happen with what
+/// `take_entries` moves).
 pub fn decode_entries(
     bytes: &[u8],
     mut pos: u64,
@@ -1392,42 +1454,15 @@ pub fn decode_entries(
     let mut at = 0;
     let mut decoded = 0;
     while decoded < max {
-        let Some(head) = bytes.get(at..at + ENTRY_SIZE) else {
+        let Some((record, payload, len)) = bytes.get(at..).and_then(|rest| decode_entry(rest, pos, ids)) else {
             break;
-        };
-        let word = |i: usize| {
-            let mut le = [0u8; 8];
-            le.copy_from_slice(&head[8 * i..8 * i + 8]);
-            u64::from_le_bytes(le)
-        };
-        let words = [word(0), word(1), word(2), word(3)];
-        let (entries, _) = record_extent(words);
-        let Some(whole) = bytes.get(at..at + entries as usize * ENTRY_SIZE) else {
-            break;
-        };
-        let (record, ext_at) = if words[0] as u8 & compact::TAG != 0 {
-            let record = compact::expand(words, pos, *ids as u32, (*ids >> 32) as u32);
-            (record, ENTRY_SIZE)
-        } else {
-            let mut record = Record::default();
-            // SAFETY: a Record is RECORD_SIZE bytes of plain data, any
-            // bytes a valid one; `whole` holds at least that many.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    whole.as_ptr(),
-                    (&mut record as *mut Record).cast::<u8>(),
-                    RECORD_SIZE,
-                );
-            }
-            *ids = u64::from(record.tid) | u64::from(record.pid) << 32;
-            (record, RECORD_SIZE)
         };
         out.push(Popped {
             record,
-            payload: whole[ext_at..].to_vec(),
+            payload: payload.to_vec(),
         });
-        at += whole.len();
-        pos += entries;
+        at += len;
+        pos += (len / ENTRY_SIZE) as u64;
         decoded += 1;
     }
     at

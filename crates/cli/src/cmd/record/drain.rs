@@ -134,33 +134,46 @@ struct RingQueue {
 }
 
 /// A ring's entries as they were in the ring (`Shm::take_entries`), set
-/// aside in a file while the recorder is behind its program, and decoded
-/// into the ring's queue later: an unlinked file in the temporary
-/// directory, written at its end and read from its start, and reused from
-/// offset 0 once all is read.
+/// aside in a file while the recorder is behind its program, and read back
+/// later a chunk at a time, each record decoded where it lies in the chunk
+/// as it is written (as the ring's are in place): an unlinked file in the
+/// temporary directory, written at its end and read from its start, and
+/// reused from offset 0 once all is read.
 #[derive(Debug, Default)]
 struct Spool {
     file: Option<std::fs::File>,
     /// Bytes written, and read back so far.
     written: u64,
     read: u64,
-    /// The ring position of the entry at `read`.
+    /// Bytes read back; those before `at` are written as events.
+    chunk: Vec<u8>,
+    at: usize,
+    /// The ring position of the entry at `chunk[at]`.
     pos: u64,
-    /// The ids that the ring's compact records take at `read`.
+    /// The ids that the ring's compact records take at `chunk[at]`.
     ids: u64,
+    /// Entries were taken from the ring since its consumer's ids were last
+    /// set: the spool, not the ring, knows the ids until all is written.
+    active: bool,
 }
 
 impl Spool {
+    /// Bytes in the file not yet read back.
     fn pending(&self) -> u64 {
         self.written - self.read
+    }
+
+    fn rest(&self) -> &[u8] {
+        self.chunk.get(self.at..).unwrap_or(&[])
     }
 }
 
 impl RingQueue {
     fn first_time(&self) -> Option<u64> {
-        self.records
-            .get(self.head)
-            .map(|popped| popped.record.time_ns)
+        match self.records.get(self.head) {
+            Some(popped) => Some(popped.record.time_ns),
+            None => mmiotrace_shm::entry_time(self.spool.rest()),
+        }
     }
 
     fn take_first(&mut self) -> Option<Popped> {
@@ -287,6 +300,8 @@ pub struct Drainer {
     /// they may hold at once.
     spool_dir: PathBuf,
     spool_limit: u64,
+    /// Bytes read back from a spool file at a time ([`SPOOL_READ`]).
+    spool_read: usize,
     /// Bytes in the spool files not yet read back.
     spooled: u64,
     /// The recorder is behind: entries go to the spools, none are written
@@ -296,8 +311,6 @@ pub struct Drainer {
     /// writes for longer than a burst. None is used again until all are
     /// read back and the program has paused (its rings found empty).
     spools_full: bool,
-    /// Read buffer of the spools, reused.
-    spool_buf: Vec<u8>,
     backings: BTreeMap<u32, Backing>,
     pci_written: HashSet<PathBuf>,
     lost_seen: u64,
@@ -362,10 +375,10 @@ impl Drainer {
             stamping: Vec::new(),
             spool_dir: std::env::temp_dir(),
             spool_limit: 0,
+            spool_read: SPOOL_READ,
             spooled: 0,
             spooling: false,
             spools_full: false,
-            spool_buf: Vec::new(),
             backings: BTreeMap::new(),
             pci_written: HashSet::new(),
             lost_seen: 0,
@@ -504,8 +517,8 @@ impl Drainer {
             let Some(file) = &spool.file else {
                 break;
             };
-            let fresh = spool.pending() == 0;
-            if fresh && queue.head == queue.records.len() {
+            let fresh = !spool.active;
+            if fresh {
                 // Nothing of the ring is out of it: its compact records
                 // take the ids the ring's consumer has now.
                 spool.ids = self.shm.consumer_ids(slot);
@@ -520,8 +533,9 @@ impl Drainer {
                     });
             match result {
                 Ok((start, entries)) => {
-                    if fresh {
+                    if fresh && entries > 0 {
                         spool.pos = start;
+                        spool.active = true;
                     }
                     self.spooled += at - spool.written;
                     self.summary.spooled += at - spool.written;
@@ -540,58 +554,113 @@ impl Drainer {
         taken
     }
 
-    /// Decodes the next records of `slot`'s spool into its queue, if the
-    /// queue is empty.
+    /// Reads the next chunk of `slot`'s spool back, once what is left of
+    /// the last one holds no whole record (the start of a record cut at the
+    /// chunk's end is kept). Once all is written, the ring is read in place
+    /// again, its compact records taking the spool's ids.
     fn refill(&mut self, slot: usize) -> anyhow::Result<()> {
         let Some(queue) = self.rings.get_mut(slot) else {
             return Ok(());
         };
-        if queue.head < queue.records.len() || queue.spool.pending() == 0 {
+        let spool = &mut queue.spool;
+        if !spool.active {
             return Ok(());
         }
-        queue.compact();
-        let spool = &mut queue.spool;
+        let rest = spool.rest();
+        if mmiotrace_shm::record_len(rest).is_some_and(|len| len <= rest.len()) {
+            return Ok(());
+        }
+        if spool.pending() == 0 {
+            anyhow::ensure!(
+                rest.is_empty(),
+                "the records set aside in {} end in a cut record",
+                self.spool_dir.display()
+            );
+            spool.chunk.clear();
+            spool.at = 0;
+            spool.active = false;
+            self.shm.set_consumer_ids(slot, spool.ids);
+            return Ok(());
+        }
         let Some(file) = &spool.file else {
             return Ok(());
         };
-        let len = (spool.pending() as usize).min(SPOOL_READ);
-        self.spool_buf.resize(len, 0);
-        std::os::unix::fs::FileExt::read_exact_at(file, &mut self.spool_buf, spool.read)
+        spool.chunk.drain(..spool.at);
+        spool.at = 0;
+        let kept = spool.chunk.len();
+        let len = (spool.pending() as usize).min(self.spool_read);
+        spool.chunk.resize(kept + len, 0);
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut spool.chunk[kept..], spool.read)
             .with_context(|| {
                 format!(
                     "cannot read back the records set aside in {}",
                     self.spool_dir.display()
                 )
             })?;
-        let bytes = mmiotrace_shm::decode_entries(
-            &self.spool_buf,
-            spool.pos,
-            &mut spool.ids,
-            usize::MAX,
-            &mut queue.records,
-        );
-        // The ring's last record known, for a stamping producer's floor
-        // (Bounds): spooled records count from here.
-        if let Some(popped) = queue.records.last() {
-            queue.last = queue.last.max(popped.record.time_ns);
-        }
-        anyhow::ensure!(
-            bytes > 0,
-            "the records set aside in {} end in a cut record",
-            self.spool_dir.display()
-        );
-        spool.read += bytes as u64;
-        spool.pos += (bytes / mmiotrace_shm::ENTRY_SIZE) as u64;
-        self.spooled -= bytes as u64;
+        spool.read += len as u64;
+        self.spooled -= len as u64;
         if spool.pending() == 0 {
-            // All read back: the file is reused from its start, and the
-            // ring's next records are read in place again, their compact
-            // ones taking these ids.
+            // All read: the file is reused from its start.
             spool.read = 0;
             spool.written = 0;
-            self.shm.set_consumer_ids(slot, spool.ids);
         }
         Ok(())
+    }
+
+    /// Writes the records of `slot`'s spool, decoded where they lie in its
+    /// chunk, up to time `until` and at most `max` of them; returns how
+    /// many it wrote.
+    fn write_spooled(
+        &mut self,
+        slot: usize,
+        until: u64,
+        max: usize,
+        write: &mut impl FnMut(&Event) -> anyhow::Result<()>,
+    ) -> anyhow::Result<usize> {
+        let mut written = 0;
+        loop {
+            // A whole record in the chunk, or all written and the ring's
+            // ids given back.
+            self.refill(slot)?;
+            let queue = &mut self.rings[slot];
+            if !queue.spool.active {
+                return Ok(written);
+            }
+            let spool = &mut queue.spool;
+            let chunk = std::mem::take(&mut spool.chunk);
+            let (mut at, mut pos, mut ids, mut last) = (spool.at, spool.pos, spool.ids, queue.last);
+            // Whether to stop here (due, or enough), not for more bytes.
+            let mut done = false;
+            let mut result = Ok(());
+            while let Some(rest) = chunk.get(at..)
+                && let Some(time) = mmiotrace_shm::entry_time(rest)
+            {
+                if time > until || written >= max {
+                    done = true;
+                    break;
+                }
+                let Some((record, payload, len)) = mmiotrace_shm::decode_entry(rest, pos, &mut ids)
+                else {
+                    // Cut at the chunk's end: refill reads the rest.
+                    break;
+                };
+                at += len;
+                pos += (len / mmiotrace_shm::ENTRY_SIZE) as u64;
+                last = last.max(time);
+                written += 1;
+                if let Err(err) = self.convert(&record, payload, write) {
+                    result = Err(err);
+                    break;
+                }
+            }
+            let queue = &mut self.rings[slot];
+            queue.spool.chunk = chunk;
+            (queue.spool.at, queue.spool.pos, queue.spool.ids, queue.last) = (at, pos, ids, last);
+            result?;
+            if done {
+                return Ok(written);
+            }
+        }
     }
 
     /// Turns events dropped since the last call (`--drop`) into a lost-event
@@ -874,6 +943,15 @@ impl Drainer {
                             merged.failed = Some(err);
                             break;
                         }
+                    }
+                }
+                Source::Ring(slot)
+                    if self.rings[slot].head == self.rings[slot].records.len()
+                        && self.rings[slot].spool.active =>
+                {
+                    match self.write_spooled(slot, until, limit - written, write) {
+                        Ok(count) => written += count,
+                        Err(err) => merged.failed = Some(err),
                     }
                 }
                 Source::Ring(slot) if self.rings[slot].first_time().is_some() => {
@@ -1462,6 +1540,89 @@ mod tests {
         assert_eq!(drainer.summary().spool_error, None);
     }
 
+    /// Records read back from a spool a few entries at a time: full
+    /// records and marks cut at a chunk's end are completed from the next,
+    /// and compact records take the ids of the full record before them.
+    #[test]
+    fn spooled_records_cut_at_a_chunks_end_are_read_whole() {
+        let shm = shm(1);
+        if !shm.tsc_time() {
+            eprintln!("skipped: compact records need a usable TSC");
+            return;
+        }
+        let slot = shm.claim_slot(1).expect("slot");
+        let compact = |value: u64| {
+            let head = mmiotrace_shm::compact::head(true, 4, 0, 0x40_1000);
+            let key = mmiotrace_shm::compact::key(1, 4 * value).expect("fits");
+            shm.push_compact(slot, head, key, &(value as u32).to_le_bytes());
+        };
+        // Per round: a full record (2 entries) of a thread, 3 compact
+        // records, and every 4th round a mark (2 entries and a payload of
+        // 2): with 3-entry chunks, records start at every offset in one.
+        let mut expected = Vec::new();
+        for round in 0..40u64 {
+            let tid = 100 + round as u32 % 3;
+            shm.push(slot, Record { tid, pid: 7, ..write(round * 10) }, &[]);
+            expected.push((round * 10, tid));
+            for i in 1..=3 {
+                compact(round * 10 + i);
+                expected.push((round * 10 + i, tid));
+            }
+            if round % 4 == 0 {
+                let text = [b'm'; 40];
+                shm.push(
+                    slot,
+                    Record {
+                        kind: kind::MARK,
+                        tid,
+                        pid: 7,
+                        ..Record::default()
+                    },
+                    &text,
+                );
+            }
+        }
+        let mut drainer = Drainer::new(shm);
+        drainer.set_spool_limit(SPOOL_LIMIT);
+        drainer.spool_read = 3 * mmiotrace_shm::ENTRY_SIZE;
+        let_due(&shm);
+        assert!(drainer.poll() > 0, "spooled");
+        assert_eq!(shm.pending(slot), 0);
+        let mut got = Vec::new();
+        let mut marks = 0;
+        drainer
+            .emit(true, |event| {
+                match event {
+                    Event::Access(access) => got.push((access.value.low_u64(), access.pid)),
+                    Event::Mark(mark) => {
+                        assert_eq!(mark.text, "m".repeat(40));
+                        marks += 1;
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })
+            .expect("emit");
+        assert_eq!(got, expected);
+        assert_eq!(marks, 10);
+        assert_eq!(drainer.spooled, 0);
+        // All written: the ring is read in place again, with the ids of
+        // its last full record.
+        compact(1000);
+        let mut after = Vec::new();
+        drainer
+            .emit(true, |event| {
+                if let Event::Access(access) = event {
+                    after.push((access.value.low_u64(), access.pid));
+                }
+                Ok(())
+            })
+            .expect("emit");
+        let last_tid = expected.last().map(|&(_, tid)| tid);
+        assert_eq!(after.first().map(|&(_, tid)| tid), last_tid);
+        assert_eq!(after.len(), 1);
+    }
+
     #[test]
     fn recorder_marks_take_their_place_among_the_rings_records() {
         let shm = shm(1);
@@ -1552,13 +1713,14 @@ mod throughput {
     //! --ignored --nocapture`: the drain's own CPU per event on one core,
     //! its ring in the cache (no producer on another core), into a sink:
     //! records as the fault path logs them, and compact ones as patched
-    //! sites do.
+    //! sites do, and those set aside in a spool first (`record --spool`:
+    //! the copy into the spool file and the writing after, together).
     use super::tests::let_due;
     use super::*;
     use mmiotrace_shm::Config;
     use mmiotrace_trace::{BinaryWriter, EventWrite, TextWriter};
 
-    fn run(binary: bool, compact: bool) -> f64 {
+    fn run(binary: bool, compact: bool, spooled: bool) -> f64 {
         let config = Config {
             slot_count: 1,
             ring_entries: 1 << 14,
@@ -1572,6 +1734,9 @@ mod throughput {
         let shm = unsafe { Shm::init(base, len, &config, b"") }.expect("init");
         let slot = shm.claim_slot(1).expect("slot");
         let mut drainer = Drainer::new(shm);
+        if spooled {
+            drainer.set_spool_limit(SPOOL_LIMIT);
+        }
         let mut writer: Box<dyn EventWrite> = if binary {
             Box::new(BinaryWriter::new(std::io::sink()).expect("sink"))
         } else {
@@ -1616,14 +1781,21 @@ mod throughput {
             }
             let start = Instant::now();
             let mut written = 0;
-            let taken = drainer
+            let mut taken = 0;
+            if spooled {
+                // Behind: everything into the spool, then written.
+                taken += drainer.poll();
+            }
+            taken += drainer
                 .pump(|event| {
                     written += 1;
                     Ok(writer.write_event(event)?)
                 })
-                .expect("pump");
+                .expect("pump")
+                .taken;
             draining += start.elapsed();
-            assert_eq!((taken.taken, written), (per_round as usize, per_round));
+            let entries = if spooled && !compact { 2 } else { 1 };
+            assert_eq!((taken, written), (entries * per_round as usize, per_round));
             events += per_round;
         }
         draining.as_secs_f64() * 1e9 / events as f64
@@ -1632,26 +1804,35 @@ mod throughput {
     #[test]
     #[ignore = "a measurement, not a check"]
     fn throughput() {
-        // THROUGHPUT=binary or text: that format only.
+        // THROUGHPUT=binary or text: that format only; spooled: the
+        // spooled run only.
         let only = std::env::var("THROUGHPUT").unwrap_or_default();
-        for (binary, compact) in [(true, false), (true, true), (false, false), (false, true)] {
-            if !only.is_empty() && only != if binary { "binary" } else { "text" } {
+        for (binary, compact, spooled) in [
+            (true, false, false),
+            (true, true, false),
+            (true, true, true),
+            (false, false, false),
+            (false, true, false),
+        ] {
+            let format = if binary { "binary" } else { "text" };
+            if !only.is_empty() && only != format && (only != "spooled" || !spooled) {
                 continue;
             }
             if compact && !mmiotrace_shm::tsc_is_usable() {
                 continue;
             }
             let best = (0..3)
-                .map(|_| run(binary, compact))
+                .map(|_| run(binary, compact, spooled))
                 .fold(f64::MAX, f64::min);
             eprintln!(
-                "{} {}: {best:.1} ns/event",
+                "{} {}{}: {best:.1} ns/event",
                 if binary { "binary" } else { "text" },
                 if compact {
                     "compact records (patched sites)"
                 } else {
                     "records"
                 },
+                if spooled { ", spooled" } else { "" },
             );
         }
     }
