@@ -214,7 +214,6 @@ pub mod compact {
     /// The [`Record`] a compact record stands for, at ring position `seq`
     /// of a ring whose last record was thread `tid` of process `pid`.
     #[inline]
-    #[inline]
     pub fn expand(words: [u64; 4], seq: u64, tid: u32, pid: u32) -> Record {
         let flags = words[0] as u8;
         Record {

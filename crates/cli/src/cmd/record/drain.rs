@@ -1794,6 +1794,7 @@ mod throughput {
                 .expect("pump")
                 .taken;
             draining += start.elapsed();
+            // Spooled: entries into the spool (a full record takes two).
             let entries = if spooled && !compact { 2 } else { 1 };
             assert_eq!((taken, written), (entries * per_round as usize, per_round));
             events += per_round;
@@ -1809,6 +1810,7 @@ mod throughput {
         let only = std::env::var("THROUGHPUT").unwrap_or_default();
         for (binary, compact, spooled) in [
             (true, false, false),
+            (true, false, true),
             (true, true, false),
             (true, true, true),
             (false, false, false),
