@@ -48,6 +48,9 @@ const VALGRIND_MMT_ENV: &str = "MMIOTRACE_BENCH_VALGRIND_MMT";
 ///       it runs, every per-access row (and each buffer row's per-access
 ///       time) is also shown as a multiple of it: issue 16's target for a
 ///       patched access is <= 0.2x getpid.
+///   tsc-read
+///       ns per `rdtsc`, back to back: the time every patched access's
+///       record carries costs this much of its fast path.
 ///   patched, patched-spool, patched-general
 ///       the mov loop with 6-byte encodings (`mov eax, [rdi+0x100]`,
 ///       `mov [rdi+0x100], esi`) under `record --patch`: each site is

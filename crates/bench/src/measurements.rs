@@ -108,6 +108,11 @@ pub const MEASUREMENTS: &[Measurement] = &[
         run: syscall,
     },
     Measurement {
+        name: "tsc-read",
+        what: "`rdtsc`, back to back, ns per read: the clock a patched access's record is stamped with, the one part of the fast path that cannot go",
+        run: tsc_read,
+    },
+    Measurement {
         name: "emulated",
         what: "mmiotrace: the mov emulated on the alias in the SIGSEGV handler",
         run: emulated,
@@ -448,6 +453,19 @@ fn syscall(settings: &Settings) -> anyhow::Result<Outcome> {
         settings.reps,
         settings.fault_accesses,
         " calls",
+    ))
+}
+
+fn tsc_read(settings: &Settings) -> anyhow::Result<Outcome> {
+    // time_reps counts two per iteration: two reads per iteration.
+    let samples = time_reps(settings.reps, settings.fault_accesses, |n| {
+        std::hint::black_box(crate::syscall::tsc_loop(2 * n));
+    });
+    Ok(per_access(
+        samples,
+        settings.reps,
+        settings.fault_accesses,
+        " reads",
     ))
 }
 

@@ -1416,7 +1416,11 @@ fn entry_words(entry: &[u8]) -> [u64; 4] {
 /// takes; `None`, with `ids` untouched, when `bytes` ends before the
 /// record does.
 #[inline]
-pub fn decode_entry<'a>(bytes: &'a [u8], pos: u64, ids: &mut u64) -> Option<(Record, &'a [u8], usize)> {
+pub fn decode_entry<'a>(
+    bytes: &'a [u8],
+    pos: u64,
+    ids: &mut u64,
+) -> Option<(Record, &'a [u8], usize)> {
     let words = entry_words(bytes.get(..ENTRY_SIZE)?);
     let (entries, _) = record_extent(words);
     let whole = bytes.get(..entries as usize * ENTRY_SIZE)?;
@@ -1453,7 +1457,10 @@ pub fn decode_entries(
     let mut at = 0;
     let mut decoded = 0;
     while decoded < max {
-        let Some((record, payload, len)) = bytes.get(at..).and_then(|rest| decode_entry(rest, pos, ids)) else {
+        let Some((record, payload, len)) = bytes
+            .get(at..)
+            .and_then(|rest| decode_entry(rest, pos, ids))
+        else {
             break;
         };
         out.push(Popped {

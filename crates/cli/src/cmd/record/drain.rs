@@ -1562,7 +1562,15 @@ mod tests {
         let mut expected = Vec::new();
         for round in 0..40u64 {
             let tid = 100 + round as u32 % 3;
-            shm.push(slot, Record { tid, pid: 7, ..write(round * 10) }, &[]);
+            shm.push(
+                slot,
+                Record {
+                    tid,
+                    pid: 7,
+                    ..write(round * 10)
+                },
+                &[],
+            );
             expected.push((round * 10, tid));
             for i in 1..=3 {
                 compact(round * 10 + i);
