@@ -1013,10 +1013,17 @@ fn soak_spooled_threads_forks_execs_and_spawns_lose_nothing() {
         eprintln!("skipped: MMIOTRACE_SOAK=1 runs it");
         return;
     }
+    // MMIOTRACE_SOAK_RING_SIZE=N: rings of N entries, for a recorder that
+    // goes behind and back far more often.
+    let ring_size = std::env::var("MMIOTRACE_SOAK_RING_SIZE").ok();
+    let mut options = vec!["--patch", "--spool"];
+    if let Some(entries) = &ring_size {
+        options.extend(["--ring-size", entries.as_str()]);
+    }
     let (out, _) = soak(
         "soak-spooled",
         &compile("soak-patchable", "soak", &["-DSOAK_PATCHABLE"]),
-        &["--patch", "--spool"],
+        &options,
     );
     eprintln!("{}", text(&out.stderr));
 }
