@@ -144,6 +144,17 @@ enum Access {
         on_value: stub::Rewritten,
         aligned: bool,
     },
+    /// An AVX-512 move under an opmask: the instruction on `[rdx]` (the
+    /// alias), then its register stored whole to the thread block's value;
+    /// one record per selected element (`mask`, the opmask's number).
+    Masked {
+        on_alias: stub::Rewritten,
+        register_out: stub::Rewritten,
+        aligned: bool,
+        store: bool,
+        element: usize,
+        mask: u8,
+    },
     /// `mov [mem], reg`: the register (its number).
     StoreRegister(u8),
     /// `mov [mem], imm`: the value, cut to the width.
@@ -152,19 +163,26 @@ enum Access {
 
 fn access_of(insn: &Instruction, site: &SiteInfo) -> Option<Access> {
     let value = site.thread_block + thread_at::VALUE;
+    if let Some(element) = super::masked_vector_move(insn) {
+        let store = insn.op0_kind() == OpKind::Memory;
+        let register = if store {
+            insn.op1_register()
+        } else {
+            insn.op0_register()
+        };
+        let mask = u8::try_from(insn.op_mask() as usize - Register::K0 as usize).ok()?;
+        return Some(Access::Masked {
+            on_alias: stub::rewrite_rdx(&site.original, insn)?,
+            register_out: vector_store_fs(register, value)?,
+            aligned: aligned_move(insn),
+            store,
+            element,
+            mask: (1..8).contains(&mask).then_some(mask)?,
+        });
+    }
     if super::vector_move(insn) {
         let on_alias = stub::rewrite_rdx(&site.original, insn)?;
-        let aligned = matches!(
-            insn.mnemonic(),
-            Mnemonic::Movaps
-                | Mnemonic::Movapd
-                | Mnemonic::Movdqa
-                | Mnemonic::Vmovaps
-                | Mnemonic::Vmovapd
-                | Mnemonic::Vmovdqa
-                | Mnemonic::Vmovdqa32
-                | Mnemonic::Vmovdqa64
-        );
+        let aligned = aligned_move(insn);
         return Some(if insn.op0_kind() == OpKind::Memory {
             Access::VectorStore {
                 on_alias,
@@ -208,6 +226,22 @@ fn access_of(insn: &Instruction, site: &SiteInfo) -> Option<Access> {
     }
 }
 
+/// Whether `insn` is a vector move that requires an aligned operand (and
+/// raises #GP at the site otherwise, mask or no mask).
+fn aligned_move(insn: &Instruction) -> bool {
+    matches!(
+        insn.mnemonic(),
+        Mnemonic::Movaps
+            | Mnemonic::Movapd
+            | Mnemonic::Movdqa
+            | Mnemonic::Vmovaps
+            | Mnemonic::Vmovapd
+            | Mnemonic::Vmovdqa
+            | Mnemonic::Vmovdqa32
+            | Mnemonic::Vmovdqa64
+    )
+}
+
 /// Emits the fast path of `insn` (a site `patchable()` accepted), which
 /// jumps back to `back` when done; returns the exits to the general path,
 /// which the caller binds ([`emit_exits`]). `None` for a form it does not
@@ -217,7 +251,7 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     let access = access_of(insn, site)?;
     let vector = matches!(
         access,
-        Access::VectorLoad { .. } | Access::VectorStore { .. }
+        Access::VectorLoad { .. } | Access::VectorStore { .. } | Access::Masked { .. }
     );
     // A general register's width (a vector move's is 16 or 32 bytes).
     let size = if vector {
@@ -268,8 +302,9 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     exits.late(code.jcc_forward(0x5))?;
     // An aligned vector move on an unaligned address: the general path
     // runs the instruction itself, which raises its #GP at the site.
-    if let Access::VectorLoad { aligned: true, .. } | Access::VectorStore { aligned: true, .. } =
-        access
+    if let Access::VectorLoad { aligned: true, .. }
+    | Access::VectorStore { aligned: true, .. }
+    | Access::Masked { aligned: true, .. } = access
     {
         code.op_reg(Size::Quad, false, &[0xf7], 0, RCX); // test rcx, width - 1
         code.emit(&((width - 1) as u32).to_le_bytes());
@@ -284,7 +319,8 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     exits.late(code.jcc_forward(0x7))?; // ja
     // The protection allows the access: every bit of `needed` in it.
     let needed = match access {
-        Access::Load(_) | Access::VectorLoad { .. } => libc::PROT_READ,
+        Access::Masked { store: true, .. } => libc::PROT_WRITE,
+        Access::Load(_) | Access::VectorLoad { .. } | Access::Masked { .. } => libc::PROT_READ,
         Access::ReadModifyWrite(_) => libc::PROT_READ | libc::PROT_WRITE,
         Access::StoreRegister(_) | Access::StoreImmediate(_) | Access::VectorStore { .. } => {
             libc::PROT_WRITE
@@ -317,12 +353,16 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     // the program is the same either way, and the common case is spared
     // the header's two loads and tests.
     let rmw = matches!(access, Access::ReadModifyWrite(_));
-    let ext = if vector {
-        width.div_ceil(ENTRY_SIZE)
-    } else {
-        0
+    let ext = match access {
+        Access::VectorLoad { .. } | Access::VectorStore { .. } => width.div_ceil(ENTRY_SIZE),
+        _ => 0,
     };
-    let more = if rmw { 1 } else { ext as i32 };
+    // A masked move: a record for each element, at most.
+    let more = match access {
+        Access::Masked { element, .. } => (width / element) as i32 - 1,
+        Access::ReadModifyWrite(_) => 1,
+        _ => ext as i32,
+    };
     code.load64(R10, Mem::Base(RDI, slot_at::SLOT_HEADER));
     code.load64(RAX, Mem::Base(R10, RawLayout::WRITE_POS as i32));
     code.mov_reg(RDX, RAX);
@@ -382,45 +422,60 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
             code.emit(on_value.bytes.get(..on_value.len)?);
             code.load64(R9, thread(thread_at::VALUE));
         }
-    }
-
-    // 5. The compact record at ring index (write_pos & mask), in RSI (the
-    // range's key taken first), a vector's value in the entries after it,
-    // published.
-    let write = matches!(
-        access,
-        Access::StoreRegister(_) | Access::StoreImmediate(_) | Access::VectorStore { .. }
-    );
-    code.alu_load(0x03, RCX, Mem::Base(RSI, entry_at::COMPACT));
-    record_at_write_pos(code);
-    code.store64(Mem::Base(RSI, compact_at::VALUE), R9);
-    code.store64(Mem::Base(RSI, compact_at::KEY), RCX);
-    if rmw {
-        code.store64(thread(thread_at::RMW_KEY), RCX);
-    }
-    code.mov_imm64(RCX, compact::head(write, width as u8, ext as u8, site.pc));
-    code.store64(Mem::Base(RSI, compact_at::HEAD), RCX);
-    for entry in 0..ext {
-        // The value whole, zero past its width; each entry at its own
-        // ring index (the ring may wrap between them).
-        code.lea(RDX, RAX, 1 + entry as i32);
-        code.alu_load(0x23, RDX, Mem::Base(RDI, slot_at::MASK));
-        code.shl(RDX, 5);
-        code.alu_load(0x03, RDX, Mem::Base(RDI, slot_at::RECORDS));
-        for qword in 0..4i32 {
-            let at = entry as i32 * 4 + qword;
-            if (at as usize) < width / 8 {
-                code.load64(RCX, thread(thread_at::VALUE + 8 * at));
-                code.store64(Mem::Base(RDX, 8 * qword), RCX);
-            } else {
-                code.store64_imm(Mem::Base(RDX, 8 * qword), 0);
-            }
+        Access::Masked {
+            on_alias,
+            register_out,
+            store,
+            element,
+            mask,
+            ..
+        } => {
+            code.emit(on_alias.bytes.get(..on_alias.len)?);
+            code.emit(register_out.bytes.get(..register_out.len)?);
+            // 5. Its records, published.
+            emit_masked_records(code, site, width / element, element, mask, store)?;
         }
     }
-    publish(code, 1 + ext as u8);
-    if rmw {
-        // Set again until the store: the alias stays mapped meanwhile.
-        code.store_byte_imm(Mem::Base(RDI, slot_at::PUSHING), 1);
+
+    if !matches!(access, Access::Masked { .. }) {
+        // 5. The compact record at ring index (write_pos & mask), in RSI (the
+        // range's key taken first), a vector's value in the entries after it,
+        // published.
+        let write = matches!(
+            access,
+            Access::StoreRegister(_) | Access::StoreImmediate(_) | Access::VectorStore { .. }
+        );
+        code.alu_load(0x03, RCX, Mem::Base(RSI, entry_at::COMPACT));
+        record_at_write_pos(code);
+        code.store64(Mem::Base(RSI, compact_at::VALUE), R9);
+        code.store64(Mem::Base(RSI, compact_at::KEY), RCX);
+        if rmw {
+            code.store64(thread(thread_at::RMW_KEY), RCX);
+        }
+        code.mov_imm64(RCX, compact::head(write, width as u8, ext as u8, site.pc));
+        code.store64(Mem::Base(RSI, compact_at::HEAD), RCX);
+        for entry in 0..ext {
+            // The value whole, zero past its width; each entry at its own
+            // ring index (the ring may wrap between them).
+            code.lea(RDX, RAX, 1 + entry as i32);
+            code.alu_load(0x23, RDX, Mem::Base(RDI, slot_at::MASK));
+            code.shl(RDX, 5);
+            code.alu_load(0x03, RDX, Mem::Base(RDI, slot_at::RECORDS));
+            for qword in 0..4i32 {
+                let at = entry as i32 * 4 + qword;
+                if (at as usize) < width / 8 {
+                    code.load64(RCX, thread(thread_at::VALUE + 8 * at));
+                    code.store64(Mem::Base(RDX, 8 * qword), RCX);
+                } else {
+                    code.store64_imm(Mem::Base(RDX, 8 * qword), 0);
+                }
+            }
+        }
+        publish(code, 1 + ext as u8);
+        if rmw {
+            // Set again until the store: the alias stays mapped meanwhile.
+            code.store_byte_imm(Mem::Base(RDI, slot_at::PUSHING), 1);
+        }
     }
 
     // 6. Back to the program's state; a load's instruction (and a
@@ -431,7 +486,7 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
             code.emit(rewritten.bytes.get(..rewritten.len)?);
             code.store_byte_imm(thread(thread_at::BUSY), 0);
         }
-        Access::VectorLoad { .. } | Access::VectorStore { .. } => {
+        Access::VectorLoad { .. } | Access::VectorStore { .. } | Access::Masked { .. } => {
             code.store_byte_imm(thread(thread_at::BUSY), 0);
             restore(code);
         }
@@ -447,6 +502,88 @@ pub fn emit(code: &mut Asm, insn: &Instruction, site: &SiteInfo, back: u64) -> O
     }
     code.jmp(back)?;
     Some(exits)
+}
+
+/// The records of a masked move whose register is in the thread block's
+/// value (and the range entry in RSI, the offset in RCX, `write_pos` in
+/// RAX, the ring checked for room for every element): one compact record
+/// for each element the opmask selects, in element order, as the fault
+/// path logs them (one access of the element's width each), all with one
+/// time; published together, the slot's flag cleared. The head and the
+/// first element's key are kept on the stack meanwhile; R10 is reloaded.
+fn emit_masked_records(
+    code: &mut Asm,
+    site: &SiteInfo,
+    elements: usize,
+    element: usize,
+    mask: u8,
+    write: bool,
+) -> Option<()> {
+    let scale: u8 = match element {
+        1 => 0,
+        2 => 1,
+        4 => 2,
+        8 => 3,
+        _ => return None,
+    };
+    code.alu_load(0x03, RCX, Mem::Base(RSI, entry_at::COMPACT));
+    code.push(RCX); // [rsp + 8]: the key of element 0
+    code.mov_imm64(RDX, compact::head(write, element as u8, 0, site.pc));
+    code.push(RDX); // [rsp]: the head
+    code.store64_imm(Mem::Base(R10, RawLayout::STAMPING as i32), 1);
+    code.mov_reg(R9, RAX);
+    code.emit(&[0x0f, 0x31]); // rdtsc
+    code.shl(RDX, 32);
+    code.op_reg(Size::Quad, false, &[0x09], RDX, RAX); // or rax, rdx
+    // rcx = the opmask, cut to the elements: kmovw (AVX512F) when it has
+    // 16 bits at most, kmovq (AVX512BW, which byte and word elements need
+    // anyway) for 32 or 64.
+    if elements <= 16 {
+        code.emit(&[0xc5, 0xf8, 0x93, 0xc8 | mask]); // kmovw ecx, k
+    } else {
+        code.emit(&[0xc4, 0xe1, 0xfb, 0x93, 0xc8 | mask]); // kmovq rcx, k
+    }
+    if elements < 64 {
+        code.mov_imm64(RDX, (1u64 << elements) - 1);
+        code.op_reg(Size::Quad, false, &[0x21], RDX, RCX); // and rcx, rdx
+    }
+    let top = code.here();
+    code.test_self(RCX);
+    let done = code.jcc_forward(0x4); // jz
+    code.emit(&[0xf3, 0x48, 0x0f, 0xbc, 0xd1]); // tzcnt rdx, rcx
+    code.mov_reg(RSI, R9);
+    code.alu_load(0x23, RSI, Mem::Base(RDI, slot_at::MASK));
+    code.shl(RSI, 5);
+    code.alu_load(0x03, RSI, Mem::Base(RDI, slot_at::RECORDS));
+    code.store64(Mem::Base(RSI, compact_at::TIME), RAX);
+    code.load64(R10, Mem::Base(4, 0));
+    code.store64(Mem::Base(RSI, compact_at::HEAD), R10);
+    code.load64(R10, Mem::Base(4, 8));
+    code.emit(&[0x4d, 0x8d, 0x14, (scale << 6) | (2 << 3) | 2]); // lea r10, [r10 + rdx*element]
+    code.store64(Mem::Base(RSI, compact_at::KEY), R10);
+    // r10 = the element, zero-extended: fs:[value + rdx*element].
+    let value = site.thread_block + thread_at::VALUE;
+    let sib = (scale << 6) | (2 << 3) | 5;
+    match element {
+        1 => code.emit(&[0x64, 0x44, 0x0f, 0xb6, 0x14, sib]), // movzx r10d, byte
+        2 => code.emit(&[0x64, 0x44, 0x0f, 0xb7, 0x14, sib]), // movzx r10d, word
+        4 => code.emit(&[0x64, 0x44, 0x8b, 0x14, sib]),       // mov r10d
+        _ => code.emit(&[0x64, 0x4c, 0x8b, 0x14, sib]),       // mov r10
+    }
+    code.emit(&value.to_le_bytes());
+    code.store64(Mem::Base(RSI, compact_at::VALUE), R10);
+    code.lea(R9, R9, 1);
+    code.lea(RDX, RCX, -1);
+    code.op_reg(Size::Quad, false, &[0x21], RDX, RCX); // and rcx, rdx: the next
+    code.jmp(top)?;
+    code.bind(done);
+    code.lea_rsp(16);
+    code.load64(R10, Mem::Base(RDI, slot_at::SLOT_HEADER));
+    // SYNC POINT: as in publish().
+    code.store64(Mem::Base(R10, RawLayout::WRITE_POS as i32), R9);
+    code.store64_imm(Mem::Base(R10, RawLayout::STAMPING as i32), 0);
+    code.store_byte_imm(Mem::Base(RDI, slot_at::PUSHING), 0);
+    Some(())
 }
 
 /// RSI = the entry at `write_pos` (RAX): `entries + (write_pos & mask) * 32`.
@@ -725,6 +862,52 @@ mod tests {
         }
         assert!(!text.contains("lock"), "a locked instruction in\n{text}");
         assert!(len + 400 < super::super::RECORD_AT, "{len} bytes");
+    }
+
+    #[test]
+    fn a_masked_move_logs_each_selected_element() {
+        crate::access::detect();
+        if crate::access::max_chunk() < 64 {
+            eprintln!("skipped: no 64-byte accesses (AVX-512) here");
+            return;
+        }
+        // vmovdqu8 [rbx+0x100]{k1}, zmm1: 64 byte elements.
+        let store = [0x62, 0xf1, 0x7f, 0x49, 0x7f, 0x8b, 0x00, 0x01, 0x00, 0x00];
+        let insn = Decoder::with_ip(64, &store, 0, DecoderOptions::NONE).decode();
+        assert_eq!(insn.code(), Code::EVEX_Vmovdqu8_zmmm512_k1z_zmm);
+        assert_eq!(insn.op_mask(), Register::K1);
+        assert_eq!(super::super::masked_vector_move(&insn), Some(1));
+        let (lines, _) = listing(&store);
+        let text = lines.join("\n");
+        for expected in [
+            "vmovdqu8 [rdx]{k1},zmm1",
+            "vmovdqu64 fs:[0FFFFFFFFFFFFFF00h],zmm1",
+            "kmovq rcx,k1",
+            "tzcnt rdx,rcx",
+            "lea r10,[r10+rdx]",
+            "movzx r10d,byte ptr fs:[rdx*1-100h]",
+            "lea rdx,[rcx-1]",
+            "and rcx,rdx",
+        ] {
+            assert!(text.contains(expected), "no `{expected}` in\n{text}");
+        }
+        // vmovdqu32 ymm2{k3}{z}, [rbx+0x40]: 8 dword elements.
+        let load = [0x62, 0xf1, 0x7e, 0xab, 0x6f, 0x93, 0x40, 0x00, 0x00, 0x00];
+        let insn = Decoder::with_ip(64, &load, 0, DecoderOptions::NONE).decode();
+        assert_eq!(insn.code(), Code::EVEX_Vmovdqu32_ymm_k1z_ymmm256);
+        assert!(insn.zeroing_masking());
+        assert_eq!(super::super::masked_vector_move(&insn), Some(4));
+        let (lines, _) = listing(&load);
+        let text = lines.join("\n");
+        for expected in [
+            "vmovdqu32 ymm2{k3}{z},[rdx]",
+            "kmovw ecx,k3",
+            "and rcx,rdx",
+            "lea r10,[r10+rdx*4]",
+            "mov r10d,fs:[rdx*4-100h]",
+        ] {
+            assert!(text.contains(expected), "no `{expected}` in\n{text}");
+        }
     }
 
     #[test]

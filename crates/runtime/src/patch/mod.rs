@@ -521,6 +521,44 @@ fn alu_load(insn: &Instruction) -> bool {
         && insn.op1_kind() == OpKind::Memory
 }
 
+/// The element size of `insn` if it is an AVX-512 vector move between
+/// memory and a vector register under an opmask (`vmovdqu8 [mem]{k1},
+/// zmm0`, `vmovups ymm1{k2}{z}, [mem]`, as glibc's `memcpy` makes for its
+/// tails): each selected element is one access of the element's width, as
+/// the fault path makes them, and the fast path logs one record each.
+fn masked_vector_move(insn: &Instruction) -> Option<usize> {
+    let mnemonic = matches!(
+        insn.mnemonic(),
+        Mnemonic::Vmovups
+            | Mnemonic::Vmovupd
+            | Mnemonic::Vmovaps
+            | Mnemonic::Vmovapd
+            | Mnemonic::Vmovdqu8
+            | Mnemonic::Vmovdqu16
+            | Mnemonic::Vmovdqu32
+            | Mnemonic::Vmovdqu64
+            | Mnemonic::Vmovdqa32
+            | Mnemonic::Vmovdqa64
+    );
+    let register = (0..insn.op_count())
+        .find(|&i| insn.op_kind(i) == OpKind::Register)
+        .map(|i| insn.op_register(i))?;
+    let vector =
+        (register.is_xmm() || register.is_ymm() || register.is_zmm()) && register.number() < 32;
+    let width = insn.memory_size().size();
+    let element = insn.memory_size().element_size();
+    let ok = mnemonic
+        && insn.encoding() == iced_x86::EncodingKind::EVEX
+        && vector
+        && insn.op_count() == 2
+        && insn.op_mask() != Register::None
+        && !insn.is_broadcast()
+        && matches!(width, 16 | 32 | 64)
+        && matches!(element, 1 | 2 | 4 | 8)
+        && width <= crate::access::max_chunk();
+    ok.then_some(element)
+}
+
 /// Whether `insn` is a plain vector move of 16 or 32 bytes between memory
 /// and XMM0-15 or YMM0-15 (`movups`, `movaps`, `movdqu`, `movdqa`, their
 /// `pd` forms and VEX forms; no mask, no AVX-512 register), and the CPU
@@ -589,7 +627,7 @@ fn patchable(insn: &Instruction) -> Result<(), Why> {
         // Only the fast path performs these; the general path would send
         // each one to the fault path.
         || ((read_modify_write(insn) || alu_load(insn)) && fast_path_wanted());
-    let vector = vector_move(insn) && fast_path_wanted();
+    let vector = (vector_move(insn) || masked_vector_move(insn).is_some()) && fast_path_wanted();
     if !(form || vector)
         || insn.has_lock_prefix()
         || insn.has_rep_prefix()

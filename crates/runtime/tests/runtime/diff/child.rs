@@ -132,7 +132,7 @@ fn fast_path() -> bool {
 /// `and`, `or`, `xor`, `adc`, `sbb` to memory, `inc`, `dec`, `neg`,
 /// `not`, and those and two-operand `imul` from memory to a register, and
 /// plain 16-, 32- and 64-byte vector moves with XMM0-15 or YMM0-15, or
-/// with EVEX any XMM, YMM or ZMM register, no mask),
+/// with EVEX any XMM, YMM or ZMM register, with or without an opmask),
 /// with one memory operand of 1, 2, 4 or 8 bytes addressed by
 /// 64-bit registers (not RSP) and a 32-bit displacement, no prefix that
 /// changes it, the other operand a general register (not AH..DH or RSP)
@@ -191,8 +191,10 @@ fn patch_rule(insn: &Instruction) -> (bool, bool) {
                 | Mnemonic::Vmovdqa64
         )))
         && insn.op_count() == 2
-        && insn.op_mask() == Register::None
-        && !insn.zeroing_masking()
+        // Under an opmask only with EVEX: one access per selected element.
+        && (insn.op_mask() == Register::None
+            || (evex && matches!(insn.memory_size().element_size(), 1 | 2 | 4 | 8)))
+        && (!insn.zeroing_masking() || insn.op_mask() != Register::None)
         && !insn.is_broadcast()
         && (0..2).any(|i| {
             insn.op_kind(i) == OpKind::Register && {
