@@ -286,7 +286,7 @@ fn handle_access_fault(
     // A patched site's instruction, run by its trampoline (the address
     // was traced after all): logged and counted at the site.
     let pc = patch::site_of_copy(regs.rip).unwrap_or(regs.rip);
-    let Some(fetched) = context::fetch(patch::code_of(regs.rip)) else {
+    let Some(fetched) = patch::fetch_at(regs.rip) else {
         context::refuse(Refusal::Undecodable, pc, fault_addr);
         return false;
     };

@@ -20,7 +20,9 @@
 //! read-execute and not writable. Everything else stays on the fault path,
 //! counted per site in the summary with the reason.
 
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, compiler_fence,
+};
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use mmiotrace_shm::Shm;
 
@@ -265,6 +267,29 @@ pub fn code_of(pc: u64) -> u64 {
     match site.state.load(Ordering::Acquire) {
         PATCHING | PATCHED => site.orig.load(Ordering::Relaxed),
         _ => pc,
+    }
+}
+
+/// The instruction that faulted at `pc`: its bytes there, unless `pc` is
+/// a site that is being patched or is patched, whose original instruction
+/// is the trampoline's copy ([`code_of`]).
+///
+/// The bytes are read first and the site's state after: the patcher
+/// publishes PATCHING before it writes the `int3`, and x86 keeps both
+/// the patcher's stores and this thread's loads in order, so bytes that
+/// already hold the `int3` (or the `jmp`) come with a state that says so.
+/// Read the other way round, a thread whose instruction faulted just
+/// before the site's patch began could see the old state and then the
+/// new bytes, and decode the `int3`: "instruction not supported", and the
+/// program killed (seen once in the patched soak, under load).
+pub fn fetch_at(pc: u64) -> Option<crate::context::Fetched> {
+    let here = crate::context::fetch(pc);
+    compiler_fence(Ordering::SeqCst);
+    let code = code_of(pc);
+    if code == pc {
+        here
+    } else {
+        crate::context::fetch(code)
     }
 }
 
