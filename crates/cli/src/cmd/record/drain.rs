@@ -784,7 +784,22 @@ impl Drainer {
         mut write: impl FnMut(&Event) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         self.calibrate();
-        self.merge(finished, usize::MAX, &mut write).map(|_| ())
+        self.merge(finished, usize::MAX, &mut write)?;
+        if finished {
+            // Nothing the recorder took from the rings may stay unwritten:
+            // say so rather than end a trace short without a word.
+            let queued: usize = self
+                .rings
+                .iter()
+                .map(|queue| queue.records.len() - queue.head)
+                .sum();
+            let spooled = self.rings.iter().filter(|queue| queue.spool.active).count();
+            anyhow::ensure!(
+                queued == 0 && spooled == 0,
+                "internal error: {queued} records taken from the rings, and the records set aside for {spooled} rings, were not written; the trace is incomplete"
+            );
+        }
+        Ok(())
     }
 
     /// How far each source may write now: the clock read first, then
@@ -867,10 +882,18 @@ impl Drainer {
     ) -> anyhow::Result<Merged> {
         let shm = self.shm;
         let bounds = if finished {
+            // Everything published is due, and no ring is waited for: the
+            // rings found stamping at the last look (which, while the
+            // recorder was behind and only spooled, may be long past) must
+            // not hold anything back now. They did: the spooled soak lost
+            // every record after such a ring's last one, written nowhere
+            // and counted nowhere.
             self.grow_rings();
+            let mut stamping = std::mem::take(&mut self.stamping);
+            stamping.clear();
             Bounds {
                 general: u64::MAX,
-                stamping: std::mem::take(&mut self.stamping),
+                stamping,
             }
         } else {
             self.bounds()
@@ -1538,6 +1561,49 @@ mod tests {
         assert!(ids.iter().all(|&id| id == (77, Some(70))), "{ids:?}");
         assert_eq!(drainer.spooled, 0);
         assert_eq!(drainer.summary().spool_error, None);
+    }
+
+    /// The end of a recording whose recorder was behind until the program
+    /// ended: a ring found stamping at the last merge (long before, while
+    /// the recorder only spooled) holds nothing back, and every record set
+    /// aside is written. Before, the finished merge kept that stale
+    /// stamping ring's floor and silently wrote nothing after it.
+    #[test]
+    fn a_ring_seen_stamping_before_the_spooling_holds_nothing_back_at_the_end() {
+        let shm = shm(2);
+        let (a, b) = (
+            shm.claim_slot(1).expect("slot"),
+            shm.claim_slot(2).expect("slot"),
+        );
+        let mut drainer = Drainer::new(shm);
+        drainer.set_spool_limit(SPOOL_LIMIT);
+        shm.push(a, write(1), &[]);
+        shm.push(b, write(2), &[]);
+        let_due(&shm);
+        set_stamping(&shm, a, true);
+        let mut values = Vec::new();
+        let mut collect = |event: &Event| {
+            if let Event::Access(access) = event {
+                values.push(access.value.low_u64());
+            }
+            Ok(())
+        };
+        // Ring a is stamping: b's record, later than a's, waits for it.
+        drainer.pump(&mut collect).expect("pump");
+        set_stamping(&shm, a, false);
+        // Ring b fills faster than the recorder looks: spooled, and the
+        // recorder only spools (no merge, no new look at the stamping).
+        for value in 3..200 {
+            shm.push(b, write(value), &[]);
+        }
+        let pumped = drainer.pump(&mut collect).expect("pump");
+        assert!(pumped.held && drainer.spooling, "spooling");
+        assert_eq!(shm.pending(b), 0);
+        // The program ended.
+        while drainer.poll() > 0 {}
+        drainer.emit(true, &mut collect).expect("emit");
+        let expected: Vec<u64> = (1..200).collect();
+        assert_eq!(values, expected);
     }
 
     /// Records read back from a spool a few entries at a time: full
